@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+class NIRStr:  # placeholder
+    pass

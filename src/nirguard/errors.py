@@ -1,0 +1,185 @@
+"""The one exception tree of nirguard.
+
+Every exception descends from :class:`NirguardError` and carries a stable,
+machine-readable :attr:`~NirguardError.code`. Messages are fixed per code:
+they never contain the value that was checked, a key, or a storage URI.
+
+>>> from nirguard import nir
+>>> try:
+...     nir.validate("1 85 05 78 006 084 90")
+... except NirguardError as exc:
+...     (exc.code, str(exc))
+('key', 'invalid NIR: the control key does not match')
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "EnumerationSuspected",
+    "GuardUnavailable",
+    "InvalidKey",
+    "InvalidNIR",
+    "InvalidToken",
+    "LookupDenied",
+    "NirguardError",
+    "PolicyError",
+    "PractitionerLocked",
+    "QuotaExceeded",
+]
+
+
+class NirguardError(Exception):
+    """Root of every exception nirguard raises.
+
+    Attributes:
+        code: a stable machine-readable identifier (snake_case).
+    """
+
+    code: str = "error"
+    default_message: ClassVar[str] = "nirguard error"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(message if message is not None else self.default_message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={str(self)!r})"
+
+
+_NIR_MESSAGES: dict[str, str] = {
+    "type": "invalid NIR: not a string",
+    "empty": "invalid NIR: empty",
+    "characters": "invalid NIR: characters outside digits, 2A/2B and separators",
+    "length": "invalid NIR: must have 15 characters (13 plus a 2-digit key)",
+    "key": "invalid NIR: the control key does not match",
+    "sex": "invalid NIR: the first digit is not a valid sex code",
+    "month": "invalid NIR: the month of birth code is not valid",
+    "department": "invalid NIR: the department of birth is not valid",
+    "commune": "invalid NIR: the commune or country code is not valid",
+    "order": "invalid NIR: the order number is not valid",
+}
+
+
+class InvalidNIR(NirguardError, ValueError):
+    """A value is not a valid NIR.
+
+    ``code`` is one of ``type``, ``empty``, ``characters``, ``length``,
+    ``key``, ``sex``, ``month``, ``department``, ``commune``, ``order``.
+    The message is fixed per code and never contains the input.
+    """
+
+    codes: ClassVar[frozenset[str]] = frozenset(_NIR_MESSAGES)
+
+    def __init__(self, code: str) -> None:
+        if code not in _NIR_MESSAGES:  # programming error, not user input
+            raise ValueError(f"unknown InvalidNIR code {code!r}")
+        super().__init__(_NIR_MESSAGES[code], code=code)
+
+    def __reduce__(self) -> tuple[type[InvalidNIR], tuple[str]]:
+        return (type(self), (self.code,))
+
+
+class InvalidKey(NirguardError, ValueError):
+    """Key material or a key id was refused (too short, wrong type, bad id or text form)."""
+
+    code = "key_invalid"
+    default_message = "invalid key"
+
+
+class InvalidToken(NirguardError):
+    """A token could not be detokenised.
+
+    One opaque error for every cause (tampered, unknown key, wrong purpose,
+    malformed), as cryptography's Fernet does.
+    """
+
+    code = "token_invalid"
+    default_message = "invalid token"
+
+
+class PolicyError(NirguardError, ValueError):
+    """A quota policy or guard configuration is not valid."""
+
+    code = "policy_invalid"
+    default_message = "invalid quota policy"
+
+
+class LookupDenied(NirguardError):
+    """A guarded lookup was refused; the wrapped function was not called.
+
+    Attributes:
+        retry_after: seconds after which the same lookup may be allowed,
+            or ``None`` when unknown.
+    """
+
+    code = "denied"
+    default_message = "lookup denied"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(LookupDenied):
+    """A quota was exhausted. ``code`` (and ``quota``) names it: ``lookups``,
+    ``distinct_patients``, ``invalid_nirs``, ``misses``, ``portal``, ..."""
+
+    default_message = "lookup denied: quota exceeded"
+
+    def __init__(self, quota: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"lookup denied: {quota} quota exceeded", code=quota, retry_after=retry_after)
+
+    @property
+    def quota(self) -> str:
+        """The name of the exhausted quota (same as ``code``)."""
+        return self.code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_quota, (self.code, self.retry_after))
+
+
+def _rebuild_quota(quota: str, retry_after: float | None) -> QuotaExceeded:
+    return QuotaExceeded(quota, retry_after=retry_after)
+
+
+class PractitionerLocked(LookupDenied):
+    """The practitioner is locked out after a lockout-class breach."""
+
+    code = "locked"
+    default_message = "lookup denied: practitioner locked out"
+
+    def __init__(self, *, retry_after: float | None = None, reason: str | None = None) -> None:
+        super().__init__(retry_after=retry_after)
+        self.reason = reason
+
+
+class EnumerationSuspected(LookupDenied):
+    """The lookups look like enumeration; the practitioner is now locked out.
+
+    Attributes:
+        signal: the detection signal that fired (``cohort``, ``portal_cohort``,
+            ``miss_ratio``, ...).
+    """
+
+    code = "suspected"
+    default_message = "lookup denied: enumeration suspected"
+
+    def __init__(self, signal: str, *, retry_after: float | None = None) -> None:
+        super().__init__(retry_after=retry_after)
+        self.signal = signal
+
+
+class GuardUnavailable(LookupDenied):
+    """The quota store could not be reached; the guard fails closed."""
+
+    code = "unavailable"
+    default_message = "lookup denied: quota store unavailable"

@@ -1,0 +1,9 @@
+"""Placeholder: being written."""
+
+
+class SecretKey:  # placeholder
+    pass
+
+
+class KeyRing:  # placeholder
+    pass

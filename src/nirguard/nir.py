@@ -1,0 +1,1 @@
+NIR = object
