@@ -1,5 +1,214 @@
-"""Placeholder: being written."""
+"""Keyed pseudonyms of NIRs: HMAC-SHA256 under a per-purpose sub-key.
+
+An unkeyed hash of a NIR is not a pseudonym: the ~8.6e10 plausible NIRs are
+hashed in hours. Only a secret key held apart from the data protects them.
+The construction is public and versioned (``docs/pseudonymisation.md``), so
+that SQL, Java or Spark pipelines can reproduce it:
+
+* canonical NIR: the 15-character output of :func:`nirguard.nir.validate`,
+  as ASCII bytes;
+* sub-key: HKDF-SHA256 (RFC 5869), ikm = key material, no salt,
+  info = ``b"nirguard/v1/pseudonym/" + purpose.encode("utf-8")``, 32 bytes;
+* pseudonym: ``f"{key_id}:{digest}"`` where digest is the first 16 bytes of
+  HMAC-SHA256(sub-key, canonical NIR) in lowercase hex (32 characters).
+
+The purpose separates pseudonym spaces: the same NIR gets unrelated
+pseudonyms in two databases or for two recipients (CSP R1461-7).
+
+>>> from nirguard import SecretKey
+>>> p = Pseudonymiser(SecretKey(bytes(32), "demo"), purpose="docs")
+>>> p.pseudonymise("1 85 05 78 006 084 91")
+'demo:44880a8bd66406a83f3ab6bdd29b37d9'
+>>> p.matches("185057800608491", "demo:44880a8bd66406a83f3ab6bdd29b37d9")
+True
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import NoReturn
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+
+from nirguard import nir
+from nirguard.keys import KeyRing, SecretKey, _check_purpose
+
+__all__ = ["PSEUDONYM_INFO_PREFIX", "Pseudonymiser"]
+
+#: HKDF ``info`` prefix of pseudonym sub-keys (the purpose follows, UTF-8).
+PSEUDONYM_INFO_PREFIX = b"nirguard/v1/pseudonym/"
+_SUBKEY_BYTES = 32
+_DIGEST_BYTES = 16
+
+# nirguard.nir.validate's own fast path for canonical strict input: the same
+# regex, then the key of an all-digit body. Anything it does not accept goes
+# through nir.validate itself, so results and errors are always validate's.
+_STRICT_MATCH = nir._STRICT_MATCH
 
 
-class Pseudonymiser:  # placeholder
-    pass
+class Pseudonymiser:
+    """Make and check keyed pseudonyms of NIRs for one purpose.
+
+    Sub-keys are derived once here, for every key of the ring.
+
+    Args:
+        keys: a :class:`~nirguard.SecretKey`, or a :class:`~nirguard.KeyRing`
+            whose current key makes new pseudonyms and whose every key is
+            recognised by :meth:`matches`.
+        purpose: what the pseudonyms are for (a database, a recipient, an
+            export); a non-empty string. Different purposes give unrelated
+            pseudonyms.
+
+    Raises:
+        InvalidKey: ``keys`` is not a key or ring, or ``purpose`` is not a
+            non-empty string.
+    """
+
+    __slots__ = ("_hmacs", "_prefix", "_purpose", "_ring")
+
+    _ring: KeyRing
+    _purpose: str
+    _prefix: str
+    _hmacs: dict[str, crypto_hmac.HMAC]
+
+    def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
+        ring = KeyRing.of(keys)
+        info = PSEUDONYM_INFO_PREFIX + _check_purpose(purpose)
+        hmacs = {
+            key.key_id: crypto_hmac.HMAC(key._derive(info, _SUBKEY_BYTES), hashes.SHA256())
+            for key in ring
+        }
+        object.__setattr__(self, "_ring", ring)
+        object.__setattr__(self, "_purpose", purpose)
+        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
+        object.__setattr__(self, "_hmacs", hmacs)
+
+    @property
+    def purpose(self) -> str:
+        """The purpose string the sub-keys were derived for."""
+        return self._purpose
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of the keys in use, current first."""
+        return self._ring.key_ids
+
+    def pseudonymise(self, nir_value: str) -> str:
+        """The pseudonym of a NIR under the current key.
+
+        Args:
+            nir_value: a NIR in any spelling :func:`nirguard.nir.validate`
+                accepts; it is validated strictly first.
+
+        Returns:
+            ``"<key_id>:<32 lowercase hex digits>"``.
+
+        Raises:
+            InvalidNIR: the value is not a valid NIR; garbage is never
+                pseudonymised.
+        """
+        return self.pseudonymise_canonical(nir.validate(nir_value))
+
+    def pseudonymise_many(self, nirs: Iterable[str]) -> list[str]:
+        """The pseudonyms of many NIRs, in order; same results as
+        :meth:`pseudonymise`, faster.
+
+        Raises:
+            InvalidNIR: the first invalid value met (nothing is returned).
+        """
+        base = self._hmacs[self._ring.current.key_id]
+        copy = base.copy
+        prefix = self._prefix
+        strict_match = _STRICT_MATCH
+        validate = nir.validate
+        out: list[str] = []
+        append = out.append
+        for value in nirs:
+            # Inline copy of nir.validate's fast path (compact, canonical, all digits).
+            if type(value) is str and strict_match(value) is not None and value[6] <= "9":
+                body, key = divmod(int(value), 100)
+                canonical = value if 97 - body % 97 == key else validate(value)
+            else:
+                canonical = validate(value)
+            mac = copy()
+            mac.update(canonical.encode())
+            append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
+        return out
+
+    def pseudonymise_canonical(self, canonical: str) -> str:
+        """Internal: the pseudonym of a string that is **already** canonical.
+
+        No validation at all: ``canonical`` must be the output of
+        :func:`nirguard.nir.validate` (or, for a :meth:`derive`-d purpose,
+        another string the caller has canonicalised, such as the guard's
+        10-character cohort prefix). Anything else gives a pseudonym that no
+        other spelling of the same number will ever match.
+
+        Raises:
+            TypeError: ``canonical`` is not a string.
+        """
+        mac = self._hmacs[self._ring.current.key_id].copy()
+        mac.update(canonical.encode())
+        return self._prefix + mac.finalize()[:_DIGEST_BYTES].hex()
+
+    def matches(self, nir_value: str, pseudonym: str) -> bool:
+        """Whether ``pseudonym`` was made from this NIR, for this purpose,
+        with any key of the ring (compared in constant time).
+
+        Args:
+            nir_value: the NIR, in any accepted spelling.
+            pseudonym: the pseudonym to check; anything malformed (wrong
+                type, unknown key id, wrong length) gives ``False``.
+
+        Raises:
+            InvalidNIR: ``nir_value`` is not a valid NIR.
+        """
+        canonical = nir.validate(nir_value)
+        if not isinstance(pseudonym, str) or not pseudonym.isascii():
+            return False
+        key_id, sep, _digest = pseudonym.partition(":")
+        base = self._hmacs.get(key_id) if sep else None
+        if base is None:
+            return False
+        mac = base.copy()
+        mac.update(canonical.encode())
+        expected = f"{key_id}:{mac.finalize()[:_DIGEST_BYTES].hex()}"
+        return hmac.compare_digest(expected, pseudonym)
+
+    def derive(self, purpose_suffix: str) -> Pseudonymiser:
+        """A pseudonymiser with the same keys for purpose
+        ``f"{purpose}/{purpose_suffix}"``.
+
+        Raises:
+            InvalidKey: ``purpose_suffix`` is not a non-empty string.
+        """
+        _check_purpose(purpose_suffix)
+        return Pseudonymiser(self._ring, purpose=f"{self._purpose}/{purpose_suffix}")
+
+    def __repr__(self) -> str:
+        return f"Pseudonymiser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
+
+    __str__ = __repr__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Pseudonymiser is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Pseudonymiser is immutable")
+
+    def __copy__(self) -> Pseudonymiser:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Pseudonymiser:
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")

@@ -1,5 +1,157 @@
-"""Placeholder: being written."""
+"""Reversible tokens of NIRs, for authorised re-identification.
+
+A token is the deterministic AES-SIV encryption (RFC 5297, cryptography's
+``AESSIV``) of the canonical NIR under a per-purpose sub-key:
+
+* sub-key: HKDF-SHA256 (RFC 5869), ikm = key material, no salt,
+  info = ``b"nirguard/v1/token/" + purpose.encode("utf-8")``, 64 bytes;
+* ciphertext: ``AESSIV(sub-key).encrypt(canonical NIR as ASCII, None)``
+  (no associated data: the purpose already separates the keys), 31 bytes;
+* token: ``f"{key_id}:{base64url of the ciphertext, without padding}"``.
+
+Only holders of the key can turn a token back into the NIR; every failure
+(tampering, unknown or wrong key, wrong purpose, malformed) raises the same
+opaque :class:`~nirguard.InvalidToken`.
+
+>>> from nirguard import SecretKey
+>>> t = Tokeniser(SecretKey(bytes(32), "demo"), purpose="docs")
+>>> token = t.tokenise("1 85 05 78 006 084 91")
+>>> token
+'demo:j6WV0vDF4ZIuYuQxp73oKgrMN1HUD-KJxYOpGUxHhQ'
+>>> t.detokenise(token)
+'185057800608491'
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from nirguard import nir
+from nirguard.errors import InvalidNIR, InvalidToken
+from nirguard.keys import KeyRing, SecretKey, _b64url_decode, _b64url_encode, _check_purpose
+
+__all__ = ["TOKEN_INFO_PREFIX", "Tokeniser"]
+
+#: HKDF ``info`` prefix of token sub-keys (the purpose follows, UTF-8).
+TOKEN_INFO_PREFIX = b"nirguard/v1/token/"
+_SUBKEY_BYTES = 64
+# 16-byte synthetic IV + 15-byte NIR, in unpadded base64url.
+_MAX_TOKEN_BODY = 64
 
 
-class Tokeniser:  # placeholder
-    pass
+class Tokeniser:
+    """Turn NIRs into reversible tokens for one purpose, and back.
+
+    Sub-keys are derived once here, for every key of the ring.
+
+    Args:
+        keys: a :class:`~nirguard.SecretKey`, or a :class:`~nirguard.KeyRing`
+            whose current key makes new tokens and whose every key can
+            detokenise the tokens it made.
+        purpose: what the tokens are for; a non-empty string. A token made
+            for one purpose does not detokenise under another.
+
+    Raises:
+        InvalidKey: ``keys`` is not a key or ring, or ``purpose`` is not a
+            non-empty string.
+    """
+
+    __slots__ = ("_current", "_prefix", "_purpose", "_ring", "_sivs")
+
+    _ring: KeyRing
+    _purpose: str
+    _prefix: str
+    _current: AESSIV
+    _sivs: dict[str, AESSIV]
+
+    def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
+        ring = KeyRing.of(keys)
+        info = TOKEN_INFO_PREFIX + _check_purpose(purpose)
+        sivs = {key.key_id: AESSIV(key._derive(info, _SUBKEY_BYTES)) for key in ring}
+        object.__setattr__(self, "_ring", ring)
+        object.__setattr__(self, "_purpose", purpose)
+        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
+        object.__setattr__(self, "_current", sivs[ring.current.key_id])
+        object.__setattr__(self, "_sivs", sivs)
+
+    @property
+    def purpose(self) -> str:
+        """The purpose string the sub-keys were derived for."""
+        return self._purpose
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of the keys in use, current first."""
+        return self._ring.key_ids
+
+    def tokenise(self, nir_value: str) -> str:
+        """The token of a NIR under the current key (deterministic).
+
+        Args:
+            nir_value: a NIR in any spelling :func:`nirguard.nir.validate`
+                accepts; it is validated strictly first.
+
+        Returns:
+            ``"<key_id>:<base64url>"``.
+
+        Raises:
+            InvalidNIR: the value is not a valid NIR.
+        """
+        canonical = nir.validate(nir_value)
+        return self._prefix + _b64url_encode(self._current.encrypt(canonical.encode(), None))
+
+    def detokenise(self, token: str) -> str:
+        """The canonical NIR a token was made from.
+
+        The token is decrypted with the key it names, if the ring holds it.
+
+        Raises:
+            InvalidToken: for every failure: not a string, malformed,
+                unknown key id, made under another key or purpose, tampered.
+        """
+        if not isinstance(token, str):
+            raise InvalidToken()
+        key_id, sep, body = token.partition(":")
+        siv = self._sivs.get(key_id) if sep else None
+        if siv is None or len(body) > _MAX_TOKEN_BODY:
+            raise InvalidToken()
+        data = _b64url_decode(body)
+        if data is None:
+            raise InvalidToken()
+        try:
+            plain = siv.decrypt(data, None)
+        except (InvalidTag, ValueError):
+            raise InvalidToken() from None
+        try:
+            return nir.validate(plain.decode("ascii"))
+        except (UnicodeDecodeError, InvalidNIR):  # pragma: no cover - authentic but not a NIR
+            raise InvalidToken() from None
+
+    def __repr__(self) -> str:
+        return f"Tokeniser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
+
+    __str__ = __repr__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Tokeniser is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Tokeniser is immutable")
+
+    def __copy__(self) -> Tokeniser:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Tokeniser:
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
