@@ -136,7 +136,9 @@ class QuotaExceeded(LookupDenied):
     default_message = "lookup denied: quota exceeded"
 
     def __init__(self, quota: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"lookup denied: {quota} quota exceeded", code=quota, retry_after=retry_after)
+        super().__init__(
+            f"lookup denied: {quota} quota exceeded", code=quota, retry_after=retry_after
+        )
 
     @property
     def quota(self) -> str:

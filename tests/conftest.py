@@ -1,0 +1,78 @@
+"""Suite-wide fixtures: a leak detector over every log record, helpers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from nirguard import nir
+
+# A NIR as it may appear in text: 15 characters, digits (2A/2B at 6-7), separators between groups.
+_SEP = r"[ .\-\u00a0\u202f]?"
+NIR_SHAPED = re.compile(
+    rf"(?<![0-9A-Za-z])[0-9]{_SEP}[0-9]{{2}}{_SEP}[0-9]{{2}}{_SEP}(?:[0-9]{{2}}|2[ABab]){_SEP}"
+    rf"[0-9]{{1,3}}{_SEP}[0-9]{{1,3}}{_SEP}[0-9]{{1,3}}{_SEP}[0-9]{{2}}(?![0-9])"
+)
+
+
+def find_nirs(text: str) -> list[str]:
+    """Every valid NIR (any spelling) found in ``text``."""
+    found = []
+    for match in NIR_SHAPED.finditer(text):
+        if nir.is_valid(match.group(0), strict=False):
+            found.append(match.group(0))
+    # Bare 13-character bodies of a valid-looking NIR prefix are caught by the tests that know them.
+    return found
+
+
+def assert_no_nir(text: str, *known: str) -> None:
+    """Fail if ``text`` holds a valid NIR, or any of ``known`` (canonical or 13-char body)."""
+    assert not find_nirs(text), "NIR-shaped string leaked"
+    for value in known:
+        canonical = nir.validate(value, strict=False)
+        assert canonical not in text, "known NIR leaked"
+        assert canonical[:13] not in text, "known NIR body leaked"
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _no_nir_in_logs() -> Iterator[_Collector]:
+    """Every log record any test produces is scanned for NIRs."""
+    collector = _Collector()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(collector)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield collector
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(old_level)
+    for record in collector.records:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + str(record.exc_info[1])
+        if not text:
+            continue
+        assert not find_nirs(text), f"a log record of {record.name!r} holds a NIR"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the real Redis for integration tests (skips when not configured)."""
+    url = os.environ.get("NIRGUARD_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("set NIRGUARD_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests")
+    return url

@@ -1,0 +1,444 @@
+"""nirguard.nir: vectors for every rule, properties, junk sweep."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from nirguard import NIR, InvalidNIR, NirguardError, nir
+from nirguard.testing import NIRGenerator
+from tests.conftest import assert_no_nir
+
+
+def key_of(body: str) -> int:
+    """Independent key computation for the tests (the rule, written plainly)."""
+    number = int(body[:5] + {"2A": "19", "2B": "18"}.get(body[5:7], body[5:7]) + body[7:])
+    return 97 - number % 97
+
+
+def with_key(body: str) -> str:
+    return f"{body}{key_of(body):02d}"
+
+
+# (canonical, sex, year, month, department, commune, country, order, key, provisional)
+PARSED = [
+    ("185057800608491", 1, 85, 5, "78", "006", None, 84, 91, False),
+    ("295099912611177", 2, 95, 9, "99", None, "126", 111, 77, False),
+    ("282042A12345617", 2, 82, 4, "2A", "123", None, 456, 17, False),
+    ("282042B12345644", 2, 82, 4, "2B", "123", None, 456, 44, False),
+    ("282049741112380", 2, 82, 4, "974", "11", None, 123, 80, False),
+    ("185052012345606", 1, 85, 5, "20", "123", None, 456, 6, False),
+    ("385057800608488", 3, 85, 5, "78", "006", None, 84, 88, True),
+    ("485057800608438", 4, 85, 5, "78", "006", None, 84, 38, True),
+    ("785057800608482", 7, 85, 5, "78", "006", None, 84, 82, True),
+    ("885057800608432", 8, 85, 5, "78", "006", None, 84, 32, True),
+    ("185207800608440", 1, 85, None, "78", "006", None, 84, 40, False),
+    ("185317800608422", 1, 85, 1, "78", "006", None, 84, 22, False),
+    ("185427800608404", 1, 85, 12, "78", "006", None, 84, 4, False),
+    ("185307800608406", 1, 85, None, "78", "006", None, 84, 6, False),
+    ("185507800608435", 1, 85, None, "78", "006", None, 84, 35, False),
+    ("185997800608443", 1, 85, None, "78", "006", None, 84, 43, False),
+]
+
+
+@pytest.mark.parametrize("row", PARSED, ids=[r[0][:7] for r in PARSED])
+def test_parse_fields(row: tuple[object, ...]) -> None:
+    canonical, sex, year, month, dep, commune, country, order, key, provisional = row
+    n = nir.parse(str(canonical))
+    assert n.canonical == canonical
+    assert (n.sex, n.birth_year, n.birth_month) == (sex, year, month)
+    assert (n.department, n.commune, n.country) == (dep, commune, country)
+    assert (n.order, n.key, n.is_provisional) == (order, key, provisional)
+    assert key_of(str(canonical)[:13]) == key
+
+
+SPELLINGS = [
+    "185057800608491",
+    "1 85 05 78 006 084 91",
+    "1.85.05.78.006.084.91",
+    "1-85-05-78-006-084-91",
+    "1\u00a085\u00a005\u00a078\u00a0006\u00a0084\u00a091",
+    "1\u202f85\u202f05\u202f78\u202f006\u202f084\u202f91",
+    "  185057800608491\t",
+    "\n1 85 05 78 006 084 91\r\n",
+    "1 85 05 78 006 084  91",
+    "1850578006084 91",
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_accepted_spellings_give_one_canonical_form(spelling: str) -> None:
+    assert nir.validate(spelling) == "185057800608491"
+    assert nir.is_valid(spelling)
+
+
+@pytest.mark.parametrize(
+    "spelling", ["2 82 04 2a 123 456 17", "282042a12345617", "2820 42A12345617"]
+)
+def test_corsica_lowercase_and_spacing(spelling: str) -> None:
+    assert nir.validate(spelling) == "282042A12345617"
+
+
+def test_corsica_key_reads_a_as_19_and_b_as_18() -> None:
+    # The same body with 19/18 has the same key: the key cannot tell them apart.
+    assert nir.compute_key("282042A123456") == nir.compute_key("2820419123456") == 17
+    assert nir.compute_key("282042B123456") == nir.compute_key("2820418123456") == 44
+    # django-localflavor's mistake (A and B as 0) must not be reproduced.
+    assert nir.compute_key("282042A123456") != nir.compute_key("2820420123456")
+
+
+# (input, strict code, lenient code or None when valid with strict=False)
+REJECTED = [
+    ("", "empty", "empty"),
+    ("   ", "empty", "empty"),
+    (" . - ", "empty", "empty"),
+    ("1850578006084", "length", "length"),  # 13 characters, no key: nothing to check
+    ("18505780060849", "length", "length"),
+    ("1850578006084911", "length", "length"),
+    ("185057800608491.0", "length", "length"),  # spreadsheet damage
+    ("1.85057800608E+14", "characters", "characters"),
+    ("185057800608490", "key", "key"),
+    ("185057800608400", "key", "key"),
+    ("185057800608498", "key", "key"),
+    ("185057800608499", "key", "key"),
+    ("12A057505600149", "characters", "characters"),  # 2A elsewhere than 6-7
+    ("1850578006A8491", "characters", "characters"),
+    ("18505 1A 12345617", "characters", "characters"),
+    ("282042C12345617", "characters", "characters"),
+    ("NIR 185057800608491", "characters", "characters"),
+    ("185057800608491x", "characters", "characters"),
+    ("１85057800608491", "characters", "characters"),  # fullwidth digit
+    ("185057800608491".replace("5", "٥"), "characters", "characters"),  # Arabic-Indic
+    ("1850578006084９1", "characters", "characters"),
+    ("18505780060849²", "characters", "characters"),
+    ("1850578ⅷ0608491", "characters", "characters"),
+    ("185057800\x00608491", "characters", "characters"),
+    ("1850578006\n08491", "characters", "characters"),
+    ("1850578006\t08491", "characters", "characters"),
+    ("1 85 05 78 006 084\u200391", "characters", "characters"),  # em space
+    ("1 85 05 78 006 084\u300091", "characters", "characters"),  # ideographic space
+    ("1_85_05_78_006_084_91", "characters", "characters"),
+    ("+185057800608491", "characters", "characters"),
+    ("185057800608491\u00a0\u2003", "characters", "characters"),
+]
+
+
+@pytest.mark.parametrize(("value", "strict_code", "lenient_code"), REJECTED)
+def test_rejected_inputs(value: str, strict_code: str, lenient_code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == strict_code
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value, strict=False)
+    assert info.value.code == lenient_code
+    assert not nir.is_valid(value)
+
+
+# Structure rules: (13-character body, code under strict=True). With the right key, strict=False accepts them.
+STRUCTURE_REJECTED = [
+    ("0850578006084", "sex"),
+    ("5850578006084", "sex"),
+    ("6850578006084", "sex"),
+    ("9850578006084", "sex"),
+    ("1850078006084", "month"),
+    ("1851378006084", "month"),
+    ("1851978006084", "month"),
+    ("1850500006084", "department"),
+    ("1850578000084", "commune"),
+    ("185052A000084", "commune"),
+    ("1850599000084", "commune"),  # country code 000
+    ("1850578006000", "order"),
+    ("1850597412000", "order"),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), STRUCTURE_REJECTED)
+def test_structure_rules(body: str, code: str) -> None:
+    value = with_key(body)
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == code
+    assert nir.validate(value, strict=False) == value
+
+
+# Disputed rules: the lenient verdict is taken (documented in docs/rules.md).
+DISPUTED_ACCEPTED = [
+    "1852178006084",  # month 21-29
+    "1852978006084",
+    "1854378006084",  # month 43-49
+    "1854978006084",
+    "1852078006084",  # month 20: unknown
+    "1853078006084",  # month 30
+    "1855078006084",  # month 50-99
+    "1850596123456",  # department 96 (Tunisia before independence)
+    "1850591123456",  # 91-94: Algeria before 1962 too
+    "1850520123456",  # department 20 (Corsica before 1976), whatever the year
+    "102052A123456",  # 2A with a pre-1976 year
+    "1850597012345",  # overseas 970
+    "1850597912345",  # overseas 979
+    "1850598012345",  # overseas 980-983
+    "1850598312345",
+    "1850597400345",  # overseas commune 00
+    "1850597491345",  # overseas commune 91-99
+    "1850575991084",  # commune 991-999
+    "1850575999084",
+    "1850575990084",  # commune 990 = unknown
+    "1850599999084",  # country code 999
+    "3850578006084",  # provisional numbers
+    "4850578006084",
+    "7850578006084",
+    "8850578006084",
+]
+
+
+@pytest.mark.parametrize("body", DISPUTED_ACCEPTED)
+def test_disputed_rules_take_the_lenient_side(body: str) -> None:
+    assert nir.validate(with_key(body)) == with_key(body)
+
+
+def test_is_provisional() -> None:
+    assert nir.parse(with_key("7850578006084")).is_provisional
+    assert not nir.parse(with_key("2850578006084")).is_provisional
+
+
+def test_key_range_is_01_to_97() -> None:
+    # A body that is a multiple of 97 has key 97, never 00.
+    body = str(97 * 10_000_000_000)[:13].ljust(13, "0")
+    number = int(body) - int(body) % 97
+    body = f"{number:013d}"
+    assert nir.compute_key(body) == 97
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("185057800608", "length"),
+        ("18505780060849", "length"),
+        ("185057800608x", "characters"),
+        ("1850578006084\n", "length"),
+        ("１850578006084", "characters"),
+    ],
+)
+def test_compute_key_rejects_malformed_body(body: str, code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.compute_key(body)
+    assert info.value.code == code
+
+
+def test_compute_key_type() -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.compute_key(1850578006084)  # type: ignore[arg-type]
+    assert info.value.code == "type"
+
+
+def test_format_and_mask() -> None:
+    assert nir.format("185057800608491") == "1 85 05 78 006 084 91"
+    assert nir.format("2 82 04 974 11 123 80") == "2 82 04 974 11 123 80"
+    assert nir.format("282042a12345617") == "2 82 04 2A 123 456 17"
+    assert nir.mask("185057800608491") == "1 85 ** ** *** *** **"
+    # Overseas is masked in the metropolitan layout: the layout reveals nothing.
+    assert nir.mask("282049741112380") == "2 82 ** ** *** *** **"
+    with pytest.raises(InvalidNIR):
+        nir.format("185057800608490")
+    with pytest.raises(InvalidNIR):
+        nir.mask("185057800608490")
+
+
+def test_nir_value_object() -> None:
+    a = nir.parse("1 85 05 78 006 084 91")
+    b = NIR("185057800608491")
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert a != "185057800608491"
+    assert a != nir.parse("282049741112380")
+    for text in (repr(a), str(a), f"{a}", f"{a!r}", format(a, "")):
+        assert_no_nir(text, "185057800608491")
+        assert "084" not in text
+    with pytest.raises(AttributeError):
+        a.canonical = "282049741112380"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        a.sex = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del a.canonical
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert a.format() == "1 85 05 78 006 084 91"
+
+
+def test_errors_never_echo_the_input() -> None:
+    for value, _, _ in REJECTED:
+        with pytest.raises(InvalidNIR) as info:
+            nir.validate(value)
+        text = str(info.value) + repr(info.value) + str(info.value.args)
+        compact = value.strip().replace(" ", "")
+        if len(compact) >= 4:
+            assert compact not in text
+        assert "0578006" not in text
+    for body, _ in STRUCTURE_REJECTED:
+        with pytest.raises(InvalidNIR) as info:
+            nir.validate(with_key(body))
+        assert body[:7] not in str(info.value) + repr(info.value)
+
+
+def test_invalid_nir_is_a_value_error_with_stable_codes() -> None:
+    with pytest.raises(ValueError, match="control key"):
+        nir.validate("185057800608490")
+    assert issubclass(InvalidNIR, NirguardError)
+    assert {
+        "type",
+        "empty",
+        "characters",
+        "length",
+        "key",
+        "sex",
+        "month",
+        "department",
+        "commune",
+        "order",
+    } <= InvalidNIR.codes
+    err = pickle.loads(pickle.dumps(InvalidNIR("key")))
+    assert err.code == "key"
+
+
+JUNK: list[object] = [
+    None,
+    b"185057800608491",
+    bytearray(b"185057800608491"),
+    185057800608491,
+    1.85057800608491e14,
+    object(),
+    [],
+    {},
+    ("185057800608491",),
+    "",
+    " ",
+    "\t\n",
+    "３",
+    "²",
+    "ⅷ",
+    "\x00",
+    "185057800608491\x00",
+    "1850578006\n08491",
+    "1" * 10_000,
+    " " * 10_000,
+    "2A" * 5000,
+    "185057800608491" * 700,
+    "\ud800",
+    "é",
+    "🙂" * 15,
+    NIR("185057800608491"),
+]
+
+
+@pytest.mark.parametrize("value", JUNK, ids=range(len(JUNK)))
+@pytest.mark.parametrize("strict", [True, False])
+def test_junk_sweep_is_valid_never_raises(value: object, strict: bool) -> None:
+    assert nir.is_valid(value, strict=strict) is False
+
+
+@pytest.mark.parametrize("value", JUNK, ids=range(len(JUNK)))
+def test_junk_sweep_validate_raises_invalid_nir_only(value: object) -> None:
+    with pytest.raises(InvalidNIR):
+        nir.validate(value)  # type: ignore[arg-type]
+
+
+def test_str_subclass_is_accepted() -> None:
+    class Sub(str):
+        pass
+
+    assert nir.validate(Sub("1 85 05 78 006 084 91")) == "185057800608491"
+    assert type(nir.validate(Sub("185057800608491"))) is str or nir.is_valid(Sub("185057800608491"))
+
+
+# --- properties --------------------------------------------------------------------------------
+
+generated = st.builds(
+    lambda seed, place, provisional, special: NIRGenerator(seed).generate(
+        place=place, provisional=provisional, special_month=special
+    ),
+    st.integers(0, 2**32),
+    st.sampled_from(["metropolitan", "corsica", "overseas", "abroad", None]),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@given(generated)
+@example("185057800608491")
+@example("282042A12345617")
+def test_generator_output_validates(value: str) -> None:
+    assert nir.validate(value) == value
+    assert nir.validate(value, strict=False) == value
+
+
+@given(generated, st.data())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_every_single_digit_substitution_is_rejected(value: str, data: st.DataObject) -> None:
+    digit_positions = [
+        i for i, c in enumerate(value) if c.isdigit() and not (i == 5 and value[6] in "AB")
+    ]
+    for position in digit_positions:
+        for digit in "0123456789":
+            if digit == value[position]:
+                continue
+            mutated = value[:position] + digit + value[position + 1 :]
+            assert not nir.is_valid(mutated, strict=False), position
+            assert not nir.is_valid(mutated, strict=True), position
+
+
+@given(generated)
+def test_every_adjacent_transposition_is_rejected(value: str) -> None:
+    for position in range(len(value) - 1):
+        a, b = value[position], value[position + 1]
+        if a == b:
+            continue
+        mutated = value[:position] + b + a + value[position + 2 :]
+        assert not nir.is_valid(mutated, strict=False), position
+
+
+@given(generated, st.lists(st.sampled_from([" ", ".", "-", "\u00a0"]), min_size=15, max_size=15))
+def test_separators_anywhere_give_the_same_canonical_form(value: str, seps: list[str]) -> None:
+    spelled = "".join(c + s for c, s in zip(value, seps))
+    assert nir.validate(spelled) == value
+    assert nir.validate(spelled.lower()) == value
+
+
+@given(generated)
+def test_validate_is_idempotent_and_format_parse_round_trip(value: str) -> None:
+    once = nir.validate(value)
+    assert nir.validate(once) == once
+    assert nir.validate(nir.format(value)) == value
+    assert nir.parse(nir.format(value)) == nir.parse(value)
+
+
+@given(st.text(max_size=40))
+def test_is_valid_never_raises_on_any_text(text: str) -> None:
+    assert nir.is_valid(text) in (True, False)
+    assert nir.is_valid(text, strict=False) in (True, False)
+
+
+@given(st.text(alphabet="0123456789 2AB.-", min_size=13, max_size=20))
+def test_lenient_agrees_with_stdnum_on_digit_input(text: str) -> None:
+    stdnum_nir = pytest.importorskip("stdnum.fr.nir")
+    compact = text.replace(" ", "").replace(".", "").replace("-", "")
+    if not compact.isdigit():
+        return
+    assert nir.is_valid(compact, strict=False) == stdnum_nir.is_valid(compact)
+
+
+@given(generated)
+def test_strict_fast_path_agrees_with_rule_by_rule_checks(value: str) -> None:
+    # Any valid NIR spelled with separators goes through the slow path: same answer.
+    assert nir.validate(" " + nir.format(value) + " ") == nir.validate(value)
+
+
+def test_faker_fr_ssn_validates() -> None:
+    faker = pytest.importorskip("faker")
+    fake = faker.Faker("fr_FR")
+    fake.seed_instance(2022)
+    for _ in range(2000):
+        value = fake.ssn()
+        assert nir.is_valid(value), "a Faker fr_FR ssn() was refused"
