@@ -1,0 +1,180 @@
+"""FastAPI and Starlette integration (``pip install nirguard[fastapi]``).
+
+Two pieces, both async all the way (the guard runs through its async path,
+``async with guard.lookup(...)``, so nothing blocks the event loop):
+
+* :func:`install_exception_handlers` maps every
+  :class:`~nirguard.errors.NirguardError` to an RFC 9457 problem response
+  (see :mod:`nirguard.http`) in one call, on a FastAPI or a plain Starlette app.
+* :class:`GuardedLookup` is a FastAPI dependency that runs the guard before
+  the endpoint and hands it the open lookup; on any denial the endpoint is not
+  called::
+
+      guarded = GuardedLookup(guard, practitioner=current_rpps, nir="nir")
+
+      @app.post("/infopatient")
+      async def infopatient(lookup: Annotated[Lookup, Depends(guarded)]) -> Identity:
+          return lookup.record(await service.find(lookup.nir))
+
+  Decorating an ``async def`` endpoint with ``guard.protect(...)`` works as
+  well: the guard keeps the endpoint's signature, so FastAPI still sees its
+  parameters.
+
+Keep the NIR out of the URL (path or query string): URLs end up in access
+logs, proxies and browser history. Read it from the request body, as
+``nir="nir"`` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ExceptionHandler
+
+from nirguard.errors import NirguardError
+from nirguard.http import PROBLEM_CONTENT_TYPE, problem_for, problem_json
+
+__all__ = ["GuardedLookup", "install_exception_handlers", "problem_response"]
+
+
+def problem_response(exc: NirguardError) -> Response:
+    """Build the Starlette response for a nirguard exception.
+
+    Args:
+        exc: the exception raised by the guard or by nirguard validation.
+
+    Returns:
+        An ``application/problem+json`` response with the status and headers
+        of :func:`nirguard.http.problem_for`.
+
+    Raises:
+        TypeError: ``exc`` is not a :class:`~nirguard.errors.NirguardError`.
+    """
+    problem = problem_for(exc)
+    return Response(
+        content=problem_json(problem),
+        status_code=problem.status,
+        headers=problem.headers,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+async def _nirguard_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, NirguardError):  # pragma: no cover - registered for NirguardError
+        raise exc
+    return problem_response(exc)
+
+
+async def _redacted_validation_handler(request: Request, exc: Exception) -> Response:
+    # FastAPI's default 422 echoes every rejected value ("input", "ctx"): a NIR
+    # sent where a number or a model was expected would come straight back.
+    from fastapi.responses import JSONResponse
+
+    errors: list[Any] = list(getattr(exc, "errors", list)())
+    redacted = [
+        {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        for error in errors
+        if isinstance(error, dict)
+    ]
+    return JSONResponse(status_code=422, content={"detail": redacted})
+
+
+def install_exception_handlers(app: Any, *, redact_validation_errors: bool = True) -> None:
+    """Render every nirguard exception as a problem response on ``app``.
+
+    Args:
+        app: a ``fastapi.FastAPI`` or ``starlette.applications.Starlette``.
+        redact_validation_errors: on FastAPI, also replace the default
+            request-validation handler by one that drops the rejected values
+            (``input``, ``ctx``) from its 422 body, so a NIR sent in a field
+            of the wrong type is never echoed. Keeps ``type``, ``loc`` and
+            ``msg``.
+
+    Raises:
+        TypeError: ``app`` has no ``add_exception_handler`` method.
+    """
+    add = getattr(app, "add_exception_handler", None)
+    if add is None:
+        raise TypeError("install_exception_handlers() expects a Starlette or FastAPI app")
+    handler: ExceptionHandler = _nirguard_handler
+    add(NirguardError, handler)
+    if redact_validation_errors:
+        try:
+            from fastapi.exceptions import RequestValidationError
+        except ImportError:  # plain Starlette: nothing to redact
+            return
+        add(RequestValidationError, _redacted_validation_handler)
+
+
+async def _resolve(getter: Callable[[Request], Any], request: Request) -> Any:
+    value = getter(request)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _body_field(name: str) -> Callable[[Request], Awaitable[object]]:
+    async def get(request: Request) -> object:
+        if name in request.path_params:
+            return request.path_params[name]
+        try:
+            payload = await request.json()
+        except ValueError:  # not JSON: the guard rejects None as an invalid NIR
+            return None
+        return payload.get(name) if isinstance(payload, dict) else None
+
+    return get
+
+
+class GuardedLookup:
+    """FastAPI dependency that runs the guard before the endpoint.
+
+    The dependency reads the practitioner and the NIR from the request, opens
+    ``async with guard.lookup(practitioner, nir)`` and yields the open lookup:
+    the endpoint calls the service with ``lookup.nir`` (the canonical NIR) and
+    passes the result through ``lookup.record(result)`` so that misses count.
+    Every denial is raised before the endpoint runs; with
+    :func:`install_exception_handlers` it becomes a problem response.
+
+    Args:
+        guard: the :class:`~nirguard.LookupGuard`.
+        practitioner: callable taking the request and returning (or awaiting
+            to) the authenticated practitioner id. Raise an HTTP 401 from it
+            when there is none.
+        nir: where the NIR is: the name of a path parameter or of a field of
+            the JSON body object, or a callable over the request (sync or
+            async). A missing value is passed on as ``None`` and rejected by
+            the guard as an invalid NIR (counted against ``invalid_nirs``).
+    """
+
+    __slots__ = ("_guard", "_nir", "_practitioner")
+
+    def __init__(
+        self,
+        guard: Any,
+        *,
+        practitioner: Callable[[Request], Any],
+        nir: str | Callable[[Request], Any] = "nir",
+    ) -> None:
+        if not callable(practitioner):
+            raise TypeError("practitioner must be a callable taking the request")
+        self._guard = guard
+        self._practitioner = practitioner
+        self._nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
+
+    async def __call__(self, request: Request) -> AsyncIterator[Any]:
+        """Run the guard for ``request`` and yield the open lookup.
+
+        Raises:
+            nirguard.LookupDenied: the lookup is refused (quota, lockout,
+                store unavailable).
+            nirguard.InvalidNIR: the NIR is not valid.
+        """
+        practitioner = await _resolve(self._practitioner, request)
+        value = await _resolve(self._nir, request)
+        async with self._guard.lookup(practitioner, value) as lookup:
+            yield lookup
