@@ -1,5 +1,147 @@
-"""Placeholder: being written."""
+"""Audit events of guarded lookups, and where they go.
+
+An :class:`AuditEvent` carries the practitioner, the patient's *pseudonym*
+(never the NIR), the outcome and the quota involved. Sinks are a callable,
+a :class:`logging.Logger`, or a JSON-lines file (:class:`JsonLinesSink`).
+Emitting an event never breaks a lookup: a failing sink is reported once
+through ``logging`` (with the exception type only) and then ignored.
+
+>>> event = AuditEvent(time=0, practitioner="10003456789", patient="k1:ab12", outcome="allowed")
+>>> event.model_dump_json()
+'{"time":"1970-01-01T00:00:00Z","practitioner":"10003456789","patient":"k1:ab12","outcome":"allowed","quota":null,"retry_after":null}'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+__all__ = ["AuditEvent", "AuditSink", "JsonLinesSink", "Outcome", "make_sink"]
+
+_log = logging.getLogger("nirguard.audit")
+
+Outcome = Literal[
+    "allowed", "miss", "invalid", "denied", "locked", "suspected", "unavailable", "unguarded"
+]
 
 
-class AuditEvent:  # placeholder
-    pass
+class AuditEvent(BaseModel):
+    """One guarded lookup, as the audit trail records it.
+
+    Attributes:
+        time: when the guard decided (UTC; from the guard's clock).
+        practitioner: the practitioner id the portal gave.
+        patient: pseudonym of the patient's NIR (``None`` for invalid input,
+            or when the lookup was refused before the NIR was read).
+        outcome: ``allowed``, ``miss``, ``invalid``, ``denied``, ``locked``,
+            ``suspected``, ``unavailable`` or ``unguarded`` (store down and
+            ``fail_open=True``: the lookup went through without quotas).
+        quota: the quota or detection signal involved, if any.
+        retry_after: seconds before the same lookup may be allowed, if known.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    time: datetime
+    practitioner: str
+    patient: str | None = None
+    outcome: Outcome
+    quota: str | None = None
+    retry_after: float | None = None
+
+    @field_validator("patient")
+    @classmethod
+    def _pseudonym_only(cls, value: str | None) -> str | None:
+        # Defence in depth: a patient field that validates as a NIR is refused.
+        from nirguard.nir import is_valid
+
+        if value is not None and is_valid(value, strict=False):
+            raise ValueError("patient must be a pseudonym, never a NIR")
+        return value
+
+
+AuditSink = Callable[[AuditEvent], object]
+
+
+class JsonLinesSink:
+    """Append each event as one JSON line to a file (thread-safe, flushed per event).
+
+    The file is created with mode 0600 if it does not exist.
+    """
+
+    __slots__ = ("_lock", "_path")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._lock = threading.Lock()
+
+    def __call__(self, event: AuditEvent) -> None:
+        line = event.model_dump_json() + "\n"
+        with self._lock:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"JsonLinesSink({str(self._path)!r})"
+
+
+def _logger_sink(logger: logging.Logger) -> AuditSink:
+    def emit(event: AuditEvent) -> None:
+        logger.info("%s", event.model_dump_json(), extra={"nirguard_audit": event.model_dump()})
+
+    return emit
+
+
+def make_sink(audit: Any) -> AuditSink | None:
+    """Turn the guard's ``audit=`` argument into a callable (or ``None``).
+
+    Raises:
+        TypeError: not a callable, logger or path.
+    """
+    if audit is None:
+        return None
+    if isinstance(audit, logging.Logger):
+        return _logger_sink(audit)
+    if isinstance(audit, (str, os.PathLike)):
+        return JsonLinesSink(audit)
+    if callable(audit):
+        return audit  # type: ignore[no-any-return]
+    raise TypeError("audit must be a callable, a logging.Logger or a file path")
+
+
+class SafeCaller:
+    """Calls a user hook; the first failure is logged (type only), later ones silently."""
+
+    __slots__ = ("_failed", "_hook", "_what")
+
+    def __init__(self, hook: Callable[[Any], object] | None, what: str) -> None:
+        self._hook = hook
+        self._what = what
+        self._failed = False
+
+    def __bool__(self) -> bool:
+        return self._hook is not None
+
+    def __call__(self, value: Any) -> None:
+        if self._hook is None:
+            return
+        try:
+            self._hook(value)
+        except Exception as exc:  # a sink must never break a lookup
+            if not self._failed:
+                self._failed = True
+                _log.error(
+                    "nirguard %s hook failed (%s); further failures are not reported",
+                    self._what,
+                    type(exc).__name__,
+                )

@@ -1,5 +1,324 @@
-"""Placeholder: being written."""
+"""``QuotaPolicy``: what one practitioner may look up, and what gives an enumerator away.
+
+Rates use the ``limits`` syntax (``"30/minute;300/day"``); durations are
+``"<n> <unit>"`` strings (``"1 hour"``, ``"90 seconds"``) or seconds. Every
+field is optional: ``None`` switches that check off. The policy is checked
+once, at construction, and is immutable afterwards.
+
+>>> policy = QuotaPolicy(lookups="30/minute;300/day", distinct_patients="60/day")
+>>> policy.lookups
+'30/minute;300/day'
+>>> QuotaPolicy(lookups="thirty a minute")
+Traceback (most recent call last):
+...
+nirguard.errors.PolicyError: invalid quota policy: lookups: not a rate in limits syntax (e.g. '30/minute;300/day')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final
+
+from limits import RateLimitItem, parse_many
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from nirguard.errors import PolicyError
+
+__all__ = ["QuotaPolicy", "parse_duration"]
+
+_UNITS: Final = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 7 * 86400,
+}
+_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*", re.ASCII)
+# Fields holding rates, in the order a lookup meets them.
+RATE_FIELDS: Final = (
+    "lookups",
+    "invalid_nirs",
+    "distinct_patients",
+    "cohort",
+    "portal_cohort",
+    "misses",
+    "portal",
+)
 
 
-class QuotaPolicy:  # placeholder
-    pass
+def parse_duration(value: str | float) -> float:
+    """Seconds in ``value``: a number of seconds, or ``"<n> <unit>"`` (second..week).
+
+    Raises:
+        ValueError: not a positive duration.
+
+    >>> parse_duration("1 hour"), parse_duration("90 seconds"), parse_duration("day")
+    (3600.0, 90.0, 86400.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(value.lower())
+        if match is None or match.group(2) not in _UNITS:
+            raise ValueError("not a duration (e.g. '1 hour', '30 minutes', '2 days')")
+        seconds = float(match.group(1) or 1) * _UNITS[match.group(2)]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def _check_rate(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("not a rate in limits syntax (e.g. '30/minute;300/day')")
+    try:
+        items = parse_many(value)
+    except ValueError:
+        raise ValueError("not a rate in limits syntax (e.g. '30/minute;300/day')") from None
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError("a rate must allow at least 1 per window")
+    return value
+
+
+class QuotaPolicy(BaseModel):
+    """Quotas and detection thresholds for one practitioner (or a kind of practitioner).
+
+    ``QuotaPolicy()`` is the default nirguard ships, tuned on the replay of
+    the 2022 attack (``nirguard simulate``; see the "default policy" page).
+
+    Attributes:
+        lookups: every lookup attempt by one practitioner.
+        distinct_patients: lookups of patients this practitioner has not
+            looked up within the window (lockout-class).
+        invalid_nirs: numbers that fail validation (lockout-class).
+        misses: lookups whose result says "no such patient" (lockout-class).
+            Checked before a lookup runs: once the budget is spent, the next
+            lookup is refused and the lockout starts.
+        portal: all practitioners together (not lockout-class).
+        lockout: how long a practitioner is refused everything after a
+            lockout-class breach or a detection.
+        lockout_escalation: durations of the second, third, ... lockout within
+            ``lockout_memory``; ``None`` means until :meth:`LookupGuard.unlock`.
+        lockout_memory: how long a lockout counts towards escalation.
+        cohort: new patients of one practitioner sharing the first 10
+            characters (sex, year and month of birth, place of birth), which
+            an enumerator holds fixed while walking order numbers.
+        portal_cohort: the same across all practitioners.
+        miss_ratio: detection when misses / lookups over ``miss_ratio_window``
+            exceeds this, once the practitioner made ``miss_ratio_min_lookups``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    lookups: str | None = "30/minute;200/day"
+    distinct_patients: str | None = "100/day"
+    invalid_nirs: str | None = "10/hour;20/day"
+    misses: str | None = "15/hour;25/day"
+    portal: str | None = None
+    lockout: str | float = "1 hour"
+    lockout_escalation: tuple[str | float | None, ...] = ("1 day", None)
+    lockout_memory: str | float = "7 days"
+    cohort: str | None = "4/day"
+    portal_cohort: str | None = "12/day"
+    miss_ratio: float | None = 0.5
+    miss_ratio_min_lookups: int = 20
+    miss_ratio_window: str | float = "1 day"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise PolicyError(_describe(exc)) from None
+
+    @field_validator(*RATE_FIELDS, mode="before")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        return _check_rate(value)
+
+    @field_validator("lockout", "lockout_memory", "miss_ratio_window")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @field_validator("lockout_escalation")
+    @classmethod
+    def _escalation(cls, value: tuple[str | float | None, ...]) -> tuple[str | float | None, ...]:
+        for step in value:
+            if step is not None:
+                parse_duration(step)
+        return value
+
+    @field_validator("miss_ratio")
+    @classmethod
+    def _ratio(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise ValueError("miss_ratio must be in (0, 1]")
+        return value
+
+    @field_validator("miss_ratio_min_lookups")
+    @classmethod
+    def _min_lookups(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("miss_ratio_min_lookups must be at least 1")
+        return value
+
+    # -- derived values (computed once; the model is frozen) ----------------------------------
+
+    def items(self, field: str) -> tuple[RateLimitItem, ...]:
+        """The ``limits`` items of a rate field (empty when the field is off)."""
+        return self._items[field]
+
+    @cached_property
+    def _items(self) -> dict[str, tuple[RateLimitItem, ...]]:
+        return {
+            name: tuple(parse_many(value)) if (value := getattr(self, name)) else ()
+            for name in RATE_FIELDS
+        }
+
+    def lockout_seconds(self, level: int) -> float | None:
+        """Duration of the lockout number ``level`` (0 = first); ``None`` = until unlocked."""
+        if level <= 0:
+            return parse_duration(self.lockout)
+        steps = self.lockout_escalation
+        if not steps:
+            return parse_duration(self.lockout)
+        step = steps[min(level - 1, len(steps) - 1)]
+        return None if step is None else parse_duration(step)
+
+    # -- loaders --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuotaPolicy:
+        """Build a policy from a mapping (e.g. parsed configuration).
+
+        Raises:
+            PolicyError: unknown field or invalid value.
+        """
+        if not isinstance(data, Mapping):
+            raise PolicyError("invalid quota policy: expected a mapping")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> QuotaPolicy:
+        """Build a policy from a JSON object.
+
+        Raises:
+            PolicyError: not JSON, or an invalid policy.
+        """
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise PolicyError("invalid quota policy: not valid JSON") from None
+        if isinstance(data, dict) and isinstance(data.get("lockout_escalation"), list):
+            data["lockout_escalation"] = tuple(data["lockout_escalation"])
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_toml(cls, source: str | os.PathLike[str], *, table: str | None = None) -> QuotaPolicy:
+        """Build a policy from TOML text, or a TOML file when given a path.
+
+        ``table`` selects a (dotted) table, e.g. ``"tool.nirguard.policy"``.
+        In TOML, write ``"off"`` for a field that is switched off.
+
+        Raises:
+            PolicyError: not TOML, no such table, or an invalid policy.
+        """
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            try:
+                import tomli as tomllib
+            except ModuleNotFoundError:
+                raise PolicyError(
+                    "invalid quota policy: reading TOML needs Python 3.11+ or the tomli package"
+                ) from None
+        text = Path(source).read_text("utf-8") if isinstance(source, os.PathLike) else source
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            raise PolicyError("invalid quota policy: not valid TOML") from None
+        for part in table.split(".") if table else ():
+            if not isinstance(data, dict) or part not in data:
+                raise PolicyError(f"invalid quota policy: no table {table!r}")
+            data = data[part]
+        return cls.from_dict(_offs(data))
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "NIRGUARD_POLICY_", environ: Mapping[str, str] | None = None
+    ) -> QuotaPolicy:
+        """Build a policy from environment variables ``<prefix><FIELD>``.
+
+        Unset variables keep the default; ``off`` or ``none`` switches a field
+        off; ``lockout_escalation`` is a comma-separated list (``off`` = until
+        unlocked).
+
+        Raises:
+            PolicyError: an invalid value.
+
+        >>> QuotaPolicy.from_env(environ={"NIRGUARD_POLICY_LOOKUPS": "5/minute"}).lookups
+        '5/minute'
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(prefix + name.upper())
+            if raw is None:
+                continue
+            raw = raw.strip()
+            if name == "lockout_escalation":
+                data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
+            elif raw.lower() in ("off", "none") and field.default is not None:
+                data[name] = None
+            elif name == "miss_ratio":
+                data[name] = None if raw.lower() in ("off", "none") else _number(name, raw)
+            elif name == "miss_ratio_min_lookups":
+                data[name] = _number(name, raw)
+            else:
+                data[name] = _off(raw)
+        return cls(**data)
+
+
+def _off(value: str) -> str | None:
+    return None if value.lower() in ("off", "none") else value
+
+
+def _offs(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    out = {
+        k: (None if isinstance(v, str) and v.lower() in ("off", "none") else v)
+        for k, v in data.items()
+    }
+    steps = out.get("lockout_escalation")
+    if isinstance(steps, list):
+        out["lockout_escalation"] = tuple(
+            None if isinstance(s, str) and s.lower() in ("off", "none") else s for s in steps
+        )
+    return out
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        return float(raw) if "." in raw else int(raw)
+    except ValueError:
+        raise PolicyError(f"invalid quota policy: {name}: not a number") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "policy"
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "invalid quota policy: " + "; ".join(parts)
