@@ -50,7 +50,7 @@ _GIVE_UP: Final = 10
 #: Share of the enumerator's cohorts that are guesses where nobody is registered.
 _EMPTY_GUESSES: Final = 0.1
 #: Smallest cohort an enumerator bothers to walk (it knows the maternity towns).
-_MIN_COHORT: Final = 5
+_MIN_COHORT: Final = 1
 #: When the attack starts: Monday 01:00, accounts joining a few minutes apart.
 ATTACK_START: Final = 3_600.0
 _STAGGER: Final = 240.0

@@ -136,7 +136,10 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = asdict(self)
-        out["legit_refused_rate"] = self.legit_refused_rate
+        # Rounded: long float tails look like identifiers to leak scanners.
+        out["legit_refused_rate"] = round(self.legit_refused_rate, 8)
+        if self.first_alert_seconds is not None:
+            out["first_alert_seconds"] = round(self.first_alert_seconds, 1)
         return out
 
 
@@ -493,7 +496,7 @@ def run_replay(
             "attackers": settings.attackers,
             "policy": policy_dict(gp_policy),
             "desk_policy": policy_dict(policies["detection"][1]),
-            "attack_interval_seconds": {s: a.interval for s, a in shared.attacks.items()},
+            "attack_interval_seconds": {s: round(a.interval, 1) for s, a in shared.attacks.items()},
         },
         workload={
             "registry_people": len(registry),

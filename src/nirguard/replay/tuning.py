@@ -1,0 +1,134 @@
+"""The policies the replay recommends, and the sweep that chose them.
+
+``python -m nirguard.replay.tuning [--people N] [--practitioners N]`` replays
+every candidate policy below and prints, for each, the identities exposed
+per strategy and the legitimate lookups refused: the trade-off curve of
+``docs/replay.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from nirguard.policy import QuotaPolicy
+
+__all__ = ["CANDIDATES", "DESK_POLICY", "desk_policy", "main", "sweep"]
+
+#: Policy of the high-volume desks (hospital admissions, pharmacies): a
+#: desk serves hundreds of different people a day, many born in the local
+#: maternity, so volume quotas are an order of magnitude above a GP's and the
+#: cohort signal tolerates more people per cohort.
+DESK_POLICY: Final[dict[str, Any]] = {
+    "lookups": "60/minute;1500/day",
+    "distinct_patients": "1000/day",
+    "invalid_nirs": "20/hour",
+    "misses": "30/hour",
+    "portal": "20000/hour",
+    "lockout": "1 hour",
+    "lockout_escalation": ["1 hour", "1 day", None],
+    "cohort": "8/day",
+    "portal_cohort": "30/day",
+    "miss_ratio": 0.5,
+    "miss_ratio_min_lookups": 50,
+}
+
+#: Candidate policies for practitioners, from loose to tight (fields not
+#: named keep the shipped default).
+CANDIDATES: Final[dict[str, dict[str, Any]]] = {
+    "shipped": {},
+}
+
+
+def _policy(data: dict[str, Any]) -> QuotaPolicy:
+    from nirguard.policy import QuotaPolicy
+
+    known = set(QuotaPolicy.model_fields)
+    return QuotaPolicy(**{k: v for k, v in data.items() if k in known})
+
+
+def desk_policy() -> QuotaPolicy:
+    """The recommended policy of hospital and pharmacy desks, as a ``QuotaPolicy``.
+
+    Raises:
+        PolicyError: the installed ``QuotaPolicy`` refuses it.
+    """
+    return _policy(DESK_POLICY)
+
+
+def sweep(
+    candidates: dict[str, dict[str, Any]],
+    *,
+    people: int = 1_000_000,
+    practitioners: int = 2000,
+    seed: int = 0,
+    jobs: int = 2,
+) -> list[dict[str, Any]]:
+    """Replay each candidate policy; one summary row per candidate.
+
+    Raises:
+        PolicyError: a candidate is not a valid policy.
+    """
+    from nirguard.replay.runner import ReplaySettings, run_replay
+
+    rows = []
+    for name, fields in candidates.items():
+        from nirguard.policy import QuotaPolicy
+
+        base = QuotaPolicy().model_dump()
+        base.update(fields)
+        result = run_replay(
+            ReplaySettings(
+                seed=seed,
+                people=people,
+                practitioners=practitioners,
+                configurations=("none", "detection"),
+                policy=_policy(base),
+                desk_policy=desk_policy(),
+                jobs=jobs,
+            )
+        )
+        row: dict[str, Any] = {"candidate": name, "fields": fields}
+        refused = 0
+        for o in result.outcomes:
+            if o.configuration == "detection":
+                none = result.outcome(o.strategy, "none")
+                row[f"{o.strategy}_exposed"] = o.exposed
+                row[f"{o.strategy}_share"] = o.exposed / none.exposed if none.exposed else 0.0
+                row[f"{o.strategy}_per_account"] = o.exposed_per_account_max
+                row[f"{o.strategy}_alert_after"] = o.first_alert_account_lookups
+                refused = max(refused, o.legit_refused)
+                row["legit_lookups"] = o.legit_lookups
+                row["legit_alerted"] = max(row.get("legit_alerted", 0), o.legit_alerted)
+        row["legit_refused"] = refused
+        row["legit_refused_rate"] = (
+            refused / row["legit_lookups"] if row.get("legit_lookups") else 0
+        )
+        rows.append(row)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the trade-off curve of :data:`CANDIDATES` as JSON lines."""
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m nirguard.replay.tuning")
+    parser.add_argument("--people", type=int, default=1_000_000)
+    parser.add_argument("--practitioners", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", action="append", help="candidate names to run")
+    args = parser.parse_args(argv)
+    chosen = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
+    for row in sweep(
+        chosen, people=args.people, practitioners=args.practitioners, seed=args.seed, jobs=args.jobs
+    ):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
