@@ -17,7 +17,8 @@ Run (from the repository root; more in ``examples/README.md``)::
     uvicorn --factory --app-dir examples/fastapi_portal app:create_app
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations" here: FastAPI reads the endpoint annotations at
+# runtime, and those refer to names local to create_app().
 
 import asyncio
 import logging
@@ -30,7 +31,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
-from nirguard.integrations.fastapi import GuardedLookup, install_exception_handlers
+from nirguard.guard import GuardedLookup
+from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
 from nirguard.nir import parse as parse_nir
 from nirguard.testing import NIRGenerator
 
@@ -110,14 +112,14 @@ def create_app(
         **guard_options,
     )
     service = Infopatient(registry if registry is not None else build_registry())
-    guarded = GuardedLookup(guard, practitioner=practitioner_from_header, nir="nir")
+    guarded = lookup_dependency(guard, practitioner=practitioner_from_header, nir="nir")
 
     app = FastAPI(title="Infopatient demo portal")
     app.state.guard = guard
     install_exception_handlers(app)
 
     @app.post("/infopatient")
-    async def infopatient(lookup: Annotated[Any, Depends(guarded)]) -> Any:
+    async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
         identity = lookup.record(await service.find(lookup.nir))
         if identity is None:
             return JSONResponse(

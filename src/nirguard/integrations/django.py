@@ -29,11 +29,12 @@ import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest, HttpResponse
 
 from nirguard.errors import NirguardError
+from nirguard.guard import LookupGuard
 from nirguard.http import PROBLEM_CONTENT_TYPE, problem_for, problem_json
 
 __all__ = ["NirguardMiddleware", "guarded_view", "nirguard_problems", "problem_response"]
@@ -117,11 +118,18 @@ def _request_field(name: str) -> Callable[[HttpRequest, dict[str, Any]], object]
     return get
 
 
+def _raw(value: object) -> str:
+    # Whatever the client sent goes to the guard, which validates it (and counts
+    # an invalid value against ``invalid_nirs``); the cast only satisfies typing.
+    return cast(str, value)
+
+
 def guarded_view(
-    guard: Any,
+    guard: LookupGuard,
     *,
     practitioner: Callable[[HttpRequest], str | Awaitable[str]],
     nir: str | Callable[[HttpRequest], object] = "nir",
+    is_miss: Callable[[Any], bool] | None = None,
 ) -> Callable[[View], View]:
     """Guard a Django view; the view receives the open lookup as ``lookup=``.
 
@@ -140,6 +148,8 @@ def guarded_view(
             of a JSON body object or of a form field, or a callable over the
             request. A missing value is passed on as ``None`` and rejected by
             the guard as an invalid NIR.
+        is_miss: tells from the recorded result that no such patient exists
+            (default: the guard's, i.e. the result is ``None``).
 
     Returns:
         A decorator for sync or ``async def`` views.
@@ -149,13 +159,13 @@ def guarded_view(
     """
     if not callable(practitioner):
         raise TypeError("practitioner must be a callable taking the request")
-    get_nir: Callable[[HttpRequest, dict[str, Any]], object]
+    nir_of: Callable[[HttpRequest, dict[str, Any]], object]
     if isinstance(nir, str):
-        get_nir = _request_field(nir)
+        nir_of = _request_field(nir)
     else:
         nir_getter = nir
 
-        def get_nir(request: HttpRequest, view_kwargs: dict[str, Any]) -> object:
+        def nir_of(request: HttpRequest, view_kwargs: dict[str, Any]) -> object:
             return nir_getter(request)
 
     def decorate(view: View) -> View:
@@ -167,7 +177,9 @@ def guarded_view(
                     who: Any = practitioner(request)
                     if inspect.isawaitable(who):  # e.g. an ``await request.auser()`` lookup
                         who = await who
-                    async with guard.lookup(who, get_nir(request, kwargs)) as lk:
+                    async with guard.lookup(
+                        who, _raw(nir_of(request, kwargs)), is_miss=is_miss
+                    ) as lk:
                         response: Awaitable[Any] = view(request, *args, lookup=lk, **kwargs)
                         return await response
                 except NirguardError as exc:
@@ -178,7 +190,8 @@ def guarded_view(
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             try:
-                with guard.lookup(practitioner(request), get_nir(request, kwargs)) as lk:
+                who = cast(str, practitioner(request))
+                with guard.lookup(who, _raw(nir_of(request, kwargs)), is_miss=is_miss) as lk:
                     return view(request, *args, lookup=lk, **kwargs)
             except NirguardError as exc:
                 return problem_response(exc)

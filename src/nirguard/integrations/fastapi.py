@@ -6,14 +6,14 @@ Two pieces, both async all the way (the guard runs through its async path,
 * :func:`install_exception_handlers` maps every
   :class:`~nirguard.errors.NirguardError` to an RFC 9457 problem response
   (see :mod:`nirguard.http`) in one call, on a FastAPI or a plain Starlette app.
-* :class:`GuardedLookup` is a FastAPI dependency that runs the guard before
+* :func:`lookup_dependency` makes a FastAPI dependency that runs the guard before
   the endpoint and hands it the open lookup; on any denial the endpoint is not
   called::
 
-      guarded = GuardedLookup(guard, practitioner=current_rpps, nir="nir")
+      guarded = lookup_dependency(guard, practitioner=current_rpps, nir="nir")
 
       @app.post("/infopatient")
-      async def infopatient(lookup: Annotated[Lookup, Depends(guarded)]) -> Identity:
+      async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Identity:
           return lookup.record(await service.find(lookup.nir))
 
   Decorating an ``async def`` endpoint with ``guard.protect(...)`` works as
@@ -36,9 +36,10 @@ from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
 from nirguard.errors import NirguardError
+from nirguard.guard import GuardedLookup, LookupGuard
 from nirguard.http import PROBLEM_CONTENT_TYPE, problem_for, problem_json
 
-__all__ = ["GuardedLookup", "install_exception_handlers", "problem_response"]
+__all__ = ["install_exception_handlers", "lookup_dependency", "problem_response"]
 
 
 def problem_response(exc: NirguardError) -> Response:
@@ -130,15 +131,22 @@ def _body_field(name: str) -> Callable[[Request], Awaitable[object]]:
     return get
 
 
-class GuardedLookup:
-    """FastAPI dependency that runs the guard before the endpoint.
+def lookup_dependency(
+    guard: LookupGuard,
+    *,
+    practitioner: Callable[[Request], Any],
+    nir: str | Callable[[Request], Any] = "nir",
+    is_miss: Callable[[Any], bool] | None = None,
+) -> Callable[[Request], AsyncIterator[GuardedLookup]]:
+    """Make a FastAPI dependency that runs the guard before the endpoint.
 
     The dependency reads the practitioner and the NIR from the request, opens
-    ``async with guard.lookup(practitioner, nir)`` and yields the open lookup:
-    the endpoint calls the service with ``lookup.nir`` (the canonical NIR) and
-    passes the result through ``lookup.record(result)`` so that misses count.
-    Every denial is raised before the endpoint runs; with
-    :func:`install_exception_handlers` it becomes a problem response.
+    ``async with guard.lookup(practitioner, nir)`` and yields the open
+    :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the service with
+    ``lookup.nir`` (the canonical NIR) and passes the result through
+    ``lookup.record(result)`` so that misses count. Every denial is raised
+    before the endpoint runs; with :func:`install_exception_handlers` it
+    becomes a problem response.
 
     Args:
         guard: the :class:`~nirguard.LookupGuard`.
@@ -149,32 +157,23 @@ class GuardedLookup:
             the JSON body object, or a callable over the request (sync or
             async). A missing value is passed on as ``None`` and rejected by
             the guard as an invalid NIR (counted against ``invalid_nirs``).
+        is_miss: tells from the recorded result that no such patient exists
+            (default: the guard's, i.e. the result is ``None``).
+
+    Returns:
+        The dependency, for ``Depends(...)``.
+
+    Raises:
+        TypeError: ``practitioner`` is not callable.
     """
+    if not callable(practitioner):
+        raise TypeError("practitioner must be a callable taking the request")
+    get_nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
 
-    __slots__ = ("_guard", "_nir", "_practitioner")
-
-    def __init__(
-        self,
-        guard: Any,
-        *,
-        practitioner: Callable[[Request], Any],
-        nir: str | Callable[[Request], Any] = "nir",
-    ) -> None:
-        if not callable(practitioner):
-            raise TypeError("practitioner must be a callable taking the request")
-        self._guard = guard
-        self._practitioner = practitioner
-        self._nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
-
-    async def __call__(self, request: Request) -> AsyncIterator[Any]:
-        """Run the guard for ``request`` and yield the open lookup.
-
-        Raises:
-            nirguard.LookupDenied: the lookup is refused (quota, lockout,
-                store unavailable).
-            nirguard.InvalidNIR: the NIR is not valid.
-        """
-        practitioner = await _resolve(self._practitioner, request)
-        value = await _resolve(self._nir, request)
-        async with self._guard.lookup(practitioner, value) as lookup:
+    async def guarded_lookup(request: Request) -> AsyncIterator[GuardedLookup]:
+        who = await _resolve(practitioner, request)
+        value = await _resolve(get_nir, request)
+        async with guard.lookup(who, value, is_miss=is_miss) as lookup:
             yield lookup
+
+    return guarded_lookup
