@@ -17,6 +17,7 @@ quota through (each increment is atomic on every store).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -131,7 +132,7 @@ def escape(practitioner: str) -> str:
 class Engine:
     """Decides lookups over one store. Keys never hold a NIR: only pseudonyms."""
 
-    __slots__ = ("_async_store", "_open_async", "_prefix", "_store")
+    __slots__ = ("_async_loop", "_async_store", "_open_async", "_prefix", "_store")
 
     def __init__(
         self,
@@ -143,6 +144,7 @@ class Engine:
     ) -> None:
         self._store = store
         self._async_store = async_store
+        self._async_loop: object = None
         self._open_async = open_async
         self._prefix = prefix
 
@@ -164,8 +166,12 @@ class Engine:
     async def arun(self, flow: Generator[Op, float, Any]) -> Any:
         """Drive ``flow`` without blocking the event loop. Store errors propagate."""
         store = self._async_store
-        if store is None:
-            store = self._async_store = self._open_async()
+        if not isinstance(store, MemoryStore):
+            # Async clients belong to the event loop that made them.
+            loop = asyncio.get_running_loop()
+            if store is None or self._async_loop is not loop:
+                store = self._async_store = self._open_async()
+                self._async_loop = loop
         if isinstance(store, MemoryStore):
             with store.lock:  # in-process and never waits on I/O
                 return _drive(flow, store.apply)
@@ -176,6 +182,19 @@ class Engine:
                 op = flow.send(await apply(op))
         except StopIteration as stop:
             return stop.value
+
+    def close(self) -> None:
+        """Close the sync store's connections."""
+        if isinstance(self._store, LimitsStore):
+            self._store.close()
+
+    async def aclose(self) -> None:
+        """Close the async store's connections (call from the loop that used them)."""
+        store = self._async_store
+        if isinstance(store, AsyncLimitsStore):
+            self._async_store = None
+            self._async_loop = None
+            await store.aclose()
 
     # -- flows ----------------------------------------------------------------------------------
 

@@ -130,6 +130,13 @@ class LimitsStore:
         storage.clear(key)
         return 0
 
+    def close(self) -> None:
+        """Close the client's connections (Redis: disconnect its pool)."""
+        client = getattr(self._storage, "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
+
 
 class AsyncLimitsStore:
     """The four operations over a ``limits.aio`` storage."""
@@ -153,6 +160,14 @@ class AsyncLimitsStore:
             return max(0.0, float(await storage.get_expiry(key)) - time.time())
         await storage.clear(key)
         return 0
+
+    async def aclose(self) -> None:
+        """Close the client's connections (they belong to the event loop that made them)."""
+        bridge = getattr(self._storage, "bridge", None)
+        client = getattr(bridge, "storage", None) or getattr(self._storage, "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _redis_options(uri: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -520,6 +520,14 @@ class LookupGuard:
             _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
             raise GuardUnavailable() from None
 
+    def close(self) -> None:
+        """Close the store's connections (a later lookup reopens them)."""
+        self._engine.close()
+
+    async def aclose(self) -> None:
+        """Close the async store's connections; call it from the event loop that used them."""
+        await self._engine.aclose()
+
 
 class GuardedLookup:
     """One guarded lookup as a context manager; see :meth:`LookupGuard.lookup`.

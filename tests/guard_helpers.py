@@ -1,0 +1,58 @@
+"""Shared helpers for the guard tests (also used by worker processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nirguard import LookupDenied, LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+
+KEY = SecretKey(b"k" * 32, "test")
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def only(**quotas: Any) -> QuotaPolicy:
+    """A policy with every check off except those given."""
+    base: dict[str, Any] = {
+        "lookups": None,
+        "distinct_patients": None,
+        "invalid_nirs": None,
+        "misses": None,
+        "portal": None,
+        "cohort": None,
+        "portal_cohort": None,
+        "miss_ratio": None,
+    }
+    base.update(quotas)
+    return QuotaPolicy(**base)
+
+
+def redis_worker(args: tuple[str, str, int, list[str]]) -> int:
+    """Run in a separate process: try every NIR once, return how many were allowed."""
+    url, prefix, quota, nirs = args
+    guard = LookupGuard(
+        only(lookups=f"{quota}/hour"),
+        storage=url,
+        key_prefix=prefix,
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+    )
+    allowed = 0
+    for value in nirs:
+        try:
+            with guard.lookup("shared-account", value) as lookup:
+                lookup.record({"ok": True})
+            allowed += 1
+        except LookupDenied:
+            pass
+    return allowed
