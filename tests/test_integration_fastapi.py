@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install nirguard[fastapi]")
 
 from fastapi import Body, Depends, FastAPI
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
@@ -25,7 +26,7 @@ with warnings.catch_warnings():  # recent starlette warns when httpx (not httpx2
     warnings.filterwarnings("ignore", message=".*httpx2")
     from starlette.testclient import TestClient
 
-from nirguard import QuotaPolicy, SecretKey
+from nirguard import LookupGuard, QuotaPolicy, SecretKey
 from nirguard.errors import GuardUnavailable, QuotaExceeded
 from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
 from nirguard.nir import format as format_nir
@@ -241,6 +242,39 @@ def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     assert denied.headers["retry-after"] == "1"
     assert guard.calls == [("dr", "abc"), ("over", "abc")]
     assert ran == ["abc"]  # the endpoint never ran on the denial
+
+
+class LookupBody(BaseModel):
+    nir: str
+
+
+def test_guard_protect_on_an_endpoint_keeps_its_signature_for_fastapi() -> None:
+    guard = LookupGuard(_policy(lookups="2/hour"), clock=lambda: START)
+    calls: list[str] = []
+
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.post("/infopatient")
+    @guard.protect(
+        practitioner=lambda request, body: request.headers["X-Practitioner"],
+        nir=lambda request, body: body.nir,
+    )
+    async def infopatient(request: Request, body: LookupBody) -> dict[str, Any] | None:
+        calls.append(body.nir)
+        return REGISTRY.get(body.nir)
+
+    client = TestClient(app)
+    statuses = [
+        client.post(
+            "/infopatient", json={"nir": NIRS[i]}, headers={"X-Practitioner": "dr-p"}
+        ).status_code
+        for i in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    assert calls == NIRS[:2]
+    bad = client.post("/infopatient", json={"nir": "12"}, headers={"X-Practitioner": "dr-p2"})
+    assert bad.status_code == 422 and bad.json()["reason"] == "length"
 
 
 def test_install_exception_handlers_on_plain_starlette() -> None:

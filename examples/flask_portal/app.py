@@ -103,7 +103,8 @@ def create_app(
         if not practitioner or len(practitioner) > 64:
             abort(401)
         payload = request.get_json(silent=True)
-        value = payload.get("nir") if isinstance(payload, dict) else None
+        # whatever was sent goes to the guard, which validates it (None included)
+        value: Any = payload.get("nir") if isinstance(payload, dict) else None
         identity = infopatient(practitioner, value)
         if identity is None:
             body = {"type": "about:blank", "title": "Not Found", "status": 404}
