@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from nirguard import nir
+from nirguard.errors import InvalidNIR
 from nirguard.keys import KeyRing, SecretKey, _check_purpose
 
 __all__ = ["PSEUDONYM_INFO_PREFIX", "Pseudonymiser"]
@@ -46,6 +47,9 @@ _DIGEST_BYTES = 16
 # regex, then the key of an all-digit body. Anything it does not accept goes
 # through nir.validate itself, so results and errors are always validate's.
 _STRICT_MATCH = nir._STRICT_MATCH
+# n = 100 * body + key is well keyed iff key = 97 - body % 97, i.e. iff
+# n % 9700 = 100 * r + 97 - r for the residue r = body % 97 in 0..96.
+_KEY_RESIDUES = frozenset(99 * r + 97 for r in range(97))
 
 
 class Pseudonymiser:
@@ -116,22 +120,46 @@ class Pseudonymiser:
         :meth:`pseudonymise`, faster.
 
         Raises:
-            InvalidNIR: the first invalid value met (nothing is returned).
+            InvalidNIR: for the first invalid value (nothing is returned).
         """
-        base = self._hmacs[self._ring.current.key_id]
-        copy = base.copy
+        values = nirs if isinstance(nirs, list) else list(nirs)
+        out = self._pseudonymise_batch(values)
+        if None in out:
+            nir.validate(values[out.index(None)])  # raises the InvalidNIR of the first bad value
+            raise AssertionError("unreachable")  # pragma: no cover
+        return out  # type: ignore[return-value]
+
+    def _pseudonymise_batch(self, values: list[str]) -> list[str | None]:
+        """Internal: the pseudonym of each value, or ``None`` where it is not a valid NIR.
+
+        The hot loop of :meth:`pseudonymise_many` and of the CSV command: one
+        copy of the pre-keyed HMAC per item, and nir.validate's own fast path
+        inlined (the same regex, then the key of an all-digit number);
+        anything that path does not accept goes through nir.validate itself.
+        """
+        copy = self._hmacs[self._ring.current.key_id].copy
         prefix = self._prefix
         strict_match = _STRICT_MATCH
+        key_residues = _KEY_RESIDUES
         validate = nir.validate
-        out: list[str] = []
+        out: list[str | None] = []
         append = out.append
-        for value in nirs:
-            # Inline copy of nir.validate's fast path (compact, canonical, all digits).
-            if type(value) is str and strict_match(value) is not None and value[6] <= "9":
-                body, key = divmod(int(value), 100)
-                canonical = value if 97 - body % 97 == key else validate(value)
-            else:
-                canonical = validate(value)
+        for value in values:
+            try:
+                if (
+                    type(value) is str
+                    and strict_match(value) is not None
+                    and int(value) % 9700 in key_residues
+                ):
+                    canonical = value
+                else:
+                    canonical = validate(value)
+            except ValueError:  # InvalidNIR, or int() refused a 2A/2B number
+                try:
+                    canonical = validate(value)
+                except InvalidNIR:
+                    append(None)
+                    continue
             mac = copy()
             mac.update(canonical.encode())
             append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())

@@ -1,0 +1,757 @@
+"""``nirguard pseudonymise | tokenise | detokenise``: one CSV column, streamed.
+
+The input is read in blocks of whole records; each block is converted (in
+this process, or in worker processes with ``--jobs``) and written in order.
+Lines without a quote character are split with ``str.split`` (they cannot
+hold a quoted delimiter or newline); lines with quotes go through the
+:mod:`csv` module, so quoted fields and embedded newlines survive. Fields
+other than the converted column are left as they were (a line with quotes
+is re-quoted minimally by :mod:`csv`).
+
+Blocks end at a newline with an even number of quote characters before it,
+which is a record boundary for RFC 4180 quoting; a block that ends inside a
+quoted field is reported as unbalanced quotes instead of being guessed at.
+
+Errors name the row number, never the value. Output files are written to a
+temporary file in the same directory and renamed at the end, so a failure
+or an interruption leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final, NamedTuple
+
+_MODES: Final = {
+    "pseudonymise": ("pseudonymised", "replace a CSV column of NIRs with keyed pseudonyms"),
+    "tokenise": ("tokenised", "replace a CSV column of NIRs with reversible tokens"),
+    "detokenise": ("detokenised", "replace a CSV column of tokens with the canonical NIRs"),
+}
+_BOM: Final = b"\xef\xbb\xbf"
+_BLOCK_BYTES: Final = 1 << 20
+_MAX_BLOCK_BYTES: Final = 64 << 20
+# Delimiters that can never appear in a pseudonym, a token or a NIR (fast path stays exact).
+_SAFE_DELIMITERS: Final = frozenset(",;\t| ")
+_ASCII_WS: Final = " \t\n\r\x0b\x0c"
+
+
+class _UsageError(Exception):
+    """A usage or configuration problem (exit status 2)."""
+
+
+class _Malformed(Exception):
+    """The CSV cannot be read as CSV (exit status 2)."""
+
+
+class _Config(NamedTuple):
+    mode: str
+    key_texts: tuple[str, ...]
+    purpose: str
+    column: int
+    delimiter: str
+    terminator: str
+    encoding: str
+    policy: str
+
+
+class _BlockResult(NamedTuple):
+    output: bytes
+    rows: int
+    converted: int
+    invalid: int
+    lines: int
+    # first invalid row when the policy is "fail": (row in block, line in block, reason)
+    failure: tuple[int, int, str] | None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``pseudonymise``, ``tokenise`` and ``detokenise`` subcommands."""
+    for mode, (_done, help_text) in _MODES.items():
+        parser = subparsers.add_parser(
+            mode,
+            help=help_text,
+            description=(
+                f"{help_text[0].upper()}{help_text[1:]}. Streams the CSV; every other field "
+                "is left as it was. Output is written atomically when -o is given. A summary "
+                "goes to stderr. Exit status: 0 done, 1 invalid data (--on-invalid fail), "
+                "2 usage or configuration error."
+            ),
+        )
+        keys = parser.add_argument_group(
+            "keys", "the first key given is the current one; the others are previous keys"
+        )
+        keys.add_argument(
+            "--key-file",
+            dest="key_sources",
+            action="append",
+            type=lambda value: ("file", value),
+            metavar="FILE",
+            help="a key file written by `nirguard keygen` (repeatable)",
+        )
+        keys.add_argument(
+            "--key-env",
+            dest="key_sources",
+            action="append",
+            type=lambda value: ("env", value),
+            metavar="VAR",
+            help="an environment variable holding a key in text form (repeatable)",
+        )
+        parser.add_argument("--purpose", required=True, help="purpose string (separates spaces)")
+        parser.add_argument("--column", required=True, metavar="NAME", help="header of the column")
+        parser.add_argument(
+            "--delimiter", default=",", metavar="D", help="field delimiter (default ','; 'tab')"
+        )
+        parser.add_argument(
+            "--encoding", default="utf-8", help="input and output encoding (default utf-8)"
+        )
+        parser.add_argument(
+            "--on-invalid",
+            choices=("fail", "blank", "drop"),
+            default="fail",
+            help="invalid value: stop with the row number (default), empty the field, or drop "
+            "the row",
+        )
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            metavar="N",
+            help="worker processes (default 1; 0 = one per CPU)",
+        )
+        parser.add_argument("input", nargs="?", default="-", metavar="INPUT", help="default stdin")
+        parser.add_argument("-o", "--output", default="-", metavar="OUTPUT", help="default stdout")
+        parser.set_defaults(handler=_run, mode=mode)
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nirguard.errors import InvalidKey
+
+    prog = f"nirguard {args.mode}"
+    output: _AtomicOutput | None = None
+    source: IO[bytes] | None = None
+    try:
+        try:
+            keys = _load_keys(args.key_sources)
+        except InvalidKey as exc:
+            raise _UsageError(str(exc)) from None
+        delimiter = _delimiter(args.delimiter)
+        _check_encoding(args.encoding)
+        jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+        if args.jobs < 0:
+            raise _UsageError("--jobs must be 0 or more")
+        source = _open_input(args.input)
+        output = _AtomicOutput(args.output, secret=args.mode == "detokenise")
+        summary = _Converter(
+            prog=prog,
+            source=source,
+            sink=output.handle,
+            mode=args.mode,
+            keys=keys,
+            purpose=args.purpose,
+            column_name=args.column,
+            delimiter=delimiter,
+            encoding=args.encoding,
+            policy=args.on_invalid,
+            jobs=jobs,
+        ).run()
+        output.commit()
+    except _UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except _Malformed as exc:
+        print(f"{prog}: malformed CSV: {exc}", file=sys.stderr)
+        return 2
+    except _InvalidData as exc:
+        print(f"{prog}: {exc}; no output written", file=sys.stderr)
+        return 1
+    finally:
+        if output is not None:
+            output.discard()
+        if source is not None and source is not sys.stdin.buffer:
+            source.close()
+    print(f"{prog}: {summary}", file=sys.stderr)
+    return 0
+
+
+class _InvalidData(Exception):
+    """An invalid value under ``--on-invalid fail`` (exit status 1)."""
+
+
+def _load_keys(sources: list[tuple[str, str]] | None) -> tuple[Any, ...]:
+    from nirguard.keys import KeyRing, SecretKey
+
+    if not sources:
+        raise _UsageError("a key is needed: --key-file FILE or --key-env VAR")
+    keys = tuple(
+        SecretKey.from_file(name) if kind == "file" else SecretKey.from_env(name)
+        for kind, name in sources
+    )
+    KeyRing(*keys)  # refuses duplicate key ids
+    return keys
+
+
+def _delimiter(value: str) -> str:
+    if value in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in '"\r\n':
+        raise _UsageError("--delimiter must be one character other than a quote or a newline")
+    return value
+
+
+def _check_encoding(encoding: str) -> None:
+    import codecs
+
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise _UsageError(f"unknown encoding {encoding!r}") from None
+    if "\n".encode(info.name) != b"\n" or '"'.encode(info.name) != b'"':
+        raise _UsageError(f"encoding {encoding!r} is not ASCII-compatible")
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class _AtomicOutput:
+    """A temporary file next to the output, renamed over it on :meth:`commit`."""
+
+    def __init__(self, path: str, *, secret: bool) -> None:
+        import tempfile
+
+        self._path: str | None = None if path == "-" else path
+        self._temp: str | None = None
+        if self._path is None:
+            self.handle: IO[bytes] = sys.stdout.buffer
+            return
+        if os.path.isdir(self._path):
+            raise _UsageError(f"{self._path} is a directory")
+        directory = os.path.dirname(os.path.abspath(self._path))
+        try:
+            fd, self._temp = tempfile.mkstemp(
+                dir=directory, prefix=f".{os.path.basename(self._path)}.", suffix=".tmp"
+            )
+        except OSError as exc:
+            raise _UsageError(f"cannot write in {directory}: {exc.strerror}") from None
+        self.handle = os.fdopen(fd, "wb")
+        # Detokenised output holds NIRs: keep it private. Else the usual umask mode,
+        # or the mode of the file it replaces.
+        if secret:
+            self._mode = 0o600
+        else:
+            try:
+                self._mode = os.stat(self._path).st_mode & 0o7777
+            except OSError:
+                umask = os.umask(0)
+                os.umask(umask)
+                self._mode = 0o666 & ~umask
+
+    def commit(self) -> None:
+        if self._path is None or self._temp is None:
+            self.handle.flush()
+            return
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.chmod(self._temp, self._mode)
+        os.replace(self._temp, self._path)
+        self._temp = None
+
+    def discard(self) -> None:
+        if self._temp is not None:
+            self.handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
+            self._temp = None
+
+
+# -- reading blocks of whole records ----------------------------------------------------------
+
+
+def _blocks(source: IO[bytes], first: bytes) -> Iterator[bytes]:
+    """Blocks of whole records: each ends just after a newline with an even
+    number of quotes before it (RFC 4180), except the last, which ends the input."""
+    pending = first
+    while True:
+        chunk = source.read(_BLOCK_BYTES)
+        if not chunk:
+            if pending:
+                yield pending
+            return
+        pending += chunk
+        end = _split_point(pending)
+        if end < 0:
+            if len(pending) > _MAX_BLOCK_BYTES:
+                raise _Malformed(
+                    "unbalanced quotes (a quoted field never ends, or a quote inside an "
+                    "unquoted field)"
+                )
+            continue
+        yield pending[:end]
+        pending = pending[end:]
+
+
+def _split_point(data: bytes) -> int:
+    """Index just after the last newline with an even number of quotes before it, or -1."""
+    newline = data.rfind(b"\n")
+    if newline < 0:
+        return -1
+    quotes = data.count(b'"', 0, newline)
+    while quotes % 2:
+        previous = data.rfind(b"\n", 0, newline)
+        if previous < 0:
+            return -1
+        quotes -= data.count(b'"', previous, newline)
+        newline = previous
+    return newline + 1
+
+
+# -- converting one block -------------------------------------------------------------------
+
+
+class _Sink:
+    """A write target for csv.writer that collects the formatted rows."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self.write = write
+
+
+class _BlockConverter:
+    """Everything needed to convert a block; built once per process."""
+
+    def __init__(self, config: _Config) -> None:
+        from nirguard.keys import KeyRing, SecretKey
+
+        self.config = config
+        ring = KeyRing(*(SecretKey.from_text(text) for text in config.key_texts))
+        self.convert: Callable[[list[str]], list[str | None]]
+        if config.mode == "pseudonymise":
+            from nirguard.pseudonym import Pseudonymiser
+
+            self.convert = Pseudonymiser(ring, purpose=config.purpose)._pseudonymise_batch
+        elif config.mode == "tokenise":
+            from nirguard.tokens import Tokeniser
+
+            self.convert = _tokenise_batch(Tokeniser(ring, purpose=config.purpose))
+        else:
+            from nirguard.tokens import Tokeniser
+
+            self.convert = _detokenise_batch(Tokeniser(ring, purpose=config.purpose))
+        self.fast_split = config.delimiter in _SAFE_DELIMITERS
+        self.quick: re.Pattern[str] | None = None
+        if self.fast_split:
+            d = re.escape(config.delimiter)
+            self.quick = re.compile(
+                # line start, the fields before the column (no quote), the value (no quote),
+                # then the rest of the line with balanced quotes, up to the line end
+                rf'(?m)^((?:[^{d}\n"]*{d}){{{config.column}}})([^{d}\n"\r]*)'
+                rf'((?:{d}[^"\n]*(?:"[^"\n]*"[^"\n]*)*)?|\r)$'
+            )
+
+    def __call__(self, block: bytes) -> _BlockResult:
+        config = self.config
+        term = config.terminator
+        delim = config.delimiter
+        column = config.column
+        try:
+            text = block.decode(config.encoding)
+        except UnicodeDecodeError:
+            raise _Malformed(f"the input is not valid {config.encoding}") from None
+        if not text.endswith("\n"):  # only the last block may lack a final newline
+            text += "\n"
+        if self.quick is not None:
+            quick = self._quick(text)
+            if quick is not None:
+                return quick
+        newlines = text.count("\n")
+        returns = text.count("\r")
+        mixed = False  # line ends other than the header's, or a bare CR somewhere
+        if returns == 0:
+            sep = "\n"
+        elif returns == newlines == text.count("\r\n"):
+            sep = "\r\n"
+        else:
+            sep = "\n"
+            mixed = True
+        lines = text.split(sep)
+        count = len(lines) - 1  # the text ends with the separator
+        fast_split = self.fast_split
+
+        # 1. split the records; `slow` marks rows parsed by csv (re-written by csv)
+        records: list[list[str] | None] = []  # None: a blank line, copied as is
+        starts: list[int] = []  # line (in the block) where each record starts
+        slow: set[int] = set()
+        values: list[str] = []
+        pos = 0
+        overrun = False
+
+        def source() -> Iterator[str]:
+            nonlocal pos, overrun
+            while pos < count:
+                line = lines[pos]
+                pos += 1
+                yield line + sep
+            overrun = True
+
+        reader: Iterator[list[str]] | None = None
+        maxsplit = column + 1
+        while pos < count:
+            start = pos
+            line = lines[pos]
+            if mixed and line.endswith("\r"):
+                line = line[:-1]
+            if fast_split and '"' not in line and not (mixed and "\r" in line):
+                pos += 1
+                parts = line.split(delim, maxsplit) if line else []
+            else:
+                if reader is None:
+                    reader = csv.reader(source(), delimiter=delim)
+                try:
+                    parts = next(reader)
+                except (csv.Error, StopIteration):
+                    raise _Malformed(
+                        f"cannot parse the record at line {start + 1} of a block"
+                    ) from None
+                if overrun:
+                    raise _Malformed(
+                        "unbalanced quotes (a quoted field never ends, or a quote inside an "
+                        "unquoted field)"
+                    )
+                if parts:
+                    slow.add(len(records))
+            starts.append(start)
+            if not parts:
+                records.append(None)
+                continue
+            records.append(parts)
+            values.append(parts[column] if len(parts) > column else "")
+
+        # 2. convert the column
+        converted = self.convert(values)
+
+        # 3. write the records back
+        out: list[str] = []
+        append = out.append
+        writer = csv.writer(_Sink(append), delimiter=delim, lineterminator="")
+        policy = config.policy
+        rows = invalid = done = 0
+        index = 0
+        for number, record in enumerate(records):
+            if record is None:
+                append("")
+                continue
+            new = converted[index]
+            index += 1
+            rows += 1
+            if new is None or len(record) <= column:
+                invalid += 1
+                if policy == "fail":
+                    reason = self._reason(record[column] if len(record) > column else None)
+                    failure = (rows, starts[number], reason)
+                    return _BlockResult(b"", rows, done, invalid, 0, failure)
+                if policy == "drop":
+                    continue
+                if len(record) > column:
+                    record[column] = ""
+            else:
+                record[column] = new
+                done += 1
+            if number in slow:
+                writer.writerow(record)
+            else:
+                append(delim.join(record))
+        output = (term.join(out) + term) if out else ""
+        return _BlockResult(output.encode(config.encoding), rows, done, invalid, count, None)
+
+    def _quick(self, text: str) -> _BlockResult | None:
+        """The common case with one regex split and list slices, at C speed.
+
+        It applies when every line of the block is a whole record whose
+        fields up to the column hold no quote, whose later fields have
+        balanced quotes, and whose value converts; the original bytes of
+        every other field, and the line ends, are kept exactly. ``None``
+        otherwise: the general path handles the block.
+        """
+        assert self.quick is not None
+        body = text[:-1]
+        pieces = self.quick.split(body)
+        lines = body.count("\n") + 1
+        if len(pieces) != 1 + 4 * lines:
+            return None
+        converted = self.convert(pieces[2::4])
+        if None in converted:
+            return None
+        pieces[2::4] = converted
+        pieces.append("\n")
+        output = "".join(pieces).encode(self.config.encoding)
+        return _BlockResult(output, lines, lines, 0, lines, None)
+
+    def _reason(self, value: str | None) -> str:
+        if value is None:
+            return "the row has no such column"
+        if self.config.mode == "detokenise":
+            return "invalid token"
+        from nirguard import nir
+        from nirguard.errors import InvalidNIR
+
+        try:
+            nir.validate(value)
+        except InvalidNIR as exc:
+            return f"{exc} [{exc.code}]"
+        return "invalid value"  # pragma: no cover
+
+
+def _tokenise_batch(tokeniser: Any) -> Callable[[list[str]], list[str | None]]:
+    from nirguard.errors import InvalidNIR
+
+    tokenise = tokeniser.tokenise
+
+    def convert(values: list[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for value in values:
+            try:
+                out.append(tokenise(value))
+            except InvalidNIR:
+                out.append(None)
+        return out
+
+    return convert
+
+
+def _detokenise_batch(tokeniser: Any) -> Callable[[list[str]], list[str | None]]:
+    from nirguard.errors import InvalidToken
+
+    detokenise = tokeniser.detokenise
+
+    def convert(values: list[str]) -> list[str | None]:
+        out: list[str | None] = []
+        for value in values:
+            try:
+                out.append(detokenise(value.strip(_ASCII_WS)))
+            except InvalidToken:
+                out.append(None)
+        return out
+
+    return convert
+
+
+# -- worker processes -----------------------------------------------------------------------
+
+_WORKER: _BlockConverter | None = None
+
+
+def _worker_init(config: _Config) -> None:
+    import signal
+
+    global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _WORKER = _BlockConverter(config)
+
+
+def _worker_convert(block: bytes) -> _BlockResult | str:
+    assert _WORKER is not None
+    try:
+        return _WORKER(block)
+    except _Malformed as exc:
+        return str(exc)
+
+
+# -- orchestration --------------------------------------------------------------------------
+
+
+class _Converter:
+    def __init__(
+        self,
+        *,
+        prog: str,
+        source: IO[bytes],
+        sink: IO[bytes],
+        mode: str,
+        keys: tuple[Any, ...],
+        purpose: str,
+        column_name: str,
+        delimiter: str,
+        encoding: str,
+        policy: str,
+        jobs: int,
+    ) -> None:
+        self.prog = prog
+        self.source = source
+        self.sink = sink
+        self.mode = mode
+        self.keys = keys
+        self.purpose = purpose
+        self.column_name = column_name
+        self.delimiter = delimiter
+        self.encoding = encoding
+        self.policy = policy
+        self.jobs = jobs
+        self.rows = self.converted = self.invalid = self.lines = 0
+        self._progress = _Progress(source) if sys.stderr.isatty() else None
+
+    def run(self) -> str:
+        from nirguard.errors import InvalidKey
+
+        first = self.source.read(_BLOCK_BYTES)
+        if first.startswith(_BOM) and self.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+            self.sink.write(_BOM)
+            first = first[len(_BOM) :]
+        header, rest = self._read_header(first)
+        self.sink.write(header)
+        self.lines = 1
+        try:
+            config = _Config(
+                mode=self.mode,
+                key_texts=tuple(key.to_text() for key in self.keys),
+                purpose=self.purpose,
+                column=self._column,
+                delimiter=self.delimiter,
+                terminator=self._terminator,
+                encoding=self.encoding,
+                policy=self.policy,
+            )
+            converter = _BlockConverter(config)  # checks the purpose before any worker starts
+        except InvalidKey as exc:
+            raise _UsageError(str(exc)) from None
+        blocks = _blocks(self.source, rest)
+        if self.jobs <= 1:
+            for block in blocks:
+                self._take(converter(block))
+        else:
+            self._run_parallel(config, blocks)
+        if self._progress is not None:
+            self._progress.done()
+        done_word = _MODES[self.mode][0]
+        action = {"fail": "", "blank": " (blanked)", "drop": " (dropped)"}[self.policy]
+        return f"{self.rows} rows, {self.converted} {done_word}, {self.invalid} invalid{action}"
+
+    def _run_parallel(self, config: _Config, blocks: Iterator[bytes]) -> None:
+        from concurrent.futures import Future, ProcessPoolExecutor
+
+        pending: deque[Future[_BlockResult | str]] = deque()
+        executor = ProcessPoolExecutor(
+            max_workers=self.jobs, initializer=_worker_init, initargs=(config,)
+        )
+        try:
+            for block in blocks:
+                pending.append(executor.submit(_worker_convert, block))
+                while len(pending) >= 2 * self.jobs:
+                    self._take_worker(pending.popleft().result())
+            while pending:
+                self._take_worker(pending.popleft().result())
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _take_worker(self, result: _BlockResult | str) -> None:
+        if isinstance(result, str):
+            raise _Malformed(result)
+        self._take(result)
+
+    def _take(self, result: _BlockResult) -> None:
+        if result.failure is not None:
+            row, line, reason = result.failure
+            raise _InvalidData(
+                f"row {self.rows + row} (line {self.lines + line + 1}), column "
+                f"{self.column_name!r}: {reason}"
+            )
+        self.sink.write(result.output)
+        self.rows += result.rows
+        self.converted += result.converted
+        self.invalid += result.invalid
+        self.lines += result.lines
+        if self._progress is not None:
+            self._progress.update(self.rows)
+
+    def _read_header(self, first: bytes) -> tuple[bytes, bytes]:
+        data = first
+        while True:
+            end = data.find(b"\n")
+            while end >= 0 and data.count(b'"', 0, end) % 2:
+                end = data.find(b"\n", end + 1)
+            if end >= 0:
+                break
+            more = self.source.read(_BLOCK_BYTES)
+            if not more:
+                end = len(data)
+                break
+            data += more
+            if len(data) > _MAX_BLOCK_BYTES:
+                raise _Malformed("the header never ends")
+        header = data[: end + 1]
+        rest = data[end + 1 :]
+        if not header.strip():
+            raise _UsageError("the input is empty: a header row naming the columns is needed")
+        self._terminator = "\r\n" if header.endswith(b"\r\n") else "\n"
+        try:
+            text = header.decode(self.encoding)
+        except UnicodeDecodeError:
+            raise _Malformed(f"the header is not valid {self.encoding}") from None
+        try:
+            names = next(csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter))
+        except (csv.Error, StopIteration):
+            raise _Malformed("cannot parse the header") from None
+        matches = [i for i, name in enumerate(names) if name == self.column_name]
+        if not matches:
+            matches = [i for i, name in enumerate(names) if name.strip() == self.column_name]
+        if not matches:
+            raise _UsageError(
+                f"column {self.column_name!r} not found in the header ({len(names)} columns; "
+                "check --column and --delimiter)"
+            )
+        if len(matches) > 1:
+            raise _UsageError(f"column {self.column_name!r} appears more than once in the header")
+        self._column = matches[0]
+        if not header.endswith(b"\n"):
+            header += self._terminator.encode()
+        return header, rest
+
+
+class _Progress:
+    """A one-line progress indicator on stderr (only used when it is a terminal)."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._last = 0.0
+        try:
+            self._size: int | None = os.fstat(source.fileno()).st_size or None
+        except (OSError, ValueError):
+            self._size = None
+
+    def update(self, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        text = f"{rows:,} rows"
+        if self._size:
+            try:
+                position = os.lseek(self._source.fileno(), 0, os.SEEK_CUR)
+                fraction = min(position / self._size, 1.0)
+                bar = "#" * int(fraction * 30)
+                text = f"[{bar:<30}] {fraction:4.0%}  {text}"
+            except (OSError, ValueError):
+                pass
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
