@@ -1,0 +1,42 @@
+"""Checked by ``mypy --strict`` in CI (never run): the public API keeps its types.
+
+In particular ``LookupGuard.protect`` keeps the wrapped function's signature
+(ParamSpec), for sync and async functions alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from typing_extensions import assert_type
+
+import nirguard
+from nirguard import NIR, LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey, nir
+
+guard = LookupGuard(QuotaPolicy(lookups="30/minute"), storage="memory://")
+
+
+@guard.protect(practitioner="practitioner_id", nir="nir", is_miss=lambda r: r is None)
+def infopatient(practitioner_id: str, nir: str, *, full: bool = False) -> dict[str, str] | None:
+    return None
+
+
+@guard.protect(practitioner=lambda request, nir: request, nir="nir")
+async def infopatient_async(request: str, nir: str) -> int:
+    return 1
+
+
+assert_type(infopatient("10003456789", "185057800608491", full=True), dict[str, str] | None)
+assert_type(infopatient_async, Callable[[str, str], Coroutine[Any, Any, int]])
+assert_type(nir.validate("185057800608491"), str)
+assert_type(nir.is_valid(None), bool)
+assert_type(nir.parse("185057800608491"), NIR)
+assert_type(nir.parse("185057800608491").birth_month, int | None)
+assert_type(nir.compute_key("1850578006084"), int)
+key = SecretKey.generate("k1")
+assert_type(Pseudonymiser(key, purpose="export").pseudonymise("185057800608491"), str)
+assert_type(nirguard.__version__, str)
+
+with guard.lookup("10003456789", "185057800608491") as lookup:
+    assert_type(lookup.record({"name": "x"}), dict[str, str])
