@@ -28,7 +28,7 @@ async def infopatient_async(request: str, nir: str) -> int:
 
 
 assert_type(infopatient("10003456789", "185057800608491", full=True), dict[str, str] | None)
-assert_type(infopatient_async, Callable[[str, str], Coroutine[Any, Any, int]])
+async_checked: Callable[[str, str], Coroutine[Any, Any, int]] = infopatient_async
 assert_type(nir.validate("185057800608491"), str)
 assert_type(nir.is_valid(None), bool)
 assert_type(nir.parse("185057800608491"), NIR)
