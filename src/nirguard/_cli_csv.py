@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import gc
 import os
 import re
 import sys
@@ -140,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     prog = f"nirguard {args.mode}"
     output: _AtomicOutput | None = None
     source: IO[bytes] | None = None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived lists, no cycles: collections only cost time
+    restore_sigterm = _sigterm_as_interrupt()
     try:
         try:
             keys = _load_keys(args.key_sources)
@@ -180,8 +184,31 @@ def _run(args: argparse.Namespace) -> int:
             output.discard()
         if source is not None and source is not sys.stdin.buffer:
             source.close()
+        restore_sigterm()
+        if gc_was_enabled:
+            gc.enable()
     print(f"{prog}: {summary}", file=sys.stderr)
     return 0
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM raise KeyboardInterrupt (so the temporary output is removed);
+    returns the function that restores the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 class _InvalidData(Exception):

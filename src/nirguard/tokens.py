@@ -127,7 +127,7 @@ class Tokeniser:
             raise InvalidToken() from None
         try:
             return nir.validate(plain.decode("ascii"))
-        except (UnicodeDecodeError, InvalidNIR):  # pragma: no cover - authentic but not a NIR
+        except (UnicodeDecodeError, InvalidNIR):  # authentic, but not a NIR
             raise InvalidToken() from None
 
     def __repr__(self) -> str:
