@@ -173,7 +173,7 @@ def test_equality_uses_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _renderings(obj: object) -> list[str]:
-    return [repr(obj), str(obj), f"{obj}", f"{obj!r}", "%s" % (obj,), format(obj)]
+    return [repr(obj), str(obj), f"{obj}", f"{obj!r}", "%s" % (obj,), format(obj)]  # noqa: UP031
 
 
 def test_repr_str_and_fstrings_show_the_key_id_only() -> None:
@@ -207,16 +207,13 @@ def test_logging_the_key_does_not_leak(caplog: pytest.LogCaptureFixture) -> None
 
 def test_exceptions_and_tracebacks_do_not_carry_material() -> None:
     key = SecretKey(MATERIAL, "k1")
-    try:
+    with pytest.raises(InvalidKey) as info:
         KeyRing(key, key)
-    except InvalidKey as exc:
-        text = "".join(traceback.format_exception(exc))
-        assert ENCODED not in text
-        assert repr(MATERIAL) not in text
-        assert "k1" in str(exc)
-        assert exc.code == "key_duplicate"
-    else:  # pragma: no cover
-        pytest.fail("duplicate key ids accepted")
+    text = "".join(traceback.format_exception(info.value))
+    assert ENCODED not in text
+    assert repr(MATERIAL) not in text
+    assert "k1" in str(info.value)
+    assert info.value.code == "key_duplicate"
 
 
 def test_material_is_private() -> None:
