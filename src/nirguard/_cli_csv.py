@@ -477,7 +477,10 @@ class _BlockConverter:
         # 3. write the records back
         out: list[str] = []
         append = out.append
-        writer = csv.writer(_Sink(append), delimiter=delim, lineterminator="")
+        # lineterminator "\r\n" (cut off again): csv quotes fields holding its characters
+        writer = csv.writer(
+            _Sink(lambda row: append(row[:-2])), delimiter=delim, lineterminator="\r\n"
+        )
         policy = config.policy
         rows = invalid = done = 0
         index = 0
