@@ -32,14 +32,22 @@ Strategies:
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from nirguard.replay.registry import Registry, cohort_residue, nir_from_cohort
-from nirguard.testing import NIRGenerator
 
-__all__ = ["STRATEGIES", "Attack", "build_attack", "slow_interval"]
+__all__ = [
+    "STRATEGIES",
+    "Attack",
+    "AttackMaterial",
+    "attack_material",
+    "build_attack",
+    "slow_interval",
+]
 
 STRATEGIES: Final = ("enumeration", "list", "slow", "spread")
 
@@ -107,13 +115,48 @@ class Attack:
     def feedback(self, account: int, found: bool) -> None:
         """Result of an allowed lookup of the last number: someone was found or not."""
 
+    def unguarded(self, registry: Registry, end: float) -> tuple[dict[int, float], list[int], int]:
+        """Run the script with nothing refused until ``end``.
+
+        Returns:
+            person id -> time first exposed, people found per account, attempts.
+        """
+        index = registry.index
+        exposed: dict[int, float] = {}
+        found = [0] * len(self.accounts)
+        attempts = 0
+        interval = self.interval
+        heap = [(t, i, 0) for i, t in enumerate(self.start)]
+        heapq.heapify(heap)
+        while heap:
+            t, i, j = heap[0]
+            if t >= end:
+                break
+            number = self.next_nir(i)
+            if number is None:
+                heapq.heappop(heap)
+                continue
+            attempts += 1
+            person = index.get(number)
+            if person is not None:
+                found[i] += 1
+                if person not in exposed:
+                    exposed[person] = t
+            self.feedback(i, person is not None)
+            heapq.heapreplace(heap, (self.start[i] + (j + 1) * interval, i, j + 1))
+        return exposed, found, attempts
+
+
+#: A cohort to walk: prefix, key residue, cohort id in the registry (-1: nobody there).
+_Target = tuple[str, int, int]
+
 
 class _Walk:
     """A walk through order numbers of a queue of cohorts."""
 
     __slots__ = ("cohorts", "misses", "next_cohort", "order", "prefix", "residue")
 
-    def __init__(self, cohorts: list[tuple[str, int]]) -> None:
+    def __init__(self, cohorts: list[_Target]) -> None:
         self.cohorts = cohorts
         self.next_cohort = 0
         self.prefix = ""
@@ -125,7 +168,7 @@ class _Walk:
         if self.order > 999 or self.misses >= _GIVE_UP:
             if self.next_cohort >= len(self.cohorts):
                 return None
-            self.prefix, self.residue = self.cohorts[self.next_cohort]
+            self.prefix, self.residue, _ = self.cohorts[self.next_cohort]
             self.next_cohort += 1
             self.order = 1
             self.misses = 0
@@ -137,32 +180,46 @@ class _Walk:
         self.misses = 0 if found else self.misses + 1
 
 
-def _cohort_queue(registry: Registry, rng: random.Random) -> list[tuple[str, int]]:
-    """Cohorts worth walking, big ones first, mixed with empty guesses."""
-    sizes = [(registry.cohort_size(c), c) for c in range(registry.cohorts)]
-    chosen = [c for n, c in sizes if n >= _MIN_COHORT]
+@dataclass(frozen=True)
+class AttackMaterial:
+    """What attackers know, built once per registry and seed.
+
+    Attributes:
+        queue: cohorts worth walking, big ones first, mixed with empty guesses.
+        leak: person ids of a previous leak (half the registry), in leak order.
+    """
+
+    queue: list[_Target]
+    leak: list[int]
+
+
+def attack_material(registry: Registry, seed: int = 0) -> AttackMaterial:
+    """Build the cohort queue and the leaked list for ``registry``."""
+    rng = random.Random(f"attack-material:{seed}")
+    starts = registry.cohort_start
+    chosen = [c for c in range(registry.cohorts) if starts[c + 1] - starts[c] >= _MIN_COHORT]
     rng.shuffle(chosen)
-    chosen.sort(
-        key=lambda c: -registry.cohort_size(c) // 10
-    )  # biggest first, shuffled within bands
+    chosen.sort(key=lambda c: (starts[c] - starts[c + 1]) // 10)  # big first, shuffled in bands
     known = set(registry.cohort_prefix)
-    gen = NIRGenerator(rng.randrange(2**32))
-    queue: list[tuple[str, int]] = []
+    prefixes, residues = registry.cohort_prefix, registry.cohort_residue
+    queue: list[_Target] = []
     for c in chosen:
         if rng.random() < _EMPTY_GUESSES:
-            guess = gen.generate()[:10]
+            # Same place and year, another month: often nobody registered there.
+            guess = f"{prefixes[c][:3]}{rng.randint(1, 12):02d}{prefixes[c][5:]}"
             if guess not in known:
-                queue.append((guess, cohort_residue(guess)))
-        queue.append((registry.cohort_prefix[c], registry.cohort_residue[c]))
-    return queue
+                queue.append((guess, cohort_residue(guess), -1))
+        queue.append((prefixes[c], residues[c], c))
+    leak = rng.sample(range(len(registry)), len(registry) // 2)
+    return AttackMaterial(queue, leak)
 
 
 class _Enumeration(Attack):
-    def __init__(self, registry: Registry, accounts: list[str], interval: float, seed: int) -> None:
+    def __init__(self, material: AttackMaterial, accounts: list[str], interval: float, seed: int):
         super().__init__("enumeration", accounts, interval, seed)
-        queue = _cohort_queue(registry, random.Random(f"enumeration:{seed}"))
         n = len(accounts)
-        self.walks = [_Walk(queue[i::n]) for i in range(n)]
+        self.queues = [material.queue[i::n] for i in range(n)]
+        self.walks = [_Walk(q) for q in self.queues]
 
     def next_nir(self, account: int) -> str | None:
         return self.walks[account].next()
@@ -170,11 +227,43 @@ class _Enumeration(Attack):
     def feedback(self, account: int, found: bool) -> None:
         self.walks[account].feedback(found)
 
+    def unguarded(self, registry: Registry, end: float) -> tuple[dict[int, float], list[int], int]:
+        """Same walk as :meth:`next_nir`, computed from the registry's order numbers."""
+        exposed: dict[int, float] = {}
+        found = [0] * len(self.accounts)
+        attempts = 0
+        nirs, starts, interval = registry.nirs, registry.cohort_start, self.interval
+        for i, queue in enumerate(self.queues):
+            start = self.start[i]
+            limit = int((end - start) / interval - 1e-9) + 1 if end > start else 0
+            pos = 0  # attempts made by this account
+            for _, _, cohort in queue:
+                if pos >= limit:
+                    break
+                prev = 0
+                if cohort >= 0:
+                    for person in range(starts[cohort], starts[cohort + 1]):
+                        order = int(nirs[person][10:13])
+                        gap = order - prev - 1
+                        if gap >= _GIVE_UP:
+                            break
+                        pos += gap
+                        if pos >= limit:
+                            break
+                        found[i] += 1
+                        if person not in exposed:
+                            exposed[person] = start + pos * interval
+                        pos += 1
+                        prev = order
+                pos += min(_GIVE_UP, 999 - prev)
+            attempts += min(pos, limit)
+        return exposed, found, attempts
+
 
 class _Spread(Attack):
-    def __init__(self, registry: Registry, accounts: list[str], interval: float, seed: int) -> None:
+    def __init__(self, material: AttackMaterial, accounts: list[str], interval: float, seed: int):
         super().__init__("spread", accounts, interval, seed)
-        self.walk = _Walk(_cohort_queue(registry, random.Random(f"spread:{seed}")))
+        self.walk = _Walk(material.queue)
 
     def next_nir(self, account: int) -> str | None:
         return self.walk.next()
@@ -188,19 +277,19 @@ class _List(Attack):
         self,
         name: str,
         registry: Registry,
+        material: AttackMaterial,
         accounts: list[str],
         interval: float,
         seed: int,
         *,
         distinct_cohorts: bool,
+        capacity: int,
     ) -> None:
         super().__init__(name, accounts, interval, seed)
-        rng = random.Random(f"leak:{seed}")
-        leak = rng.sample(range(len(registry)), len(registry) // 2)
         n = len(accounts)
-        self.lists: list[list[str]] = []
+        self.lists: list[list[int]] = []
         for i in range(n):
-            part = leak[i::n]
+            part = material.leak[i::n]
             if distinct_cohorts:  # never two people of one cohort on one account
                 seen: set[str] = set()
                 kept = []
@@ -209,13 +298,19 @@ class _List(Attack):
                     if prefix not in seen:
                         seen.add(prefix)
                         kept.append(person)
+                        if len(kept) >= capacity:
+                            break
                 part = kept
-            part.reverse()
-            self.lists.append([registry.nirs[p] for p in part])
+            self.lists.append(part)
+        self.nirs = registry.nirs
+        self.cursor = [0] * n
 
     def next_nir(self, account: int) -> str | None:
-        todo = self.lists[account]
-        return todo.pop() if todo else None
+        todo, at = self.lists[account], self.cursor[account]
+        if at >= len(todo):
+            return None
+        self.cursor[account] = at + 1
+        return self.nirs[todo[at]]
 
 
 def build_attack(
@@ -225,25 +320,48 @@ def build_attack(
     accounts: int = 19,
     policy: Mapping[str, object] | None = None,
     seed: int = 0,
+    material: AttackMaterial | None = None,
+    horizon: float = 7 * 86_400.0,
 ) -> Attack:
     """Build the script of ``strategy`` for ``accounts`` stolen accounts.
 
-    ``policy`` (quota name -> rate string) sets the pace of ``slow`` and
-    ``spread``.
+    Args:
+        strategy: one of :data:`STRATEGIES`.
+        registry: the people the portal holds.
+        accounts: number of stolen accounts.
+        policy: quota name -> rate string; sets the pace of ``slow`` and ``spread``.
+        seed: random seed.
+        material: from :func:`attack_material` (built here when ``None``).
+        horizon: seconds the attack may last (bounds the slow script's list).
 
     Raises:
         ValueError: unknown strategy, or fewer than one account.
     """
     if accounts < 1:
         raise ValueError("an attack needs at least one account")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    material = material or attack_material(registry, seed)
     ids = [f"stolen-{i:02d}" for i in range(accounts)]
     paced = slow_interval(policy or {})
     if strategy == "enumeration":
-        return _Enumeration(registry, ids, FAST_INTERVAL, seed)
-    if strategy == "list":
-        return _List("list", registry, ids, FAST_INTERVAL, seed, distinct_cohorts=False)
-    if strategy == "slow":
-        return _List("slow", registry, ids, paced, seed, distinct_cohorts=True)
+        return _Enumeration(material, ids, FAST_INTERVAL, seed)
     if strategy == "spread":
-        return _Spread(registry, ids, paced, seed)
+        return _Spread(material, ids, paced, seed)
+    capacity = int(horizon / paced) + 2
+    if strategy == "list":
+        return _List(
+            "list",
+            registry,
+            material,
+            ids,
+            FAST_INTERVAL,
+            seed,
+            distinct_cohorts=False,
+            capacity=capacity,
+        )
+    if strategy == "slow":
+        return _List(
+            "slow", registry, material, ids, paced, seed, distinct_cohorts=True, capacity=capacity
+        )
     raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")

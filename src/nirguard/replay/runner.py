@@ -25,8 +25,6 @@ inherit the registry and the legitimate workload.
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 import os
 import sys
 import threading
@@ -35,9 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from nirguard.replay.attacks import STRATEGIES, Attack, build_attack
-from nirguard.replay.practitioners import DAY, HOUR, LOOKUP, TYPO, Workload, build_workload
+from nirguard.replay.attacks import (
+    ATTACK_START,
+    STRATEGIES,
+    Attack,
+    AttackMaterial,
+    attack_material,
+    build_attack,
+)
+from nirguard.replay.practitioners import DAY, HOUR, TYPO, Workload, build_workload
 from nirguard.replay.registry import Registry, build_registry
+from nirguard.replay.simulation import EPOCH, CohortIndex, PassResult, run_pass, run_spliced
 
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
@@ -53,10 +59,14 @@ __all__ = [
 ]
 
 CONFIGURATIONS: Final = ("none", "quotas", "detection")
-#: Policy fields that the ``quotas`` configuration turns off.
-DETECTION_FIELDS: Final = ("cohort", "portal_cohort", "miss_ratio", "lockout_escalation")
-#: POSIX time of the simulated Monday 00:00 (2026-03-02 UTC).
-EPOCH: Final = 1_772_409_600.0
+#: Policy fields that the ``quotas`` configuration turns off, and their "off" value
+#: (no escalation: every lockout lasts ``lockout``).
+DETECTION_FIELDS: Final[dict[str, object]] = {
+    "cohort": None,
+    "portal_cohort": None,
+    "miss_ratio": None,
+    "lockout_escalation": (),
+}
 
 
 @dataclass(frozen=True)
@@ -99,15 +109,21 @@ class Outcome:
         legit_lookups: lookups of valid numbers by legitimate accounts.
         legit_refused: those refused by the guard.
         legit_refused_by: refusals by error code.
+        legit_refused_by_kind: refusals by kind of account.
         typos_rejected: mistyped numbers rejected as invalid (correct refusals).
         legit_alerted: legitimate accounts that raised an alert (false alarms).
+        legit_alerts_by_signal: those alerts by signal.
         first_alert_lookups: attempts by all stolen accounts before the first
             alert on one of them (``None``: no alert).
         first_alert_account_lookups: attempts by the alerted account up to
             and including the one that raised it.
-        first_alert_seconds: simulated time from the first attempt to the alert.
+        first_alert_seconds: simulated time from the start of the attack to the alert.
+        first_alert_signal: what raised it.
         accounts_alerted: stolen accounts that raised an alert.
         accounts_stopped: stolen accounts locked until an administrator unlocks them.
+        legit_accounts_replayed: legitimate accounts replayed together with the
+            attack (the others cannot interact with it; see
+            :mod:`nirguard.replay.simulation`).
         exposure_by_hour: identities exposed by the end of each simulated hour.
     """
 
@@ -119,13 +135,17 @@ class Outcome:
     legit_lookups: int = 0
     legit_refused: int = 0
     legit_refused_by: dict[str, int] = field(default_factory=dict)
+    legit_refused_by_kind: dict[str, int] = field(default_factory=dict)
     typos_rejected: int = 0
     legit_alerted: int = 0
+    legit_alerts_by_signal: dict[str, int] = field(default_factory=dict)
     first_alert_lookups: int | None = None
     first_alert_account_lookups: int | None = None
     first_alert_seconds: float | None = None
+    first_alert_signal: str | None = None
     accounts_alerted: int = 0
     accounts_stopped: int = 0
+    legit_accounts_replayed: int = 0
     exposure_by_hour: list[int] = field(default_factory=list)
 
     @property
@@ -190,9 +210,9 @@ def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
     from nirguard.policy import QuotaPolicy
 
     data = policy.model_dump()
-    for name in DETECTION_FIELDS:
+    for name, off in DETECTION_FIELDS.items():
         if name in data:
-            data[name] = None
+            data[name] = off
     return QuotaPolicy(**data)
 
 
@@ -204,9 +224,13 @@ class _Shared:
 
     registry: Registry
     workload: Workload
-    attacks: dict[str, Attack]
+    material: AttackMaterial
+    attackers: int
+    seed: int
     policies: dict[str, tuple[QuotaPolicy, QuotaPolicy]]
     hours: int
+    index: CohortIndex
+    baselines: dict[str, PassResult]
 
 
 _SHARED: _Shared | None = None
@@ -220,183 +244,157 @@ def _hour_curve(times: list[float], hours: int) -> list[int]:
 def _run_unguarded(shared: _Shared, strategy: str) -> Outcome:
     """The attack with nobody watching."""
     attack = _fresh_attack(shared, strategy)
-    registry_index = shared.registry.index
-    end = shared.hours * HOUR
-    interval = attack.interval
-    exposed: dict[int, float] = {}
-    per_account = [0] * len(attack.accounts)
-    attempts = 0
-    heap = [(t, i) for i, t in enumerate(attack.start)]
-    heapq.heapify(heap)
-    next_nir = attack.next_nir
-    feedback = attack.feedback
-    while heap:
-        t, i = heap[0]
-        if t >= end:
-            break
-        number = next_nir(i)
-        if number is None:
-            heapq.heappop(heap)
-            continue
-        attempts += 1
-        person = registry_index.get(number)
-        if person is not None:
-            per_account[i] += 1
-            if person not in exposed:
-                exposed[person] = t
-        feedback(i, person is not None)
-        heapq.heapreplace(heap, (t + interval, i))
-    legit = sum(1 for e in shared.workload.events if e[4] != TYPO)
-    typos = sum(1 for e in shared.workload.events if e[4] == TYPO)
+    exposed, found, attempts = attack.unguarded(shared.registry, shared.hours * HOUR)
+    events = shared.workload.events
+    typos = sum(1 for e in events if e[4] == TYPO)
     return Outcome(
         strategy=strategy,
         configuration="none",
         exposed=len(exposed),
-        exposed_per_account_max=max(per_account, default=0),
+        exposed_per_account_max=max(found, default=0),
         attack_lookups=attempts,
-        legit_lookups=legit,
+        legit_lookups=len(events) - typos,
         typos_rejected=typos,
         exposure_by_hour=_hour_curve(sorted(exposed.values()), shared.hours),
     )
 
 
 def _fresh_attack(shared: _Shared, strategy: str) -> Attack:
-    import copy
+    return build_attack(
+        strategy,
+        shared.registry,
+        accounts=shared.attackers,
+        policy=policy_dict(shared.policies["detection"][0]),
+        seed=shared.seed,
+        material=shared.material,
+        horizon=shared.hours * HOUR,
+    )
 
-    return copy.deepcopy(shared.attacks[strategy])
+
+def _policy_lookup(shared: _Shared, configuration: str) -> Callable[[str], QuotaPolicy]:
+    gp_policy, desk_policy = shared.policies[configuration]
+    desks = shared.workload.desks
+
+    def policy_for(practitioner: str) -> QuotaPolicy:
+        return desk_policy if practitioner in desks else gp_policy
+
+    return policy_for
+
+
+def _key(configuration: str) -> bytes:
+    return f"nirguard-replay-{configuration}".encode().ljust(32, b".")
+
+
+def _run_baseline(shared: _Shared, configuration: str) -> PassResult:
+    """The legitimate week alone under one configuration."""
+    result = run_pass(
+        registry=shared.registry,
+        workload=shared.workload,
+        policy_for=_policy_lookup(shared, configuration),
+        key=_key(configuration),
+        attack=None,
+        events=range(len(shared.workload.events)),
+        end=shared.hours * HOUR,
+    )
+    result.included = frozenset(range(len(shared.workload.practitioners)))
+    return result
+
+
+def _legit_tally(
+    shared: _Shared, status: dict[int, str], keep: Callable[[int], bool]
+) -> tuple[Counter[str], Counter[str], int]:
+    """Refusals by code and by kind of account, and typos, over accounts kept."""
+    events = shared.workload.events
+    kinds = [p.kind for p in shared.workload.practitioners]
+    by_code: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    typos = 0
+    for e, code in status.items():
+        who = events[e][1]
+        if not keep(who):
+            continue
+        if events[e][4] == TYPO:
+            typos += 1
+        else:
+            by_code[code] += 1
+            by_kind[kinds[who]] += 1
+    return by_code, by_kind, typos
 
 
 def _run_guarded(shared: _Shared, strategy: str, configuration: str) -> Outcome:
-    """Legitimate traffic and the attack through one guard, in time order."""
-    from nirguard.errors import InvalidNIR, LookupDenied
-    from nirguard.guard import LookupGuard
-    from nirguard.keys import SecretKey
-    from nirguard.pseudonym import Pseudonymiser
-
-    attack = _fresh_attack(shared, strategy)
-    gp_policy, desk_policy = shared.policies[configuration]
-    desks = shared.workload.desks
-    policy_of: dict[str, QuotaPolicy] = {
-        p.id: (desk_policy if p.id in desks else gp_policy) for p in shared.workload.practitioners
-    }
-
-    def policy_for(practitioner: str) -> QuotaPolicy:
-        return policy_of.get(practitioner, gp_policy)
-
-    now = [0.0]
-    attackers = {name: i for i, name in enumerate(attack.accounts)}
-    account_attempts = [0] * len(attack.accounts)
-    counters = {"attempts": 0}
-    alerts: list[tuple[float, str, int, int]] = []
-
-    def on_alert(alert: Any) -> None:
-        who = str(alert.practitioner)
-        i = attackers.get(who, -1)
-        alerts.append((now[0], who, counters["attempts"], account_attempts[i] if i >= 0 else 0))
-
-    material = f"nirguard-replay-{configuration}-{strategy}".encode().ljust(32, b".")
-    guard = LookupGuard(
-        policy=policy_for,
-        storage="memory://",
-        pseudonymiser=Pseudonymiser(SecretKey(material, "replay"), purpose="guard"),
-        alert=on_alert,
-        clock=lambda: EPOCH + now[0],
+    """The attack under one configuration, spliced with the baseline week."""
+    baseline = shared.baselines[configuration]
+    policy_for = _policy_lookup(shared, configuration)
+    result = run_spliced(
+        registry=shared.registry,
+        workload=shared.workload,
+        index=shared.index,
+        policy_for=policy_for,
+        policies=shared.policies[configuration],
+        key=_key(configuration),
+        make_attack=lambda: _fresh_attack(shared, strategy),
+        end=shared.hours * HOUR,
     )
-    lookup = guard.lookup
-    registry_index = shared.registry.index
+    included = result.included
+    base_code, base_kind, base_typos = _legit_tally(
+        shared, baseline.status, lambda who: who not in included
+    )
+    new_code, new_kind, new_typos = _legit_tally(shared, result.status, lambda who: who in included)
+    by_code, by_kind = base_code + new_code, base_kind + new_kind
     names = [p.id for p in shared.workload.practitioners]
-    end = shared.hours * HOUR
-
-    legit_lookups = legit_refused = typos = 0
-    refused_by: Counter[str] = Counter()
-    exposed: dict[int, float] = {}
-    got: list[set[int]] = [set() for _ in attack.accounts]
-    stopped = 0
-    pending: list[str | None] = [None] * len(attack.accounts)
-    heap = [(t, i) for i, t in enumerate(attack.start)]
-    heapq.heapify(heap)
-    interval = attack.interval
-    inf = float("inf")
-    sentinel = (inf, -1, "", -1, TYPO)
-    for t_legit, who, number, person, kind in itertools.chain(shared.workload.events, [sentinel]):
-        # Attack attempts due before this legitimate lookup.
-        while heap and heap[0][0] <= t_legit:
-            t, i = heap[0]
-            if t >= end:
-                heap.clear()
-                break
-            number_a = pending[i] or attack.next_nir(i)
-            if number_a is None:
-                heapq.heappop(heap)
-                continue
-            now[0] = t
-            counters["attempts"] += 1
-            account_attempts[i] += 1
-            try:
-                with lookup(attack.accounts[i], number_a) as lk:
-                    found = registry_index.get(number_a)
-                    lk.record(found)
-            except LookupDenied as exc:
-                pending[i] = number_a
-                if exc.retry_after is None:
-                    stopped += 1
-                    heapq.heappop(heap)
-                else:
-                    heapq.heapreplace(heap, (t + max(float(exc.retry_after), 1.0), i))
-                continue
-            pending[i] = None
-            if found is not None:
-                got[i].add(found)
-                if found not in exposed:
-                    exposed[found] = t
-            attack.feedback(i, found is not None)
-            heapq.heapreplace(heap, (t + interval, i))
-        if t_legit == inf:
-            break
-        now[0] = t_legit
-        if kind != TYPO:
-            legit_lookups += 1
-        try:
-            with lookup(names[who], number) as lk:
-                lk.record(person if kind == LOOKUP else None)
-        except InvalidNIR:
-            typos += 1
-        except LookupDenied as exc:
-            if kind == TYPO:
-                typos += 1
-            else:
-                legit_refused += 1
-                refused_by[exc.code] += 1
-
-    attacker_alerts = [a for a in alerts if a[1] in attackers]
+    legit_ids = {names[i] for i in range(len(names))}
+    included_ids = {names[i] for i in included}
+    legit_alerts = [a for a in baseline.alerts if a[1] not in included_ids] + [
+        a for a in result.alerts if a[1] in legit_ids
+    ]
+    attacker_alerts = [a for a in result.alerts if a[1] not in legit_ids]
     first = min(attacker_alerts, default=None)
+    events = shared.workload.events
+    typos = sum(1 for e in events if e[4] == TYPO)
+    attack_start = ATTACK_START
     return Outcome(
         strategy=strategy,
         configuration=configuration,
-        exposed=len(exposed),
-        exposed_per_account_max=max((len(s) for s in got), default=0),
-        attack_lookups=counters["attempts"],
-        legit_lookups=legit_lookups,
-        legit_refused=legit_refused,
-        legit_refused_by=dict(sorted(refused_by.items())),
-        typos_rejected=typos,
-        legit_alerted=len({a[1] for a in alerts if a[1] not in attackers}),
-        first_alert_lookups=first[2] if first else None,
-        first_alert_account_lookups=first[3] if first else None,
-        first_alert_seconds=(first[0] - min(attack.start)) if first else None,
+        exposed=len(result.exposed),
+        exposed_per_account_max=max(result.got, default=0),
+        attack_lookups=result.attempts,
+        legit_lookups=len(events) - typos,
+        legit_refused=sum(by_code.values()),
+        legit_refused_by=dict(sorted(by_code.items())),
+        legit_refused_by_kind=dict(sorted(by_kind.items())),
+        typos_rejected=base_typos + new_typos,
+        legit_alerted=len({a[1] for a in legit_alerts}),
+        legit_alerts_by_signal=dict(sorted(Counter(a[2] for a in legit_alerts).items())),
+        first_alert_lookups=first[3] if first else None,
+        first_alert_account_lookups=first[4] if first else None,
+        first_alert_seconds=(first[0] - attack_start) if first else None,
+        first_alert_signal=first[2] if first else None,
         accounts_alerted=len({a[1] for a in attacker_alerts}),
-        accounts_stopped=stopped,
-        exposure_by_hour=_hour_curve(sorted(exposed.values()), shared.hours),
+        accounts_stopped=result.stopped,
+        legit_accounts_replayed=len(included),
+        exposure_by_hour=_hour_curve(sorted(result.exposed.values()), shared.hours),
     )
 
 
-def _run_pair(pair: tuple[str, str]) -> Outcome:
+def _run_task(task: tuple[str, str]) -> Outcome | PassResult:
     shared = _SHARED
     assert shared is not None
-    strategy, configuration = pair
+    strategy, configuration = task
+    if strategy == "":
+        return _run_baseline(shared, configuration)
     if configuration == "none":
         return _run_unguarded(shared, strategy)
     return _run_guarded(shared, strategy, configuration)
+
+
+def _map(tasks: list[tuple[str, str]], jobs: int) -> list[Outcome | PassResult]:
+    """Run tasks, in worker processes when asked and possible (same results either way)."""
+    if jobs > 1 and len(tasks) > 1 and _can_fork():
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            return list(pool.map(_run_task, tasks, chunksize=1))
+    return [_run_task(t) for t in tasks]
 
 
 def _can_fork() -> bool:
@@ -460,32 +458,31 @@ def run_replay(
     shared.workload = workload
     shared.policies = policies
     shared.hours = int(settings.days * DAY // HOUR)
-    shared.attacks = {
-        s: build_attack(
-            s,
-            registry,
-            accounts=settings.attackers,
-            policy=policy_dict(gp_policy),
-            seed=settings.seed,
-        )
-        for s in settings.strategies
-    }
-    pairs = [(s, c) for s in settings.strategies for c in settings.configurations]
-    say(f"replaying {len(pairs)} strategy x configuration pairs")
+    shared.attackers = settings.attackers
+    shared.seed = settings.seed
+    say("building the attackers' cohort queue and leaked list")
+    shared.material = attack_material(registry, settings.seed)
+    intervals = {s: _fresh_attack(shared, s).interval for s in settings.strategies}
+    shared.index = CohortIndex(workload.events)
+    shared.baselines = {}
+    guarded = [c for c in settings.configurations if c != "none"]
+    unguarded = [(s, "none") for s in settings.strategies if "none" in settings.configurations]
     _SHARED = shared
     try:
-        if settings.jobs > 1 and len(pairs) > 1 and _can_fork():
-            import multiprocessing
-
-            # Longest pairs first so that the pool ends together.
-            order = sorted(pairs, key=lambda p: p[1] == "none")
-            with multiprocessing.get_context("fork").Pool(min(settings.jobs, len(pairs))) as pool:
-                done = dict(zip(order, pool.map(_run_pair, order, chunksize=1), strict=True))
-            outcomes = [done[p] for p in pairs]
-        else:
-            outcomes = [_run_pair(p) for p in pairs]
+        say(
+            f"replaying the legitimate week under {', '.join(guarded) or 'no guard'}"
+            f" and {len(unguarded)} unguarded attacks"
+        )
+        first = [("", c) for c in guarded] + unguarded
+        done: dict[tuple[str, str], Any] = dict(zip(first, _map(first, settings.jobs), strict=True))
+        for c in guarded:
+            shared.baselines[c] = done.pop(("", c))
+        second = [(s, c) for s in settings.strategies for c in guarded]
+        say(f"replaying {len(second)} attacks through the guard")
+        done.update(zip(second, _map(second, settings.jobs), strict=True))
     finally:
         _SHARED = None
+    outcomes = [done[(s, c)] for s in settings.strategies for c in settings.configurations]
     kinds = sorted({p.kind for p in workload.practitioners})
     return ReplayResult(
         settings={
@@ -496,7 +493,7 @@ def run_replay(
             "attackers": settings.attackers,
             "policy": policy_dict(gp_policy),
             "desk_policy": policy_dict(policies["detection"][1]),
-            "attack_interval_seconds": {s: round(a.interval, 1) for s, a in shared.attacks.items()},
+            "attack_interval_seconds": {s: round(i, 1) for s, i in intervals.items()},
         },
         workload={
             "registry_people": len(registry),
