@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Iterable
 from typing import NoReturn
 
@@ -43,10 +44,12 @@ PSEUDONYM_INFO_PREFIX = b"nirguard/v1/pseudonym/"
 _SUBKEY_BYTES = 32
 _DIGEST_BYTES = 16
 
-# nirguard.nir.validate's own fast path for canonical strict input: the same
-# regex, then the key of an all-digit body. Anything it does not accept goes
-# through nir.validate itself, so results and errors are always validate's.
-_STRICT_MATCH = nir._STRICT_MATCH
+# nirguard.nir.validate's own fast path for canonical strict input (its regex),
+# restricted to all-digit strings; anything it does not accept goes through
+# nir.validate itself, so results and errors are always validate's.
+_STRICT_DIGITS_MATCH = re.compile(
+    r"(?=[0-9]{15}\Z)(?:" + nir._STRICT.pattern + ")", nir._STRICT.flags
+).fullmatch
 # n = 100 * body + key is well keyed iff key = 97 - body % 97, i.e. iff
 # n % 9700 = 100 * r + 97 - r for the residue r = body % 97 in 0..96.
 _KEY_RESIDUES = frozenset(99 * r + 97 for r in range(97))
@@ -132,37 +135,51 @@ class Pseudonymiser:
     def _pseudonymise_batch(self, values: list[str]) -> list[str | None]:
         """Internal: the pseudonym of each value, or ``None`` where it is not a valid NIR.
 
-        The hot loop of :meth:`pseudonymise_many` and of the CSV command: one
-        copy of the pre-keyed HMAC per item, and nir.validate's own fast path
-        inlined (the same regex, then the key of an all-digit number);
-        anything that path does not accept goes through nir.validate itself.
+        The hot path of :meth:`pseudonymise_many` and of the CSV command, in
+        two passes (measured faster than one: the regex engine and the HMAC
+        code do not evict each other from the CPU caches):
+
+        1. nir.validate's own fast path, inlined: its strict regex, restricted
+           to all-digit input, then the key (see ``_KEY_RESIDUES``); anything
+           it does not accept goes through nir.validate itself;
+        2. one copy of the pre-keyed HMAC per item.
         """
+        fast_match = _STRICT_DIGITS_MATCH
+        key_residues = _KEY_RESIDUES
+        canonicals: list[str | None] = [
+            value
+            if type(value) is str
+            and fast_match(value) is not None
+            and int(value) % 9700 in key_residues
+            else None
+            for value in values
+        ]
+        complete = True
+        if None in canonicals:
+            validate = nir.validate
+            for index, canonical in enumerate(canonicals):
+                if canonical is None:
+                    try:
+                        canonicals[index] = validate(values[index])
+                    except InvalidNIR:
+                        complete = False
         copy = self._hmacs[self._ring.current.key_id].copy
         prefix = self._prefix
-        strict_match = _STRICT_MATCH
-        key_residues = _KEY_RESIDUES
-        validate = nir.validate
         out: list[str | None] = []
         append = out.append
-        for value in values:
-            try:
-                if (
-                    type(value) is str
-                    and strict_match(value) is not None
-                    and int(value) % 9700 in key_residues
-                ):
-                    canonical = value
-                else:
-                    canonical = validate(value)
-            except ValueError:  # InvalidNIR, or int() refused a 2A/2B number
-                try:
-                    canonical = validate(value)
-                except InvalidNIR:
+        if complete:
+            for canonical in canonicals:
+                mac = copy()
+                mac.update(canonical.encode())  # type: ignore[union-attr]
+                append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
+        else:
+            for canonical in canonicals:
+                if canonical is None:
                     append(None)
                     continue
-            mac = copy()
-            mac.update(canonical.encode())
-            append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
+                mac = copy()
+                mac.update(canonical.encode())
+                append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
         return out
 
     def pseudonymise_canonical(self, canonical: str) -> str:
