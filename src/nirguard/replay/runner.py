@@ -230,7 +230,6 @@ class _Shared:
     policies: dict[str, tuple[QuotaPolicy, QuotaPolicy]]
     hours: int
     index: CohortIndex
-    baselines: dict[str, PassResult]
 
 
 _SHARED: _Shared | None = None
@@ -321,20 +320,24 @@ def _legit_tally(
     return by_code, by_kind, typos
 
 
-def _run_guarded(shared: _Shared, strategy: str, configuration: str) -> Outcome:
-    """The attack under one configuration, spliced with the baseline week."""
-    baseline = shared.baselines[configuration]
-    policy_for = _policy_lookup(shared, configuration)
-    result = run_spliced(
+def _run_attack(shared: _Shared, strategy: str, configuration: str) -> PassResult:
+    """The attack under one configuration, with the legitimate accounts it can meet."""
+    return run_spliced(
         registry=shared.registry,
         workload=shared.workload,
         index=shared.index,
-        policy_for=policy_for,
+        policy_for=_policy_lookup(shared, configuration),
         policies=shared.policies[configuration],
         key=_key(configuration),
         make_attack=lambda: _fresh_attack(shared, strategy),
         end=shared.hours * HOUR,
     )
+
+
+def _outcome(
+    shared: _Shared, strategy: str, configuration: str, baseline: PassResult, result: PassResult
+) -> Outcome:
+    """Splice an attack pass with the baseline week of the accounts it left out."""
     included = result.included
     base_code, base_kind, base_typos = _legit_tally(
         shared, baseline.status, lambda who: who not in included
@@ -384,7 +387,7 @@ def _run_task(task: tuple[str, str]) -> Outcome | PassResult:
         return _run_baseline(shared, configuration)
     if configuration == "none":
         return _run_unguarded(shared, strategy)
-    return _run_guarded(shared, strategy, configuration)
+    return _run_attack(shared, strategy, configuration)
 
 
 def _map(tasks: list[tuple[str, str]], jobs: int) -> list[Outcome | PassResult]:
@@ -464,25 +467,27 @@ def run_replay(
     shared.material = attack_material(registry, settings.seed)
     intervals = {s: _fresh_attack(shared, s).interval for s in settings.strategies}
     shared.index = CohortIndex(workload.events)
-    shared.baselines = {}
     guarded = [c for c in settings.configurations if c != "none"]
-    unguarded = [(s, "none") for s in settings.strategies if "none" in settings.configurations]
+    # Longest first: the legitimate week per configuration, then the attacks.
+    tasks = [("", c) for c in guarded]
+    tasks += [(s, c) for s in settings.strategies for c in guarded]
+    tasks += [(s, "none") for s in settings.strategies if "none" in settings.configurations]
+    say(
+        f"replaying the legitimate week under {', '.join(guarded) or 'no guard'}"
+        f" and {len(tasks) - len(guarded)} attacks"
+    )
     _SHARED = shared
     try:
-        say(
-            f"replaying the legitimate week under {', '.join(guarded) or 'no guard'}"
-            f" and {len(unguarded)} unguarded attacks"
-        )
-        first = [("", c) for c in guarded] + unguarded
-        done: dict[tuple[str, str], Any] = dict(zip(first, _map(first, settings.jobs), strict=True))
-        for c in guarded:
-            shared.baselines[c] = done.pop(("", c))
-        second = [(s, c) for s in settings.strategies for c in guarded]
-        say(f"replaying {len(second)} attacks through the guard")
-        done.update(zip(second, _map(second, settings.jobs), strict=True))
+        done: dict[tuple[str, str], Any] = dict(zip(tasks, _map(tasks, settings.jobs), strict=True))
     finally:
         _SHARED = None
-    outcomes = [done[(s, c)] for s in settings.strategies for c in settings.configurations]
+    outcomes = []
+    for s in settings.strategies:
+        for c in settings.configurations:
+            found = done[(s, c)]
+            if c != "none":
+                found = _outcome(shared, s, c, done[("", c)], found)
+            outcomes.append(found)
     kinds = sorted({p.kind for p in workload.practitioners})
     return ReplayResult(
         settings={
