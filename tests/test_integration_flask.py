@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("flask", reason="needs the flask extra: pip install nirguard[flask]")
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 from flask.testing import FlaskClient
 
-from nirguard import QuotaPolicy, SecretKey
+from nirguard import LookupGuard, QuotaPolicy, SecretKey
 from nirguard.errors import EnumerationSuspected, PolicyError
 from nirguard.integrations.flask import init_app
 from nirguard.nir import format as format_nir
@@ -197,6 +197,29 @@ def test_init_app_maps_any_nirguard_error_including_on_blueprints() -> None:
     assert internal.status_code == 500
     assert internal.get_json(force=True)["code"] == "internal_error"
     assert NIRS[0] not in internal.get_data(as_text=True)
+
+
+def test_guard_protect_directly_on_a_view() -> None:
+    guard = LookupGuard(_policy(lookups="2/hour"), clock=lambda: START)
+    app = Flask(__name__)
+    init_app(app)
+    served: list[str] = []
+
+    def sent_nir() -> Any:
+        payload = request.get_json(silent=True)
+        return payload.get("nir") if isinstance(payload, dict) else None
+
+    @app.post("/infopatient")
+    @guard.protect(practitioner=lambda: request.headers["X-Practitioner"], nir=sent_nir)
+    def infopatient() -> Any:
+        served.append(sent_nir())
+        return {"found": sent_nir() in REGISTRY}
+
+    client = app.test_client()
+    statuses = [_ask(client, "dr-v", n).status_code for n in NIRS[:3]]
+    assert statuses == [200, 200, 429]
+    assert served == NIRS[:2]
+    assert _ask(client, "dr-v2", "1234").status_code == 422
 
 
 def test_init_app_refuses_non_apps() -> None:
