@@ -4,8 +4,9 @@ Three kinds of accounts:
 
 * ``gp``: general practitioners, about 25 lookups a working day (a
   log-normal spread between practitioners, busier Mondays, now and then a
-  busy day at twice the usual volume), in consultation hours, Monday to
-  Friday and for some a Saturday morning. Each GP has a patient list of
+  busy day at 1.6 times the usual volume), on a consultation schedule
+  (plus 15% paperwork at any time of the session), Monday to Friday and for
+  some a Saturday morning. Each GP has a patient list of
   1,000-2,000 people, mostly born in the practitioner's own department;
   lookups favour a core of frequent patients (so patients come back within
   the week), 5% are people off the list, twins are looked up together.
@@ -58,6 +59,8 @@ _TYPO_RATE: Final = 0.02
 _UNKNOWN_RATE: Final = 0.003
 _OFF_LIST_RATE: Final = 0.05
 _TWIN_RATE: Final = 0.02
+#: Share of a GP's lookups made outside the consultation schedule.
+_PAPERWORK: Final = 0.15
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,28 @@ class _Builder:
         return times
 
 
+    def consultation_times(
+        self, day: int, count: int, blocks: tuple[tuple[float, float, float], ...]
+    ) -> list[float]:
+        """Like :meth:`day_times`, but most lookups follow a consultation schedule
+        (evenly spaced slots with some jitter); the rest (paperwork, calls
+        back) fall anywhere in the block."""
+        rng = self.rng
+        placed = self.day_times(day, count, blocks)
+        times = []
+        for weight_block in blocks:
+            _, start, end = weight_block
+            inside = [t for t in placed if start * HOUR <= t - day * DAY < end * HOUR]
+            slots = [t for t in inside if rng.random() >= _PAPERWORK]
+            if slots:
+                step = (end - start) * HOUR / len(slots)
+                base = day * DAY + start * HOUR
+                times.extend(base + (k + rng.uniform(0.1, 0.9)) * step for k in range(len(slots)))
+            times.extend(t for t in inside if t not in slots)
+        times.sort()
+        return times
+
+
 def _bisect(cum: list[float], x: float) -> int:
     for i, c in enumerate(cum):
         if x < c:
@@ -259,7 +284,7 @@ _PHARMACY: Final = ((0.4, 9.0, 12.5), (0.6, 14.0, 19.5))
 def _gp_week(b: _Builder, who: int, p: Practitioner) -> None:
     rng = b.rng
     patients = _Patients(b.registry, p.area, rng.randint(1000, 2000), 0.55, rng)
-    rate = 25.0 * math.exp(rng.gauss(-0.06, 0.35))
+    rate = 25.0 * math.exp(rng.gauss(-0.045, 0.3))
     saturday = rng.random() < 0.3
     seen: set[int] = set()
     skew = rng.uniform(1.6, 2.4)
@@ -267,16 +292,16 @@ def _gp_week(b: _Builder, who: int, p: Practitioner) -> None:
         weekday = day % 7
         if weekday == 6 or (weekday == 5 and not saturday):
             continue
-        factor = math.exp(rng.gauss(0.0, 0.25))
+        factor = math.exp(rng.gauss(0.0, 0.2))
         if weekday == 0:
             factor *= 1.2
         if weekday == 5:
             factor *= 0.4
         if rng.random() < 0.03:
-            factor *= 2.0  # a busy day: an epidemic, covering for a colleague
+            factor *= 1.6  # a busy day: an epidemic, covering for a colleague
         count = _poisson(rng, rate * factor)
         blocks = _SATURDAY if weekday == 5 else _CONSULTATION
-        for t in b.day_times(day, count, blocks):
+        for t in b.consultation_times(day, count, blocks):
             if rng.random() < _OFF_LIST_RATE:
                 b.emit(t, who, patients.draw_person(), seen, _TYPO_RATE)
                 continue

@@ -40,6 +40,13 @@ DESK_POLICY: Final[dict[str, Any]] = {
 #: named keep the shipped default).
 CANDIDATES: Final[dict[str, dict[str, Any]]] = {
     "shipped": {},
+    "burst10": {"distinct_patients": "10/10 minutes;100/day"},
+    "burst8": {"distinct_patients": "8/10 minutes;100/day"},
+    "burst8-week350": {"distinct_patients": "8/10 minutes;100/day;350/7 days"},
+    "burst8-week300": {"distinct_patients": "8/10 minutes;100/day;300/7 days"},
+    "burst8-week250": {"distinct_patients": "8/10 minutes;100/day;250/7 days"},
+    "burst8-week200": {"distinct_patients": "8/10 minutes;100/day;200/7 days"},
+    "burst8-week150": {"distinct_patients": "8/10 minutes;100/day;150/7 days"},
 }
 
 
