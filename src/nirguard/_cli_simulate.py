@@ -102,7 +102,6 @@ def _handle(args: argparse.Namespace) -> int:
     from nirguard.errors import NirguardError
     from nirguard.replay import report
     from nirguard.replay.runner import ReplaySettings, default_jobs, run_replay
-    from nirguard.replay.tuning import desk_policy
 
     try:
         policy = _load_policy(args.policy_json)
@@ -130,7 +129,7 @@ def _handle(args: argparse.Namespace) -> int:
         attackers=args.attackers,
         strategies=tuple(dict.fromkeys(args.strategy or _STRATEGIES)),
         policy=policy,
-        desk_policy=desk if desk is not None else desk_policy(),
+        desk_policy=desk,
         jobs=args.jobs or default_jobs(),
     )
     started = time.perf_counter()

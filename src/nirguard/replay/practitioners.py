@@ -245,7 +245,6 @@ class _Builder:
         times.sort()
         return times
 
-
     def consultation_times(
         self, day: int, count: int, blocks: tuple[tuple[float, float, float], ...]
     ) -> list[float]:
@@ -254,7 +253,7 @@ class _Builder:
         back) fall anywhere in the block."""
         rng = self.rng
         placed = self.day_times(day, count, blocks)
-        times = []
+        times: list[float] = []
         for weight_block in blocks:
             _, start, end = weight_block
             inside = [t for t in placed if start * HOUR <= t - day * DAY < end * HOUR]

@@ -82,7 +82,8 @@ class ReplaySettings:
         strategies: which attack strategies to run.
         configurations: which configurations to run.
         policy: the practitioners' policy (``None``: the shipped ``QuotaPolicy()``).
-        desk_policy: the policy of hospital and pharmacy desks (``None``: ``policy``).
+        desk_policy: the policy of hospital and pharmacy desks (``None``: the
+            replay's recommended desk policy, :data:`nirguard.replay.tuning.DESK_POLICY`).
         jobs: worker processes (1: run everything in this process).
     """
 
@@ -412,13 +413,33 @@ def _can_fork() -> bool:
 
 def _policies(settings: ReplaySettings) -> dict[str, tuple[QuotaPolicy, QuotaPolicy]]:
     from nirguard.policy import QuotaPolicy
+    from nirguard.replay.tuning import desk_policy
 
     gp = settings.policy if settings.policy is not None else QuotaPolicy()
-    desk = settings.desk_policy if settings.desk_policy is not None else gp
+    desk = settings.desk_policy if settings.desk_policy is not None else desk_policy()
     return {
         "quotas": (without_detection(gp), without_detection(desk)),
         "detection": (gp, desk),
     }
+
+
+def _prepare(settings: ReplaySettings, say: Callable[[str], None] = lambda _: None) -> _Shared:
+    """Build everything the passes share: registry, week, attackers' material."""
+    shared = _Shared()
+    shared.policies = _policies(settings)
+    say(f"building a registry of {settings.people:,} people")
+    shared.registry = build_registry(settings.people, seed=settings.seed)
+    say(f"building a week of {settings.practitioners:,} practitioners")
+    shared.workload = build_workload(
+        shared.registry, settings.practitioners, days=settings.days, seed=settings.seed
+    )
+    shared.hours = int(settings.days * DAY // HOUR)
+    shared.attackers = settings.attackers
+    shared.seed = settings.seed
+    say("building the attackers' cohort queue and leaked list")
+    shared.material = attack_material(shared.registry, settings.seed)
+    shared.index = CohortIndex(shared.workload.events)
+    return shared
 
 
 def run_replay(
@@ -447,26 +468,10 @@ def run_replay(
         if name not in CONFIGURATIONS:
             raise ValueError(f"unknown configuration {name!r}")
     say = progress or (lambda _: None)
-    policies = _policies(settings)
+    shared = _prepare(settings, say)
+    registry, workload, policies = shared.registry, shared.workload, shared.policies
     gp_policy = policies["detection"][0]
-
-    say(f"building a registry of {settings.people:,} people")
-    registry = build_registry(settings.people, seed=settings.seed)
-    say(f"building a week of {settings.practitioners:,} practitioners")
-    workload = build_workload(
-        registry, settings.practitioners, days=settings.days, seed=settings.seed
-    )
-    shared = _Shared()
-    shared.registry = registry
-    shared.workload = workload
-    shared.policies = policies
-    shared.hours = int(settings.days * DAY // HOUR)
-    shared.attackers = settings.attackers
-    shared.seed = settings.seed
-    say("building the attackers' cohort queue and leaked list")
-    shared.material = attack_material(registry, settings.seed)
     intervals = {s: _fresh_attack(shared, s).interval for s in settings.strategies}
-    shared.index = CohortIndex(workload.events)
     guarded = [c for c in settings.configurations if c != "none"]
     # Longest first: the legitimate week per configuration, then the attacks.
     tasks = [("", c) for c in guarded]
