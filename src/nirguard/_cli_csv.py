@@ -37,7 +37,7 @@ _MODES: Final = {
     "detokenise": ("detokenised", "replace a CSV column of tokens with the canonical NIRs"),
 }
 _BOM: Final = b"\xef\xbb\xbf"
-_BLOCK_BYTES: Final = 1 << 20
+_BLOCK_BYTES: Final = 1 << 18  # 256 KiB: measured faster than 1 MiB (CPU caches)
 _MAX_BLOCK_BYTES: Final = 64 << 20
 # Delimiters that can never appear in a pseudonym, a token or a NIR (fast path stays exact).
 _SAFE_DELIMITERS: Final = frozenset(",;\t| ")
@@ -387,10 +387,10 @@ class _BlockConverter:
         if self.fast_split:
             d = re.escape(config.delimiter)
             self.quick = re.compile(
-                # line start, the fields before the column (no quote), the value (no quote),
-                # then the rest of the line with balanced quotes, up to the line end
+                # a line: the fields before the column (no quote), the value (no quote),
+                # then nothing or a delimiter and the rest of the line, and the line end
                 rf'(?m)^((?:[^{d}\n"]*{d}){{{config.column}}})([^{d}\n"\r]*)'
-                rf'((?:{d}[^"\n]*(?:"[^"\n]*"[^"\n]*)*)?|\r)$'
+                rf"((?:{d}[^\n]*)?\r?)$"
             )
 
     def __call__(self, block: bytes) -> _BlockResult:
@@ -514,17 +514,22 @@ class _BlockConverter:
     def _quick(self, text: str) -> _BlockResult | None:
         """The common case with one regex split and list slices, at C speed.
 
-        It applies when every line of the block is a whole record whose
-        fields up to the column hold no quote, whose later fields have
-        balanced quotes, and whose value converts; the original bytes of
-        every other field, and the line ends, are kept exactly. ``None``
-        otherwise: the general path handles the block.
+        It applies when every line of the block is a whole record (no carriage
+        return but before a newline, an even number of quotes on every line)
+        whose fields up to the column hold no quote, and whose value converts;
+        the original bytes of every other field, and the line ends, are kept
+        exactly. ``None`` otherwise: the general path handles the block.
         """
         assert self.quick is not None
+        if text.count("\r") != text.count("\r\n"):
+            return None
         body = text[:-1]
         pieces = self.quick.split(body)
         lines = body.count("\n") + 1
         if len(pieces) != 1 + 4 * lines:
+            return None
+        # a line with an odd number of quotes opens or closes a field across lines
+        if '"' in body and any([rest.count('"') % 2 for rest in pieces[3::4] if '"' in rest]):
             return None
         converted = self.convert(pieces[2::4])
         if None in converted:
