@@ -143,8 +143,9 @@ class LookupGuard:
             callable ``practitioner_id -> QuotaPolicy``.
         storage: a ``limits`` storage URI: ``"memory://"`` (one process,
             the default) or ``"redis://host:6379/0"`` to share quotas between
-            processes and hosts. Redis gets 0.25 s socket timeouts and no
-            client retries by default (override with ``storage_options``).
+            processes and hosts. Redis gets short socket timeouts and no
+            client retries by default: 0.4 s read, 1 s connect (override with
+            ``storage_options``).
         pseudonymiser: keys patients in the store by pseudonym. Without one,
             a random per-process key is made (fine for ``memory://``; with a
             shared store an :class:`EphemeralKeyWarning` is issued).
@@ -190,6 +191,7 @@ class LookupGuard:
         self._compiled: dict[int, CompiledPolicy] = {}
         self._clock = clock
         self._fail_open = bool(fail_open)
+        self._down = False
         self._is_miss = is_miss or _default_is_miss
         self._audit = SafeCaller(make_sink(audit), "audit")
         self._alert = SafeCaller(alert, "alert")
@@ -329,7 +331,7 @@ class LookupGuard:
     ) -> _Admission:
         if isinstance(exc, NirguardError):
             raise exc
-        _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
+        self._store_down(exc)
         if invalid is not None and self._fail_open:
             self._event(practitioner, "invalid", None, "invalid_nirs")
             raise invalid
@@ -339,6 +341,21 @@ class LookupGuard:
         self._event(practitioner, "unavailable", request.patient)
         raise GuardUnavailable() from None
 
+    def _store_down(self, exc: Exception) -> None:
+        """Log a store failure once per outage (type only: messages may hold a URI)."""
+        if not self._down:
+            self._down = True
+            _log.warning(
+                "nirguard quota store unavailable (%s); lookups are %s until it answers again",
+                type(exc).__name__,
+                "let through unguarded" if self._fail_open else "refused",
+            )
+
+    def _store_up(self) -> None:
+        if self._down:
+            self._down = False
+            _log.warning("nirguard quota store reachable again")
+
     def _admit(self, practitioner: str, nir_value: object) -> _Admission:
         request, canonical, invalid = self._request(practitioner, nir_value)
         engine = self._engine
@@ -347,6 +364,8 @@ class LookupGuard:
             decision = engine.run(flow)
         except Exception as exc:  # store failure: fail closed unless told otherwise
             return self._unavailable(practitioner, request, canonical, invalid, exc)
+        if self._down:
+            self._store_up()
         return self._conclude(practitioner, request, canonical, invalid, decision)
 
     async def _aadmit(self, practitioner: str, nir_value: object) -> _Admission:
@@ -357,6 +376,8 @@ class LookupGuard:
             decision = await engine.arun(flow)
         except Exception as exc:
             return self._unavailable(practitioner, request, canonical, invalid, exc)
+        if self._down:
+            self._store_up()
         return self._conclude(practitioner, request, canonical, invalid, decision)
 
     def _judge(self, admission: _Admission, result: object, is_miss: Callable[[Any], bool]) -> bool:
@@ -466,7 +487,7 @@ class LookupGuard:
         try:
             raw = self._engine.run(self._engine.status(escape(practitioner), compiled))
         except Exception as exc:
-            _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
+            self._store_down(exc)
             raise GuardUnavailable() from None
         return self._status(practitioner, raw)
 
@@ -480,7 +501,7 @@ class LookupGuard:
         try:
             raw = await self._engine.arun(self._engine.status(escape(practitioner), compiled))
         except Exception as exc:
-            _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
+            self._store_down(exc)
             raise GuardUnavailable() from None
         return self._status(practitioner, raw)
 
@@ -504,7 +525,7 @@ class LookupGuard:
         try:
             self._engine.run(self._engine.unlock(escape(practitioner), compiled))
         except Exception as exc:
-            _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
+            self._store_down(exc)
             raise GuardUnavailable() from None
 
     async def aunlock(self, practitioner: str) -> None:
@@ -517,7 +538,7 @@ class LookupGuard:
         try:
             await self._engine.arun(self._engine.unlock(escape(practitioner), compiled))
         except Exception as exc:
-            _log.warning("nirguard quota store unavailable (%s)", type(exc).__name__)
+            self._store_down(exc)
             raise GuardUnavailable() from None
 
     def close(self) -> None:
