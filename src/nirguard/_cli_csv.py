@@ -679,6 +679,7 @@ class _Converter:
         return f"{self.rows} rows, {self.converted} {done_word}, {self.invalid} invalid{action}"
 
     def _run_parallel(self, config: _Config, blocks: Iterator[bytes]) -> None:
+        """Convert blocks in ``jobs`` worker processes; output stays in input order."""
         from concurrent.futures import Future, ProcessPoolExecutor
 
         pending: deque[Future[_BlockResult | str]] = deque()
@@ -688,7 +689,7 @@ class _Converter:
         try:
             for block in blocks:
                 pending.append(executor.submit(_worker_convert, block))
-                while len(pending) >= 2 * self.jobs:
+                while len(pending) >= 4 * self.jobs:  # bounded read-ahead
                     self._take_worker(pending.popleft().result())
             while pending:
                 self._take_worker(pending.popleft().result())
