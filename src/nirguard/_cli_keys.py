@@ -68,5 +68,7 @@ def _keygen(args: argparse.Namespace) -> int:
     except BaseException:
         os.unlink(args.output)
         raise
-    print(f"nirguard keygen: key {key.key_id} written to {args.output} (mode 0600)", file=sys.stderr)
+    print(
+        f"nirguard keygen: key {key.key_id} written to {args.output} (mode 0600)", file=sys.stderr
+    )
     return 0
