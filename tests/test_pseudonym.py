@@ -268,6 +268,8 @@ def test_derive_appends_to_the_purpose() -> None:
     assert cohort.pseudonymise("185057800608491") != base.pseudonymise("185057800608491")
     with pytest.raises(InvalidKey):
         base.derive("")
+    with pytest.raises(TypeError):
+        cohort.pseudonymise_canonical(1850578006)  # type: ignore[arg-type]
 
 
 # -- rotation ---------------------------------------------------------------------------------

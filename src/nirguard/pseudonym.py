@@ -194,6 +194,8 @@ class Pseudonymiser:
         Raises:
             TypeError: ``canonical`` is not a string.
         """
+        if type(canonical) is not str:
+            raise TypeError("pseudonymise_canonical expects a canonical string")
         mac = self._hmacs[self._ring.current.key_id].copy()
         mac.update(canonical.encode())
         return self._prefix + mac.finalize()[:_DIGEST_BYTES].hex()
