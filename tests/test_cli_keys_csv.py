@@ -632,3 +632,23 @@ def test_failure_in_a_subprocess_leaves_no_output(tmp_path: Path, key_file: Path
     assert b"185057800608490" not in err
     assert not target.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_progress_only_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    key_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("nir\n" + "185057800608491\n" * 10)
+    argv = ["pseudonymise", "--key-file", str(key_file), "--purpose", "p", "--column", "nir"]
+    code, _, err = run(capsys, *argv, str(source), "-o", str(tmp_path / "a.csv"))
+    assert code == 0
+    assert "\r" not in err  # not a terminal: the summary only
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(capsys, *argv, str(source), "-o", str(tmp_path / "b.csv"))
+    assert code == 0
+    assert "\r[" in err and "10 rows" in err
+    assert_no_nir(err, "185057800608491")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
