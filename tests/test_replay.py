@@ -160,6 +160,12 @@ def test_replay_is_deterministic_for_a_seed(small_result):
     assert to_json(again) == to_json(small_result)
 
 
+def test_worker_processes_do_not_change_the_result(small_result):
+    from dataclasses import replace
+
+    assert to_json(run_replay(replace(SMALL, jobs=2))) == to_json(small_result)
+
+
 def test_quotas_and_detection_expose_far_less_than_no_guard(small_result):
     for strategy in ("enumeration", "list"):
         none = small_result.outcome(strategy, "none")

@@ -2,9 +2,8 @@
 
 Simulated time, no sleeping: events are processed in time order and the
 guard's clock (which its in-process store follows too) returns the time of
-the event being processed. Legitimate lookups are generated once, in time
-order; attacker accounts are processes in a heap, since when they try next
-depends on the guard's answers.
+the event being processed (see :mod:`nirguard.replay.simulation` for the
+passes, and how the legitimate week is shared between attacks).
 
 Configurations:
 
@@ -17,9 +16,10 @@ Configurations:
 ``detection``
     The whole policy: quotas plus detection and escalating lockouts.
 
-Every strategy x configuration pair is independent; with ``jobs`` above 1
-and a platform that forks, pairs run in parallel worker processes that
-inherit the registry and the legitimate workload.
+The legitimate week runs once per guarded configuration, each attack once
+per configuration; with ``jobs`` above 1 and a platform that forks, these
+tasks run in worker processes that inherit the registry and the workload.
+The result does not depend on ``jobs``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -519,17 +519,3 @@ def run_replay(
 def default_jobs() -> int:
     """Worker processes to use by default: the CPUs, at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def strategies_arg(values: Sequence[str] | None) -> tuple[str, ...]:
-    """Validate a list of strategy names (all when empty).
-
-    Raises:
-        ValueError: an unknown name.
-    """
-    if not values:
-        return STRATEGIES
-    for v in values:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; expected one of {', '.join(STRATEGIES)}")
-    return tuple(dict.fromkeys(values))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ CANDIDATES: Final[dict[str, dict[str, Any]]] = {
     "burst8-week250": {"distinct_patients": "8/10 minutes;100/day;250/7 days"},
     "burst8-week200": {"distinct_patients": "8/10 minutes;100/day;200/7 days"},
     "burst8-week150": {"distinct_patients": "8/10 minutes;100/day;150/7 days"},
+    "burst8-week275": {"distinct_patients": "8/10 minutes;100/day;275/7 days"},
+    "burst10-week300": {"distinct_patients": "10/10 minutes;100/day;300/7 days"},
 }
 
 
@@ -73,15 +75,14 @@ def sweep(
     practitioners: int = 2000,
     seed: int = 0,
     jobs: int = 2,
-) -> list[dict[str, Any]]:
-    """Replay each candidate policy; one summary row per candidate.
+) -> Iterator[dict[str, Any]]:
+    """Replay each candidate policy; yields one summary row per candidate.
 
     Raises:
         PolicyError: a candidate is not a valid policy.
     """
     from nirguard.replay.runner import ReplaySettings, run_replay
 
-    rows = []
     for name, fields in candidates.items():
         from nirguard.policy import QuotaPolicy
 
@@ -114,8 +115,8 @@ def sweep(
         row["legit_refused_rate"] = (
             refused / row["legit_lookups"] if row.get("legit_lookups") else 0
         )
-        rows.append(row)
-    return rows
+        row["seed"] = seed
+        yield row
 
 
 def main(argv: Sequence[str] | None = None) -> int:
