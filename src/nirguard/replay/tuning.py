@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-__all__ = ["CANDIDATES", "DESK_POLICY", "desk_policy", "main", "sweep"]
+__all__ = [
+    "CANDIDATES",
+    "DESK_POLICY",
+    "RECOMMENDED",
+    "desk_policy",
+    "main",
+    "recommended_policy",
+    "sweep",
+]
 
 #: Policy of the high-volume desks (hospital admissions, pharmacies): a
 #: desk serves hundreds of different people a day, many born in the local
@@ -36,8 +44,16 @@ DESK_POLICY: Final[dict[str, Any]] = {
     "miss_ratio_min_lookups": 50,
 }
 
+#: What the replay recommends changing in the practitioners' default policy
+#: (``docs/replay.md``): a short window on new patients stops a fast list
+#: harvest within a few lookups, and a weekly cap bounds a slow one.
+RECOMMENDED: Final[dict[str, Any]] = {
+    "distinct_patients": "8/10 minutes;100/day;300/7 days",
+}
+
 #: Candidate policies for practitioners, from loose to tight (fields not
-#: named keep the shipped default).
+#: named keep the shipped default), then the recommended policy with one
+#: detection option off at a time.
 CANDIDATES: Final[dict[str, dict[str, Any]]] = {
     "shipped": {},
     "burst10": {"distinct_patients": "10/10 minutes;100/day"},
@@ -49,6 +65,13 @@ CANDIDATES: Final[dict[str, dict[str, Any]]] = {
     "burst8-week150": {"distinct_patients": "8/10 minutes;100/day;150/7 days"},
     "burst8-week275": {"distinct_patients": "8/10 minutes;100/day;275/7 days"},
     "burst10-week300": {"distinct_patients": "10/10 minutes;100/day;300/7 days"},
+    "recommended": RECOMMENDED,
+    "recommended-no-cohort": {**RECOMMENDED, "cohort": None},
+    "recommended-no-portal-cohort": {**RECOMMENDED, "portal_cohort": None},
+    "recommended-no-miss-ratio": {**RECOMMENDED, "miss_ratio": None},
+    "recommended-no-escalation": {**RECOMMENDED, "lockout_escalation": ()},
+    "recommended-cohort-3": {**RECOMMENDED, "cohort": "3/day"},
+    "recommended-portal-cohort-20": {**RECOMMENDED, "portal_cohort": "20/day"},
 }
 
 
@@ -57,6 +80,17 @@ def _policy(data: dict[str, Any]) -> QuotaPolicy:
 
     known = set(QuotaPolicy.model_fields)
     return QuotaPolicy(**{k: v for k, v in data.items() if k in known})
+
+
+def recommended_policy() -> QuotaPolicy:
+    """The shipped default with the replay's :data:`RECOMMENDED` changes.
+
+    Raises:
+        PolicyError: the installed ``QuotaPolicy`` refuses it.
+    """
+    from nirguard.policy import QuotaPolicy
+
+    return _policy({**QuotaPolicy().model_dump(), **RECOMMENDED})
 
 
 def desk_policy() -> QuotaPolicy:
