@@ -586,11 +586,13 @@ def test_split_point_respects_quotes() -> None:
 # -- interruption (real processes) ------------------------------------------------------------
 
 
-def _start(tmp_path: Path, key_file: Path, target: Path) -> subprocess.Popen[bytes]:
+def _start(
+    tmp_path: Path, key_file: Path, target: Path, jobs: str = "1"
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable, "-m", "nirguard", "pseudonymise", "--key-file", str(key_file),
-            "--purpose", "p", "--column", "nir", "-o", str(target),
+            "--purpose", "p", "--column", "nir", "--jobs", jobs, "-o", str(target),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -606,10 +608,13 @@ def _wait_for_temp(directory: Path, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interruption_leaves_no_output(tmp_path: Path, key_file: Path, signum: int) -> None:
+def test_interruption_leaves_no_output(
+    tmp_path: Path, key_file: Path, signum: int, jobs: str
+) -> None:
     target = tmp_path / "out.csv"
-    process = _start(tmp_path, key_file, target)
+    process = _start(tmp_path, key_file, target, jobs)
     assert process.stdin is not None
     process.stdin.write(b"nir\n" + b"185057800608491\n" * 50_000)
     process.stdin.flush()

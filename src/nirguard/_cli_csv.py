@@ -598,6 +598,7 @@ def _worker_init(config: _Config) -> None:
 
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (after fork)
     _WORKER = _BlockConverter(config)
 
 
