@@ -448,7 +448,30 @@ def test_unbalanced_quotes_are_reported(
     )  # fmt: skip
     assert code == 2
     assert "unbalanced quotes" in err
+    assert "(line 2)" in err
     assert not target.exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_invalid_utf8_is_reported_with_its_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, jobs: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"nir,x\n185057800608491,a\n185057800608491,\xff\n")
+    target = tmp_path / "out.csv"
+    code, _, err = run(
+        capsys, "pseudonymise", "--key-file", str(key_file), "--purpose", "p",
+        "--column", "nir", "--jobs", jobs, str(source), "-o", str(target),
+    )  # fmt: skip
+    assert code == 2
+    assert "not valid utf-8 (line 3)" in err
+    assert not target.exists()
+    code, _, err = run(
+        capsys, "pseudonymise", "--key-file", str(key_file), "--purpose", "p",
+        "--column", "nir", "--encoding", "latin-1", str(source), "-o", str(target),
+    )  # fmt: skip
+    assert code == 0, err
+    assert target.read_bytes().endswith(b",\xff\n")
 
 
 def test_blank_lines_are_kept_and_not_counted(

@@ -1,12 +1,18 @@
 """``nirguard pseudonymise | tokenise | detokenise``: one CSV column, streamed.
 
-The input is read in blocks of whole records; each block is converted (in
-this process, or in worker processes with ``--jobs``) and written in order.
-Lines without a quote character are split with ``str.split`` (they cannot
-hold a quoted delimiter or newline); lines with quotes go through the
-:mod:`csv` module, so quoted fields and embedded newlines survive. Fields
-other than the converted column are left as they were (a line with quotes
-is re-quoted minimally by :mod:`csv`).
+The input is read in blocks of whole records (256 KiB); each block is
+converted, in this process or in worker processes with ``--jobs``, and
+written in input order.
+
+* The quick path, for most blocks: one regex split cuts every line into
+  (fields before the column, value, rest of the line); the values are
+  converted in one batch and put back with a list slice. It applies when no
+  field up to the column holds a quote, every line has an even number of
+  quotes and every value converts; every other byte is kept as it was.
+* The general path, for the other blocks: lines without a quote are split
+  with ``str.split``, lines with quotes go through :mod:`csv` (quoted fields,
+  embedded newlines) and are re-quoted minimally; invalid values follow
+  ``--on-invalid``; blank lines are kept and not counted.
 
 Blocks end at a newline with an even number of quote characters before it,
 which is a record boundary for RFC 4180 quoting; a block that ends inside a
@@ -14,7 +20,7 @@ quoted field is reported as unbalanced quotes instead of being guessed at.
 
 Errors name the row number, never the value. Output files are written to a
 temporary file in the same directory and renamed at the end, so a failure
-or an interruption leaves no partial output.
+or an interruption (Ctrl-C, SIGTERM) leaves no partial output.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, NoReturn
 
 _MODES: Final = {
     "pseudonymise": ("pseudonymised", "replace a CSV column of NIRs with keyed pseudonyms"),
@@ -49,7 +55,14 @@ class _UsageError(Exception):
 
 
 class _Malformed(Exception):
-    """The CSV cannot be read as CSV (exit status 2)."""
+    """The CSV cannot be read as CSV (exit status 2).
+
+    ``line`` is the 0-based line in the block where the problem was found, if known.
+    """
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class _Config(NamedTuple):
@@ -400,8 +413,9 @@ class _BlockConverter:
         column = config.column
         try:
             text = block.decode(config.encoding)
-        except UnicodeDecodeError:
-            raise _Malformed(f"the input is not valid {config.encoding}") from None
+        except UnicodeDecodeError as exc:
+            bad_line = block.count(b"\n", 0, exc.start)
+            raise _Malformed(f"the input is not valid {config.encoding}", bad_line) from None
         if not text.endswith("\n"):  # only the last block may lack a final newline
             text += "\n"
         if self.quick is not None:
@@ -454,13 +468,12 @@ class _BlockConverter:
                 try:
                     parts = next(reader)
                 except (csv.Error, StopIteration):
-                    raise _Malformed(
-                        f"cannot parse the record at line {start + 1} of a block"
-                    ) from None
+                    raise _Malformed("cannot parse the record", start) from None
                 if overrun:
                     raise _Malformed(
                         "unbalanced quotes (a quoted field never ends, or a quote inside an "
-                        "unquoted field)"
+                        "unquoted field)",
+                        start,
                     )
                 if parts:
                     slow.add(len(records))
@@ -602,12 +615,12 @@ def _worker_init(config: _Config) -> None:
     _WORKER = _BlockConverter(config)
 
 
-def _worker_convert(block: bytes) -> _BlockResult | str:
+def _worker_convert(block: bytes) -> _BlockResult | tuple[str, int | None]:
     assert _WORKER is not None
     try:
         return _WORKER(block)
     except _Malformed as exc:
-        return str(exc)
+        return (str(exc), exc.line)
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -670,7 +683,11 @@ class _Converter:
         blocks = _blocks(self.source, rest)
         if self.jobs <= 1:
             for block in blocks:
-                self._take(converter(block))
+                try:
+                    result = converter(block)
+                except _Malformed as exc:
+                    self._malformed(exc)
+                self._take(result)
         else:
             self._run_parallel(config, blocks)
         if self._progress is not None:
@@ -683,7 +700,7 @@ class _Converter:
         """Convert blocks in ``jobs`` worker processes; output stays in input order."""
         from concurrent.futures import Future, ProcessPoolExecutor
 
-        pending: deque[Future[_BlockResult | str]] = deque()
+        pending: deque[Future[_BlockResult | tuple[str, int | None]]] = deque()
         executor = ProcessPoolExecutor(
             max_workers=self.jobs, initializer=_worker_init, initargs=(config,)
         )
@@ -697,10 +714,14 @@ class _Converter:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 
-    def _take_worker(self, result: _BlockResult | str) -> None:
-        if isinstance(result, str):
-            raise _Malformed(result)
+    def _take_worker(self, result: _BlockResult | tuple[str, int | None]) -> None:
+        if not isinstance(result, _BlockResult):
+            self._malformed(_Malformed(*result))
         self._take(result)
+
+    def _malformed(self, exc: _Malformed) -> NoReturn:
+        where = "" if exc.line is None else f" (line {self.lines + exc.line + 1})"
+        raise _Malformed(f"{exc}{where}") from None
 
     def _take(self, result: _BlockResult) -> None:
         if result.failure is not None:
