@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import gc
+import io
 import os
 import re
 import sys
@@ -422,18 +423,10 @@ class _BlockConverter:
             quick = self._quick(text)
             if quick is not None:
                 return quick
-        newlines = text.count("\n")
-        returns = text.count("\r")
-        mixed = False  # line ends other than the header's, or a bare CR somewhere
-        if returns == 0:
-            sep = "\n"
-        elif returns == newlines == text.count("\r\n"):
-            sep = "\r\n"
-        else:
-            sep = "\n"
-            mixed = True
-        lines = text.split(sep)
-        count = len(lines) - 1  # the text ends with the separator
+        # Lines as a file opened with newline="" yields them (split after "\n", "\r\n"
+        # or a lone "\r", ends kept): exactly what the csv module reads from a file.
+        lines = list(io.StringIO(text, newline=""))
+        count = len(lines)
         fast_split = self.fast_split
 
         # 1. split the records; `slow` marks rows parsed by csv (re-written by csv)
@@ -449,17 +442,15 @@ class _BlockConverter:
             while pos < count:
                 line = lines[pos]
                 pos += 1
-                yield line + sep
+                yield line
             overrun = True
 
         reader: Iterator[list[str]] | None = None
         maxsplit = column + 1
         while pos < count:
             start = pos
-            line = lines[pos]
-            if mixed and line.endswith("\r"):
-                line = line[:-1]
-            if fast_split and '"' not in line and not (mixed and "\r" in line):
+            line = lines[pos].rstrip("\r\n")  # a line holds no other "\r" or "\n"
+            if fast_split and '"' not in line:
                 pos += 1
                 parts = line.split(delim, maxsplit) if line else []
             else:
@@ -517,7 +508,7 @@ class _BlockConverter:
             else:
                 record[column] = new
                 done += 1
-            if number in slow:
+            if number in slow or record == [""]:  # csv writes a lone empty field as ""
                 writer.writerow(record)
             else:
                 append(delim.join(record))
