@@ -21,6 +21,8 @@ REFUSAL_TARGET: Final = 0.001
 #: Attempts by a fast attacker's account before the first alert.
 ALERT_TARGET: Final = 50
 _FAST: Final = ("enumeration", "list")
+#: Line style and width per configuration: equal curves stay visible on top of each other.
+_STYLES: Final = {"none": ("-", 3.5), "quotas": ("--", 2.2), "detection": (":", 2.0)}
 
 
 @dataclass(frozen=True)
@@ -238,21 +240,30 @@ def plot(result: ReplayResult, path: str | Path) -> None:
         ) from exc
     strategies = list(dict.fromkeys(o.strategy for o in result.outcomes))
     fig, axes = plt.subplots(
-        1, len(strategies), figsize=(4.2 * len(strategies), 3.6), squeeze=False, sharey=True
+        1, len(strategies), figsize=(4.2 * len(strategies), 4.0), squeeze=False, sharey=True
     )
     for ax, strategy in zip(axes[0], strategies, strict=True):
         for o in result.outcomes:
             if o.strategy != strategy:
                 continue
             days = [(h + 1) / 24 for h in range(len(o.exposure_by_hour))]
-            ax.step(days, o.exposure_by_hour, where="post", label=o.configuration)
+            style, width = _STYLES.get(o.configuration, ("-", 1.5))
+            ax.step(
+                days,
+                o.exposure_by_hour,
+                where="post",
+                label=o.configuration,
+                linestyle=style,
+                linewidth=width,
+            )
         ax.set_title(strategy)
         ax.set_xlabel("days")
         ax.set_yscale("symlog", linthresh=10)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("identities exposed")
-    axes[0][-1].legend(loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle("nirguard simulate: identities exposed to stolen accounts")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
