@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nirguard import SecretKey
+from nirguard import InvalidNIR, SecretKey
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -170,3 +170,9 @@ def test_mkdocs_nav_covers_every_page() -> None:
     assert sorted(set(nav) - set(pages)) == [], "the nav names pages that do not exist"
     assert sorted(set(pages) - set(nav)) == [], "pages missing from the mkdocs nav"
     assert len(nav) == len(set(nav)), "a page appears twice in the nav"
+
+
+def test_rules_page_names_every_invalid_nir_code() -> None:
+    rules = (DOCS / "rules.md").read_text(encoding="utf-8")
+    missing = [code for code in sorted(InvalidNIR.codes) if f"rejected: `{code}`" not in rules]
+    assert missing == [], "codes the rules page never gives as a verdict"
