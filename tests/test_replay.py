@@ -129,6 +129,20 @@ def test_workload_looks_like_care(registry):
 # --------------------------------------------------------------------------- attacks
 
 
+def test_quotas_configuration_keeps_quotas_and_drops_detection():
+    from nirguard import QuotaPolicy
+    from nirguard.replay.runner import QUOTA_FIELDS, without_detection
+
+    full = QuotaPolicy(cohort="3/day", portal_cohort="9/day", miss_ratio=0.4)
+    quotas = without_detection(full)
+    assert quotas.cohort is None
+    assert quotas.portal_cohort is None
+    assert quotas.miss_ratio is None
+    assert not quotas.lockout_escalation
+    for name in QUOTA_FIELDS:
+        assert getattr(quotas, name) == getattr(full, name)
+
+
 def test_slow_pace_stays_under_every_rate():
     policy = {"lookups": "30/minute;300/day", "distinct_patients": "60/day", "misses": "10/hour"}
     interval = slow_interval(policy)

@@ -59,8 +59,21 @@ __all__ = [
 ]
 
 CONFIGURATIONS: Final = ("none", "quotas", "detection")
-#: Policy fields that the ``quotas`` configuration turns off, and their "off" value
-#: (no escalation: every lockout lasts ``lockout``).
+#: Policy fields the ``quotas`` configuration keeps; every other field that can
+#: be switched off (``None``, or an empty escalation: every lockout lasts
+#: ``lockout``) is detection and is switched off.
+QUOTA_FIELDS: Final = frozenset(
+    {
+        "lookups",
+        "distinct_patients",
+        "invalid_nirs",
+        "misses",
+        "portal",
+        "lockout",
+        "lockout_memory",
+    }
+)
+#: The detection fields of the policy this replay was tuned with, and their "off" value.
 DETECTION_FIELDS: Final[dict[str, object]] = {
     "cohort": None,
     "portal_cohort": None,
@@ -207,13 +220,26 @@ def policy_dict(policy: QuotaPolicy) -> dict[str, Any]:
 
 
 def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
-    """The same quotas with every detection option off."""
+    """The same quotas with every detection option off.
+
+    Fields outside :data:`QUOTA_FIELDS` are switched off when the policy
+    accepts ``None`` (or an empty tuple) for them; parameters of a signal
+    that cannot be off (such as ``miss_ratio_min_lookups``) are kept.
+    """
+    from nirguard.errors import PolicyError
     from nirguard.policy import QuotaPolicy
 
     data = policy.model_dump()
-    for name, off in DETECTION_FIELDS.items():
-        if name in data:
+    for name in data:
+        if name in QUOTA_FIELDS:
+            continue
+        for off in (DETECTION_FIELDS.get(name, None), None, ()):
+            try:
+                QuotaPolicy(**{**data, name: off})
+            except PolicyError:
+                continue
             data[name] = off
+            break
     return QuotaPolicy(**data)
 
 
