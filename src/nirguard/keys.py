@@ -33,7 +33,10 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from nirguard.errors import InvalidKey
 
@@ -84,7 +87,36 @@ def _b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-class SecretKey:
+class _Sealed:
+    """Immutable holder of key material: no attribute changes, copies are the
+    object itself, and pickling (the way keys leak into caches, queues and
+    crash dumps) is refused. Subclasses set their slots with ``object.__setattr__``."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Self:
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+    def __getstate__(self) -> NoReturn:
+        _refuse_pickle(self)
+
+
+class SecretKey(_Sealed):
     """Secret key material with a public key id.
 
     Args:
@@ -225,29 +257,8 @@ class SecretKey:
     def __hash__(self) -> int:
         return hash((SecretKey, self._key_id))
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("SecretKey is immutable")
 
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("SecretKey is immutable")
-
-    def __copy__(self) -> SecretKey:
-        return self
-
-    def __deepcopy__(self, memo: object) -> SecretKey:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-
-class KeyRing:
+class KeyRing(_Sealed):
     """The current key, which makes new pseudonyms and tokens, and previous
     keys, which are still recognised (:meth:`Pseudonymiser.matches
     <nirguard.Pseudonymiser.matches>`, :meth:`Tokeniser.detokenise
@@ -347,24 +358,3 @@ class KeyRing:
 
     def __hash__(self) -> int:
         return hash((KeyRing, self.key_ids))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("KeyRing is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("KeyRing is immutable")
-
-    def __copy__(self) -> KeyRing:
-        return self
-
-    def __deepcopy__(self, memo: object) -> KeyRing:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)

@@ -28,14 +28,13 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterable
-from typing import NoReturn
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from nirguard import nir
 from nirguard.errors import InvalidNIR
-from nirguard.keys import KeyRing, SecretKey, _check_purpose
+from nirguard.keys import KeyRing, SecretKey, _check_purpose, _Sealed
 
 __all__ = ["PSEUDONYM_INFO_PREFIX", "Pseudonymiser"]
 
@@ -55,7 +54,7 @@ _STRICT_DIGITS_MATCH = re.compile(
 _KEY_RESIDUES = frozenset(99 * r + 97 for r in range(97))
 
 
-class Pseudonymiser:
+class Pseudonymiser(_Sealed):
     """Make and check keyed pseudonyms of NIRs for one purpose.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -238,24 +237,3 @@ class Pseudonymiser:
         return f"Pseudonymiser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
 
     __str__ = __repr__
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Pseudonymiser is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("Pseudonymiser is immutable")
-
-    def __copy__(self) -> Pseudonymiser:
-        return self
-
-    def __deepcopy__(self, memo: object) -> Pseudonymiser:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("Pseudonymiser objects cannot be pickled: they hold secret keys")

@@ -24,14 +24,19 @@ opaque :class:`~nirguard.InvalidToken`.
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from nirguard import nir
 from nirguard.errors import InvalidNIR, InvalidToken
-from nirguard.keys import KeyRing, SecretKey, _b64url_decode, _b64url_encode, _check_purpose
+from nirguard.keys import (
+    KeyRing,
+    SecretKey,
+    _b64url_decode,
+    _b64url_encode,
+    _check_purpose,
+    _Sealed,
+)
 
 __all__ = ["TOKEN_INFO_PREFIX", "Tokeniser"]
 
@@ -42,7 +47,7 @@ _SUBKEY_BYTES = 64
 _MAX_TOKEN_BODY = 64
 
 
-class Tokeniser:
+class Tokeniser(_Sealed):
     """Turn NIRs into reversible tokens for one purpose, and back.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -134,24 +139,3 @@ class Tokeniser:
         return f"Tokeniser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
 
     __str__ = __repr__
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Tokeniser is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("Tokeniser is immutable")
-
-    def __copy__(self) -> Tokeniser:
-        return self
-
-    def __deepcopy__(self, memo: object) -> Tokeniser:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("Tokeniser objects cannot be pickled: they hold secret keys")
