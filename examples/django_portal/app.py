@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import sys
 from collections.abc import Callable
@@ -45,17 +44,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
 from nirguard.integrations.django import guarded_view
-from nirguard.nir import parse as parse_nir
-from nirguard.testing import NIRGenerator
+from nirguard.testing import synthetic_registry as build_registry
 
 django.setup()
 
 log = logging.getLogger("portal")
-
-REGISTRY_SEED = 2022
-REGISTRY_SIZE = 500
-_LAST = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand")
-_FIRST = ("Camille", "Louis", "Jade", "Gabriel", "Léa", "Hugo", "Chloé", "Arthur")
 
 
 def load_key() -> SecretKey:
@@ -67,24 +60,6 @@ def load_key() -> SecretKey:
         "counts will not survive a restart nor be shared between processes"
     )
     return SecretKey.generate("ephemeral")
-
-
-def build_registry(
-    seed: int = REGISTRY_SEED, size: int = REGISTRY_SIZE
-) -> dict[str, dict[str, Any]]:
-    """A synthetic identity registry keyed by canonical NIR (same seed, same registry)."""
-    rng = random.Random(seed)
-    registry: dict[str, dict[str, Any]] = {}
-    for number in NIRGenerator(seed).many(size):
-        parsed = parse_nir(number)
-        registry[parsed.canonical] = {
-            "last_name": rng.choice(_LAST),
-            "first_name": rng.choice(_FIRST),
-            "sex": parsed.sex,
-            "birth_year": parsed.birth_year,
-            "birth_month": parsed.birth_month,
-        }
-    return registry
 
 
 def practitioner_from_header(request: HttpRequest) -> str:

@@ -23,7 +23,6 @@ Run (from the repository root; more in ``examples/README.md``)::
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -33,15 +32,9 @@ from fastapi.responses import JSONResponse
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
 from nirguard.guard import GuardedLookup
 from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
-from nirguard.nir import parse as parse_nir
-from nirguard.testing import NIRGenerator
+from nirguard.testing import synthetic_registry as build_registry
 
 log = logging.getLogger("portal")
-
-REGISTRY_SEED = 2022
-REGISTRY_SIZE = 500
-_LAST = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand")
-_FIRST = ("Camille", "Louis", "Jade", "Gabriel", "Léa", "Hugo", "Chloé", "Arthur")
 
 
 def load_key() -> SecretKey:
@@ -53,24 +46,6 @@ def load_key() -> SecretKey:
         "counts will not survive a restart nor be shared between workers"
     )
     return SecretKey.generate("ephemeral")
-
-
-def build_registry(
-    seed: int = REGISTRY_SEED, size: int = REGISTRY_SIZE
-) -> dict[str, dict[str, Any]]:
-    """A synthetic identity registry keyed by canonical NIR (same seed, same registry)."""
-    rng = random.Random(seed)
-    registry: dict[str, dict[str, Any]] = {}
-    for number in NIRGenerator(seed).many(size):
-        parsed = parse_nir(number)
-        registry[parsed.canonical] = {
-            "last_name": rng.choice(_LAST),
-            "first_name": rng.choice(_FIRST),
-            "sex": parsed.sex,
-            "birth_year": parsed.birth_year,
-            "birth_month": parsed.birth_month,
-        }
-    return registry
 
 
 class Infopatient:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from nirguard.nir import compute_key
+from nirguard.nir import compute_key, parse
 
-__all__ = ["NIRGenerator", "Place", "valid_nir"]
+__all__ = ["NIRGenerator", "Place", "synthetic_registry", "valid_nir"]
 
 Place = Literal["metropolitan", "corsica", "overseas", "abroad"]
 
@@ -162,3 +162,31 @@ def valid_nir(seed: int | None = None, **options: object) -> str:
     True
     """
     return NIRGenerator(seed).generate(**options)  # type: ignore[arg-type]
+
+
+_LAST_NAMES: Final = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand")
+_FIRST_NAMES: Final = ("Camille", "Louis", "Jade", "Gabriel", "Léa", "Hugo", "Chloé", "Arthur")
+
+
+def synthetic_registry(size: int = 500, seed: int = 2022) -> dict[str, dict[str, Any]]:
+    """A fake identity registry for demos and tests: canonical NIR -> identity.
+
+    The same seed and size give the same registry. Names are drawn from a
+    short list; sex and birth year and month come from the NIR.
+
+    >>> registry = synthetic_registry(size=3, seed=1)
+    >>> len(registry), sorted(next(iter(registry.values())))
+    (3, ['birth_month', 'birth_year', 'first_name', 'last_name', 'sex'])
+    """
+    rng = random.Random(seed)
+    registry: dict[str, dict[str, Any]] = {}
+    for number in NIRGenerator(seed).many(size):
+        parsed = parse(number)
+        registry[parsed.canonical] = {
+            "last_name": rng.choice(_LAST_NAMES),
+            "first_name": rng.choice(_FIRST_NAMES),
+            "sex": parsed.sex,
+            "birth_year": parsed.birth_year,
+            "birth_month": parsed.birth_month,
+        }
+    return registry
