@@ -164,7 +164,16 @@ def valid_nir(seed: int | None = None, **options: object) -> str:
     return NIRGenerator(seed).generate(**options)  # type: ignore[arg-type]
 
 
-_LAST_NAMES: Final = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand")
+_LAST_NAMES: Final = (
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+)
 _FIRST_NAMES: Final = ("Camille", "Louis", "Jade", "Gabriel", "Léa", "Hugo", "Chloé", "Arthur")
 
 
