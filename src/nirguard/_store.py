@@ -237,8 +237,8 @@ def open_async_store(uri: str, options: dict[str, Any] | None = None) -> AsyncLi
     scheme = uri.split("://", 1)[0]
     async_uri = uri if uri.startswith("async+") else f"async+{uri}"
     extra: dict[str, Any] = {}
-    if scheme in ("redis", "rediss", "redis+unix"):
-        extra["implementation"] = "redispy"
+    if scheme.startswith("redis"):  # redis, rediss, redis+unix, redis+cluster, redis+sentinel
+        extra["implementation"] = "redispy"  # one client library (redis-py) for sync and async
     opts = _redis_options(uri, {**(options or {}), **extra})
     if "retry" in opts:
         try:
