@@ -567,3 +567,27 @@ def test_reprs_hold_no_secret() -> None:
     assert "k" * 32 not in repr(guard)
     with guard.lookup("dr", NIRS[0]) as lookup:
         assert_no_nir(repr(lookup), NIRS[0])
+
+
+def test_a_failing_lookup_is_still_audited_and_counted() -> None:
+    guard, _, events, _ = make(only(lookups="2/minute"))
+
+    @guard.protect(practitioner="practitioner_id", nir="nir")
+    def broken(practitioner_id: str, nir: str) -> None:
+        raise ConnectionError("identity service down")
+
+    with pytest.raises(ConnectionError):
+        broken("dr", NIRS[0])
+    assert [e.outcome for e in events] == ["allowed"]
+    assert guard.status("dr").remaining["lookups"] == 1
+
+    async def main() -> None:
+        @guard.protect(practitioner="practitioner_id", nir="nir")
+        async def broken_async(practitioner_id: str, nir: str) -> None:
+            raise ConnectionError("identity service down")
+
+        with pytest.raises(ConnectionError):
+            await broken_async("dr", NIRS[1])
+
+    asyncio.run(main())
+    assert [e.outcome for e in events] == ["allowed", "allowed"]

@@ -182,6 +182,17 @@ def _redis_options(uri: str, options: dict[str, Any]) -> dict[str, Any]:
     merged = dict(options)
     merged.setdefault("socket_timeout", DEFAULT_REDIS_TIMEOUT)
     merged.setdefault("socket_connect_timeout", DEFAULT_REDIS_CONNECT_TIMEOUT)
+    if "sentinel" in uri.split("://", 1)[0]:
+        # Lockouts and budgets must be read where they were written: never from a lagging
+        # replica. The sentinels themselves get the same timeouts as the master.
+        merged.setdefault("use_replicas", False)
+        merged.setdefault(
+            "sentinel_kwargs",
+            {
+                "socket_timeout": merged["socket_timeout"],
+                "socket_connect_timeout": merged["socket_connect_timeout"],
+            },
+        )
     if "retry" not in merged and not uri.startswith(("redis+cluster", "redis+sentinel")):
         try:
             from redis.backoff import NoBackoff

@@ -448,7 +448,11 @@ class LookupGuard:
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     who = get_practitioner(args, kwargs)
                     admission = await self._aadmit(who, get_nir(args, kwargs))
-                    result = await async_func(*args, **kwargs)
+                    try:
+                        result = await async_func(*args, **kwargs)
+                    except BaseException:
+                        await self._afinish(who, admission, False)
+                        raise
                     await self._afinish(who, admission, self._judge(admission, result, judge))
                     return result
 
@@ -458,7 +462,11 @@ class LookupGuard:
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 who = get_practitioner(args, kwargs)
                 admission = self._admit(who, get_nir(args, kwargs))
-                result = func(*args, **kwargs)
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    self._finish(who, admission, False)  # audited as allowed, no miss
+                    raise
                 self._finish(who, admission, self._judge(admission, result, judge))
                 return result
 

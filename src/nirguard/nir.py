@@ -308,7 +308,7 @@ class NIR:
         sex: first digit (1, 2; 3, 4, 7, 8 for provisional numbers).
         birth_year: two-digit year of birth.
         birth_month: 1-12, or ``None`` when the code means unknown or special
-            (20, 30, 43-99; 31-42 give the month + 30, so 1-12).
+            (20-30, 43-99; 31-42 give the month + 30, so 1-12).
         department: ``"78"``, ``"2A"``, ``"971"``, ``"99"`` (born abroad).
         commune: INSEE commune code (3 digits, or 2 overseas), ``None`` when
             born abroad.
