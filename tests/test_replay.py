@@ -218,7 +218,11 @@ def test_spliced_attack_pass_equals_a_full_pass():
     from nirguard.replay import runner
     from nirguard.replay.simulation import run_pass
 
-    tight = QuotaPolicy(**{**QuotaPolicy().model_dump(), "portal_cohort": "3/day"})
+    # A daily cap on new patients only: with the shipped short window the attack stops
+    # too early to meet any legitimate account, and the splice would have nothing to prove.
+    tight = QuotaPolicy(
+        **{**QuotaPolicy().model_dump(), "portal_cohort": "3/day", "distinct_patients": "100/day"}
+    )
     settings = ReplaySettings(people=30_000, practitioners=80, days=3, attackers=4, policy=tight)
     shared = runner._prepare(settings)
     events = shared.workload.events

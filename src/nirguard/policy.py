@@ -94,6 +94,8 @@ class QuotaPolicy(BaseModel):
 
     ``QuotaPolicy()`` is the default nirguard ships, tuned on the replay of
     the 2022 attack (``nirguard simulate``; see the "default policy" page).
+    Fields you do not name keep these defaults, so changing one quota never
+    switches the others off; :meth:`only` builds a policy with nothing else on.
 
     Attributes:
         lookups: every lookup attempt by one practitioner.
@@ -120,7 +122,7 @@ class QuotaPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     lookups: str | None = "30/minute;200/day"
-    distinct_patients: str | None = "100/day"
+    distinct_patients: str | None = "8/10 minutes;100/day;300/7 days"
     invalid_nirs: str | None = "10/hour;20/day"
     misses: str | None = "15/hour;25/day"
     portal: str | None = None
@@ -194,6 +196,20 @@ class QuotaPolicy(BaseModel):
             return parse_duration(self.lockout)
         step = steps[min(level - 1, len(steps) - 1)]
         return None if step is None else parse_duration(step)
+
+    @classmethod
+    def only(cls, **fields: Any) -> QuotaPolicy:
+        """A policy with every check off except the ``fields`` given.
+
+        Raises:
+            PolicyError: unknown field or invalid value.
+
+        >>> QuotaPolicy.only(lookups="5/minute").distinct_patients is None
+        True
+        """
+        off: dict[str, Any] = {name: None for name in RATE_FIELDS}
+        off["miss_ratio"] = None
+        return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------
 
