@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -21,13 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from nirguard import SecretKey
 from nirguard.nir import format as format_nir
+from tests.example_helpers import load_example
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -69,18 +68,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _load_example() -> ModuleType:
-    name = "nirguard_example_fastapi_portal"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples/fastapi_portal/app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 LOG_CONFIG = {
@@ -201,7 +188,7 @@ async def _hammer(
 
 
 def test_two_workers_share_exact_quotas_through_redis(server: Server) -> None:
-    registry = sorted(_load_example().build_registry())
+    registry = sorted(load_example("fastapi_portal").build_registry())
     wide = ["dr-wide-1", "dr-wide-2"]  # many different patients: the distinct quota binds
     narrow = ["dr-narrow-1", "dr-narrow-2"]  # five patients over and over: the lookups quota binds
     per_practitioner: dict[str, list[str]] = {}

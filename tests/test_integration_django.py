@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -28,43 +25,12 @@ from nirguard.integrations.django import (
     nirguard_problems,
 )
 from nirguard.nir import format as format_nir
+from tests.example_helpers import load_example
 
-
-def _load_example() -> ModuleType:
-    # Importing the example configures Django's settings (single-file portal).
-    name = "nirguard_example_django_portal"
-    if name in sys.modules:
-        return sys.modules[name]
-    file = Path(__file__).resolve().parent.parent / "examples/django_portal/app.py"
-    spec = importlib.util.spec_from_file_location(name, file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-portal = _load_example()
+portal = load_example("django_portal")
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 START = 1_800_000_000.0
-# Every quota and signal off, so that each test switches on only what it checks.
-QUOTAS_OFF: dict[str, Any] = dict.fromkeys(
-    (
-        "lookups",
-        "distinct_patients",
-        "invalid_nirs",
-        "misses",
-        "portal",
-        "cohort",
-        "portal_cohort",
-        "miss_ratio",
-    )
-)
-
-
-def _policy(**fields: Any) -> QuotaPolicy:
-    return QuotaPolicy(**{**QUOTAS_OFF, **fields})
 
 
 REGISTRY = portal.build_registry()
@@ -125,7 +91,7 @@ def _assert_no_nir(nirs: list[str], responses: list[Any], caplog: pytest.LogCapt
 
 
 def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(_policy(lookups="10/hour"))
+    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
     response = site.ask("dr-a", format_nir(NIRS[0]))
     assert response.status_code == 200
     assert response.json() == REGISTRY[NIRS[0]]
@@ -133,7 +99,7 @@ def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFix
 
 
 def test_form_field_and_unknown_patient() -> None:
-    site = _Portal(_policy(lookups="10/hour"))
+    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
     unknown = next(n for n in portal.build_registry(seed=99, size=50) if n not in REGISTRY)
     with override_settings(ROOT_URLCONF=site.urlconf):
         response = site.client.post(
@@ -144,7 +110,7 @@ def test_form_field_and_unknown_patient() -> None:
 
 
 def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(_policy(lookups="10/hour"))
+    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
     bad = _spoiled(NIRS[1])
     response = site.ask("dr-a", bad)
     assert response.status_code == 422
@@ -158,7 +124,7 @@ def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
 def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
     captured_logs: pytest.LogCaptureFixture,
 ) -> None:
-    site = _Portal(_policy(lookups="3/hour"))
+    site = _Portal(QuotaPolicy.only(lookups="3/hour"))
     responses = [site.ask("dr-q", n) for n in NIRS[:6]]
     assert [r.status_code for r in responses] == [200, 200, 200, 429, 429, 429]
     for denied in responses[3:]:
@@ -171,7 +137,7 @@ def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
 
 
 def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(_policy(invalid_nirs="2/hour", lockout="1 hour"))
+    site = _Portal(QuotaPolicy.only(invalid_nirs="2/hour", lockout="1 hour"))
     bad = [_spoiled(n) for n in NIRS[:3]]
     assert [site.ask("dr-l", b).status_code for b in bad] == [422, 422, 429]
     locked = site.ask("dr-l", NIRS[5])
@@ -183,7 +149,7 @@ def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFi
 
 
 def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(_policy(lookups="10/hour"), storage=UNREACHABLE_REDIS)
+    site = _Portal(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
     response = site.ask("dr-a", NIRS[0])
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
@@ -192,7 +158,7 @@ def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCapt
 
 
 def test_missing_practitioner_is_401() -> None:
-    site = _Portal(_policy(lookups="10/hour"))
+    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
     with override_settings(ROOT_URLCONF=site.urlconf):
         response = site.client.post(
             "/infopatient", {"nir": NIRS[0]}, content_type="application/json"

@@ -3,12 +3,9 @@
 # No "from __future__ import annotations" here: FastAPI reads the endpoint annotations at
 # runtime, and those refer to names local to the tests.
 
-import importlib.util
 import logging
-import sys
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import pytest
@@ -30,42 +27,14 @@ from nirguard import LookupGuard, QuotaPolicy, SecretKey
 from nirguard.errors import GuardUnavailable, QuotaExceeded
 from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
 from nirguard.nir import format as format_nir
+from tests.example_helpers import load_example
 
 ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 START = 1_800_000_000.0
-# Every quota and signal off, so that each test switches on only what it checks.
-QUOTAS_OFF: dict[str, Any] = dict.fromkeys(
-    (
-        "lookups",
-        "distinct_patients",
-        "invalid_nirs",
-        "misses",
-        "portal",
-        "cohort",
-        "portal_cohort",
-        "miss_ratio",
-    )
-)
 
 
-def _policy(**fields: Any) -> QuotaPolicy:
-    return QuotaPolicy(**{**QUOTAS_OFF, **fields})
-
-
-def _load_example() -> ModuleType:
-    name = "nirguard_example_fastapi_portal"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples/fastapi_portal/app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-portal = _load_example()
+portal = load_example("fastapi_portal")
 REGISTRY = portal.build_registry()
 NIRS = sorted(REGISTRY)
 
@@ -112,7 +81,7 @@ def _assert_no_nir(nirs: list[str], responses: list[Any], caplog: pytest.LogCapt
 
 
 def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(_policy(lookups="10/hour"))
+    client = _client(QuotaPolicy.only(lookups="10/hour"))
     response = _ask(client, "dr-a", format_nir(NIRS[0]))
     assert response.status_code == 200
     assert response.json() == REGISTRY[NIRS[0]]
@@ -120,7 +89,7 @@ def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFix
 
 
 def test_unknown_patient_is_a_404_problem() -> None:
-    client = _client(_policy(lookups="10/hour"))
+    client = _client(QuotaPolicy.only(lookups="10/hour"))
     unknown = next(n for n in portal.build_registry(seed=99, size=50) if n not in REGISTRY)
     response = _ask(client, "dr-a", unknown)
     assert response.status_code == 404
@@ -128,7 +97,7 @@ def test_unknown_patient_is_a_404_problem() -> None:
 
 
 def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(_policy(lookups="10/hour"))
+    client = _client(QuotaPolicy.only(lookups="10/hour"))
     bad = _spoiled(NIRS[1])
     response = _ask(client, "dr-a", bad)
     assert response.status_code == 422
@@ -144,7 +113,7 @@ def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
 def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
     captured_logs: pytest.LogCaptureFixture,
 ) -> None:
-    client = _client(_policy(lookups="3/hour"))
+    client = _client(QuotaPolicy.only(lookups="3/hour"))
     responses = [_ask(client, "dr-q", n) for n in NIRS[:6]]
     assert [r.status_code for r in responses] == [200, 200, 200, 429, 429, 429]
     for denied in responses[3:]:
@@ -159,7 +128,7 @@ def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
 
 
 def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(_policy(invalid_nirs="2/hour", lockout="1 hour"))
+    client = _client(QuotaPolicy.only(invalid_nirs="2/hour", lockout="1 hour"))
     bad = [_spoiled(n) for n in NIRS[:3]]
     statuses = [_ask(client, "dr-l", b).status_code for b in bad]
     assert statuses == [422, 422, 429]
@@ -172,7 +141,7 @@ def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFi
 
 
 def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(_policy(lookups="10/hour"), storage=UNREACHABLE_REDIS)
+    client = _client(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
     response = _ask(client, "dr-a", NIRS[0])
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
@@ -181,7 +150,7 @@ def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCapt
 
 
 def test_missing_practitioner_is_401() -> None:
-    client = _client(_policy(lookups="10/hour"))
+    client = _client(QuotaPolicy.only(lookups="10/hour"))
     response = client.post("/infopatient", json={"nir": NIRS[0]})
     assert response.status_code == 401
 
@@ -249,7 +218,7 @@ class LookupBody(BaseModel):
 
 
 def test_guard_protect_on_an_endpoint_keeps_its_signature_for_fastapi() -> None:
-    guard = LookupGuard(_policy(lookups="2/hour"), clock=lambda: START)
+    guard = LookupGuard(QuotaPolicy.only(lookups="2/hour"), clock=lambda: START)
     calls: list[str] = []
 
     app = FastAPI()
