@@ -24,18 +24,7 @@ class Clock:
 
 def only(**quotas: Any) -> QuotaPolicy:
     """A policy with every check off except those given."""
-    base: dict[str, Any] = {
-        "lookups": None,
-        "distinct_patients": None,
-        "invalid_nirs": None,
-        "misses": None,
-        "portal": None,
-        "cohort": None,
-        "portal_cohort": None,
-        "miss_ratio": None,
-    }
-    base.update(quotas)
-    return QuotaPolicy(**base)
+    return QuotaPolicy.only(**quotas)
 
 
 def redis_worker(args: tuple[str, str, int, list[str]]) -> int:
