@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from nirguard import KeyRing, Pseudonymiser, SecretKey, Tokeniser, nir
 from nirguard import _cli_csv as cli_csv
+from nirguard import _csv_blocks as csv_blocks
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
@@ -571,7 +572,7 @@ def test_many_blocks_same_output_in_one_or_two_processes(
     key_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli_csv, "_BLOCK_BYTES", 500)  # many small blocks
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 500)  # many small blocks
     generator = NIRGenerator(seed=21)
     rows = [["id", "nir", "name", "note"]]
     for index, value in enumerate(generator.many(2000)):
@@ -599,10 +600,10 @@ def test_many_blocks_same_output_in_one_or_two_processes(
 
 def test_split_point_respects_quotes() -> None:
     data = b'a,b\n1,"x\ny"\n2,z'
-    assert cli_csv._split_point(data) == data.index(b"2,z")
-    assert cli_csv._split_point(b'1,"open\nstill') == -1
-    assert cli_csv._split_point(b"no newline") == -1
-    blocks = list(cli_csv._blocks(io.BytesIO(b'3,"p\nq"\n4,w\n'), b'1,"x\ny"\n2,'))
+    assert csv_blocks.split_point(data) == data.index(b"2,z")
+    assert csv_blocks.split_point(b'1,"open\nstill') == -1
+    assert csv_blocks.split_point(b"no newline") == -1
+    blocks = list(csv_blocks.read_blocks(io.BytesIO(b'3,"p\nq"\n4,w\n'), b'1,"x\ny"\n2,'))
     assert b"".join(blocks) == b'1,"x\ny"\n2,3,"p\nq"\n4,w\n'
     for block in blocks[:-1]:
         assert block.endswith(b"\n") and block.count(b'"') % 2 == 0
@@ -733,8 +734,8 @@ def test_random_csv_round_trip(
     except csv.Error:
         parsed = None
     source, sink = io.BytesIO(text.encode()), io.BytesIO()
-    old_block = cli_csv._BLOCK_BYTES
-    cli_csv._BLOCK_BYTES = block  # type: ignore[misc]
+    old_block = csv_blocks.BLOCK_BYTES
+    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
     try:
         converter = cli_csv._Converter(
             prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
@@ -742,12 +743,12 @@ def test_random_csv_round_trip(
             policy=policy, jobs=1,
         )  # fmt: skip
         if parsed is None:
-            with pytest.raises(cli_csv._Malformed):
+            with pytest.raises(csv_blocks.Malformed):
                 converter.run()
             return
         summary = converter.run()
     finally:
-        cli_csv._BLOCK_BYTES = old_block  # type: ignore[misc]
+        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
     column = header.index("nir")
     pseudonymiser = Pseudonymiser(KEY, purpose="prop")
     expected = [header]
