@@ -358,3 +358,46 @@ class KeyRing(_Sealed):
 
     def __hash__(self) -> int:
         return hash((KeyRing, self.key_ids))
+
+
+class _PurposeBound(_Sealed):
+    """Base of the objects that derive sub-keys from a ring for one purpose.
+
+    Holds the ring, the purpose and the current key's output prefix; the
+    subclass derives its own sub-keys from :meth:`_bind`'s ``info``.
+    """
+
+    __slots__ = ("_prefix", "_purpose", "_ring")
+
+    _ring: KeyRing
+    _purpose: str
+    _prefix: str
+
+    def _bind(self, keys: SecretKey | KeyRing, purpose: str, info_prefix: bytes) -> bytes:
+        """Set the ring, purpose and prefix; return the HKDF ``info`` for the purpose.
+
+        Raises:
+            InvalidKey: ``keys`` is not a key or ring, or ``purpose`` is not a
+                non-empty string.
+        """
+        ring = KeyRing.of(keys)
+        info = info_prefix + _check_purpose(purpose)
+        object.__setattr__(self, "_ring", ring)
+        object.__setattr__(self, "_purpose", purpose)
+        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
+        return info
+
+    @property
+    def purpose(self) -> str:
+        """The purpose string the sub-keys were derived for."""
+        return self._purpose
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of the keys in use, current first."""
+        return self._ring.key_ids
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
+
+    __str__ = __repr__

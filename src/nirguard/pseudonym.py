@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from nirguard import nir
 from nirguard.errors import InvalidNIR
-from nirguard.keys import KeyRing, SecretKey, _check_purpose, _Sealed
+from nirguard.keys import KeyRing, SecretKey, _check_purpose, _PurposeBound
 
 __all__ = ["PSEUDONYM_INFO_PREFIX", "Pseudonymiser"]
 
@@ -54,7 +54,7 @@ _STRICT_DIGITS_MATCH = re.compile(
 _KEY_RESIDUES = frozenset(99 * r + 97 for r in range(97))
 
 
-class Pseudonymiser(_Sealed):
+class Pseudonymiser(_PurposeBound):
     """Make and check keyed pseudonyms of NIRs for one purpose.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -72,34 +72,17 @@ class Pseudonymiser(_Sealed):
             non-empty string.
     """
 
-    __slots__ = ("_hmacs", "_prefix", "_purpose", "_ring")
+    __slots__ = ("_hmacs",)
 
-    _ring: KeyRing
-    _purpose: str
-    _prefix: str
     _hmacs: dict[str, crypto_hmac.HMAC]
 
     def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
-        ring = KeyRing.of(keys)
-        info = PSEUDONYM_INFO_PREFIX + _check_purpose(purpose)
+        info = self._bind(keys, purpose, PSEUDONYM_INFO_PREFIX)
         hmacs = {
             key.key_id: crypto_hmac.HMAC(key._derive(info, _SUBKEY_BYTES), hashes.SHA256())
-            for key in ring
+            for key in self._ring
         }
-        object.__setattr__(self, "_ring", ring)
-        object.__setattr__(self, "_purpose", purpose)
-        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
         object.__setattr__(self, "_hmacs", hmacs)
-
-    @property
-    def purpose(self) -> str:
-        """The purpose string the sub-keys were derived for."""
-        return self._purpose
-
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """The ids of the keys in use, current first."""
-        return self._ring.key_ids
 
     def pseudonymise(self, nir_value: str) -> str:
         """The pseudonym of a NIR under the current key.
@@ -232,8 +215,3 @@ class Pseudonymiser(_Sealed):
         """
         _check_purpose(purpose_suffix)
         return Pseudonymiser(self._ring, purpose=f"{self._purpose}/{purpose_suffix}")
-
-    def __repr__(self) -> str:
-        return f"Pseudonymiser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
-
-    __str__ = __repr__

@@ -34,8 +34,7 @@ from nirguard.keys import (
     SecretKey,
     _b64url_decode,
     _b64url_encode,
-    _check_purpose,
-    _Sealed,
+    _PurposeBound,
 )
 
 __all__ = ["TOKEN_INFO_PREFIX", "Tokeniser"]
@@ -47,7 +46,7 @@ _SUBKEY_BYTES = 64
 _MAX_TOKEN_BODY = 64
 
 
-class Tokeniser(_Sealed):
+class Tokeniser(_PurposeBound):
     """Turn NIRs into reversible tokens for one purpose, and back.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -64,33 +63,16 @@ class Tokeniser(_Sealed):
             non-empty string.
     """
 
-    __slots__ = ("_current", "_prefix", "_purpose", "_ring", "_sivs")
+    __slots__ = ("_current", "_sivs")
 
-    _ring: KeyRing
-    _purpose: str
-    _prefix: str
     _current: AESSIV
     _sivs: dict[str, AESSIV]
 
     def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
-        ring = KeyRing.of(keys)
-        info = TOKEN_INFO_PREFIX + _check_purpose(purpose)
-        sivs = {key.key_id: AESSIV(key._derive(info, _SUBKEY_BYTES)) for key in ring}
-        object.__setattr__(self, "_ring", ring)
-        object.__setattr__(self, "_purpose", purpose)
-        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
-        object.__setattr__(self, "_current", sivs[ring.current.key_id])
+        info = self._bind(keys, purpose, TOKEN_INFO_PREFIX)
+        sivs = {key.key_id: AESSIV(key._derive(info, _SUBKEY_BYTES)) for key in self._ring}
+        object.__setattr__(self, "_current", sivs[self._ring.current.key_id])
         object.__setattr__(self, "_sivs", sivs)
-
-    @property
-    def purpose(self) -> str:
-        """The purpose string the sub-keys were derived for."""
-        return self._purpose
-
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """The ids of the keys in use, current first."""
-        return self._ring.key_ids
 
     def tokenise(self, nir_value: str) -> str:
         """The token of a NIR under the current key (deterministic).
@@ -134,8 +116,3 @@ class Tokeniser(_Sealed):
             return nir.validate(plain.decode("ascii"))
         except (UnicodeDecodeError, InvalidNIR):  # authentic, but not a NIR
             raise InvalidToken() from None
-
-    def __repr__(self) -> str:
-        return f"Tokeniser(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
-
-    __str__ = __repr__
