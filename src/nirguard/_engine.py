@@ -117,10 +117,6 @@ class Decision:
     lockout_started: bool = False
     evidence: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def allowed(self) -> bool:
-        return self.outcome == "allowed"
-
 
 def escape(practitioner: str) -> str:
     """A practitioner id made safe for a store key (no ``:`` or ``%`` left)."""

@@ -44,7 +44,7 @@ import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -128,7 +128,6 @@ class _Admission:
     request: Request
     canonical: str
     guarded: bool
-    when: float = field(default=0.0)
 
 
 def _default_is_miss(result: object) -> bool:
