@@ -21,24 +21,30 @@ from importlib.metadata import PackageNotFoundError, version
 
 from nirguard import nir
 from nirguard._pydantic import NIRStr
+from nirguard.alerts import Alert
 from nirguard.audit import AuditEvent
 from nirguard.errors import (
+    ConfigurationError,
     EnumerationSuspected,
     GuardUnavailable,
     InvalidKey,
     InvalidNIR,
+    InvalidPractitioner,
+    InvalidReason,
     InvalidToken,
     LookupDenied,
     NirguardError,
     PolicyError,
     PractitionerLocked,
     QuotaExceeded,
+    ReasonRequired,
 )
-from nirguard.guard import LookupGuard
+from nirguard.guard import GuardedLookup, GuardStatus, LookupGuard
 from nirguard.keys import KeyRing, SecretKey
 from nirguard.nir import NIR
 from nirguard.policy import QuotaPolicy
 from nirguard.pseudonym import Pseudonymiser
+from nirguard.reasons import Reason, ReasonCode
 from nirguard.tokens import Tokeniser
 
 try:
@@ -47,11 +53,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Alert",
     "AuditEvent",
+    "ConfigurationError",
     "EnumerationSuspected",
+    "GuardStatus",
     "GuardUnavailable",
+    "GuardedLookup",
     "InvalidKey",
     "InvalidNIR",
+    "InvalidPractitioner",
+    "InvalidReason",
     "InvalidToken",
     "KeyRing",
     "LookupDenied",
@@ -64,6 +76,9 @@ __all__ = [
     "Pseudonymiser",
     "QuotaExceeded",
     "QuotaPolicy",
+    "Reason",
+    "ReasonCode",
+    "ReasonRequired",
     "SecretKey",
     "Tokeniser",
     "__version__",

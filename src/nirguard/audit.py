@@ -1,14 +1,14 @@
 """Audit events of guarded lookups, and where they go.
 
 An :class:`AuditEvent` carries the practitioner, the patient's *pseudonym*
-(never the NIR), the outcome and the quota involved. Sinks are a callable,
+(never the NIR), the outcome and the quota or signal involved. Sinks are a callable,
 a :class:`logging.Logger`, or a JSON-lines file (:class:`JsonLinesSink`).
 Emitting an event never breaks a lookup: a failing sink is reported once
 through ``logging`` (with the exception type only) and then ignored.
 
 >>> event = AuditEvent(time=0, practitioner="10003456789", patient="k1:ab12", outcome="allowed")
 >>> event.model_dump_json()
-'{"time":"1970-01-01T00:00:00Z","practitioner":"10003456789","patient":"k1:ab12","outcome":"allowed","quota":null,"retry_after":null}'
+'{"time":"1970-01-01T00:00:00Z","practitioner":"10003456789","patient":"k1:ab12","outcome":"allowed","quota":null,"retry_after":null,"cohort":null,"kind":null,"reason":null,"signals":[],"evidence":null}'
 """
 
 from __future__ import annotations
@@ -23,13 +23,52 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from nirguard.reasons import ReasonCode
+
 __all__ = ["AuditEvent", "AuditSink", "JsonLinesSink", "Outcome", "make_sink"]
 
 _log = logging.getLogger("nirguard.audit")
 
 Outcome = Literal[
-    "allowed", "miss", "invalid", "denied", "locked", "suspected", "unavailable", "unguarded"
+    "allowed",
+    "miss",
+    "invalid",
+    "denied",
+    "locked",
+    "suspected",
+    "reason_required",
+    "break_glass",
+    "unavailable",
+    "unguarded",
+    "would_deny",
+    "would_lock",
+    "would_suspect",
+    "would_require_reason",
 ]
+"""What the guard did with one lookup.
+
+Enforcing guards refuse with ``invalid``, ``denied`` (a quota),
+``locked`` (the account is locked out), ``suspected`` (a detection signal),
+``reason_required`` (a new patient that needs a stated reason) or
+``unavailable`` (the store cannot be reached); they let through with
+``allowed``, ``miss`` (allowed, and nobody was found), ``break_glass`` (a
+new patient granted on a stated reason) or ``unguarded`` (store down and
+``fail_open=True``). A guard in shadow mode (``enforce=False``) never
+refuses: where it would have, it records ``would_deny``, ``would_lock``,
+``would_suspect`` or ``would_require_reason`` and lets the lookup run.
+"""
+
+#: Outcomes of lookups that did not run (the wrapped function was not called).
+REFUSED: frozenset[str] = frozenset(
+    {"invalid", "denied", "locked", "suspected", "reason_required", "unavailable"}
+)
+#: Outcomes a guard in shadow mode records instead of refusing.
+WOULD: dict[str, str] = {
+    "denied": "would_deny",
+    "locked": "would_lock",
+    "suspected": "would_suspect",
+    "reason_required": "would_require_reason",
+}
 
 
 class AuditEvent(BaseModel):
@@ -40,11 +79,21 @@ class AuditEvent(BaseModel):
         practitioner: the practitioner id the portal gave.
         patient: pseudonym of the patient's NIR (``None`` for invalid input,
             or when the lookup was refused before the NIR was read).
-        outcome: ``allowed``, ``miss``, ``invalid``, ``denied``, ``locked``,
-            ``suspected``, ``unavailable`` or ``unguarded`` (store down and
-            ``fail_open=True``: the lookup went through without quotas).
+        outcome: see :data:`Outcome`.
         quota: the quota or detection signal involved, if any.
         retry_after: seconds before the same lookup may be allowed, if known.
+        cohort: pseudonym of the patient's birth cohort (the first 10
+            characters of the NIR) under the purpose ``<purpose>/cohort``;
+            ``nirguard calibrate`` reads it to measure cohort concentration.
+        kind: the practitioner's kind: the ``name`` of the policy that
+            applied (``None`` when the policy has no name).
+        reason: the stated reason (HL7 v3 ActReason code) of a break-glass
+            lookup; never its free text.
+        signals: signals that fired without refusing this lookup (e.g.
+            ``hot_cohort``: the cohort is being looked up far above its
+            baseline across the portal).
+        evidence: the counts behind a refusal or a signal (no NIR, no
+            pseudonym).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -55,8 +104,13 @@ class AuditEvent(BaseModel):
     outcome: Outcome
     quota: str | None = None
     retry_after: float | None = None
+    cohort: str | None = None
+    kind: str | None = None
+    reason: ReasonCode | None = None
+    signals: tuple[str, ...] = ()
+    evidence: dict[str, float] | None = None
 
-    @field_validator("patient")
+    @field_validator("patient", "cohort")
     @classmethod
     def _pseudonym_only(cls, value: str | None) -> str | None:
         # Defence in depth: a patient field that validates as a NIR is refused.

@@ -17,16 +17,20 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ConfigurationError",
     "EnumerationSuspected",
     "GuardUnavailable",
     "InvalidKey",
     "InvalidNIR",
+    "InvalidPractitioner",
+    "InvalidReason",
     "InvalidToken",
     "LookupDenied",
     "NirguardError",
     "PolicyError",
     "PractitionerLocked",
     "QuotaExceeded",
+    "ReasonRequired",
 ]
 
 
@@ -100,8 +104,16 @@ class InvalidToken(NirguardError):
     default_message = "invalid token"
 
 
-class PolicyError(NirguardError, ValueError):
-    """A quota policy or guard configuration is not valid."""
+class ConfigurationError(NirguardError, ValueError):
+    """The guard or a tool was set up wrongly: an unknown storage scheme, a
+    missing extra, a clock that is not callable, a wrong argument type."""
+
+    code = "configuration_invalid"
+    default_message = "invalid configuration"
+
+
+class PolicyError(ConfigurationError):
+    """A quota policy is not valid."""
 
     code = "policy_invalid"
     default_message = "invalid quota policy"
@@ -159,9 +171,68 @@ class PractitionerLocked(LookupDenied):
     code = "locked"
     default_message = "lookup denied: practitioner locked out"
 
-    def __init__(self, *, retry_after: float | None = None, reason: str | None = None) -> None:
+    def __init__(self, *, retry_after: float | None = None) -> None:
         super().__init__(retry_after=retry_after)
-        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_locked, (self.retry_after,))
+
+
+def _rebuild_locked(retry_after: float | None) -> PractitionerLocked:
+    return PractitionerLocked(retry_after=retry_after)
+
+
+class InvalidPractitioner(LookupDenied, ValueError):
+    """The practitioner id is not usable: not a string, empty, too long, or
+    holding control characters. The id itself is never put in the message."""
+
+    code = "practitioner_invalid"
+    default_message = "lookup denied: invalid practitioner id"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (InvalidPractitioner, ())
+
+
+class InvalidReason(LookupDenied, ValueError):
+    """A stated break-glass reason is not a known code (see :mod:`nirguard.reasons`).
+    The value is never put in the message."""
+
+    code = "reason_invalid"
+    default_message = "lookup denied: unknown reason code"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (InvalidReason, ())
+
+
+class ReasonRequired(LookupDenied):
+    """A new patient past a new-patient quota or signal: the lookup may be
+    retried with a stated reason (break-glass), which the guard grants within
+    the practitioner's break-glass budget.
+
+    Attributes:
+        quota: the quota or signal that asked for a reason (for the audit
+            trail and the portal's own screens; the HTTP answer never names it).
+    """
+
+    code = "reason_required"
+    default_message = "lookup denied: a reason is required for this patient"
+
+    def __init__(self, quota: str, *, retry_after: float | None = None) -> None:
+        super().__init__(retry_after=retry_after)
+        self.quota = quota
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_reason_required, (self.quota, self.retry_after))
+
+
+def _rebuild_reason_required(quota: str, retry_after: float | None) -> ReasonRequired:
+    return ReasonRequired(quota, retry_after=retry_after)
 
 
 class EnumerationSuspected(LookupDenied):
@@ -178,6 +249,13 @@ class EnumerationSuspected(LookupDenied):
     def __init__(self, signal: str, *, retry_after: float | None = None) -> None:
         super().__init__(retry_after=retry_after)
         self.signal = signal
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_suspected, (self.signal, self.retry_after))
+
+
+def _rebuild_suspected(signal: str, retry_after: float | None) -> EnumerationSuspected:
+    return EnumerationSuspected(signal, retry_after=retry_after)
 
 
 class GuardUnavailable(LookupDenied):

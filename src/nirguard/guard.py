@@ -51,6 +51,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 from nirguard._engine import CompiledPolicy, Decision, Engine, Request, escape
 from nirguard._lookup import GuardedLookup, argument_getter
 from nirguard._store import MemoryStore, open_async_store, open_stores
+from nirguard.alerts import Alert
 from nirguard.audit import AuditEvent, SafeCaller, make_sink
 from nirguard.errors import (
     GuardUnavailable,
@@ -76,27 +77,6 @@ _MAX_POLICY_CACHE: Final = 4096
 class EphemeralKeyWarning(UserWarning):
     """A shared store is used without a pseudonymiser: patient keys use a random
     per-process key, so distinct-patient counts differ between processes."""
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Sent to the guard's ``alert`` hook once per practitioner per lockout.
-
-    Attributes:
-        practitioner: the practitioner id.
-        signal: what started the lockout: a detection (``cohort``,
-            ``portal_cohort``, ``miss_ratio``) or a lockout-class quota
-            (``distinct_patients``, ``invalid_nirs``, ``misses``).
-        evidence: counts behind it (no NIR, no pseudonym).
-        time: POSIX seconds, from the guard's clock.
-        retry_after: length of the lockout in seconds; ``None`` = until unlocked.
-    """
-
-    practitioner: str
-    signal: str
-    evidence: dict[str, float]
-    time: float
-    retry_after: float | None
 
 
 @dataclass(frozen=True, slots=True)

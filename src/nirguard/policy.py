@@ -23,10 +23,10 @@ import sys
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from limits import RateLimitItem, parse_many
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from nirguard.errors import PolicyError
 
@@ -39,6 +39,7 @@ _UNITS: Final = {
     "day": 86400,
     "week": 7 * 86400,
 }
+_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,40}", re.ASCII)
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*", re.ASCII)
 # Fields holding rates, in the order a lookup meets them.
 RATE_FIELDS: Final = (
@@ -49,6 +50,16 @@ RATE_FIELDS: Final = (
     "portal_cohort",
     "misses",
     "portal",
+    "break_glass",
+)
+# Fields holding durations.
+DURATION_FIELDS: Final = (
+    "lockout",
+    "lockout_memory",
+    "miss_ratio_window",
+    "hot_cohort_window",
+    "hot_cohort_baseline",
+    "break_glass_access",
 )
 
 
@@ -98,6 +109,9 @@ class QuotaPolicy(BaseModel):
     switches the others off; :meth:`only` builds a policy with nothing else on.
 
     Attributes:
+        name: the kind of practitioner this policy is for (``"gp"``,
+            ``"desk"``, ...). Audit events and alerts carry it as ``kind``,
+            and ``nirguard calibrate`` reports each kind apart.
         lookups: every lookup attempt by one practitioner.
         distinct_patients: lookups of patients this practitioner has not
             looked up within the window (lockout-class).
@@ -114,13 +128,40 @@ class QuotaPolicy(BaseModel):
         cohort: new patients of one practitioner sharing the first 10
             characters (sex, year and month of birth, place of birth), which
             an enumerator holds fixed while walking order numbers.
-        portal_cohort: the same across all practitioners.
+        portal_cohort: new patients of this practitioner in *hot* cohorts
+            (see ``hot_cohort``): an account that keeps feeding cohorts the
+            whole portal sees walked (detection, lockout-class). It fires
+            only when they are also at least ``portal_cohort_share`` of the
+            practitioner's new patients in the same window: a desk that
+            serves a busy maternity is not an enumerator.
+        portal_cohort_share: see ``portal_cohort``.
+        hot_cohort: portal-wide evidence about a cohort: a cohort is hot
+            when its new patients across the portal over
+            ``hot_cohort_window`` exceed ``hot_cohort`` times what its share
+            of the portal's traffic over ``hot_cohort_baseline`` predicts,
+            plus ``hot_cohort_min``. Relative to the portal's own traffic, so
+            it holds whatever the portal's size. A hot cohort alerts and is
+            audited; on its own it never locks anyone out.
+        hot_cohort_min: see ``hot_cohort``.
+        hot_cohort_window: see ``hot_cohort``.
+        hot_cohort_baseline: see ``hot_cohort``.
+        hot_cohort_action: ``"alert"`` (default) or ``"reason"``: also ask
+            for a stated reason (break-glass) before a new patient of a hot
+            cohort is looked up.
         miss_ratio: detection when misses / lookups over ``miss_ratio_window``
             exceeds this, once the practitioner made ``miss_ratio_min_lookups``.
+        break_glass: budget of break-glass lookups of one practitioner: a
+            new patient refused by a new-patient quota or signal, retried with
+            a stated reason, is let through and counted here instead. Past
+            it, no more break-glass. ``None`` switches break-glass off (and a
+            new-patient breach locks out at once).
+        break_glass_access: how long a break-glass grant opens that one
+            patient to that one practitioner.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
+    name: str | None = None
     lookups: str | None = "30/minute;200/day"
     distinct_patients: str | None = "8/10 minutes;100/day;300/7 days"
     invalid_nirs: str | None = "10/hour;20/day"
@@ -130,10 +171,18 @@ class QuotaPolicy(BaseModel):
     lockout_escalation: tuple[str | float | None, ...] = ("1 day", None)
     lockout_memory: str | float = "7 days"
     cohort: str | None = "4/day"
-    portal_cohort: str | None = "12/day"
+    portal_cohort: str | None = "5/day;10/7 days"
+    portal_cohort_share: float = 0.5
+    hot_cohort: float | None = 4.0
+    hot_cohort_min: int = 15
+    hot_cohort_window: str | float = "1 day"
+    hot_cohort_baseline: str | float = "28 days"
+    hot_cohort_action: Literal["alert", "reason"] = "alert"
     miss_ratio: float | None = 0.5
     miss_ratio_min_lookups: int = 20
     miss_ratio_window: str | float = "1 day"
+    break_glass: str | None = "3/day;10/7 days"
+    break_glass_access: str | float = "3 days"
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -146,11 +195,47 @@ class QuotaPolicy(BaseModel):
     def _rate(cls, value: str | None) -> str | None:
         return _check_rate(value)
 
-    @field_validator("lockout", "lockout_memory", "miss_ratio_window")
+    @field_validator(*DURATION_FIELDS)
     @classmethod
     def _duration(cls, value: str | float) -> str | float:
         parse_duration(value)
         return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.fullmatch(value):
+            raise ValueError("name must be 1-40 letters, digits, '-', '_' or '.'")
+        return value
+
+    @field_validator("portal_cohort_share")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("portal_cohort_share must be in [0, 1]")
+        return value
+
+    @field_validator("hot_cohort")
+    @classmethod
+    def _hot(cls, value: float | None) -> float | None:
+        if value is not None and not 1 <= value < float("inf"):
+            raise ValueError("hot_cohort must be at least 1 (times the baseline)")
+        return value
+
+    @field_validator("hot_cohort_min")
+    @classmethod
+    def _hot_min(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("hot_cohort_min must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuotaPolicy:
+        if parse_duration(self.hot_cohort_baseline) <= parse_duration(self.hot_cohort_window):
+            raise ValueError("hot_cohort_baseline must be longer than hot_cohort_window")
+        if self.hot_cohort_action == "reason" and self.break_glass is None:
+            raise ValueError("hot_cohort_action='reason' needs a break_glass budget")
+        return self
 
     @field_validator("lockout_escalation")
     @classmethod
@@ -209,6 +294,7 @@ class QuotaPolicy(BaseModel):
         """
         off: dict[str, Any] = {name: None for name in RATE_FIELDS}
         off["miss_ratio"] = None
+        off["hot_cohort"] = None
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------
@@ -296,9 +382,9 @@ class QuotaPolicy(BaseModel):
                 data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
             elif raw.lower() in ("off", "none") and field.default is not None:
                 data[name] = None
-            elif name == "miss_ratio":
+            elif name in ("miss_ratio", "hot_cohort"):
                 data[name] = None if raw.lower() in ("off", "none") else _number(name, raw)
-            elif name == "miss_ratio_min_lookups":
+            elif name in ("miss_ratio_min_lookups", "hot_cohort_min", "portal_cohort_share"):
                 data[name] = _number(name, raw)
             else:
                 data[name] = _off(raw)
