@@ -1,39 +1,51 @@
-"""Compromised accounts and the scripts they run.
+"""Stolen accounts and the scripts they run.
 
-Every strategy drives a fixed number of stolen practitioner accounts. A
-script asks for the next number to try (:meth:`Attack.next_nir`), is told
-what an *allowed* lookup returned (:meth:`Attack.feedback`), and paces
-itself: one attempt every :attr:`Attack.interval` seconds while the portal
-answers, and when refused, the same number again once ``retry_after`` has
+Every strategy drives the same number of stolen practitioner accounts (19,
+as in 2022). A script asks for the next number to try
+(:meth:`Attack.next_nir`), is told what an *allowed* lookup returned
+(:meth:`Attack.feedback`), and paces itself (:meth:`Attack.next_time`).
+When refused, it tries the same number again once ``retry_after`` has
 passed (a script resumes the moment a lockout ends; an account locked until
-an administrator unlocks it is lost to the attacker).
+an administrator unlocks it is lost to the attacker). A number refused
+with "a reason is required" is dropped, except by ``break-glass``.
 
-Strategies:
+Strategies (``docs/replay.md`` has the table):
 
 ``enumeration``
-    Each account walks order numbers 001, 002, ... within cohorts (the first
-    10 characters held fixed: sex, year and month of birth, place of birth),
-    computing the control key, and moves to the next cohort after 10 misses
-    in a row. It favours the large cohorts of maternity towns, and some of
-    its guesses are cohorts where nobody is registered: many misses.
+    Each account walks order numbers 001, 002, ... within cohorts, computing
+    the control key, largest cohorts first, and leaves a cohort after 10
+    misses in a row; some of its cohorts are guesses where nobody is registered.
 ``list``
     A list of real numbers obtained elsewhere (a previous leak, half the
     registry) split between the accounts: no misses, no cohort structure.
-``slow``
-    Slow and low: numbers from the leaked list, one account never looks up
-    two people of one cohort, at a pace just under every rate the policy
-    sets for one practitioner (the policy is public, so the attacker has read
-    it).
+``burst``
+    The list, 40 lookups in a minute, then nothing until the next hour.
 ``spread``
     One enumeration shared by all the accounts: each takes the next order
-    number of a common walk, so that one account sees about one person per
-    cohort, each at the slow pace.
+    number of a common walk, at a pace under every per-account rate of the
+    policy, so that one account sees about one person per cohort.
+``spread-random``
+    ``spread``, visiting each cohort's order numbers in a random order.
+``spread-parallel``
+    ``spread``, walking 8 cohorts at once, round robin.
+``spread-rotating``
+    ``spread`` in shifts: a third of the accounts works at a time, 8 hours
+    each, three times faster while on shift.
+``slow``
+    The list, one person per cohort per account, at a pace just under every
+    per-account rate of the policy (the policy is public).
+``break-glass``
+    The list at full speed; every number refused with "a reason is
+    required" is tried again at once with a reason (``ETREAT``, or codes in
+    turn), for as long as the break-glass budget lasts.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -41,6 +53,7 @@ from typing import Final
 from nirguard.replay.registry import Registry, cohort_residue, nir_from_cohort
 
 __all__ = [
+    "FAST",
     "STRATEGIES",
     "Attack",
     "AttackMaterial",
@@ -49,7 +62,39 @@ __all__ = [
     "slow_interval",
 ]
 
-STRATEGIES: Final = ("enumeration", "list", "slow", "spread")
+STRATEGIES: Final = (
+    "enumeration",
+    "list",
+    "burst",
+    "spread",
+    "spread-random",
+    "spread-parallel",
+    "spread-rotating",
+    "slow",
+    "break-glass",
+)
+#: The fast attacks of the targets: at most 510 identities in the week.
+FAST: Final = (
+    "enumeration",
+    "list",
+    "burst",
+    "spread",
+    "spread-random",
+    "spread-parallel",
+    "spread-rotating",
+)
+#: What each strategy does, in one line (the demo's legend).
+DESCRIPTIONS: Final = {
+    "enumeration": "each account walks order numbers 001, 002, ... in the largest cohorts",
+    "list": "a leaked list of real numbers, one lookup every 5 s per account",
+    "burst": "the list, 40 lookups in a minute, then nothing until the next hour",
+    "spread": "one walk shared by the 19 accounts, each under every per-account rate",
+    "spread-random": "spread, each cohort's order numbers in a random order",
+    "spread-parallel": "spread, 8 cohorts walked at once",
+    "spread-rotating": "spread in 8-hour shifts, a third of the accounts at a time",
+    "slow": "the list, one person per cohort per account, under every per-account rate",
+    "break-glass": "the list, stating a reason each time one is required",
+}
 
 #: Seconds between two attempts of a fast script (per account).
 FAST_INTERVAL: Final = 5.0
@@ -57,14 +102,19 @@ FAST_INTERVAL: Final = 5.0
 _GIVE_UP: Final = 10
 #: Share of the enumerator's cohorts that are guesses where nobody is registered.
 _EMPTY_GUESSES: Final = 0.1
-#: Smallest cohort an enumerator bothers to walk (it knows the maternity towns).
-_MIN_COHORT: Final = 1
-#: When the attack starts: Monday 01:00, accounts joining a few minutes apart.
-ATTACK_START: Final = 3_600.0
+#: When the attack starts, from the start of the attack week: Monday 01:00.
+ATTACK_OFFSET: Final = 3_600.0
+#: Accounts join a few minutes apart.
 _STAGGER: Final = 240.0
-#: Per-practitioner rates the slow script stays under.
+#: Per-practitioner rates the paced scripts stay under.
 _PACED_QUOTAS: Final = ("lookups", "distinct_patients")
 _SLACK: Final = 1.02
+_BURST: Final = 40
+_BURST_GAP: Final = 1.5
+_BURST_EVERY: Final = 3600.0
+_PARALLEL: Final = 8
+_SHIFTS: Final = 3
+_REASONS: Final = ("ETREAT", "TREAT", "COC", "PATRQT")
 
 
 def slow_interval(policy: Mapping[str, object]) -> float:
@@ -97,16 +147,19 @@ class Attack:
         accounts: practitioner ids of the stolen accounts.
         start: time of each account's first attempt (seconds).
         interval: seconds between two attempts while the portal answers.
+        reasons: whether the script states a reason when one is required.
     """
 
-    def __init__(self, name: str, accounts: list[str], interval: float, seed: int) -> None:
+    reasons = False
+
+    def __init__(
+        self, name: str, accounts: list[str], interval: float, start: float, seed: int
+    ) -> None:
         rng = random.Random(f"attack-start:{seed}")
         self.name = name
         self.accounts = accounts
         self.interval = interval
-        self.start = [
-            ATTACK_START + i * _STAGGER + rng.uniform(0, 60) for i in range(len(accounts))
-        ]
+        self.start = [start + i * _STAGGER + rng.uniform(0, 60) for i in range(len(accounts))]
 
     def next_nir(self, account: int) -> str | None:
         """The next number account ``account`` tries; ``None`` when it has nothing left."""
@@ -115,21 +168,29 @@ class Attack:
     def feedback(self, account: int, found: bool) -> None:
         """Result of an allowed lookup of the last number: someone was found or not."""
 
-    def unguarded(self, registry: Registry, end: float) -> tuple[dict[int, float], list[int], int]:
+    def next_time(self, account: int, now: float) -> float:
+        """When the account tries again after an answered attempt at ``now``."""
+        return now + self.interval
+
+    def reason(self, account: int, attempt: int) -> str | None:
+        """The reason stated when one is required (``None``: the number is dropped)."""
+        return None
+
+    def unguarded(self, registry: Registry, end: float) -> tuple[array[float], list[int], int]:
         """Run the script with nothing refused until ``end``.
 
         Returns:
-            person id -> time first exposed, people found per account, attempts.
+            the time each person was first exposed (one entry per person),
+            people found per account, attempts.
         """
-        index = registry.index
         exposed: dict[int, float] = {}
         found = [0] * len(self.accounts)
         attempts = 0
-        interval = self.interval
-        heap = [(t, i, 0) for i, t in enumerate(self.start)]
+        heap = [(t, i) for i, t in enumerate(self.start)]
         heapq.heapify(heap)
+        find = registry.find
         while heap:
-            t, i, j = heap[0]
+            t, i = heap[0]
             if t >= end:
                 break
             number = self.next_nir(i)
@@ -137,14 +198,14 @@ class Attack:
                 heapq.heappop(heap)
                 continue
             attempts += 1
-            person = index.get(number)
+            person = find(number)
             if person is not None:
                 found[i] += 1
                 if person not in exposed:
                     exposed[person] = t
             self.feedback(i, person is not None)
-            heapq.heapreplace(heap, (self.start[i] + (j + 1) * interval, i, j + 1))
-        return exposed, found, attempts
+            heapq.heapreplace(heap, (self.next_time(i, t), i))
+        return array("d", exposed.values()), found, attempts
 
 
 #: A cohort to walk: prefix, key residue, cohort id in the registry (-1: nobody there).
@@ -152,7 +213,7 @@ _Target = tuple[str, int, int]
 
 
 class _Walk:
-    """A walk through order numbers of a queue of cohorts."""
+    """A walk through the order numbers of a queue of cohorts, 001 upwards."""
 
     __slots__ = ("cohorts", "misses", "next_cohort", "order", "prefix", "residue")
 
@@ -180,43 +241,116 @@ class _Walk:
         self.misses = 0 if found else self.misses + 1
 
 
+class _RandomWalk:
+    """Each cohort's order numbers 1..R in a random order (R guessed from its size)."""
+
+    __slots__ = ("cohorts", "next_cohort", "pending", "prefix", "residue", "rng", "tops")
+
+    def __init__(self, cohorts: list[_Target], tops: list[int], rng: random.Random) -> None:
+        self.cohorts = cohorts
+        self.tops = tops
+        self.rng = rng
+        self.next_cohort = 0
+        self.pending: list[int] = []
+        self.prefix = ""
+        self.residue = 0
+
+    def next(self) -> str | None:
+        while not self.pending:
+            if self.next_cohort >= len(self.cohorts):
+                return None
+            self.prefix, self.residue, _ = self.cohorts[self.next_cohort]
+            top = self.tops[self.next_cohort]
+            self.next_cohort += 1
+            self.pending = list(range(1, top + 1))
+            self.rng.shuffle(self.pending)
+        return nir_from_cohort(self.prefix, self.residue, self.pending.pop())
+
+    def feedback(self, found: bool) -> None:
+        pass
+
+
+class _ParallelWalk:
+    """Several sequential walks at once, taking turns."""
+
+    __slots__ = ("turn", "walks")
+
+    def __init__(self, cohorts: list[_Target], width: int) -> None:
+        self.walks = [_Walk(cohorts[i::width]) for i in range(width)]
+        self.turn = 0
+
+    def next(self) -> str | None:
+        for _ in range(len(self.walks)):
+            walk = self.walks[self.turn]
+            number = walk.next()
+            if number is not None:
+                return number
+            self.turn = (self.turn + 1) % len(self.walks)
+        return None
+
+    def feedback(self, found: bool) -> None:
+        self.walks[self.turn].feedback(found)
+        self.turn = (self.turn + 1) % len(self.walks)
+
+
 @dataclass(frozen=True)
 class AttackMaterial:
     """What attackers know, built once per registry and seed.
 
     Attributes:
-        queue: cohorts worth walking, big ones first, mixed with empty guesses.
-        leak: person ids of a previous leak (half the registry), in leak order.
+        queue: cohorts worth walking, largest first, mixed with empty guesses.
+        tops: for each entry of ``queue``, the attacker's guess of its
+            highest order number (from birth statistics).
+        leak_step: the leaked list is person ``(leak_step * k + leak_shift) % people``
+            for ``k < people // 2``: half the registry, in a scrambled order.
+        leak_shift: see ``leak_step``.
+        people: size of the registry.
     """
 
     queue: list[_Target]
-    leak: list[int]
+    tops: list[int]
+    leak_step: int
+    leak_shift: int
+    people: int
+
+    def leaked(self, k: int) -> int:
+        """The ``k``-th person id of the leaked list."""
+        return (self.leak_step * k + self.leak_shift) % self.people
+
+    @property
+    def leak_size(self) -> int:
+        """Length of the leaked list."""
+        return self.people // 2
 
 
 def attack_material(registry: Registry, seed: int = 0) -> AttackMaterial:
     """Build the cohort queue and the leaked list for ``registry``."""
     rng = random.Random(f"attack-material:{seed}")
-    starts = registry.cohort_start
-    chosen = [c for c in range(registry.cohorts) if starts[c + 1] - starts[c] >= _MIN_COHORT]
-    rng.shuffle(chosen)
-    chosen.sort(key=lambda c: (starts[c] - starts[c + 1]) // 10)  # big first, shuffled in bands
-    known = set(registry.cohort_prefix)
-    prefixes, residues = registry.cohort_prefix, registry.cohort_residue
     queue: list[_Target] = []
-    for c in chosen:
+    tops: list[int] = []
+    for c in registry.by_size():
+        size = registry.size(c)
+        if size < 5:
+            break  # nobody walks a cohort of a few people
+        prefix = registry.prefix(c)
         if rng.random() < _EMPTY_GUESSES:
             # Same place and year, another month: often nobody registered there.
-            guess = f"{prefixes[c][:3]}{rng.randint(1, 12):02d}{prefixes[c][5:]}"
-            if guess not in known:
+            guess = f"{prefix[:3]}{rng.randint(1, 12):02d}{prefix[5:]}"
+            if registry.cohort_index(guess) < 0:
                 queue.append((guess, cohort_residue(guess), -1))
-        queue.append((prefixes[c], residues[c], c))
-    leak = rng.sample(range(len(registry)), len(registry) // 2)
-    return AttackMaterial(queue, leak)
+                tops.append(min(999, round(size * rng.uniform(1.0, 1.2))))
+        queue.append((prefix, cohort_residue(prefix), c))
+        tops.append(min(999, round(registry.top(c) * rng.uniform(1.0, 1.2))))
+    people = len(registry)
+    step = rng.randrange(people // 3, people - 1) | 1
+    while math.gcd(step, people) != 1:
+        step += 2
+    return AttackMaterial(queue, tops, step, rng.randrange(people), people)
 
 
 class _Enumeration(Attack):
-    def __init__(self, material: AttackMaterial, accounts: list[str], interval: float, seed: int):
-        super().__init__("enumeration", accounts, interval, seed)
+    def __init__(self, material: AttackMaterial, accounts: list[str], start: float, seed: int):
+        super().__init__("enumeration", accounts, FAST_INTERVAL, start, seed)
         n = len(accounts)
         self.queues = [material.queue[i::n] for i in range(n)]
         self.walks = [_Walk(q) for q in self.queues]
@@ -227,12 +361,13 @@ class _Enumeration(Attack):
     def feedback(self, account: int, found: bool) -> None:
         self.walks[account].feedback(found)
 
-    def unguarded(self, registry: Registry, end: float) -> tuple[dict[int, float], list[int], int]:
-        """Same walk as :meth:`next_nir`, computed from the registry's order numbers."""
-        exposed: dict[int, float] = {}
+    def unguarded(self, registry: Registry, end: float) -> tuple[array[float], list[int], int]:
+        """Same walk as :meth:`next_nir`, computed from the registry's order numbers
+        (accounts walk different cohorts, so nobody is found twice)."""
+        exposed = array("d")
         found = [0] * len(self.accounts)
         attempts = 0
-        nirs, starts, interval = registry.nirs, registry.cohort_start, self.interval
+        interval = self.interval
         for i, queue in enumerate(self.queues):
             start = self.start[i]
             limit = int((end - start) / interval - 1e-9) + 1 if end > start else 0
@@ -242,8 +377,7 @@ class _Enumeration(Attack):
                     break
                 prev = 0
                 if cohort >= 0:
-                    for person in range(starts[cohort], starts[cohort + 1]):
-                        order = int(nirs[person][10:13])
+                    for order in registry.orders(cohort):
                         gap = order - prev - 1
                         if gap >= _GIVE_UP:
                             break
@@ -251,8 +385,7 @@ class _Enumeration(Attack):
                         if pos >= limit:
                             break
                         found[i] += 1
-                        if person not in exposed:
-                            exposed[person] = start + pos * interval
+                        exposed.append(start + pos * interval)
                         pos += 1
                         prev = order
                 pos += min(_GIVE_UP, 999 - prev)
@@ -260,16 +393,50 @@ class _Enumeration(Attack):
         return exposed, found, attempts
 
 
-class _Spread(Attack):
-    def __init__(self, material: AttackMaterial, accounts: list[str], interval: float, seed: int):
-        super().__init__("spread", accounts, interval, seed)
-        self.walk = _Walk(material.queue)
+class _Shared(Attack):
+    """One walk shared by every account (``spread`` and its variants)."""
+
+    def __init__(
+        self,
+        name: str,
+        walk: _Walk | _RandomWalk | _ParallelWalk,
+        accounts: list[str],
+        interval: float,
+        start: float,
+        seed: int,
+    ) -> None:
+        super().__init__(name, accounts, interval, start, seed)
+        self.walk = walk
 
     def next_nir(self, account: int) -> str | None:
         return self.walk.next()
 
     def feedback(self, account: int, found: bool) -> None:
         self.walk.feedback(found)
+
+
+class _Rotating(_Shared):
+    """Shifts of 8 hours: account ``i`` works in shift ``i % 3``, three times as fast."""
+
+    def __init__(
+        self, walk: _Walk, accounts: list[str], interval: float, start: float, seed: int
+    ) -> None:
+        super().__init__("spread-rotating", walk, accounts, interval / _SHIFTS, start, seed)
+        self.start = [self._on_shift(i, t) for i, t in enumerate(self.start)]
+
+    def _on_shift(self, account: int, t: float) -> float:
+        length = 86_400.0 / _SHIFTS
+        shift = account % _SHIFTS
+        day = math.floor(t / 86_400.0)
+        begin = day * 86_400.0 + shift * length
+        if t < begin:
+            return begin
+        if t < begin + length:
+            return t
+        return begin + 86_400.0
+
+    def next_time(self, account: int, now: float) -> float:
+        return self._on_shift(account, now + self.interval)
 
 
 class _List(Attack):
@@ -280,37 +447,76 @@ class _List(Attack):
         material: AttackMaterial,
         accounts: list[str],
         interval: float,
+        start: float,
         seed: int,
         *,
-        distinct_cohorts: bool,
-        capacity: int,
+        distinct_cohorts: bool = False,
     ) -> None:
-        super().__init__(name, accounts, interval, seed)
+        super().__init__(name, accounts, interval, start, seed)
         n = len(accounts)
-        self.lists: list[list[int]] = []
-        for i in range(n):
-            part = material.leak[i::n]
-            if distinct_cohorts:  # never two people of one cohort on one account
-                seen: set[str] = set()
-                kept = []
-                for person in part:
-                    prefix = registry.nirs[person][:10]
-                    if prefix not in seen:
-                        seen.add(prefix)
-                        kept.append(person)
-                        if len(kept) >= capacity:
-                            break
-                part = kept
-            self.lists.append(part)
-        self.nirs = registry.nirs
-        self.cursor = [0] * n
+        self.material = material
+        self.registry = registry
+        self.cursor = list(range(n))  # account i takes leaked entries i, i + n, i + 2n, ...
+        self.step = n
+        self.used: list[set[int]] | None = [set() for _ in range(n)] if distinct_cohorts else None
 
     def next_nir(self, account: int) -> str | None:
-        todo, at = self.lists[account], self.cursor[account]
-        if at >= len(todo):
-            return None
-        self.cursor[account] = at + 1
-        return self.nirs[todo[at]]
+        material, registry = self.material, self.registry
+        while True:
+            k = self.cursor[account]
+            if k >= material.leak_size:
+                return None
+            self.cursor[account] = k + self.step
+            person = material.leaked(k)
+            cohort = registry.cohort_of(person)
+            if self.used is not None:  # never two people of one cohort on one account
+                if cohort in self.used[account]:
+                    continue
+                self.used[account].add(cohort)
+            return registry.nir(person, cohort)
+
+    def unguarded(self, registry: Registry, end: float) -> tuple[array[float], list[int], int]:
+        if self.used is not None or type(self).next_time is not Attack.next_time:
+            return super().unguarded(registry, end)
+        # Every attempt finds someone new: the k-th attempt of account i is entry i + k * n.
+        exposed = array("d")
+        found = [0] * len(self.accounts)
+        material = self.material
+        for i, start in enumerate(self.start):
+            if end <= start:
+                continue
+            count = int((end - start) / self.interval - 1e-9) + 1
+            count = min(count, len(range(i, material.leak_size, self.step)))
+            found[i] = count
+            exposed.extend(start + j * self.interval for j in range(count))
+        return exposed, found, sum(found)
+
+
+class _Burst(_List):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.in_burst = [0] * len(self.accounts)
+        self.burst_start = list(self.start)
+
+    def next_time(self, account: int, now: float) -> float:
+        self.in_burst[account] += 1
+        if self.in_burst[account] < _BURST:
+            return now + _BURST_GAP
+        self.in_burst[account] = 0
+        start = self.burst_start[account] + _BURST_EVERY
+        while start <= now:
+            start += _BURST_EVERY
+        self.burst_start[account] = start
+        return start
+
+
+class _BreakGlass(_List):
+    reasons = True
+
+    def reason(self, account: int, attempt: int) -> str | None:
+        if account % 2 == 0:
+            return "ETREAT"
+        return _REASONS[attempt % len(_REASONS)]
 
 
 def build_attack(
@@ -321,7 +527,7 @@ def build_attack(
     policy: Mapping[str, object] | None = None,
     seed: int = 0,
     material: AttackMaterial | None = None,
-    horizon: float = 7 * 86_400.0,
+    start: float = ATTACK_OFFSET,
 ) -> Attack:
     """Build the script of ``strategy`` for ``accounts`` stolen accounts.
 
@@ -329,10 +535,10 @@ def build_attack(
         strategy: one of :data:`STRATEGIES`.
         registry: the people the portal holds.
         accounts: number of stolen accounts.
-        policy: quota name -> rate string; sets the pace of ``slow`` and ``spread``.
+        policy: quota name -> rate string; sets the pace of the paced scripts.
         seed: random seed.
         material: from :func:`attack_material` (built here when ``None``).
-        horizon: seconds the attack may last (bounds the slow script's list).
+        start: time of the first attempt (seconds from the replay's day 0).
 
     Raises:
         ValueError: unknown strategy, or fewer than one account.
@@ -344,24 +550,22 @@ def build_attack(
     material = material or attack_material(registry, seed)
     ids = [f"stolen-{i:02d}" for i in range(accounts)]
     paced = slow_interval(policy or {})
+    rng = random.Random(f"attack:{strategy}:{seed}")
     if strategy == "enumeration":
-        return _Enumeration(material, ids, FAST_INTERVAL, seed)
+        return _Enumeration(material, ids, start, seed)
     if strategy == "spread":
-        return _Spread(material, ids, paced, seed)
-    capacity = int(horizon / paced) + 2
+        return _Shared(strategy, _Walk(material.queue), ids, paced, start, seed)
+    if strategy == "spread-random":
+        walk = _RandomWalk(material.queue, material.tops, rng)
+        return _Shared(strategy, walk, ids, paced, start, seed)
+    if strategy == "spread-parallel":
+        return _Shared(strategy, _ParallelWalk(material.queue, _PARALLEL), ids, paced, start, seed)
+    if strategy == "spread-rotating":
+        return _Rotating(_Walk(material.queue), ids, paced, start, seed)
     if strategy == "list":
-        return _List(
-            "list",
-            registry,
-            material,
-            ids,
-            FAST_INTERVAL,
-            seed,
-            distinct_cohorts=False,
-            capacity=capacity,
-        )
+        return _List(strategy, registry, material, ids, FAST_INTERVAL, start, seed)
+    if strategy == "burst":
+        return _Burst(strategy, registry, material, ids, _BURST_GAP, start, seed)
     if strategy == "slow":
-        return _List(
-            "slow", registry, material, ids, paced, seed, distinct_cohorts=True, capacity=capacity
-        )
-    raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        return _List(strategy, registry, material, ids, paced, start, seed, distinct_cohorts=True)
+    return _BreakGlass(strategy, registry, material, ids, FAST_INTERVAL, start, seed)

@@ -1,66 +1,90 @@
-"""Legitimate practitioners: a week of lookups made while caring for patients.
+"""Legitimate practitioners: weeks of lookups made while caring for patients.
 
-Three kinds of accounts:
+Four kinds of accounts (``docs/replay.md`` has the figures and where they come from):
 
 * ``gp``: general practitioners, about 25 lookups a working day (a
   log-normal spread between practitioners, busier Mondays, now and then a
   busy day at 1.6 times the usual volume), on a consultation schedule
   (plus 15% paperwork at any time of the session), Monday to Friday and for
-  some a Saturday morning. Each GP has a patient list of
-  1,000-2,000 people, mostly born in the practitioner's own department;
-  lookups favour a core of frequent patients (so patients come back within
-  the week), 5% are people off the list, twins are looked up together.
+  some a Saturday morning. Each GP has a patient list of 1,000-2,000
+  people, 55% born in the GP's region (see the registry) and the rest anywhere,
+  born abroad included; 80% of lookups
+  are people of the list, favouring a core of frequent patients (so
+  patients come back within the week), the rest people off the list;
+  twins are looked up together.
+* ``new_gp``: a GP whose patients are all new to them: a locum covering a
+  practice for one or two weeks at a time (a new practice each time), or a
+  GP who opens a practice during the replay. Same volume and schedule.
 * ``hospital``: admission desks, around the clock, about 250 lookups a
   day, nearly all distinct people from the area.
 * ``pharmacy``: Monday to Saturday, about 120 lookups a day among a
-  clientele of ~3,000 regulars.
+  clientele of 2,000-4,000 regulars.
 
 About 2% of typed numbers carry a typo (one digit replaced, or two adjacent
 digits swapped), which the control key catches; the practitioner then types
 the number again. About 0.3% of lookups are valid numbers of people the
 portal does not know (another scheme), which the portal answers with "no
 such patient".
+
+Day 0 is a Monday; times are seconds from its midnight. The weeks before
+``attack_day`` are the portal's history; the attack week follows.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from nirguard import nir
-from nirguard.replay.registry import Registry, nir_from_cohort
+from nirguard.replay.registry import Registry
 
 __all__ = [
     "DAY",
-    "Event",
+    "HOUR",
+    "KINDS",
+    "POLICY_KIND",
     "Practitioner",
     "PractitionerKind",
     "Workload",
     "build_workload",
+    "typo",
 ]
 
 DAY: Final = 86_400.0
 HOUR: Final = 3_600.0
 
-PractitionerKind = Literal["gp", "hospital", "pharmacy"]
+PractitionerKind = Literal["gp", "new_gp", "hospital", "pharmacy"]
+KINDS: Final[tuple[PractitionerKind, ...]] = ("gp", "new_gp", "hospital", "pharmacy")
+#: The policy each kind of account gets (the ``name`` of its ``QuotaPolicy``).
+POLICY_KIND: Final[dict[str, str]] = {
+    "gp": "gp",
+    "new_gp": "gp",
+    "hospital": "desk",
+    "pharmacy": "desk",
+}
 
 #: Event kinds.
 LOOKUP: Final = 0  # a valid number of someone in the registry
 TYPO: Final = 1  # a mistyped (invalid) number
 UNKNOWN: Final = 2  # a valid number of someone the portal does not know
 
-#: ``(time, practitioner index, typed number, person id or -1, kind)``.
-Event = tuple[float, int, str, int, int]
-
 _TYPO_RATE: Final = 0.02
 _UNKNOWN_RATE: Final = 0.003
-_OFF_LIST_RATE: Final = 0.05
+_OFF_LIST_RATE: Final = 0.20
 _TWIN_RATE: Final = 0.02
 #: Share of a GP's lookups made outside the consultation schedule.
 _PAPERWORK: Final = 0.15
+_LOCAL: Final = 0.55
+#: Accounts per 1,000 of each kind besides GPs.
+_HOSPITALS: Final = 5
+_PHARMACIES: Final = 15
+_NEW_GPS: Final = 40
+#: Accounts of a scale-1 portal.
+ACCOUNTS_PER_SCALE: Final = 2000
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,7 @@ class Practitioner:
 
     Attributes:
         id: the practitioner id given to the guard.
-        kind: ``gp``, ``hospital`` or ``pharmacy``.
+        kind: ``gp``, ``new_gp``, ``hospital`` or ``pharmacy``.
         area: department where most of their patients were born.
     """
 
@@ -77,35 +101,68 @@ class Practitioner:
     kind: PractitionerKind
     area: str
 
+    @property
+    def policy_kind(self) -> str:
+        """``"gp"`` or ``"desk"``: which policy the account gets."""
+        return POLICY_KIND[self.kind]
+
 
 @dataclass
 class Workload:
-    """A week of legitimate lookups, sorted by time.
+    """Weeks of legitimate lookups, in time order, stored as columns.
+
+    Event ``e`` happens at ``times[e]``, by account ``who[e]``; ``person[e]``
+    is the person looked up (``-1`` for a typo or someone the portal does
+    not know, whose typed number is ``typed[e]``), ``cohort[e]`` their
+    cohort, ``kind[e]`` one of ``LOOKUP``, ``TYPO``, ``UNKNOWN``.
 
     Attributes:
         practitioners: the accounts; events refer to them by index.
-        events: ``(time, practitioner index, typed number, person id, kind)``;
-            ``person id`` is -1 for typos and unknown people.
-        days: length of the week in days.
+        days: days replayed (history and attack week).
+        attack_day: first day of the attack week (history is before it).
+        split: index of the first event of the attack week.
+        week_lookups: lookups (valid numbers) per account in the attack week.
+        week_new: distinct people per account in the attack week.
     """
 
     practitioners: list[Practitioner]
-    events: list[Event]
     days: int
-    lookups: list[int] = field(default_factory=list)
-    distinct: list[int] = field(default_factory=list)
+    attack_day: int
+    times: array[float] = field(default_factory=lambda: array("d"))
+    who: array[int] = field(default_factory=lambda: array("l"))
+    person: array[int] = field(default_factory=lambda: array("q"))
+    cohort: array[int] = field(default_factory=lambda: array("l"))
+    kind: array[int] = field(default_factory=lambda: array("b"))
+    typed: dict[int, str] = field(default_factory=dict)
+    split: int = 0
+    week_lookups: list[int] = field(default_factory=list)
+    week_new: list[int] = field(default_factory=list)
 
-    @property
-    def desks(self) -> frozenset[str]:
-        """Ids of the high-volume desks (hospital and pharmacy accounts)."""
-        return frozenset(p.id for p in self.practitioners if p.kind != "gp")
+    def __len__(self) -> int:
+        return len(self.times)
 
-    def weekly_volume(self, kind: PractitionerKind = "gp") -> dict[str, float]:
-        """Lookups and distinct patients per account over the run, for one kind:
+    def count(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
+        """Lookups (valid numbers: people found or not) and typos in events ``lo..hi``."""
+        kinds = self.kind[lo:hi]
+        typos = kinds.count(TYPO)
+        return {"lookups": len(kinds) - typos, "typos": typos}
+
+    def count_by_kind(self, lo: int = 0, hi: int | None = None) -> dict[str, int]:
+        """Lookups (valid numbers) per kind of account in events ``lo..hi``."""
+        out: dict[str, int] = dict.fromkeys(KINDS, 0)
+        kinds = [p.kind for p in self.practitioners]
+        who, kind = self.who, self.kind
+        for e in range(lo, len(self.times) if hi is None else hi):
+            if kind[e] != TYPO:
+                out[kinds[who[e]]] += 1
+        return out
+
+    def weekly_volume(self, kind: str = "gp") -> dict[str, float]:
+        """Lookups and distinct people per account of one kind in the attack week:
         median, 90th and 99th percentile and maximum."""
         idx = [i for i, p in enumerate(self.practitioners) if p.kind == kind]
         out: dict[str, float] = {}
-        for name, values in (("lookups", self.lookups), ("distinct", self.distinct)):
+        for name, values in (("lookups", self.week_lookups), ("distinct", self.week_new)):
             ranked = sorted(values[i] for i in idx)
             if not ranked:
                 continue
@@ -152,28 +209,25 @@ def typo(number: str, rng: random.Random) -> str:
 
 
 class _Patients:
-    """A practitioner's patient list, materialised lazily as slots are drawn."""
+    """A patient list, materialised lazily as its slots are drawn."""
+
+    __slots__ = ("area", "local", "registry", "rng", "size", "slots", "twin")
 
     def __init__(
         self, registry: Registry, area: str, size: int, local: float, rng: random.Random
     ) -> None:
         self.registry = registry
-        self.local = registry.area_people.get(area) or registry.area_people["99"]
-        self.abroad = registry.area_people.get("99") or self.local
+        self.area = area
         self.size = size
-        self.local_share = local
+        self.local = local
         self.rng = rng
         self.slots: dict[int, int] = {}
         self.twin: dict[int, int] = {}
 
     def draw_person(self) -> int:
-        rng = self.rng
-        u = rng.random()
-        if u < self.local_share:
-            return self.local[rng.randrange(len(self.local))]
-        if u < self.local_share + 0.10:
-            return self.abroad[rng.randrange(len(self.abroad))]
-        return rng.randrange(len(self.registry))
+        if self.rng.random() < self.local:
+            return self.registry.draw(self.rng, self.area)
+        return self.registry.draw(self.rng)  # anyone, born abroad included
 
     def person(self, slot: int) -> int:
         found = self.slots.get(slot)
@@ -184,94 +238,84 @@ class _Patients:
         if self.rng.random() < _TWIN_RATE:
             registry = self.registry
             cohort = registry.cohort_of(person)
-            if registry.cohort_size(cohort) > 1:
-                other = person + 1 if person + 1 < registry.cohort_start[cohort + 1] else person - 1
-                self.twin[slot] = other
+            if registry.size(cohort) > 1:
+                end = registry.start(cohort + 1)
+                self.twin[slot] = person + 1 if person + 1 < end else person - 1
         return person
 
 
+#: ``(time, account, person, kind, typed number or "")``
+_Raw = tuple[float, int, int, int, str]
+
+
 @dataclass
-class _Builder:
+class _Day:
+    """Lookups of one day being built."""
+
     registry: Registry
     rng: random.Random
-    days: int
-    events: list[Event] = field(default_factory=list)
-    lookups: list[int] = field(default_factory=list)
-    distinct: list[int] = field(default_factory=list)
+    events: list[_Raw]
+    day: int
 
     def unknown_number(self) -> str:
         """A valid number of someone the registry does not hold."""
         registry, rng = self.registry, self.rng
         while True:
             cohort = rng.randrange(registry.cohorts)
-            top = registry.nirs[registry.cohort_start[cohort + 1] - 1]
-            order = int(top[10:13]) + rng.randint(1, 30)
+            order = registry.top(cohort) + rng.randint(1, 30)
             if order <= 999:
-                return nir_from_cohort(
-                    registry.cohort_prefix[cohort], registry.cohort_residue[cohort], order
-                )
+                return registry.nir_from_order(cohort, order)
 
-    def emit(self, t: float, who: int, person: int, seen: set[int], typing: float) -> None:
+    def emit(self, t: float, who: int, person: int) -> None:
         """One lookup (with its typo and retyping, or as an unknown number)."""
         rng = self.rng
         if rng.random() < _UNKNOWN_RATE:
-            self.events.append((t, who, self.unknown_number(), -1, UNKNOWN))
-            self.lookups[who] += 1
+            self.events.append((t, who, -1, UNKNOWN, self.unknown_number()))
             return
-        number = self.registry.nirs[person]
-        if rng.random() < typing:
-            self.events.append((t, who, typo(number, rng), -1, TYPO))
+        if rng.random() < _TYPO_RATE:
+            self.events.append((t, who, -1, TYPO, typo(self.registry.nir(person), rng)))
             t += rng.uniform(10.0, 60.0)
-        self.events.append((t, who, number, person, LOOKUP))
-        self.lookups[who] += 1
-        if person not in seen:
-            seen.add(person)
-            self.distinct[who] += 1
+        self.events.append((t, who, person, LOOKUP, ""))
 
-    def day_times(
-        self, day: int, count: int, blocks: tuple[tuple[float, float, float], ...]
-    ) -> list[float]:
-        """``count`` sorted times on ``day`` in weighted blocks ``(weight, start h, end h)``."""
+    def times(self, count: int, blocks: tuple[tuple[float, float, float], ...]) -> list[float]:
+        """``count`` sorted times in weighted blocks ``(weight, start h, end h)``."""
         rng = self.rng
-        cum = []
-        total = 0.0
-        for weight, _, _ in blocks:
-            total += weight
-            cum.append(total)
-        times = []
+        total = sum(b[0] for b in blocks)
+        out = []
+        base = self.day * DAY
         for _ in range(count):
-            _, start, end = blocks[min(len(blocks) - 1, _bisect(cum, rng.random() * total))]
-            times.append(day * DAY + rng.uniform(start, end) * HOUR)
-        times.sort()
-        return times
+            x = rng.random() * total
+            chosen = blocks[-1]
+            for block in blocks:
+                if x < block[0]:
+                    chosen = block
+                    break
+                x -= block[0]
+            out.append(base + rng.uniform(chosen[1], chosen[2]) * HOUR)
+        out.sort()
+        return out
 
-    def consultation_times(
-        self, day: int, count: int, blocks: tuple[tuple[float, float, float], ...]
+    def consultations(
+        self, count: int, blocks: tuple[tuple[float, float, float], ...]
     ) -> list[float]:
-        """Like :meth:`day_times`, but most lookups follow a consultation schedule
+        """Like :meth:`times`, but most lookups follow a consultation schedule
         (evenly spaced slots with some jitter); the rest (paperwork, calls
         back) fall anywhere in the block."""
         rng = self.rng
-        placed = self.day_times(day, count, blocks)
-        times: list[float] = []
-        for weight_block in blocks:
-            _, start, end = weight_block
-            inside = [t for t in placed if start * HOUR <= t - day * DAY < end * HOUR]
+        placed = self.times(count, blocks)
+        base = self.day * DAY
+        out: list[float] = []
+        for _, start, end in blocks:
+            inside = [t for t in placed if start * HOUR <= t - base < end * HOUR]
             slots = [t for t in inside if rng.random() >= _PAPERWORK]
             if slots:
                 step = (end - start) * HOUR / len(slots)
-                base = day * DAY + start * HOUR
-                times.extend(base + (k + rng.uniform(0.1, 0.9)) * step for k in range(len(slots)))
-            times.extend(t for t in inside if t not in slots)
-        times.sort()
-        return times
-
-
-def _bisect(cum: list[float], x: float) -> int:
-    for i, c in enumerate(cum):
-        if x < c:
-            return i
-    return len(cum) - 1
+                first = base + start * HOUR
+                out.extend(first + (k + rng.uniform(0.1, 0.9)) * step for k in range(len(slots)))
+            kept = set(slots)
+            out.extend(t for t in inside if t not in kept)
+        out.sort()
+        return out
 
 
 _CONSULTATION: Final = ((0.45, 8.5, 12.5), (0.55, 14.0, 19.5))
@@ -280,17 +324,33 @@ _HOSPITAL: Final = ((0.04, 0.0, 7.0), (0.80, 7.0, 20.0), (0.16, 20.0, 24.0))
 _PHARMACY: Final = ((0.4, 9.0, 12.5), (0.6, 14.0, 19.5))
 
 
-def _gp_week(b: _Builder, who: int, p: Practitioner) -> None:
-    rng = b.rng
-    patients = _Patients(b.registry, p.area, rng.randint(1000, 2000), 0.55, rng)
-    rate = 25.0 * math.exp(rng.gauss(-0.045, 0.3))
-    saturday = rng.random() < 0.3
-    seen: set[int] = set()
-    skew = rng.uniform(1.6, 2.4)
-    for day in range(b.days):
+class _Account:
+    """One account's habits; :meth:`day` adds its lookups of a day."""
+
+    def __init__(self, registry: Registry, rng: random.Random, who: int, area: str) -> None:
+        self.registry = registry
+        self.who = who
+        self.area = area
+
+    def day(self, d: _Day) -> None:
+        raise NotImplementedError
+
+
+class _GP(_Account):
+    def __init__(self, registry: Registry, rng: random.Random, who: int, area: str) -> None:
+        super().__init__(registry, rng, who, area)
+        self.patients = _Patients(registry, area, rng.randint(1000, 2000), _LOCAL, rng)
+        self.rate = min(60.0, 25.0 * math.exp(rng.gauss(-0.045, 0.3)))
+        self.saturday = rng.random() < 0.3
+        self.skew = rng.uniform(1.6, 2.4)
+
+    def works(self, day: int) -> bool:
         weekday = day % 7
-        if weekday == 6 or (weekday == 5 and not saturday):
-            continue
+        return weekday < 5 or (weekday == 5 and self.saturday)
+
+    def volume(self, d: _Day) -> int:
+        rng = d.rng
+        weekday = d.day % 7
         factor = math.exp(rng.gauss(0.0, 0.2))
         if weekday == 0:
             factor *= 1.2
@@ -298,90 +358,200 @@ def _gp_week(b: _Builder, who: int, p: Practitioner) -> None:
             factor *= 0.4
         if rng.random() < 0.03:
             factor *= 1.6  # a busy day: an epidemic, covering for a colleague
-        count = _poisson(rng, rate * factor)
-        blocks = _SATURDAY if weekday == 5 else _CONSULTATION
-        for t in b.consultation_times(day, count, blocks):
+        return _poisson(rng, self.rate * factor)
+
+    def day(self, d: _Day) -> None:
+        if not self.works(d.day):
+            return
+        rng = d.rng
+        patients = self.patients
+        blocks = _SATURDAY if d.day % 7 == 5 else _CONSULTATION
+        for t in d.consultations(self.volume(d), blocks):
             if rng.random() < _OFF_LIST_RATE:
-                b.emit(t, who, patients.draw_person(), seen, _TYPO_RATE)
+                d.emit(t, self.who, patients.draw_person())
                 continue
-            slot = int(patients.size * rng.random() ** skew)
-            b.emit(t, who, patients.person(slot), seen, _TYPO_RATE)
+            slot = int(patients.size * rng.random() ** self.skew)
+            d.emit(t, self.who, patients.person(slot))
             twin = patients.twin.get(slot)
             if twin is not None and rng.random() < 0.5:
-                b.emit(t + rng.uniform(20.0, 90.0), who, twin, seen, _TYPO_RATE)
+                d.emit(t + rng.uniform(20.0, 90.0), self.who, twin)
 
 
-def _hospital_week(b: _Builder, who: int, p: Practitioner) -> None:
-    rng = b.rng
-    patients = _Patients(b.registry, p.area, 10**9, 0.7, rng)
-    rate = 250.0 * math.exp(rng.gauss(0.0, 0.3))
-    seen: set[int] = set()
-    recent: list[int] = []
-    for day in range(b.days):
-        factor = math.exp(rng.gauss(0.0, 0.15)) * (0.7 if day % 7 >= 5 else 1.0)
-        for t in b.day_times(day, _poisson(rng, rate * factor), _HOSPITAL):
+class _NewGP(_GP):
+    """A locum (a new practice every one or two weeks) or a GP opening a practice."""
+
+    def __init__(
+        self, registry: Registry, rng: random.Random, who: int, area: str, days: int
+    ) -> None:
+        super().__init__(registry, rng, who, area)
+        self.rng = rng
+        self.locum = rng.random() < 0.5
+        self.active: set[int] = set()
+        self.firsts: set[int] = set()  # days a new practice starts
+        if self.locum:  # stints of one or two working weeks, a new practice each time
+            day = rng.randrange(7)
+            while day < days:
+                length, worked = rng.choice((5, 5, 10)), 0
+                while worked < length and day < days:
+                    if day % 7 < 5:
+                        if worked == 0:
+                            self.firsts.add(day)
+                        self.active.add(day)
+                        worked += 1
+                    day += 1
+                day += rng.randint(2, 9)
+        else:  # opens a practice on a random day and stays
+            start = rng.randrange(days)
+            self.active.update(range(start, days))
+            self.firsts.add(start)
+        self.patients = self._practice()
+
+    def _practice(self) -> _Patients:
+        area = self.area if not self.locum else self.registry.draw_area(self.rng)
+        return _Patients(self.registry, area, self.rng.randint(1000, 2000), _LOCAL, self.rng)
+
+    def works(self, day: int) -> bool:
+        return day in self.active and (day % 7 < 5 or (day % 7 == 5 and self.saturday))
+
+    def day(self, d: _Day) -> None:
+        if d.day in self.firsts:
+            self.patients = self._practice()
+        super().day(d)
+
+
+class _Hospital(_Account):
+    def __init__(self, registry: Registry, rng: random.Random, who: int, area: str) -> None:
+        super().__init__(registry, rng, who, area)
+        self.patients = _Patients(registry, area, 10**9, 0.7, rng)
+        self.rate = 250.0 * math.exp(rng.gauss(0.0, 0.3))
+        self.recent: list[int] = []
+
+    def day(self, d: _Day) -> None:
+        rng = d.rng
+        factor = math.exp(rng.gauss(0.0, 0.15)) * (0.7 if d.day % 7 >= 5 else 1.0)
+        recent = self.recent
+        for t in d.times(_poisson(rng, self.rate * factor), _HOSPITAL):
             if recent and rng.random() < 0.1:
                 person = recent[rng.randrange(len(recent))]
             else:
-                person = patients.draw_person()
+                person = self.patients.draw_person()
                 recent.append(person)
-            b.emit(t, who, person, seen, _TYPO_RATE)
+                if len(recent) > 3000:
+                    del recent[:1000]
+            d.emit(t, self.who, person)
 
 
-def _pharmacy_week(b: _Builder, who: int, p: Practitioner) -> None:
-    rng = b.rng
-    patients = _Patients(b.registry, p.area, rng.randint(2000, 4000), 0.6, rng)
-    rate = 120.0 * math.exp(rng.gauss(0.0, 0.3))
-    seen: set[int] = set()
-    for day in range(b.days):
-        if day % 7 == 6:
-            continue
+class _Pharmacy(_Account):
+    def __init__(self, registry: Registry, rng: random.Random, who: int, area: str) -> None:
+        super().__init__(registry, rng, who, area)
+        self.patients = _Patients(registry, area, rng.randint(2000, 4000), 0.6, rng)
+        self.rate = 120.0 * math.exp(rng.gauss(0.0, 0.3))
+
+    def day(self, d: _Day) -> None:
+        if d.day % 7 == 6:
+            return
+        rng = d.rng
         factor = math.exp(rng.gauss(0.0, 0.2))
-        for t in b.day_times(day, _poisson(rng, rate * factor), _PHARMACY):
-            slot = int(patients.size * rng.random() ** 1.5)
-            b.emit(t, who, patients.person(slot), seen, _TYPO_RATE)
+        for t in d.times(_poisson(rng, self.rate * factor), _PHARMACY):
+            slot = int(self.patients.size * rng.random() ** 1.5)
+            d.emit(t, self.who, self.patients.person(slot))
 
 
-_WEEKS: Final[dict[str, Callable[[_Builder, int, Practitioner], None]]] = {
-    "gp": _gp_week,
-    "hospital": _hospital_week,
-    "pharmacy": _pharmacy_week,
-}
+def accounts_for(scale: float) -> int:
+    """Legitimate accounts of a portal of ``scale`` (1: 2,000)."""
+    return max(10, round(ACCOUNTS_PER_SCALE * scale))
+
+
+def _kinds(count: int) -> Iterator[tuple[PractitionerKind, int]]:
+    """``(kind, number of that kind)``: at least one of each kind from 20 accounts up."""
+
+    def share(per_thousand: int) -> int:
+        return max(1, round(count * per_thousand / 1000)) if count >= 20 else 0
+
+    hospitals, pharmacies, new = share(_HOSPITALS), share(_PHARMACIES), share(_NEW_GPS)
+    yield "hospital", hospitals
+    yield "pharmacy", pharmacies
+    yield "new_gp", new
+    yield "gp", count - hospitals - pharmacies - new
 
 
 def build_workload(
-    registry: Registry, practitioners: int = 2000, *, days: int = 7, seed: int = 0
+    registry: Registry,
+    practitioners: int = ACCOUNTS_PER_SCALE,
+    *,
+    history_weeks: int = 3,
+    attack_days: int = 7,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
 ) -> Workload:
-    """Build ``days`` days of lookups by ``practitioners`` legitimate accounts.
-
-    About 0.5% of accounts are hospital admission desks and 1.5% pharmacies
-    (at least one of each from 20 accounts up); the rest are GPs. Day 0 is a
-    Monday; times are seconds from its midnight.
+    """Build ``history_weeks`` weeks and then ``attack_days`` days of lookups by
+    ``practitioners`` legitimate accounts.
 
     Raises:
-        ValueError: ``practitioners`` or ``days`` is below 1.
+        ValueError: ``practitioners`` or ``attack_days`` is below 1, or
+            ``history_weeks`` is negative.
     """
-    if practitioners < 1 or days < 1:
-        raise ValueError("practitioners and days must be at least 1")
+    if practitioners < 1 or attack_days < 1 or history_weeks < 0:
+        raise ValueError("practitioners and attack_days must be at least 1, history_weeks >= 0")
     rng = random.Random(f"practitioners:{seed}")
-    hospitals = max(1, round(practitioners * 0.005)) if practitioners >= 20 else 0
-    pharmacies = max(1, round(practitioners * 0.015)) if practitioners >= 20 else 0
-    areas = [a for a in registry.area_people if a != "99"] or ["99"]
-    area_weights = [len(registry.area_people[a]) for a in areas]
+    attack_day = 7 * history_weeks
+    days = attack_day + attack_days
     accounts: list[Practitioner] = []
-    for i in range(practitioners):
-        kind: PractitionerKind
-        if i < hospitals:
-            kind, name = "hospital", f"hospital-{i:03d}"
-        elif i < hospitals + pharmacies:
-            kind, name = "pharmacy", f"pharmacy-{i - hospitals:03d}"
-        else:
-            kind, name = "gp", f"gp-{i - hospitals - pharmacies:04d}"
-        accounts.append(Practitioner(name, kind, rng.choices(areas, area_weights)[0]))
-    builder = _Builder(
-        registry, rng, days, lookups=[0] * practitioners, distinct=[0] * practitioners
-    )
-    for who, p in enumerate(accounts):
-        _WEEKS[p.kind](builder, who, p)
-    builder.events.sort()
-    return Workload(accounts, builder.events, days, builder.lookups, builder.distinct)
+    habits: list[_Account] = []
+    for kind, number in _kinds(practitioners):
+        for n in range(number):
+            who = len(accounts)
+            area = registry.draw_area(rng)
+            name = {"gp": "gp", "new_gp": "newgp", "hospital": "hospital", "pharmacy": "pharmacy"}
+            accounts.append(Practitioner(f"{name[kind]}-{n:05d}", kind, area))
+            if kind == "gp":
+                habits.append(_GP(registry, rng, who, area))
+            elif kind == "new_gp":
+                habits.append(_NewGP(registry, rng, who, area, days))
+            elif kind == "hospital":
+                habits.append(_Hospital(registry, rng, who, area))
+            else:
+                habits.append(_Pharmacy(registry, rng, who, area))
+    work = Workload(accounts, days, attack_day)
+    work.week_lookups = [0] * len(accounts)
+    work.week_new = [0] * len(accounts)
+    seen: list[set[int]] = [set() for _ in accounts]
+    carry: list[_Raw] = []
+    cohort_of = registry.cohort_of
+    for day in range(days):
+        d = _Day(registry, rng, carry, day)
+        for account in habits:
+            account.day(d)
+        d.events.sort()
+        end = (day + 1) * DAY
+        cut = len(d.events)
+        while cut and d.events[cut - 1][0] >= end and day < days - 1:
+            cut -= 1
+        carry = d.events[cut:]
+        if day == attack_day:
+            work.split = len(work.times)
+        kept = d.events[:cut]
+        if kept:
+            first = len(work.times)
+            times, whos, persons, kinds, typed = zip(*kept, strict=True)
+            work.times.extend(times)
+            work.who.extend(whos)
+            work.person.extend(persons)
+            work.kind.extend(kinds)
+            work.cohort.extend([cohort_of(p) if p >= 0 else -1 for p in persons])
+            for i, number in enumerate(typed):
+                if number:
+                    work.typed[first + i] = number
+            if day >= attack_day:
+                for who, person, kind in zip(whos, persons, kinds, strict=True):
+                    if kind == TYPO:
+                        continue
+                    work.week_lookups[who] += 1
+                    if person >= 0 and person not in seen[who]:
+                        seen[who].add(person)
+                        work.week_new[who] += 1
+        if progress is not None:
+            progress((day + 1) / days)
+    if attack_day >= days:
+        work.split = len(work.times)
+    return work

@@ -1,52 +1,125 @@
-"""A synthetic registry of people with realistic NIRs, built fast.
+"""The people a portal can look up: France's birth cohorts, a fraction of them, whole.
 
-The registry stands for everyone a portal can look up. Its structure is
-what an enumerator exploits: people born in the same place in the same
-month share the first 10 characters of their NIR (the *cohort*: sex, year
-and month of birth, department and commune or country) and differ by their
-order number, which the civil registry hands out in sequence. Most births
-happen in a few maternity towns, so a handful of cohorts are large and
-dense (order numbers 001, 002, ... with gaps for people who died, left or
-depend on another scheme) and many are small.
+An enumerator holds the first 10 characters of a NIR fixed (sex, year and
+month of birth, department and commune of birth, or ``99`` and the country
+when born abroad: the *cohort*) and walks the order numbers. What it gets,
+and how unusual its walk looks next to real traffic, depends on how large
+real cohorts are. So the registry keeps cohorts *whole*, with the sizes
+they have in France, and shrinks the country by keeping a fraction of the
+cohorts (each one independently, with the same probability): a scale-1
+registry holds about 2,000,000 people, and its largest cohorts are as large
+as France's (a maternity town's month of one sex: hundreds of people).
 
-How it is built, from a seed:
+The model (``docs/replay.md`` gives the sources and assumptions):
 
-* places of birth come from :class:`nirguard.testing.NIRGenerator`
-  (metropolitan communes, Corsica, overseas, born abroad), each given a
-  Zipf weight, as births concentrate in maternity towns;
-* people per sex, year and month follow a rough age pyramid (1930-2025),
-  plus a few special month codes (unknown month, old codes) for people born
-  abroad;
-* within a cohort the order numbers are drawn densely from 001 up, and the
-  control key is computed from a per-cohort precomputed residue, so that a
-  million numbers take about a second.
+* births per year in France from the INSEE/INED series (about 750,000 a
+  year; the baby boom above 850,000), 105 boys for 100 girls, evenly over
+  the months;
+* where they happen: since the 1970s nearly all in maternity towns (about
+  500 communes hold 99.6% of births in 2016, 200 hold 80%, Toulouse alone
+  15,000 a year); before, more maternity towns and many births at home,
+  spread over the communes, 0-2 a month each;
+* Corsica (``2A``/``2B`` from 1976, ``20`` before) and the overseas
+  departments (``97x`` and a 2-digit commune) have their own maternities;
+* people born abroad (``99`` and an INSEE country code: Algeria, Morocco,
+  Portugal, ... most), some with an unknown month (code ``20``);
+* who is still here: a survival curve by sex and age, and 5% of the
+  French-born gone (abroad, another scheme); order numbers are handed out
+  from 001 at birth, so the living keep theirs, with gaps.
+
+Person ids are ``0 .. len(registry) - 1``, cohort by cohort; the order
+numbers of a cohort are drawn when first needed (from the cohort's own
+seed), so a registry of tens of millions costs a few bytes a person.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from array import array
-from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Final
 
-from nirguard.testing import NIRGenerator, Place
+__all__ = [
+    "FIRST_YEAR",
+    "LAST_YEAR",
+    "PEOPLE_PER_SCALE",
+    "Registry",
+    "build_registry",
+    "cohort_residue",
+    "nir_from_cohort",
+]
 
-__all__ = ["Registry", "build_registry", "cohort_residue", "nir_from_cohort"]
+FIRST_YEAR: Final = 1926  # two-digit years stay unambiguous: 100 years, none above 99
+LAST_YEAR: Final = 2025
+#: Reference year for ages (the replay's "today").
+NOW_YEAR: Final = 2026
+#: People in a scale-1 registry (about 1,000 per account of a scale-1 portal).
+PEOPLE_PER_SCALE: Final = 2_000_000
 
-#: Number of distinct places of birth of each kind, and the share of births.
-_PLACE_KINDS: Final[tuple[tuple[Place, int, float], ...]] = (
-    ("metropolitan", 1500, 0.855),
-    ("corsica", 12, 0.005),
-    ("overseas", 60, 0.03),
-    ("abroad", 11, 0.11),
+#: Births per year in France (thousands), INSEE/INED series rounded; linear in between.
+_BIRTHS: Final = (
+    (1926, 770), (1930, 750), (1935, 640), (1939, 612), (1941, 522), (1944, 630),
+    (1946, 840), (1949, 869), (1955, 805), (1960, 816), (1964, 874), (1971, 881),
+    (1973, 855), (1976, 720), (1980, 800), (1985, 768), (1990, 762), (1994, 711),
+    (2000, 775), (2006, 830), (2010, 833), (2014, 811), (2018, 758), (2022, 726),
+    (2023, 678), (2025, 650),
+)  # fmt: skip
+#: Share of births outside a maternity (at home, spread over the communes).
+_HOME: Final = ((1926, 0.75), (1940, 0.6), (1950, 0.45), (1960, 0.15), (1970, 0.03), (1980, 0.006))
+#: Metropolitan communes with a maternity (1975: 1,369 maternities; 2016: 498).
+_MATERNITY_TOWNS: Final = (
+    (1926, 1500),
+    (1950, 1500),
+    (1975, 1100),
+    (1996, 650),
+    (2016, 500),
+    (2025, 450),
 )
-_FIRST_YEAR: Final = 1930
-_LAST_YEAR: Final = 2025
-#: Share of people with a special month code (only among people born abroad).
-_SPECIAL_MONTH_SHARE: Final = 0.004
+#: Zipf weights of maternity towns ``(rank + offset) ** -exponent``: fitted so that in
+#: 2016 the first 200 of 500 towns hold 80% of births and the largest about 15,000.
+_ZIPF_EXPONENT: Final = 1.2
+_ZIPF_OFFSET: Final = 20
+_BOY_SHARE: Final = 105 / 205
+#: Corsica and overseas: (place code, births a year recently, first year it existed).
+#: Corsican codes are ``2A``/``2B`` from 1976 and ``20`` before.
+_SMALL_PLACES: Final = (
+    ("2A004", 1400, 0), ("2B033", 1300, 0), ("2A247", 250, 0),
+    ("97411", 5000, 0), ("97416", 4500, 0), ("97415", 2000, 0), ("97410", 1500, 0),
+    ("97101", 2500, 0), ("97120", 1500, 0), ("97105", 1000, 0),
+    ("97209", 3000, 0), ("97213", 500, 0),
+    ("97302", 4000, 0), ("97311", 2500, 1960), ("97304", 800, 1970),
+    ("97611", 9000, 1976),
+)  # fmt: skip
+#: Share of births in France that are in Corsica and overseas (the rest metropolitan).
+_SMALL_SHARE: Final = 0.05
+#: People alive in France who were born abroad (immigrants and French born abroad).
+_ABROAD_PEOPLE: Final = 8_700_000
+#: Country (INSEE code) -> share of people born abroad (Insee, immigrants by country
+#: of birth, plus the French born in Algeria before 1962); the rest spread over others.
+_COUNTRIES: Final = (
+    ("352", 0.18), ("350", 0.12), ("139", 0.07), ("351", 0.05), ("127", 0.04),
+    ("134", 0.035), ("208", 0.03), ("109", 0.02), ("132", 0.017), ("131", 0.015),
+    ("341", 0.015), ("114", 0.014), ("216", 0.012), ("335", 0.012), ("326", 0.012),
+    ("322", 0.01), ("243", 0.01), ("122", 0.01), ("333", 0.009), ("432", 0.008),
+    ("397", 0.007),
+)  # fmt: skip
+_OTHER_COUNTRIES: Final = 120
+#: Share of people born abroad whose month of birth is unknown (month code 20).
+_UNKNOWN_MONTH: Final = 0.02
+#: Share of the French-born registered at birth who are gone (abroad, another scheme).
+_GONE: Final = 0.05
+#: Population of the largest departments (millions, rounded); others 0.45.
+_DEPARTMENT_PEOPLE: Final = {
+    "59": 2.6, "75": 2.1, "13": 2.0, "69": 1.9, "93": 1.7, "92": 1.6, "33": 1.6,
+    "62": 1.5, "94": 1.4, "31": 1.4, "44": 1.4, "78": 1.4, "77": 1.4, "91": 1.3,
+    "38": 1.3, "76": 1.25, "95": 1.2, "34": 1.2, "06": 1.1, "67": 1.1,
+}  # fmt: skip
+_METROPOLITAN: Final = tuple(f"{d:02d}" for d in (*range(1, 20), *range(21, 96)))
+#: GP consultations a year by age (DREES, rounded): how often a cohort is looked up.
+_CONSULTATIONS: Final = ((0, 6.0), (5, 2.5), (15, 3.0), (45, 4.5), (65, 6.5), (75, 8.5))
 
 
 def cohort_residue(prefix: str) -> int:
@@ -64,170 +137,528 @@ def nir_from_cohort(prefix: str, residue: int, order: int) -> str:
     return f"{prefix}{order:03d}{97 - (residue + order) % 97:02d}"
 
 
-@dataclass(frozen=True, eq=False)
-class Registry:
-    """People that a portal can find, with the cohort structure of their NIRs.
+def _encode(prefix: str) -> int:
+    """A sortable integer for a 10-character prefix (Corsica's letters in the low bits)."""
+    flag = 0
+    if prefix[6] in "AB":
+        flag = 1 if prefix[6] == "A" else 2
+        prefix = prefix[:6] + "0" + prefix[7:]
+    return int(prefix) * 4 + flag
 
-    Person ids are ``0 .. len(nirs) - 1``; people of cohort ``c`` are the ids
-    ``cohort_start[c] .. cohort_start[c + 1] - 1``, sorted by order number.
+
+def _decode(key: int) -> str:
+    digits = f"{key >> 2:010d}"
+    flag = key & 3
+    if flag:
+        return digits[:6] + ("A" if flag == 1 else "B") + digits[7:]
+    return digits
+
+
+def _interpolate(table: tuple[tuple[int, float], ...], year: int) -> float:
+    if year <= table[0][0]:
+        return float(table[0][1])
+    for (y0, v0), (y1, v1) in itertools.pairwise(table):
+        if year <= y1:
+            return v0 + (v1 - v0) * (year - y0) / (y1 - y0)
+    return float(table[-1][1])
+
+
+def births(year: int) -> float:
+    """Births in France in ``year`` (the model's rounded series)."""
+    return 1000.0 * _interpolate(_BIRTHS, year)
+
+
+def survival(sex: int, age: int) -> float:
+    """Share of a birth cohort still alive at ``age`` (a Gompertz curve fitted to French
+    life tables: men 62% at 80 and 23% at 90, women 74% and 41%)."""
+    a = 8e-6 if sex == 1 else 5e-6
+    b = 0.11
+    return math.exp(-a / b * (math.exp(b * age) - 1.0))
+
+
+def consultation_weight(year: int) -> float:
+    """How often someone born in ``year`` sees a doctor, relative to other ages."""
+    age = NOW_YEAR - year
+    weight = _CONSULTATIONS[0][1]
+    for start, value in _CONSULTATIONS:
+        if age >= start:
+            weight = value
+    return weight
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 40:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    if n <= 0 or p <= 0:
+        return 0
+    if p >= 1:
+        return n
+    if n > 40:
+        mean = n * p
+        value = round(rng.gauss(mean, math.sqrt(mean * (1 - p))))
+        return min(n, max(0, value))
+    return sum(1 for _ in range(n) if rng.random() < p)
+
+
+class Registry:
+    """People a portal can find, grouped in whole birth cohorts.
+
+    Person ids are ``0 .. len(registry) - 1``; the people of cohort ``c``
+    are ``start(c) .. start(c + 1) - 1``, in the order of their order numbers.
 
     Attributes:
-        nirs: canonical NIR of each person.
-        index: canonical NIR -> person id.
-        cohort_prefix: the 10-character prefix of each cohort.
-        cohort_residue: :func:`cohort_residue` of each prefix.
-        cohort_start: first person id of each cohort, plus a final sentinel.
-        cohort_area: area of birth of each cohort: a department, or ``"99"``.
-        area_people: area -> ids of the people born there.
+        fraction: share of France's cohorts kept.
+        seed: the seed it was built from.
+        regions: department of birth (or ``"99"``) -> its region (see :func:`_regions`).
+        area_cohorts: region -> ids of its cohorts.
+        area_weights: region -> cumulative weights of those cohorts (people
+            times how often their age sees a doctor).
+        area_people: region -> people born there.
     """
 
-    nirs: list[str]
-    index: dict[str, int]
-    cohort_prefix: list[str]
-    cohort_residue: array[int]
-    cohort_start: array[int]
-    cohort_area: list[str]
-    area_people: dict[str, array[int]]
+    __slots__ = (
+        "_filled",
+        "_keys",
+        "_national_cache",
+        "_orders",
+        "_prefix_cache",
+        "_sizes",
+        "_starts",
+        "_tops",
+        "area_cohorts",
+        "area_people",
+        "area_weights",
+        "fraction",
+        "regions",
+        "seed",
+    )
+
+    def __init__(
+        self,
+        keys: array[int],
+        sizes: array[int],
+        tops: array[int],
+        *,
+        fraction: float,
+        seed: int,
+    ) -> None:
+        self._keys = keys
+        self._sizes = sizes
+        self._tops = tops
+        starts = array("q", [0])
+        total = 0
+        for n in sizes:
+            total += n
+            starts.append(total)
+        self._starts = starts
+        self._orders = array("H", bytes(2 * total))
+        self._filled = bytearray(len(keys))
+        self._prefix_cache: dict[int, str] = {}
+        self._national_cache: tuple[list[str], list[float]] | None = None
+        self.fraction = fraction
+        self.seed = seed
+        # Group cohorts by department, then departments into regions of at least
+        # LOCAL_POOL people: see region_of.
+        by_area: dict[str, list[int]] = {}
+        area_people: dict[str, int] = {}
+        for c, key in enumerate(keys):
+            area = area_of(_decode(key))
+            by_area.setdefault(area, []).append(c)
+            area_people[area] = area_people.get(area, 0) + sizes[c]
+        self.regions = _regions(area_people)
+        cohorts: dict[str, array[int]] = {}
+        weights: dict[str, array[float]] = {}
+        people: dict[str, int] = {}
+        year_weight: dict[int, float] = {}
+        for area in sorted(by_area):
+            region = self.regions[area]
+            ids = cohorts.setdefault(region, array("l"))
+            cum = weights.setdefault(region, array("d"))
+            mass = cum[-1] if cum else 0.0
+            for c in by_area[area]:
+                yy = (keys[c] >> 2) // 10_000_000 % 100
+                yw = year_weight.get(yy)
+                if yw is None:
+                    yw = year_weight[yy] = consultation_weight(_year(f"1{yy:02d}"))
+                mass += sizes[c] * yw
+                ids.append(c)
+                cum.append(mass)
+            people[region] = people.get(region, 0) + area_people[area]
+        self.area_cohorts = cohorts
+        self.area_weights = weights
+        self.area_people = people
+
+    # -- sizes --------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.nirs)
+        return self._starts[-1]
 
     @property
     def cohorts(self) -> int:
         """Number of cohorts."""
-        return len(self.cohort_prefix)
+        return len(self._keys)
+
+    def size(self, cohort: int) -> int:
+        """People alive in a cohort."""
+        return self._sizes[cohort]
+
+    def top(self, cohort: int) -> int:
+        """Highest order number handed out in a cohort (the living hold some of 1..top)."""
+        return self._tops[cohort]
+
+    def start(self, cohort: int) -> int:
+        """First person id of a cohort (``start(cohorts)`` is the number of people)."""
+        return self._starts[cohort]
 
     def cohort_of(self, person: int) -> int:
         """The cohort of a person id."""
-        return bisect.bisect_right(self.cohort_start, person) - 1
-
-    def cohort_size(self, cohort: int) -> int:
-        """Number of people in a cohort."""
-        return self.cohort_start[cohort + 1] - self.cohort_start[cohort]
+        return bisect.bisect_right(self._starts, person) - 1
 
     def __repr__(self) -> str:
-        return f"Registry(people={len(self.nirs)}, cohorts={len(self.cohort_prefix)})"
+        return f"Registry(people={len(self)}, cohorts={self.cohorts})"
+
+    # -- numbers ------------------------------------------------------------------------------
+
+    def prefix(self, cohort: int) -> str:
+        """The 10-character prefix of a cohort."""
+        cache = self._prefix_cache
+        found = cache.get(cohort)
+        if found is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            found = cache[cohort] = _decode(self._keys[cohort])
+        return found
+
+    def residue(self, cohort: int) -> int:
+        """:func:`cohort_residue` of the cohort's prefix."""
+        return cohort_residue(self.prefix(cohort))
+
+    def orders(self, cohort: int) -> array[int]:
+        """Order numbers of the living people of a cohort, ascending."""
+        start, end = self._starts[cohort], self._starts[cohort + 1]
+        if not self._filled[cohort]:
+            self._fill(cohort, start, end)
+        return self._orders[start:end]
+
+    def order(self, person: int, cohort: int | None = None) -> int:
+        """Order number of a person."""
+        if cohort is None:
+            cohort = self.cohort_of(person)
+        if not self._filled[cohort]:
+            self._fill(cohort, self._starts[cohort], self._starts[cohort + 1])
+        return self._orders[person]
+
+    def _fill(self, cohort: int, start: int, end: int) -> None:
+        n, top = end - start, self._tops[cohort]
+        if n == top:
+            chosen: list[int] = list(range(1, top + 1))
+        else:
+            rng = random.Random(self.seed * 10_000_019 + cohort)
+            chosen = sorted(rng.sample(range(1, top + 1), n))
+        self._orders[start:end] = array("H", chosen)
+        self._filled[cohort] = 1
+
+    def nir(self, person: int, cohort: int | None = None) -> str:
+        """The NIR of a person."""
+        if cohort is None:
+            cohort = self.cohort_of(person)
+        prefix = self.prefix(cohort)
+        return nir_from_cohort(prefix, cohort_residue(prefix), self.order(person, cohort))
+
+    def find(self, number: str) -> int | None:
+        """The person id of a canonical NIR, or ``None`` when nobody holds it."""
+        if len(number) != 15:
+            return None
+        try:
+            key = _encode(number[:10])
+            order = int(number[10:13])
+        except ValueError:
+            return None
+        keys = self._keys
+        c = bisect.bisect_left(keys, key)
+        if c >= len(keys) or keys[c] != key:
+            return None
+        if self.nir_from_order(c, order) != number:
+            return None
+        orders = self.orders(c)
+        i = bisect.bisect_left(orders, order)
+        if i < len(orders) and orders[i] == order:
+            return self._starts[c] + i
+        return None
+
+    def nir_from_order(self, cohort: int, order: int) -> str:
+        """The valid NIR of an order number in a cohort (someone or nobody)."""
+        prefix = self.prefix(cohort)
+        return nir_from_cohort(prefix, cohort_residue(prefix), order)
+
+    def cohort_index(self, prefix: str) -> int:
+        """The cohort id of a prefix, or -1."""
+        key = _encode(prefix)
+        keys = self._keys
+        c = bisect.bisect_left(keys, key)
+        return c if c < len(keys) and keys[c] == key else -1
+
+    def by_size(self) -> Iterator[int]:
+        """Cohort ids, largest first (ties in id order)."""
+        sizes = self._sizes
+        return iter(sorted(range(len(sizes)), key=lambda c: -sizes[c]))
+
+    def draw(self, rng: random.Random, area: str | None = None) -> int:
+        """A person drawn as a doctor meets them: weighted by how often their age
+        consults, from one region (see :attr:`regions`) or from everyone."""
+        random_ = rng.random
+        if area is None or area not in self.area_cohorts:
+            areas, cum = self._national()
+            i = bisect.bisect_right(cum, random_() * cum[-1])
+            area = areas[min(i, len(areas) - 1)]
+        cohorts, weights = self.area_cohorts[area], self.area_weights[area]
+        i = bisect.bisect_right(weights, random_() * weights[-1])
+        c = cohorts[min(i, len(cohorts) - 1)]
+        return self._starts[c] + int(random_() * self._sizes[c])
+
+    def _national(self) -> tuple[list[str], list[float]]:
+        found = self._national_cache
+        if found is None:
+            areas = list(self.area_weights)
+            found = self._national_cache = (
+                areas,
+                list(itertools.accumulate(self.area_weights[a][-1] for a in areas)),
+            )
+        return found
+
+    def draw_area(self, rng: random.Random) -> str:
+        """A region, weighted by the people born there (never abroad)."""
+        areas = [a for a in self.area_people if a != "99"] or ["99"]
+        return rng.choices(areas, [self.area_people[a] for a in areas])[0]
+
+    def size_histogram(
+        self, edges: tuple[int, ...] = (1, 2, 5, 20, 50, 120, 400, 1000)
+    ) -> dict[str, int]:
+        """Cohorts and people by cohort size: ``{"<edge>": cohorts, "people<edge>": ...}``."""
+        out: dict[str, int] = {}
+        for lo, hi in itertools.pairwise(edges):
+            sizes = [n for n in self._sizes if lo <= n < hi]
+            out[f"{lo}-{hi - 1}"] = len(sizes)
+            out[f"people {lo}-{hi - 1}"] = sum(sizes)
+        return out
 
 
-def _year_weight(year: int) -> float:
-    """A rough age pyramid: fewer people born long ago."""
-    if year < 1950:
-        return max(0.05, (year - 1925) / 25)
-    return 1.0
+def _year(prefix: str) -> int:
+    yy = int(prefix[1:3])
+    return 1900 + yy if 1900 + yy >= FIRST_YEAR else 2000 + yy
 
 
-def _places(gen: NIRGenerator, rng: random.Random) -> tuple[list[str], list[float]]:
-    """Distinct places of birth (5 characters after the month) and their weights."""
-    places: list[str] = []
-    weights: list[float] = []
-    for kind, count, share in _PLACE_KINDS:
-        found: dict[str, None] = {}
-        for _ in range(count * 20):
-            found[gen.generate(place=kind)[5:10]] = None
-            if len(found) >= count:
-                break
-        kind_places = list(found)
-        rng.shuffle(kind_places)
-        # Zipf: births concentrate in a few maternity towns.
-        raw = [1.0 / (rank + 1) for rank in range(len(kind_places))]
-        total = sum(raw)
-        places.extend(kind_places)
-        weights.extend(share * w / total for w in raw)
-    return places, weights
+#: People a practitioner's "local" patients are drawn from: a French department's
+#: population (68 million people in 101 departments). See :func:`_regions`.
+LOCAL_POOL: Final = 670_000
 
 
-def _place_for_year(place: str, year: int) -> str:
-    """Corsica is 20 before 1976, 2A/2B after."""
-    if place[:2] in ("2A", "2B") and year < 1976:
-        return "20" + place[2:]
+def _regions(area_people: dict[str, int]) -> dict[str, str]:
+    """Group departments (in code order) into regions of at least :data:`LOCAL_POOL` people.
+
+    A registry holds a fraction ``f`` of France's cohorts, each whole. A
+    practitioner drawing "local" patients from one department of it would
+    meet each of that department's cohorts ``1 / f`` times as often as a real
+    practitioner does, and look like an enumerator. So the local pool keeps
+    a real department's size: at scale 1 a region is about a third of the
+    country; in smaller worlds there is one region; from about scale 30
+    (the whole country) a region is one department. People born abroad are
+    their own pool.
+    """
+    regions: dict[str, str] = {"99": "99"} if "99" in area_people else {}
+    group: list[str] = []
+    count = 0
+    french = sorted(a for a in area_people if a != "99")
+    for area in french:
+        group.append(area)
+        count += area_people[area]
+        if count >= LOCAL_POOL:
+            for member in group:
+                regions[member] = group[0]
+            group, count = [], 0
+    if group:  # the remainder joins the last region (or is the only one)
+        last = (
+            regions.get(french[-len(group) - 1], group[0]) if len(group) < len(french) else group[0]
+        )
+        for member in group:
+            regions[member] = last
+    return regions
+
+
+def area_of(prefix: str) -> str:
+    """Department of birth of a prefix (``"2A"``, ``"974"``, ...), ``"99"`` abroad."""
+    place = prefix[5:7]
+    if place in ("97", "98"):
+        return prefix[5:8]
+    if place == "20":
+        return "2A"
     return place
 
 
-def build_registry(people: int = 1_000_000, *, seed: int = 0) -> Registry:
-    """Build a registry of about ``people`` people (exactly, unless tiny).
+def france_people() -> float:
+    """People alive in the model's France (born there or abroad), for the scale."""
+    total = 0.0
+    for year in range(FIRST_YEAR, LAST_YEAR + 1):
+        b = births(year)
+        age = NOW_YEAR - year
+        total += b * (_BOY_SHARE * survival(1, age) + (1 - _BOY_SHARE) * survival(2, age))
+    return total * (1 - _GONE) + _ABROAD_PEOPLE
 
-    The same seed gives the same registry.
+
+def _town_weights(count: int) -> list[float]:
+    raw = [(k + _ZIPF_OFFSET) ** -_ZIPF_EXPONENT for k in range(1, count + 1)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def _towns(rng: random.Random, count: int) -> list[str]:
+    """Ranked maternity towns (5-character place codes), largest first."""
+    departments = list(_METROPOLITAN)
+    weights = [_DEPARTMENT_PEOPLE.get(d, 0.45) for d in departments]
+    seen: set[str] = set()
+    towns: list[str] = []
+    while len(towns) < count:
+        place = rng.choices(departments, weights)[0] + f"{rng.randint(1, 700):03d}"
+        if place not in seen:
+            seen.add(place)
+            towns.append(place)
+    return towns
+
+
+def _abroad_year_weights() -> list[float]:
+    """Birth years of people born abroad: mostly aged 25-70 now."""
+    raw = []
+    for year in range(FIRST_YEAR, LAST_YEAR + 1):
+        age = NOW_YEAR - year
+        raw.append(math.exp(-(((age - 48) / 20) ** 2)) + 0.08)
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def _skips(rng: random.Random, count: int, fraction: float) -> Iterator[int]:
+    """Indices ``0 .. count - 1`` each kept with probability ``fraction`` (geometric skips)."""
+    if fraction >= 1:
+        yield from range(count)
+        return
+    log_miss = math.log1p(-fraction)
+    k = -1
+    while True:
+        k += 1 + int(math.log(1.0 - rng.random()) / log_miss)
+        if k >= count:
+            return
+        yield k
+
+
+def build_registry(scale: float = 1.0, *, seed: int = 0) -> Registry:
+    """Build the registry of a portal of ``scale`` (1: about 2,000,000 people).
+
+    Every cohort of the model's France is kept with probability
+    ``scale * PEOPLE_PER_SCALE / france_people()``, whole. The same scale
+    and seed give the same registry.
 
     Raises:
-        ValueError: ``people`` is below 1000.
+        ValueError: ``scale`` is not positive, or too small to hold anyone.
     """
-    if people < 1000:
-        raise ValueError("a registry needs at least 1000 people")
+    if not scale > 0:
+        raise ValueError("scale must be positive")
+    fraction = min(1.0, scale * PEOPLE_PER_SCALE / france_people())
     rng = random.Random(f"registry:{seed}")
-    gen = NIRGenerator(rng.randrange(2**32))
-    places, place_weights = _places(gen, rng)
-    cum_weights = list(itertools.accumulate(place_weights))
-    abroad = [i for i, p in enumerate(places) if p.startswith("99")]
-    special_months = sorted({gen.generate(special_month=True)[3:5] for _ in range(200)})
+    random_ = rng.random
+    cohorts: dict[str, tuple[int, int]] = {}  # prefix -> (alive, top)
 
-    years = range(_FIRST_YEAR, _LAST_YEAR + 1)
-    year_weights = [_year_weight(y) for y in years]
-    combos = [(s, y, m) for y in years for s in (1, 2) for m in range(1, 13)]
-    combo_weights = [year_weights[y - _FIRST_YEAR] for _, y, _ in combos]
-    total_weight = sum(combo_weights)
-    regular = people - int(people * _SPECIAL_MONTH_SHARE)
-    counts = [int(regular * w / total_weight) for w in combo_weights]
-    for i in rng.sample(range(len(combos)), regular - sum(counts)):
-        counts[i] += 1
+    def add(prefix: str, alive: int, top: int) -> None:
+        if alive <= 0:
+            return
+        old = cohorts.get(prefix)
+        if old is not None:  # two home births in one commune and month
+            alive, top = alive + old[0], top + old[1]
+        cohorts[prefix] = (min(alive, 999), min(999, max(top, alive)))
 
-    # (prefix, area, number of people) for every cohort.
-    cohorts: list[tuple[str, str, int]] = []
-    place_ids = range(len(places))
-    for (sex, year, month), count in zip(combos, counts, strict=True):
-        head = f"{sex}{year % 100:02d}{month:02d}"
-        for place_id, n in sorted(
-            Counter(rng.choices(place_ids, cum_weights=cum_weights, k=count)).items()
-        ):
-            place = _place_for_year(places[place_id], year)
-            cohorts.append((head + place, _area(place), n))
-    for _ in range(people - regular):
-        sex, year = rng.choice((1, 2)), rng.choice(years)
-        place = places[rng.choice(abroad)] if abroad else places[0]
-        cohorts.append((f"{sex}{year % 100:02d}{rng.choice(special_months)}{place}", "99", 1))
-    # Special-month people drawn into the same prefix merge into one cohort.
-    merged: dict[str, tuple[str, int]] = {}
-    for prefix, area, n in cohorts:
-        old = merged.get(prefix)
-        merged[prefix] = (area, n + (old[1] if old else 0))
-
-    nirs: list[str] = []
-    prefixes: list[str] = []
-    residues = array("l")
-    starts = array("l")
-    areas: list[str] = []
-    sample = rng.sample
-    uniform = rng.uniform
-    for prefix, (area, n) in merged.items():
-        n = min(n, 999)
-        density = uniform(0.6, 0.95)
-        top = min(999, max(n, round(n / density)))
-        orders = [top] if n == 1 else sorted(sample(range(1, top + 1), n))
-        residue = cohort_residue(prefix)
-        starts.append(len(nirs))
-        prefixes.append(prefix)
-        residues.append(residue)
-        areas.append(area)
-        nirs.extend([f"{prefix}{o:03d}{97 - (residue + o) % 97:02d}" for o in orders])
-    starts.append(len(nirs))
-
-    area_lists: dict[str, array[int]] = {}
-    for c, area in enumerate(areas):
-        area_lists.setdefault(area, array("l")).extend(range(starts[c], starts[c + 1]))
-    return Registry(
-        nirs=nirs,
-        index={n: i for i, n in enumerate(nirs)},
-        cohort_prefix=prefixes,
-        cohort_residue=residues,
-        cohort_start=starts,
-        cohort_area=areas,
-        area_people=area_lists,
+    towns = _towns(rng, max(n for _, n in _MATERNITY_TOWNS))
+    departments = list(_METROPOLITAN)
+    cum_departments = list(
+        itertools.accumulate(_DEPARTMENT_PEOPLE.get(d, 0.45) for d in departments)
     )
+    small_total = sum(n for _, n, _ in _SMALL_PLACES)
+    for year in range(FIRST_YEAR, LAST_YEAR + 1):
+        age = NOW_YEAR - year
+        home = _interpolate(_HOME, year)
+        town_count = round(_interpolate(_MATERNITY_TOWNS, year))
+        town_weights = _town_weights(town_count)
+        per_month = births(year) / 12
+        for sex in (1, 2):
+            # Born ~ Poisson(m), so the living ~ Poisson(m * p) and the dead ~ Poisson(m * (1 - p)),
+            # independently: the order numbers handed out are the two together.
+            alive_share = survival(sex, age) * (1 - _GONE)
+            sex_births = per_month * (_BOY_SHARE if sex == 1 else 1 - _BOY_SHARE)
+            metro = sex_births * (1 - _SMALL_SHARE)
+            in_towns = metro * (1 - home)
+            for month in range(1, 13):
+                head = f"{sex}{year % 100:02d}{month:02d}"
+                # Maternity towns: one cohort per town, kept with probability `fraction`.
+                for k in _skips(rng, town_count, fraction):
+                    expected = in_towns * town_weights[k]
+                    alive = _poisson(rng, expected * alive_share)
+                    if alive:
+                        gone = _poisson(rng, expected * (1 - alive_share))
+                        add(head + towns[k], alive, alive + gone)
+                # Births at home: a commune sees 0-2 a month, so each is its own cohort.
+                for _ in range(_poisson(rng, fraction * metro * home * alive_share)):
+                    i = bisect.bisect_right(cum_departments, random_() * cum_departments[-1])
+                    place = departments[min(i, len(departments) - 1)]
+                    top = 2 if random_() < 0.05 else 1
+                    add(f"{head}{place}{701 + int(random_() * 299):03d}", 1, top)
+                for place, recent, since in _SMALL_PLACES:
+                    if year < since or random_() >= fraction:
+                        continue
+                    if place[:2] in ("2A", "2B") and year < 1976:
+                        place = "20" + place[2:]
+                    expected = sex_births * _SMALL_SHARE * recent / small_total * (1 - home)
+                    alive = _poisson(rng, expected * alive_share)
+                    if alive:
+                        add(
+                            head + place, alive, alive + _poisson(rng, expected * (1 - alive_share))
+                        )
 
+    # Born abroad: 99 + country, some with month code 20 (unknown).
+    named = sum(share for _, share in _COUNTRIES)
+    known = {code for code, _ in _COUNTRIES}
+    others = [f"{c:03d}" for c in rng.sample(range(101, 500), _OTHER_COUNTRIES + 40)]
+    others = [c for c in others if c not in known][:_OTHER_COUNTRIES]
+    countries = list(_COUNTRIES) + [
+        (code, (1 - named) * w) for code, w in zip(others, _town_weights(len(others)), strict=True)
+    ]
+    year_weights = _abroad_year_weights()
+    years = range(FIRST_YEAR, LAST_YEAR + 1)
+    months = (*range(1, 13), 20)
+    slots = [(year, sex, month) for year in years for sex in (1, 2) for month in months]
+    for code, share in countries:
+        for i in _skips(rng, len(slots), fraction):
+            year, sex, month = slots[i]
+            expected = _ABROAD_PEOPLE * share * year_weights[year - FIRST_YEAR] / 2
+            expected *= _UNKNOWN_MONTH if month == 20 else (1 - _UNKNOWN_MONTH) / 12
+            alive = _poisson(rng, expected)
+            if alive:
+                top = round(alive / (0.75 + 0.2 * random_()))
+                add(f"{sex}{year % 100:02d}{month:02d}99{code}", alive, top)
 
-def _area(place: str) -> str:
-    """Department (2 or 3 characters) of a place of birth, ``"99"`` abroad, ``"2A"``..."""
-    if place[:2] in ("97", "98"):
-        return place[:3]
-    if place[:2] == "20":
-        return "2A"
-    return place[:2]
+    if not cohorts:
+        raise ValueError("scale too small: the registry would be empty")
+    encoded = sorted((_encode(p), alive, top) for p, (alive, top) in cohorts.items())
+    return Registry(
+        array("q", (k for k, _, _ in encoded)),
+        array("H", (a for _, a, _ in encoded)),
+        array("H", (t for _, _, t in encoded)),
+        fraction=fraction,
+        seed=seed,
+    )

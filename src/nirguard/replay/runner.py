@@ -1,9 +1,6 @@
-"""Run the week: legitimate traffic and one attack, under one configuration.
+"""Run the replay: build the world, replay the history once, then each attack week.
 
-Simulated time, no sleeping: events are processed in time order and the
-guard's clock (which its in-process store follows too) returns the time of
-the event being processed (see :mod:`nirguard.replay.simulation` for the
-passes, and how the legitimate week is shared between attacks).
+Simulated time, no sleeping (see :mod:`nirguard.replay.simulation`).
 
 Configurations:
 
@@ -11,59 +8,81 @@ Configurations:
     No guard: every lookup runs. The attack scripts run alone, as
     legitimate traffic cannot change what they get.
 ``quotas``
-    The guard with the per-practitioner and portal quotas of the policy and
-    a fixed lockout; every detection option off.
-``detection``
-    The whole policy: quotas plus detection and escalating lockouts.
+    The policy with every detection signal off (``cohort``,
+    ``portal_cohort``, ``hot_cohort``, ``miss_ratio``) and no lockout
+    escalation: what plain rate limits do.
+``guard``
+    The whole policy: what ``LookupGuard`` does by default.
 
-The legitimate week runs once per guarded configuration, each attack once
-per configuration; with ``jobs`` above 1 and a platform that forks, these
-tasks run in worker processes that inherit the registry and the workload.
-The result does not depend on ``jobs``.
+For each guarded configuration the legitimate history (the weeks before
+the attack) runs once; the guard is snapshotted, and every strategy's week
+(plus a ``quiet`` week with no attack) starts from that snapshot. With
+``shadow``, the ``guard`` configuration is replayed a second time with
+``LookupGuard(enforce=False)``. With ``jobs`` above 1 on a platform that
+forks, the weeks run in worker processes that inherit the snapshot; the
+result does not depend on ``jobs``.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import sys
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from nirguard.replay.attacks import (
-    ATTACK_START,
+    ATTACK_OFFSET,
     STRATEGIES,
     Attack,
     AttackMaterial,
     attack_material,
     build_attack,
 )
-from nirguard.replay.practitioners import DAY, HOUR, TYPO, Workload, build_workload
+from nirguard.replay.practitioners import (
+    DAY,
+    HOUR,
+    KINDS,
+    POLICY_KIND,
+    Workload,
+    accounts_for,
+    build_workload,
+)
 from nirguard.replay.registry import Registry, build_registry
-from nirguard.replay.simulation import EPOCH, CohortIndex, PassResult, run_pass, run_spliced
+from nirguard.replay.simulation import (
+    EPOCH,
+    PORTAL_SIGNALS,
+    AttackTally,
+    GuardFeatures,
+    LegitTally,
+    Pass,
+    Snapshot,
+    guard_features,
+)
 
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
 __all__ = [
     "CONFIGURATIONS",
-    "DETECTION_FIELDS",
     "EPOCH",
+    "LegitSummary",
     "Outcome",
     "ReplayResult",
     "ReplaySettings",
     "run_replay",
 ]
 
-CONFIGURATIONS: Final = ("none", "quotas", "detection")
+CONFIGURATIONS: Final = ("none", "quotas", "guard")
+QUIET: Final = "quiet"
 #: Policy fields the ``quotas`` configuration keeps; every other field that can
-#: be switched off (``None``, or an empty escalation: every lockout lasts
-#: ``lockout``) is detection and is switched off.
+#: be switched off (``None``, or an empty escalation) is switched off.
 QUOTA_FIELDS: Final = frozenset(
     {
+        "name",
         "lookups",
         "distinct_patients",
         "invalid_nirs",
@@ -71,15 +90,12 @@ QUOTA_FIELDS: Final = frozenset(
         "portal",
         "lockout",
         "lockout_memory",
+        "break_glass",
+        "break_glass_access",
     }
 )
-#: The detection fields of the policy this replay was tuned with, and their "off" value.
-DETECTION_FIELDS: Final[dict[str, object]] = {
-    "cohort": None,
-    "portal_cohort": None,
-    "miss_ratio": None,
-    "lockout_escalation": (),
-}
+#: Off values to try for detection fields, before ``None``.
+_OFF: Final[dict[str, object]] = {"lockout_escalation": ()}
 
 
 @dataclass(frozen=True)
@@ -88,57 +104,145 @@ class ReplaySettings:
 
     Attributes:
         seed: seed of every random choice; the same settings give the same result.
-        people: size of the registry.
-        practitioners: legitimate accounts.
-        days: length of the replay.
+        scale: size of the portal: 1 is 2,000 legitimate accounts and about
+            2,000,000 people (registry and accounts grow together).
+        history_weeks: weeks of legitimate traffic before the attack week.
+        attack_days: days of the attack week (the attack starts on its
+            first day at 01:00 and runs to its end).
         attackers: stolen accounts per strategy.
         strategies: which attack strategies to run.
-        configurations: which configurations to run.
-        policy: the practitioners' policy (``None``: the shipped ``QuotaPolicy()``).
-        desk_policy: the policy of hospital and pharmacy desks (``None``: the
-            replay's recommended desk policy, :data:`nirguard.replay.tuning.DESK_POLICY`).
-        jobs: worker processes (1: run everything in this process).
+        configurations: which configurations to run (see the module doc).
+        shadow: also replay the ``guard`` configuration in shadow mode.
+        policy: the GPs' (and stolen accounts') policy; ``None``: ``QuotaPolicy()``.
+        desk_policy: hospital and pharmacy desks' policy; ``None``: the replay's
+            :func:`nirguard.replay.tuning.desk_policy`.
+        jobs: worker processes (1: everything in this process).
     """
 
     seed: int = 0
-    people: int = 1_000_000
-    practitioners: int = 2000
-    days: int = 7
+    scale: float = 1.0
+    history_weeks: int = 3
+    attack_days: int = 7
     attackers: int = 19
     strategies: tuple[str, ...] = STRATEGIES
-    configurations: tuple[str, ...] = CONFIGURATIONS
+    configurations: tuple[str, ...] = ("none", "guard")
+    shadow: bool = True
     policy: QuotaPolicy | None = None
     desk_policy: QuotaPolicy | None = None
     jobs: int = 1
 
 
 @dataclass
-class Outcome:
-    """What one strategy achieved under one configuration.
+class LegitSummary:
+    """What a guard cost legitimate accounts over some weeks (JSON-ready).
 
     Attributes:
-        exposed: distinct people whose identity was returned to an attacker.
+        lookups: lookups (valid numbers typed) per kind of account.
+        refused: refused lookups per kind.
+        asked: lookups answered "a reason is required" per kind (the
+            practitioner states one and is let through within budget).
+        break_glass: lookups let through on a stated reason, per kind.
+        refused_by: refusals by quota or signal.
+        typos: mistyped numbers (refused as invalid: correct refusals, not lookups).
+        locked: accounts locked out at least once, per kind.
+        locked_by: those lockouts by the signal that started them.
+        portal_locked: accounts locked by a portal-wide signal (``hot_cohort``,
+            ``portal_cohort``).
+        alerts: alerts on legitimate accounts, by signal.
+    """
+
+    lookups: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)
+    break_glass: dict[str, int] = field(default_factory=dict)
+    refused_by: dict[str, int] = field(default_factory=dict)
+    typos: int = 0
+    locked: dict[str, int] = field(default_factory=dict)
+    locked_by: dict[str, int] = field(default_factory=dict)
+    portal_locked: int = 0
+    alerts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tally: LegitTally, kinds: list[str]) -> LegitSummary:
+        """Summarise a tally (``kinds``: kind of each legitimate account)."""
+        locked_kinds = Counter(kinds[who] for who in tally.locked)
+        return cls(
+            lookups={k: tally.lookups[k] for k in KINDS},
+            refused={k: tally.refused[k] for k in KINDS},
+            asked={k: tally.asked[k] for k in KINDS},
+            break_glass={k: tally.break_glass[k] for k in KINDS},
+            refused_by=dict(sorted(tally.by_code.items())),
+            typos=tally.typos,
+            locked={k: locked_kinds[k] for k in KINDS},
+            locked_by=dict(sorted(Counter(tally.locked.values()).items())),
+            portal_locked=sum(1 for s in tally.locked.values() if s in PORTAL_SIGNALS),
+            alerts=dict(sorted(tally.alerts.items())),
+        )
+
+    def rate(self, policy_kind: str) -> float:
+        """Share of lookups refused for accounts of one policy (``gp`` or ``desk``)."""
+        kinds = [k for k in KINDS if POLICY_KIND[k] == policy_kind]
+        lookups = sum(self.lookups.get(k, 0) for k in kinds)
+        refused = sum(self.refused.get(k, 0) for k in kinds)
+        return refused / lookups if lookups else 0.0
+
+    @property
+    def total_lookups(self) -> int:
+        """Lookups by every legitimate account."""
+        return sum(self.lookups.values())
+
+    @property
+    def total_refused(self) -> int:
+        """Refused lookups of every legitimate account."""
+        return sum(self.refused.values())
+
+
+@dataclass
+class ShadowCheck:
+    """Shadow mode against enforcement for one week (history included).
+
+    Attributes:
+        accounts: accounts with a first refusal under enforcement or in shadow.
+        same: of those, accounts whose first would-refusal is enforcement's
+            first refusal (same lookup, same quota or signal).
+        differences: a few accounts that differ, described without a NIR.
+        refused: lookups the shadow guard refused (it must refuse none).
+    """
+
+    accounts: int = 0
+    same: int = 0
+    differences: list[str] = field(default_factory=list)
+    refused: int = 0
+
+    @property
+    def equal(self) -> bool:
+        """Every account matches and nothing was refused."""
+        return self.same == self.accounts and self.refused == 0
+
+
+@dataclass
+class Outcome:
+    """What one strategy achieved under one configuration in the attack week.
+
+    Attributes:
+        exposed: distinct people whose identity was returned to a stolen account.
         exposed_per_account_max: the most any one stolen account obtained.
-        attack_lookups: attempts by the stolen accounts (allowed or refused).
-        legit_lookups: lookups of valid numbers by legitimate accounts.
-        legit_refused: those refused by the guard.
-        legit_refused_by: refusals by error code.
-        legit_refused_by_kind: refusals by kind of account.
-        typos_rejected: mistyped numbers rejected as invalid (correct refusals).
-        legit_alerted: legitimate accounts that raised an alert (false alarms).
-        legit_alerts_by_signal: those alerts by signal.
-        first_alert_lookups: attempts by all stolen accounts before the first
-            alert on one of them (``None``: no alert).
-        first_alert_account_lookups: attempts by the alerted account up to
-            and including the one that raised it.
-        first_alert_seconds: simulated time from the start of the attack to the alert.
-        first_alert_signal: what raised it.
-        accounts_alerted: stolen accounts that raised an alert.
+        attack_lookups: lookups tried by the stolen accounts (allowed or refused).
+        break_glass: of those, let through on a stated reason.
         accounts_stopped: stolen accounts locked until an administrator unlocks them.
-        legit_accounts_replayed: legitimate accounts replayed together with the
-            attack (the others cannot interact with it; see
-            :mod:`nirguard.replay.simulation`).
-        exposure_by_hour: identities exposed by the end of each simulated hour.
+        accounts_signalled: stolen accounts refused or alerted on at least once.
+        first_signal_lookups: lookups by all stolen accounts up to the first
+            refusal of one of them, alert naming one, or portal alert in a cohort
+            the attack had walked (``None``: nothing noticed).
+        first_signal_seconds: simulated time from the start of the attack to it.
+        first_signal: the quota or signal.
+        account_signal_median: per stolen account, its own lookups up to its
+            first refusal or alert: the median over accounts (``None``: most never).
+        account_signal_max: the most (``None``: some account was never refused).
+        exposure_by_hour: identities exposed by the end of each hour of the attack week.
+        legit: what the guard cost legitimate accounts in that week.
+        legit_all: the same over the history and that week together.
+        shadow: shadow mode against enforcement (``guard`` only).
     """
 
     strategy: str
@@ -146,34 +250,24 @@ class Outcome:
     exposed: int = 0
     exposed_per_account_max: int = 0
     attack_lookups: int = 0
-    legit_lookups: int = 0
-    legit_refused: int = 0
-    legit_refused_by: dict[str, int] = field(default_factory=dict)
-    legit_refused_by_kind: dict[str, int] = field(default_factory=dict)
-    typos_rejected: int = 0
-    legit_alerted: int = 0
-    legit_alerts_by_signal: dict[str, int] = field(default_factory=dict)
-    first_alert_lookups: int | None = None
-    first_alert_account_lookups: int | None = None
-    first_alert_seconds: float | None = None
-    first_alert_signal: str | None = None
-    accounts_alerted: int = 0
+    break_glass: int = 0
     accounts_stopped: int = 0
-    legit_accounts_replayed: int = 0
+    accounts_signalled: int = 0
+    first_signal_lookups: int | None = None
+    first_signal_seconds: float | None = None
+    first_signal: str | None = None
+    account_signal_median: int | None = None
+    account_signal_max: int | None = None
     exposure_by_hour: list[int] = field(default_factory=list)
-
-    @property
-    def legit_refused_rate(self) -> float:
-        """Share of legitimate lookups (valid numbers) that were refused."""
-        return self.legit_refused / self.legit_lookups if self.legit_lookups else 0.0
+    legit: LegitSummary | None = None
+    legit_all: LegitSummary | None = None
+    shadow: ShadowCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = asdict(self)
-        # Rounded: long float tails look like identifiers to leak scanners.
-        out["legit_refused_rate"] = round(self.legit_refused_rate, 8)
-        if self.first_alert_seconds is not None:
-            out["first_alert_seconds"] = round(self.first_alert_seconds, 1)
+        if self.first_signal_seconds is not None:
+            out["first_signal_seconds"] = round(self.first_signal_seconds, 1)
         return out
 
 
@@ -183,13 +277,22 @@ class ReplayResult:
 
     Attributes:
         settings: the settings (policies as dicts).
-        workload: sizes of the run and legitimate weekly volumes per kind.
-        outcomes: one per strategy x configuration.
+        world: sizes of the registry and the workload, and the legitimate
+            weekly volumes per kind.
+        features: what the installed guard offers (shadow, break-glass, snapshot).
+        history: per guarded configuration, what the guard cost legitimate
+            accounts in the weeks before the attack.
+        outcomes: one per strategy and configuration, plus one ``quiet``
+            week (no attack) per guarded configuration.
+        seconds: wall-clock seconds per stage.
     """
 
     settings: dict[str, Any]
-    workload: dict[str, Any]
+    world: dict[str, Any]
+    features: dict[str, bool]
+    history: dict[str, LegitSummary]
     outcomes: list[Outcome]
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def outcome(self, strategy: str, configuration: str) -> Outcome:
         """The outcome of one pair.
@@ -202,12 +305,20 @@ class ReplayResult:
                 return o
         raise KeyError((strategy, configuration))
 
+    @property
+    def strategies(self) -> list[str]:
+        """Strategies run, in order (``quiet`` excluded)."""
+        return list(dict.fromkeys(o.strategy for o in self.outcomes if o.strategy != QUIET))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
             "settings": self.settings,
-            "workload": self.workload,
+            "world": self.world,
+            "features": self.features,
+            "history": {k: asdict(v) for k, v in self.history.items()},
             "outcomes": [o.to_dict() for o in self.outcomes],
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
@@ -219,8 +330,17 @@ def policy_dict(policy: QuotaPolicy) -> dict[str, Any]:
     return dict(policy.model_dump(mode="json"))
 
 
+def named(policy: QuotaPolicy, name: str) -> QuotaPolicy:
+    """``policy`` with ``name`` set, unless it already has one."""
+    from nirguard.policy import QuotaPolicy
+
+    if policy.name is not None:
+        return policy
+    return QuotaPolicy(**{**policy.model_dump(), "name": name})
+
+
 def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
-    """The same quotas with every detection option off.
+    """The same quotas with every detection signal off.
 
     Fields outside :data:`QUOTA_FIELDS` are switched off when the policy
     accepts ``None`` (or an empty tuple) for them; parameters of a signal
@@ -233,7 +353,7 @@ def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
     for name in data:
         if name in QUOTA_FIELDS:
             continue
-        for off in (DETECTION_FIELDS.get(name, None), None, ()):
+        for off in (_OFF.get(name, None), None, ()):
             try:
                 QuotaPolicy(**{**data, name: off})
             except PolicyError:
@@ -243,188 +363,163 @@ def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
     return QuotaPolicy(**data)
 
 
-# --------------------------------------------------------------------------- the run
+def _policies(settings: ReplaySettings) -> dict[str, tuple[QuotaPolicy, QuotaPolicy]]:
+    from nirguard.policy import QuotaPolicy
+    from nirguard.replay.tuning import desk_policy
+
+    gp = named(settings.policy if settings.policy is not None else QuotaPolicy(), "gp")
+    desk = named(
+        settings.desk_policy if settings.desk_policy is not None else desk_policy(), "desk"
+    )
+    return {
+        "quotas": (without_detection(gp), without_detection(desk)),
+        "guard": (gp, desk),
+    }
 
 
-class _Shared:
-    """Inputs shared by every pair (inherited by forked workers)."""
+# --------------------------------------------------------------------------- progress
 
+
+class _Progress:
+    """Turns stage fractions into one fraction of the whole run for ``callback``."""
+
+    def __init__(self, callback: Callable[[str, float], None] | None, total: float) -> None:
+        self.callback = callback
+        self.total = max(total, 1.0)
+        self.done = 0.0
+
+    def stage(self, units: float) -> Callable[[str, float], None]:
+        """A reporter for a stage worth ``units``; the stage ends at the next call."""
+        start = self.done
+        self.done += units
+
+        def report(label: str, fraction: float) -> None:
+            if self.callback is not None:
+                share = (start + min(1.0, max(0.0, fraction)) * units) / self.total
+                self.callback(label, min(1.0, share))
+
+        return report
+
+
+# --------------------------------------------------------------------------- the world
+
+
+@dataclass
+class World:
+    """Everything the passes share, built once per settings."""
+
+    settings: ReplaySettings
     registry: Registry
     workload: Workload
     material: AttackMaterial
-    attackers: int
-    seed: int
     policies: dict[str, tuple[QuotaPolicy, QuotaPolicy]]
-    hours: int
-    index: CohortIndex
+    features: GuardFeatures
+
+    @property
+    def attack_start(self) -> float:
+        """Time of the first attempt (seconds from day 0)."""
+        return self.workload.attack_day * DAY + ATTACK_OFFSET
+
+    @property
+    def end(self) -> float:
+        """End of the replay (seconds from day 0)."""
+        return self.workload.days * DAY
+
+    def attack(self, strategy: str) -> Attack:
+        """A fresh script of ``strategy``, paced on the ``guard`` policy."""
+        return build_attack(
+            strategy,
+            self.registry,
+            accounts=self.settings.attackers,
+            policy=policy_dict(self.policies["guard"][0]),
+            seed=self.settings.seed,
+            material=self.material,
+            start=self.attack_start,
+        )
+
+    def attackers(self) -> list[str]:
+        """Ids of the stolen accounts."""
+        return [f"stolen-{i:02d}" for i in range(self.settings.attackers)]
+
+    def policy_for(self, configuration: str) -> Callable[[str], QuotaPolicy]:
+        """Practitioner id -> policy: desks get the desk policy, everyone else the GPs'."""
+        gp, desk = self.policies[configuration]
+        desks = frozenset(
+            p.id for p in self.workload.practitioners if POLICY_KIND[p.kind] == "desk"
+        )
+
+        def policy_for(practitioner: str) -> QuotaPolicy:
+            return desk if practitioner in desks else gp
+
+        return policy_for
 
 
-_SHARED: _Shared | None = None
-
-
-def _hour_curve(times: list[float], hours: int) -> list[int]:
-    """Cumulative count of sorted ``times`` at the end of each hour."""
-    return [bisect.bisect_right(times, (h + 1) * HOUR) for h in range(hours)]
-
-
-def _run_unguarded(shared: _Shared, strategy: str) -> Outcome:
-    """The attack with nobody watching."""
-    attack = _fresh_attack(shared, strategy)
-    exposed, found, attempts = attack.unguarded(shared.registry, shared.hours * HOUR)
-    events = shared.workload.events
-    typos = sum(1 for e in events if e[4] == TYPO)
-    return Outcome(
-        strategy=strategy,
-        configuration="none",
-        exposed=len(exposed),
-        exposed_per_account_max=max(found, default=0),
-        attack_lookups=attempts,
-        legit_lookups=len(events) - typos,
-        typos_rejected=typos,
-        exposure_by_hour=_hour_curve(sorted(exposed.values()), shared.hours),
+def build_world(
+    settings: ReplaySettings, progress: Callable[[str, float], None] | None = None
+) -> World:
+    """Build the registry, the legitimate weeks and the attackers' material."""
+    say = progress or (lambda _text, _done: None)
+    say("building the registry", 0.0)
+    registry = build_registry(settings.scale, seed=settings.seed)
+    say("building the legitimate weeks", 0.2)
+    workload = build_workload(
+        registry,
+        accounts_for(settings.scale),
+        history_weeks=settings.history_weeks,
+        attack_days=settings.attack_days,
+        seed=settings.seed,
+        progress=lambda done: say("building the legitimate weeks", 0.2 + 0.8 * done),
     )
+    material = attack_material(registry, settings.seed)
+    return World(settings, registry, workload, material, _policies(settings), guard_features())
 
 
-def _fresh_attack(shared: _Shared, strategy: str) -> Attack:
-    return build_attack(
-        strategy,
-        shared.registry,
-        accounts=shared.attackers,
-        policy=policy_dict(shared.policies["detection"][0]),
-        seed=shared.seed,
-        material=shared.material,
-        horizon=shared.hours * HOUR,
-    )
-
-
-def _policy_lookup(shared: _Shared, configuration: str) -> Callable[[str], QuotaPolicy]:
-    gp_policy, desk_policy = shared.policies[configuration]
-    desks = shared.workload.desks
-
-    def policy_for(practitioner: str) -> QuotaPolicy:
-        return desk_policy if practitioner in desks else gp_policy
-
-    return policy_for
+# --------------------------------------------------------------------------- passes
 
 
 def _key(configuration: str) -> bytes:
     return f"nirguard-replay-{configuration}".encode().ljust(32, b".")
 
 
-def _run_baseline(shared: _Shared, configuration: str) -> PassResult:
-    """The legitimate week alone under one configuration."""
-    result = run_pass(
-        registry=shared.registry,
-        workload=shared.workload,
-        policy_for=_policy_lookup(shared, configuration),
-        key=_key(configuration),
-        attack=None,
-        events=range(len(shared.workload.events)),
-        end=shared.hours * HOUR,
-    )
-    result.included = frozenset(range(len(shared.workload.practitioners)))
-    return result
+@dataclass
+class _Week:
+    """What a worker sends back for one week of one (configuration, mode)."""
+
+    strategy: str
+    legit: LegitTally
+    attack: AttackTally | None
+    first: list[tuple[int, str, str] | None]
+    shadow_refused: int
 
 
-def _legit_tally(
-    shared: _Shared, status: dict[int, str], keep: Callable[[int], bool]
-) -> tuple[Counter[str], Counter[str], int]:
-    """Refusals by code and by kind of account, and typos, over accounts kept."""
-    events = shared.workload.events
-    kinds = [p.kind for p in shared.workload.practitioners]
-    by_code: Counter[str] = Counter()
-    by_kind: Counter[str] = Counter()
-    typos = 0
-    for e, code in status.items():
-        who = events[e][1]
-        if not keep(who):
-            continue
-        if events[e][4] == TYPO:
-            typos += 1
-        else:
-            by_code[code] += 1
-            by_kind[kinds[who]] += 1
-    return by_code, by_kind, typos
+_CURRENT: tuple[Pass, Snapshot, World] | None = None
 
 
-def _run_attack(shared: _Shared, strategy: str, configuration: str) -> PassResult:
-    """The attack under one configuration, with the legitimate accounts it can meet."""
-    return run_spliced(
-        registry=shared.registry,
-        workload=shared.workload,
-        index=shared.index,
-        policy_for=_policy_lookup(shared, configuration),
-        policies=shared.policies[configuration],
-        key=_key(configuration),
-        make_attack=lambda: _fresh_attack(shared, strategy),
-        end=shared.hours * HOUR,
-    )
+def _run_week(strategy: str) -> _Week:
+    assert _CURRENT is not None
+    p, state, world = _CURRENT
+    p.restore(state)
+    attack = world.attack(strategy) if strategy != QUIET else None
+    legit, tally = p.run(world.workload.split, len(world.workload), attack=attack, end=world.end)
+    if tally is not None:
+        tally.touched = set()  # not needed by the parent; keeps the answer small
+    return _Week(strategy, legit, tally, list(p.first), p.shadow_refused)
 
 
-def _outcome(
-    shared: _Shared, strategy: str, configuration: str, baseline: PassResult, result: PassResult
-) -> Outcome:
-    """Splice an attack pass with the baseline week of the accounts it left out."""
-    included = result.included
-    base_code, base_kind, base_typos = _legit_tally(
-        shared, baseline.status, lambda who: who not in included
-    )
-    new_code, new_kind, new_typos = _legit_tally(shared, result.status, lambda who: who in included)
-    by_code, by_kind = base_code + new_code, base_kind + new_kind
-    names = [p.id for p in shared.workload.practitioners]
-    legit_ids = {names[i] for i in range(len(names))}
-    included_ids = {names[i] for i in included}
-    legit_alerts = [a for a in baseline.alerts if a[1] not in included_ids] + [
-        a for a in result.alerts if a[1] in legit_ids
-    ]
-    attacker_alerts = [a for a in result.alerts if a[1] not in legit_ids]
-    first = min(attacker_alerts, default=None)
-    events = shared.workload.events
-    typos = sum(1 for e in events if e[4] == TYPO)
-    attack_start = ATTACK_START
-    return Outcome(
-        strategy=strategy,
-        configuration=configuration,
-        exposed=len(result.exposed),
-        exposed_per_account_max=max(result.got, default=0),
-        attack_lookups=result.attempts,
-        legit_lookups=len(events) - typos,
-        legit_refused=sum(by_code.values()),
-        legit_refused_by=dict(sorted(by_code.items())),
-        legit_refused_by_kind=dict(sorted(by_kind.items())),
-        typos_rejected=base_typos + new_typos,
-        legit_alerted=len({a[1] for a in legit_alerts}),
-        legit_alerts_by_signal=dict(sorted(Counter(a[2] for a in legit_alerts).items())),
-        first_alert_lookups=first[3] if first else None,
-        first_alert_account_lookups=first[4] if first else None,
-        first_alert_seconds=(first[0] - attack_start) if first else None,
-        first_alert_signal=first[2] if first else None,
-        accounts_alerted=len({a[1] for a in attacker_alerts}),
-        accounts_stopped=result.stopped,
-        legit_accounts_replayed=len(included),
-        exposure_by_hour=_hour_curve(sorted(result.exposed.values()), shared.hours),
-    )
-
-
-def _run_task(task: tuple[str, str]) -> Outcome | PassResult:
-    shared = _SHARED
-    assert shared is not None
-    strategy, configuration = task
-    if strategy == "":
-        return _run_baseline(shared, configuration)
-    if configuration == "none":
-        return _run_unguarded(shared, strategy)
-    return _run_attack(shared, strategy, configuration)
-
-
-def _map(tasks: list[tuple[str, str]], jobs: int) -> list[Outcome | PassResult]:
-    """Run tasks, in worker processes when asked and possible (same results either way)."""
+def _map_weeks(tasks: list[str], jobs: int, done: Callable[[str], None]) -> dict[str, _Week]:
+    out: dict[str, _Week] = {}
     if jobs > 1 and len(tasks) > 1 and _can_fork():
         import multiprocessing
 
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            return list(pool.map(_run_task, tasks, chunksize=1))
-    return [_run_task(t) for t in tasks]
+            for week in pool.imap_unordered(_run_week, tasks):
+                out[week.strategy] = week
+                done(week.strategy)
+        return out
+    for task in tasks:
+        out[task] = _run_week(task)
+        done(task)
+    return out
 
 
 def _can_fork() -> bool:
@@ -437,111 +532,276 @@ def _can_fork() -> bool:
     )
 
 
-def _policies(settings: ReplaySettings) -> dict[str, tuple[QuotaPolicy, QuotaPolicy]]:
-    from nirguard.policy import QuotaPolicy
-    from nirguard.replay.tuning import desk_policy
-
-    gp = settings.policy if settings.policy is not None else QuotaPolicy()
-    desk = settings.desk_policy if settings.desk_policy is not None else desk_policy()
-    return {
-        "quotas": (without_detection(gp), without_detection(desk)),
-        "detection": (gp, desk),
-    }
-
-
-def _prepare(settings: ReplaySettings, say: Callable[[str], None] = lambda _: None) -> _Shared:
-    """Build everything the passes share: registry, week, attackers' material."""
-    shared = _Shared()
-    shared.policies = _policies(settings)
-    say(f"building a registry of {settings.people:,} people")
-    shared.registry = build_registry(settings.people, seed=settings.seed)
-    say(f"building a week of {settings.practitioners:,} practitioners")
-    shared.workload = build_workload(
-        shared.registry, settings.practitioners, days=settings.days, seed=settings.seed
+def _replay_configuration(
+    world: World,
+    configuration: str,
+    enforce: bool,
+    tasks: list[str],
+    progress: _Progress,
+) -> tuple[LegitTally, dict[str, _Week]]:
+    global _CURRENT
+    label = configuration if enforce else f"{configuration} (shadow)"
+    p = Pass(
+        registry=world.registry,
+        workload=world.workload,
+        policy_for=world.policy_for(configuration),
+        key=_key(configuration),
+        attackers=world.attackers(),
+        enforce=enforce,
+        features=world.features,
     )
-    shared.hours = int(settings.days * DAY // HOUR)
-    shared.attackers = settings.attackers
-    shared.seed = settings.seed
-    say("building the attackers' cohort queue and leaked list")
-    shared.material = attack_material(shared.registry, settings.seed)
-    shared.index = CohortIndex(shared.workload.events)
-    return shared
+    split = world.workload.split
+    report = progress.stage(split)
+    history, _ = p.run(0, split, progress=lambda n: report(f"{label}: history", n / max(1, split)))
+    state = p.snapshot()
+    _CURRENT = (p, state, world)
+    finished: list[str] = []
+    report = progress.stage(len(tasks) * (len(world.workload) - split))
+
+    def done(strategy: str) -> None:
+        finished.append(strategy)
+        report(f"{label}: {strategy}", len(finished) / len(tasks))
+
+    try:
+        weeks = _map_weeks(tasks, world.settings.jobs, done)
+    finally:
+        _CURRENT = None
+    return history, weeks
+
+
+def _hour_curve(times: array[float] | list[float], start: float, hours: int) -> list[int]:
+    counts = [0] * hours
+    for t in times:
+        h = int((t - start) // HOUR)
+        if 0 <= h < hours:
+            counts[h] += 1
+    total, out = 0, []
+    for c in counts:
+        total += c
+        out.append(total)
+    return out
+
+
+def _attack_outcome(
+    world: World, strategy: str, configuration: str, tally: AttackTally, legit: LegitSummary
+) -> Outcome:
+    week_start = world.workload.attack_day * DAY
+    hours = world.settings.attack_days * 24
+    signals = tally.account_signal
+    known = sorted(s for s in signals if s is not None)
+    first = tally.first_signal
+    return Outcome(
+        strategy=strategy,
+        configuration=configuration,
+        exposed=len(tally.exposed),
+        exposed_per_account_max=max(tally.got, default=0),
+        attack_lookups=tally.attempts,
+        break_glass=tally.break_glass,
+        accounts_stopped=tally.stopped,
+        accounts_signalled=len(known),
+        first_signal_lookups=first[0] if first else None,
+        first_signal_seconds=(first[1] - world.attack_start) if first else None,
+        first_signal=first[2] if first else None,
+        account_signal_median=known[len(signals) // 2] if len(known) > len(signals) // 2 else None,
+        account_signal_max=known[-1] if known and len(known) == len(signals) else None,
+        exposure_by_hour=_hour_curve(sorted(tally.exposed.values()), week_start, hours),
+        legit=legit,
+    )
+
+
+def _unguarded(world: World, strategy: str) -> Outcome:
+    attack = world.attack(strategy)
+    times, found, attempts = attack.unguarded(world.registry, world.end)
+    hours = world.settings.attack_days * 24
+    return Outcome(
+        strategy=strategy,
+        configuration="none",
+        exposed=len(times),
+        exposed_per_account_max=max(found, default=0),
+        attack_lookups=attempts,
+        exposure_by_hour=_hour_curve(times, world.workload.attack_day * DAY, hours),
+    )
+
+
+def _compare(
+    names: list[str],
+    enforced: list[tuple[int, str, str] | None],
+    shadow: list[tuple[int, str, str] | None],
+    refused: int,
+) -> ShadowCheck:
+    check = ShadowCheck(refused=refused)
+    for i, (a, b) in enumerate(zip(enforced, shadow, strict=True)):
+        if a is None and b is None:
+            continue
+        check.accounts += 1
+        if a == b:
+            check.same += 1
+        elif len(check.differences) < 5:
+            check.differences.append(f"{names[i]}: enforced {a}, shadow {b}")
+    return check
 
 
 def run_replay(
     settings: ReplaySettings | None = None,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    world: World | None = None,
 ) -> ReplayResult:
-    """Replay a week of a portal under attack and measure each configuration.
+    """Replay the portal's history and its attack week under each configuration.
 
     Args:
-        settings: what to run (defaults: 1,000,000 people, 2,000
-            practitioners, 7 days, 19 stolen accounts, every strategy and
-            configuration, the shipped policy).
-        progress: called with a short line of text at each stage.
-
-    Returns:
-        One :class:`Outcome` per strategy x configuration.
+        settings: what to run (defaults: scale 1, 3 weeks of history, a
+            7-day attack week, 19 stolen accounts, every strategy, no guard
+            and the shipped policy, shadow check on).
+        progress: called with a stage label and the fraction of that stage done.
+        world: a world already built for these settings (the tuning sweeps
+            reuse one); built here when ``None``.
 
     Raises:
         ValueError: unknown strategy or configuration, or sizes out of range.
         PolicyError: a policy could not be built.
     """
-    global _SHARED
+    import time
+
     settings = settings or ReplaySettings()
     for name in settings.configurations:
         if name not in CONFIGURATIONS:
             raise ValueError(f"unknown configuration {name!r}")
-    say = progress or (lambda _: None)
-    shared = _prepare(settings, say)
-    registry, workload, policies = shared.registry, shared.workload, shared.policies
-    gp_policy = policies["detection"][0]
-    intervals = {s: _fresh_attack(shared, s).interval for s in settings.strategies}
+    for strategy in settings.strategies:
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}"
+            )
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    # Units of work: one event replayed through a guard; building costs about a third.
+    events = (
+        accounts_for(settings.scale) * 142 * (settings.history_weeks + settings.attack_days / 7)
+    )
     guarded = [c for c in settings.configurations if c != "none"]
-    # Longest first: the legitimate week per configuration, then the attacks.
-    tasks = [("", c) for c in guarded]
-    tasks += [(s, c) for s in settings.strategies for c in guarded]
-    tasks += [(s, "none") for s in settings.strategies if "none" in settings.configurations]
-    say(
-        f"replaying the legitimate week under {', '.join(guarded) or 'no guard'}"
-        f" and {len(tasks) - len(guarded)} attacks"
+    passes = len(guarded) + (1 if settings.shadow and "guard" in guarded else 0)
+    tasks = [QUIET, *settings.strategies]
+    week_units = (
+        events / (settings.history_weeks + settings.attack_days / 7) * settings.attack_days / 7
     )
-    _SHARED = shared
-    try:
-        done: dict[tuple[str, str], Any] = dict(zip(tasks, _map(tasks, settings.jobs), strict=True))
-    finally:
-        _SHARED = None
-    outcomes = []
-    for s in settings.strategies:
-        for c in settings.configurations:
-            found = done[(s, c)]
-            if c != "none":
-                found = _outcome(shared, s, c, done[("", c)], found)
-            outcomes.append(found)
-    kinds = sorted({p.kind for p in workload.practitioners})
+    plan = _Progress(
+        progress, events * 0.3 + passes * (events - week_units + len(tasks) * week_units)
+    )
+    if world is None:
+        world = build_world(settings, plan.stage(events * 0.3))
+    else:
+        plan.stage(events * 0.3)
+        world = World(
+            settings,
+            world.registry,
+            world.workload,
+            world.material,
+            _policies(settings),
+            world.features,
+        )
+    seconds["world"] = time.perf_counter() - started
+    workload = world.workload
+    kinds: list[str] = [p.kind for p in workload.practitioners]
+    names = [p.id for p in workload.practitioners] + world.attackers()
+    outcomes: list[Outcome] = []
+    history: dict[str, LegitSummary] = {}
+    weeks: dict[tuple[str, bool], dict[str, _Week]] = {}
+    tallies: dict[str, LegitTally] = {}
+    for configuration in guarded:
+        modes = [True]
+        if configuration == "guard" and settings.shadow and world.features.shadow:
+            modes.append(False)
+        for enforce in modes:
+            t0 = time.perf_counter()
+            tally, found = _replay_configuration(world, configuration, enforce, tasks, plan)
+            weeks[(configuration, enforce)] = found
+            if enforce:
+                history[configuration] = LegitSummary.of(tally, kinds)
+                tallies[configuration] = tally
+            seconds[configuration if enforce else f"{configuration} (shadow)"] = (
+                time.perf_counter() - t0
+            )
+    t0 = time.perf_counter()
+    say = plan.stage(0)
+    for strategy in settings.strategies:
+        for configuration in settings.configurations:
+            if configuration == "none":
+                say(f"no guard: {strategy}", 1.0)
+                outcomes.append(_unguarded(world, strategy))
+                continue
+            week = weeks[(configuration, True)][strategy]
+            assert week.attack is not None
+            outcome = _attack_outcome(
+                world, strategy, configuration, week.attack, LegitSummary.of(week.legit, kinds)
+            )
+            outcome.legit_all = LegitSummary.of(tallies[configuration].merge(week.legit), kinds)
+            shadow = weeks.get((configuration, False))
+            if shadow is not None:
+                other = shadow[strategy]
+                outcome.shadow = _compare(names, week.first, other.first, other.shadow_refused)
+            outcomes.append(outcome)
+    for configuration in guarded:
+        week = weeks[(configuration, True)][QUIET]
+        quiet = Outcome(
+            QUIET,
+            configuration,
+            legit=LegitSummary.of(week.legit, kinds),
+            legit_all=LegitSummary.of(tallies[configuration].merge(week.legit), kinds),
+        )
+        shadow = weeks.get((configuration, False))
+        if shadow is not None:
+            other = shadow[QUIET]
+            quiet.shadow = _compare(names, week.first, other.first, other.shadow_refused)
+        outcomes.append(quiet)
+    seconds["no guard"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
     return ReplayResult(
-        settings={
-            "seed": settings.seed,
-            "people": settings.people,
-            "practitioners": settings.practitioners,
-            "days": settings.days,
-            "attackers": settings.attackers,
-            "policy": policy_dict(gp_policy),
-            "desk_policy": policy_dict(policies["detection"][1]),
-            "attack_interval_seconds": {s: round(i, 1) for s, i in intervals.items()},
-        },
-        workload={
-            "registry_people": len(registry),
-            "registry_cohorts": registry.cohorts,
-            "legit_events": len(workload.events),
-            "accounts": dict(Counter(p.kind for p in workload.practitioners)),
-            "weekly_volume": {k: workload.weekly_volume(k) for k in kinds},
-        },
+        settings=_settings_dict(settings, world),
+        world=_world_dict(world),
+        features=asdict(world.features),
+        history=history,
         outcomes=outcomes,
+        seconds=seconds,
     )
+
+
+def _settings_dict(settings: ReplaySettings, world: World) -> dict[str, Any]:
+    gp, desk = world.policies["guard"]
+    return {
+        "seed": settings.seed,
+        "scale": settings.scale,
+        "history_weeks": settings.history_weeks,
+        "attack_days": settings.attack_days,
+        "attackers": settings.attackers,
+        "strategies": list(settings.strategies),
+        "configurations": list(settings.configurations),
+        "shadow": settings.shadow and world.features.shadow,
+        "policy": policy_dict(gp),
+        "desk_policy": policy_dict(desk),
+        "attack_interval_seconds": {
+            s: round(world.attack(s).interval, 1) for s in settings.strategies
+        },
+    }
+
+
+def _world_dict(world: World) -> dict[str, Any]:
+    registry, workload = world.registry, world.workload
+    sizes = sorted((registry.size(c) for c in range(registry.cohorts)), reverse=True)
+    split = workload.split
+    return {
+        "people": len(registry),
+        "cohorts": registry.cohorts,
+        "cohort_fraction": round(registry.fraction, 6),
+        "largest_cohorts": sizes[:5],
+        "people_in_cohorts_of_120_or_more": sum(n for n in sizes if n >= 120),
+        "accounts": dict(Counter(p.kind for p in workload.practitioners)),
+        "history_lookups": workload.count(0, split),
+        "attack_week_lookups": workload.count(split),
+        "attack_week_lookups_by_kind": workload.count_by_kind(split),
+        "weekly_volume": {k: workload.weekly_volume(k) for k in KINDS},
+    }
 
 
 def default_jobs() -> int:
-    """Worker processes to use by default: the CPUs, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Worker processes to use by default: the CPUs, at most 2."""
+    return max(1, min(2, os.cpu_count() or 1))

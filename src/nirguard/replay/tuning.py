@@ -1,36 +1,43 @@
-"""The policies the replay recommends, and the sweep that chose them.
+"""Candidate policies, run fast, one JSON row each: how the default policy is tuned.
 
-``python -m nirguard.replay.tuning [--people N] [--practitioners N]`` replays
-every candidate policy below and prints, for each, the identities exposed
-per strategy and the legitimate lookups refused: the trade-off curve of
-``docs/replay.md``.
+``python -m nirguard.replay.tuning`` builds the replay's world once per
+scale and replays every candidate on it, printing one JSON line per
+candidate and scale: legitimate lookups refused (GPs and desks, attack week
+and all weeks), accounts locked (and by portal-wide signals), identities
+exposed and lookups before the first signal per strategy, and which
+targets are met. Candidates name only the fields they change; the others
+keep ``QuotaPolicy()``'s defaults.
+
+Examples::
+
+    python -m nirguard.replay.tuning                         # every candidate, scale 0.25
+    python -m nirguard.replay.tuning --only shipped --scales 1,3,10 --quick
+    python -m nirguard.replay.tuning --candidate 'hot5={"hot_cohort": 5}' --candidate shipped
+    python -m nirguard.replay.tuning --candidates my-candidates.json   # {"name": {fields}, ...}
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-__all__ = [
-    "CANDIDATES",
-    "DESK_POLICY",
-    "RECOMMENDED",
-    "desk_policy",
-    "main",
-    "recommended_policy",
-    "sweep",
-]
+__all__ = ["CANDIDATES", "DESK_POLICY", "desk_policy", "main", "sweep"]
 
-#: Policy of the high-volume desks (hospital admissions, pharmacies): a
-#: desk serves hundreds of different people a day, many born in the local
-#: maternity, so volume quotas are an order of magnitude above a GP's and the
-#: cohort signal tolerates more people per cohort.
+#: Policy of the high-volume desks (hospital admissions, pharmacies): a desk
+#: serves hundreds of different people a day, so volume quotas are an order
+#: of magnitude above a GP's and the cohort signal tolerates more people per
+#: cohort. Fields not named keep ``QuotaPolicy()``'s defaults.
 DESK_POLICY: Final[dict[str, Any]] = {
+    "name": "desk",
     "lookups": "60/minute;1500/day",
     "distinct_patients": "1000/day",
     "invalid_nirs": "20/hour",
@@ -44,34 +51,21 @@ DESK_POLICY: Final[dict[str, Any]] = {
     "miss_ratio_min_lookups": 50,
 }
 
-#: What the replay recommends changing in the practitioners' default policy
-#: (``docs/replay.md``): a short window on new patients stops a fast list
-#: harvest within a few lookups, and a weekly cap bounds a slow one.
-RECOMMENDED: Final[dict[str, Any]] = {
-    "distinct_patients": "8/10 minutes;100/day;300/7 days",
-}
-
-#: Candidate policies for practitioners, from loose to tight (fields not
-#: named keep the shipped default), then the recommended policy with one
-#: detection option off at a time.
+#: Candidate changes to the GPs' policy (fields not named keep the shipped
+#: default). ``shipped`` is ``QuotaPolicy()`` itself.
 CANDIDATES: Final[dict[str, dict[str, Any]]] = {
     "shipped": {},
-    "burst10": {"distinct_patients": "10/10 minutes;100/day"},
-    "burst8": {"distinct_patients": "8/10 minutes;100/day"},
-    "burst8-week350": {"distinct_patients": "8/10 minutes;100/day;350/7 days"},
-    "burst8-week300": {"distinct_patients": "8/10 minutes;100/day;300/7 days"},
-    "burst8-week250": {"distinct_patients": "8/10 minutes;100/day;250/7 days"},
-    "burst8-week200": {"distinct_patients": "8/10 minutes;100/day;200/7 days"},
-    "burst8-week150": {"distinct_patients": "8/10 minutes;100/day;150/7 days"},
-    "burst8-week275": {"distinct_patients": "8/10 minutes;100/day;275/7 days"},
-    "burst10-week300": {"distinct_patients": "10/10 minutes;100/day;300/7 days"},
-    "recommended": RECOMMENDED,
-    "recommended-no-cohort": {**RECOMMENDED, "cohort": None},
-    "recommended-no-portal-cohort": {**RECOMMENDED, "portal_cohort": None},
-    "recommended-no-miss-ratio": {**RECOMMENDED, "miss_ratio": None},
-    "recommended-no-escalation": {**RECOMMENDED, "lockout_escalation": ()},
-    "recommended-cohort-3": {**RECOMMENDED, "cohort": "3/day"},
-    "recommended-portal-cohort-20": {**RECOMMENDED, "portal_cohort": "20/day"},
+    "hot-cohort-3": {"hot_cohort": 3.0},
+    "hot-cohort-6": {"hot_cohort": 6.0},
+    "hot-cohort-min-10": {"hot_cohort_min": 10},
+    "hot-cohort-min-25": {"hot_cohort_min": 25},
+    "hot-cohort-reason": {"hot_cohort_action": "reason"},
+    "portal-cohort-3": {"portal_cohort": "3/day;10/7 days"},
+    "portal-cohort-8": {"portal_cohort": "8/day;15/7 days"},
+    "portal-cohort-off": {"portal_cohort": None},
+    "cohort-3": {"cohort": "3/day"},
+    "break-glass-2": {"break_glass": "2/day;5/7 days"},
+    "no-escalation": {"lockout_escalation": ()},
 }
 
 
@@ -79,22 +73,14 @@ def _policy(data: dict[str, Any]) -> QuotaPolicy:
     from nirguard.policy import QuotaPolicy
 
     known = set(QuotaPolicy.model_fields)
-    return QuotaPolicy(**{k: v for k, v in data.items() if k in known})
-
-
-def recommended_policy() -> QuotaPolicy:
-    """The shipped default with the replay's :data:`RECOMMENDED` changes.
-
-    Raises:
-        PolicyError: the installed ``QuotaPolicy`` refuses it.
-    """
-    from nirguard.policy import QuotaPolicy
-
-    return _policy({**QuotaPolicy().model_dump(), **RECOMMENDED})
+    fields = {k: v for k, v in data.items() if k in known}
+    if isinstance(fields.get("lockout_escalation"), list):
+        fields["lockout_escalation"] = tuple(fields["lockout_escalation"])
+    return QuotaPolicy(**fields)
 
 
 def desk_policy() -> QuotaPolicy:
-    """The recommended policy of hospital and pharmacy desks, as a ``QuotaPolicy``.
+    """The replay's policy of hospital and pharmacy desks, as a ``QuotaPolicy``.
 
     Raises:
         PolicyError: the installed ``QuotaPolicy`` refuses it.
@@ -102,73 +88,147 @@ def desk_policy() -> QuotaPolicy:
     return _policy(DESK_POLICY)
 
 
+def candidate_policy(fields: dict[str, Any]) -> QuotaPolicy:
+    """``QuotaPolicy()`` with ``fields`` changed.
+
+    Raises:
+        PolicyError: not a valid policy.
+    """
+    from nirguard.policy import QuotaPolicy
+
+    return _policy({**QuotaPolicy().model_dump(), **fields})
+
+
 def sweep(
     candidates: dict[str, dict[str, Any]],
     *,
-    people: int = 1_000_000,
-    practitioners: int = 2000,
+    scales: Sequence[float] = (0.25,),
+    history_weeks: int = 3,
+    attack_days: int = 7,
+    strategies: Sequence[str] | None = None,
     seed: int = 0,
-    jobs: int = 2,
+    jobs: int = 1,
+    shadow: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Replay each candidate policy; yields one summary row per candidate.
+    """Replay each candidate at each scale; yields one row per pair.
+
+    The world (registry, legitimate weeks) is built once per scale and shared
+    by the candidates.
 
     Raises:
         PolicyError: a candidate is not a valid policy.
     """
-    from nirguard.replay.runner import ReplaySettings, run_replay
+    from nirguard.replay.attacks import STRATEGIES
+    from nirguard.replay.report import scale_row, targets
+    from nirguard.replay.runner import ReplaySettings, build_world, run_replay
 
-    for name, fields in candidates.items():
-        from nirguard.policy import QuotaPolicy
-
-        base = QuotaPolicy().model_dump()
-        base.update(fields)
-        result = run_replay(
-            ReplaySettings(
-                seed=seed,
-                people=people,
-                practitioners=practitioners,
-                configurations=("none", "detection"),
-                policy=_policy(base),
-                desk_policy=desk_policy(),
-                jobs=jobs,
+    policies = {name: candidate_policy(fields) for name, fields in candidates.items()}
+    for scale in scales:
+        base = ReplaySettings(
+            seed=seed,
+            scale=scale,
+            history_weeks=history_weeks,
+            attack_days=attack_days,
+            strategies=tuple(strategies or STRATEGIES),
+            configurations=("guard",),
+            shadow=shadow,
+            jobs=jobs,
+        )
+        world = None
+        for name, policy in policies.items():
+            started = time.perf_counter()
+            settings = dataclasses.replace(base, policy=policy)
+            if world is None:
+                world = build_world(settings)
+            result = run_replay(settings, world=world)
+            row: dict[str, Any] = {"candidate": name, "fields": candidates[name]}
+            row.update(scale_row(result))
+            row["asked_reason"] = max(
+                (sum(o.legit.asked.values()) for o in result.outcomes if o.legit), default=0
             )
-        )
-        row: dict[str, Any] = {"candidate": name, "fields": fields}
-        refused = 0
-        for o in result.outcomes:
-            if o.configuration == "detection":
-                none = result.outcome(o.strategy, "none")
-                row[f"{o.strategy}_exposed"] = o.exposed
-                row[f"{o.strategy}_share"] = o.exposed / none.exposed if none.exposed else 0.0
-                row[f"{o.strategy}_per_account"] = o.exposed_per_account_max
-                row[f"{o.strategy}_alert_after"] = o.first_alert_account_lookups
-                refused = max(refused, o.legit_refused)
-                row["legit_lookups"] = o.legit_lookups
-                row["legit_alerted"] = max(row.get("legit_alerted", 0), o.legit_alerted)
-        row["legit_refused"] = refused
-        row["legit_refused_rate"] = (
-            refused / row["legit_lookups"] if row.get("legit_lookups") else 0
-        )
-        row["seed"] = seed
-        yield row
+            row["targets_met"] = all(t.met for t in targets(result))
+            row["targets"] = {t.name: t.met for t in targets(result)}
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            yield row
+
+
+def _candidates(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    chosen: dict[str, dict[str, Any]] = {}
+    if args.candidates:
+        loaded = json.loads(Path(args.candidates).read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError("--candidates: expected a JSON object {name: {field: value}}")
+        chosen.update(loaded)
+    for item in args.candidate or ():
+        name, _, text = item.partition("=")
+        if not text:
+            if name not in CANDIDATES:
+                raise ValueError(f"unknown candidate {name!r}")
+            chosen[name] = CANDIDATES[name]
+        else:
+            fields = json.loads(text)
+            if not isinstance(fields, dict):
+                raise ValueError(f"--candidate {name}: expected a JSON object")
+            chosen[name] = fields
+    if not chosen:
+        chosen = dict(CANDIDATES)
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only}
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the trade-off curve of :data:`CANDIDATES` as JSON lines."""
-    import json
+    """Print one JSON line per candidate and scale."""
+    from nirguard.errors import PolicyError
 
-    parser = argparse.ArgumentParser(prog="python -m nirguard.replay.tuning")
-    parser.add_argument("--people", type=int, default=1_000_000)
-    parser.add_argument("--practitioners", type=int, default=2000)
+    parser = argparse.ArgumentParser(
+        prog="python -m nirguard.replay.tuning",
+        description="Replay candidate policies; one JSON line per candidate and scale.",
+    )
+    parser.add_argument("--scales", default="0.25", help="comma-separated scales (default 0.25)")
+    parser.add_argument("--history-weeks", type=int, default=3)
+    parser.add_argument("--attack-days", type=int, default=7)
+    parser.add_argument(
+        "--quick", action="store_true", help="1 week of history, 2 attack days, 4 strategies"
+    )
+    parser.add_argument("--strategy", action="append", help="strategies to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--only", action="append", help="candidate names to run")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--shadow", action="store_true", help="also run the shadow-mode check")
+    parser.add_argument(
+        "--candidate", action="append", help="NAME (a built-in) or NAME=JSON fields; repeat"
+    )
+    parser.add_argument("--candidates", help="a JSON file {name: {field: value}}")
+    parser.add_argument("--only", action="append", help="keep only these candidate names")
     args = parser.parse_args(argv)
-    chosen = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
-    for row in sweep(
-        chosen, people=args.people, practitioners=args.practitioners, seed=args.seed, jobs=args.jobs
-    ):
-        print(json.dumps(row), flush=True)
+    try:
+        candidates = _candidates(args)
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+    except (ValueError, OSError) as exc:
+        print(f"tuning: {exc}", file=sys.stderr)
+        return 2
+    strategies = args.strategy
+    history, days = args.history_weeks, args.attack_days
+    if args.quick:
+        from nirguard._cli_simulate import QUICK_DAYS, QUICK_HISTORY, QUICK_STRATEGIES
+
+        strategies = strategies or list(QUICK_STRATEGIES)
+        history, days = QUICK_HISTORY, QUICK_DAYS
+    try:
+        for row in sweep(
+            candidates,
+            scales=scales,
+            history_weeks=history,
+            attack_days=days,
+            strategies=strategies,
+            seed=args.seed,
+            jobs=args.jobs,
+            shadow=args.shadow,
+        ):
+            print(json.dumps(row), flush=True)
+    except PolicyError as exc:
+        print(f"tuning: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
