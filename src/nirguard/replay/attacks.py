@@ -273,24 +273,25 @@ class _RandomWalk:
 class _ParallelWalk:
     """Several sequential walks at once, taking turns."""
 
-    __slots__ = ("turn", "walks")
+    __slots__ = ("last", "turn", "walks")
 
     def __init__(self, cohorts: list[_Target], width: int) -> None:
         self.walks = [_Walk(cohorts[i::width]) for i in range(width)]
         self.turn = 0
+        self.last = 0
 
     def next(self) -> str | None:
         for _ in range(len(self.walks)):
             walk = self.walks[self.turn]
+            self.last = self.turn
+            self.turn = (self.turn + 1) % len(self.walks)
             number = walk.next()
             if number is not None:
                 return number
-            self.turn = (self.turn + 1) % len(self.walks)
         return None
 
     def feedback(self, found: bool) -> None:
-        self.walks[self.turn].feedback(found)
-        self.turn = (self.turn + 1) % len(self.walks)
+        self.walks[self.last].feedback(found)
 
 
 @dataclass(frozen=True)
