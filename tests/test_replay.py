@@ -82,7 +82,8 @@ def test_cohorts_are_whole_sorted_and_dense_from_001(registry):
         orders = list(registry.orders(c))
         assert orders == sorted(orders)
         assert len(orders) == registry.size(c)
-        assert 1 <= orders[0] and orders[-1] <= registry.top(c) <= 999
+        assert orders[0] >= 1
+        assert orders[-1] <= registry.top(c) <= 999
         prefix = registry.prefix(c)
         for rank, order in enumerate(orders):
             person = registry.start(c) + rank
