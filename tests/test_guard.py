@@ -14,6 +14,7 @@ import pytest
 
 from nirguard import (
     AuditEvent,
+    ConfigurationError,
     EnumerationSuspected,
     GuardUnavailable,
     InvalidNIR,
@@ -250,18 +251,27 @@ def test_cohort_detection_catches_order_walking() -> None:
     assert_no_nir(text, *walked)
 
 
-def test_portal_cohort_catches_work_spread_across_accounts() -> None:
-    guard, _, _, alerts = make(only(portal_cohort="4/day"))
+def test_a_walk_spread_across_accounts_heats_its_cohort_then_catches_the_walkers() -> None:
+    policy = only(hot_cohort=4.0, hot_cohort_min=3, portal_cohort="2/day")
+    guard, _, events, alerts = make(policy)
     spy = Spy()
     wrapped = guard.protect(practitioner="practitioner_id", nir="nir")(spy)
     prefix = "2900275056"
-    walked = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in range(1, 8)]
-    for i, value in enumerate(walked[:4]):
+    walked = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in range(1, 30)]
+    for i, value in enumerate(walked[:5]):  # five accounts, one person each
         wrapped(f"acct-{i}", value)
+    hot = [a for a in alerts if a.signal == "hot_cohort"]
+    assert len(hot) == 1
+    assert not hot[0].lockout
+    assert hot[0].cohort is not None
+    assert "hot_cohort" in events[-1].signals
+    wrapped("acct-0", walked[5])
+    wrapped("acct-0", walked[6])
     with pytest.raises(EnumerationSuspected) as info:
-        wrapped("acct-9", walked[4])
+        wrapped("acct-0", walked[7])  # its third new patient in a hot cohort: all of its own
     assert info.value.signal == "portal_cohort"
-    assert alerts[0].practitioner == "acct-9"
+    assert alerts[-1].practitioner == "acct-0"
+    assert alerts[-1].lockout
 
 
 def test_miss_ratio_detection() -> None:
@@ -353,7 +363,7 @@ def test_signature_and_metadata_are_kept() -> None:
 
 def test_bad_parameter_names_are_refused_at_decoration() -> None:
     guard = LookupGuard()
-    with pytest.raises(PolicyError):
+    with pytest.raises(ConfigurationError):
         guard.protect(practitioner="who", nir="nir")(lambda practitioner_id, nir: None)
 
 
@@ -543,7 +553,7 @@ def test_memory_store_expires_keys_with_the_clock() -> None:
     for value in NIRS[:100]:
         with guard.lookup("dr", value) as lookup:
             lookup.record(1)
-    store = guard._engine._store
+    store = guard._engine
     before = len(store)  # type: ignore[arg-type]
     clock.advance(2 * 86400)
     for value in NIRS[100:140]:
