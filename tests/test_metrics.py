@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from nirguard.errors import ConfigurationError
 from nirguard.metrics import (
     ALERTS,
-    ATTRIBUTE_KEYS,
     BREAK_GLASS,
     DECISIONS,
     DURATION,
