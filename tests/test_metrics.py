@@ -350,3 +350,35 @@ def test_default_metrics_with_the_extra() -> None:
     m = default_metrics()
     assert isinstance(m, GuardMetrics)
     m.decision("allowed", None, 1e-5, kind="gp", enforced=True)  # the no-op global provider
+
+
+def test_prometheus_names() -> None:
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    out = _run(
+        """
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import generate_latest
+        from nirguard.metrics import GuardMetrics
+        m = GuardMetrics(MeterProvider(metric_readers=[PrometheusMetricReader()]), store="redis")
+        m.decision("denied", "lookups", 2e-5, kind="10003456789", enforced=True)
+        m.alert("cohort", kind="gp")
+        m.lockout("cohort", 1, kind="gp")
+        m.break_glass("ETREAT", kind="gp")
+        print(generate_latest().decode())
+        """
+    )
+    names = {line.split("{")[0] for line in out.splitlines() if line.startswith("nirguard_")}
+    assert names == {
+        "nirguard_guard_decisions_total",
+        "nirguard_guard_decision_duration_seconds_bucket",
+        "nirguard_guard_decision_duration_seconds_count",
+        "nirguard_guard_decision_duration_seconds_sum",
+        "nirguard_guard_alerts_total",
+        "nirguard_guard_lockouts_total",
+        "nirguard_guard_break_glass_total",
+    }
+    assert 'nirguard_quota="lookups"' in out
+    assert 'nirguard_kind="other"' in out
+    assert 'le="2.5e-05"' in out
+    assert "10003456789" not in out

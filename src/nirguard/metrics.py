@@ -60,6 +60,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "LOCKOUTS",
     "MAX_KINDS",
+    "METER_NAME",
     "OTHER",
     "OUTCOMES",
     "QUOTAS",
@@ -73,6 +74,7 @@ __all__ = [
 _log = logging.getLogger("nirguard.metrics")
 
 METER_NAME: Final = "nirguard"
+"""Name of the meter every nirguard instrument belongs to."""
 
 DECISIONS: Final = "nirguard.guard.decisions"
 """Counter of guard decisions, one per lookup (unit ``{decision}``)."""
