@@ -222,6 +222,12 @@ def test_learned_kinds_are_capped() -> None:
     assert len(kinds) == MAX_KINDS + 1
     assert OTHER in kinds
     assert capture.value(DECISIONS, kind=OTHER) == 5
+    # A recorder for another store shares the cap (and what was learned).
+    redis = m.with_store("redis")
+    redis.decision("allowed", None, 1e-4, kind="kind-0", enforced=True)
+    redis.decision("allowed", None, 1e-4, kind="late", enforced=True)
+    assert capture.value(DECISIONS, store="redis", kind="kind-0") == 1
+    assert capture.value(DECISIONS, store="redis", kind=OTHER) == 1
 
 
 def test_with_store_shares_the_instruments() -> None:

@@ -263,6 +263,7 @@ class GuardMetrics:
     """
 
     __slots__ = (
+        "_add_decision",
         "_alert_attrs",
         "_break_glass_attrs",
         "_decision_attrs",
@@ -272,6 +273,7 @@ class GuardMetrics:
         "_kinds_closed",
         "_lock",
         "_lockout_attrs",
+        "_record_duration",
         "_store",
     )
 
@@ -291,15 +293,31 @@ class GuardMetrics:
                     "metrics kinds must be policy names (a letter, then up to 23 letters, "
                     "digits, '-', '_' or '.', no run of 5 digits)"
                 )
-        self._setup(instruments, attribute_value(store, STORES), closed)
+        # name -> the same name as a plain str: a kind value is only ever taken from here.
+        kind_names = {k: k for k in closed or ()}
+        self._setup(
+            instruments,
+            attribute_value(store, STORES),
+            closed is not None,
+            kind_names,
+            threading.Lock(),
+        )
 
-    def _setup(self, instruments: _Instruments, store: str, closed: frozenset[str] | None) -> None:
+    def _setup(
+        self,
+        instruments: _Instruments,
+        store: str,
+        kinds_closed: bool,
+        kind_names: dict[str, str],
+        lock: threading.Lock,
+    ) -> None:
         self._instruments = instruments
+        self._add_decision = instruments.decisions.add
+        self._record_duration = instruments.duration.record
         self._store = store
-        self._kinds_closed = closed is not None
-        # name -> the same name as a plain str: a value is only ever taken from here.
-        self._kind_names: dict[str, str] = {k: k for k in closed or ()}
-        self._lock = threading.Lock()
+        self._kinds_closed = kinds_closed
+        self._kind_names = kind_names
+        self._lock = lock
         self._failed = False
         self._decision_attrs: dict[tuple[Any, ...], tuple[Attributes, Attributes]] = {}
         self._alert_attrs: dict[tuple[Any, ...], Attributes] = {}
@@ -313,8 +331,13 @@ class GuardMetrics:
         application can be passed to guards on different stores.
         """
         other = GuardMetrics.__new__(GuardMetrics)
-        closed = frozenset(self._kind_names.values()) if self._kinds_closed else None
-        other._setup(self._instruments, attribute_value(store, STORES), closed)
+        other._setup(
+            self._instruments,
+            attribute_value(store, STORES),
+            self._kinds_closed,
+            self._kind_names,  # shared: MAX_KINDS bounds the kinds of all of them together
+            self._lock,
+        )
         return other
 
     def __repr__(self) -> str:
@@ -397,8 +420,8 @@ class GuardMetrics:
             except (KeyError, TypeError):
                 attrs = self._decision(outcome, quota, kind, enforced)
                 self._cache(self._decision_attrs, key, attrs)
-            self._instruments.decisions.add(1, attrs[0])
-            self._instruments.duration.record(seconds, attrs[1])
+            self._add_decision(1, attrs[0])
+            self._record_duration(seconds, attrs[1])
         except Exception as exc:  # metrics must never break a lookup
             self._fail(exc)
 
