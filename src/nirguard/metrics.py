@@ -294,7 +294,7 @@ class GuardMetrics:
                     "digits, '-', '_' or '.', no run of 5 digits)"
                 )
         # name -> the same name as a plain str: a kind value is only ever taken from here.
-        kind_names = {k: k for k in closed or ()}
+        kind_names = {str.__str__(k): str.__str__(k) for k in closed or ()}
         self._setup(
             instruments,
             attribute_value(store, STORES),
