@@ -87,24 +87,12 @@ LOCKOUTS: Final = "nirguard.guard.lockouts"
 BREAK_GLASS: Final = "nirguard.guard.break_glass"
 """Counter of break-glass lookups granted (unit ``{grant}``)."""
 
+# fmt: off
 DURATION_BUCKETS: Final = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )
+# fmt: on
 """Bucket boundaries advised for :data:`DURATION` (seconds): 10 µs to 1 s.
 
 A decision on the memory store takes tens of microseconds, on Redis a round
