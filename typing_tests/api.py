@@ -52,3 +52,14 @@ fhir_record = to_fhir(
 assert_type(fhir_record, dict[str, Any])
 fhir_guard = LookupGuard(audit=FhirAuditSink("audit.fhir.jsonl", source="portal", purpose="guard"))
 fhir_posting = FhirAuditSink(lambda resource: None, source="portal", purpose="guard")
+# Metrics (the otel extra): a recorder, or None without opentelemetry-api.
+from nirguard.metrics import GuardMetrics, default_metrics  # noqa: E402
+
+assert_type(default_metrics(), GuardMetrics | None)
+assert_type(default_metrics(store="redis"), GuardMetrics | None)
+recorder = GuardMetrics(store="redis", kinds=("gp", "desk"))
+assert_type(recorder.with_store("memory"), GuardMetrics)
+recorder.decision("allowed", None, 2.5e-5, kind="gp", enforced=True)
+recorder.alert("cohort", kind=None, enforced=False)
+recorder.lockout("distinct_patients", 1, kind="gp")
+recorder.break_glass(nirguard.ReasonCode.ETREAT, kind="gp")
