@@ -58,9 +58,11 @@ class Metrics(Protocol):
         self, outcome: str, quota: str | None, seconds: float, *, kind: str | None, enforced: bool
     ) -> None: ...
 
-    def alert(self, signal: str, *, kind: str | None) -> None: ...
+    def alert(self, signal: str, *, kind: str | None, enforced: bool = True) -> None: ...
 
-    def lockout(self, quota: str, level: int, *, kind: str | None) -> None: ...
+    def lockout(
+        self, quota: str, level: int, *, kind: str | None, enforced: bool = True
+    ) -> None: ...
 
     def break_glass(self, reason: str, *, kind: str | None) -> None: ...
 
@@ -307,7 +309,7 @@ class Admissions:
                 )
             )
             if metrics is not None:
-                metrics.alert("hot_cohort", kind=kind)
+                metrics.alert("hot_cohort", kind=kind, enforced=self.enforce)
         if decision.lockout_started and decision.quota is not None:
             self._alert(
                 Alert(
@@ -321,8 +323,8 @@ class Admissions:
                 )
             )
             if metrics is not None:
-                metrics.alert(decision.quota, kind=kind)
-                metrics.lockout(decision.quota, decision.level, kind=kind)
+                metrics.alert(decision.quota, kind=kind, enforced=self.enforce)
+                metrics.lockout(decision.quota, decision.level, kind=kind, enforced=self.enforce)
         if decision.outcome == "break_glass" and pending.reason is not None:
             left = decision.break_glass_left
             policy = pending.request.policy
@@ -355,7 +357,7 @@ class Admissions:
                     )
                 )
                 if metrics is not None:
-                    metrics.alert("break_glass", kind=kind)
+                    metrics.alert("break_glass", kind=kind, enforced=self.enforce)
 
     def _unavailable(self, pending: _Pending, exc: BaseException, start: float) -> Ticket:
         self._store_down(exc)

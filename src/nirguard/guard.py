@@ -60,6 +60,7 @@ from nirguard.alerts import Alert, BreakGlass
 from nirguard.audit import AuditSink, make_sink
 from nirguard.errors import ConfigurationError
 from nirguard.keys import SecretKey
+from nirguard.metrics import GuardMetrics, default_metrics
 from nirguard.policy import QuotaPolicy
 from nirguard.pseudonym import Pseudonymiser
 
@@ -153,8 +154,11 @@ class LookupGuard:
         key_prefix: namespace of the store keys (no ``{``, ``}`` or ``:``).
         storage_options: passed to the Redis client: timeouts,
             ``max_connections`` of the pool, TLS settings (``docs/redis.md``).
-        metrics: an OpenTelemetry recorder (``nirguard.metrics.GuardMetrics``,
-            the ``otel`` extra); ``None`` records nothing.
+        metrics: OpenTelemetry metrics (``docs/metrics.md``): ``None`` (the
+            default) records through the global meter provider when the
+            ``otel`` extra is installed, and costs nothing without it;
+            ``False`` records nothing; a :class:`~nirguard.metrics.GuardMetrics`
+            records through its own provider.
 
     Raises:
         ConfigurationError: unknown storage scheme, missing extra, or a
@@ -181,7 +185,7 @@ class LookupGuard:
         deadline: float = 0.5,
         key_prefix: str = "nirguard",
         storage_options: dict[str, Any] | None = None,
-        metrics: Metrics | None = None,
+        metrics: GuardMetrics | bool | None = None,
     ) -> None:
         if policy is None:
             policy = QuotaPolicy()
@@ -226,6 +230,15 @@ class LookupGuard:
         self._storage_kind = engine.kind
         self._is_miss = is_miss or _default_is_miss
         self._miss_on = miss_test(miss_on)
+        recorder: Metrics | None
+        if metrics is None or metrics is True:
+            recorder = default_metrics(store=engine.kind)
+        elif metrics is False:
+            recorder = None
+        elif isinstance(metrics, GuardMetrics):
+            recorder = metrics.with_store(engine.kind)
+        else:
+            raise ConfigurationError("metrics must be a GuardMetrics, True, False or None")
         self._admissions = Admissions(
             engine,
             policy,
@@ -233,7 +246,7 @@ class LookupGuard:
             audit=make_sink(audit),
             alert=alert,
             on_break_glass=on_break_glass,
-            metrics=metrics,
+            metrics=recorder,
             clock=clock,
             fail_open=bool(fail_open),
             enforce=bool(enforce),
