@@ -59,15 +59,12 @@ def _twins_threads(guard: LookupGuard, values: list[str], copies: int) -> set[st
     def attempt(value: str) -> None:
         barrier.wait()
         try:
-            with guard.lookup("twin-bot", value) as lookup:
-                with lock:
-                    returned.add(str(lookup.patient))
+            with guard.lookup("twin-bot", value) as lookup, lock:
+                returned.add(str(lookup.patient))
         except LookupDenied:
             pass
 
-    threads = [
-        threading.Thread(target=attempt, args=(v,)) for v in values for _ in range(copies)
-    ]
+    threads = [threading.Thread(target=attempt, args=(v,)) for v in values for _ in range(copies)]
     for t in threads:
         t.start()
     for t in threads:
@@ -153,9 +150,8 @@ def test_break_glass_twins_never_exceed_the_budget(storage: tuple[str, str]) -> 
     def attempt(value: str) -> None:
         barrier.wait()
         try:
-            with guard.lookup("dr", value, reason="ETREAT") as lookup:
-                with lock:
-                    granted.append(str(lookup.patient))
+            with guard.lookup("dr", value, reason="ETREAT") as lookup, lock:
+                granted.append(str(lookup.patient))
         except LookupDenied:
             pass
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nirguard import QuotaPolicy
-from nirguard._engine import Decision, Engine, Request
+from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, Request, escape
 from nirguard._memory import MemoryEngine
 
 T0 = 1_800_000_000.0
@@ -119,6 +119,35 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 def drive(engine: Engine, **fields: Any) -> Driver:
     return Driver(engine, QuotaPolicy.only(**fields))
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=12), st.text(max_size=12))
+def test_escaping_never_merges_two_practitioners(a: str, b: str) -> None:
+    if a != b:
+        assert escape(a) != escape(b)
+    for c in "{}:":
+        assert c not in escape(a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("a:b", "a%3Ab"), ("a{b", "a%7Bb"), ("%portal", "%25portal"), ("x}", "x%7D")],
+)
+def test_look_alike_ids_keep_their_own_budgets(engine: Engine, a: str, b: str) -> None:
+    d = drive(engine, lookups="1/hour")
+    assert d.look(escape(a), "p").outcome == "allowed"
+    assert d.look(escape(b), "p").outcome == "allowed"  # not the budget of a
+
+
+def test_a_practitioner_never_shares_the_portal_slot() -> None:
+    keys = Keys.of("ng", escape("%portal"), "p", "c", "1:2")
+    assert PORTAL_TAG not in keys.account
+    assert keys.portal.startswith("ng:" + PORTAL_TAG)
+    braces = Keys.of("ng", escape("a}b{c"), "p", "c", "1:2")
+    assert braces.account.startswith("ng:{a%7Db%7Bc}:")  # the whole id is the hash tag
 
 
 # -- per-practitioner quotas ----------------------------------------------------------------------

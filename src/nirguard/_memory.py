@@ -27,6 +27,11 @@ __all__ = ["MemoryEngine"]
 #: Most expired records swept per decision: a sweep never stalls one lookup,
 #: and it outpaces the records a decision creates (at most four).
 SWEEP_PER_CALL: Final = 64
+#: When the oldest due record is this far behind the clock (a quiet night, a
+#: quiet month), a decision sweeps up to :data:`SWEEP_CATCH_UP` records, so
+#: memory follows the live set within a few calls (about 10 ms each at most).
+SWEEP_BEHIND: Final = 3600.0
+SWEEP_CATCH_UP: Final = 10_000
 
 Record = dict[str, Any]
 
@@ -123,7 +128,8 @@ class MemoryEngine:
     def _sweep(self, now: float) -> None:
         heap = self._heap
         expiry = self._expiry
-        for _ in range(SWEEP_PER_CALL):
+        budget = SWEEP_CATCH_UP if heap[0][0] < now - SWEEP_BEHIND else SWEEP_PER_CALL
+        for _ in range(budget):
             if not heap or heap[0][0] > now:
                 return
             _, key = heapq.heappop(heap)
