@@ -76,3 +76,14 @@ def redis_url() -> str:
     if not url:
         pytest.skip("set NIRGUARD_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests")
     return url
+
+
+@pytest.fixture
+def redis_cluster_url() -> str:
+    """URL of a real Redis Cluster (skips when not configured)."""
+    url = os.environ.get("NIRGUARD_TEST_REDIS_CLUSTER_URL")
+    if not url:
+        pytest.skip(
+            "set NIRGUARD_TEST_REDIS_CLUSTER_URL=redis+cluster://... to run the Cluster tests"
+        )
+    return url

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import pytest
 
 from nirguard import (
     AuditEvent,
+    ConfigurationError,
     EnumerationSuspected,
     GuardUnavailable,
     InvalidNIR,
@@ -250,18 +249,27 @@ def test_cohort_detection_catches_order_walking() -> None:
     assert_no_nir(text, *walked)
 
 
-def test_portal_cohort_catches_work_spread_across_accounts() -> None:
-    guard, _, _, alerts = make(only(portal_cohort="4/day"))
+def test_a_walk_spread_across_accounts_heats_its_cohort_then_catches_the_walkers() -> None:
+    policy = only(hot_cohort=4.0, hot_cohort_min=3, portal_cohort="2/day")
+    guard, _, events, alerts = make(policy)
     spy = Spy()
     wrapped = guard.protect(practitioner="practitioner_id", nir="nir")(spy)
     prefix = "2900275056"
-    walked = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in range(1, 8)]
-    for i, value in enumerate(walked[:4]):
+    walked = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in range(1, 30)]
+    for i, value in enumerate(walked[:5]):  # five accounts, one person each
         wrapped(f"acct-{i}", value)
+    hot = [a for a in alerts if a.signal == "hot_cohort"]
+    assert len(hot) == 1
+    assert not hot[0].lockout
+    assert hot[0].cohort is not None
+    assert "hot_cohort" in events[-1].signals
+    wrapped("acct-0", walked[5])
+    wrapped("acct-0", walked[6])
     with pytest.raises(EnumerationSuspected) as info:
-        wrapped("acct-9", walked[4])
+        wrapped("acct-0", walked[7])  # its third new patient in a hot cohort: all of its own
     assert info.value.signal == "portal_cohort"
-    assert alerts[0].practitioner == "acct-9"
+    assert alerts[-1].practitioner == "acct-0"
+    assert alerts[-1].lockout
 
 
 def test_miss_ratio_detection() -> None:
@@ -353,7 +361,7 @@ def test_signature_and_metadata_are_kept() -> None:
 
 def test_bad_parameter_names_are_refused_at_decoration() -> None:
     guard = LookupGuard()
-    with pytest.raises(PolicyError):
+    with pytest.raises(ConfigurationError):
         guard.protect(practitioner="who", nir="nir")(lambda practitioner_id, nir: None)
 
 
@@ -389,46 +397,6 @@ def test_exact_under_threads() -> None:
     for t in threads:
         t.join()
     assert len(allowed) == 50
-
-
-def test_audit_sinks_logger_file_and_failing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    logger = logging.getLogger("portal.audit")
-    guard = LookupGuard(only(lookups="1/hour"), audit=logger)
-    with caplog.at_level(logging.INFO, logger="portal.audit"):
-        guard.lookup("dr", NIRS[0]).__enter__().record(1)
-    path = tmp_path / "audit.jsonl"
-    guard = LookupGuard(only(lookups="1/hour"), audit=str(path))
-    with guard.lookup("dr", NIRS[0]) as lookup:
-        lookup.record({"x": 1})
-    with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[1]):
-        pass
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["outcome"] for line in lines] == ["allowed", "denied"]
-    assert lines[0]["patient"].startswith("ephemeral:")
-    assert oct(path.stat().st_mode)[-3:] == "600"
-    assert_no_nir(path.read_text(), NIRS[0], NIRS[1])
-
-    def broken(event: AuditEvent) -> None:
-        raise RuntimeError("disk full " + NIRS[5])
-
-    guard = LookupGuard(audit=broken)
-    with caplog.at_level(logging.ERROR, logger="nirguard.audit"):
-        for value in NIRS[:3]:
-            with guard.lookup("dr", value) as lookup:
-                lookup.record({"x": 1})
-    failures = [r for r in caplog.records if r.name == "nirguard.audit"]
-    assert len(failures) == 1
-    assert NIRS[5] not in failures[0].getMessage()
-
-
-def test_audit_event_refuses_a_raw_nir_without_echoing_it() -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError) as info:
-        AuditEvent(time=0, practitioner="dr", patient=NIRS[0], outcome="allowed")
-    assert NIRS[0] not in str(info.value)
 
 
 def test_store_failure_fails_closed_and_fail_open_is_audited() -> None:
@@ -536,30 +504,6 @@ def test_status_reports_remaining() -> None:
     assert status.remaining["distinct_patients"] == 2
     assert status.remaining["portal"] is None
     assert not status.locked
-
-
-def test_memory_store_expires_keys_with_the_clock() -> None:
-    guard, clock, _, _ = make(only(lookups="1000/minute", distinct_patients="1000/day"))
-    for value in NIRS[:100]:
-        with guard.lookup("dr", value) as lookup:
-            lookup.record(1)
-    store = guard._engine._store
-    before = len(store)  # type: ignore[arg-type]
-    clock.advance(2 * 86400)
-    for value in NIRS[100:140]:
-        with guard.lookup("dr2", value) as lookup:
-            lookup.record(1)
-    assert len(store) < before  # type: ignore[arg-type]
-
-
-def test_practitioner_ids_cannot_collide_through_separators() -> None:
-    guard, _, _, _ = make(only(lookups="1/hour"))
-    with guard.lookup("a:b", NIRS[0]):
-        pass
-    with guard.lookup("a%3Ab", NIRS[1]):  # the escaped form of "a:b" is a different practitioner
-        pass
-    with guard.lookup("a", NIRS[2]):
-        pass
 
 
 def test_reprs_hold_no_secret() -> None:

@@ -159,8 +159,9 @@ def test_problem_json_is_compact_utf8() -> None:
 
 def test_import_nirguard_imports_no_framework_or_redis_client() -> None:
     code = (
-        "import sys, nirguard, nirguard.http, nirguard.integrations\n"
-        "heavy = ('fastapi', 'starlette', 'flask', 'django', 'redis', 'coredis', 'uvicorn')\n"
+        "import sys, nirguard, nirguard.http, nirguard.integrations, nirguard.audit_fhir\n"
+        "heavy = ('fastapi', 'starlette', 'flask', 'django', 'redis', 'coredis', 'uvicorn',\n"
+        "         'fhir', 'fhir_core')\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )
     result = subprocess.run(

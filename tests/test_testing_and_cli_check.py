@@ -84,9 +84,10 @@ def test_check_cli_stdin_json() -> None:
 
 def test_import_nirguard_needs_only_the_core_packages() -> None:
     code = (
-        "import sys, nirguard, nirguard.nir, nirguard.testing\n"
+        "import sys, nirguard, nirguard.nir, nirguard.testing, nirguard.audit_fhir, nirguard.metrics\n"
         "bad = [m for m in ('redis', 'coredis', 'fastapi', 'starlette', 'flask', 'django', "
-        "'matplotlib', 'httpx', 'uvicorn', 'stdnum', 'faker', 'hypothesis', 'numpy') if m in sys.modules]\n"
+        "'matplotlib', 'httpx', 'uvicorn', 'stdnum', 'faker', 'hypothesis', 'numpy', "
+        "'fhir', 'fhir.resources', 'fhir_core', 'opentelemetry') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

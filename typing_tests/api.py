@@ -7,12 +7,15 @@ In particular ``LookupGuard.protect`` keeps the wrapped function's signature
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
 from typing import Any
 
 from typing_extensions import assert_type
 
 import nirguard
 from nirguard import NIR, LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey, nir
+from nirguard.audit import AuditEvent
+from nirguard.audit_fhir import FhirAuditSink, to_fhir
 
 guard = LookupGuard(QuotaPolicy(lookups="30/minute"), storage="memory://")
 
@@ -40,3 +43,23 @@ assert_type(nirguard.__version__, str)
 
 with guard.lookup("10003456789", "185057800608491") as lookup:
     assert_type(lookup.record({"name": "x"}), dict[str, str])
+
+fhir_record = to_fhir(
+    AuditEvent(time=datetime.now(timezone.utc), practitioner="p", outcome="allowed"),
+    source="portal",
+    purpose="guard",
+)
+assert_type(fhir_record, dict[str, Any])
+fhir_guard = LookupGuard(audit=FhirAuditSink("audit.fhir.jsonl", source="portal", purpose="guard"))
+fhir_posting = FhirAuditSink(lambda resource: None, source="portal", purpose="guard")
+# Metrics (the otel extra): a recorder, or None without opentelemetry-api.
+from nirguard.metrics import GuardMetrics, default_metrics  # noqa: E402
+
+assert_type(default_metrics(), GuardMetrics | None)
+assert_type(default_metrics(store="redis"), GuardMetrics | None)
+recorder = GuardMetrics(store="redis", kinds=("gp", "desk"))
+assert_type(recorder.with_store("memory"), GuardMetrics)
+recorder.decision("allowed", None, 2.5e-5, kind="gp", enforced=True)
+recorder.alert("cohort", kind=None, enforced=False)
+recorder.lockout("distinct_patients", 1, kind="gp")
+recorder.break_glass(nirguard.ReasonCode.ETREAT, kind="gp")

@@ -1,394 +1,219 @@
-"""The quota seam: one call decides a whole lookup.
+"""The seam between the guard and its store: one typed protocol, two engines.
 
-:class:`Engine` checks and consumes every counter a lookup touches and
-returns a :class:`Decision`. The logic is written once, as generators that
-yield store operations (:mod:`nirguard._store`), and driven either
-synchronously or asynchronously, so the sync and async paths cannot drift
-apart. A Redis-native engine deciding a lookup in one round trip can replace
-the drivers behind the same calls.
+An :class:`Engine` decides a whole lookup in one atomic step and returns a
+:class:`Decision`. Two engines implement it with the same semantics, step
+for step: :class:`~nirguard._memory.MemoryEngine` (one process, one lock)
+and :class:`~nirguard._redis.RedisEngine` (one Lua script call on Redis; two
+on a Cluster). The steps, in order:
 
-Counters are fixed windows (``limits``' ``FixedWindowRateLimiter``
-semantics: a window starts at its first hit). A lookup is allowed only when
-every counter it increments stays within its limit; when one does not, the
-counters already incremented for this lookup are given back, so a refused
-attempt consumes nothing and concurrent callers can never get more than the
-quota through (each increment is atomic on every store).
+1. **portal** (keys shared by every practitioner): the ``portal`` quota, then
+   the heat of the patient's birth cohort (new patients of the cohort across
+   the portal, decayed over ``hot_cohort_window`` against its trailing
+   baseline over ``hot_cohort_baseline``). What this step records stands
+   whatever the next step decides: it is evidence about the cohort.
+2. **account** (keys of one practitioner): lockout; miss budget; miss
+   ratio; ``lookups``; then, for a patient new to this practitioner,
+   ``distinct_patients``, ``cohort`` (its own walk of one cohort) and
+   ``portal_cohort`` (its new patients in hot cohorts); a breach is a
+   lockout, or, with a break-glass budget, a request for a reason first.
+   Nothing of this step is written unless the lookup is allowed (or a
+   lockout starts): a refused attempt consumes nothing.
+
+Keys hold pseudonyms only. Every key of one practitioner carries the hash tag
+``{<practitioner>}`` and every portal-wide key ``{%portal}`` (``%`` never
+appears in an escaped practitioner id), so that a Redis Cluster keeps each
+group in one slot. Field names are the policy's own field names.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
-from nirguard._store import CLEAR, GET, INCR, TTL, AsyncLimitsStore, LimitsStore, MemoryStore, Op
 from nirguard.errors import (
     EnumerationSuspected,
     LookupDenied,
     PractitionerLocked,
     QuotaExceeded,
+    ReasonRequired,
 )
-from nirguard.policy import QuotaPolicy, parse_duration
 
-__all__ = ["CompiledPolicy", "Decision", "Engine", "Request"]
+if TYPE_CHECKING:
+    from nirguard._compiled import CompiledPolicy
 
-# A lockout "until unlock()" is stored with this expiry (about 10 years).
-INDEFINITE: Final = 10 * 365 * 86400.0
-_INDEFINITE_REPORT: Final = 365 * 86400.0
+__all__ = ["Decision", "Engine", "Keys", "RawStatus", "Request", "escape"]
 
-Flow = Generator[Op, float, "Decision"]
+#: Detection signals: a breach of one of these is "suspected", not "denied".
+SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio"})
+PORTAL_TAG: Final = "{%portal}"
+#: How evidence names the count behind each quota or signal.
+_EVIDENCE: Final = {
+    "cohort": "cohort_patients",
+    "portal_cohort": "portal_cohort_patients",
+    "hot_cohort": "cohort_patients",
+}
+
+
+def escape(practitioner: str) -> str:
+    """A practitioner id made safe for a store key: no ``%``, ``:``, ``{`` or ``}`` left."""
+    if any(c in practitioner for c in "%:{}"):
+        return (
+            practitioner.replace("%", "%25")
+            .replace(":", "%3A")
+            .replace("{", "%7B")
+            .replace("}", "%7D")
+        )
+    return practitioner
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
-    amount: int
-    seconds: int
-    suffix: str
+class Keys:
+    """The store keys of one lookup (see the module docstring for the layout)."""
 
-
-def _windows(policy: QuotaPolicy, name: str) -> tuple[Window, ...]:
-    return tuple(
-        Window(item.amount, item.get_expiry(), f"{item.amount}/{item.get_expiry()}")
-        for item in policy.items(name)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledPolicy:
-    """A :class:`QuotaPolicy` turned into windows and seconds, once per policy."""
-
-    policy: QuotaPolicy
-    lookups: tuple[Window, ...]
-    distinct: tuple[Window, ...]
-    invalid: tuple[Window, ...]
-    misses: tuple[Window, ...]
-    portal: tuple[Window, ...]
-    cohort: tuple[Window, ...]
-    portal_cohort: tuple[Window, ...]
-    seen_seconds: int
-    portal_seen_seconds: int
-    lockout_memory: float
-    ratio: float | None
-    ratio_min: int
-    ratio_seconds: int
+    account: str
+    patient: str
+    walk: str
+    portal: str
+    portal_seen: str
+    heat: str
 
     @classmethod
-    def of(cls, policy: QuotaPolicy) -> CompiledPolicy:
-        distinct = _windows(policy, "distinct_patients")
-        cohort = _windows(policy, "cohort")
-        portal_cohort = _windows(policy, "portal_cohort")
+    def of(
+        cls,
+        prefix: str,
+        practitioner: str,
+        patient: str | None,
+        cohort: str | None,
+        heat_suffix: str,
+    ) -> Keys:
+        own = f"{prefix}:{{{practitioner}}}"
+        shared = f"{prefix}:{PORTAL_TAG}"
         return cls(
-            policy=policy,
-            lookups=_windows(policy, "lookups"),
-            distinct=distinct,
-            invalid=_windows(policy, "invalid_nirs"),
-            misses=_windows(policy, "misses"),
-            portal=_windows(policy, "portal"),
-            cohort=cohort,
-            portal_cohort=portal_cohort,
-            seen_seconds=max((w.seconds for w in (*distinct, *cohort)), default=0),
-            portal_seen_seconds=max((w.seconds for w in portal_cohort), default=0),
-            lockout_memory=parse_duration(policy.lockout_memory),
-            ratio=policy.miss_ratio,
-            ratio_min=policy.miss_ratio_min_lookups,
-            ratio_seconds=int(parse_duration(policy.miss_ratio_window)),
+            account=f"{own}:account",
+            patient=f"{own}:patient:{patient or '-'}",
+            walk=f"{own}:cohort:{cohort or '-'}",
+            portal=f"{shared}:portal",
+            portal_seen=f"{shared}:seen:{patient or '-'}",
+            heat=f"{shared}:hot_cohort:{cohort or '-'}:{heat_suffix}",
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One lookup as the engine sees it: no NIR, only pseudonyms."""
+    """One lookup as an engine sees it: no NIR, only pseudonyms.
 
-    practitioner: str  # already escaped for use in store keys
+    Attributes:
+        practitioner: the practitioner id, escaped for keys (:func:`escape`).
+        policy: the compiled policy that applies.
+        patient: pseudonym of the canonical NIR; ``None`` for an invalid NIR.
+        cohort: pseudonym of the birth cohort (first 10 characters), when a
+            cohort-based check is on.
+        reason: whether the practitioner stated a reason (break-glass).
+        now: the time to decide at; ``None`` = the engine's own clock (the
+            server's, on Redis).
+    """
+
+    practitioner: str
     policy: CompiledPolicy
-    patient: str | None = None  # pseudonym of the canonical NIR; None when invalid
-    cohort: str | None = None  # pseudonym of the 10-character prefix
+    patient: str | None = None
+    cohort: str | None = None
+    reason: bool = False
+    now: float | None = None
 
 
 @dataclass(slots=True)
 class Decision:
-    """What the engine decided for one lookup."""
+    """What an engine decided for one lookup.
 
-    outcome: str  # allowed, invalid, denied, locked, suspected
-    denial: LookupDenied | None = None
+    ``outcome`` is ``allowed``, ``break_glass``, ``invalid`` (an invalid NIR,
+    counted), ``denied``, ``locked``, ``suspected`` or ``reason_required``.
+    """
+
+    outcome: str
     quota: str | None = None
     retry_after: float | None = None
     lockout_started: bool = False
-    evidence: dict[str, float] = field(default_factory=dict)
+    level: int = 0
+    hot: bool = False
+    hot_alert: bool = False
+    heat: float = 0.0
+    expected: float = 0.0
+    break_glass_left: int | None = None
+    count: int | None = None
+    limit: int | None = None
 
-
-def escape(practitioner: str) -> str:
-    """A practitioner id made safe for a store key (no ``:`` or ``%`` left)."""
-    if ":" in practitioner or "%" in practitioner:
-        return practitioner.replace("%", "%25").replace(":", "%3A")
-    return practitioner
-
-
-class Engine:
-    """Decides lookups over one store. Keys never hold a NIR: only pseudonyms."""
-
-    __slots__ = ("_async_loop", "_async_store", "_open_async", "_prefix", "_store")
-
-    def __init__(
-        self,
-        store: MemoryStore | LimitsStore,
-        *,
-        prefix: str,
-        async_store: MemoryStore | AsyncLimitsStore | None,
-        open_async: Callable[[], AsyncLimitsStore],
-    ) -> None:
-        self._store = store
-        self._async_store = async_store
-        self._async_loop: object = None
-        self._open_async = open_async
-        self._prefix = prefix
-
-    # -- keys -----------------------------------------------------------------------------------
-
-    def _key(self, *parts: str) -> str:
-        return ":".join((self._prefix, *parts))
-
-    # -- drivers --------------------------------------------------------------------------------
-
-    def run(self, flow: Generator[Op, float, Any]) -> Any:
-        """Drive ``flow`` synchronously. Store errors propagate."""
-        store = self._store
-        if isinstance(store, MemoryStore):
-            with store.lock:
-                return _drive(flow, store.apply)
-        return _drive(flow, store.apply)
-
-    async def arun(self, flow: Generator[Op, float, Any]) -> Any:
-        """Drive ``flow`` without blocking the event loop. Store errors propagate."""
-        store = self._async_store
-        if not isinstance(store, MemoryStore):
-            # Async clients belong to the event loop that made them.
-            loop = asyncio.get_running_loop()
-            if store is None or self._async_loop is not loop:
-                store = self._async_store = self._open_async()
-                self._async_loop = loop
-        if isinstance(store, MemoryStore):
-            with store.lock:  # in-process and never waits on I/O
-                return _drive(flow, store.apply)
-        apply = store.apply
-        try:
-            op = next(flow)
-            while True:
-                op = flow.send(await apply(op))
-        except StopIteration as stop:
-            return stop.value
-
-    def close(self) -> None:
-        """Close the sync store's connections."""
-        if isinstance(self._store, LimitsStore):
-            self._store.close()
-
-    async def aclose(self) -> None:
-        """Close the async store's connections (call from the loop that used them)."""
-        store = self._async_store
-        if isinstance(store, AsyncLimitsStore):
-            self._async_store = None
-            self._async_loop = None
-            await store.aclose()
-
-    # -- flows ----------------------------------------------------------------------------------
-
-    def admit(self, req: Request) -> Flow:
-        """Lockout -> miss budget and ratio -> lookups -> new-patient quotas -> portal."""
-        p = req.practitioner
-        policy = req.policy
-        locked = yield from self._locked(p)
-        if locked is not None:
-            return locked
-        for w in policy.misses:
-            used = yield (GET, self._key("misses", p, w.suffix), 0, 0)
-            if used >= w.amount:
-                return (yield from self._lock(req, "misses", {"misses": used, "limit": w.amount}))
-        if policy.ratio is not None:
-            n = yield (GET, self._key("ratio", "n", p), 0, 0)
-            if n >= policy.ratio_min:
-                m = yield (GET, self._key("ratio", "m", p), 0, 0)
-                if m / n > policy.ratio:
-                    evidence = {"lookups": n, "misses": m, "ratio": round(m / n, 3)}
-                    return (yield from self._lock(req, "miss_ratio", evidence))
-        taken: list[tuple[str, float]] = []
-        for w in policy.lookups:
-            key = self._key("lookups", p, w.suffix)
-            used = yield (INCR, key, w.seconds, 1)
-            taken.append((key, w.seconds))
-            if used > w.amount:
-                yield from _give_back(taken)
-                ttl = yield (TTL, key, 0, 0)
-                return _quota("lookups", ttl)
-        seen_key = None
-        if req.patient is not None and policy.seen_seconds:
-            seen_key = self._key("seen", p, req.patient)
-            first = yield (INCR, seen_key, policy.seen_seconds, 1)
-            if first == 1:
-                for w in policy.distinct:
-                    key = self._key("distinct", p, w.suffix)
-                    used = yield (INCR, key, w.seconds, 1)
-                    taken.append((key, w.seconds))
-                    if used > w.amount:
-                        yield from _give_back(taken)
-                        yield (CLEAR, seen_key, 0, 0)
-                        evidence = {"distinct_patients": used, "limit": w.amount}
-                        return (yield from self._lock(req, "distinct_patients", evidence))
-                if req.cohort is not None:
-                    for w in policy.cohort:
-                        key = self._key("cohort", p, req.cohort, w.suffix)
-                        used = yield (INCR, key, w.seconds, 1)
-                        taken.append((key, w.seconds))
-                        if used > w.amount:
-                            yield from _give_back(taken)
-                            yield (CLEAR, seen_key, 0, 0)
-                            evidence = {"cohort_patients": used, "limit": w.amount}
-                            return (yield from self._lock(req, "cohort", evidence))
-            else:
-                seen_key = None  # not ours to clear if a later quota refuses
-        if req.patient is not None and req.cohort is not None and policy.portal_seen_seconds:
-            portal_seen = self._key("pseen", req.patient)
-            first = yield (INCR, portal_seen, policy.portal_seen_seconds, 1)
-            if first == 1:
-                for w in policy.portal_cohort:
-                    key = self._key("pcohort", req.cohort, w.suffix)
-                    used = yield (INCR, key, w.seconds, 1)
-                    taken.append((key, w.seconds))
-                    if used > w.amount:
-                        yield from _give_back(taken)
-                        yield (CLEAR, portal_seen, 0, 0)
-                        if seen_key is not None:
-                            yield (CLEAR, seen_key, 0, 0)
-                        evidence = {"portal_cohort_patients": used, "limit": w.amount}
-                        return (yield from self._lock(req, "portal_cohort", evidence))
-        for w in policy.portal:
-            key = self._key("portal", w.suffix)
-            used = yield (INCR, key, w.seconds, 1)
-            taken.append((key, w.seconds))
-            if used > w.amount:
-                yield from _give_back(taken)
-                if seen_key is not None:
-                    yield (CLEAR, seen_key, 0, 0)
-                ttl = yield (TTL, key, 0, 0)
-                return _quota("portal", ttl)
-        if policy.ratio is not None:
-            yield (INCR, self._key("ratio", "n", p), policy.ratio_seconds, 1)
-        return Decision("allowed")
-
-    def invalid(self, req: Request) -> Flow:
-        """An invalid NIR: lockout check, then count it against ``invalid_nirs``."""
-        p = req.practitioner
-        locked = yield from self._locked(p)
-        if locked is not None:
-            return locked
-        for w in req.policy.invalid:
-            used = yield (INCR, self._key("invalid", p, w.suffix), w.seconds, 1)
-            if used > w.amount:
-                evidence = {"invalid_nirs": used, "limit": w.amount}
-                return (yield from self._lock(req, "invalid_nirs", evidence))
-        return Decision("invalid")
-
-    def record_miss(self, req: Request) -> Generator[Op, float, None]:
-        """Count a lookup that found nobody."""
-        p = req.practitioner
-        for w in req.policy.misses:
-            yield (INCR, self._key("misses", p, w.suffix), w.seconds, 1)
-        if req.policy.ratio is not None:
-            yield (INCR, self._key("ratio", "m", p), req.policy.ratio_seconds, 1)
-
-    def status(
-        self, practitioner: str, policy: CompiledPolicy
-    ) -> Generator[Op, float, dict[str, Any]]:
-        """Remaining budget per quota (smallest over its windows) and the lockout."""
-        p = practitioner
-        remaining: dict[str, int | None] = {}
-        groups = (
-            ("lookups", "lookups", policy.lookups, (p,)),
-            ("distinct_patients", "distinct", policy.distinct, (p,)),
-            ("invalid_nirs", "invalid", policy.invalid, (p,)),
-            ("misses", "misses", policy.misses, (p,)),
-            ("portal", "portal", policy.portal, ()),
-        )
-        for name, kind, windows, owner in groups:
-            if not windows:
-                remaining[name] = None
-                continue
-            left = []
-            for w in windows:
-                used = yield (GET, self._key(kind, *owner, w.suffix), 0, 0)
-                left.append(max(0, w.amount - int(used)))
-            remaining[name] = min(left)
-        locked = yield (GET, self._key("lock", p), 0, 0)
-        ttl = (yield (TTL, self._key("lock", p), 0, 0)) if locked else 0.0
-        level = yield (GET, self._key("level", p), 0, 0)
-        return {"remaining": remaining, "locked_for": ttl if locked else None, "level": int(level)}
-
-    def unlock(self, practitioner: str, policy: CompiledPolicy) -> Generator[Op, float, None]:
-        """Lift the lockout and forget the breaches that would re-trigger it at once."""
-        p = practitioner
-        yield (CLEAR, self._key("lock", p), 0, 0)
-        yield (CLEAR, self._key("level", p), 0, 0)
-        for kind, windows in (
-            ("distinct", policy.distinct),
-            ("invalid", policy.invalid),
-            ("misses", policy.misses),
-        ):
-            for w in windows:
-                yield (CLEAR, self._key(kind, p, w.suffix), 0, 0)
-        yield (CLEAR, self._key("ratio", "n", p), 0, 0)
-        yield (CLEAR, self._key("ratio", "m", p), 0, 0)
-
-    # -- lockout --------------------------------------------------------------------------------
-
-    def _locked(self, p: str) -> Generator[Op, float, Decision | None]:
-        lock_key = self._key("lock", p)
-        if (yield (GET, lock_key, 0, 0)) > 0:
-            ttl = yield (TTL, lock_key, 0, 0)
-            retry = None if ttl > _INDEFINITE_REPORT else ttl
-            return Decision(
-                "locked", PractitionerLocked(retry_after=retry), quota="locked", retry_after=retry
-            )
+    def denial(self) -> LookupDenied | None:
+        """The exception this decision refuses with, or ``None`` when it lets through."""
+        outcome, quota, retry = self.outcome, self.quota or self.outcome, self.retry_after
+        if outcome == "denied":
+            return QuotaExceeded(quota, retry_after=retry)
+        if outcome == "suspected":
+            return EnumerationSuspected(quota, retry_after=retry)
+        if outcome == "locked":
+            return PractitionerLocked(retry_after=retry)
+        if outcome == "reason_required":
+            return ReasonRequired(quota, retry_after=retry)
         return None
 
-    def _lock(self, req: Request, reason: str, evidence: dict[str, float]) -> Flow:
-        """Start (or join) the lockout of ``req.practitioner`` and build the denial."""
-        p = req.practitioner
-        level_key = self._key("level", p)
-        level = int((yield (GET, level_key, 0, 0)))
-        seconds = req.policy.policy.lockout_seconds(level)
-        started = (yield (INCR, self._key("lock", p), seconds or INDEFINITE, 1)) == 1
-        if started:
-            yield (INCR, level_key, req.policy.lockout_memory, 1)
-            retry = seconds
-        else:  # someone else's breach locked first: report what is left of that lockout
-            ttl = yield (TTL, self._key("lock", p), 0, 0)
-            retry = None if ttl > _INDEFINITE_REPORT else ttl
-        denial: LookupDenied
-        if reason in ("cohort", "portal_cohort", "miss_ratio"):
-            denial = EnumerationSuspected(reason, retry_after=retry)
-            outcome = "suspected"
-        else:
-            denial = QuotaExceeded(reason, retry_after=retry)
-            outcome = "denied"
-        evidence = {**evidence, "lockout_level": level + 1}
-        return Decision(outcome, denial, reason, retry, started, evidence)
+    @property
+    def evidence(self) -> dict[str, float]:
+        """Counts behind the decision (no NIR, no pseudonym)."""
+        out: dict[str, float] = {}
+        if self.count is not None and self.limit is not None:
+            if self.quota == "miss_ratio":
+                out.update(misses=self.count, lookups=self.limit)
+                out["ratio"] = round(self.count / self.limit, 3) if self.limit else 0.0
+            else:
+                label = _EVIDENCE.get(self.quota or "", self.quota or "count")
+                out[label] = self.count
+                out["limit"] = self.limit
+        if self.lockout_started:
+            out["lockout_level"] = self.level
+        if self.hot:
+            out.update(cohort_heat=round(self.heat, 2), cohort_expected=round(self.expected, 2))
+        if self.break_glass_left is not None:
+            out["break_glass_left"] = self.break_glass_left
+        return out
 
 
-def _give_back(taken: list[tuple[str, float]]) -> Generator[Op, float, None]:
-    for key, seconds in taken:
-        yield (INCR, key, seconds, -1)
+@dataclass(slots=True)
+class RawStatus:
+    """What :meth:`Engine.status` reads: remaining budgets, lockout, level."""
+
+    remaining: dict[str, int | None] = field(default_factory=dict)
+    locked_for: float | None = None
+    level: int = 0
 
 
-def _quota(name: str, ttl: float) -> Decision:
-    retry = ttl if ttl > 0 else None
-    return Decision("denied", QuotaExceeded(name, retry_after=retry), name, retry)
+class Engine(Protocol):
+    """What the guard needs from a store. Errors of the store propagate."""
 
+    kind: str  # "memory" or "redis" (for metrics and reprs)
+    #: Exceptions that mean "the store cannot be reached" (and nothing else).
+    outages: tuple[type[BaseException], ...]
 
-def _drive(flow: Generator[Op, float, Any], apply: Callable[[Op], float]) -> Any:
-    try:
-        op = next(flow)
-        while True:
-            op = flow.send(apply(op))
-    except StopIteration as stop:
-        return stop.value
+    def decide(self, request: Request) -> Decision: ...
+
+    async def adecide(self, request: Request) -> Decision: ...
+
+    def invalid(self, request: Request) -> Decision: ...
+
+    async def ainvalid(self, request: Request) -> Decision: ...
+
+    def record_miss(self, request: Request) -> None: ...
+
+    async def arecord_miss(self, request: Request) -> None: ...
+
+    def status(
+        self, practitioner: str, policy: CompiledPolicy, now: float | None = None
+    ) -> RawStatus: ...
+
+    async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus: ...
+
+    def unlock(self, practitioner: str, policy: CompiledPolicy) -> None: ...
+
+    async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...

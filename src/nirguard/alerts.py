@@ -1,4 +1,4 @@
-"""What the guard tells the security office at once: :class:`Alert`.
+"""What the guard tells the portal at once: :class:`Alert` and :class:`BreakGlass`.
 
 An alert is sent to the guard's ``alert`` hook when a lockout starts (once
 per practitioner per lockout), when a birth cohort becomes hot across the
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Alert"]
+from nirguard.reasons import Reason
+
+__all__ = ["Alert", "BreakGlass"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,36 @@ class Alert:
     kind: str | None = None
     enforced: bool = True
     lockout: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlass:
+    """Sent to the guard's ``on_break_glass`` hook when a break-glass lookup is granted.
+
+    The portal decides what follows: a review queue, a notice to the patient
+    (the DMP tells patients about every *bris de glace*), a message to the
+    practitioner's manager. This is the only place the free text of the
+    reason goes; the audit trail keeps the code alone.
+
+    Attributes:
+        practitioner: the practitioner id.
+        patient: pseudonym of the patient's NIR (never the NIR).
+        reason: the stated reason, with its free text.
+        time: POSIX seconds, from the guard's clock.
+        expires: when the grant of this patient to this practitioner ends.
+        budget_left: break-glass lookups left in the practitioner's tightest
+            window after this one.
+        quota: the quota or signal the reason was needed for.
+        kind: the practitioner's kind (the ``name`` of the policy that applied).
+        enforced: ``False`` in shadow mode.
+    """
+
+    practitioner: str
+    patient: str
+    reason: Reason
+    time: float
+    expires: float
+    budget_left: int | None
+    quota: str
+    kind: str | None = None
+    enforced: bool = True

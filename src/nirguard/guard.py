@@ -4,22 +4,28 @@ Wrap the portal's identity-lookup function; a refused call raises a
 :class:`~nirguard.errors.LookupDenied` and the function is never called, so
 it never returns identity data.
 
-Order of one guarded lookup:
+Order of one guarded lookup (one atomic decision of the store: see
+``docs/guard.md``):
 
-1. lockout check (:class:`~nirguard.errors.PractitionerLocked`);
-2. NIR validation: an invalid number counts against ``invalid_nirs`` and
-   raises :class:`~nirguard.errors.InvalidNIR`;
-3. the miss budget and miss ratio of the practitioner;
-4. quotas: ``lookups``; then, when the patient is new to this practitioner
-   within the window, ``distinct_patients``, ``cohort`` and (new to the
-   portal) ``portal_cohort``; then ``portal``;
-5. the function runs; its result goes through ``is_miss``, and a miss counts
-   against ``misses``.
+1. the practitioner id and the NIR are read: an invalid number counts
+   against ``invalid_nirs`` and raises :class:`~nirguard.errors.InvalidNIR`;
+2. portal-wide: the ``portal`` quota, and the heat of the patient's birth
+   cohort across the portal (evidence about the cohort, never a lockout);
+3. the practitioner: lockout (:class:`~nirguard.errors.PractitionerLocked`),
+   miss budget and miss ratio, ``lookups``; then, for a patient new to this
+   practitioner, ``distinct_patients``, ``cohort`` (its own walk of one
+   cohort) and ``portal_cohort`` (its new patients in hot cohorts);
+4. the function runs; a result ``is_miss`` calls a miss, or an exception
+   ``miss_on`` does (then re-raised), and a miss counts against ``misses``.
 
 A breach of ``distinct_patients``, ``invalid_nirs`` or ``misses``, and every
 detection (``cohort``, ``portal_cohort``, ``miss_ratio``), starts a lockout
 that escalates when it recurs; ``lookups`` and ``portal`` only refuse until
-their window allows again.
+their window allows again. With a break-glass budget (the default), a new
+patient past a new-patient quota is first answered with
+:class:`~nirguard.errors.ReasonRequired`: retried with a reason it goes
+through (and is reviewed); a second different new patient without one
+starts the lockout.
 
 >>> from nirguard import LookupGuard, QuotaPolicy
 >>> guard = LookupGuard(QuotaPolicy(lookups="2/minute"), storage="memory://")
@@ -40,38 +46,40 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
-from nirguard._engine import CompiledPolicy, Decision, Engine, Request, escape
-from nirguard._lookup import GuardedLookup, argument_getter
-from nirguard._store import MemoryStore, open_async_store, open_stores
-from nirguard.alerts import Alert
-from nirguard.audit import AuditEvent, SafeCaller, make_sink
-from nirguard.errors import (
-    GuardUnavailable,
-    InvalidNIR,
-    LookupDenied,
-    NirguardError,
-    PolicyError,
-)
+from nirguard._admission import Admissions, Metrics, practitioner_id
+from nirguard._engine import Engine, RawStatus, escape
+from nirguard._lookup import GuardedLookup, argument_getter, miss_test
+from nirguard._memory import MemoryEngine
+from nirguard.alerts import Alert, BreakGlass
+from nirguard.audit import AuditSink, make_sink
+from nirguard.errors import ConfigurationError
 from nirguard.keys import SecretKey
-from nirguard.nir import validate
+from nirguard.metrics import GuardMetrics, default_metrics
 from nirguard.policy import QuotaPolicy
 from nirguard.pseudonym import Pseudonymiser
 
-__all__ = ["Alert", "EphemeralKeyWarning", "GuardStatus", "GuardedLookup", "LookupGuard"]
+__all__ = [
+    "Alert",
+    "BreakGlass",
+    "EphemeralKeyWarning",
+    "GuardStatus",
+    "GuardedLookup",
+    "LookupGuard",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_log = logging.getLogger("nirguard.guard")
-_MAX_POLICY_CACHE: Final = 4096
+#: What ``miss_on`` accepts: exception types, or a test of the raised exception.
+MissOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+#: What ``practitioner``, ``nir`` and ``reason`` accept: a parameter name, or a callable.
+Argument = str | Callable[..., Any]
 
 
 class EphemeralKeyWarning(UserWarning):
@@ -103,13 +111,6 @@ class GuardStatus:
         return self.locked_until is not None
 
 
-@dataclass(slots=True)
-class _Admission:
-    request: Request
-    canonical: str
-    guarded: bool
-
-
 def _default_is_miss(result: object) -> bool:
     return result is None
 
@@ -120,31 +121,52 @@ class LookupGuard:
     Args:
         policy: a :class:`QuotaPolicy` (default: ``QuotaPolicy()``), or a
             callable ``practitioner_id -> QuotaPolicy``.
-        storage: a ``limits`` storage URI: ``"memory://"`` (one process,
-            the default) or ``"redis://host:6379/0"`` to share quotas between
-            processes and hosts. Redis gets short socket timeouts and no
-            client retries by default: 0.4 s read, 1 s connect (override with
-            ``storage_options``).
+        storage: ``"memory://"`` (one process, the default), or a Redis URI
+            to share quotas between processes and hosts: ``redis://``,
+            ``rediss://``, ``unix://``, ``redis+cluster://``,
+            ``redis+sentinel://`` (see ``docs/redis.md``).
         pseudonymiser: keys patients in the store by pseudonym. Without one,
             a random per-process key is made (fine for ``memory://``; with a
             shared store an :class:`EphemeralKeyWarning` is issued).
-        audit: where :class:`AuditEvent` go: a callable, a
+        audit: where :class:`~nirguard.AuditEvent` go: a callable, a
             :class:`logging.Logger`, or a path of a JSON-lines file.
-        alert: called with an :class:`Alert` once per practitioner per lockout.
-        clock: zero-argument callable returning POSIX seconds. The guard and
-            its memory store read time only through it. On Redis, windows
-            follow the server.
-        fail_open: **dangerous**: when the store is unreachable, let lookups
-            through unguarded (audited as ``unguarded``) instead of refusing
-            them with :class:`GuardUnavailable`.
+        alert: called with an :class:`Alert` when a lockout starts, a cohort
+            turns hot, or a break-glass budget is nearly spent.
+        on_break_glass: called with a :class:`BreakGlass` for every granted
+            break-glass lookup (review queue, notice to the patient).
+        clock: zero-argument callable returning POSIX seconds: the memory
+            store's clock and the audit's. On Redis, decisions follow the
+            server's clock (``TIME``), so hosts with skewed clocks agree.
+        fail_open: **dangerous**: when the store is unreachable (connection
+            or timeout errors only), let lookups through unguarded (audited
+            as ``unguarded``) instead of refusing them with
+            :class:`~nirguard.GuardUnavailable`.
+        enforce: ``False`` runs the guard in *shadow mode*: it decides and
+            records everything as enforcement would, audits what it would
+            have refused (``would_deny``, ``would_lock``, ``would_suspect``,
+            ``would_require_reason``), alerts, and never refuses.
         is_miss: default test of "no such patient" for results
             (default: the result is ``None``).
-        key_prefix: namespace of the store keys.
-        storage_options: passed to the ``limits`` storage.
+        miss_on: default exception types (or a test of the exception) that
+            mean "no such patient": counted as a miss, then re-raised.
+        deadline: seconds one decision may take on Redis, waiting for a
+            pooled connection included; past it, ``GuardUnavailable``.
+        key_prefix: namespace of the store keys (no ``{``, ``}`` or ``:``).
+        storage_options: passed to the Redis client: timeouts,
+            ``max_connections`` of the pool, TLS settings (``docs/redis.md``).
+        metrics: OpenTelemetry metrics (``docs/metrics.md``): ``None`` (the
+            default) records through the global meter provider when the
+            ``otel`` extra is installed, and costs nothing without it;
+            ``False`` records nothing; a :class:`~nirguard.metrics.GuardMetrics`
+            records through its own provider.
 
     Raises:
-        PolicyError: invalid policy, unknown storage scheme, or missing extra.
+        ConfigurationError: unknown storage scheme, missing extra, or a
+            wrong argument type.
+        PolicyError: an invalid policy.
     """
+
+    __slots__ = ("__weakref__", "_admissions", "_engine", "_is_miss", "_miss_on", "_storage_kind")
 
     def __init__(
         self,
@@ -152,38 +174,48 @@ class LookupGuard:
         *,
         storage: str = "memory://",
         pseudonymiser: Pseudonymiser | None = None,
-        audit: Any = None,
+        audit: AuditSink | str | Any = None,
         alert: Callable[[Alert], object] | None = None,
+        on_break_glass: Callable[[BreakGlass], object] | None = None,
         clock: Callable[[], float] = time.time,
         fail_open: bool = False,
+        enforce: bool = True,
         is_miss: Callable[[Any], bool] | None = None,
+        miss_on: MissOn | None = None,
+        deadline: float = 0.5,
         key_prefix: str = "nirguard",
         storage_options: dict[str, Any] | None = None,
+        metrics: GuardMetrics | bool | None = None,
     ) -> None:
         if policy is None:
             policy = QuotaPolicy()
         if not isinstance(policy, QuotaPolicy) and not callable(policy):
-            raise PolicyError("policy must be a QuotaPolicy or a callable returning one")
+            raise ConfigurationError("policy must be a QuotaPolicy or a callable returning one")
         if not callable(clock):
-            raise PolicyError("clock must be a zero-argument callable")
-        self._policy = policy
-        self._compiled: dict[int, CompiledPolicy] = {}
-        self._clock = clock
-        self._fail_open = bool(fail_open)
-        self._down = False
-        self._is_miss = is_miss or _default_is_miss
-        self._audit = SafeCaller(make_sink(audit), "audit")
-        self._alert = SafeCaller(alert, "alert")
-        self._storage_uri = storage
-        store, async_store = open_stores(storage, clock, storage_options)
-        self._engine = Engine(
-            store,
-            prefix=key_prefix,
-            async_store=async_store,
-            open_async=lambda: open_async_store(storage, storage_options),
-        )
+            raise ConfigurationError("clock must be a zero-argument callable")
+        if not isinstance(storage, str):
+            raise ConfigurationError("storage must be a storage URI string")
+        if (
+            not isinstance(key_prefix, str)
+            or not key_prefix
+            or any(c in key_prefix for c in "{}:%")
+        ):
+            raise ConfigurationError("key_prefix must be a non-empty string without {, }, : or %")
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
+            raise ConfigurationError("deadline must be a positive number of seconds")
+        if pseudonymiser is not None and not isinstance(pseudonymiser, Pseudonymiser):
+            raise ConfigurationError("pseudonymiser must be a nirguard.Pseudonymiser")
+        engine: Engine
+        if storage.startswith("memory://"):
+            engine = MemoryEngine(clock, prefix=key_prefix)
+        else:
+            from nirguard._redis import RedisEngine
+
+            engine = RedisEngine(
+                storage, prefix=key_prefix, options=storage_options, deadline=float(deadline)
+            )
         if pseudonymiser is None:
-            if not isinstance(store, MemoryStore):
+            if engine.kind != "memory":
                 warnings.warn(
                     "LookupGuard without a pseudonymiser on a shared store: patients are keyed "
                     "with a random per-process key, so distinct-patient counts differ between "
@@ -192,27 +224,40 @@ class LookupGuard:
                     stacklevel=2,
                 )
             pseudonymiser = Pseudonymiser(SecretKey.generate("ephemeral"), purpose="guard")
-        if not isinstance(pseudonymiser, Pseudonymiser):
-            raise PolicyError("pseudonymiser must be a nirguard.Pseudonymiser")
-        self._patients = pseudonymiser
-        self._cohorts = pseudonymiser.derive("cohort")
         if isinstance(policy, QuotaPolicy):
-            self._compile(policy)
+            policy._compiled  # compile once, now: a bad policy fails here  # noqa: B018
+        self._engine = engine
+        self._storage_kind = engine.kind
+        self._is_miss = is_miss or _default_is_miss
+        self._miss_on = miss_test(miss_on)
+        recorder: Metrics | None
+        if metrics is None or metrics is True:
+            recorder = default_metrics(store=engine.kind)
+        elif metrics is False:
+            recorder = None
+        elif isinstance(metrics, GuardMetrics):
+            recorder = metrics.with_store(engine.kind)
+        else:
+            raise ConfigurationError("metrics must be a GuardMetrics, True, False or None")
+        self._admissions = Admissions(
+            engine,
+            policy,
+            pseudonymiser,
+            audit=make_sink(audit),
+            alert=alert,
+            on_break_glass=on_break_glass,
+            metrics=recorder,
+            clock=clock,
+            fail_open=bool(fail_open),
+            enforce=bool(enforce),
+        )
 
     def __repr__(self) -> str:
-        kind = "memory" if self._storage_uri.startswith("memory://") else "external"
-        return f"LookupGuard(storage={kind!r}, fail_open={self._fail_open})"
-
-    # -- policy ---------------------------------------------------------------------------------
-
-    def _compile(self, policy: QuotaPolicy) -> CompiledPolicy:
-        compiled = self._compiled.get(id(policy))
-        if compiled is None or compiled.policy is not policy:
-            if len(self._compiled) >= _MAX_POLICY_CACHE:
-                self._compiled.clear()
-            compiled = CompiledPolicy.of(policy)
-            self._compiled[id(policy)] = compiled
-        return compiled
+        a = self._admissions
+        return (
+            f"LookupGuard(storage={self._storage_kind!r}, enforce={a.enforce}, "
+            f"fail_open={a.fail_open})"
+        )
 
     def policy_for(self, practitioner: str) -> QuotaPolicy:
         """The policy that applies to ``practitioner``.
@@ -220,233 +265,83 @@ class LookupGuard:
         Raises:
             PolicyError: the policy callable returned something else.
         """
-        policy = self._policy
-        if isinstance(policy, QuotaPolicy):
-            return policy
-        chosen = policy(practitioner)
-        if not isinstance(chosen, QuotaPolicy):
-            raise PolicyError("the policy callable must return a QuotaPolicy")
-        return chosen
+        return self._admissions.policy_for(practitioner)
 
-    # -- the steps of a lookup ------------------------------------------------------------------
-
-    def _request(
-        self, practitioner: object, nir_value: object
-    ) -> tuple[Request, str, InvalidNIR | None]:
-        if not isinstance(practitioner, str) or not practitioner:
-            raise LookupDenied("lookup denied: no practitioner id", code="practitioner")
-        compiled = self._compile(self.policy_for(practitioner))
-        p = escape(practitioner)
-        try:
-            canonical = validate(nir_value, strict=True)  # type: ignore[arg-type]
-        except InvalidNIR as exc:
-            return Request(p, compiled), "", exc
-        cohort = None
-        if compiled.cohort or compiled.portal_cohort:
-            cohort = self._cohorts.pseudonymise_canonical(canonical[:10])
-        patient = self._patients.pseudonymise_canonical(canonical)
-        return Request(p, compiled, patient, cohort), canonical, None
-
-    def _event(
-        self,
-        practitioner: str,
-        outcome: str,
-        patient: str | None = None,
-        quota: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        if not self._audit:
-            return
-        self._audit(
-            AuditEvent(
-                time=datetime.fromtimestamp(self._clock(), tz=timezone.utc),
-                practitioner=practitioner,
-                patient=patient,
-                outcome=outcome,  # type: ignore[arg-type]
-                quota=quota,
-                retry_after=retry_after,
-            )
-        )
-
-    def _conclude(
-        self,
-        practitioner: str,
-        request: Request,
-        canonical: str,
-        invalid: InvalidNIR | None,
-        decision: Decision,
-    ) -> _Admission:
-        if decision.lockout_started and decision.quota is not None:
-            self._alert(
-                Alert(
-                    practitioner=practitioner,
-                    signal=decision.quota,
-                    evidence=dict(decision.evidence),
-                    time=self._clock(),
-                    retry_after=decision.retry_after,
-                )
-            )
-        if decision.denial is not None:
-            self._event(
-                practitioner,
-                decision.outcome,
-                request.patient,
-                decision.quota,
-                decision.retry_after,
-            )
-            raise decision.denial
-        if invalid is not None:
-            self._event(practitioner, "invalid", None, "invalid_nirs")
-            raise invalid
-        return _Admission(request, canonical, guarded=True)
-
-    def _unavailable(
-        self,
-        practitioner: str,
-        request: Request,
-        canonical: str,
-        invalid: InvalidNIR | None,
-        exc: Exception,
-    ) -> _Admission:
-        if isinstance(exc, NirguardError):
-            raise exc
-        self._store_down(exc)
-        if invalid is not None and self._fail_open:
-            self._event(practitioner, "invalid", None, "invalid_nirs")
-            raise invalid
-        if self._fail_open:
-            self._event(practitioner, "unguarded", request.patient)
-            return _Admission(request, canonical, guarded=False)
-        self._event(practitioner, "unavailable", request.patient)
-        raise GuardUnavailable() from None
-
-    def _store_down(self, exc: Exception) -> None:
-        """Log a store failure once per outage (type only: messages may hold a URI)."""
-        if not self._down:
-            self._down = True
-            _log.warning(
-                "nirguard quota store unavailable (%s); lookups are %s until it answers again",
-                type(exc).__name__,
-                "let through unguarded" if self._fail_open else "refused",
-            )
-
-    def _store_up(self) -> None:
-        if self._down:
-            self._down = False
-            _log.warning("nirguard quota store reachable again")
-
-    def _admit(self, practitioner: str, nir_value: object) -> _Admission:
-        request, canonical, invalid = self._request(practitioner, nir_value)
-        engine = self._engine
-        flow = engine.invalid(request) if invalid is not None else engine.admit(request)
-        try:
-            decision = engine.run(flow)
-        except Exception as exc:  # store failure: fail closed unless told otherwise
-            return self._unavailable(practitioner, request, canonical, invalid, exc)
-        if self._down:
-            self._store_up()
-        return self._conclude(practitioner, request, canonical, invalid, decision)
-
-    async def _aadmit(self, practitioner: str, nir_value: object) -> _Admission:
-        request, canonical, invalid = self._request(practitioner, nir_value)
-        engine = self._engine
-        flow = engine.invalid(request) if invalid is not None else engine.admit(request)
-        try:
-            decision = await engine.arun(flow)
-        except Exception as exc:
-            return self._unavailable(practitioner, request, canonical, invalid, exc)
-        if self._down:
-            self._store_up()
-        return self._conclude(practitioner, request, canonical, invalid, decision)
-
-    def _judge(self, admission: _Admission, result: object, is_miss: Callable[[Any], bool]) -> bool:
-        if not admission.guarded:
-            return False
-        try:
-            return bool(is_miss(result))
-        except Exception as exc:
-            _log.warning(
-                "nirguard is_miss raised %s; result not counted as a miss", type(exc).__name__
-            )
-            return False
-
-    def _finish(self, practitioner: str, admission: _Admission, miss: bool) -> None:
-        if miss:
-            try:
-                self._engine.run(self._engine.record_miss(admission.request))
-            except Exception as exc:
-                _log.warning("nirguard could not record a miss (%s)", type(exc).__name__)
-        self._finished_event(practitioner, admission, miss)
-
-    async def _afinish(self, practitioner: str, admission: _Admission, miss: bool) -> None:
-        if miss:
-            try:
-                await self._engine.arun(self._engine.record_miss(admission.request))
-            except Exception as exc:
-                _log.warning("nirguard could not record a miss (%s)", type(exc).__name__)
-        self._finished_event(practitioner, admission, miss)
-
-    def _finished_event(self, practitioner: str, admission: _Admission, miss: bool) -> None:
-        if not admission.guarded:
-            return  # already audited as "unguarded"
-        self._event(practitioner, "miss" if miss else "allowed", admission.request.patient)
-
-    # -- public API -----------------------------------------------------------------------------
+    # -- guarding -------------------------------------------------------------------------------
 
     def protect(
         self,
         *,
-        practitioner: str | Callable[..., str],
-        nir: str | Callable[..., str],
+        practitioner: Argument,
+        nir: Argument,
         is_miss: Callable[[Any], bool] | None = None,
+        miss_on: MissOn | None = None,
+        reason: Argument | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a lookup function (sync or async) with the guard.
 
         Args:
-            practitioner: name of the parameter holding the practitioner id,
-                or a callable taking the call's arguments and returning it.
+            practitioner: name of the parameter holding the practitioner id
+                (the *authenticated* account, never a value the client
+                sends), or a callable taking the call's arguments and
+                returning it.
             nir: name of the parameter holding the NIR, or a callable as above.
             is_miss: tells from the result that no such patient exists
                 (default: the guard's, i.e. the result is ``None``).
+            miss_on: exception types (or a test of the exception) meaning "no
+                such patient": counted as a miss, then re-raised.
+            reason: name of the parameter holding a stated break-glass reason
+                (a :class:`~nirguard.Reason`, a :class:`~nirguard.ReasonCode`
+                or its code), or a callable as above; ``None`` or ``""`` = no
+                reason.
 
         The wrapped function is called with its arguments unchanged, only
         when the guard allows the lookup. Its signature and typing are kept.
 
         Raises:
-            PolicyError: a parameter name the function does not have.
+            ConfigurationError: a parameter name the function does not have.
         """
         judge = is_miss or self._is_miss
+        error_test = miss_test(miss_on) if miss_on is not None else self._miss_on
+        admissions = self._admissions
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             get_practitioner = argument_getter(func, practitioner, "practitioner")
             get_nir = argument_getter(func, nir, "nir")
+            get_reason = argument_getter(func, reason, "reason") if reason is not None else None
             if inspect.iscoroutinefunction(func):
                 async_func = cast(Callable[..., Awaitable[Any]], func)
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    who = get_practitioner(args, kwargs)
-                    admission = await self._aadmit(who, get_nir(args, kwargs))
+                    stated = get_reason(args, kwargs) if get_reason is not None else None
+                    ticket = await admissions.aadmit(
+                        get_practitioner(args, kwargs), get_nir(args, kwargs), stated
+                    )
                     try:
                         result = await async_func(*args, **kwargs)
-                    except BaseException:
-                        await self._afinish(who, admission, False)
+                    except BaseException as exc:
+                        await admissions.afinish(
+                            ticket, admissions.judge_error(ticket, exc, error_test)
+                        )
                         raise
-                    await self._afinish(who, admission, self._judge(admission, result, judge))
+                    await admissions.afinish(ticket, admissions.judge(ticket, result, judge))
                     return result
 
                 return cast(Callable[P, R], async_wrapper)
 
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                who = get_practitioner(args, kwargs)
-                admission = self._admit(who, get_nir(args, kwargs))
+                stated = get_reason(args, kwargs) if get_reason is not None else None
+                ticket = admissions.admit(
+                    get_practitioner(args, kwargs), get_nir(args, kwargs), stated
+                )
                 try:
                     result = func(*args, **kwargs)
-                except BaseException:
-                    self._finish(who, admission, False)  # audited as allowed, no miss
+                except BaseException as exc:
+                    admissions.finish(ticket, admissions.judge_error(ticket, exc, error_test))
                     raise
-                self._finish(who, admission, self._judge(admission, result, judge))
+                admissions.finish(ticket, admissions.judge(ticket, result, judge))
                 return result
 
             return wrapper
@@ -454,7 +349,13 @@ class LookupGuard:
         return decorate
 
     def lookup(
-        self, practitioner: str, nir: str, *, is_miss: Callable[[Any], bool] | None = None
+        self,
+        practitioner: str,
+        nir: str,
+        *,
+        is_miss: Callable[[Any], bool] | None = None,
+        miss_on: MissOn | None = None,
+        reason: object = None,
     ) -> GuardedLookup:
         """A guarded lookup for code that cannot be decorated (``with`` or ``async with``).
 
@@ -462,20 +363,33 @@ class LookupGuard:
         >>> with guard.lookup("10003456789", "185057800608491") as lookup:
         ...     result = lookup.record({"name": "Jeanne Martin"})
         """
-        return GuardedLookup(self, practitioner, nir, is_miss or self._is_miss)
+        return GuardedLookup(
+            self._admissions,
+            practitioner,
+            nir,
+            is_miss or self._is_miss,
+            miss_test(miss_on) if miss_on is not None else self._miss_on,
+            reason,
+        )
+
+    # -- administration -------------------------------------------------------------------------
+
+    def _admin_args(self, practitioner: str) -> tuple[str, Any]:
+        who = practitioner_id(practitioner)
+        return escape(who), self._admissions.policy_for(who)._compiled
 
     def status(self, practitioner: str) -> GuardStatus:
         """Remaining budget per quota and lockout state of ``practitioner``.
 
         Raises:
             GuardUnavailable: the store cannot be reached.
+            InvalidPractitioner: not a usable practitioner id.
         """
-        compiled = self._compile(self.policy_for(practitioner))
+        key, compiled = self._admin_args(practitioner)
         try:
-            raw = self._engine.run(self._engine.status(escape(practitioner), compiled))
-        except Exception as exc:
-            self._store_down(exc)
-            raise GuardUnavailable() from None
+            raw = self._engine.status(key, compiled)
+        except self._engine.outages as exc:
+            raise self._admissions.store_error(exc) from None
         return self._status(practitioner, raw)
 
     async def astatus(self, practitioner: str) -> GuardStatus:
@@ -483,50 +397,50 @@ class LookupGuard:
 
         Raises:
             GuardUnavailable: the store cannot be reached.
+            InvalidPractitioner: not a usable practitioner id.
         """
-        compiled = self._compile(self.policy_for(practitioner))
+        key, compiled = self._admin_args(practitioner)
         try:
-            raw = await self._engine.arun(self._engine.status(escape(practitioner), compiled))
-        except Exception as exc:
-            self._store_down(exc)
-            raise GuardUnavailable() from None
+            raw = await self._engine.astatus(key, compiled)
+        except self._engine.outages as exc:
+            raise self._admissions.store_error(exc) from None
         return self._status(practitioner, raw)
 
-    def _status(self, practitioner: str, raw: dict[str, Any]) -> GuardStatus:
-        locked_for = raw["locked_for"]
+    def _status(self, practitioner: str, raw: RawStatus) -> GuardStatus:
+        locked_for = raw.locked_for
         if locked_for is None:
             until = None
         elif locked_for > 365 * 86400:
             until = float("inf")
         else:
-            until = self._clock() + locked_for
-        return GuardStatus(practitioner, raw["remaining"], until, raw["level"])
+            until = self._admissions.clock() + locked_for
+        return GuardStatus(practitioner, raw.remaining, until, raw.level)
 
     def unlock(self, practitioner: str) -> None:
         """Lift the lockout of ``practitioner`` and reset its escalation and breach counters.
 
         Raises:
             GuardUnavailable: the store cannot be reached.
+            InvalidPractitioner: not a usable practitioner id.
         """
-        compiled = self._compile(self.policy_for(practitioner))
+        key, compiled = self._admin_args(practitioner)
         try:
-            self._engine.run(self._engine.unlock(escape(practitioner), compiled))
-        except Exception as exc:
-            self._store_down(exc)
-            raise GuardUnavailable() from None
+            self._engine.unlock(key, compiled)
+        except self._engine.outages as exc:
+            raise self._admissions.store_error(exc) from None
 
     async def aunlock(self, practitioner: str) -> None:
         """Async :meth:`unlock`.
 
         Raises:
             GuardUnavailable: the store cannot be reached.
+            InvalidPractitioner: not a usable practitioner id.
         """
-        compiled = self._compile(self.policy_for(practitioner))
+        key, compiled = self._admin_args(practitioner)
         try:
-            await self._engine.arun(self._engine.unlock(escape(practitioner), compiled))
-        except Exception as exc:
-            self._store_down(exc)
-            raise GuardUnavailable() from None
+            await self._engine.aunlock(key, compiled)
+        except self._engine.outages as exc:
+            raise self._admissions.store_error(exc) from None
 
     def close(self) -> None:
         """Close the store's connections (a later lookup reopens them)."""
@@ -535,3 +449,16 @@ class LookupGuard:
     async def aclose(self) -> None:
         """Close the async store's connections; call it from the event loop that used them."""
         await self._engine.aclose()
+
+    # -- for the replay -------------------------------------------------------------------------
+
+    def _snapshot(self) -> Any:
+        """A copy of the memory store's state (the replay reuses a history this way)."""
+        if not isinstance(self._engine, MemoryEngine):
+            raise ConfigurationError("only a memory:// guard can be snapshot")
+        return self._engine._snapshot()
+
+    def _restore(self, state: Any) -> None:
+        if not isinstance(self._engine, MemoryEngine):
+            raise ConfigurationError("only a memory:// guard can be restored")
+        self._engine._restore(state)

@@ -23,12 +23,15 @@ import sys
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from nirguard.errors import PolicyError
+
+if TYPE_CHECKING:
+    from nirguard._compiled import CompiledPolicy
 
 __all__ = ["QuotaPolicy", "parse_duration"]
 
@@ -274,13 +277,14 @@ class QuotaPolicy(BaseModel):
 
     def lockout_seconds(self, level: int) -> float | None:
         """Duration of the lockout number ``level`` (0 = first); ``None`` = until unlocked."""
-        if level <= 0:
-            return parse_duration(self.lockout)
-        steps = self.lockout_escalation
-        if not steps:
-            return parse_duration(self.lockout)
-        step = steps[min(level - 1, len(steps) - 1)]
-        return None if step is None else parse_duration(step)
+        return self._compiled.lockout_seconds(level)
+
+    @cached_property
+    def _compiled(self) -> CompiledPolicy:
+        """Windows, seconds and script arguments of this policy (computed once)."""
+        from nirguard._compiled import compile_policy
+
+        return compile_policy(self)
 
     @classmethod
     def only(cls, **fields: Any) -> QuotaPolicy:

@@ -1,0 +1,376 @@
+"""The admission steps through the guard's public API: shadow mode, break-glass,
+``miss_on``, practitioner ids, stated reasons, alerts and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from typing import Any
+
+import pytest
+
+from nirguard import (
+    Alert,
+    AuditEvent,
+    EnumerationSuspected,
+    InvalidNIR,
+    InvalidPractitioner,
+    InvalidReason,
+    LookupDenied,
+    LookupGuard,
+    PractitionerLocked,
+    Pseudonymiser,
+    QuotaExceeded,
+    QuotaPolicy,
+    Reason,
+    ReasonCode,
+    ReasonRequired,
+    nir,
+)
+from nirguard.alerts import BreakGlass
+from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, LOCKOUTS
+from nirguard.testing import NIRGenerator
+from tests.conftest import assert_no_nir
+from tests.guard_helpers import KEY, Clock
+from tests.metrics_helpers import MetricsCapture
+
+NIRS = NIRGenerator(seed=77).many(200)
+
+
+class Portal:
+    """A guard on the memory store with everything it reports collected."""
+
+    def __init__(self, policy: QuotaPolicy, **kwargs: Any) -> None:
+        self.clock = Clock()
+        self.events: list[AuditEvent] = []
+        self.alerts: list[Alert] = []
+        self.grants: list[BreakGlass] = []
+        self.calls: list[str] = []
+        self.capture = MetricsCapture()
+        self.guard = LookupGuard(
+            policy,
+            clock=self.clock,
+            audit=self.events.append,
+            alert=self.alerts.append,
+            on_break_glass=self.grants.append,
+            pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+            metrics=self.capture.metrics,
+            **kwargs,
+        )
+        self.lookup = self.guard.protect(practitioner="who", nir="value", reason="why")(self._find)
+
+    def _find(self, who: str, value: str, why: object = None) -> dict[str, str] | None:
+        self.calls.append(value)
+        return None if value in self.unknown else {"name": "Jeanne"}
+
+    unknown: frozenset[str] = frozenset()
+
+    def outcomes(self) -> list[str]:
+        return [e.outcome for e in self.events]
+
+    def everything(self) -> str:
+        return json.dumps(
+            [e.model_dump(mode="json") for e in self.events]
+            + [repr(a) for a in self.alerts]
+            + [repr(g) for g in self.grants]
+            + [repr(p) for p in self.capture.points()]
+        )
+
+
+# -- shadow mode ----------------------------------------------------------------------------------
+
+
+def test_shadow_mode_never_refuses_and_audits_what_it_would_have_done() -> None:
+    enforcing = Portal(QuotaPolicy.only(distinct_patients="2/hour", break_glass=None))
+    shadow = Portal(QuotaPolicy.only(distinct_patients="2/hour", break_glass=None), enforce=False)
+    for portal in (enforcing, shadow):
+        for value in NIRS[:5]:
+            with contextlib.suppress(LookupDenied):
+                portal.lookup("dr", value)
+    assert enforcing.outcomes() == ["allowed", "allowed", "denied", "locked", "locked"]
+    assert shadow.outcomes() == ["allowed", "allowed", "would_deny", "would_lock", "would_lock"]
+    assert len(shadow.calls) == 5
+    assert len(enforcing.calls) == 2
+    assert [e.quota for e in shadow.events] == [e.quota for e in enforcing.events]
+    assert [(a.signal, a.enforced) for a in shadow.alerts] == [("distinct_patients", False)]
+    assert shadow.capture.value(DECISIONS, outcome="would_lock", enforced=False) == 2
+
+
+def test_shadow_mode_lets_invalid_numbers_and_outages_through() -> None:
+    shadow = Portal(QuotaPolicy.only(invalid_nirs="1/hour"), enforce=False)
+    shadow.lookup("dr", "1 85 05 78 006 084 90")  # wrong key
+    shadow.lookup("dr", "1 85 05 78 006 084 90")
+    assert shadow.outcomes() == ["invalid", "would_deny"]
+    assert len(shadow.calls) == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shadow_reports_the_same_first_refusal_as_enforcement(seed: int) -> None:
+    rng = random.Random(seed)
+    policy = QuotaPolicy.only(
+        lookups="12/10 minutes",
+        distinct_patients="5/hour",
+        cohort="2/day",
+        invalid_nirs="2/hour",
+        misses="3/hour",
+        break_glass="1/day",
+    )
+    plan = []
+    for _ in range(40):
+        kind = rng.random()
+        value = rng.choice(NIRS[:15]) if kind > 0.1 else "1 85 05 78 006 084 90"
+        plan.append((rng.choice(["a", "b"]), value, rng.random() < 0.2, rng.uniform(1, 300)))
+    portals = {mode: Portal(policy, enforce=mode) for mode in (True, False)}
+    for portal in portals.values():
+        portal.unknown = frozenset(NIRS[10:15])
+        for who, value, reason, wait in plan:
+            with contextlib.suppress(LookupDenied, InvalidNIR):
+                portal.lookup(who, value, "TREAT" if reason else None)
+            portal.clock.advance(wait)
+    for who in ("a", "b"):
+        first = {}
+        for mode, portal in portals.items():
+            events = [e for e in portal.events if e.practitioner == who]
+            refusals = [
+                (i, e.quota)
+                for i, e in enumerate(events)
+                if e.outcome in ("denied", "locked", "suspected", "reason_required")
+                or e.outcome.startswith("would_")
+            ]
+            first[mode] = refusals[0] if refusals else None
+        assert first[True] == first[False]
+
+
+# -- break-glass ----------------------------------------------------------------------------------
+
+
+def test_break_glass_round_trip_with_hook_alert_and_audit() -> None:
+    portal = Portal(QuotaPolicy.only(distinct_patients="1/day", break_glass="2/day"))
+    portal.lookup("dr", NIRS[0])
+    with pytest.raises(ReasonRequired) as asked:
+        portal.lookup("dr", NIRS[1])
+    assert asked.value.quota == "distinct_patients"
+    free_text = "seen for chest pain, Mme Martin"
+    result = portal.lookup("dr", NIRS[1], Reason(ReasonCode.ETREAT, free_text))
+    assert result == {"name": "Jeanne"}
+    assert portal.outcomes()[-2:] == ["reason_required", "break_glass"]
+    granted = portal.events[-1]
+    assert granted.reason is ReasonCode.ETREAT
+    assert granted.quota == "distinct_patients"
+    assert len(portal.grants) == 1
+    grant = portal.grants[0]
+    assert grant.reason.text == free_text
+    assert grant.budget_left == 1
+    assert grant.expires == pytest.approx(portal.clock.now + 3 * 86400)
+    assert grant.patient == granted.patient
+    assert free_text not in portal.everything().replace(repr(grant), "")  # only in the hook
+    assert free_text not in repr(grant)
+    assert [(a.signal, a.evidence) for a in portal.alerts] == [
+        ("break_glass", {"break_glass_left": 1})  # nearly spent
+    ]
+    portal.lookup("dr", NIRS[2], "TREAT")
+    assert [a.evidence["break_glass_left"] for a in portal.alerts] == [1, 0]
+    assert portal.capture.value(BREAK_GLASS, reason="ETREAT") == 1
+    assert portal.capture.value(BREAK_GLASS, reason="TREAT") == 1
+
+
+def test_a_failing_break_glass_hook_does_not_break_the_lookup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(grant: BreakGlass) -> None:
+        raise RuntimeError("review queue down")
+
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="1/day", break_glass="2/day"),
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        on_break_glass=broken,
+    )
+    with guard.lookup("dr", NIRS[0]):
+        pass
+    with guard.lookup("dr", NIRS[1], reason="ETREAT") as lookup:
+        assert lookup.outcome == "break_glass"
+    assert "on_break_glass hook failed (RuntimeError)" in caplog.text
+
+
+def test_break_glass_never_lifts_a_lockout() -> None:
+    portal = Portal(QuotaPolicy.only(invalid_nirs="1/hour", break_glass="5/day"))
+    for _ in range(2):
+        with pytest.raises((InvalidNIR, QuotaExceeded)):
+            portal.lookup("dr", "1 85 05 78 006 084 90")
+    with pytest.raises(PractitionerLocked):
+        portal.lookup("dr", NIRS[0], "ETREAT")
+
+
+def test_an_unknown_reason_is_refused_and_audited_without_echo() -> None:
+    portal = Portal(QuotaPolicy.only(lookups="5/minute"))
+    with pytest.raises(InvalidReason) as info:
+        portal.lookup("dr", NIRS[0], "185057800608491")
+    assert "185057800608491" not in str(info.value)
+    assert portal.calls == []
+    assert portal.events[-1].outcome == "denied"
+    assert portal.events[-1].quota == "reason"
+    assert_no_nir(portal.everything(), "185057800608491")
+
+
+# -- misses raised as exceptions ------------------------------------------------------------------
+
+
+class NotFound(Exception):
+    pass
+
+
+def test_misses_raised_as_exceptions_are_counted_and_re_raised() -> None:
+    guard = LookupGuard(
+        QuotaPolicy.only(misses="3/hour"),
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        miss_on=NotFound,
+    )
+
+    @guard.protect(practitioner="who", nir="value")
+    def find(who: str, value: str) -> dict[str, str]:
+        raise NotFound
+
+    for value in NIRS[:3]:
+        with pytest.raises(NotFound):
+            find("dr", value)
+    with pytest.raises(QuotaExceeded) as info:
+        find("dr", NIRS[3])
+    assert info.value.quota == "misses"
+
+
+def test_miss_on_takes_a_test_and_other_errors_are_not_misses() -> None:
+    events: list[AuditEvent] = []
+    guard = LookupGuard(
+        QuotaPolicy.only(misses="2/hour"),
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        audit=events.append,
+    )
+
+    def not_found(error: BaseException) -> bool:
+        return isinstance(error, LookupError) and str(error) == "404"
+
+    for _ in range(5):
+        with pytest.raises(LookupError), guard.lookup("dr", NIRS[0], miss_on=not_found):
+            raise LookupError("500")
+    assert [e.outcome for e in events] == ["allowed"] * 5
+    for value in NIRS[1:3]:
+        with pytest.raises(LookupError), guard.lookup("dr", value, miss_on=not_found):
+            raise LookupError("404")
+    with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[4]):
+        pass
+
+
+def test_async_miss_on() -> None:
+    guard = LookupGuard(
+        QuotaPolicy.only(misses="1/hour"), pseudonymiser=Pseudonymiser(KEY, purpose="guard")
+    )
+
+    @guard.protect(practitioner="who", nir="value", miss_on=(KeyError, NotFound))
+    async def find(who: str, value: str) -> dict[str, str]:
+        raise KeyError(value)
+
+    async def main() -> None:
+        with pytest.raises(KeyError):
+            await find("dr", NIRS[0])
+        with pytest.raises(QuotaExceeded):
+            await find("dr", NIRS[1])
+
+    asyncio.run(main())
+
+
+# -- practitioner ids -----------------------------------------------------------------------------
+
+BAD_IDS = [
+    "",
+    " ",
+    "\x00",
+    "dr\x00",
+    "dr\n",
+    " dr",
+    "dr ",
+    "a" * 257,
+    "dr\u200b",
+    "\ud800",
+    None,
+    42,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_unusable_practitioner_ids_are_refused_and_audited(bad: Any) -> None:
+    portal = Portal(QuotaPolicy.only(lookups="5/minute"))
+    with pytest.raises(InvalidPractitioner) as info:
+        portal.lookup(bad, NIRS[0])
+    assert portal.calls == []
+    assert portal.events[-1].outcome == "denied"
+    assert portal.events[-1].quota == "practitioner"
+    assert portal.events[-1].practitioner == "<invalid>"
+    if isinstance(bad, str) and bad.strip():
+        assert bad.strip() not in str(info.value)
+
+
+def test_practitioner_ids_are_one_account_whatever_their_unicode_form() -> None:
+    portal = Portal(QuotaPolicy.only(lookups="2/minute"))
+    composed, decomposed = "dr-h\u00e9l\u00e8ne", "dr-he\u0301le\u0300ne"
+    portal.lookup(composed, NIRS[0])
+    portal.lookup(decomposed, NIRS[1])
+    with pytest.raises(QuotaExceeded):
+        portal.lookup(composed, NIRS[2])
+
+
+def test_a_huge_id_is_refused_before_it_reaches_the_store() -> None:
+    guard = LookupGuard(QuotaPolicy.only(lookups="5/minute"))
+    with pytest.raises(InvalidPractitioner), guard.lookup("x" * 10_000_000, NIRS[0]):
+        pass
+    assert len(guard._engine) == 0  # type: ignore[arg-type]
+
+
+# -- alerts and metrics ---------------------------------------------------------------------------
+
+
+def test_metrics_after_a_scripted_sequence() -> None:
+    portal = Portal(
+        QuotaPolicy.only(lookups="3/minute", distinct_patients="2/day", break_glass="1/day")
+    )
+    portal.lookup("dr", NIRS[0])
+    portal.lookup("dr", NIRS[1])
+    with pytest.raises(ReasonRequired):
+        portal.lookup("dr", NIRS[2])
+    portal.lookup("dr", NIRS[2], "ETREAT")
+    with pytest.raises(QuotaExceeded):
+        portal.lookup("dr", NIRS[0])
+    portal.clock.advance(61)
+    with pytest.raises(QuotaExceeded):  # a second new patient without a reason: lockout
+        portal.lookup("dr", NIRS[3])
+    with pytest.raises(PractitionerLocked):
+        portal.lookup("dr", NIRS[0])
+    with pytest.raises(InvalidNIR):
+        portal.lookup("dr2", "1 85 05 78 006 084 90")
+    value = portal.capture.value
+    assert value(DECISIONS, outcome="allowed") == 2
+    assert value(DECISIONS, outcome="reason_required", quota="distinct_patients") == 1
+    assert value(DECISIONS, outcome="break_glass", quota="distinct_patients") == 1
+    assert value(DECISIONS, outcome="denied", quota="lookups") == 1
+    assert value(DECISIONS, outcome="denied", quota="distinct_patients") == 1
+    assert value(DECISIONS, outcome="locked") == 1
+    assert value(DECISIONS, outcome="invalid") == 1
+    assert value(LOCKOUTS, quota="distinct_patients") == 1
+    assert value(ALERTS, signal="distinct_patients") == 1
+    assert value(ALERTS, signal="break_glass") == 1
+    assert value(BREAK_GLASS, reason="ETREAT") == 1
+    portal.capture.assert_clean(*NIRS[:4])
+
+
+def test_detections_alert_with_evidence_and_no_nir() -> None:
+    portal = Portal(QuotaPolicy.only(cohort="2/day", break_glass=None))
+    prefix = "1850578006"
+    walked = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in range(1, 6)]
+    portal.lookup("bot", walked[0])
+    portal.lookup("bot", walked[1])
+    with pytest.raises(EnumerationSuspected):
+        portal.lookup("bot", walked[2])
+    alert = portal.alerts[-1]
+    assert (alert.signal, alert.lockout, alert.evidence["cohort_patients"]) == ("cohort", True, 3)
+    assert_no_nir(portal.everything(), *walked)

@@ -1,0 +1,78 @@
+"""Audit events and their sinks: every sink really receives every event, a failing
+sink never breaks a lookup, and nothing in the trail is a NIR."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from nirguard import AuditEvent, LookupGuard, QuotaExceeded, QuotaPolicy
+from nirguard.audit import JsonLinesSink, make_sink
+from nirguard.testing import NIRGenerator
+from tests.conftest import assert_no_nir
+
+NIRS = NIRGenerator(seed=11).many(10)
+
+
+def test_a_logger_sink_emits_every_event_as_json(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("portal.audit")
+    guard = LookupGuard(QuotaPolicy.only(lookups="1/hour"), audit=logger)
+    with caplog.at_level(logging.INFO, logger="portal.audit"):
+        with guard.lookup("dr", NIRS[0]) as lookup:
+            lookup.record({"name": "x"})
+        with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[1]):
+            pass
+    records = [r for r in caplog.records if r.name == "portal.audit"]
+    assert [json.loads(r.getMessage())["outcome"] for r in records] == ["allowed", "denied"]
+    assert records[0].levelno == logging.INFO
+    structured = records[1].nirguard_audit  # type: ignore[attr-defined]
+    assert structured["quota"] == "lookups"
+    assert_no_nir(caplog.text, NIRS[0], NIRS[1])
+
+
+def test_a_json_lines_sink_appends_private_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    guard = LookupGuard(QuotaPolicy.only(lookups="1/hour"), audit=str(path))
+    with guard.lookup("dr", NIRS[0]) as lookup:
+        lookup.record({"x": 1})
+    with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[1]):
+        pass
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["outcome"] for line in lines] == ["allowed", "denied"]
+    assert lines[0]["patient"].startswith("ephemeral:")
+    assert oct(path.stat().st_mode)[-3:] == "600"
+    assert_no_nir(path.read_text(), NIRS[0], NIRS[1])
+    assert repr(make_sink(path)) == repr(JsonLinesSink(path))
+
+
+def test_a_failing_sink_is_reported_once_and_never_breaks_a_lookup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: AuditEvent) -> None:
+        raise RuntimeError("disk full " + NIRS[5])
+
+    guard = LookupGuard(audit=broken)
+    with caplog.at_level(logging.ERROR, logger="nirguard.audit"):
+        for value in NIRS[:3]:
+            with guard.lookup("dr", value) as lookup:
+                lookup.record({"x": 1})
+    failures = [r for r in caplog.records if r.name == "nirguard.audit"]
+    assert len(failures) == 1
+    assert "RuntimeError" in failures[0].getMessage()
+    assert NIRS[5] not in failures[0].getMessage()
+
+
+def test_an_event_refuses_a_raw_nir_without_echoing_it() -> None:
+    for field in ("patient", "cohort"):
+        with pytest.raises(ValidationError) as info:
+            AuditEvent(time=0, practitioner="dr", outcome="allowed", **{field: NIRS[0]})  # type: ignore[arg-type]
+        assert NIRS[0] not in str(info.value)
+
+
+def test_make_sink_refuses_what_it_cannot_use() -> None:
+    with pytest.raises(TypeError):
+        make_sink(42)

@@ -1,0 +1,574 @@
+"""One decision suite, run against every engine: memory, Redis, Redis Cluster.
+
+Each scenario drives an engine directly with explicit times (``Request.now``),
+so that Redis follows the same clock as the memory engine and every window,
+lockout and baseline can be walked through in a test. The engines must agree
+decision for decision: the last test checks that on random sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nirguard import QuotaPolicy
+from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, Request, escape
+from nirguard._memory import MemoryEngine
+
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@dataclass
+class Driver:
+    """Lookups by name: practitioner, patient and cohort are short labels."""
+
+    engine: Engine
+    policy: QuotaPolicy
+    now: float = T0
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def request(
+        self, who: str, patient: str | None, cohort: str | None, reason: bool = False
+    ) -> Request:
+        compiled = self.policy._compiled
+        return Request(who, compiled, patient, cohort, reason, now=self.now)
+
+    def look(
+        self, who: str, patient: str, cohort: str | None = "c0", *, reason: bool = False
+    ) -> Decision:
+        decision = self.engine.decide(self.request(who, patient, cohort, reason))
+        self.log.append((who, patient, decision.outcome, decision.quota or ""))
+        return decision
+
+    def invalid(self, who: str) -> Decision:
+        return self.engine.invalid(self.request(who, None, None))
+
+    def miss(self, who: str) -> None:
+        self.engine.record_miss(self.request(who, None, None))
+
+    def status(self, who: str) -> Any:
+        return self.engine.status(who, self.policy._compiled, self.now)
+
+    def unlock(self, who: str) -> None:
+        self.engine.unlock(who, self.policy._compiled)
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _redis_engine(url: str, prefix: str) -> Engine:
+    from nirguard._redis import RedisEngine
+
+    return RedisEngine(url, prefix=prefix)
+
+
+def _cleanup(url: str, prefix: str) -> None:
+    import redis
+
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import RedisCluster
+
+        first = url.split("://", 1)[1].split(",")[0]
+        host, port = first.rsplit(":", 1)
+        client: Any = RedisCluster(host=host, port=int(port))
+        for node in client.get_primaries():
+            conn = client.get_redis_connection(node)
+            keys = list(conn.scan_iter(match=f"{prefix}:*", count=1000))
+            for key in keys:
+                client.delete(key)
+        client.close()
+        return
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+ENGINES = ["memory", "redis", "cluster"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Every engine, each with a key namespace of its own (deleted afterwards)."""
+    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    kind = request.param
+    if kind == "memory":
+        yield MemoryEngine(lambda: T0, prefix=prefix)
+        return
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    made = _redis_engine(url, prefix)
+    try:
+        yield made
+    finally:
+        made.close()
+        _cleanup(url, prefix)
+
+
+def drive(engine: Engine, **fields: Any) -> Driver:
+    return Driver(engine, QuotaPolicy.only(**fields))
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=12), st.text(max_size=12))
+def test_escaping_never_merges_two_practitioners(a: str, b: str) -> None:
+    if a != b:
+        assert escape(a) != escape(b)
+    for c in "{}:":
+        assert c not in escape(a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("a:b", "a%3Ab"), ("a{b", "a%7Bb"), ("%portal", "%25portal"), ("x}", "x%7D")],
+)
+def test_look_alike_ids_keep_their_own_budgets(engine: Engine, a: str, b: str) -> None:
+    d = drive(engine, lookups="1/hour")
+    assert d.look(escape(a), "p").outcome == "allowed"
+    assert d.look(escape(b), "p").outcome == "allowed"  # not the budget of a
+
+
+def test_a_practitioner_never_shares_the_portal_slot() -> None:
+    keys = Keys.of("ng", escape("%portal"), "p", "c", "1:2")
+    assert PORTAL_TAG not in keys.account
+    assert keys.portal.startswith("ng:" + PORTAL_TAG)
+    braces = Keys.of("ng", escape("a}b{c"), "p", "c", "1:2")
+    assert braces.account.startswith("ng:{a%7Db%7Bc}:")  # the whole id is the hash tag
+
+
+# -- per-practitioner quotas ----------------------------------------------------------------------
+
+
+def test_lookups_quota_refuses_then_frees_with_its_window(engine: Engine) -> None:
+    d = drive(engine, lookups="3/minute")
+    assert [d.look("dr", "p1").outcome for _ in range(3)] == ["allowed"] * 3
+    d.wait(20)
+    refused = d.look("dr", "p1")
+    assert (refused.outcome, refused.quota) == ("denied", "lookups")
+    assert refused.retry_after == pytest.approx(40, abs=0.01)
+    assert not refused.lockout_started
+    d.wait(40)
+    assert d.look("dr", "p1").outcome == "allowed"
+
+
+def test_refused_attempts_consume_nothing(engine: Engine) -> None:
+    d = drive(engine, lookups="5/hour", distinct_patients="2/hour", break_glass=None)
+    d.look("dr", "p1")
+    d.look("dr", "p2")
+    assert d.look("dr", "p3").outcome == "denied"  # distinct breach: lockout
+    assert d.status("dr").remaining["lookups"] == 3  # the refused attempt took nothing
+
+
+def test_distinct_patients_counts_new_patients_only(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="2/day", break_glass=None)
+    for patient in ["a", "b", "a", "b", "a"]:
+        assert d.look("dr", patient).outcome == "allowed"
+    refused = d.look("dr", "c")
+    assert (refused.outcome, refused.quota, refused.lockout_started) == (
+        "denied",
+        "distinct_patients",
+        True,
+    )
+    assert (refused.count, refused.limit, refused.level) == (3, 2, 1)
+    assert refused.retry_after == pytest.approx(HOUR)
+    locked = d.look("dr", "a")
+    assert locked.outcome == "locked"
+    assert locked.retry_after == pytest.approx(HOUR)
+
+
+def test_a_patient_is_new_again_after_the_window(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="2/day", break_glass=None)
+    d.look("dr", "a")
+    d.look("dr", "b")
+    d.wait(DAY + 1)
+    assert d.look("dr", "c").outcome == "allowed"
+    assert d.look("dr", "a").outcome == "allowed"  # new again, second of the new window
+    assert d.look("dr", "d").outcome == "denied"
+
+
+def test_invalid_nirs_count_then_lock(engine: Engine) -> None:
+    d = drive(engine, invalid_nirs="2/hour")
+    assert d.invalid("dr").outcome == "invalid"
+    assert d.invalid("dr").outcome == "invalid"
+    third = d.invalid("dr")
+    assert (third.outcome, third.quota, third.lockout_started) == ("denied", "invalid_nirs", True)
+    assert d.invalid("dr").outcome == "locked"
+    assert d.look("dr", "a").outcome == "locked"
+
+
+def test_misses_budget_is_checked_before_the_lookup(engine: Engine) -> None:
+    d = drive(engine, misses="2/hour")
+    d.look("dr", "a")
+    d.miss("dr")
+    d.look("dr", "b")
+    d.miss("dr")
+    refused = d.look("dr", "c")
+    assert (refused.outcome, refused.quota, refused.lockout_started) == ("denied", "misses", True)
+
+
+def test_miss_ratio_is_a_detection(engine: Engine) -> None:
+    d = drive(engine, miss_ratio=0.5, miss_ratio_min_lookups=4)
+    for i in range(4):
+        d.look("dr", f"p{i}")
+        if i < 3:
+            d.miss("dr")
+    refused = d.look("dr", "p9")
+    assert (refused.outcome, refused.quota) == ("suspected", "miss_ratio")
+    assert refused.evidence["misses"] == 3
+    assert refused.evidence["lookups"] == 4
+
+
+def test_cohort_walk_is_a_detection(engine: Engine) -> None:
+    d = drive(engine, cohort="3/day", break_glass=None)
+    for i in range(3):
+        assert d.look("dr", f"p{i}", "c1").outcome == "allowed"
+    assert d.look("dr", "other", "c2").outcome == "allowed"
+    refused = d.look("dr", "p3", "c1")
+    assert (refused.outcome, refused.quota) == ("suspected", "cohort")
+    assert refused.evidence["cohort_patients"] == 4
+
+
+def test_portal_quota_is_shared_and_not_lockout_class(engine: Engine) -> None:
+    d = drive(engine, portal="3/minute")
+    assert [d.look(f"dr{i}", "a").outcome for i in range(3)] == ["allowed"] * 3
+    refused = d.look("dr9", "b")
+    assert (refused.outcome, refused.quota, refused.lockout_started) == ("denied", "portal", False)
+    assert d.look("dr0", "a").outcome == "denied"
+    d.wait(61)
+    assert d.look("dr9", "b").outcome == "allowed"
+
+
+# -- lockouts -------------------------------------------------------------------------------------
+
+
+def test_escalation_counts_from_the_latest_lockout(engine: Engine) -> None:
+    d = Driver(
+        engine,
+        QuotaPolicy.only(
+            invalid_nirs="1/hour",
+            lockout="1 hour",
+            lockout_escalation=("1 day", None),
+            lockout_memory="7 days",
+        ),
+    )
+
+    def breach() -> Decision:
+        d.invalid("dr")
+        return d.invalid("dr")
+
+    first = breach()
+    assert (first.level, first.retry_after) == (1, pytest.approx(HOUR))
+    d.wait(5 * DAY)
+    second = breach()
+    assert (second.level, second.retry_after) == (2, pytest.approx(DAY))
+    d.wait(5 * DAY)  # 10 days after the first lockout, 5 after the latest: still remembered
+    third = breach()
+    assert third.level == 3
+    assert third.retry_after is None  # until unlock()
+    d.wait(400 * DAY)
+    assert d.look("dr", "a").outcome == "locked"
+    assert d.status("dr").locked_for is not None
+
+
+def test_escalation_is_forgotten_after_the_memory(engine: Engine) -> None:
+    d = drive(engine, invalid_nirs="1/hour")
+    d.invalid("dr")
+    assert d.invalid("dr").level == 1
+    d.wait(8 * DAY)
+    d.invalid("dr")
+    again = d.invalid("dr")
+    assert (again.level, again.retry_after) == (1, pytest.approx(HOUR))
+
+
+def test_unlock_lifts_and_forgets(engine: Engine) -> None:
+    d = drive(engine, invalid_nirs="1/hour", distinct_patients="1/day", break_glass=None)
+    d.invalid("dr")
+    d.invalid("dr")
+    assert d.look("dr", "a").outcome == "locked"
+    d.unlock("dr")
+    assert d.status("dr").level == 0
+    assert d.look("dr", "a").outcome == "allowed"
+    assert d.invalid("dr").outcome == "invalid"
+
+
+# -- break-glass ----------------------------------------------------------------------------------
+
+
+def test_first_new_patient_past_the_quota_asks_for_a_reason(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="2/day", break_glass="3/day")
+    d.look("dr", "a")
+    d.look("dr", "b")
+    asked = d.look("dr", "c")
+    assert (asked.outcome, asked.quota, asked.lockout_started) == (
+        "reason_required",
+        "distinct_patients",
+        False,
+    )
+    assert d.look("dr", "c").outcome == "reason_required"  # the same patient again: no lockout
+    assert d.look("dr", "a").outcome == "allowed"  # known patients still go through
+    granted = d.look("dr", "c", reason=True)
+    assert (granted.outcome, granted.quota, granted.break_glass_left) == (
+        "break_glass",
+        "distinct_patients",
+        2,
+    )
+    again = d.look("dr", "c")  # the grant opens that one patient
+    assert (again.outcome, again.quota) == ("allowed", "break_glass")
+
+
+def test_a_second_new_patient_without_a_reason_locks(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/day", break_glass="3/day")
+    d.look("dr", "a")
+    assert d.look("dr", "b").outcome == "reason_required"
+    locked = d.look("dr", "c")
+    assert (locked.outcome, locked.quota, locked.lockout_started) == (
+        "denied",
+        "distinct_patients",
+        True,
+    )
+    assert d.look("dr", "b", reason=True).outcome == "locked"  # never lifts a lockout
+
+
+def test_break_glass_budget_then_lockout(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/day", break_glass="2/day")
+    d.look("dr", "a")
+    assert d.look("dr", "b", reason=True).break_glass_left == 1
+    assert d.look("dr", "c", reason=True).break_glass_left == 0
+    spent = d.look("dr", "d", reason=True)
+    assert (spent.outcome, spent.quota, spent.lockout_started) == (
+        "denied",
+        "distinct_patients",
+        True,
+    )
+
+
+def test_break_glass_grant_ends_with_its_time_box(engine: Engine) -> None:
+    d = drive(
+        engine, distinct_patients="1/7 days", break_glass="5/day", break_glass_access="2 days"
+    )
+    d.look("dr", "a")
+    d.look("dr", "b", reason=True)
+    d.wait(DAY)
+    assert d.look("dr", "b").quota == "break_glass"
+    d.wait(1.5 * DAY)
+    assert d.look("dr", "b").outcome == "reason_required"
+
+
+def test_break_glass_never_lifts_a_lookups_rate_limit(engine: Engine) -> None:
+    d = drive(engine, lookups="1/minute", distinct_patients="1/day", break_glass="3/day")
+    d.look("dr", "a")
+    refused = d.look("dr", "b", reason=True)
+    assert (refused.outcome, refused.quota) == ("denied", "lookups")
+
+
+def test_a_reason_that_is_not_needed_costs_nothing(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="5/day", break_glass="1/day")
+    assert d.look("dr", "a", reason=True).outcome == "allowed"
+    assert d.status("dr").remaining["break_glass"] == 1
+
+
+# -- portal-wide evidence -------------------------------------------------------------------------
+
+
+def hot_policy(**extra: Any) -> QuotaPolicy:
+    fields: dict[str, Any] = {
+        "hot_cohort": 4.0,
+        "hot_cohort_min": 5,
+        "portal_cohort": "3/day",
+        "portal_cohort_share": 0.5,
+    }
+    fields.update(extra)
+    return QuotaPolicy.only(**fields)
+
+
+def test_a_cohort_turns_hot_against_its_baseline_and_alerts_once(engine: Engine) -> None:
+    d = Driver(engine, hot_policy())
+    seen = []
+    for i in range(8):
+        decision = d.look(f"dr{i}", f"p{i}", "c1")  # eight accounts, one patient each
+        seen.append((decision.hot, decision.hot_alert))
+        d.wait(60)
+    assert seen[:5] == [(False, False)] * 5  # heat 5 is not above 4 x baseline + 5
+    assert seen[5] == (True, True)
+    assert seen[6:] == [(True, False)] * 2  # one alert per window
+    assert d.look("dr0", "p0", "c1").hot  # a repeat patient: no new heat, still hot
+    assert not d.look("dr0", "q", "c2").hot
+
+
+def test_the_baseline_absorbs_a_cohorts_usual_traffic(engine: Engine) -> None:
+    d = Driver(engine, hot_policy())
+    for day in range(28):  # four weeks with three new patients a day in the cohort
+        for i in range(3):
+            d.look(f"dr{i}", f"d{day}p{i}", "c1")
+            d.wait(HOUR)
+        d.wait(DAY - 3 * HOUR)
+    busy = [d.look(f"dr{i}", f"busy{i}", "c1") for i in range(12)]
+    assert not any(x.hot for x in busy)  # twelve in a day: usual enough for this cohort
+
+
+def test_portal_evidence_alone_never_locks_an_ordinary_account(engine: Engine) -> None:
+    d = Driver(engine, hot_policy())
+    for i in range(10):
+        d.look(f"walker{i}", f"w{i}", "c1")
+    gp = [d.look("gp", f"gp{i}", f"other{i}") for i in range(5)]
+    gp.append(d.look("gp", "newborn", "c1"))  # one of its patients falls in the hot cohort
+    assert gp[-1].hot
+    assert all(x.outcome == "allowed" for x in gp)
+
+
+def test_an_account_feeding_hot_cohorts_is_suspected(engine: Engine) -> None:
+    d = Driver(engine, hot_policy(break_glass=None))
+    for i in range(8):
+        d.look(f"other{i}", f"o{i}", "c1")  # the cohort is walked across accounts
+    outcomes = [d.look("bot", f"b{i}", "c1").outcome for i in range(5)]
+    assert outcomes[:3] == ["allowed"] * 3
+    assert outcomes[3] == "suspected"
+    assert d.log[-2][3] == "portal_cohort"
+
+
+def test_a_busy_account_with_a_few_hot_patients_is_not_suspected(engine: Engine) -> None:
+    d = Driver(engine, hot_policy(break_glass=None))
+    for i in range(8):
+        d.look(f"other{i}", f"o{i}", "c1")
+    for i in range(20):  # a desk: many new patients elsewhere ...
+        d.look("desk", f"x{i}", f"c{i + 10}")
+    outcomes = [d.look("desk", f"h{i}", "c1").outcome for i in range(6)]  # ... and six here
+    assert outcomes == ["allowed"] * 6  # six of 26 new patients: under the share
+
+
+def test_hot_cohort_reason_action(engine: Engine) -> None:
+    d = Driver(engine, hot_policy(hot_cohort_action="reason", break_glass="1/day"))
+    for i in range(8):
+        d.look(f"other{i}", f"o{i}", "c1")
+    asked = d.look("gp", "n1", "c1")
+    assert (asked.outcome, asked.quota, asked.lockout_started) == (
+        "reason_required",
+        "hot_cohort",
+        False,
+    )
+    assert d.look("gp", "n2", "c1").outcome == "reason_required"  # never a lockout
+    assert d.look("gp", "n1", "c1", reason=True).outcome == "break_glass"
+    spent = d.look("gp", "n2", "c1", reason=True)
+    assert (spent.outcome, spent.quota, spent.lockout_started) == ("denied", "break_glass", False)
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def test_status_reports_remaining_budgets(engine: Engine) -> None:
+    d = drive(engine, lookups="10/hour;50/day", distinct_patients="5/day", break_glass="2/day")
+    d.look("dr", "a")
+    d.look("dr", "b")
+    d.look("dr", "a")
+    status = d.status("dr")
+    assert status.remaining["lookups"] == 7
+    assert status.remaining["distinct_patients"] == 3
+    assert status.remaining["break_glass"] == 2
+    assert status.remaining["misses"] is None
+    assert status.locked_for is None
+
+
+# -- the engines agree ----------------------------------------------------------------------------
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["look", "look", "look", "reason", "invalid", "miss", "wait", "unlock"]),
+        st.sampled_from(["dr1", "dr2", "dr3"]),
+        st.integers(0, 9),
+        st.integers(0, 2),
+        st.sampled_from([1.0, 30.0, 700.0, 4000.0, 90000.0]),
+    ),
+    max_size=40,
+)
+PARITY_POLICY = QuotaPolicy.only(
+    lookups="6/10 minutes;20/day",
+    distinct_patients="3/hour;8/day",
+    invalid_nirs="2/hour",
+    misses="3/hour",
+    cohort="2/day",
+    portal_cohort="2/day",
+    portal_cohort_share=0.3,
+    hot_cohort=2.0,
+    hot_cohort_min=2,
+    miss_ratio=0.6,
+    miss_ratio_min_lookups=3,
+    break_glass="2/day",
+    portal="25/hour",
+)
+
+
+def _key(decision: Decision) -> tuple[Any, ...]:
+    retry = None if decision.retry_after is None else round(decision.retry_after, 3)
+    return (
+        decision.outcome,
+        decision.quota,
+        retry,
+        decision.lockout_started,
+        decision.level,
+        decision.hot,
+        decision.hot_alert,
+        round(decision.heat, 3),
+        decision.break_glass_left,
+        decision.count,
+        decision.limit,
+    )
+
+
+def _play(engine: Engine, ops: list[tuple[str, str, int, int, float]]) -> list[Any]:
+    d = Driver(engine, PARITY_POLICY)
+    out: list[Any] = []
+    for op, who, patient, cohort, seconds in ops:
+        if op in ("look", "reason"):
+            out.append(_key(d.look(who, f"p{patient}", f"c{cohort}", reason=op == "reason")))
+        elif op == "invalid":
+            out.append(_key(d.invalid(who)))
+        elif op == "miss":
+            d.miss(who)
+        elif op == "unlock":
+            d.unlock(who)
+        else:
+            d.wait(seconds)
+    s = d.status("dr1")
+    out.append((s.remaining, s.level, None if s.locked_for is None else round(s.locked_for, 3)))
+    return out
+
+
+@pytest.mark.redis
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> None:
+    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    redis_engine = _redis_engine(redis_url, prefix)
+    try:
+        expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
+        got = _play(redis_engine, ops)
+    finally:
+        redis_engine.close()
+        _cleanup(redis_url, prefix)
+    assert got == expected
+
+
+def test_heat_decays_exponentially(engine: Engine) -> None:
+    d = Driver(engine, hot_policy(hot_cohort_window="1 day", hot_cohort_baseline="28 days"))
+    first = d.look("dr", "a", "c1")
+    assert first.heat == pytest.approx(1.0)
+    d.wait(DAY)
+    second = d.look("dr2", "b", "c1")
+    assert second.heat == pytest.approx(1 + math.exp(-1), abs=1e-3)
+    assert second.expected == pytest.approx((1 + math.exp(-1 / 28)) / 28, abs=1e-3)
