@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_SCALE: Final = 0.1
 #: ``--quick``: fewer days, fewer strategies (for large scales).
 QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread")
-QUICK_HISTORY: Final = 1
+QUICK_HISTORY: Final = 2
 QUICK_DAYS: Final = 2
 
 
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_HISTORY} week of history, {QUICK_DAYS} attack days, "
+        help=f"{QUICK_HISTORY} weeks of history, {QUICK_DAYS} attack days, "
         f"strategies {', '.join(QUICK_STRATEGIES)} (for large scales)",
     )
     parser.add_argument(

@@ -43,21 +43,22 @@ _STYLES: Final = {"none": ("-", 3.0), "quotas": ("--", 2.2), "guard": (":", 2.0)
 
 LEGEND: Final = """\
 Legend
-  lookup             a valid NIR typed by a practitioner (the person found or not); typos
-                     (mistyped numbers the control key rejects) are counted apart, never as lookups
-  identities exposed distinct people whose identity a stolen account got back in the attack week
-  no guard           the same script with nothing refused; "guard": LookupGuard with the default
-                     policy (desks: the desk policy)
-  per account        the most identities any one of the 19 stolen accounts got
-  tried              lookups the stolen accounts tried, refused ones included
-  first signal       lookups by all stolen accounts up to the first refusal of one of them, alert
-                     naming one, or portal-wide alert on a cohort they walked; then the time since
-                     the attack began, and the quota or signal
-  break-glass        lookups let through because the account stated a reason when asked for one
-  refused            legitimate lookups the guard did not let run; "asked a reason": answered
-                     "a reason is required", then let through on the stated reason (break-glass)
-  locked out         accounts locked out at least once; "by portal signal": by evidence about a
-                     cohort across the portal (hot_cohort, portal_cohort)"""
+  lookup              a valid NIR typed by a practitioner (the person found or not); typos
+                      (mistyped numbers the control key rejects) are counted apart, never as lookups
+  identities exposed  distinct people whose identity a stolen account got back in the attack week
+  no guard / guard    the same script with nothing refused / LookupGuard with the default policy
+                      (desks: the desk policy)
+  per account         the most identities any one of the stolen accounts got
+  tried               lookups the stolen accounts tried, refused ones included
+  first signal        lookups by all stolen accounts together up to the first refusal of one of
+                      them, alert naming one, or portal-wide alert on a cohort they walked; then the
+                      time since the attack began, and the quota or signal
+  break-glass         lookups let through because the account stated a reason when asked for one
+  refused             legitimate lookups the guard did not let run
+  asked a reason      legitimate lookups answered "a reason is required", then let through on the
+                      stated reason (break-glass)
+  locked out          accounts locked out at least once; "by portal signal": by evidence about a
+                      cohort across the portal (hot_cohort, portal_cohort), not about the account"""
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,13 @@ def _find(result: ReplayResult, strategy: str, configuration: str) -> Outcome | 
 
 
 def _worst_rate(outcomes: list[Outcome], kind: str, all_weeks: bool) -> tuple[float, str]:
-    worst, where = 0.0, "-"
+    worst, where = 0.0, "every run"
     for o in outcomes:
         legit = o.legit_all if all_weeks else o.legit
         if legit is None:
             continue
         rate = legit.rate(kind)
-        if rate >= worst:
+        if rate > worst:
             worst, where = rate, o.strategy
     return worst, where
 
@@ -250,8 +251,9 @@ def format_table(result: ReplayResult, *, legend: bool = True) -> str:
         f"nirguard simulate: a portal of {sum(accounts.values()):,} practitioners "
         f"({accounts.get('gp', 0):,} GPs, {accounts.get('new_gp', 0):,} new GPs, {desks:,} desks) "
         f"and {w['people']:,} people (scale {s['scale']:g}), seed {s['seed']}",
-        f"{s['history_weeks']} weeks of history, then the attack week ({s['attack_days']} days): "
-        f"{s['attackers']} stolen GP accounts from Monday 01:00.",
+        f"{_plural(s['history_weeks'], 'week')} of history, then the attack week "
+        f"({_plural(s['attack_days'], 'day')}): {s['attackers']} stolen GP accounts "
+        "from its Monday 01:00.",
         f"Legitimate lookups in the attack week: {week['lookups']:,} (and {week['typos']:,} typos).",
         "",
     ]
@@ -293,10 +295,9 @@ def format_table(result: ReplayResult, *, legend: bool = True) -> str:
     if guarded:
         worst = max(guarded, key=lambda o: o.legit.total_refused if o.legit else 0)
         assert worst.legit is not None
-        weeks = s["history_weeks"] + 1
         lines.append(
             f"What the guard cost practitioners: the attack week with the most refusals "
-            f"({worst.strategy}), and all {weeks} weeks:"
+            f"({worst.strategy}), and the history and that week together:"
         )
         header2 = (
             "accounts",
@@ -347,41 +348,56 @@ def format_table(result: ReplayResult, *, legend: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def closing_line(result: ReplayResult) -> str:
     """What the guard saved and what it cost, in plain words."""
     guarded = [o for o in _guarded(result) if o.strategy != QUIET]
+    parts: list[str] = []
     nones = [o for o in result.outcomes if o.configuration == "none"]
-    if not guarded:
-        return ""
-    saved = ""
-    if nones:
+    fast = [o for o in guarded if o.strategy in FAST]
+    if nones and fast:
         biggest = max(nones, key=lambda o: o.exposed)
-        worst = max(
-            (o for o in guarded if o.strategy in FAST), key=lambda o: o.exposed, default=None
+        worst = max(fast, key=lambda o: o.exposed)
+        saved = (
+            f"Without a guard, the {result.settings['attackers']} stolen accounts got up to "
+            f"{biggest.exposed:,} identities in the attack week ({biggest.strategy}); with "
+            f"nirguard's default policy no fast attack got more than {worst.exposed:,} "
+            f"({worst.strategy})"
         )
-        if worst is not None:
-            saved = (
-                f"Without a guard, the 19 stolen accounts got up to {biggest.exposed:,} identities "
-                f"in the week ({biggest.strategy}); with nirguard's default policy, no fast attack got "
-                f"more than {worst.exposed:,} ({worst.strategy})"
+        slow = _find(result, "slow", "guard")
+        if slow is not None:
+            saved += (
+                f", while slow-and-low, under every per-account rate, still got {slow.exposed:,}"
             )
-            slow = _find(result, "slow", "guard")
-            if slow is not None:
-                saved += f", and slow-and-low {slow.exposed:,}"
-            saved += ". "
-    legit = [o for o in _guarded(result) if o.legit is not None]
-    cost = ""
+        parts.append(saved + ".")
+    legit = [o for o in _guarded(result) if o.legit is not None and o.legit_all is not None]
     if legit:
         worst_week = max(legit, key=lambda o: o.legit.total_refused if o.legit else 0)
-        assert worst_week.legit is not None
-        refused, lookups = worst_week.legit.total_refused, worst_week.legit.total_lookups
-        asked = sum(worst_week.legit.asked.values())
-        cost = (
-            f"It cost practitioners {refused:,} of {lookups:,} legitimate lookups in the attack "
-            f"week ({_pct(refused, lookups)}, worst case: {worst_week.strategy})"
-        )
-        cost += f", and {asked:,} lookups where they had to state a reason." if asked else "."
-    return saved + cost
+        week, everything = worst_week.legit, worst_week.legit_all
+        assert week is not None
+        assert everything is not None
+        refused, lookups = week.total_refused, week.total_lookups
+        before = everything.total_lookups - lookups
+        before_refused = everything.total_refused - refused
+        if refused:
+            cost = (
+                f"It refused {refused:,} of the {lookups:,} legitimate lookups of the attack week "
+                f"({_pct(refused, lookups)}, with {worst_week.strategy} running)"
+            )
+        else:
+            cost = f"It refused none of the {lookups:,} legitimate lookups of the attack week"
+        if before_refused:
+            cost += f", and {before_refused:,} of the {before:,} of the weeks before"
+        else:
+            cost += f", nor any of the {before:,} of the weeks before"
+        asked = sum(week.asked.values())
+        if asked:
+            cost += f"; practitioners stated a reason {asked:,} times to go on"
+        parts.append(cost + ".")
+    return " ".join(parts)
 
 
 def _fmt(value: float, rate: bool) -> str:

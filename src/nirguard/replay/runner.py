@@ -31,7 +31,7 @@ import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from nirguard.replay.attacks import (
@@ -492,13 +492,16 @@ class _Week:
     shadow_refused: int
 
 
-_CURRENT: tuple[Pass, Snapshot, World] | None = None
+_CURRENT: tuple[Pass, Snapshot | None, World] | None = None
 
 
 def _run_week(strategy: str) -> _Week:
+    """One attack week from the end of the history: restored from the snapshot, or,
+    in a process forked after the history, from the state it was forked with."""
     assert _CURRENT is not None
     p, state, world = _CURRENT
-    p.restore(state)
+    if state is not None:
+        p.restore(state)
     attack = world.attack(strategy) if strategy != QUIET else None
     legit, tally = p.run(world.workload.split, len(world.workload), attack=attack, end=world.end)
     if tally is not None:
@@ -506,20 +509,36 @@ def _run_week(strategy: str) -> _Week:
     return _Week(strategy, legit, tally, list(p.first), p.shadow_refused)
 
 
-def _map_weeks(tasks: list[str], jobs: int, done: Callable[[str], None]) -> dict[str, _Week]:
-    out: dict[str, _Week] = {}
-    if jobs > 1 and len(tasks) > 1 and _can_fork():
-        import multiprocessing
+def _map_weeks(
+    p: Pass, world: World, tasks: list[str], done: Callable[[str], None]
+) -> dict[str, _Week]:
+    """Every week of ``tasks`` from the state ``p`` is in now.
 
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            for week in pool.imap_unordered(_run_week, tasks):
-                out[week.strategy] = week
-                done(week.strategy)
+    Where processes fork, each week runs in a process forked for it (the
+    fork is the snapshot: nothing to copy or restore), ``jobs`` at a time.
+    Elsewhere the pass is snapshotted and restored before each week.
+    """
+    global _CURRENT
+    out: dict[str, _Week] = {}
+    try:
+        if _can_fork():
+            import multiprocessing
+
+            _CURRENT = (p, None, world)
+            context = multiprocessing.get_context("fork")
+            jobs = min(world.settings.jobs, len(tasks))
+            with context.Pool(jobs, maxtasksperchild=1) as pool:
+                for week in pool.imap_unordered(_run_week, tasks):
+                    out[week.strategy] = week
+                    done(week.strategy)
+            return out
+        _CURRENT = (p, p.snapshot(), world)
+        for task in tasks:
+            out[task] = _run_week(task)
+            done(task)
         return out
-    for task in tasks:
-        out[task] = _run_week(task)
-        done(task)
-    return out
+    finally:
+        _CURRENT = None
 
 
 def _can_fork() -> bool:
@@ -539,7 +558,6 @@ def _replay_configuration(
     tasks: list[str],
     progress: _Progress,
 ) -> tuple[LegitTally, dict[str, _Week]]:
-    global _CURRENT
     label = configuration if enforce else f"{configuration} (shadow)"
     p = Pass(
         registry=world.registry,
@@ -553,8 +571,6 @@ def _replay_configuration(
     split = world.workload.split
     report = progress.stage(split)
     history, _ = p.run(0, split, progress=lambda n: report(f"{label}: history", n / max(1, split)))
-    state = p.snapshot()
-    _CURRENT = (p, state, world)
     finished: list[str] = []
     report = progress.stage(len(tasks) * (len(world.workload) - split))
 
@@ -562,11 +578,79 @@ def _replay_configuration(
         finished.append(strategy)
         report(f"{label}: {strategy}", len(finished) / len(tasks))
 
-    try:
-        weeks = _map_weeks(tasks, world.settings.jobs, done)
-    finally:
-        _CURRENT = None
-    return history, weeks
+    return history, _map_weeks(p, world, tasks, done)
+
+
+def world_features(world: World | None) -> GuardFeatures:
+    """The installed guard's features (from ``world`` when there is one)."""
+    return world.features if world is not None else guard_features()
+
+
+def _groups(passes: list[tuple[str, bool]], jobs: int) -> list[list[tuple[str, bool]]]:
+    """Passes shared round robin between ``jobs`` processes (the first group is ours)."""
+    count = max(1, min(jobs, len(passes))) if _can_fork() else 1
+    return [passes[i::count] for i in range(count)] if passes else []
+
+
+_Found = dict[tuple[str, bool], tuple[LegitTally, dict[str, _Week]]]
+
+
+def _run_group(
+    world: World,
+    group: list[tuple[str, bool]],
+    tasks: list[str],
+    progress: _Progress,
+) -> _Found:
+    found: _Found = {}
+    for configuration, enforce in group:
+        found[(configuration, enforce)] = _replay_configuration(
+            world, configuration, enforce, tasks, progress
+        )
+    return found
+
+
+def _run_groups(
+    world: World, groups: list[list[tuple[str, bool]]], tasks: list[str], progress: _Progress
+) -> _Found:
+    """Run the groups of passes: the first here, the others in forked processes at once."""
+    if not groups:
+        return {}
+    import multiprocessing
+
+    jobs = max(1, world.settings.jobs // len(groups))
+    local = replace(world, settings=replace(world.settings, jobs=jobs))
+    children = []
+    context = multiprocessing.get_context("fork")
+    for group in groups[1:]:
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_child_group, args=(local, group, tasks, send), daemon=False)
+        child.start()
+        send.close()
+        children.append((child, receive))
+    found = _run_group(local, groups[0], tasks, progress)
+    for child, receive in children:
+        progress.stage(0)("waiting for the other passes", 1.0)
+        try:
+            answer = receive.recv()
+        except EOFError:
+            answer = RuntimeError("a replay process ended without an answer")
+        receive.close()
+        child.join()
+        if isinstance(answer, BaseException):
+            raise answer
+        found.update(answer)
+    return found
+
+
+def _child_group(world: World, group: list[tuple[str, bool]], tasks: list[str], send: Any) -> None:
+    send.send(_run_group(world, group, tasks, _Progress(None, 1)))
+    send.close()
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _hour_curve(times: array[float] | list[float], start: float, hours: int) -> list[int]:
@@ -679,13 +763,18 @@ def run_replay(
         accounts_for(settings.scale) * 142 * (settings.history_weeks + settings.attack_days / 7)
     )
     guarded = [c for c in settings.configurations if c != "none"]
-    passes = len(guarded) + (1 if settings.shadow and "guard" in guarded else 0)
-    tasks = [QUIET, *settings.strategies]
+    passes = [(c, True) for c in guarded]
+    shadow_ok = settings.shadow and world_features(world).shadow
+    if "guard" in guarded and shadow_ok:
+        passes.append(("guard", False))
+    tasks = list(settings.strategies) or [QUIET]
+    groups = _groups(passes, settings.jobs)
     week_units = (
         events / (settings.history_weeks + settings.attack_days / 7) * settings.attack_days / 7
     )
+    mine = len(groups[0]) if groups else 0
     plan = _Progress(
-        progress, events * 0.3 + passes * (events - week_units + len(tasks) * week_units)
+        progress, events * 0.3 + mine * (events - week_units + len(tasks) * week_units)
     )
     if world is None:
         world = build_world(settings, plan.stage(events * 0.3))
@@ -707,20 +796,13 @@ def run_replay(
     history: dict[str, LegitSummary] = {}
     weeks: dict[tuple[str, bool], dict[str, _Week]] = {}
     tallies: dict[str, LegitTally] = {}
-    for configuration in guarded:
-        modes = [True]
-        if configuration == "guard" and settings.shadow and world.features.shadow:
-            modes.append(False)
-        for enforce in modes:
-            t0 = time.perf_counter()
-            tally, found = _replay_configuration(world, configuration, enforce, tasks, plan)
-            weeks[(configuration, enforce)] = found
-            if enforce:
-                history[configuration] = LegitSummary.of(tally, kinds)
-                tallies[configuration] = tally
-            seconds[configuration if enforce else f"{configuration} (shadow)"] = (
-                time.perf_counter() - t0
-            )
+    t0 = time.perf_counter()
+    for (configuration, enforce), (tally, found) in _run_groups(world, groups, tasks, plan).items():
+        weeks[(configuration, enforce)] = found
+        if enforce:
+            history[configuration] = LegitSummary.of(tally, kinds)
+            tallies[configuration] = tally
+    seconds["guarded passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     say = plan.stage(0)
     for strategy in settings.strategies:
@@ -740,7 +822,7 @@ def run_replay(
                 other = shadow[strategy]
                 outcome.shadow = _compare(names, week.first, other.first, other.shadow_refused)
             outcomes.append(outcome)
-    for configuration in guarded:
+    for configuration in guarded if tasks == [QUIET] else ():
         week = weeks[(configuration, True)][QUIET]
         quiet = Outcome(
             QUIET,
@@ -755,6 +837,7 @@ def run_replay(
         outcomes.append(quiet)
     seconds["no guard"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
+    seconds["cpu"] = _cpu()
     return ReplayResult(
         settings=_settings_dict(settings, world),
         world=_world_dict(world),

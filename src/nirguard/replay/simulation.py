@@ -69,11 +69,13 @@ class GuardFeatures:
         shadow: ``LookupGuard(enforce=False)`` exists.
         reason: ``guard.lookup(..., reason=...)`` exists (break-glass).
         snapshot: ``guard._snapshot()`` / ``guard._restore()`` exist.
+        metrics: ``LookupGuard(metrics=False)`` exists.
     """
 
     shadow: bool
     reason: bool
     snapshot: bool
+    metrics: bool = False
 
 
 def guard_features() -> GuardFeatures:
@@ -86,6 +88,7 @@ def guard_features() -> GuardFeatures:
         shadow="enforce" in init,
         reason="reason" in lookup,
         snapshot=callable(getattr(LookupGuard, "_snapshot", None)),
+        metrics="metrics" in init,
     )
 
 
@@ -226,10 +229,12 @@ class Pass:
         self._attack: AttackTally | None = None
         self._attack_base = size - len(attackers)
         options: dict[str, Any] = {}
+        if self.features.metrics:
+            options["metrics"] = False  # the replay's own counts; no OpenTelemetry cost
         if not enforce:
             if not self.features.shadow:
                 raise RuntimeError("the installed LookupGuard has no shadow mode (enforce=False)")
-            options = {"enforce": False, "audit": self._audit}
+            options.update(enforce=False, audit=self._audit)
         self.guard: LookupGuard = LookupGuard(
             policy=policy_for,
             storage="memory://",
@@ -294,7 +299,7 @@ class Pass:
             if reason is None:
                 guarded = self._lookup(name, number)
             else:
-                guarded = self._lookup(name, number, reason=reason)  # type: ignore[call-arg]
+                guarded = self._lookup(name, number, reason=reason)
             with guarded as lk:
                 lk.record(result)
         except InvalidNIR:
