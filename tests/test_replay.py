@@ -420,7 +420,7 @@ def test_numbers_agree_between_header_table_and_closing_line(small_result):
     table = format_table(small_result)
     week = small_result.world["attack_week_lookups"]["lookups"]
     assert f"Legitimate lookups in the attack week: {week:,}" in table
-    assert f"of {week:,} legitimate lookups" in closing_line(small_result)
+    assert f"{week:,} legitimate lookups of the attack week" in closing_line(small_result)
     biggest = max(o.exposed for o in small_result.outcomes if o.configuration == "none")
     assert f"{biggest:,}" in closing_line(small_result)
 

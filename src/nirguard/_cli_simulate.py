@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: The default world: small enough for a first run (about 10 s, under 500 MB).
 DEFAULT_SCALE: Final = 0.1
 #: ``--quick``: fewer days, fewer strategies (for large scales).
-QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread")
+QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread", "spread-parallel")
 QUICK_HISTORY: Final = 2
 QUICK_DAYS: Final = 2
 
