@@ -39,7 +39,8 @@ from nirguard.replay.practitioners import (
 )
 from nirguard.replay.registry import LOCAL_POOL, PEOPLE_PER_SCALE, build_registry
 from nirguard.replay.report import closing_line, format_table, targets, to_json
-from nirguard.replay.runner import QUIET, build_world, run_replay as _run
+from nirguard.replay.runner import QUIET, build_world
+from nirguard.replay.runner import run_replay as _run
 from nirguard.replay.simulation import Pass, guard_features
 
 NIR_SHAPED = re.compile(r"(?<![0-9])[0-9]{5}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?(?![0-9])")
