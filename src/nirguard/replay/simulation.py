@@ -70,12 +70,14 @@ class GuardFeatures:
         reason: ``guard.lookup(..., reason=...)`` exists (break-glass).
         snapshot: ``guard._snapshot()`` / ``guard._restore()`` exist.
         metrics: ``LookupGuard(metrics=False)`` exists.
+        break_glass_hook: ``LookupGuard(on_break_glass=...)`` exists.
     """
 
     shadow: bool
     reason: bool
     snapshot: bool
     metrics: bool = False
+    break_glass_hook: bool = False
 
 
 def guard_features() -> GuardFeatures:
@@ -89,6 +91,7 @@ def guard_features() -> GuardFeatures:
         reason="reason" in lookup,
         snapshot=callable(getattr(LookupGuard, "_snapshot", None)),
         metrics="metrics" in init,
+        break_glass_hook="on_break_glass" in init,
     )
 
 
@@ -167,7 +170,7 @@ class AttackTally:
         got: distinct people returned to each account.
         attempts: lookups tried by the stolen accounts (reasoned retries included).
         account_attempts: per account.
-        break_glass: lookups let through on a stated reason.
+        break_glass: lookups let through on a stated reason (break-glass grants).
         stopped: accounts locked until unlocked.
         first_signal: ``(attempts by all accounts, time, signal)`` at the first
             refusal of a stolen account, alert naming one, or portal alert in a
@@ -231,6 +234,8 @@ class Pass:
         options: dict[str, Any] = {}
         if self.features.metrics:
             options["metrics"] = False  # the replay's own counts; no OpenTelemetry cost
+        if self.features.break_glass_hook:
+            options["on_break_glass"] = self._break_glass
         if not enforce:
             if not self.features.shadow:
                 raise RuntimeError("the installed LookupGuard has no shadow mode (enforce=False)")
@@ -257,6 +262,11 @@ class Pass:
 
             enforced = {v: k for k, v in WOULD.items()}.get(outcome, outcome)
             self._would = (enforced, str(event.quota or enforced), event.retry_after)
+
+    def _break_glass(self, grant: Any) -> None:
+        attack = self._attack
+        if attack is not None and self._who >= self._attack_base:
+            attack.break_glass += 1
 
     def _alert(self, alert: Any) -> None:
         who = self.index.get(str(alert.practitioner), self._who)
@@ -466,13 +476,13 @@ class _AttackRunner:
             owner.now = t
             tally.touched.add(number[:10])
             person = find(number)
-            refusal = self._try(i, number, person, None)
+            # A script that uses break-glass states a reason on every lookup: the guard
+            # ignores it unless the lookup needs one, and it is never asked first.
+            reason = attack.reason(i, tally.account_attempts[i]) if reason_ok else None
+            refusal = self._try(i, number, person, reason)
             if refusal is not None and refusal[0] == "reason_required":
-                if reason_ok:
-                    reason = attack.reason(i, tally.account_attempts[i])
-                    refusal = self._try(i, number, person, reason)
-                    if refusal is None:
-                        tally.break_glass += 1
+                if reason_ok and reason is None:
+                    refusal = self._try(i, number, person, attack.reason(i, 0))
                 else:  # the script drops the number and goes on
                     self.pending[i] = None
                     heapq.heapreplace(heap, (attack.next_time(i, t), i))
