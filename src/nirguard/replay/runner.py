@@ -25,14 +25,15 @@ result does not depend on ``jobs``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from nirguard.replay.attacks import (
     ATTACK_OFFSET,
@@ -522,15 +523,10 @@ def _map_weeks(
     out: dict[str, _Week] = {}
     try:
         if _can_fork():
-            import multiprocessing
-
             _CURRENT = (p, None, world)
-            context = multiprocessing.get_context("fork")
-            jobs = min(world.settings.jobs, len(tasks))
-            with context.Pool(jobs, maxtasksperchild=1) as pool:
-                for week in pool.imap_unordered(_run_week, tasks):
-                    out[week.strategy] = week
-                    done(week.strategy)
+            for week in _forked(_run_week, tasks, max(1, world.settings.jobs)):
+                out[week.strategy] = week
+                done(week.strategy)
             return out
         _CURRENT = (p, p.snapshot(), world)
         for task in tasks:
@@ -539,6 +535,55 @@ def _map_weeks(
         return out
     finally:
         _CURRENT = None
+
+
+_T = TypeVar("_T")
+
+
+def _forked(work: Callable[[str], _T], tasks: list[str], jobs: int) -> Iterator[_T]:
+    """``work(task)`` for each task, each in a process forked for it, ``jobs`` at a time.
+
+    Plain processes and pipes, no pool: the parent starts no thread, so
+    forking stays safe, and each child sees the parent's state as it is now.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("fork")
+    todo = list(tasks)
+    running: dict[Any, Any] = {}
+    while todo or running:
+        while todo and len(running) < jobs:
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_child, args=(work, todo.pop(0), send), daemon=False)
+            child.start()
+            send.close()
+            running[receive] = child
+        for ready in wait(list(running)):
+            child = running.pop(ready)
+            connection: Any = ready
+            answer: Any
+            try:
+                answer = connection.recv()
+            except EOFError:
+                answer = RuntimeError("a replay process ended without an answer")
+            connection.close()
+            child.join()
+            if isinstance(answer, BaseException):
+                for other, proc in running.items():
+                    proc.terminate()
+                    other.close()
+                raise answer
+            yield answer
+
+
+def _child(work: Callable[[str], Any], task: str, send: Any) -> None:
+    try:
+        send.send(work(task))
+    except Exception as exc:  # the parent re-raises it
+        send.send(RuntimeError(f"replay week failed: {type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
 
 
 def _can_fork() -> bool:
@@ -619,11 +664,12 @@ def _run_groups(
 
     jobs = max(1, world.settings.jobs // len(groups))
     local = replace(world, settings=replace(world.settings, jobs=jobs))
-    children = []
     context = multiprocessing.get_context("fork")
+    children = []
     for group in groups[1:]:
         receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_child_group, args=(local, group, tasks, send), daemon=False)
+        work = functools.partial(_run_group, local, group, tasks, _Progress(None, 1))
+        child = context.Process(target=_child, args=(_ignore_task(work), "", send), daemon=False)
         child.start()
         send.close()
         children.append((child, receive))
@@ -642,9 +688,8 @@ def _run_groups(
     return found
 
 
-def _child_group(world: World, group: list[tuple[str, bool]], tasks: list[str], send: Any) -> None:
-    send.send(_run_group(world, group, tasks, _Progress(None, 1)))
-    send.close()
+def _ignore_task(work: Callable[[], _T]) -> Callable[[str], _T]:
+    return lambda _task: work()
 
 
 def _cpu() -> float:
