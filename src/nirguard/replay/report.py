@@ -317,9 +317,17 @@ def format_table(result: ReplayResult, *, legend: bool = True) -> str:
                 for k, v in o.legit_all.locked_by.items():
                     locked_by[k] = max(locked_by.get(k, 0), v)
         lines.append(
-            f"  locked out by portal signal: {portal:,}; lockouts by signal (worst week): "
+            f"  locked out by portal signal: {portal:,}; lockouts by signal: "
             + (", ".join(f"{k} {v:,}" for k, v in sorted(locked_by.items())) or "none")
         )
+        history = result.history.get("guard")
+        if history is not None:
+            quiet_alarms = history.alerts.get("hot_cohort", 0)
+            lines.append(
+                f"  hot-cohort alerts raised by legitimate traffic alone (false alarms for the "
+                f"security office): {quiet_alarms:,} in the "
+                f"{_plural(s['history_weeks'], 'week')} of history"
+            )
         lines.append("")
     checks = targets(result)
     if checks:
@@ -444,6 +452,8 @@ def scale_row(result: ReplayResult) -> dict[str, Any]:
     for kind in ("gp", "desk"):
         row[f"{kind}_refused_week"] = _worst_rate(guarded, kind, all_weeks=False)[0]
         row[f"{kind}_refused_all"] = _worst_rate(guarded, kind, all_weeks=True)[0]
+    history = result.history.get("guard")
+    row["history_hot_alerts"] = history.alerts.get("hot_cohort", 0) if history else 0
     row["portal_locked"] = max(
         (o.legit_all.portal_locked for o in guarded if o.legit_all), default=0
     )
@@ -467,6 +477,7 @@ def format_scales(rows: list[dict[str, Any]]) -> str:
         "GP refused (week / all)",
         "desk refused (week / all)",
         "locked (portal)",
+        "hot alerts",
         *strategies,
     )
     table: list[tuple[str, ...]] = [header]
@@ -479,10 +490,15 @@ def format_scales(rows: list[dict[str, Any]]) -> str:
                 f"{100 * r['gp_refused_week']:.3f}% / {100 * r['gp_refused_all']:.3f}%",
                 f"{100 * r['desk_refused_week']:.3f}% / {100 * r['desk_refused_all']:.3f}%",
                 f"{r['locked']:,} ({r['portal_locked']:,})",
+                f"{r.get('history_hot_alerts', 0):,}",
                 *(f"{r.get(s + '_exposed', 0):,}" for s in strategies),
             )
         )
-    lines = ["Legitimate lookups refused and identities exposed, by scale (guard, default policy):"]
+    lines = [
+        "Legitimate lookups refused (worst attack week / history and that week), accounts",
+        "locked (by portal signal), hot-cohort alerts from legitimate traffic in the history,",
+        "and identities exposed per strategy, by scale (guard, default policy):",
+    ]
     lines.extend(_grid(table))
     return "\n".join(lines)
 
