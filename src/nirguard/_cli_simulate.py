@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-#: The default world: small enough for a first run (about 10 s, under 500 MB).
-DEFAULT_SCALE: Final = 0.1
+#: The default world: small enough for a first run (about 22 s of CPU, under 300 MB).
+DEFAULT_SCALE: Final = 0.05
 #: ``--quick``: fewer days, fewer strategies (for large scales).
 QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread", "spread-parallel")
 QUICK_HISTORY: Final = 2
