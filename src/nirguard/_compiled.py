@@ -67,7 +67,8 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """Windows and seconds of one policy, and its arguments for the Redis script."""
+    """Windows and seconds of one policy, and its text for the Redis script (``lua_policy``,
+    which the script parses once and caches)."""
 
     policy: QuotaPolicy
     name: str | None
@@ -94,7 +95,7 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     keep: float
-    lua_args: tuple[str, ...]
+    lua_policy: str
 
     @property
     def needs_cohort(self) -> bool:
@@ -140,7 +141,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         max(float(longest), lockout_memory, ratio_window if policy.miss_ratio else 0, steps[0]) + 60
     )
     hot = policy.hot_cohort
-    lua_args = (
+    lua_parts = (
         _spec(lookups),
         _spec(distinct),
         _spec(invalid),
@@ -190,5 +191,5 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         hot_reason=policy.hot_cohort_action == "reason",
         break_glass_access=access,
         keep=keep,
-        lua_args=lua_args,
+        lua_policy="|".join(lua_parts),
     )

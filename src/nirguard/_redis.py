@@ -1,8 +1,11 @@
-"""The Redis engine: one Lua script call decides a lookup, on the server's clock.
+"""The Redis engine: one Lua call decides a lookup, on the server's clock.
 
-:class:`RedisEngine` runs ``_admit.lua`` (EVALSHA, with EVAL when the
-server's script cache does not hold it yet) through redis-py's clients,
-sync and asyncio. On a single node or behind Sentinel one call decides
+:class:`RedisEngine` runs ``_admit.lua`` through redis-py's clients, sync and
+asyncio: as a Redis Function (``FCALL``; the library is loaded with
+``FUNCTION LOAD`` the first time the server does not know it), so its helpers
+are defined once and a compiled policy is parsed once per server; on a server
+without Functions (Redis < 7) the same code runs through ``EVALSHA`` (``EVAL``
+when the script cache does not hold it). On a single node or behind Sentinel one call decides
 everything; on a Redis Cluster the portal-wide keys live in one slot and a
 practitioner's keys in another, so the portal step and the account step are
 two calls. The script reads the time with ``TIME``: application hosts with
@@ -37,7 +40,12 @@ DEFAULT_DEADLINE: Final = 0.5
 #: Connections per process (per event loop for asyncio) in the default blocking pool.
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
-SCRIPT: Final = files("nirguard").joinpath("_admit.lua").read_text("utf-8")
+BODY: Final = files("nirguard").joinpath("_admit.lua").read_text("utf-8")
+#: The library and function name carry the code's digest: two versions of nirguard
+#: on one Redis (a rolling deploy) each find their own.
+FUNCTION: Final = "nirguard_" + hashlib.sha256(BODY.encode("utf-8")).hexdigest()[:16]
+LIBRARY: Final = f"#!lua name={FUNCTION}\n{BODY}\nredis.register_function('{FUNCTION}', main)\n"
+SCRIPT: Final = f"{BODY}\nreturn main(KEYS, ARGV)\n"
 SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 _PLAIN: Final = ("redis", "rediss", "unix", "redis+unix")
@@ -176,6 +184,37 @@ def _limits_async(uri: str, opts: dict[str, Any]) -> Callable[[], Any]:
     return make
 
 
+def _missing(exc: Exception) -> str | None:
+    """``"function"`` when the server lacks our library, ``"command"`` when it lacks
+    Functions altogether (Redis < 7), else ``None``."""
+    message = str(exc).lower()
+    if "function not found" in message:
+        return "function"
+    if "unknown command" in message and ("fcall" in message or "function" in message):
+        return "command"
+    return None
+
+
+def _load(function_load: Callable[..., Any]) -> None:
+    from redis.exceptions import ResponseError
+
+    try:
+        function_load(LIBRARY)
+    except ResponseError as exc:  # another process loaded it first
+        if "already exists" not in str(exc).lower():
+            raise
+
+
+async def _aload(function_load: Callable[..., Awaitable[Any]]) -> None:
+    from redis.exceptions import ResponseError
+
+    try:
+        await function_load(LIBRARY)
+    except ResponseError as exc:
+        if "already exists" not in str(exc).lower():
+            raise
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -231,6 +270,7 @@ class RedisEngine:
         "_async_loop",
         "_cluster",
         "_deadline",
+        "_functions",
         "_make_async",
         "_make_sync",
         "_prefix",
@@ -245,8 +285,10 @@ class RedisEngine:
         prefix: str,
         options: dict[str, Any] | None = None,
         deadline: float = DEFAULT_DEADLINE,
+        functions: bool = True,
     ) -> None:
         self._make_sync, self._make_async, self._cluster = open_redis(uri, options, deadline)
+        self._functions = functions
         self._prefix = prefix
         self._deadline = deadline
         self._sync_client: Any = None
@@ -265,45 +307,43 @@ class RedisEngine:
             request.policy.heat_suffix,
         )
 
+    @staticmethod
     def _call(
-        self, mode: str, request: Request, keys: Sequence[str], extra: Sequence[str] = ()
+        mode: str, request: Request, keys: Sequence[str], hot: bool = False, *extra: str
     ) -> list[str]:
+        flags = (
+            ("1" if request.patient is not None else "0")
+            + ("1" if request.cohort is not None else "0")
+            + ("1" if request.reason else "0")
+            + ("1" if hot else "0")
+        )
         now = "" if request.now is None else repr(request.now)
-        return [
-            *keys,
-            mode,
-            now,
-            *request.policy.lua_args,
-            "1" if request.patient is not None else "0",
-            "1" if request.cohort is not None else "0",
-            "1" if request.reason else "0",
-            *extra,
-        ]
+        return [*keys, mode, now, request.policy.lua_policy, flags, request.patient or "", *extra]
 
     def _plans(self, request: Request) -> list[list[str]]:
         """One call (``admit``) on a single node; on a Cluster, ``portal`` then ``account``."""
         k = self._keys(request)
-        patient = request.patient or ""
         if not self._cluster:
             keys = (k.account, k.patient, k.walk, k.portal, k.portal_seen, k.heat)
-            return [self._call("admit", request, keys, ("0", patient))]
-        own = (k.account, k.patient, k.walk, k.account, k.account, k.account)
+            return [self._call("admit", request, keys)]
         calls = []
         p = request.policy
         if p.portal or (p.hot_cohort is not None and request.cohort is not None):
             shared = (k.portal, k.portal, k.portal, k.portal, k.portal_seen, k.heat)
-            calls.append(self._call("portal", request, shared, ("0", patient)))
-        calls.append(self._call("account", request, own, ("0", patient)))
+            calls.append(self._call("portal", request, shared))
+        calls.append(self._call("account", request, self._own(k)))
         return calls
 
     @staticmethod
-    def _account_args(call: list[str], portal: Decision) -> list[str]:
-        # ARGV 28 (hot given), 30 and 31 (heat, expected) come from the portal step.
-        call = list(call)
-        argv = call[6:]
-        argv[27] = "1" if portal.hot else "0"
-        argv += [repr(portal.heat), repr(portal.expected)]
-        return call[:6] + argv
+    def _own(k: Keys) -> tuple[str, ...]:
+        return (k.account, k.patient, k.walk, k.account, k.account, k.account)
+
+    def _account_args(self, request: Request, portal: Decision) -> list[str]:
+        """The account step on a Cluster, told what the portal step found."""
+        keys = self._own(self._keys(request))
+        return self._call(
+            "account", request, keys, portal.hot, repr(portal.heat), repr(portal.expected)
+        )
 
     # -- sync -----------------------------------------------------------------------------------
 
@@ -314,9 +354,20 @@ class RedisEngine:
         return client
 
     def _eval(self, args: list[str]) -> Any:
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import NoScriptError, ResponseError
 
         client = self._client()
+        if self._functions:
+            try:
+                return client.fcall(FUNCTION, 6, *args)
+            except ResponseError as exc:
+                missing = _missing(exc)
+                if missing is None:
+                    raise
+                if missing == "function":
+                    _load(client.function_load)
+                    return client.fcall(FUNCTION, 6, *args)
+                self._functions = False  # a server without Functions: scripts from now on
         try:
             return client.evalsha(SHA, 6, *args)
         except NoScriptError:
@@ -332,7 +383,7 @@ class RedisEngine:
             return portal
         if time.monotonic() - start > self._deadline:
             raise TimeoutError("nirguard: deadline passed")
-        decision = _decision(self._eval(self._account_args(calls[1], portal)))
+        decision = _decision(self._eval(self._account_args(request, portal)))
         decision.hot_alert = portal.hot_alert
         return decision
 
@@ -344,12 +395,12 @@ class RedisEngine:
         """Count an invalid NIR (after the lockout check)."""
         k = self._keys(request)
         own = (k.account,) * 6
-        return _decision(self._eval(self._call("invalid", request, own, ("0", ""))))
+        return _decision(self._eval(self._call("invalid", request, own)))
 
     def record_miss(self, request: Request) -> None:
         """Count a lookup that found nobody."""
         k = self._keys(request)
-        self._eval(self._call("miss", request, (k.account,) * 6, ("0", "")))
+        self._eval(self._call("miss", request, (k.account,) * 6))
 
     def _admin(
         self, mode: str, practitioner: str, policy: CompiledPolicy, now: float | None = None
@@ -357,9 +408,9 @@ class RedisEngine:
         request = Request(practitioner, policy, now=now)
         k = self._keys(request)
         if self._cluster or mode == "unlock":
-            return self._call(mode, request, (k.account,) * 6, ("0", ""))
+            return self._call(mode, request, (k.account,) * 6)
         keys = (k.account, k.account, k.account, k.portal, k.portal, k.portal)
-        return self._call(mode, request, keys, ("1", ""))
+        return self._call(mode, request, keys, True)  # status: the portal keys are there
 
     def status(
         self, practitioner: str, policy: CompiledPolicy, now: float | None = None
@@ -399,9 +450,20 @@ class RedisEngine:
         return self._async_client
 
     async def _aeval(self, args: list[str]) -> Any:
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import NoScriptError, ResponseError
 
         client = self._aclient()
+        if self._functions:
+            try:
+                return await client.fcall(FUNCTION, 6, *args)
+            except ResponseError as exc:
+                missing = _missing(exc)
+                if missing is None:
+                    raise
+                if missing == "function":
+                    await _aload(client.function_load)
+                    return await client.fcall(FUNCTION, 6, *args)
+                self._functions = False
         try:
             return await client.evalsha(SHA, 6, *args)
         except NoScriptError:
@@ -420,7 +482,7 @@ class RedisEngine:
         portal = _decision(await self._aeval(calls[0]))
         if portal.outcome != "portal":
             return portal
-        decision = _decision(await self._aeval(self._account_args(calls[1], portal)))
+        decision = _decision(await self._aeval(self._account_args(request, portal)))
         decision.hot_alert = portal.hot_alert
         return decision
 
@@ -432,15 +494,13 @@ class RedisEngine:
     async def ainvalid(self, request: Request) -> Decision:
         """:meth:`invalid`, within the deadline."""
         k = self._keys(request)
-        reply = await self._within(
-            self._aeval(self._call("invalid", request, (k.account,) * 6, ("0", "")))
-        )
+        reply = await self._within(self._aeval(self._call("invalid", request, (k.account,) * 6)))
         return _decision(reply)
 
     async def arecord_miss(self, request: Request) -> None:
         """:meth:`record_miss`, within the deadline."""
         k = self._keys(request)
-        await self._within(self._aeval(self._call("miss", request, (k.account,) * 6, ("0", ""))))
+        await self._within(self._aeval(self._call("miss", request, (k.account,) * 6)))
 
     async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus:
         """:meth:`status`, within the deadline."""
