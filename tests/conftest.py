@@ -7,6 +7,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,17 @@ def _no_nir_in_logs() -> Iterator[_Collector]:
         if not text:
             continue
         assert not find_nirs(text), f"a log record of {record.name!r} holds a NIR"
+
+
+@pytest.fixture(scope="session")
+def _audit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit")
+
+
+@pytest.fixture(autouse=True)
+def _example_audit_trail(_audit_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example portals write their audit trail to a temporary file, not the checkout."""
+    monkeypatch.setenv("NIRGUARD_AUDIT_LOG", str(_audit_dir / "audit.jsonl"))
 
 
 @pytest.fixture

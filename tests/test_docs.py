@@ -48,8 +48,8 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
 def test_marked_block_is_reported(block: Block) -> None:
     """Blocks kept from running (in whole or in part) show up in the report, with why."""
     if block.directive == "install-only":
-        pytest.skip(f"only its install steps run: {block.reason}")
-    pytest.skip(f"not run: {block.reason}")
+        pytest.skip(f"{block.where}: only its install steps run: {block.reason}")
+    pytest.skip(f"{block.where}: not run: {block.reason}")
 
 
 def test_every_block_is_accounted_for() -> None:
