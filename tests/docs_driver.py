@@ -9,8 +9,12 @@ Standard library only: it runs in a directory that is not the checkout.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,6 +22,45 @@ import traceback
 from pathlib import Path
 
 SHELL_TIMEOUT_S = 300
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class FreshEnvironment(importlib.abc.MetaPathFinder):
+    """Imports as in a fresh environment holding only what the page installed.
+
+    The test environment has every extra installed; a reader's has the project and what the
+    page's ``pip install`` lines brought. A top-level import of a module that only a
+    distribution outside that set provides fails, as it would for the reader.
+    """
+
+    def __init__(self, allowed: set[str]) -> None:
+        self.allowed = allowed
+        self.providers = importlib.metadata.packages_distributions()
+
+    def find_spec(
+        self, name: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if path is not None or name in sys.stdlib_module_names:
+            return None
+        providers = {_canonical(d) for d in self.providers.get(name, [])}
+        if providers and not providers & self.allowed:
+            raise ModuleNotFoundError(
+                f"No module named {name!r}: the docs test's environment has only what the page "
+                f"installed, and {name!r} comes with {', '.join(sorted(providers))}",
+                name=name,
+            )
+        return None
+
+
+def _allowed(plan: dict[str, object]) -> set[str]:
+    allowed = set(plan["installed"])  # type: ignore[call-overload]
+    state = Path(str(plan["installed_file"]))
+    if state.exists():
+        allowed |= set(state.read_text(encoding="utf-8").split())
+    return allowed
 
 
 def _key_material() -> str | None:
@@ -63,11 +106,14 @@ def main() -> int:
     plan = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     namespace: dict[str, object] = {"__name__": "__main__"}
     materials: set[str] = set()
+    fresh = FreshEnvironment(_allowed(plan))
+    sys.meta_path.insert(0, fresh)
     status = 0
     try:
         for step in plan["steps"]:
             print(f"--- {step['where']} ({step['kind']})", flush=True)
             if step["kind"] == "python":
+                fresh.allowed = _allowed(plan)
                 source = "\n" * int(step["line"]) + str(step["code"])
                 try:
                     exec(compile(source, str(step["path"]), "exec"), namespace)

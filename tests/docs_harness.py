@@ -21,7 +21,10 @@ Used by ``tests/test_docs.py`` (and ``tests/test_examples.py``). The rules, also
   small wrappers: ``python -m venv DIR`` makes ``DIR/bin`` with the same wrappers instead of a
   new environment, and ``pip install`` installs nothing but checks that what it names exists
   (the extras in pyproject.toml, paths taken from the checkout) and is installed here, with
-  the versions the requirements ask for.
+  the versions the requirements ask for. Python blocks may then import only what a fresh
+  environment would hold: the project and its dependencies, plus what the page's own
+  ``pip install`` lines brought (extras included); importing anything else fails, as it
+  would for the reader.
 * A failure names the page and the line: Python tracebacks point into the Markdown file
   itself, and the harness prints ``FAILED <page>:<line>`` for the block that failed.
 """
@@ -38,6 +41,8 @@ import sys
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+
+from tests.docs_shim import project_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).resolve().with_name("docs_driver.py")
@@ -241,8 +246,21 @@ def run_page(
         for b in blocks
         if b.runs
     ]
-    plan.write_text(json.dumps({"steps": steps, "report": str(report)}), encoding="utf-8")
+    installed = workdir.parent / f"{workdir.name}-installed.txt"
+    plan.write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "report": str(report),
+                # a reader of any page has installed the project (the quickstart's first step)
+                "installed": sorted(project_closure(set())),
+                "installed_file": str(installed),
+            }
+        ),
+        encoding="utf-8",
+    )
     env = page_environment(shims)
+    env["NIRGUARD_DOCS_INSTALLED"] = str(installed)
     env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, str(DRIVER), str(plan)],

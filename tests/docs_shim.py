@@ -8,7 +8,9 @@ install would need: a path (``.``, ``'.[redis,fastapi]'``) is the checkout, whos
 exist in its pyproject.toml; a name with extras (``nirguard[redis]``) is this project; every
 requirement they bring (recursively through ``nirguard[...]`` self-references) must be
 installed in the test environment in a version the requirement accepts. Anything it does
-not understand fails loudly rather than pass unchecked.
+not understand fails loudly rather than pass unchecked. It then appends the distributions
+that install would bring (with their dependencies) to the file ``NIRGUARD_DOCS_INSTALLED``
+names: the page's Python blocks may import only from those, as in a fresh environment.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import re
 import shutil
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
 try:
@@ -60,7 +62,29 @@ def _pyproject() -> dict[str, object]:
         return tomllib.load(file)["project"]  # type: ignore[no-any-return]
 
 
-def _check_project(extras: set[str], seen: set[str], errors: list[str]) -> None:
+def closure(name: str, extras: set[str], found: set[str]) -> None:
+    """Add the installed distribution ``name`` and everything it depends on to ``found``."""
+    key = canonicalize_name(name)
+    if key in found and not extras:
+        return
+    found.add(key)
+    try:
+        texts = requires(name) or []
+    except PackageNotFoundError:
+        return
+    for text in texts:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is not None and not any(marker.evaluate({"extra": e}) for e in {"", *extras}):
+            continue
+        dependency = canonicalize_name(requirement.name)
+        if dependency != key and (dependency not in found or requirement.extras):
+            closure(requirement.name, set(requirement.extras), found)
+
+
+def _check_project(
+    extras: set[str], seen: set[str], errors: list[str], found: set[str] | None = None
+) -> None:
     project = _pyproject()
     optional: dict[str, list[str]] = project.get("optional-dependencies", {})  # type: ignore[assignment]
     requirements = list(project.get("dependencies", []))  # type: ignore[call-overload]
@@ -70,15 +94,19 @@ def _check_project(extras: set[str], seen: set[str], errors: list[str]) -> None:
             errors.append(f"the extra [{extra}] does not exist in pyproject.toml")
             continue
         requirements += optional[extra]
+    if found is not None:
+        found.add(PROJECT)
     for text in requirements:
-        _check_requirement(Requirement(text), seen, errors)
+        _check_requirement(Requirement(text), seen, errors, found)
 
 
-def _check_requirement(requirement: Requirement, seen: set[str], errors: list[str]) -> None:
+def _check_requirement(
+    requirement: Requirement, seen: set[str], errors: list[str], found: set[str] | None = None
+) -> None:
     if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
         return
     if canonicalize_name(requirement.name) == PROJECT:
-        _check_project(set(requirement.extras), seen, errors)
+        _check_project(set(requirement.extras), seen, errors, found)
         return
     try:
         installed = version(requirement.name)
@@ -87,6 +115,15 @@ def _check_requirement(requirement: Requirement, seen: set[str], errors: list[st
         return
     if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
         errors.append(f"{requirement} is wanted but {installed} is installed")
+    elif found is not None:
+        closure(requirement.name, set(requirement.extras), found)
+
+
+def project_closure(extras: set[str]) -> set[str]:
+    """The distributions a fresh install of the project with ``extras`` would bring."""
+    found: set[str] = set()
+    _check_project(extras, set(), [], found)
+    return found
 
 
 def pip(args: list[str]) -> int:
@@ -106,6 +143,7 @@ def pip(args: list[str]) -> int:
     if not specs:
         return fail("nothing to install")
     errors: list[str] = []
+    found: set[str] = set()
     for spec in specs:
         match = _PATH_SPEC.match(spec)
         if match:
@@ -113,16 +151,20 @@ def pip(args: list[str]) -> int:
                 errors.append(f"{spec!r}: only the checkout ('.') is known to the docs test")
                 continue
             extras = {e.strip() for e in (match["extras"] or "").split(",") if e.strip()}
-            _check_project(extras, set(), errors)
+            _check_project(extras, set(), errors, found)
             continue
         try:
-            _check_requirement(Requirement(spec), set(), errors)
+            _check_requirement(Requirement(spec), set(), errors, found)
         except ValueError:
             errors.append(f"{spec!r} is not a requirement pip would understand")
     for error in errors:
         fail(error)
     if not errors:
         print(f"pip (docs test): {' '.join(specs)}: requirements present, nothing installed")
+        state = os.environ.get("NIRGUARD_DOCS_INSTALLED")
+        if state:  # what the page's Python blocks may import from now on (docs_driver.py)
+            with open(state, "a", encoding="utf-8") as file:
+                file.writelines(f"{name}\n" for name in sorted(found))
     return 1 if errors else 0
 
 

@@ -143,6 +143,26 @@ def test_install_commands_are_checked_not_run(command: str, ok: bool, tmp_path: 
     assert (run.failure() is None) is ok, run.output
 
 
+@pytest.mark.parametrize(
+    ("setup", "ok"),
+    [("", False), ("pip install '.[redis]'\n", False), ("pip install '.[fastapi]'\n", True)],
+)
+def test_python_blocks_import_only_what_the_page_installed(
+    setup: str, ok: bool, tmp_path: Path
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        f"```sh\n{setup}true\n```\n```python\nimport nirguard, pydantic, json\nimport fastapi\n```\n",
+        encoding="utf-8",
+    )
+    run = run_page(page_blocks(page), tmp_path / "work")
+    assert (run.failure() is None) is ok, run.output
+    if not ok:
+        python_line = 4 + setup.count("\n")
+        assert str(run.failure()).startswith(f"page.md:{python_line} failed")
+        assert "No module named 'fastapi'" in run.output
+
+
 def _nav_files(node: object) -> list[str]:
     """Every Markdown file named in a mkdocs ``nav`` tree."""
     if isinstance(node, str):
