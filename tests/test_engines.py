@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nirguard import QuotaPolicy
 from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, Request, escape
 from nirguard._memory import MemoryEngine
+from tests.redis_helpers import WORKER_PREFIX, delete_prefixed
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -72,6 +73,7 @@ def _redis_engine(url: str, prefix: str) -> Engine:
 
 
 def _cleanup(url: str, prefix: str) -> None:
+    """Delete this test's keys (SCAN + DEL of its own prefix, on every primary of a Cluster)."""
     import redis
 
     if url.startswith("redis+cluster://"):
@@ -82,16 +84,15 @@ def _cleanup(url: str, prefix: str) -> None:
         client: Any = RedisCluster(host=host, port=int(port))
         for node in client.get_primaries():
             conn = client.get_redis_connection(node)
-            keys = list(conn.scan_iter(match=f"{prefix}:*", count=1000))
-            for key in keys:
-                client.delete(key)
+            for key in list(conn.scan_iter(match=f"*{prefix}*", count=1000)):
+                conn.delete(key)
         client.close()
         return
     client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        delete_prefixed(client, prefix)
+    finally:
+        client.close()
 
 
 ENGINES = ["memory", "redis", "cluster"]
@@ -100,7 +101,7 @@ ENGINES = ["memory", "redis", "cluster"]
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Every engine, each with a key namespace of its own (deleted afterwards)."""
-    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     kind = request.param
     if kind == "memory":
         yield MemoryEngine(lambda: T0, prefix=prefix)
@@ -553,7 +554,7 @@ def _play(engine: Engine, ops: list[tuple[str, str, int, int, float]]) -> list[A
 )
 @given(ops=OPS)
 def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> None:
-    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     redis_engine = _redis_engine(redis_url, prefix)
     try:
         expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -34,17 +33,9 @@ NIRS = NIRGenerator(seed=99).many(600)
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key namespace of its own; its keys are deleted afterwards."""
-    import redis
-
-    name = f"nirguard-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"*{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def prefix(redis_prefix: str) -> str:
+    """A key namespace of its own, under the run's prefix; its keys are deleted afterwards."""
+    return redis_prefix
 
 
 def guard_for(url: str, prefix: str, policy: object = None, **kwargs: object) -> LookupGuard:

@@ -10,7 +10,13 @@ Environment:
                       unset: an ephemeral key is generated and a warning logged.
     NIRGUARD_STORAGE  quota store URI, default ``memory://``; a Redis URI
                       (``redis://127.0.0.1:6379/0``) shares quotas between workers.
+    NIRGUARD_STORAGE_OPTIONS  options for the store's client, a JSON object
+                      (``{"socket_timeout": 1}``), passed as ``storage_options``.
     NIRGUARD_POLICY_* quota policy fields (see ``QuotaPolicy.from_env``).
+    NIRGUARD_KEY_PREFIX  namespace of the portal's keys in the store, default ``nirguard``.
+    NIRGUARD_AUDIT_LOG  the audit trail, a JSON-lines file (mode 0600, one line per
+                      decision, shared by the workers); default ``nirguard-audit.jsonl``
+                      in the current directory. Its path is logged at start-up.
 
 Run (from the repository root; more in ``examples/README.md``)::
 
@@ -21,9 +27,11 @@ Run (from the repository root; more in ``examples/README.md``)::
 # runtime, and those refer to names local to create_app().
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -35,6 +43,22 @@ from nirguard.integrations.fastapi import install_exception_handlers, lookup_dep
 from nirguard.testing import synthetic_registry as build_registry
 
 log = logging.getLogger("portal")
+DEFAULT_AUDIT_LOG = "nirguard-audit.jsonl"  # in the current directory
+
+
+def configure_logging() -> None:
+    """Give the portal's log lines a level and a name on stderr.
+
+    Only when nothing else configured logging (the server's ``--log-config``, your own
+    ``dictConfig``): a real deployment routes the ``portal`` logger where its logs go.
+    """
+    portal = logging.getLogger("portal")
+    if portal.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    portal.addHandler(handler)
+    portal.setLevel(logging.INFO)
 
 
 def load_key() -> SecretKey:
@@ -42,10 +66,45 @@ def load_key() -> SecretKey:
     if os.environ.get("NIRGUARD_KEY"):
         return SecretKey.from_env("NIRGUARD_KEY")
     log.warning(
-        "NIRGUARD_KEY is not set: using an ephemeral key; pseudonyms and distinct-patient "
-        "counts will not survive a restart nor be shared between workers"
+        "NIRGUARD_KEY is not set: using an ephemeral key. Pseudonyms in the audit trail and "
+        "distinct-patient counts will not survive a restart nor be shared between workers. "
+        'Set a key first: export NIRGUARD_KEY="$(nirguard keygen)"'
     )
     return SecretKey.generate("ephemeral")
+
+
+def audit_path() -> Path:
+    """Where the audit trail goes: the JSON-lines file NIRGUARD_AUDIT_LOG names.
+
+    One line per decision of the guard (allowed, refused, invalid...), holding a
+    pseudonym of the patient, never the NIR; the file is created with mode 0600 and
+    appended to by every worker.
+    """
+    return Path(os.environ.get("NIRGUARD_AUDIT_LOG") or DEFAULT_AUDIT_LOG).resolve()
+
+
+def audit_trail() -> Path:
+    """The audit file, announced once in the portal's log."""
+    path = audit_path()
+    log.info("audit trail: %s (JSON lines, one per lookup decision)", path)
+    return path
+
+
+def storage_options() -> dict[str, Any] | None:
+    """Options for the quota store's client, from NIRGUARD_STORAGE_OPTIONS (a JSON object)."""
+    raw = os.environ.get("NIRGUARD_STORAGE_OPTIONS", "").strip()
+    if not raw:
+        return None
+    try:
+        options = json.loads(raw)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        # the value may hold a password: never echo it
+        raise ValueError(
+            'NIRGUARD_STORAGE_OPTIONS must be a JSON object, e.g. {"socket_timeout": 1}'
+        )
+    return options
 
 
 class Infopatient:
@@ -73,9 +132,11 @@ def create_app(
     key: SecretKey | None = None,
     policy: QuotaPolicy | None = None,
     clock: Callable[[], float] | None = None,
+    audit: Any = None,
     registry: dict[str, dict[str, Any]] | None = None,
 ) -> FastAPI:
     """Build the portal; every argument defaults to the environment / demo value."""
+    configure_logging()
     guard_options: dict[str, Any] = {}
     if clock is not None:
         guard_options["clock"] = clock
@@ -83,7 +144,9 @@ def create_app(
         policy=policy if policy is not None else QuotaPolicy.from_env(),
         storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
         pseudonymiser=Pseudonymiser(key or load_key(), purpose="guard"),
-        audit=logging.getLogger("portal.audit"),
+        audit=audit if audit is not None else audit_trail(),
+        storage_options=storage_options(),
+        key_prefix=os.environ.get("NIRGUARD_KEY_PREFIX") or "nirguard",
         **guard_options,
     )
     service = Infopatient(registry if registry is not None else build_registry())
