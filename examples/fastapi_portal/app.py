@@ -17,6 +17,9 @@ Environment:
     NIRGUARD_AUDIT_LOG  the audit trail, a JSON-lines file (mode 0600, one line per
                       decision, shared by the workers); default ``nirguard-audit.jsonl``
                       in the current directory. Its path is logged at start-up.
+    PORTAL_METRICS    ``prometheus``: serve the guard's OpenTelemetry metrics at
+                      ``GET /metrics`` (needs ``opentelemetry-sdk`` and
+                      ``opentelemetry-exporter-prometheus``; see docs/metrics.md).
 
 Run (from the repository root; more in ``examples/README.md``)::
 
@@ -107,6 +110,38 @@ def storage_options() -> dict[str, Any] | None:
     return options
 
 
+_metrics_provider_set = False
+
+
+def serve_metrics(app: FastAPI) -> None:
+    """Serve OpenTelemetry metrics, the guard's among them, at ``GET /metrics`` for Prometheus.
+
+    The guard records through the global ``MeterProvider`` (``nirguard[otel]``);
+    this installs the SDK with a Prometheus reader as that provider, once per
+    process (create_app() may build several apps: the tests do).
+    """
+    global _metrics_provider_set
+    from fastapi.responses import Response
+    from opentelemetry import metrics
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    if not _metrics_provider_set:
+        _metrics_provider_set = True
+        metrics.set_meter_provider(
+            MeterProvider(
+                resource=Resource.create({"service.name": "infopatient-demo"}),
+                metric_readers=[PrometheusMetricReader()],
+            )
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 class Infopatient:
     """The fake identity service: an async lookup by canonical NIR."""
 
@@ -155,6 +190,8 @@ def create_app(
     app = FastAPI(title="Infopatient demo portal")
     app.state.guard = guard
     install_exception_handlers(app)
+    if os.environ.get("PORTAL_METRICS") == "prometheus":
+        serve_metrics(app)
 
     @app.post("/infopatient")
     async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
