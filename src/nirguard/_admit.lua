@@ -50,6 +50,10 @@ local function windows(spec, name, list)
   return list
 end
 
+local function px(seconds)
+  return string.format("%d", math.ceil(seconds * 1000))
+end
+
 local function longest(group)
   local most = 0
   for _, w in ipairs(group) do if w.seconds > most then most = w.seconds end end
@@ -88,9 +92,15 @@ local function compile(text)
     keep = tonumber(parts[22]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
-  P.portal_keep = longest(P.portal) + 60
-  P.walk_keep = longest(P.cohort) + 60
-  P.patient_keep = math.max(P.seen, P.access) + 60
+  -- expiries as the strings SET ... PX takes (formatting a number is not free)
+  P.keep_px = px(P.keep)
+  P.portal_px = px(longest(P.portal) + 60)
+  P.walk_px = px(longest(P.cohort) + 60)
+  P.patient_px = px(math.max(P.seen, P.access) + 60)
+  if P.hot then
+    P.heat_px = px(4 * P.hot_baseline)
+    P.seen_px = px(P.hot_window + 60)
+  end
   return P
 end
 
@@ -105,22 +115,32 @@ local function policy_of(text)
   return P
 end
 
--- records: one MessagePack map per key, read once, written once -------------------------------
-local function load(key)
-  local raw = redis.call("GET", key)
+-- records: one MessagePack map per key, read once (one MGET for a whole step), written once
+local fetched = {}
+
+local function fetch(K, ...)
+  local which = {...}
+  local keys = {}
+  for i = 1, #which do keys[i] = K[which[i]] end
+  local values = redis.call("MGET", unpack(keys))
+  fetched = {}
+  for i = 1, #which do fetched[which[i]] = values[i] end
+end
+
+local function load(K, i)
+  local raw = fetched[i]
+  if raw == nil then raw = redis.call("GET", K[i]) end
   if raw then return cmsgpack.unpack(raw) end
   return {}
 end
 
-local function save(key, record, changes, keep)
+local function save(key, record, changes, expiry)
   local any = false
   for name, value in pairs(changes) do
     record[name] = value
     any = true
   end
-  if any then
-    redis.call("SET", key, cmsgpack.pack(record), "PX", math.ceil(keep * 1000))
-  end
+  if any then redis.call("SET", key, cmsgpack.pack(record), "PX", expiry) end
 end
 
 -- fixed windows --------------------------------------------------------------------------
@@ -173,14 +193,19 @@ local function bump(record, changes, name, seconds, now)
 end
 
 -- replies --------------------------------------------------------------------------------
--- outcome, quota, retry_after ("" = unknown or until unlock), lockout started, lockout
--- level, hot, hot alert, heat, expected heat, break-glass left, evidence count and limit
+-- outcome, quota, then integers (Redis replies with integers, formatting nothing):
+-- retry_after in ms (-1 = unknown or until unlock), lockout started, lockout level, hot,
+-- hot alert, heat and expected heat in thousandths, break-glass left, evidence count and
+-- limit (-1 = none)
+local function milli(value)
+  return math.floor(value * 1000 + 0.5)
+end
+
 local function reply(outcome, quota, retry, started, level, x)
   return {
-    outcome, quota or "", retry and tostring(retry) or "", started and "1" or "0",
-    tostring(level or 0), x.hot and "1" or "0", x.alert and "1" or "0",
-    tostring(x.s or 0), tostring(x.e or 0), x.bg_left and tostring(x.bg_left) or "",
-    x.count and tostring(x.count) or "", x.limit and tostring(x.limit) or "",
+    outcome, quota or "", retry and milli(retry) or -1, started and 1 or 0,
+    level or 0, x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s or 0), milli(x.e or 0),
+    x.bg_left or -1, x.count or -1, x.limit or -1,
   }
 end
 local NOTHING = {}
@@ -189,7 +214,7 @@ local NOTHING = {}
 local function portal_step(P, K, flags, now)
   local result = {hot = false}
   if #P.portal > 0 then
-    local record = load(K[4])
+    local record = load(K, 4)
     local w = overflow(record, P.portal, now)
     if w then
       result.denied = reply("denied", "portal", record[w.ends] - now, false, 0, NOTHING)
@@ -197,10 +222,10 @@ local function portal_step(P, K, flags, now)
     end
     local changes = {}
     hit(record, P.portal, changes, now)
-    save(K[4], record, changes, P.portal_keep)
+    save(K[4], record, changes, P.portal_px)
   end
   if P.hot and flags.cohort and flags.patient then
-    local h = load(K[6])
+    local h = load(K, 6)
     local s, l = h.s or 0, h.l or 0
     if h.t then
       local dt = now - h.t
@@ -209,15 +234,14 @@ local function portal_step(P, K, flags, now)
         l = l * math.exp(-dt / P.hot_baseline)
       end
     end
-    local known = tonumber(redis.call("GET", K[5]))
+    local known = load(K, 5).u
     local changes = {}
     local changed = false
     if not known or known <= now then
       s, l = s + 1, l + 1
       changes.s, changes.l, changes.t = s, l, now
       changed = true
-      redis.call("SET", K[5], tostring(now + P.hot_window), "PX",
-        math.ceil(P.hot_window * 1000) + 60000)
+      redis.call("SET", K[5], cmsgpack.pack({u = now + P.hot_window}), "PX", P.seen_px)
     end
     local expected = l * P.hot_window / P.hot_baseline
     result.s, result.e = s, expected
@@ -229,17 +253,17 @@ local function portal_step(P, K, flags, now)
         changed = true
       end
     end
-    if changed then save(K[6], h, changes, 4 * P.hot_baseline) end
+    if changed then save(K[6], h, changes, P.heat_px) end
   end
   return result
 end
 
 -- the account: lockout, budgets, new patients, break-glass --------------------------------
 local function save_account(P, K, record, changes, now)
-  local keep = P.keep
+  local expiry = P.keep_px
   local until_ = changes.lockout or record.lockout
-  if until_ and until_ > now and until_ - now + 60 > keep then keep = until_ - now + 60 end
-  save(K[1], record, changes, keep)
+  if until_ and until_ > now and until_ - now + 60 > P.keep then expiry = px(until_ - now + 60) end
+  save(K[1], record, changes, expiry)
 end
 
 local function level_of(record, now)
@@ -277,7 +301,7 @@ local function locked(record, now)
 end
 
 local function account_step(P, K, flags, patient_id, x, now)
-  local record = load(K[1])
+  local record = load(K, 1)
   local changes = {}
   local refused = locked(record, now)
   if refused then return refused end
@@ -299,7 +323,7 @@ local function account_step(P, K, flags, patient_id, x, now)
     return reply("denied", "lookups", record[w.ends] - now, false, level_of(record, now), x)
   end
   local person = {}
-  if flags.patient then person = load(K[2]) end
+  if flags.patient then person = load(K, 2) end
   local granted = (person.g or 0) > now
   local new = flags.patient and not granted and (person.s or 0) <= now
   local walked = {}
@@ -308,7 +332,7 @@ local function account_step(P, K, flags, patient_id, x, now)
     local over, c = overflow(record, P.distinct, now)
     if over then breach, count, limit = "distinct_patients", c, over.amount end
     if not breach and flags.cohort and #P.cohort > 0 then
-      walked = load(K[3])
+      walked = load(K, 3)
       over, c = overflow(walked, P.cohort, now)
       if over then breach, count, limit = "cohort", c, over.amount end
     end
@@ -341,7 +365,7 @@ local function account_step(P, K, flags, patient_id, x, now)
       hit(record, P.break_glass, changes, now)
       if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
       save_account(P, K, record, changes, now)
-      save(K[2], person, {g = now + P.access}, P.patient_keep)
+      save(K[2], person, {g = now + P.access}, P.patient_px)
       x.count, x.limit = count, limit
       return reply("break_glass", breach, nil, false, level_of(record, now), x)
     end
@@ -366,9 +390,9 @@ local function account_step(P, K, flags, patient_id, x, now)
     if flags.cohort and #P.cohort > 0 then
       local wchanges = {}
       hit(walked, P.cohort, wchanges, now)
-      save(K[3], walked, wchanges, P.walk_keep)
+      save(K[3], walked, wchanges, P.walk_px)
     end
-    save(K[2], person, {s = now + P.seen}, P.patient_keep)
+    save(K[2], person, {s = now + P.seen}, P.patient_px)
   end
   save_account(P, K, record, changes, now)
   local quota = nil
@@ -378,7 +402,7 @@ end
 
 -- the other calls ------------------------------------------------------------------------
 local function invalid_step(P, K, now)
-  local record = load(K[1])
+  local record = load(K, 1)
   local refused = locked(record, now)
   if refused then return refused end
   local changes = {}
@@ -390,7 +414,7 @@ local function invalid_step(P, K, now)
 end
 
 local function miss_step(P, K, now)
-  local record = load(K[1])
+  local record = load(K, 1)
   local changes = {}
   hit(record, P.misses, changes, now)
   if P.ratio then bump(record, changes, "miss_ratio:m", P.ratio_window, now) end
@@ -403,7 +427,7 @@ local STATUS_NAMES = {"lookups", "distinct_patients", "invalid_nirs", "misses",
   "portal_cohort", "break_glass"}
 
 local function status_step(P, K, portal_keys, now)
-  local record = load(K[1])
+  local record = load(K, 1)
   local out = {}
   for i, name in ipairs(STATUS) do
     local rest = left(record, P[name], now)
@@ -412,7 +436,7 @@ local function status_step(P, K, portal_keys, now)
   end
   if #P.portal > 0 and portal_keys then
     out[#out + 1] = "portal"
-    out[#out + 1] = tostring(math.max(0, left(load(K[4]), P.portal, now)))
+    out[#out + 1] = tostring(math.max(0, left(load(K, 4), P.portal, now)))
   end
   local until_ = record.lockout
   out[#out + 1] = "locked_for"
@@ -450,6 +474,7 @@ local function main(K, A)
     local t = redis.call("TIME")
     now = tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
+  fetched = {}
   local P = policy_of(A[3])
   local f = A[4]
   local flags = {
@@ -457,14 +482,17 @@ local function main(K, A)
     reason = string.sub(f, 3, 3) == "1", hot = string.sub(f, 4, 4) == "1",
   }
   if mode == "admit" then
+    fetch(K, 1, 2, 3, 4, 5, 6)
     local x = portal_step(P, K, flags, now)
     if x.denied then return x.denied end
     return account_step(P, K, flags, A[5], x, now)
   elseif mode == "portal" then
+    fetch(K, 4, 5, 6)
     local x = portal_step(P, K, flags, now)
     if x.denied then return x.denied end
     return reply("portal", nil, nil, false, 0, x)
   elseif mode == "account" then
+    fetch(K, 1, 2, 3)
     local x = {hot = flags.hot, s = tonumber(A[6]) or 0, e = tonumber(A[7]) or 0}
     return account_step(P, K, flags, A[5], x, now)
   elseif mode == "invalid" then

@@ -220,22 +220,24 @@ def _text(value: Any) -> str:
 
 
 def _decision(reply: Sequence[Any]) -> Decision:
-    (outcome, quota, retry, started, level, hot, alert, s, e, bg_left, count, limit) = (
-        _text(v) for v in reply
+    """The script's reply: two strings, then integers (-1 for "none"; times in ms)."""
+    outcome, quota = _text(reply[0]), _text(reply[1])
+    retry, started, level, hot, alert, heat, expected, left, count, limit = (
+        int(v) for v in reply[2:12]
     )
     return Decision(
         outcome=outcome,
         quota=quota or None,
-        retry_after=float(retry) if retry else None,
-        lockout_started=started == "1",
-        level=int(level),
-        hot=hot == "1",
-        hot_alert=alert == "1",
-        heat=float(s),
-        expected=float(e),
-        break_glass_left=int(float(bg_left)) if bg_left else None,
-        count=int(float(count)) if count else None,
-        limit=int(float(limit)) if limit else None,
+        retry_after=retry / 1000 if retry >= 0 else None,
+        lockout_started=started == 1,
+        level=level,
+        hot=hot == 1,
+        hot_alert=alert == 1,
+        heat=heat / 1000,
+        expected=expected / 1000,
+        break_glass_left=left if left >= 0 else None,
+        count=count if count >= 0 else None,
+        limit=limit if limit >= 0 else None,
     )
 
 
