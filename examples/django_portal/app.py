@@ -20,6 +20,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
@@ -43,12 +44,15 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard.alerts import BreakGlass
 from nirguard.integrations.django import guarded_view
 from nirguard.testing import synthetic_registry as build_registry
 
 django.setup()
 
 log = logging.getLogger("portal")
+
+REVIEWS: list[BreakGlass] = []  # break-glass lookups, for the security office to review
 
 
 def load_key() -> SecretKey:
@@ -73,6 +77,7 @@ def create_guard(
     key: SecretKey | None = None,
     policy: QuotaPolicy | None = None,
     clock: Callable[[], float] | None = None,
+    reviews: list[BreakGlass] | None = None,
 ) -> LookupGuard:
     """The portal's guard; every argument defaults to the environment / demo value."""
     options: dict[str, Any] = {}
@@ -83,14 +88,17 @@ def create_guard(
         storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
         pseudonymiser=Pseudonymiser(key or load_key(), purpose="guard"),
         audit=logging.getLogger("portal.audit"),
+        on_break_glass=(REVIEWS if reviews is None else reviews).append,
         **options,
     )
 
 
 def make_urlpatterns(
-    guard: LookupGuard, registry: dict[str, dict[str, Any]] | None = None
+    guard: LookupGuard,
+    registry: dict[str, dict[str, Any]] | None = None,
+    reviews: list[BreakGlass] | None = None,
 ) -> list[URLPattern]:
-    """The portal's URLs, bound to one guard and one registry."""
+    """The portal's URLs, bound to one guard, one registry and one review queue."""
     records = registry if registry is not None else build_registry()
 
     @guarded_view(guard, practitioner=practitioner_from_header, nir="nir")
@@ -111,10 +119,20 @@ def make_urlpatterns(
         return response
 
     @require_GET
+    def break_glass_reviews(request: HttpRequest) -> HttpResponse:
+        # The review queue (a real portal: behind the security office's own login).
+        queue = REVIEWS if reviews is None else reviews
+        return JsonResponse([asdict(granted) for granted in queue], safe=False)
+
+    @require_GET
     def healthz(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"status": "ok"})
 
-    return [path("infopatient", infopatient), path("healthz", healthz)]
+    return [
+        path("infopatient", infopatient),
+        path("break-glass", break_glass_reviews),  # granted with an X-Nirguard-Reason header
+        path("healthz", healthz),
+    ]
 
 
 urlpatterns = make_urlpatterns(create_guard())

@@ -24,12 +24,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard.alerts import BreakGlass
 from nirguard.guard import GuardedLookup
 from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
 from nirguard.testing import synthetic_registry as build_registry
@@ -79,11 +81,13 @@ def create_app(
     guard_options: dict[str, Any] = {}
     if clock is not None:
         guard_options["clock"] = clock
+    reviews: list[BreakGlass] = []  # break-glass lookups, for the security office to review
     guard = LookupGuard(
         policy=policy if policy is not None else QuotaPolicy.from_env(),
         storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
         pseudonymiser=Pseudonymiser(key or load_key(), purpose="guard"),
         audit=logging.getLogger("portal.audit"),
+        on_break_glass=reviews.append,
         **guard_options,
     )
     service = Infopatient(registry if registry is not None else build_registry())
@@ -91,7 +95,7 @@ def create_app(
 
     app = FastAPI(title="Infopatient demo portal")
     app.state.guard = guard
-    install_exception_handlers(app)
+    install_exception_handlers(app)  # a new patient past a quota: 428, retry with X-Nirguard-Reason
 
     @app.post("/infopatient")
     async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
@@ -103,6 +107,11 @@ def create_app(
                 media_type="application/problem+json",
             )
         return identity
+
+    @app.get("/break-glass")
+    async def break_glass_reviews() -> list[dict[str, Any]]:
+        # The review queue (a real portal: behind the security office's own login).
+        return [asdict(granted) for granted in reviews]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from flask import Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
-from nirguard.integrations.flask import init_app
+from nirguard.alerts import BreakGlass
+from nirguard.integrations.flask import init_app, request_field, request_reason
 from nirguard.nir import validate as validate_nir
 from nirguard.testing import synthetic_registry as build_registry
 
@@ -54,37 +56,46 @@ def create_app(
     guard_options: dict[str, Any] = {}
     if clock is not None:
         guard_options["clock"] = clock
+    reviews: list[BreakGlass] = []  # break-glass lookups, for the security office to review
     guard = LookupGuard(
         policy=policy if policy is not None else QuotaPolicy.from_env(),
         storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
         pseudonymiser=Pseudonymiser(key or load_key(), purpose="guard"),
         audit=logging.getLogger("portal.audit"),
+        on_break_glass=reviews.append,
         **guard_options,
     )
     records = registry if registry is not None else build_registry()
 
     # The existing lookup function, wrapped: denials raise before it runs.
-    @guard.protect(practitioner="practitioner_id", nir="nir", is_miss=lambda r: r is None)
-    def infopatient(practitioner_id: str, nir: str) -> dict[str, Any] | None:
+    @guard.protect(
+        practitioner="practitioner_id", nir="nir", reason="reason", is_miss=lambda r: r is None
+    )
+    def infopatient(practitioner_id: str, nir: str, reason: object = None) -> dict[str, Any] | None:
         return records.get(validate_nir(nir))
 
     app = Flask(__name__)
     app.extensions["nirguard"] = guard
-    init_app(app)
+    app.extensions["break_glass_reviews"] = reviews
+    init_app(app)  # a new patient past a quota: 428, retry with X-Nirguard-Reason
 
     @app.post("/infopatient")
     def infopatient_view() -> ResponseReturnValue:
         practitioner = request.headers.get("X-Practitioner", "").strip()
         if not practitioner or len(practitioner) > 64:
             abort(401)
-        payload = request.get_json(silent=True)
         # whatever was sent goes to the guard, which validates it (None included)
-        value: Any = payload.get("nir") if isinstance(payload, dict) else None
-        identity = infopatient(practitioner, value)
+        value: Any = request_field("nir")
+        identity = infopatient(practitioner, value, request_reason())
         if identity is None:
             body = {"type": "about:blank", "title": "Not Found", "status": 404}
             return body, 404, {"Content-Type": "application/problem+json"}
         return jsonify(identity)
+
+    @app.get("/break-glass")
+    def break_glass_reviews() -> ResponseReturnValue:
+        # The review queue (a real portal: behind the security office's own login).
+        return jsonify([asdict(granted) for granted in reviews])
 
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
