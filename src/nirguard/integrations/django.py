@@ -36,7 +36,6 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -81,6 +80,8 @@ def http_options() -> HttpOptions:
     Raises:
         ConfigurationError: the setting is neither options nor a dict of their fields.
     """
+    from django.conf import settings  # not at import: a LazySettings global upsets doctest
+
     return HttpOptions.of(getattr(settings, "NIRGUARD_HTTP", None))
 
 

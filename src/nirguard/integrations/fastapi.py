@@ -168,8 +168,15 @@ async def _resolve(getter: Callable[[Request], Any], request: Request) -> Any:
     return value
 
 
+_PAYLOAD = "nirguard.payload"
+
+
 async def _payload(request: Request) -> dict[str, object] | None:
-    return json_object(await request.body())
+    scope = request.scope  # parsed once per request, for the NIR and the reason alike
+    if _PAYLOAD not in scope:
+        scope[_PAYLOAD] = json_object(await request.body())
+    payload: dict[str, object] | None = scope[_PAYLOAD]
+    return payload
 
 
 def _body_field(name: str) -> Callable[[Request], Awaitable[object]]:

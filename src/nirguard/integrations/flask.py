@@ -134,10 +134,15 @@ def init_app(app: Flask | Any, *, options: HttpOptions | None = None) -> None:
     register(NirguardError, _handle)
 
 
+_PAYLOAD = "nirguard.payload"
+
+
 def _payload() -> dict[str, object] | None:
-    if not request.is_json:
-        return None
-    return json_object(request.get_data(cache=True))
+    environ = request.environ  # parsed once per request, for the NIR and the reason alike
+    if _PAYLOAD not in environ:
+        environ[_PAYLOAD] = json_object(request.get_data(cache=True))
+    payload: dict[str, object] | None = environ[_PAYLOAD]
+    return payload
 
 
 def request_field(name: str) -> object:
