@@ -347,6 +347,16 @@ def check_break_glass_round_trip(make: PortalFactory, caplog: pytest.LogCaptureF
     assert review["reason"] == {"code": "ETREAT", "text": text}
     assert review["quota"] == "distinct_patients"
     assert NIRS[2] not in json.dumps(review)
+    audited = [
+        r.nirguard_audit  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "portal.audit" and hasattr(r, "nirguard_audit")
+    ]
+    outcomes = [(e["outcome"], e["quota"], e["reason"]) for e in audited]
+    assert ("reason_required", "distinct_patients", None) in outcomes
+    assert ("denied", "reason", None) in outcomes  # the unknown code, audited
+    assert ("break_glass", "distinct_patients", "ETREAT") in outcomes
+    assert text not in caplog.text  # the free text goes to the hook only
     assert_no_nir(NIRS[:3], [asked, unknown_code, granted, again], caplog)
 
 
