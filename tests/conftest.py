@@ -84,6 +84,12 @@ def _example_audit_trail(_audit_dir: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("NIRGUARD_AUDIT_LOG", str(_audit_dir / "audit.jsonl"))
 
 
+@pytest.fixture(autouse=True)
+def _example_review_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's example portals keep their break-glass review queue in a file of its own."""
+    monkeypatch.setenv("NIRGUARD_REVIEW_LOG", str(tmp_path / "break-glass.jsonl"))
+
+
 @pytest.fixture
 def redis_url() -> str:
     """URL of the real Redis for integration tests (skips when not configured)."""

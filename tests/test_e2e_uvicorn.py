@@ -4,8 +4,10 @@ The example's keys live under this test's own prefix (see ``redis_prefix`` in co
 nothing else in the Redis is touched.
 
 A bounded concurrent client sends a few hundred lookups for several practitioners at once.
-Exactly the quota is served per practitioner whichever worker answers; every other answer is
-the documented 429 or 403; there is no 500 and no NIR in any response or server log line.
+Exactly the quota is served per practitioner whichever worker answers. Past the distinct-patients
+quota, exactly one new patient gets the break-glass answer (428, "give a reason"), and the next
+starts the lockout; every other answer is the one documented refusal (403), the same bytes
+whichever check refused; there is no 500 and no NIR in any response or server log line.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from tests.example_helpers import load_example
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOKUPS_QUOTA = 30  # per practitioner per hour, not lockout-class: 429 only
-DISTINCT_QUOTA = 20  # distinct patients per practitioner per hour, lockout-class: 429 then 403
+LOOKUPS_QUOTA = 30  # per practitioner per hour, not lockout-class: refused until the window allows
+DISTINCT_QUOTA = 20  # new patients per practitioner per hour; past it one 428, then lockout
 REQUESTS_PER_PRACTITIONER = 75
 CONCURRENCY = 24
 POLICY_ENV = {
@@ -200,25 +202,30 @@ def test_two_workers_share_exact_quotas_through_redis(server: Server) -> None:
 
     statuses = {p: Counter(s for q, s, _, _ in results if q == p) for p in per_practitioner}
     for practitioner in wide:
-        assert statuses[practitioner][200] == DISTINCT_QUOTA, statuses
-        assert set(statuses[practitioner]) <= {200, 429, 403}, statuses
-        assert statuses[practitioner][403] > 0, statuses  # locked out after the breach
+        assert statuses[practitioner] == Counter(
+            {200: DISTINCT_QUOTA, 428: 1, 403: REQUESTS_PER_PRACTITIONER - DISTINCT_QUOTA - 1}
+        ), statuses
     for practitioner in narrow:
         assert statuses[practitioner] == Counter(
-            {200: LOOKUPS_QUOTA, 429: REQUESTS_PER_PRACTITIONER - LOOKUPS_QUOTA}
+            {200: LOOKUPS_QUOTA, 403: REQUESTS_PER_PRACTITIONER - LOOKUPS_QUOTA}
         ), statuses
 
     used = {n for nirs in per_practitioner.values() for n in nirs}
     spellings = {s for n in used for s in (n, format_nir(n))}
+    refusals = set()  # what a client sees of a refusal: rate limit, breach and lockout alike
     for _, status, headers, text in results:
         assert status != 500
-        if status in (403, 429):
+        assert "retry-after" not in headers
+        if status in (403, 428):
             assert headers["content-type"] == "application/problem+json"
             body = json.loads(text)
-            assert body["code"] == ("quota_exceeded" if status == 429 else "locked")
-            assert int(headers["retry-after"]) >= 1
+            assert body["code"] == ("denied" if status == 403 else "reason_required")
+        if status == 403:
+            seen = {k: v for k, v in headers.items() if k not in ("date", "server")}
+            refusals.add((json.dumps(seen, sort_keys=True), text))
         blob = text + json.dumps(headers)
         assert not any(s in blob for s in spellings)
+    assert len(refusals) == 1, refusals
 
     log = server.log()
     assert not any(s in log for s in spellings)

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_the_page_documents_every_portal() -> None:
     commands = " ".join(b.code for b in SERVERS)
     for needle in ("fastapi_portal", "--workers 2", "flask_portal", "django_portal"):
         assert needle in commands
-    assert len(TRY_IT) == 1
+    assert len(TRY_IT) == 2  # a lookup and a wrong key; then the break-glass round trip
 
 
 @pytest.mark.slow
@@ -131,6 +132,20 @@ def test_documented_command_serves_a_guarded_lookup(
             ["bash", "-c", "set -eo pipefail\n" + TRY_IT[0].code.replace(DOCUMENTED_PORT, str(port))],
             cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
+        audited = len(_audit_lines(work))
+        glass = subprocess.run(
+            ["bash", "-c", "set -eo pipefail\n" + TRY_IT[1].code.replace(DOCUMENTED_PORT, str(port))],
+            cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    glass_output = glass.stdout + glass.stderr
+    assert glass.returncode == 0, glass_output
+    codes = re.findall(r"^(\d{3})$", glass.stdout, flags=re.MULTILINE)
+    assert codes == ["200"] * 8 + ["428"], glass_output
+    assert re.search(r"^HTTP/[\d.]+ 200", glass.stdout, flags=re.MULTILINE), glass_output
+    assert '"ETREAT"' in glass.stdout  # the review queue shows the grant
+    after = [e["outcome"] for e in _audit_lines(work)[audited:]]
+    assert after == ["allowed"] * 8 + ["reason_required", "break_glass"], after
+    assert not find_nirs(glass_output)
     output = tried.stdout + tried.stderr
     assert tried.returncode == 0, output
     statuses = re.findall(r"^HTTP/[\d.]+ (\d{3})", tried.stdout, flags=re.MULTILINE)
@@ -144,11 +159,18 @@ def test_documented_command_serves_a_guarded_lookup(
     assert "Traceback" not in log
     assert not find_nirs(log)
     assert stat.S_IMODE(audit.stat().st_mode) == 0o600
-    events = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    events = _audit_lines(work)[:2]
     assert [e["outcome"] for e in events] == ["allowed", "invalid"]
     assert not find_nirs(audit.read_text(encoding="utf-8"))
     # the Try-it block shows the trail's last lines: pseudonyms, never the number
     assert events[0]["patient"] in tried.stdout
+
+
+def _audit_lines(work: Path) -> list[dict[str, Any]]:
+    path = work / "nirguard-audit.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 WARNING_COMMANDS = {

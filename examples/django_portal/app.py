@@ -10,7 +10,9 @@ form; unset: an ephemeral key and a warning), ``NIRGUARD_STORAGE`` (default
 ``memory://``), ``NIRGUARD_STORAGE_OPTIONS`` (a JSON object), ``NIRGUARD_KEY_PREFIX``,
 ``NIRGUARD_POLICY_*``, and ``NIRGUARD_AUDIT_LOG``: the audit trail, a JSON-lines file
 (mode 0600, one line per decision), by default ``nirguard-audit.jsonl`` in the current
-directory; its path is logged at start-up.
+directory; its path is logged at start-up. ``NIRGUARD_REVIEW_LOG``: the break-glass review
+queue, a JSON-lines file (mode 0600), by default ``nirguard-break-glass.jsonl``, shown at
+``GET /break-glass``.
 
 Run (from the repository root; more in ``examples/README.md``)::
 
@@ -25,6 +27,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard.alerts import BreakGlass
 from nirguard.integrations.django import guarded_view
 from nirguard.testing import synthetic_registry as build_registry
 
@@ -56,6 +60,7 @@ django.setup()
 
 log = logging.getLogger("portal")
 DEFAULT_AUDIT_LOG = "nirguard-audit.jsonl"  # in the current directory
+DEFAULT_REVIEW_LOG = "nirguard-break-glass.jsonl"  # in the current directory
 
 
 def configure_logging() -> None:
@@ -83,6 +88,38 @@ def load_key() -> SecretKey:
         'Set a key first: export NIRGUARD_KEY="$(nirguard keygen)"'
     )
     return SecretKey.generate("ephemeral")
+
+
+class ReviewQueue:
+    """Break-glass lookups, for the security office to review: the guard's ``on_break_glass``.
+
+    One JSON line per grant, appended to the file NIRGUARD_REVIEW_LOG names (default
+    ``nirguard-break-glass.jsonl``; mode 0600; shared by every worker, like the audit trail).
+    A line holds the practitioner, the patient's pseudonym, the reason's code *and its free
+    text* (which may name a person: keep the file as private as the audit trail), the time
+    and the end of the grant. A real portal would feed a review screen, or write to the
+    patient (the DMP tells patients about every *bris de glace*).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        name = path or os.environ.get("NIRGUARD_REVIEW_LOG") or DEFAULT_REVIEW_LOG
+        self.path = Path(name).resolve()
+
+    def __call__(self, grant: BreakGlass) -> None:
+        entry = asdict(grant)
+        entry["reason"] = {"code": grant.reason.code.value, "text": grant.reason.text}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every grant so far, oldest first."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines() if line]
 
 
 def audit_path() -> Path:
@@ -131,6 +168,7 @@ def create_guard(
     policy: QuotaPolicy | None = None,
     clock: Callable[[], float] | None = None,
     audit: Any = None,
+    reviews: ReviewQueue | None = None,
 ) -> LookupGuard:
     """The portal's guard; every argument defaults to the environment / demo value."""
     configure_logging()
@@ -144,14 +182,17 @@ def create_guard(
         audit=audit if audit is not None else audit_trail(),
         storage_options=storage_options(),
         key_prefix=os.environ.get("NIRGUARD_KEY_PREFIX") or "nirguard",
+        on_break_glass=reviews or ReviewQueue(),
         **options,
     )
 
 
 def make_urlpatterns(
-    guard: LookupGuard, registry: dict[str, dict[str, Any]] | None = None
+    guard: LookupGuard,
+    registry: dict[str, dict[str, Any]] | None = None,
+    reviews: ReviewQueue | None = None,
 ) -> list[URLPattern]:
-    """The portal's URLs, bound to one guard and one registry."""
+    """The portal's URLs, bound to one guard, one registry and one review queue."""
     records = registry if registry is not None else build_registry()
 
     @guarded_view(guard, practitioner=practitioner_from_header, nir="nir")
@@ -172,10 +213,19 @@ def make_urlpatterns(
         return response
 
     @require_GET
+    def break_glass_reviews(request: HttpRequest) -> HttpResponse:
+        # The review queue (a real portal: behind the security office's own login).
+        return JsonResponse((reviews or ReviewQueue()).entries(), safe=False)
+
+    @require_GET
     def healthz(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"status": "ok"})
 
-    return [path("infopatient", infopatient), path("healthz", healthz)]
+    return [
+        path("infopatient", infopatient),
+        path("break-glass", break_glass_reviews),  # granted with an X-Nirguard-Reason header
+        path("healthz", healthz),
+    ]
 
 
 urlpatterns = make_urlpatterns(create_guard())

@@ -17,6 +17,9 @@ Environment:
     NIRGUARD_AUDIT_LOG  the audit trail, a JSON-lines file (mode 0600, one line per
                       decision, shared by the workers); default ``nirguard-audit.jsonl``
                       in the current directory. Its path is logged at start-up.
+    NIRGUARD_REVIEW_LOG  the break-glass review queue, a JSON-lines file (mode 0600, shared
+                      by the workers); default ``nirguard-break-glass.jsonl``. Shown at
+                      ``GET /break-glass``.
     PORTAL_METRICS    ``prometheus``: serve the guard's OpenTelemetry metrics at
                       ``GET /metrics`` (needs ``opentelemetry-sdk`` and
                       ``opentelemetry-exporter-prometheus``; see docs/metrics.md).
@@ -34,6 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,12 +45,14 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard.alerts import BreakGlass
 from nirguard.guard import GuardedLookup
 from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
 from nirguard.testing import synthetic_registry as build_registry
 
 log = logging.getLogger("portal")
 DEFAULT_AUDIT_LOG = "nirguard-audit.jsonl"  # in the current directory
+DEFAULT_REVIEW_LOG = "nirguard-break-glass.jsonl"  # in the current directory
 
 
 def configure_logging() -> None:
@@ -74,6 +80,38 @@ def load_key() -> SecretKey:
         'Set a key first: export NIRGUARD_KEY="$(nirguard keygen)"'
     )
     return SecretKey.generate("ephemeral")
+
+
+class ReviewQueue:
+    """Break-glass lookups, for the security office to review: the guard's ``on_break_glass``.
+
+    One JSON line per grant, appended to the file NIRGUARD_REVIEW_LOG names (default
+    ``nirguard-break-glass.jsonl``; mode 0600; shared by every worker, like the audit trail).
+    A line holds the practitioner, the patient's pseudonym, the reason's code *and its free
+    text* (which may name a person: keep the file as private as the audit trail), the time
+    and the end of the grant. A real portal would feed a review screen, or write to the
+    patient (the DMP tells patients about every *bris de glace*).
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        name = path or os.environ.get("NIRGUARD_REVIEW_LOG") or DEFAULT_REVIEW_LOG
+        self.path = Path(name).resolve()
+
+    def __call__(self, grant: BreakGlass) -> None:
+        entry = asdict(grant)
+        entry["reason"] = {"code": grant.reason.code.value, "text": grant.reason.text}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every grant so far, oldest first."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines() if line]
 
 
 def audit_path() -> Path:
@@ -169,12 +207,14 @@ def create_app(
     clock: Callable[[], float] | None = None,
     audit: Any = None,
     registry: dict[str, dict[str, Any]] | None = None,
+    reviews: ReviewQueue | None = None,
 ) -> FastAPI:
     """Build the portal; every argument defaults to the environment / demo value."""
     configure_logging()
     guard_options: dict[str, Any] = {}
     if clock is not None:
         guard_options["clock"] = clock
+    reviews = reviews or ReviewQueue()  # break-glass lookups, for the security office to review
     guard = LookupGuard(
         policy=policy if policy is not None else QuotaPolicy.from_env(),
         storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
@@ -182,6 +222,7 @@ def create_app(
         audit=audit if audit is not None else audit_trail(),
         storage_options=storage_options(),
         key_prefix=os.environ.get("NIRGUARD_KEY_PREFIX") or "nirguard",
+        on_break_glass=reviews,
         **guard_options,
     )
     service = Infopatient(registry if registry is not None else build_registry())
@@ -189,7 +230,7 @@ def create_app(
 
     app = FastAPI(title="Infopatient demo portal")
     app.state.guard = guard
-    install_exception_handlers(app)
+    install_exception_handlers(app)  # a new patient past a quota: 428, retry with X-Nirguard-Reason
     if os.environ.get("PORTAL_METRICS") == "prometheus":
         serve_metrics(app)
 
@@ -203,6 +244,11 @@ def create_app(
                 media_type="application/problem+json",
             )
         return identity
+
+    @app.get("/break-glass")
+    async def break_glass_reviews() -> list[dict[str, Any]]:
+        # The review queue (a real portal: behind the security office's own login).
+        return reviews.entries()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
