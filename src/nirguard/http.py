@@ -62,8 +62,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from nirguard.errors import NIR_MESSAGES as _NIR_MESSAGES
 from nirguard.errors import (
-    _NIR_MESSAGES,
     EnumerationSuspected,
     GuardUnavailable,
     InvalidNIR,

@@ -25,8 +25,6 @@ True
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hmac
 import os
@@ -38,6 +36,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+from nirguard._encoding import b64url_decode, b64url_encode
 from nirguard.errors import InvalidKey
 
 __all__ = ["KEY_TEXT_PREFIX", "MIN_KEY_BYTES", "KeyRing", "SecretKey"]
@@ -50,7 +49,6 @@ _GENERATED_KEY_BYTES = 32
 KEY_TEXT_PREFIX = "nirguard-key:v1:"
 
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _refuse_pickle(obj: object) -> NoReturn:
@@ -67,24 +65,6 @@ def _check_purpose(purpose: object) -> bytes:
         raise InvalidKey(
             "invalid purpose: not encodable as UTF-8", code="purpose_invalid"
         ) from None
-
-
-def _b64url_decode(text: str) -> bytes | None:
-    """Decode unpadded base64url strictly; ``None`` unless ``text`` is the
-    canonical encoding of some bytes (so no two strings decode alike)."""
-    if _B64URL_RE.fullmatch(text) is None or len(text) % 4 == 1:
-        return None
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the checks above
-        return None
-    if _b64url_encode(data) != text:  # non-zero trailing bits: not canonical
-        return None
-    return data
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class _Sealed:
@@ -181,7 +161,7 @@ class SecretKey(_Sealed):
         key_id, sep, encoded = text[len(KEY_TEXT_PREFIX) :].partition(":")
         if not sep:
             raise InvalidKey("invalid key text: expected 'nirguard-key:v1:<key_id>:<material>'")
-        material = _b64url_decode(encoded)
+        material = b64url_decode(encoded)
         if material is None:
             raise InvalidKey("invalid key text: the material is not unpadded base64url")
         return cls(material, key_id)
@@ -226,7 +206,7 @@ class SecretKey(_Sealed):
 
     def to_text(self) -> str:
         """The text form, **including the secret material**: store it like a password."""
-        return f"{KEY_TEXT_PREFIX}{self._key_id}:{_b64url_encode(self._material)}"
+        return f"{KEY_TEXT_PREFIX}{self._key_id}:{b64url_encode(self._material)}"
 
     def _derive(self, info: bytes, length: int) -> bytes:
         """HKDF-SHA256 (RFC 5869) of the material, no salt, with ``info``.
