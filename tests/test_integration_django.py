@@ -49,7 +49,10 @@ class _Portal:
 
     def __init__(self, policy: QuotaPolicy, storage: str = "memory://") -> None:
         guard = portal.create_guard(
-            storage=storage, key=SecretKey(b"k" * 32, "test"), policy=policy, clock=lambda: START
+            storage=storage,
+            key=SecretKey(bytes(range(32)), "test"),
+            policy=policy,
+            clock=lambda: START,
         )
         self.urlconf = _urlconf(portal.make_urlpatterns(guard, REGISTRY))
         self.client = Client()

@@ -293,7 +293,7 @@ def test_rotation() -> None:
 
 
 def test_matches_needs_the_right_key_under_the_named_id() -> None:
-    impostor = SecretKey(bytes(32), "vector-key-1")  # same id, other material
+    impostor = SecretKey(bytes(range(1, 33)), "vector-key-1")  # same id, other material
     pseudonym = Pseudonymiser(KEY1, purpose="docs").pseudonymise("185057800608491")
     assert not Pseudonymiser(impostor, purpose="docs").matches("185057800608491", pseudonym)
 

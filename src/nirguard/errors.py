@@ -22,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "EnumerationSuspected",
     "GuardUnavailable",
+    "InsecureKeyFileWarning",
     "InvalidKey",
     "InvalidNIR",
     "InvalidPractitioner",
@@ -98,6 +99,20 @@ class InvalidKey(NirguardError, ValueError):
 
     code = "key_invalid"
     default_message = "invalid key"
+
+
+class InsecureKeyFileWarning(UserWarning):
+    """A key file can be read or written by its group or by others.
+
+    :meth:`SecretKey.from_file <nirguard.SecretKey.from_file>` still loads the
+    key (a refusal would take a portal down at its next restart), but says so,
+    as ssh does for a private key: any user of the machine who can read the
+    file can re-identify every pseudonym made with the key, and one who can
+    write it can swap the key. Fix the file (``chmod 600``, or ``0400``; a
+    Kubernetes secret volume with ``defaultMode: 0400``), or make the warning
+    an error with ``warnings.simplefilter("error", InsecureKeyFileWarning)``.
+    The message names the file and its mode, never the key.
+    """
 
 
 class InvalidToken(NirguardError):

@@ -16,10 +16,13 @@ The purpose separates pseudonym spaces: the same NIR gets unrelated
 pseudonyms in two databases or for two recipients (CSP R1461-7).
 
 >>> from nirguard import SecretKey
->>> p = Pseudonymiser(SecretKey(bytes(32), "demo"), purpose="docs")
->>> p.pseudonymise("1 85 05 78 006 084 91")
-'demo:44880a8bd66406a83f3ab6bdd29b37d9'
->>> p.matches("185057800608491", "demo:44880a8bd66406a83f3ab6bdd29b37d9")
+>>> p = Pseudonymiser(SecretKey.generate("demo"), purpose="docs")
+>>> alias = p.pseudonymise("1 85 05 78 006 084 91")
+>>> alias.startswith("demo:"), len(alias)
+(True, 37)
+>>> p.pseudonymise("185057800608491") == alias  # one person, one pseudonym
+True
+>>> p.matches("185057800608491", alias)
 True
 """
 

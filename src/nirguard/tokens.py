@@ -14,10 +14,12 @@ Only holders of the key can turn a token back into the NIR; every failure
 opaque :class:`~nirguard.InvalidToken`.
 
 >>> from nirguard import SecretKey
->>> t = Tokeniser(SecretKey(bytes(32), "demo"), purpose="docs")
+>>> t = Tokeniser(SecretKey.generate("demo"), purpose="docs")
 >>> token = t.tokenise("1 85 05 78 006 084 91")
->>> token
-'demo:j6WV0vDF4ZIuYuQxp73oKgrMN1HUD-KJxYOpGUxHhQ'
+>>> token.startswith("demo:"), len(token)
+(True, 47)
+>>> t.tokenise("185057800608491") == token  # deterministic
+True
 >>> t.detokenise(token)
 '185057800608491'
 """
