@@ -20,7 +20,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from nirguard import nir
-from nirguard._pydantic import NIRStr
+from nirguard._pydantic import NIRStr, RedactErrors
 from nirguard.alerts import Alert
 from nirguard.audit import AuditEvent
 from nirguard.errors import (
@@ -81,6 +81,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "ReasonRequired",
+    "RedactErrors",
     "SecretKey",
     "Tokeniser",
     "__version__",
