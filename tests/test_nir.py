@@ -442,3 +442,27 @@ def test_faker_fr_ssn_validates() -> None:
     for _ in range(2000):
         value = fake.ssn()
         assert nir.is_valid(value), "a Faker fr_FR ssn() was refused"
+
+
+@given(st.lists(st.one_of(generated, st.text(alphabet="0123456789AB .", max_size=16)), max_size=30))
+@example(["185057800608491", "185057800608490", "718610018826448", "282042A12345617", None])
+def test_fast_canonicals_decides_only_what_validate_accepts_unchanged(values: list[str]) -> None:
+    # The batch fast path (pseudonym.pseudonymise_batch, the CSV commands): a value it keeps
+    # is exactly validate's answer; None sends the value to validate.
+    for value, fast in zip(values, nir._fast_canonicals(values), strict=True):
+        if fast is not None:
+            assert fast is value
+            assert nir.validate(value) == value
+        elif nir.is_valid(value) and nir.validate(value) == value and value.isdigit():
+            pytest.fail(f"the fast path missed a canonical all-digit NIR at {values.index(value)}")
+
+
+def test_fast_canonicals_skips_str_subclasses_and_non_strings() -> None:
+    class Sub(str):
+        pass
+
+    assert nir._fast_canonicals([Sub("185057800608491"), 185057800608491, b"1"]) == [None] * 3  # type: ignore[list-item]
+    assert nir._fast_canonicals(["185057800608491", "185057800608491\n"]) == [
+        "185057800608491",
+        None,
+    ]
