@@ -199,6 +199,72 @@ def test_disputed_rules_take_the_lenient_side(body: str) -> None:
     assert nir.validate(with_key(body)) == with_key(body)
 
 
+# Provisional numbers (sex 3, 4, 7, 8) carry codes regular numbers never use: the caisse-issued
+# NNP layout is sex, a check digit, a 3-digit caisse number and an 8-digit order number, so
+# "month", "department", "commune" and "order" hold arbitrary digits. Only the key is checked
+# (docs/rules.md, "Provisional numbers").
+ISOCODES_PROVISIONAL = [
+    # ronanguilloux/IsoCodes tests (PR #172): "Etranger en cours d'immatriculation",
+    # month 61, department 00; read as an NNP: 7 | 1 | caisse 861 | order 00188264.
+    "718610018826448",
+    "818610017357342",
+]
+PROVISIONAL_ONLY_CODES = [
+    ("x850000006084", "month"),  # month 00
+    ("x851378006084", "month"),  # month 13-19
+    ("x851978006084", "month"),
+    ("x850500006084", "department"),  # department 00
+    ("x850578000084", "commune"),  # commune 000
+    ("x850599000084", "commune"),  # country 000
+    ("x850578006000", "order"),  # order 000
+    ("x000000000000", "month"),  # all zeros after the sex digit
+    ("x186100188264", "department"),  # the IsoCodes shape
+]
+
+
+@pytest.mark.parametrize("value", ISOCODES_PROVISIONAL)
+def test_isocodes_provisional_numbers_are_accepted(value: str) -> None:
+    assert nir.validate(value) == value
+    assert nir.is_valid(nir.format(value))
+    parsed = nir.parse(value)
+    assert parsed.is_provisional
+    assert parsed.department == "00"
+    assert parsed.birth_month is None  # 61: no month
+    assert key_of(value[:13]) == int(value[13:])
+
+
+@pytest.mark.parametrize("sex", "3478")
+@pytest.mark.parametrize(("body", "regular_code"), PROVISIONAL_ONLY_CODES)
+def test_provisional_numbers_may_carry_codes_regular_numbers_never_use(
+    body: str, regular_code: str, sex: str
+) -> None:
+    value = with_key(sex + body[1:])
+    assert nir.validate(value) == value
+    assert nir.parse(value).is_provisional
+    for regular in "12":  # every rule still holds for regular numbers
+        with pytest.raises(InvalidNIR) as info:
+            nir.validate(with_key(regular + body[1:]))
+        assert info.value.code == regular_code
+
+
+@pytest.mark.parametrize("value", ISOCODES_PROVISIONAL)
+def test_provisional_numbers_keep_the_key_check(value: str) -> None:
+    for key in range(1, 98):
+        if key != int(value[13:]):
+            with pytest.raises(InvalidNIR) as info:
+                nir.validate(f"{value[:13]}{key:02d}")
+            assert info.value.code == "key"
+    for bad_key in ("00", "98", "99"):
+        assert not nir.is_valid(value[:13] + bad_key)
+
+
+@pytest.mark.parametrize("sex", "0569")
+def test_other_sex_digits_stay_refused_with_any_codes(sex: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(with_key(sex + "18610018826"[:12].ljust(12, "0")))
+    assert info.value.code == "sex"
+
+
 def test_is_provisional() -> None:
     assert nir.parse(with_key("7850578006084")).is_provisional
     assert not nir.parse(with_key("2850578006084")).is_provisional
@@ -374,8 +440,25 @@ def test_generator_output_validates(value: str) -> None:
     assert nir.validate(value, strict=False) == value
 
 
+# Provisional numbers in the NNP layout: sex 7/8 (or 3/4), then 12 arbitrary digits, then the key.
+provisional_layout = st.builds(
+    lambda sex, digits: with_key(sex + digits),
+    st.sampled_from("3478"),
+    st.text(alphabet="0123456789", min_size=12, max_size=12),
+)
+generated = st.one_of(generated, provisional_layout)
+
+
+@given(provisional_layout)
+def test_provisional_layout_validates(value: str) -> None:
+    assert nir.validate(value) == value
+    assert nir.parse(value).is_provisional
+
+
 @given(generated, st.data())
 @settings(suppress_health_check=[HealthCheck.too_slow])
+@example("718610018826448", None)
+@example("818610017357342", None)
 def test_every_single_digit_substitution_is_rejected(value: str, data: st.DataObject) -> None:
     digit_positions = [
         i for i, c in enumerate(value) if c.isdigit() and not (i == 5 and value[6] in "AB")

@@ -22,6 +22,9 @@ Unicode spaces and control characters. Error messages never contain the input.
 
 ``strict=True`` (the default) checks the structure too; every rule the public
 sources dispute takes the lenient side (see the rules page of the docs).
+Provisional numbers (first digit 3, 4, 7, 8) do not follow the layout (the
+caisse-issued NNP holds a caisse number and an order number there): only their
+characters and key are checked.
 ``strict=False`` checks characters, length, the 2A/2B position and the key.
 
 >>> from nirguard import nir
@@ -71,8 +74,10 @@ _SHAPE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}", re.ASCII)
 
 # The common case, strict structure in one pass (canonical spelling only):
 # sex, month, department + commune (or country) and order; the key is checked after.
+# Provisional numbers (sex 3, 4, 7, 8) carry no birth data to check (see the rules page).
 _STRICT: Final = re.compile(
-    r"[123478][0-9]{2}"  # sex, year
+    r"(?:"
+    r"[12][0-9]{2}"  # sex of a regular number, year
     r"(?:0[1-9]|1[0-2]|[2-9][0-9])"  # month
     r"(?:"
     r"(?:0[1-9]|[1-8][0-9]|9[0-6]|2[AB])(?!000)[0-9]{3}"  # department, commune
@@ -80,6 +85,8 @@ _STRICT: Final = re.compile(
     r"|99(?!000)[0-9]{3}"  # born abroad: country code
     r")"
     r"(?!000)[0-9]{3}"  # order
+    r"|[3478][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}"  # provisional: any digits
+    r")"
     r"[0-9]{2}",  # key
     re.ASCII,
 )
@@ -90,6 +97,7 @@ _BODY: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{6}", re.ASCII)
 _ALLOWED_CHARS: Final = re.compile(r"[0-9ABab \.\-\u00a0\u202f]*", re.ASCII)
 
 _VALID_SEX: Final = frozenset("123478")
+_PROVISIONAL_SEX_DIGITS: Final = frozenset("3478")
 _PROVISIONAL_SEX: Final = frozenset((3, 4, 7, 8))
 
 # The fast path of _fast_canonicals: _STRICT restricted to all-digit strings.
@@ -157,6 +165,8 @@ def _check_structure(canonical: str) -> None:
     """Raise the first structural error of a 15-character canonical string."""
     if canonical[0] not in _VALID_SEX:
         raise InvalidNIR("sex")
+    if canonical[0] in _PROVISIONAL_SEX_DIGITS:
+        return  # provisional numbers: the key alone is checked
     month = int(canonical[3:5])
     if month == 0 or 13 <= month <= 19:
         raise InvalidNIR("month")
@@ -330,6 +340,10 @@ class NIR:
 
     ``repr`` and ``str`` show the masked form only; read :attr:`canonical`
     explicitly to get the number.
+
+    The fields are read by position. For a provisional number
+    (:attr:`is_provisional`) they are not birth data: an NNP, for one, holds
+    a caisse number where the year and month are.
 
     Attributes:
         canonical: the 15-character canonical form.
