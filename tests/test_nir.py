@@ -313,6 +313,83 @@ def test_format_and_mask() -> None:
         nir.mask("185057800608490")
 
 
+# Found by mutation testing (mutmut over nir.py): rules the vectors above did not pin down.
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("185052A1234561", "length"),  # 2A in its place: the length is what is wrong
+        ("185052a1234561", "length"),
+        ("185052B123456177", "length"),
+        ("18505A21234561", "characters"),  # a letter one place early
+        ("1850522A234561", "characters"),  # one place late
+        ("185057B1234561", "characters"),  # after a 7, not a 2
+        ("185051A1234561", "characters"),
+        ("1A850578006084", "characters"),  # uppercase elsewhere
+        ("1b850578006084", "characters"),  # lowercase elsewhere
+        ("1a8505780060849", "characters"),
+    ],
+)
+def test_a_misplaced_letter_is_a_character_error_whatever_the_length(value: str, code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("1852000006084", "department"),  # month 20 is fine: the department is not
+        ("1850597000000", "order"),  # overseas: 970 + commune 00, then order 000
+        ("1850598000000", "order"),
+        ("1851978000084", "month"),
+    ],
+)
+def test_the_first_broken_rule_is_reported(body: str, code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(with_key(body))
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("value", ["282042A12345616", "282042B12345645", "282042A12345644"])
+def test_a_wrong_corsican_key_is_a_key_error(value: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == "key"
+    assert not nir.is_valid(value)
+
+
+def test_strict_is_the_default_and_format_and_mask_are_lenient() -> None:
+    keyed = with_key("0850578006084")  # a key that matches, a sex that does not exist
+    assert not nir.is_valid(keyed)
+    assert nir.is_valid(keyed, strict=False)
+    with pytest.raises(InvalidNIR):
+        nir.parse(keyed)
+    with pytest.raises(InvalidNIR):
+        NIR(keyed)
+    assert nir.parse(keyed, strict=False).sex == 0
+    assert NIR(keyed, strict=False).canonical == keyed
+    assert nir.format(keyed) == f"0 85 05 78 006 084 {keyed[13:]}"
+    assert nir.mask(keyed) == "0 85 ** ** *** *** **"
+
+
+def test_is_valid_is_false_when_a_str_subclass_misbehaves() -> None:
+    class Hostile(str):
+        def strip(self, chars: str | None = None) -> str:
+            raise RuntimeError("boom")
+
+    assert nir.is_valid(Hostile("1 85 05 78 006 084 91")) is False
+
+
+def test_format_groups_every_overseas_department() -> None:
+    for department in ("971", "976", "984", "987", "988"):
+        value = with_key(f"28204{department}11123")
+        assert nir.format(value) == f"2 82 04 {department} 11 123 {value[13:]}"
+        assert nir.parse(value).department == department
+    assert nir.format(with_key("2820499112123")).startswith("2 82 04 99 112 123 ")
+
+
 def test_nir_value_object() -> None:
     a = nir.parse("1 85 05 78 006 084 91")
     b = NIR("185057800608491")
@@ -328,8 +405,10 @@ def test_nir_value_object() -> None:
         a.canonical = "282049741112380"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         a.sex = 2  # type: ignore[misc]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^NIR is immutable$"):
         del a.canonical
+    with pytest.raises(AttributeError, match=r"^NIR is immutable$"):
+        a.canonical = "282049741112380"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(a)) == a
     assert a.format() == "1 85 05 78 006 084 91"
 

@@ -90,6 +90,17 @@ def test_validate_assignment_and_json_mode_do_not_leak() -> None:
 
 def test_json_schema_has_a_pattern() -> None:
     schema = Patient.model_json_schema()["properties"]["nir"]
+    assert schema == {
+        "title": "Nir",
+        "type": "string",
+        "format": "nir",
+        "pattern": r"^[123478][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{8}$",
+        "minLength": 15,
+        "maxLength": 15,
+        "description": "French social security number (NIR), canonical 15-character form.",
+    }
+    assert Patient.model_json_schema(mode="serialization")["properties"]["nir"] == schema
+    assert repr(NIRStr.__metadata__[1]) == "NIRValidation()"
     assert schema["type"] == "string"
     import re
 

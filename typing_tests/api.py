@@ -7,8 +7,9 @@ In particular ``LookupGuard.protect`` keeps the wrapped function's signature
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import pydantic
 from typing_extensions import assert_type
 
 import nirguard
@@ -40,3 +41,11 @@ assert_type(nirguard.__version__, str)
 
 with guard.lookup("10003456789", "185057800608491") as lookup:
     assert_type(lookup.record({"name": "x"}), dict[str, str])
+
+
+class _Visit(pydantic.BaseModel):
+    patient: nirguard.NIRStr
+    contact: Annotated[nirguard.NIRStr | Literal["unknown"], nirguard.RedactErrors()] = "unknown"
+
+
+assert_type(_Visit(patient="185057800608491").patient, str)  # NIRStr is a str to type checkers

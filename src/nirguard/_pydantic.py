@@ -118,10 +118,6 @@ def _raise_if_rejected(value: str) -> str:
     return value
 
 
-def _to_json(value: str) -> str:
-    return str(value)
-
-
 class _NIRValidation:
     """Core and JSON schema hooks behind :data:`NIRStr`."""
 
@@ -130,14 +126,13 @@ class _NIRValidation:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        # No serializer of our own: pydantic writes a str subclass as a string in JSON
+        # and returns the value itself (masked repr and all) in Python mode.
         return core_schema.chain_schema(
             [
                 core_schema.no_info_plain_validator_function(_check),
                 core_schema.no_info_plain_validator_function(_raise_if_rejected),
-            ],
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                _to_json, return_schema=core_schema.str_schema(), when_used="json"
-            ),
+            ]
         )
 
     def __get_pydantic_json_schema__(
@@ -173,7 +168,7 @@ def _redacted_copy(exc: ValidationError) -> ValidationError:
             loc=error["loc"],
             input=REDACTED,
         )
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        for error in exc.errors()  # only type, loc and msg are carried over
     ]
     return ValidationError.from_exception_data(exc.title, details)
 
