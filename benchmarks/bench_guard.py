@@ -45,7 +45,7 @@ FULL = QuotaPolicy(
     miss_ratio=0.99,
     miss_ratio_min_lookups=1000000,
 )
-KEY = SecretKey(b"b" * 32, "bench")
+KEY = SecretKey(bytes(range(32)), "bench")
 
 
 def lookup(practitioner_id: str, nir: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from tests.example_helpers import load_example
 START = 1_800_000_000.0
 #: The example portals' audit trail goes to this logger in the tests (a file in production).
 AUDIT = logging.getLogger("portal.audit")
-KEY = SecretKey(b"k" * 32, "test")
+KEY = SecretKey(bytes(range(32)), "test")
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 REGISTRY = synthetic_registry()
 NIRS = sorted(REGISTRY)
