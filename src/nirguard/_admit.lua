@@ -11,12 +11,12 @@
 --
 -- KEYS (all of one practitioner share the hash tag {practitioner}; all
 -- portal-wide keys share {%portal}: on a Cluster each group is one slot). Each
--- record is one MessagePack map (one GET, one SET: far cheaper than a hash's fields)
+-- record is one MessagePack array (one GET, one SET; see `layout` below)
 --   1 account  windowed counters, lockout, escalation, pending reason request
 --   2 patient  s = end of the new-patient window, g = end of a break-glass grant
 --   3 walk     this practitioner's new patients in this cohort (cohort quota)
 --   4 portal   the portal-wide `portal` quota
---   5 seen     (a plain number) end of the window in which the portal saw this patient
+--   5 seen     u = end of the window in which the portal saw this patient
 --   6 heat     decayed counts of the cohort's new patients (s, l), t, alert end
 --
 -- ARGV
@@ -40,15 +40,49 @@ local INDEFINITE = 315360000 -- a lockout "until unlock()" (ten years)
 local policies = {}          -- compiled policies, by their text (a pure cache)
 local policy_count = 0
 
+-- short codes of the quotas, for the layout a record carries
+local CODES = {lookups = "l", distinct_patients = "d", invalid_nirs = "i", misses = "m",
+  cohort = "c", portal_cohort = "p", new_patients = "n", break_glass = "b", portal = "q"}
+
 local function windows(spec, name, list)
   for amount, seconds in string.gmatch(spec, "(%d+)/(%d+)") do
     list[#list + 1] = {
       amount = tonumber(amount), seconds = tonumber(seconds),
       field = name .. ":" .. seconds, ends = name .. ":" .. seconds .. ":e",
+      code = CODES[name] .. seconds,
     }
   end
   return list
 end
+
+-- A record is one MessagePack array: its layout (short codes, comma-separated), then
+-- its values in that order (false = absent). Arrays are several times cheaper to pack,
+-- unpack and move than maps keyed by long names. A record written under another
+-- layout (the policy changed) is read by its codes, so nothing is lost.
+local function layout(fixed, groups)
+  local names, codes, by_code = {}, {}, {}
+  for _, pair in ipairs(fixed) do
+    names[#names + 1] = pair[1]
+    codes[#codes + 1] = pair[2]
+  end
+  for _, group in ipairs(groups) do
+    for _, w in ipairs(group) do
+      names[#names + 1] = w.field
+      codes[#codes + 1] = w.code
+      names[#names + 1] = w.ends
+      codes[#codes + 1] = w.code .. "e"
+    end
+  end
+  for i = 1, #names do by_code[codes[i]] = names[i] end
+  return {names = names, n = #names, sig = table.concat(codes, ","), by_code = by_code}
+end
+
+local ACCOUNT_FIXED = {
+  {"lockout", "L"}, {"lockout_level", "V"}, {"lockout_level:e", "Ve"}, {"pending", "P"},
+  {"pending:e", "Pe"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
+  {"miss_ratio:m", "Rm"}, {"miss_ratio:m:e", "Rme"},
+}
+local PATIENT, HEAT, SEEN -- fixed layouts, made on first use (no library globals at load)
 
 local function px(seconds)
   return string.format("%d", math.ceil(seconds * 1000))
@@ -92,6 +126,15 @@ local function compile(text)
     keep = tonumber(parts[22]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
+  P.account = layout(ACCOUNT_FIXED,
+    {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass})
+  P.walk = layout({}, {P.cohort})
+  P.portal_layout = layout({}, {P.portal})
+  if not PATIENT then
+    PATIENT = layout({{"s", "s"}, {"g", "g"}}, {})
+    HEAT = layout({{"s", "s"}, {"l", "l"}, {"t", "t"}, {"a", "a"}}, {})
+    SEEN = layout({{"u", "u"}}, {})
+  end
   -- expiries as the strings SET ... PX takes (formatting a number is not free)
   P.keep_px = px(P.keep)
   P.portal_px = px(longest(P.portal) + 60)
@@ -127,20 +170,43 @@ local function fetch(K, ...)
   for i = 1, #which do fetched[which[i]] = values[i] end
 end
 
-local function load(K, i)
+local function load(K, i, L)
   local raw = fetched[i]
   if raw == nil then raw = redis.call("GET", K[i]) end
-  if raw then return cmsgpack.unpack(raw) end
-  return {}
+  local record = {}
+  if not raw then return record end
+  local a = cmsgpack.unpack(raw)
+  if a[1] == L.sig then
+    local names = L.names
+    for j = 1, L.n do
+      local v = a[j + 1]
+      if v ~= false then record[names[j]] = v end
+    end
+  else -- written under another layout: read what this one knows, by code
+    local j = 1
+    for code in string.gmatch(a[1], "[^,]+") do
+      j = j + 1
+      local name = L.by_code[code]
+      if name and a[j] ~= false and a[j] ~= nil then record[name] = a[j] end
+    end
+  end
+  return record
 end
 
-local function save(key, record, changes, expiry)
+local function save(key, record, changes, expiry, L)
   local any = false
   for name, value in pairs(changes) do
     record[name] = value
     any = true
   end
-  if any then redis.call("SET", key, cmsgpack.pack(record), "PX", expiry) end
+  if not any then return end
+  local a, names = {L.sig}, L.names
+  for j = 1, L.n do
+    local v = record[names[j]]
+    if v == nil then v = false end
+    a[j + 1] = v
+  end
+  redis.call("SET", key, cmsgpack.pack(a), "PX", expiry)
 end
 
 -- fixed windows --------------------------------------------------------------------------
@@ -214,7 +280,7 @@ local NOTHING = {}
 local function portal_step(P, K, flags, now)
   local result = {hot = false}
   if #P.portal > 0 then
-    local record = load(K, 4)
+    local record = load(K, 4, P.portal_layout)
     local w = overflow(record, P.portal, now)
     if w then
       result.denied = reply("denied", "portal", record[w.ends] - now, false, 0, NOTHING)
@@ -222,10 +288,10 @@ local function portal_step(P, K, flags, now)
     end
     local changes = {}
     hit(record, P.portal, changes, now)
-    save(K[4], record, changes, P.portal_px)
+    save(K[4], record, changes, P.portal_px, P.portal_layout)
   end
   if P.hot and flags.cohort and flags.patient then
-    local h = load(K, 6)
+    local h = load(K, 6, HEAT)
     local s, l = h.s or 0, h.l or 0
     if h.t then
       local dt = now - h.t
@@ -234,14 +300,14 @@ local function portal_step(P, K, flags, now)
         l = l * math.exp(-dt / P.hot_baseline)
       end
     end
-    local known = load(K, 5).u
+    local known = load(K, 5, SEEN).u
     local changes = {}
     local changed = false
     if not known or known <= now then
       s, l = s + 1, l + 1
       changes.s, changes.l, changes.t = s, l, now
       changed = true
-      redis.call("SET", K[5], cmsgpack.pack({u = now + P.hot_window}), "PX", P.seen_px)
+      save(K[5], {}, {u = now + P.hot_window}, P.seen_px, SEEN)
     end
     local expected = l * P.hot_window / P.hot_baseline
     result.s, result.e = s, expected
@@ -253,7 +319,7 @@ local function portal_step(P, K, flags, now)
         changed = true
       end
     end
-    if changed then save(K[6], h, changes, P.heat_px) end
+    if changed then save(K[6], h, changes, P.heat_px, HEAT) end
   end
   return result
 end
@@ -263,7 +329,7 @@ local function save_account(P, K, record, changes, now)
   local expiry = P.keep_px
   local until_ = changes.lockout or record.lockout
   if until_ and until_ > now and until_ - now + 60 > P.keep then expiry = px(until_ - now + 60) end
-  save(K[1], record, changes, expiry)
+  save(K[1], record, changes, expiry, P.account)
 end
 
 local function level_of(record, now)
@@ -301,7 +367,7 @@ local function locked(record, now)
 end
 
 local function account_step(P, K, flags, patient_id, x, now)
-  local record = load(K, 1)
+  local record = load(K, 1, P.account)
   local changes = {}
   local refused = locked(record, now)
   if refused then return refused end
@@ -323,7 +389,7 @@ local function account_step(P, K, flags, patient_id, x, now)
     return reply("denied", "lookups", record[w.ends] - now, false, level_of(record, now), x)
   end
   local person = {}
-  if flags.patient then person = load(K, 2) end
+  if flags.patient then person = load(K, 2, PATIENT) end
   local granted = (person.g or 0) > now
   local new = flags.patient and not granted and (person.s or 0) <= now
   local walked = {}
@@ -332,7 +398,7 @@ local function account_step(P, K, flags, patient_id, x, now)
     local over, c = overflow(record, P.distinct, now)
     if over then breach, count, limit = "distinct_patients", c, over.amount end
     if not breach and flags.cohort and #P.cohort > 0 then
-      walked = load(K, 3)
+      walked = load(K, 3, P.walk)
       over, c = overflow(walked, P.cohort, now)
       if over then breach, count, limit = "cohort", c, over.amount end
     end
@@ -365,7 +431,7 @@ local function account_step(P, K, flags, patient_id, x, now)
       hit(record, P.break_glass, changes, now)
       if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
       save_account(P, K, record, changes, now)
-      save(K[2], person, {g = now + P.access}, P.patient_px)
+      save(K[2], person, {g = now + P.access}, P.patient_px, PATIENT)
       x.count, x.limit = count, limit
       return reply("break_glass", breach, nil, false, level_of(record, now), x)
     end
@@ -390,9 +456,9 @@ local function account_step(P, K, flags, patient_id, x, now)
     if flags.cohort and #P.cohort > 0 then
       local wchanges = {}
       hit(walked, P.cohort, wchanges, now)
-      save(K[3], walked, wchanges, P.walk_px)
+      save(K[3], walked, wchanges, P.walk_px, P.walk)
     end
-    save(K[2], person, {s = now + P.seen}, P.patient_px)
+    save(K[2], person, {s = now + P.seen}, P.patient_px, PATIENT)
   end
   save_account(P, K, record, changes, now)
   local quota = nil
@@ -402,7 +468,7 @@ end
 
 -- the other calls ------------------------------------------------------------------------
 local function invalid_step(P, K, now)
-  local record = load(K, 1)
+  local record = load(K, 1, P.account)
   local refused = locked(record, now)
   if refused then return refused end
   local changes = {}
@@ -414,7 +480,7 @@ local function invalid_step(P, K, now)
 end
 
 local function miss_step(P, K, now)
-  local record = load(K, 1)
+  local record = load(K, 1, P.account)
   local changes = {}
   hit(record, P.misses, changes, now)
   if P.ratio then bump(record, changes, "miss_ratio:m", P.ratio_window, now) end
@@ -427,7 +493,7 @@ local STATUS_NAMES = {"lookups", "distinct_patients", "invalid_nirs", "misses",
   "portal_cohort", "break_glass"}
 
 local function status_step(P, K, portal_keys, now)
-  local record = load(K, 1)
+  local record = load(K, 1, P.account)
   local out = {}
   for i, name in ipairs(STATUS) do
     local rest = left(record, P[name], now)
@@ -436,7 +502,7 @@ local function status_step(P, K, portal_keys, now)
   end
   if #P.portal > 0 and portal_keys then
     out[#out + 1] = "portal"
-    out[#out + 1] = tostring(math.max(0, left(load(K, 4), P.portal, now)))
+    out[#out + 1] = tostring(math.max(0, left(load(K, 4, P.portal_layout), P.portal, now)))
   end
   local until_ = record.lockout
   out[#out + 1] = "locked_for"
@@ -450,16 +516,18 @@ local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
   pending = true, miss_ratio = true}
 
-local function unlock_step(K)
+local function unlock_step(P, K)
   local raw = redis.call("GET", K[1])
   if not raw then return {"unlocked"} end
-  local record, kept = cmsgpack.unpack(raw), {}
+  local record, kept = load(K, 1, P.account), {}
   for name, value in pairs(record) do
     if not FORGOTTEN[string.match(name, "^[^:]+")] then kept[name] = value end
   end
   local ttl = redis.call("PTTL", K[1])
-  if ttl > 0 then
-    redis.call("SET", K[1], cmsgpack.pack(kept), "PX", ttl)
+  if next(kept) == nil or ttl <= 0 then
+    redis.call("DEL", K[1])
+  else
+    save(K[1], {}, kept, tostring(ttl), P.account)
   end
   return {"unlocked"}
 end
@@ -502,7 +570,7 @@ local function main(K, A)
   elseif mode == "status" then
     return status_step(P, K, flags.hot, now)
   elseif mode == "unlock" then
-    return unlock_step(K)
+    return unlock_step(P, K)
   end
   return redis.error_reply("nirguard: unknown mode")
 end
