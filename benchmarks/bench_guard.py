@@ -111,10 +111,11 @@ def limits_baseline(calls: list[tuple[str, str]]) -> float:
     try:
         return best_of(run, repeat=3)
     finally:
-        storage.reset()
         timer = getattr(storage, "timer", None)
-        if timer is not None:
+        if timer is not None:  # stop limits' expiry thread first: it races reset()
             timer.cancel()
+            timer.join()
+        storage.reset()
 
 
 def guarded_time(calls: list[tuple[str, str]]) -> float:
