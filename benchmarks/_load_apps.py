@@ -73,6 +73,18 @@ async def _nir_from_body(request: Request) -> str:
     return nir.validate(value)
 
 
+def _practitioner(portal: ModuleType) -> Any:
+    """The demo portal's header reader as an async dependency: FastAPI runs a plain ``def``
+    dependency in its thread pool, which the nirguard portal (it calls the reader itself)
+    does not pay; this keeps the comparison about the quota, not the dependency."""
+    read = portal.practitioner_from_header
+
+    async def practitioner(request: Request) -> str:
+        return read(request)  # type: ignore[no-any-return]
+
+    return practitioner
+
+
 def _health(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -86,7 +98,7 @@ def bare() -> FastAPI:
 
     @app.post("/infopatient")
     async def infopatient(
-        practitioner: str = Depends(portal.practitioner_from_header),
+        practitioner: str = Depends(_practitioner(portal)),
         canonical: str = Depends(_nir_from_body),
     ) -> Any:
         identity = await service.find(canonical)
@@ -116,7 +128,7 @@ def slowapi_app() -> FastAPI:
     @limiter.limit(os.environ.get("BENCH_SLOWAPI_LIMIT", "1000000/minute"))
     async def infopatient(
         request: Request,
-        practitioner: str = Depends(portal.practitioner_from_header),
+        practitioner: str = Depends(_practitioner(portal)),
         canonical: str = Depends(_nir_from_body),
     ) -> Any:
         identity = await service.find(canonical)
