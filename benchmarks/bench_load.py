@@ -422,47 +422,103 @@ def _progress(cell: Cell) -> str:
     )
 
 
+def _ok(cell: Cell) -> float:
+    """Correct answers per second: 2xx, 404 (a miss) and 403/429 (a refusal); a 503, another
+    error or no answer is not one (a portal that fails fast can serve many req/s of 503)."""
+    cls = _classes(cell.statuses)
+    return (cls["2xx"] + cls["404"] + cls["refused"]) / cell.seconds if cell.seconds else 0.0
+
+
 def table(cells: list[Cell], repeat: int) -> str:
     lines = []
     keyed: dict[tuple[int, int, str], list[Cell]] = {}
     for cell in cells:
         keyed.setdefault((cell.workers, cell.conns, cell.variant), []).append(cell)
     header = (
-        f"{'portal':<16}{'conns':>6}{'req/s':>8}{'runs':>14}{'x bare':>7}{'x slowapi':>10}"
-        f"{'p50 ms':>8}{'p99 ms':>8}{'2xx':>8}{'404':>7}{'403/429':>8}{'503':>7}{'other':>6}"
-        f"{'sock err':>9}{'redis us':>9}{'app us':>7}"
+        f"{'portal':<16}{'conns':>6}{'ok/s':>7}{'runs':>13}{'x bare':>7}{'x slowapi':>10}"
+        f"{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'2xx':>7}{'404':>6}{'403/429':>8}{'503':>7}"
+        f"{'other':>6}{'sock err':>9}{'redis us':>9}{'app us':>7}"
     )
     for workers in sorted({c.workers for c in cells}):
         lines.append(
-            f"\nuvicorn --workers {workers}; {repeat} run(s) per cell: req/s = mean (each run), "
-            "p50 = mean, p99 = worst run, counts summed; us = CPU per request"
+            f"\nuvicorn --workers {workers}; {repeat} run(s) per cell. ok/s = correct answers "
+            "(2xx, 404, 403/429) per second, mean (each run); x bare / x slowapi on ok/s;\n"
+            "req/s = all answers, 503 included; p50 = mean, p99 = worst run; counts summed; "
+            "redis us / app us = CPU per request of Redis / of the portal's processes"
         )
         lines.append(header)
         for conns in sorted({c.conns for c in cells if c.workers == workers}):
             group = {v: keyed.get((workers, conns, v), []) for v in VARIANTS}
-            base = {v: statistics.mean(c.rps for c in g) for v, g in group.items() if g}
+            base = {v: statistics.mean(_ok(c) for c in g) for v, g in group.items() if g}
             for variant, runs in group.items():
                 if not runs:
                     continue
-                rps = base[variant]
+                ok = base[variant]
                 cls = _classes(_sum_dicts(c.statuses for c in runs))
                 sock = sum(sum(c.socket_errors.values()) for c in runs)
                 redis_us = [c.redis_us_per_req for c in runs if c.redis_us_per_req is not None]
                 app_us = [c.app_us_per_req for c in runs if c.app_us_per_req is not None]
-                vs_bare = f"{rps / base['bare']:.2f}" if "bare" in base else "-"
-                vs_slow = f"{rps / base['slowapi/redis']:.2f}" if "slowapi/redis" in base else "-"
+                vs_bare = f"{ok / base['bare']:.2f}" if base.get("bare") else "-"
+                vs_slow = f"{ok / base['slowapi/redis']:.2f}" if base.get("slowapi/redis") else "-"
                 lines.append(
-                    f"{variant:<16}{conns:>6}{rps:>8.0f}"
-                    f"{'(' + '/'.join(f'{c.rps:.0f}' for c in runs) + ')':>14}"
+                    f"{variant:<16}{conns:>6}{ok:>7.0f}"
+                    f"{'(' + '/'.join(f'{_ok(c):.0f}' for c in runs) + ')':>13}"
                     f"{vs_bare:>7}{vs_slow:>10}"
+                    f"{statistics.mean(c.rps for c in runs):>7.0f}"
                     f"{statistics.mean(c.p50_ms for c in runs):>8.1f}"
                     f"{max(c.p99_ms for c in runs):>8.1f}"
-                    f"{cls['2xx']:>8}{cls['404']:>7}{cls['refused']:>8}{cls['503']:>7}"
+                    f"{cls['2xx']:>7}{cls['404']:>6}{cls['refused']:>8}{cls['503']:>7}"
                     f"{cls['other']:>6}{sock:>9}"
                     f"{(f'{statistics.mean(redis_us):.0f}' if redis_us else '-'):>9}"
                     f"{(f'{statistics.mean(app_us):.0f}' if app_us else '-'):>7}"
                 )
     return "\n".join(lines)
+
+
+def compare(after: list[Cell], before: list[Cell]) -> str:
+    """after / before per cell (means over runs): ok/s, p99, 503s, Redis and portal CPU."""
+
+    def means(cells: list[Cell]) -> dict[tuple[int, int, str], dict[str, float]]:
+        grouped: dict[tuple[int, int, str], list[Cell]] = {}
+        for c in cells:
+            grouped.setdefault((c.workers, c.conns, c.variant), []).append(c)
+        return {
+            key: {
+                "ok": statistics.mean(_ok(c) for c in g),
+                "p99": max(c.p99_ms for c in g),
+                "503": sum(_classes(c.statuses)["503"] for c in g),
+                "redis": statistics.mean(c.redis_us_per_req or 0.0 for c in g),
+                "app": statistics.mean(c.app_us_per_req or 0.0 for c in g),
+            }
+            for key, g in grouped.items()
+        }
+
+    new, old = means(after), means(before)
+    lines = [
+        "\nafter / before (the --compare file): ok/s, p99 and CPU per request as ratios; 503s as counts",
+        f"{'workers':>7} {'portal':<16}{'conns':>6}{'ok/s':>8}{'p99':>8}{'503 before':>11}"
+        f"{'503 after':>10}{'redis us':>9}{'app us':>8}",
+    ]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b else "-"
+
+    for key in sorted(set(new) & set(old)):
+        a, b = new[key], old[key]
+        lines.append(
+            f"{key[0]:>7} {key[2]:<16}{key[1]:>6}{ratio(a['ok'], b['ok']):>8}"
+            f"{ratio(a['p99'], b['p99']):>8}{b['503']:>11.0f}{a['503']:>10.0f}"
+            f"{ratio(a['redis'], b['redis']):>9}{ratio(a['app'], b['app']):>8}"
+        )
+    return "\n".join(lines)
+
+
+def load_cells(path: Path) -> list[Cell]:
+    fields = set(Cell.__dataclass_fields__)
+    return [
+        Cell(**{k: v for k, v in row.items() if k in fields})
+        for row in json.loads(path.read_text())
+    ]
 
 
 def _sum_dicts(dicts: Any) -> dict[str, int]:
@@ -509,7 +565,22 @@ def main() -> None:
     parser.add_argument("--slowapi-limit", default="1000000/minute")
     parser.add_argument("--redis", default=None, help="Redis URL (default: a private redis-server)")
     parser.add_argument("--json", type=Path, default=None, help="also write every cell here")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="a --json file of an earlier run: print after/before",
+    )
+    parser.add_argument(
+        "--table-from", type=Path, default=None, help="print the table of a --json file and exit"
+    )
     args = parser.parse_args()
+    if args.table_from:
+        cells = load_cells(args.table_from)
+        print(table(cells, max(c.run for c in cells)))
+        if args.compare:
+            print(compare(cells, load_cells(args.compare)))
+        return
     unknown = [v for v in args.only if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown portal(s) {unknown}; choose from {list(VARIANTS)}")
@@ -555,6 +626,8 @@ def main() -> None:
         print(f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         if args.json:
             args.json.write_text(json.dumps([asdict(c) | {"rps": c.rps} for c in cells], indent=1))
+        if args.compare:
+            print(compare(cells, load_cells(args.compare)))
 
 
 if __name__ == "__main__":
