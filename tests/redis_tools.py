@@ -384,7 +384,7 @@ class _RespCommands:
     def feed(self, data: bytes) -> list[tuple[bytes, str]]:
         """Every complete command now buffered, as (raw bytes, upper-cased name)."""
         self._buf += data
-        out = []
+        out: list[tuple[bytes, str]] = []
         while True:
             item = self._one()
             if item is None:
