@@ -14,6 +14,7 @@ import pytest
 
 from nirguard import nir
 from tests.redis_helpers import RUN_PREFIX, SENTINEL_PREFIX, WORKER_PREFIX, delete_prefixed
+from tests.redis_tools import RedisCluster, RedisServer, TcpProxy, missing_redis_binaries
 
 # A NIR as it may appear in text: 15 characters, digits (2A/2B at 6-7), separators between groups.
 _SEP = r"[ .\-\u00a0\u202f]?"
@@ -99,17 +100,6 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture
-def redis_cluster_url() -> str:
-    """URL of a real Redis Cluster (skips when not configured)."""
-    url = os.environ.get("NIRGUARD_TEST_REDIS_CLUSTER_URL")
-    if not url:
-        pytest.skip(
-            "set NIRGUARD_TEST_REDIS_CLUSTER_URL=redis+cluster://... to run the Cluster tests"
-        )
-    return url
-
-
 # -- Redis hygiene ---------------------------------------------------------------------------------
 # The Redis named by NIRGUARD_TEST_REDIS_URL may be shared (a developer's, a staging one): the tests
 # write only keys whose names contain RUN_PREFIX (random per test run), delete only those (SCAN +
@@ -178,3 +168,45 @@ def _redis_hygiene() -> Iterator[None]:
     finally:
         client.delete(sentinel)
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real Redis Cluster (three masters on free ports, no replicas) for the whole session,
+    started in a temporary directory and torn down afterwards. Skips only when the
+    redis-server / redis-cli binaries are absent."""
+    why = missing_redis_binaries(cluster=True)
+    if why is not None:
+        pytest.skip(f"no local Redis Cluster: {why}")
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(request: pytest.FixtureRequest) -> str:
+    """``redis+cluster://host:port,...``: NIRGUARD_TEST_REDIS_CLUSTER_URL when set,
+    else the session's own cluster (``redis_cluster``)."""
+    url = os.environ.get("NIRGUARD_TEST_REDIS_CLUSTER_URL")
+    if url:
+        return url
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return cluster.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (fresh, empty, no persistence): pause it
+    (``.pause()`` / ``with .paused():``, SIGSTOP/SIGCONT) or stop it freely."""
+    why = missing_redis_binaries()
+    if why is not None:
+        pytest.skip(f"no private Redis: {why}")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_proxy(private_redis: RedisServer) -> Iterator[TcpProxy]:
+    """A counting, cutting TCP proxy in front of ``private_redis``;
+    ``redis_proxy.url(private_redis.url())`` is the URL to give clients."""
+    with TcpProxy(("127.0.0.1", private_redis.port)) as proxy:
+        yield proxy
