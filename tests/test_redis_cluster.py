@@ -109,12 +109,6 @@ def test_exact_quota_across_tasks_on_cluster(redis_cluster_url: str, cluster_pre
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    reason="issue 9: on the limits/redis-py async cluster client, the first concurrent burst "
-    "sometimes raises AttributeError ('NoneType' object has no attribute 'writelines') "
-    "inside the client, and the guard reads it as 'store unavailable'",
-    strict=False,
-)
 def test_cold_async_burst_on_cluster_is_not_an_outage(
     redis_cluster_url: str, cluster_prefix: str
 ) -> None:

@@ -23,7 +23,8 @@
 --   1 mode: admit (portal then account, one call), portal, account (a Cluster
 --     makes two calls), invalid, miss, status, unlock
 --   2 now in seconds, or "" for the server's clock (TIME)
---   3 the compiled policy (nirguard/_compiled.py: lua_policy)
+--   3 the policy's digest (nirguard/_compiled.py: lua_digest); the policy itself
+--     (lua_policy) comes as ARGV 8 only when the server does not know the digest yet
 --   4 flags: patient, cohort, reason, hot (from the portal step, or "portal keys
 --     given" for status), each "1" or "0"
 --   5 the patient's pseudonym (for the pending reason request)
@@ -147,12 +148,12 @@ local function compile(text)
   return P
 end
 
-local function policy_of(text)
-  local P = policies[text]
-  if P == nil then
+local function policy_of(digest, text)
+  local P = policies[digest]
+  if P == nil and text ~= nil and text ~= "" then
     if policy_count >= 64 then policies, policy_count = {}, 0 end
     P = compile(text)
-    policies[text] = P
+    policies[digest] = P
     policy_count = policy_count + 1
   end
   return P
@@ -543,7 +544,8 @@ local function main(K, A)
     now = tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
   fetched = {}
-  local P = policy_of(A[3])
+  local P = policy_of(A[3], A[8])
+  if P == nil then return redis.error_reply("NOPOLICY nirguard: send the policy") end
   local f = A[4]
   local flags = {
     patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",

@@ -7,6 +7,7 @@ on the (frozen) policy itself, see :attr:`QuotaPolicy._compiled`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -67,8 +68,9 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """Windows and seconds of one policy, and its text for the Redis script (``lua_policy``,
-    which the script parses once and caches)."""
+    """Windows and seconds of one policy, and its text for the Redis script: calls send
+    ``lua_digest``; the script asks for ``lua_policy`` the first time it meets a digest,
+    parses it once and keeps it."""
 
     policy: QuotaPolicy
     name: str | None
@@ -96,6 +98,7 @@ class CompiledPolicy:
     break_glass_access: float
     keep: float
     lua_policy: str
+    lua_digest: str
 
     @property
     def needs_cohort(self) -> bool:
@@ -192,4 +195,5 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         break_glass_access=access,
         keep=keep,
         lua_policy="|".join(lua_parts),
+        lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
     )

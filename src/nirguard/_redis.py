@@ -131,9 +131,8 @@ class RedisEngine:
             request.policy.heat_suffix,
         )
 
-    @staticmethod
-    def _call(
-        mode: str, request: Request, keys: Sequence[str], hot: bool = False, *extra: str
+    def _args(
+        self, mode: str, request: Request, keys: Sequence[str], hot: bool = False, *extra: str
     ) -> list[str]:
         flags = (
             ("1" if request.patient is not None else "0")
@@ -142,15 +141,17 @@ class RedisEngine:
             + ("1" if hot else "0")
         )
         now = "" if request.now is None else repr(request.now)
-        return [*keys, mode, now, request.policy.lua_policy, flags, request.patient or "", *extra]
+        policy = request.policy
+        self._library.policies[policy.lua_digest] = policy.lua_policy
+        return [*keys, mode, now, policy.lua_digest, flags, request.patient or "", *extra]
 
     def _admit_args(self, request: Request) -> list[str]:
         k = self._keys(request)
         keys = (k.account, k.patient, k.walk, k.portal, k.portal_seen, k.heat)
-        return self._call("admit", request, keys)
+        return self._args("admit", request, keys)
 
     def _own_args(self, request: Request, mode: str) -> list[str]:
-        return self._call(mode, request, (self._keys(request).account,) * 6)
+        return self._args(mode, request, (self._keys(request).account,) * 6)
 
     def _admin_args(
         self, mode: str, practitioner: str, policy: CompiledPolicy, now: float | None = None
@@ -158,9 +159,9 @@ class RedisEngine:
         request = Request(practitioner, policy, now=now)
         k = self._keys(request)
         if self._cluster or mode == "unlock":
-            return self._call(mode, request, (k.account,) * 6)
+            return self._args(mode, request, (k.account,) * 6)
         keys = (k.account, k.account, k.account, k.portal, k.portal, k.portal)
-        return self._call(mode, request, keys, True)  # status: the portal keys are there
+        return self._args(mode, request, keys, True)  # status: the portal keys are there
 
     def _cluster_decide(self, client: Any, request: Request) -> Decision:
         """On a Cluster: the portal step (its slot), then the account step (the practitioner's)."""
@@ -169,7 +170,7 @@ class RedisEngine:
         start = time.monotonic()
         if p.portal or (p.hot_cohort is not None and request.cohort is not None):
             shared = (k.portal, k.portal, k.portal, k.portal, k.portal_seen, k.heat)
-            portal = _decision(self._library.call(client, self._call("portal", request, shared)))
+            portal = _decision(self._library.call(client, self._args("portal", request, shared)))
             if portal.outcome != "portal":
                 return portal
             if time.monotonic() - start > self._deadline:
@@ -177,7 +178,7 @@ class RedisEngine:
         else:
             portal = Decision("portal")
         own = (k.account, k.patient, k.walk, k.account, k.account, k.account)
-        args = self._call(
+        args = self._args(
             "account", request, own, portal.hot, repr(portal.heat), repr(portal.expected)
         )
         decision = _decision(self._library.call(client, args))

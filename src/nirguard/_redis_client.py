@@ -151,18 +151,31 @@ def _missing(exc: BaseException) -> str | None:
         return "command"
     if message.startswith("noscript"):
         return "script"
+    if message.startswith("nopolicy"):
+        return "policy"
     return None
 
 
 class Library:
     """Calls ``_admit.lua`` on a client: as a Function while the server has them,
-    else as a script. Loads it once when missing (one load for many callers)."""
+    else as a script. Loads it once when missing (one load for many callers).
 
-    __slots__ = ("_load_lock", "functions")
+    Calls name their policy by digest; the first call a server cannot place is
+    sent again with the policy itself (:attr:`policies`, digest -> text).
+    """
+
+    __slots__ = ("_load_lock", "functions", "policies")
 
     def __init__(self, *, functions: bool = True) -> None:
         self.functions = functions
+        self.policies: dict[str, str] = {}
         self._load_lock = threading.Lock()
+
+    def with_policy(self, args: Sequence[str]) -> list[str]:
+        """``args`` with the policy's text as ARGV 8 (see ``_admit.lua``)."""
+        keys, argv = list(args[:KEYS]), list(args[KEYS:])
+        argv += [""] * (7 - len(argv))
+        return [*keys, *argv[:7], self.policies.get(argv[2], "")]
 
     def _load(self, client: Any, kind: str) -> None:
         from redis.exceptions import ResponseError
@@ -187,6 +200,8 @@ class Library:
         missing = _missing(error)
         if missing is None:
             return False
+        if missing == "policy":
+            return True  # the caller sends it again, with the policy
         if missing == "command":
             self.functions = False  # a server without Functions: scripts from now on
             return True
@@ -203,6 +218,8 @@ class Library:
             except ResponseError as exc:
                 if not self._recover(client, exc):
                     raise
+                if _missing(exc) == "policy":
+                    args = self.with_policy(args)
         return client.execute_command(*self._command(args))
 
     def pipeline(self, client: Any, calls: Sequence[Sequence[str]]) -> list[Any]:
@@ -212,6 +229,7 @@ class Library:
 
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
+        calls = list(calls)
         for _ in range(3):
             pipe = client.pipeline(transaction=False)
             for i in todo:
@@ -221,7 +239,9 @@ class Library:
             recovered = False
             for i, result in zip(todo, results, strict=True):
                 if isinstance(result, ResponseError) and _missing(result) is not None:
-                    if not recovered:
+                    if _missing(result) == "policy":
+                        calls[i] = self.with_policy(calls[i])
+                    elif not recovered:
                         recovered = self._recover(client, result)
                     retry.append(i)
                 else:

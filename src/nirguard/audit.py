@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,9 @@ from nirguard.reasons import ReasonCode
 __all__ = ["AuditEvent", "AuditSink", "JsonLinesSink", "Outcome", "make_sink"]
 
 _log = logging.getLogger("nirguard.audit")
+#: A character no spelling of a NIR holds (digits, 2A/2B, the accepted separators, and
+#: the ASCII whitespace nir.validate strips at the ends).
+_NOT_A_NIR = re.compile("[^0-9ABab .\\-\u00a0\u202f\t\n\r\f\v]")
 
 Outcome = Literal[
     "allowed",
@@ -113,10 +117,14 @@ class AuditEvent(BaseModel):
     @field_validator("patient", "cohort")
     @classmethod
     def _pseudonym_only(cls, value: str | None) -> str | None:
-        # Defence in depth: a patient field that validates as a NIR is refused.
+        # Defence in depth: a patient field that validates as a NIR is refused. A value
+        # holding any character no NIR spelling has (a pseudonym's ":", its hex letters)
+        # cannot be one: the full check runs only on what could be.
+        if value is None or _NOT_A_NIR.search(value):
+            return value
         from nirguard.nir import is_valid
 
-        if value is not None and is_valid(value, strict=False):
+        if is_valid(value, strict=False):
             raise ValueError("patient must be a pseudonym, never a NIR")
         return value
 
