@@ -573,3 +573,26 @@ def test_heat_decays_exponentially(engine: Engine) -> None:
     second = d.look("dr2", "b", "c1")
     assert second.heat == pytest.approx(1 + math.exp(-1), abs=1e-3)
     assert second.expected == pytest.approx((1 + math.exp(-1 / 28)) / 28, abs=1e-3)
+
+
+def test_the_async_path_decides_the_same(engine: Engine) -> None:
+    """The async path (on Redis: the dispatcher's pipelines; on a Cluster, its two phases)."""
+    import asyncio
+
+    sync = Driver(engine, hot_policy(break_glass=None))
+    expected = [sync.look(f"s{i}", f"p{i}", "c1") for i in range(8)]
+
+    async def run() -> list[Decision]:
+        d = Driver(engine, hot_policy(break_glass=None), now=T0 + 400 * DAY)
+        got = []
+        for i in range(8):
+            got.append(await engine.adecide(d.request(f"a{i}", f"q{i}", "c9")))
+        got.append(await engine.adecide(d.request("a0", "q0", "c9")))
+        await engine.aclose()
+        return got
+
+    got = asyncio.run(run())
+    assert [(x.outcome, x.hot, x.hot_alert) for x in got[:8]] == [
+        (x.outcome, x.hot, x.hot_alert) for x in expected
+    ]
+    assert got[8].hot and got[8].outcome == "allowed"

@@ -11,8 +11,10 @@ connection, and resolves the futures; its socket timeouts are the deadline,
 so the deadline measures what the store does and nothing else. The event
 loop is never blocked.
 
-Jobs older than the deadline when their turn comes are refused with
-:class:`TimeoutError` without being sent. A call whose reply is lost (a cut
+Jobs that waited more than half the deadline for their turn (a previous batch
+hung on a stalled store) are refused with :class:`TimeoutError` without being
+sent; with socket timeouts at 0.9 of the deadline, no job waits much longer than
+the deadline, whatever the store does. A call whose reply is lost (a cut
 connection, a timeout) may still have run on the server: it consumed its
 counters and returned nothing, which is the only failure shape the guard
 accepts.
@@ -30,12 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from nirguard._redis_client import Library
-
 __all__ = ["Dispatcher"]
 
 #: Most calls in one pipeline (a healthy Redis runs them in a few milliseconds).
 MAX_BATCH: Final = 256
+
+
+#: Runs a batch of items on a client: one result per item, a value or the exception it met.
+Batch = Callable[[Any, list[Any]], list[Any]]
 
 
 @dataclass(slots=True)
@@ -43,48 +47,38 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     born: float
-    args: list[str] | None = None  # one library call (pipelined)...
-    work: Callable[[Any], Any] | None = None  # ... or a function of the client, run alone
+    item: Any
 
 
-def _settle(jobs: list[tuple[_Job, bool, Any]]) -> None:
+def _settle(jobs: list[tuple[_Job, Any]]) -> None:
     """Runs on the event loop: hand each job its result or error."""
-    for job, ok, value in jobs:
+    for job, value in jobs:
         if job.future.done():  # the caller was cancelled meanwhile
             continue
-        if ok:
-            job.future.set_result(value)
-        else:
+        if isinstance(value, BaseException):
             job.future.set_exception(value)
+        else:
+            job.future.set_result(value)
 
 
 class Dispatcher:
-    """One thread per process that runs the async path's calls, pipelined."""
+    """One thread per process that runs the async path's calls in batches."""
 
     __slots__ = (
+        "_batch",
         "_cond",
         "_deadline",
-        "_library",
         "_make_client",
         "_pid",
-        "_pipeline",
         "_queue",
         "_stopped",
         "_thread",
     )
 
-    def __init__(
-        self,
-        make_client: Callable[[], Any],
-        library: Library,
-        *,
-        deadline: float,
-        pipeline: bool,
-    ) -> None:
+    def __init__(self, make_client: Callable[[], Any], batch: Batch, *, deadline: float) -> None:
         self._make_client = make_client
-        self._library = library
+        self._batch = batch
         self._deadline = deadline
-        self._pipeline = pipeline
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -101,24 +95,17 @@ class Dispatcher:
             self._thread = threading.Thread(target=self._serve, name="nirguard-redis", daemon=True)
             self._thread.start()
 
-    async def _submit(self, job: _Job) -> Any:
+    async def submit(self, item: Any) -> Any:
+        """Run ``item`` in the next batch; its result, or the exception it met, raised."""
+        loop = asyncio.get_running_loop()
+        job = _Job(loop, loop.create_future(), time.monotonic(), item)
         with self._cond:
             self._ensure_thread()
             self._queue.append(job)
             self._cond.notify()
-        # The thread resolves every job within the deadline; this bound only guards
+        # The thread settles every job within about the deadline; this bound only guards
         # against a bug in it, never against a slow store.
         return await asyncio.wait_for(job.future, timeout=self._deadline * 20 + 5)
-
-    async def call(self, args: list[str]) -> Any:
-        """One library call, pipelined with whatever else is waiting."""
-        loop = asyncio.get_running_loop()
-        return await self._submit(_Job(loop, loop.create_future(), time.monotonic(), args=args))
-
-    async def run(self, work: Callable[[Any], Any]) -> Any:
-        """``work(client)`` on the dispatcher thread (calls that depend on each other)."""
-        loop = asyncio.get_running_loop()
-        return await self._submit(_Job(loop, loop.create_future(), time.monotonic(), work=work))
 
     def close(self) -> None:
         """Stop the thread (a later call starts another)."""
@@ -149,48 +136,24 @@ class Dispatcher:
 
     def _handle(self, client: Any, batch: list[_Job]) -> None:
         now = time.monotonic()
-        results: list[tuple[_Job, bool, Any]] = []
-        calls: list[_Job] = []
+        results: list[tuple[_Job, Any]] = []
+        jobs: list[_Job] = []
         for job in batch:
             if job.future.done():
                 continue  # cancelled while it waited: do not spend the store's time on it
-            if now - job.born > self._deadline:
-                results.append((job, False, TimeoutError("nirguard: deadline passed in queue")))
-            elif job.work is not None:
-                results.append(self._alone(client, job))
+            if now - job.born > self._deadline / 2:
+                results.append((job, TimeoutError("nirguard: deadline passed in queue")))
             else:
-                calls.append(job)
-        if calls:
-            results.extend(self._calls(client, calls))
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
-        for item in results:
-            by_loop.setdefault(item[0].loop, []).append(item)
+                jobs.append(job)
+        if jobs:
+            try:
+                values = self._batch(client, [job.item for job in jobs])
+            except Exception as exc:  # the connection failed: every job of the batch shares it
+                values = [exc] * len(jobs)
+            results.extend(zip(jobs, values, strict=True))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any]]] = {}
+        for job, value in results:
+            by_loop.setdefault(job.loop, []).append((job, value))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, items)
-
-    def _alone(self, client: Any, job: _Job) -> tuple[_Job, bool, Any]:
-        assert job.work is not None
-        try:
-            return job, True, job.work(client)
-        except Exception as exc:
-            return job, False, exc
-
-    def _calls(self, client: Any, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-        library = self._library
-        try:
-            if self._pipeline and len(jobs) > 1:
-                replies = library.pipeline(client, [job.args or [] for job in jobs])
-            else:
-                replies = []
-                for job in jobs:
-                    try:
-                        replies.append(library.call(client, job.args or []))
-                    except Exception as exc:
-                        replies.append(exc)
-        except Exception as exc:  # the connection failed: every call of the batch shares it
-            return [(job, False, exc) for job in jobs]
-        return [
-            (job, not isinstance(reply, Exception), reply)
-            for job, reply in zip(jobs, replies, strict=True)
-        ]

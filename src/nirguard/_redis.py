@@ -114,10 +114,7 @@ class RedisEngine:
         self._deadline = deadline
         self._library = Library(functions=functions)
         self._client: Any = None
-        # A Cluster client routes each call by its keys: no pipelines across slots.
-        self._dispatcher = Dispatcher(
-            self._make, self._library, deadline=deadline, pipeline=not self._cluster
-        )
+        self._dispatcher = Dispatcher(self._make, self._batch, deadline=deadline)
         self.outages = outages()
 
     # -- arguments ------------------------------------------------------------------------------
@@ -163,27 +160,84 @@ class RedisEngine:
         keys = (k.account, k.account, k.account, k.portal, k.portal, k.portal)
         return self._args(mode, request, keys, True)  # status: the portal keys are there
 
-    def _cluster_decide(self, client: Any, request: Request) -> Decision:
-        """On a Cluster: the portal step (its slot), then the account step (the practitioner's)."""
-        k = self._keys(request)
+    # -- Cluster: the portal step (its slot), then the account step (the practitioner's) ----
+
+    def _portal_args(self, request: Request) -> list[str] | None:
         p = request.policy
+        if not p.portal and (p.hot_cohort is None or request.cohort is None):
+            return None
+        k = self._keys(request)
+        return self._args("portal", request, (k.portal,) * 4 + (k.portal_seen, k.heat))
+
+    def _account_args(self, request: Request, portal: Decision) -> list[str]:
+        k = self._keys(request)
+        own = (k.account, k.patient, k.walk, k.account, k.account, k.account)
+        return self._args(
+            "account", request, own, portal.hot, repr(portal.heat), repr(portal.expected)
+        )
+
+    def _cluster_decide(self, client: Any, request: Request) -> Decision:
         start = time.monotonic()
-        if p.portal or (p.hot_cohort is not None and request.cohort is not None):
-            shared = (k.portal, k.portal, k.portal, k.portal, k.portal_seen, k.heat)
-            portal = _decision(self._library.call(client, self._args("portal", request, shared)))
+        portal = Decision("portal")
+        first = self._portal_args(request)
+        if first is not None:
+            portal = _decision(self._library.call(client, first))
             if portal.outcome != "portal":
                 return portal
             if time.monotonic() - start > self._deadline:
                 raise TimeoutError("nirguard: deadline passed between the two calls")
-        else:
-            portal = Decision("portal")
-        own = (k.account, k.patient, k.walk, k.account, k.account, k.account)
-        args = self._args(
-            "account", request, own, portal.hot, repr(portal.heat), repr(portal.expected)
-        )
-        decision = _decision(self._library.call(client, args))
+        decision = _decision(self._library.call(client, self._account_args(request, portal)))
         decision.hot_alert = portal.hot_alert
         return decision
+
+    # -- the dispatcher's batches --------------------------------------------------------------
+
+    def _batch(self, client: Any, items: list[Any]) -> list[Any]:
+        """Run the async path's items in as few round trips as possible: plain calls
+        (argument lists) in one pipeline; on a Cluster, decisions (requests) in two
+        pipelines, every portal step, then every account step."""
+        results: list[Any] = [None] * len(items)
+        first: list[tuple[int, list[str]]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Request):
+                args = self._portal_args(item)
+                if args is not None:
+                    first.append((i, args))
+            else:
+                first.append((i, item))
+        start = time.monotonic()
+        portals: dict[int, Decision] = {}
+        if first:
+            replies = self._library.pipeline(client, [args for _, args in first])
+            for (i, _), reply in zip(first, replies, strict=True):
+                if not isinstance(items[i], Request) or isinstance(reply, Exception):
+                    results[i] = reply
+                    continue
+                portal = _decision(reply)
+                if portal.outcome == "portal":
+                    portals[i] = portal
+                else:
+                    results[i] = portal
+        second = [
+            (i, self._account_args(item, portals.get(i, Decision("portal"))))
+            for i, item in enumerate(items)
+            if isinstance(item, Request) and results[i] is None
+        ]
+        if second and time.monotonic() - start > self._deadline:
+            for i, _ in second:
+                results[i] = TimeoutError("nirguard: deadline passed between the two calls")
+            return results
+        if second:
+            replies = self._library.pipeline(client, [args for _, args in second])
+            for (i, _), reply in zip(second, replies, strict=True):
+                if isinstance(reply, Exception):
+                    results[i] = reply
+                    continue
+                decision = _decision(reply)
+                found = portals.get(i)
+                decision.hot_alert = found is not None and found.hot_alert
+                results[i] = decision
+        return results
 
     # -- sync -----------------------------------------------------------------------------------
 
@@ -233,28 +287,26 @@ class RedisEngine:
     async def adecide(self, request: Request) -> Decision:
         """:meth:`decide`, without blocking the event loop."""
         if self._cluster:
-            decision: Decision = await self._dispatcher.run(
-                lambda client: self._cluster_decide(client, request)
-            )
+            decision: Decision = await self._dispatcher.submit(request)
             return decision
-        return _decision(await self._dispatcher.call(self._admit_args(request)))
+        return _decision(await self._dispatcher.submit(self._admit_args(request)))
 
     async def ainvalid(self, request: Request) -> Decision:
         """:meth:`invalid`, without blocking the event loop."""
-        return _decision(await self._dispatcher.call(self._own_args(request, "invalid")))
+        return _decision(await self._dispatcher.submit(self._own_args(request, "invalid")))
 
     async def arecord_miss(self, request: Request) -> None:
         """:meth:`record_miss`, without blocking the event loop."""
-        await self._dispatcher.call(self._own_args(request, "miss"))
+        await self._dispatcher.submit(self._own_args(request, "miss"))
 
     async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus:
         """:meth:`status`, without blocking the event loop."""
-        reply = await self._dispatcher.call(self._admin_args("status", practitioner, policy))
+        reply = await self._dispatcher.submit(self._admin_args("status", practitioner, policy))
         return _status(reply, policy)
 
     async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None:
         """:meth:`unlock`, without blocking the event loop."""
-        await self._dispatcher.call(self._admin_args("unlock", practitioner, policy))
+        await self._dispatcher.submit(self._admin_args("unlock", practitioner, policy))
 
     async def aclose(self) -> None:
         """:meth:`close` (the dispatcher thread serves every event loop of the process)."""

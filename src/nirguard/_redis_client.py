@@ -68,8 +68,9 @@ def _options(uri: str, options: dict[str, Any], deadline: float) -> dict[str, An
     merged = dict(options)
     # RESP2: no HELLO or maintenance-notification handshake on every new connection.
     merged.setdefault("protocol", 2)
-    merged.setdefault("socket_timeout", deadline)
-    merged.setdefault("socket_connect_timeout", min(1.0, max(deadline, 0.05)))
+    # A stalled server is refused a little before the deadline (the rest is the guard's own).
+    merged.setdefault("socket_timeout", deadline * 0.9)
+    merged.setdefault("socket_connect_timeout", min(1.0, max(deadline * 0.9, 0.05)))
     if _scheme(uri) == "redis+sentinel":
         # Lockouts and budgets must be read where they were written: never from a replica.
         merged.setdefault("use_replicas", False)
@@ -138,6 +139,35 @@ def _limits_storage(uri: str, opts: dict[str, Any]) -> Any:
         raise ConfigurationError(
             f"storage scheme {_scheme(uri)!r} is not available ({type(exc).__name__})"
         ) from None
+
+
+_POOLS: tuple[type, ...] = ()
+
+
+def _pools() -> tuple[type, ...]:
+    global _POOLS
+    if not _POOLS:
+        import redis
+
+        _POOLS = (redis.BlockingConnectionPool,)
+    return _POOLS
+
+
+def _direct(pool: Any, command: tuple[Any, ...]) -> Any:
+    """One command on a pooled connection, without redis-py's per-command wrappers
+    (retries are off anyway, and its observability hooks cost more than the call)."""
+    connection = pool.get_connection()
+    try:
+        connection.send_command(*command)
+        return connection.read_response()
+    except BaseException as exc:
+        from redis.exceptions import ResponseError
+
+        if not isinstance(exc, ResponseError):
+            connection.disconnect()  # a half-read reply must never reach the next caller
+        raise
+    finally:
+        pool.release(connection)
 
 
 def _missing(exc: BaseException) -> str | None:
@@ -212,8 +242,11 @@ class Library:
         """One call; the library is loaded first if the server does not know it."""
         from redis.exceptions import ResponseError
 
+        send = _direct if isinstance(getattr(client, "connection_pool", None), _pools()) else None
         for _ in range(3):
             try:
+                if send is not None:
+                    return send(client.connection_pool, self._command(args))
                 return client.execute_command(*self._command(args))
             except ResponseError as exc:
                 if not self._recover(client, exc):
