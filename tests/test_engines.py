@@ -596,3 +596,18 @@ def test_the_async_path_decides_the_same(engine: Engine) -> None:
         (x.outcome, x.hot, x.hot_alert) for x in expected
     ]
     assert got[8].hot and got[8].outcome == "allowed"
+
+
+def test_a_policy_change_keeps_the_lockout_and_the_shared_windows(engine: Engine) -> None:
+    old = QuotaPolicy.only(invalid_nirs="1/hour", lookups="10/hour", distinct_patients="5/day")
+    new = QuotaPolicy.only(lookups="10/hour;100/day", distinct_patients="5/day", misses="9/day")
+    d = Driver(engine, old)
+    d.look("dr2", "a")
+    d.look("dr2", "b")
+    d.invalid("dr")
+    assert d.invalid("dr").outcome == "denied"  # locked out under the old policy
+    d.policy = new
+    assert d.look("dr", "x").outcome == "locked"  # the new policy keeps the lockout
+    status = d.status("dr2")
+    assert status.remaining["lookups"] == 8  # the 10/hour window is shared: carried over
+    assert status.remaining["distinct_patients"] == 3
