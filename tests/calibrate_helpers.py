@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from nirguard import (
@@ -108,44 +110,118 @@ def build_portal(
         for order in range(1, 600):
             out.append(Lookup(t, ENUMERATOR, nir_in(cohort, order), order % 10 < 7))
             t += 10.0
+        # Later that day, a GP sees three patients born in the cohort the script walked.
+        for order in (700, 701, 702):
+            out.append(
+                Lookup(START + 6 * DAY + 5 * 3600 + order, "gp-00", nir_in(cohort, order), True)
+            )
     for lookup in out:
         used.add(lookup.nir)
     out.sort(key=lambda x: (x.time, x.practitioner))
     return Portal(tuple(out), frozenset(used))
 
 
-def drive(portal: Portal, path: Path, *, enforce: bool) -> Counter[tuple[str, str | None]]:
+_LOCKS = frozenset(
+    {"distinct_patients", "invalid_nirs", "misses", "cohort", "portal_cohort", "miss_ratio"}
+)
+
+
+@dataclass
+class Refusals:
+    """What a guard refused, as its exceptions told the portal."""
+
+    outcomes: Counter[tuple[str, str | None]]
+    # field -> [refused itself, asked for a reason, refused while locked out by it]
+    fields: dict[str, list[int]]
+    lookups: int
+
+
+def drive(
+    portal: Portal,
+    path: Path | None,
+    *,
+    enforce: bool,
+    policy=policy_for,
+    skip: frozenset[str] = frozenset(),
+) -> Refusals:
     """Run the portal's traffic through a guard auditing to ``path``; what it refused."""
     now = [START]
     guard = LookupGuard(
-        policy_for,
+        policy,
         pseudonymiser=Pseudonymiser(SecretKey(b"c" * 32, "cal"), purpose="guard"),
-        audit=str(path),
+        audit=None if path is None else str(path),
         clock=lambda: now[0],
         enforce=enforce,
         metrics=False,
     )
-    refused: Counter[tuple[str, str | None]] = Counter()
+    out = Refusals(Counter(), {}, 0)
+    locker: dict[str, str] = {}
+
+    def count(name: str, column: int) -> None:
+        out.fields.setdefault(name, [0, 0, 0])[column] += 1
+
     for lookup in portal.lookups:
+        if lookup.practitioner in skip:
+            continue
         now[0] = lookup.time
         reason = None
+        who = lookup.practitioner
         for _attempt in range(2):
+            out.lookups += 1
             try:
-                with guard.lookup(lookup.practitioner, lookup.nir, reason=reason) as lk:
+                with guard.lookup(who, lookup.nir, reason=reason) as lk:
                     lk.record({"found": True} if lookup.found else None)
             except ReasonRequired as exc:
-                refused["reason_required", exc.quota] += 1
-                if lookup.practitioner == ENUMERATOR:
+                out.outcomes["reason_required", exc.quota] += 1
+                count(exc.quota, 1)
+                if who == ENUMERATOR:
                     break
                 reason = Reason(ReasonCode.TREAT)  # a clinician states why, and goes on
                 continue
             except QuotaExceeded as exc:
-                refused["denied", exc.quota] += 1
+                out.outcomes["denied", exc.quota] += 1
+                count(exc.quota, 0)
+                if exc.quota in _LOCKS:
+                    locker[who] = exc.quota
             except EnumerationSuspected as exc:
-                refused["suspected", exc.signal] += 1
+                out.outcomes["suspected", exc.signal] += 1
+                count(exc.signal, 0)
+                locker[who] = exc.signal
             except PractitionerLocked:
-                refused["locked", "locked"] += 1
+                out.outcomes["locked", "locked"] += 1
+                count(locker[who], 2)
             except InvalidNIR:
                 pass
             break
-    return refused
+    return out
+
+
+def synthetic_lines(
+    count: int, *, practitioners: int = 100, panel: int = 200, seed: int = 1
+) -> Iterator[str]:
+    """``count`` audit lines of a steady portal, generated on the fly (pseudonyms are made up).
+
+    Each practitioner looks up people of their own panel, so the pairs alive in
+    any window stay under ``practitioners * panel`` however long the log is.
+    """
+    rng = random.Random(seed)
+    t = START
+    for _ in range(count):
+        t += rng.expovariate(1 / 4.0)  # a lookup every 4 s on average
+        who = rng.randrange(practitioners)
+        person = rng.randrange(panel)
+        draw = rng.random()
+        stamp = datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        if draw < 0.01:
+            yield (
+                f'{{"time":"{stamp}","practitioner":"gp-{who}","patient":null,'
+                f'"outcome":"invalid","quota":"invalid_nirs","kind":"gp"}}\n'
+            )
+            continue
+        outcome = "miss" if draw < 0.015 else "allowed"
+        yield (
+            f'{{"time":"{stamp}","practitioner":"gp-{who}","patient":"syn:{who}-{person}",'
+            f'"outcome":"{outcome}","quota":null,"retry_after":null,'
+            f'"cohort":"syn:c{person % 97}","kind":"gp","reason":null,"signals":[],'
+            f'"evidence":null}}\n'
+        )

@@ -307,25 +307,35 @@ def plot(result: Calibration, path: str | Path) -> None:
     for i, r in enumerate(kinds):
         for j, name in enumerate(_FIELD_ORDER):
             ax = axes[2 * i + j // 4][j % 4]
-            for n, d in enumerate(x for x in r.distributions if x.field == name):
-                if not d.windows:
-                    continue
+            ax.set_title(f"{_name(r.kind)}: {name}", fontsize=9)
+            shown = [d for d in r.distributions if d.field == name and d.windows]
+            if not shown:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            for n, d in enumerate(shown):
                 xs = [value for value, _ in d.histogram]
                 left, ys = d.windows, []
                 for _, count in d.histogram:
                     ys.append(left / d.windows)
                     left -= count
                 color = f"C{n}"
-                ax.step(xs, ys, where="post", color=color, label=period_text(d.period))
+                ax.step(
+                    xs,
+                    ys,
+                    where="post",
+                    color=color,
+                    marker="." if len(xs) < 4 else None,
+                    label=period_text(d.period),
+                )
                 if d.candidate is not None:
                     ax.axvline(d.candidate, color=color, linestyle="--", linewidth=1)
                 if d.proposed is not None:
                     ax.axvline(d.proposed, color=color, linestyle=":", linewidth=1.5)
             ax.set_yscale("log")
-            ax.set_title(f"{_name(r.kind)}: {name}", fontsize=9)
             ax.grid(True, alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7)
+            ax.legend(fontsize=7)
     for ax_row in axes:
         ax_row[0].set_ylabel("share of windows >= x")
     fig.suptitle("nirguard calibrate: counts per window (dashed: candidate, dotted: proposed)")

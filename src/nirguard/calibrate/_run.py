@@ -310,6 +310,15 @@ def _warn(result: Calibration) -> None:
             "no cohort pseudonyms in the log (the logging policy had no cohort check): "
             "cohort, portal_cohort and hot_cohort could not be replayed"
         )
+    longest = max(
+        (p for r in result.kinds for ps in r.stats.periods.values() for p in ps), default=0
+    )
+    span = (log.last - log.first) if log.first is not None and log.last is not None else 0.0
+    if log.entries and span < 2 * longest:
+        warnings.append(
+            f"the log covers {span / 86400:.1f} days, less than twice the longest window "
+            f"({longest // 86400} days): run in shadow mode for a few weeks, busy days included"
+        )
     for r in result.kinds:
         name = r.kind or "(untagged)"
         if r.set_aside:
