@@ -207,7 +207,7 @@ def synthetic_lines(
     rng = random.Random(seed)
     t = START
     for _ in range(count):
-        t += rng.expovariate(1 / 4.0)  # a lookup every 4 s on average
+        t += rng.expovariate(1 / 8.0)  # a lookup every 8 s on average
         who = rng.randrange(practitioners)
         person = rng.randrange(panel)
         draw = rng.random()
@@ -222,6 +222,6 @@ def synthetic_lines(
         yield (
             f'{{"time":"{stamp}","practitioner":"gp-{who}","patient":"syn:{who}-{person}",'
             f'"outcome":"{outcome}","quota":null,"retry_after":null,'
-            f'"cohort":"syn:c{person % 97}","kind":"gp","reason":null,"signals":[],'
+            f'"cohort":"syn:c{(who * 7919 + person) % 20011}","kind":"gp","reason":null,"signals":[],'
             f'"evidence":null}}\n'
         )

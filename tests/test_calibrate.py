@@ -197,7 +197,13 @@ def test_distributions_of_cohorts_hot_cohorts_misses_and_break_glass(portal, log
     # GPs never walk a cohort: one new patient per cohort a day, but for gp-00's three.
     assert gp.histograms["cohort"][86400].keys() == {1, 3}
     # gp-00's three patients born in the cohort the script had made hot.
-    assert gp.hot_new == 3 and max(gp.histograms["portal_cohort"][86400]) == 3
+    assert gp.hot_new == gp.hot_new_logged == 3
+    assert max(gp.histograms["portal_cohort"][86400]) == 3
+    # Hot is what the candidate's own settings make hot, on the whole portal's traffic.
+    cool = QuotaPolicy(name="gp", hot_cohort_min=1000)
+    cooled = calibrate([logs["shadow"]], {"gp": cool, "desk": DESK}, verify=False)
+    gp_cool = next(r for r in cooled.kinds if r.kind == "gp").stats
+    assert (gp_cool.hot_new, gp_cool.hot_new_logged) == (0, 3)
     legit_misses = sum(
         1
         for x in portal.lookups
@@ -449,6 +455,21 @@ def test_plot(shadow_result, tmp_path):
 # -- streaming -----------------------------------------------------------------------------------
 
 
+def test_progress_lines_and_pairs_on_a_generated_log():
+    lines: list[str] = []
+    result = calibrate(
+        LogSource(lines=lambda: synthetic_lines(120_000)), verify=False, progress=lines.append
+    )
+    assert [line.split(" lines")[0].rsplit(" ", 1)[1] for line in lines] == [
+        "50,000",
+        "100,000",
+        "120,000",
+    ]
+    assert all(line.startswith("pass 1 (distributions, candidate replay): ") for line in lines)
+    assert result.log.entries == 120_000
+    assert 0 < result.peak_pairs <= 2 * 100 * 200 and result.peak_records > 0
+
+
 @pytest.mark.slow
 def test_a_million_lines_stream_in_bounded_memory():
     """Memory follows the pairs alive in a window, not the length of the log."""
@@ -471,5 +492,5 @@ def test_a_million_lines_stream_in_bounded_memory():
     late = max(m for n, m in samples if n >= 700_000)
     assert late < 1.25 * early, (early, late)
     assert peak < 40e6, peak
-    assert result.peak_pairs <= 100 * 200 + 100 * 97
+    assert result.peak_pairs <= 2 * 100 * 200  # pairs seen, and cohort windows open
     assert START  # the generated log starts where the portal's does

@@ -276,5 +276,5 @@ def read(
             isinstance(signals, list) and "hot_cohort" in signals,
             outcome == "break_glass",
         )
-    if progress is not None:
+    if progress is not None and stats.lines % PROGRESS_EVERY:
         progress(stats.lines, 1.0)

@@ -109,8 +109,8 @@ class Replay:
     def _clock(self) -> float:
         return self._now
 
-    def add(self, e: Entry) -> None:
-        """Decide one entry at its logged time."""
+    def add(self, e: Entry) -> bool:
+        """Decide one entry at its logged time; whether its cohort was hot (portal-wide)."""
         policy = self._policies.get(e.kind) or self._policies[None]
         who = escape(e.practitioner)
         self._now = e.time
@@ -135,9 +135,9 @@ class Replay:
         if outcome in _PASSED:
             if outcome == "break_glass":
                 self._count(tally, decision.quota or "break_glass", _GLASS)
-            return
+            return decision.hot
         if outcome not in _REFUSALS:
-            return  # an invalid number, counted against invalid_nirs
+            return False  # an invalid number, counted against invalid_nirs
         key = (outcome, decision.quota)
         seen = self.outcomes.setdefault(e.kind, {})
         seen[key] = seen.get(key, 0) + 1
@@ -151,6 +151,7 @@ class Replay:
             if decision.lockout_started:
                 self._count(tally, name, _LOCKOUTS)
                 self._locker[e.practitioner] = name
+        return decision.hot
 
     @staticmethod
     def _count(tally: _Tally, name: str, column: int) -> None:

@@ -101,12 +101,12 @@ def _refusals(label: str, s: Summary) -> str:
 
 def _kind_text(r: KindReport, target: float) -> list[str]:
     k = r.stats
-    hot = f" ({k.hot_new / k.new_patients:.1%} in hot cohorts)" if k.new_patients else ""
     out = [
         "",
         f"== {_name(r.kind)}: {len(k.accounts):,} accounts, {k.lookups:,} lookups, "
-        f"{k.new_patients:,} new patients{hot}, {k.misses:,} misses, "
-        f"{k.invalid:,} invalid numbers, {k.break_glass:,} break-glass",
+        f"{k.new_patients:,} new patients ({k.hot_new:,} in hot cohorts; the log's own "
+        f"signals: {k.hot_new_logged:,}), {k.misses:,} misses, {k.invalid:,} invalid numbers, "
+        f"{k.break_glass:,} break-glass",
     ]
     if r.set_aside:
         out.append(
@@ -247,6 +247,7 @@ def to_json(result: Calibration, indent: int | None = 2) -> str:
                 "misses": k.misses,
                 "new_patients": k.new_patients,
                 "hot_new_patients": k.hot_new,
+                "hot_new_patients_logged": k.hot_new_logged,
                 "break_glass": k.break_glass,
                 "set_aside": dict(sorted(r.set_aside.items())),
                 "distributions": [_distribution_json(d) for d in r.distributions],

@@ -126,10 +126,9 @@ class _Pass:
                 )
 
         for e in read(source, log, progress=report):
+            hot = replay.add(e) if replay is not None else None
             if stats is not None:
-                stats.add(e)
-            if replay is not None:
-                replay.add(e)
+                stats.add(e, hot)
         if stats is not None:
             stats.finish()
         return log
@@ -214,9 +213,10 @@ def run(
                 aside.setdefault(kind, {})[who] = why
     dropped = frozenset(who for whys in aside.values() for who in whys)
     if dropped:
+        # The candidates are replayed again, for the hot cohorts of the whole portal.
         stats = Statistics(compiled, excluded | dropped)
         _Pass(result, "distributions without the accounts set aside", progress).run(
-            source, stats, None
+            source, stats, Replay(compiled)
         )
 
     kinds = sorted(replay.kinds | set(stats.kinds), key=_sort_key)

@@ -12,7 +12,11 @@ distribution means what the guard will do with it:
   than ``seen`` ago (the longest new-patient window of the candidate policy,
   7 days by default), as in the engine;
 * every **attempt** counts, whatever the guard answered: a refused lookup is
-  still a patient the practitioner wanted.
+  still a patient the practitioner wanted;
+* a new patient is in a **hot cohort** when the replay of the candidate says
+  so (its ``hot_cohort`` settings, the whole portal's traffic): the
+  threshold proposed for ``portal_cohort`` then means what it will mean
+  under the proposal, which keeps those settings.
 
 Memory holds one small record per practitioner, one per (practitioner,
 patient) pair seen within ``seen``, one per (practitioner, cohort) window
@@ -78,6 +82,7 @@ class KindStats:
     misses: int = 0
     new_patients: int = 0
     hot_new: int = 0
+    hot_new_logged: int = 0
     break_glass: int = 0
     cohort_known: int = 0
     #: field -> period -> count -> windows
@@ -145,8 +150,9 @@ class Statistics:
         self.kinds[kind] = stats
         return stats
 
-    def add(self, e: Entry) -> None:
-        """Count one entry."""
+    def add(self, e: Entry, hot: bool | None = None) -> None:
+        """Count one entry; ``hot``: its cohort was hot, as the candidate's replay judged
+        (``None``: as the log's own ``hot_cohort`` signal says)."""
         who = e.practitioner
         if who in self._exclude:
             return
@@ -183,6 +189,8 @@ class Statistics:
         k.new_patients += 1
         self._hit(k, account, "distinct_patients", now)
         if e.hot:
+            k.hot_new_logged += 1
+        if e.hot if hot is None else hot:
             k.hot_new += 1
             self._hit(k, account, "portal_cohort", now)
         if e.cohort is not None:
