@@ -104,9 +104,10 @@ def _kind_text(r: KindReport, target: float) -> list[str]:
     out = [
         "",
         f"== {_name(r.kind)}: {len(k.accounts):,} accounts, {k.lookups:,} lookups, "
-        f"{k.new_patients:,} new patients ({k.hot_new:,} in hot cohorts; the log's own "
-        f"signals: {k.hot_new_logged:,}), {k.misses:,} misses, {k.invalid:,} invalid numbers, "
+        f"{k.new_patients:,} new patients, {k.misses:,} misses, {k.invalid:,} invalid numbers, "
         f"{k.break_glass:,} break-glass",
+        f"   new patients in hot cohorts: {k.hot_new:,} as replayed "
+        f"({k.hot_new_logged:,} by the log's own signals)",
     ]
     if r.set_aside:
         out.append(
