@@ -148,7 +148,7 @@ def drive(
     now = [START]
     guard = LookupGuard(
         policy,
-        pseudonymiser=Pseudonymiser(SecretKey(b"c" * 32, "cal"), purpose="guard"),
+        pseudonymiser=Pseudonymiser(SecretKey(bytes(range(64, 96)), "cal"), purpose="guard"),
         audit=None if path is None else str(path),
         clock=lambda: now[0],
         enforce=enforce,
