@@ -11,10 +11,12 @@ connection, and resolves the futures; its socket timeouts are the deadline,
 so the deadline measures what the store does and nothing else. The event
 loop is never blocked.
 
-Jobs that waited more than half the deadline for their turn (a previous batch
-hung on a stalled store) are refused with :class:`TimeoutError` without being
-sent; with socket timeouts at 0.9 of the deadline, no job waits much longer than
-the deadline, whatever the store does. A call whose reply is lost (a cut
+Jobs that waited more than half the deadline for their turn *behind a slow
+store* (the previous batch took more than half the deadline, or timed out) are
+refused with :class:`TimeoutError` without being sent; with socket timeouts at
+0.9 of the deadline, no job waits much longer than the deadline, whatever the
+store does. A job that waited because this host was short of CPU (the store
+answered the previous batch at once) is sent: a busy host is not an outage. A call whose reply is lost (a cut
 connection, a timeout) may still have run on the server: it consumed its
 counters and returned nothing, which is the only failure shape the guard
 accepts.
@@ -71,6 +73,7 @@ class Dispatcher:
         "_make_client",
         "_pid",
         "_queue",
+        "_slow",
         "_stopped",
         "_thread",
     )
@@ -84,6 +87,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopped = False
+        self._slow = False  # the last batch took the store more than half the deadline
 
     # -- the event loop's side ------------------------------------------------------------------
 
@@ -141,15 +145,19 @@ class Dispatcher:
         for job in batch:
             if job.future.done():
                 continue  # cancelled while it waited: do not spend the store's time on it
-            if now - job.born > self._deadline / 2:
-                results.append((job, TimeoutError("nirguard: deadline passed in queue")))
+            if self._slow and now - job.born > self._deadline / 2:
+                results.append((job, TimeoutError("nirguard: the store is slow; deadline passed")))
             else:
                 jobs.append(job)
         if jobs:
+            start = time.monotonic()
             try:
                 values = self._batch(client, [job.item for job in jobs])
             except Exception as exc:  # the connection failed: every job of the batch shares it
                 values = [exc] * len(jobs)
+            self._slow = time.monotonic() - start > self._deadline / 2 or any(
+                isinstance(v, TimeoutError) or type(v).__name__ == "TimeoutError" for v in values
+            )
             results.extend(zip(jobs, values, strict=True))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any]]] = {}
         for job, value in results:
