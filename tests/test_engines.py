@@ -611,3 +611,58 @@ def test_a_policy_change_keeps_the_lockout_and_the_shared_windows(engine: Engine
     status = d.status("dr2")
     assert status.remaining["lookups"] == 8  # the 10/hour window is shared: carried over
     assert status.remaining["distinct_patients"] == 3
+
+
+# -- edges that mutation testing found unchecked ---------------------------------------------------
+
+
+def test_a_window_is_open_until_its_end_and_no_longer(engine: Engine) -> None:
+    d = drive(engine, lookups="1/minute")
+    d.look("dr", "a")
+    d.wait(59.5)
+    assert d.look("dr", "a").outcome == "denied"
+    d.wait(0.5)  # exactly one minute after the first hit: a new window
+    assert d.look("dr", "a").outcome == "allowed"
+
+
+def test_a_patient_is_new_again_exactly_when_its_window_ends(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/hour", break_glass=None)
+    d.look("dr", "a")
+    d.wait(HOUR - 1)
+    assert d.look("dr", "a").outcome == "allowed"  # a repeat
+    d.wait(1)
+    assert d.look("dr", "b").outcome == "allowed"  # a new window: b is the first new patient
+    assert d.look("dr", "a").outcome == "denied"  # a is new again, and past the quota
+
+
+def test_a_grant_ends_exactly_with_its_time_box(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/day", break_glass="5/day", break_glass_access="1 hour")
+    d.look("dr", "a")
+    d.look("dr", "b", reason=True)
+    d.wait(HOUR - 1)
+    assert d.look("dr", "b").quota == "break_glass"
+    d.wait(1)
+    assert d.look("dr", "b").outcome == "reason_required"
+
+
+def test_the_miss_ratio_forgets_with_its_window(engine: Engine) -> None:
+    d = drive(engine, miss_ratio=0.5, miss_ratio_min_lookups=3, miss_ratio_window="1 hour")
+    for patient in ("a", "b"):  # two lookups, two misses: too few lookups for a ratio yet
+        d.look("dr", patient)
+        d.miss("dr")
+    d.wait(HOUR)  # both counts start again
+    for patient in ("c", "d", "e"):
+        assert d.look("dr", patient).outcome == "allowed"
+    assert d.look("dr", "f").outcome == "allowed"  # 0 misses of 3 lookups, not 2 of 3
+
+
+def test_a_lockout_until_unlock_outlives_every_other_record(engine: Engine) -> None:
+    d = drive(engine, invalid_nirs="1/hour", misses="100/day", lockout_escalation=(None,))
+    d.invalid("dr")
+    d.invalid("dr")  # first lockout: an hour
+    d.wait(2 * HOUR)
+    d.invalid("dr")
+    assert d.invalid("dr").retry_after is None  # second: until unlock()
+    d.miss("dr")  # a miss recorded after the lockout rewrites the record
+    d.wait(60 * DAY)
+    assert d.look("dr", "a").outcome == "locked"
