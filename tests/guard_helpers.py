@@ -6,7 +6,7 @@ from typing import Any
 
 from nirguard import LookupDenied, LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
 
-KEY = SecretKey(b"k" * 32, "test")
+KEY = SecretKey(bytes(range(32)), "test")
 
 
 class Clock:

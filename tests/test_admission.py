@@ -15,6 +15,7 @@ from nirguard import (
     Alert,
     AuditEvent,
     EnumerationSuspected,
+    GuardUnavailable,
     InvalidNIR,
     InvalidPractitioner,
     InvalidReason,
@@ -374,3 +375,84 @@ def test_detections_alert_with_evidence_and_no_nir() -> None:
     alert = portal.alerts[-1]
     assert (alert.signal, alert.lockout, alert.evidence["cohort_patients"]) == ("cohort", True, 3)
     assert_no_nir(portal.everything(), *walked)
+
+
+# -- what the reports carry (mutation testing found these unchecked) -----------------------------
+
+
+def test_kind_and_enforcement_travel_with_every_report() -> None:
+    policy = QuotaPolicy.only(
+        name="gp",
+        distinct_patients="1/day",
+        break_glass="1/day",
+        hot_cohort=4.0,
+        hot_cohort_min=1,
+    )
+    prefix = "1850578006"  # three people of one birth cohort: it turns hot at the second
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
+    for enforce in (True, False):
+        portal = Portal(policy, enforce=enforce)
+        portal.lookup("dr", same[0])
+        portal.lookup("dr2", same[1], "ETREAT")
+        with contextlib.suppress(LookupDenied):
+            portal.lookup("dr", same[2])
+        portal.lookup("dr", same[2], "ETREAT")
+        assert {e.kind for e in portal.events} == {"gp"}
+        assert {a.kind for a in portal.alerts} == {"gp"}
+        assert {a.enforced for a in portal.alerts} == {enforce}
+        assert [g.kind for g in portal.grants] == ["gp"]
+        assert [g.enforced for g in portal.grants] == [enforce]
+        hot = [a for a in portal.alerts if a.signal == "hot_cohort"]
+        assert hot and not hot[0].lockout
+        assert hot[0].evidence["cohort_heat"] > hot[0].evidence["cohort_expected"] >= 0
+        assert portal.capture.value(ALERTS, signal="hot_cohort", kind="gp", enforced=enforce) >= 1
+        assert portal.capture.value(BREAK_GLASS, reason="ETREAT", kind="gp") == 1
+        counted = (DECISIONS, ALERTS, LOCKOUTS, BREAK_GLASS)
+        points = [p for p in portal.capture.points() if p.name in counted]
+        assert {p.attributes.get("nirguard.kind") for p in points} == {"gp"}
+
+
+def test_a_reason_not_needed_is_audited_but_is_no_break_glass() -> None:
+    portal = Portal(QuotaPolicy.only(distinct_patients="5/day", break_glass="1/day"))
+    portal.lookup("dr", NIRS[0], "TREAT")
+    assert portal.outcomes() == ["allowed"]
+    assert portal.events[0].reason is ReasonCode.TREAT
+    assert portal.grants == []
+    assert portal.capture.value(BREAK_GLASS, reason="TREAT") in (None, 0)
+
+
+@pytest.mark.parametrize("ok", ["a" * 256, "dr-\u00e9", "dr 1"])
+def test_practitioner_ids_that_are_fine(ok: str) -> None:
+    Portal(QuotaPolicy.only(lookups="5/minute")).lookup(ok, NIRS[0])
+
+
+@pytest.mark.parametrize("bad", ["dr\ue000", "dr\u0378", "dr\u2028", "dr\u2029", "dr\u00ad"])
+def test_practitioner_ids_with_invisible_or_unassigned_characters(bad: str) -> None:
+    with pytest.raises(InvalidPractitioner):
+        Portal(QuotaPolicy.only(lookups="5/minute")).lookup(bad, NIRS[0])
+
+
+def test_an_outage_is_measured_and_fail_open_still_hands_over_the_number() -> None:
+    capture = MetricsCapture(store="redis")
+    events: list[AuditEvent] = []
+    guard = LookupGuard(
+        QuotaPolicy.only(lookups="5/minute", name="gp"),
+        storage="redis://127.0.0.1:1/0",  # nothing listens there
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        audit=events.append,
+        metrics=capture.metrics,
+        fail_open=True,
+    )
+    with guard.lookup("dr", "1 85 05 78 006 084 91") as lookup:
+        assert lookup.nir == "185057800608491"  # the portal still needs the number
+        assert lookup.patient is not None
+    assert [(e.outcome, e.kind) for e in events] == [("unguarded", "gp")]
+    assert capture.value(DECISIONS, outcome="unguarded", kind="gp", store="redis") == 1
+    closed = LookupGuard(
+        storage="redis://127.0.0.1:1/0",
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        metrics=capture.metrics,
+    )
+    with pytest.raises(GuardUnavailable), closed.lookup("dr", NIRS[0]):
+        pass
+    assert capture.value(DECISIONS, outcome="unavailable") == 1

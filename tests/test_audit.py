@@ -76,3 +76,31 @@ def test_an_event_refuses_a_raw_nir_without_echoing_it() -> None:
 def test_make_sink_refuses_what_it_cannot_use() -> None:
     with pytest.raises(TypeError):
         make_sink(42)
+
+
+def test_a_json_lines_sink_follows_log_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = JsonLinesSink(path)
+    event = AuditEvent(time=0, practitioner="dr", outcome="allowed", patient="k1:ab")
+    sink(event)
+    path.rename(tmp_path / "audit.jsonl.1")  # logrotate moves the file away
+    sink(event)
+    sink(event)
+    assert len((tmp_path / "audit.jsonl.1").read_text().splitlines()) == 1
+    assert len(path.read_text().splitlines()) == 2
+    assert oct(path.stat().st_mode)[-3:] == "600"
+    path.unlink()  # deleted outright
+    sink(event)
+    assert len(path.read_text().splitlines()) == 1
+    sink.close()
+
+
+def test_allowed_events_carry_the_time_of_the_decision() -> None:
+    now = [1_800_000_000.0]
+    events: list[AuditEvent] = []
+    guard = LookupGuard(
+        QuotaPolicy.only(lookups="5/minute"), audit=events.append, clock=lambda: now[0]
+    )
+    with guard.lookup("dr", NIRS[0]):
+        now[0] += 30  # the portal's lookup takes its time
+    assert events[0].time.timestamp() == 1_800_000_000.0

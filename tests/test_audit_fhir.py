@@ -583,7 +583,7 @@ def test_guard_with_a_fhir_sink(tmp_path: Path) -> None:
 
 def test_the_documented_sample_is_what_to_fhir_gives() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- fhir-sample:[^>]*-->\n```json\n(.*?)\n```", text, re.S)
+    match = re.search(r"<!-- The sample record below[^>]*-->\n```json\n(.*?)\n```", text, re.S)
     assert match, "docs/audit.md lost its sample record"
     documented = json.loads(match.group(1))
     sample = AuditEvent(

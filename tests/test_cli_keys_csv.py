@@ -31,6 +31,7 @@ OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "cli.key"
     path.write_text(KEY.to_text() + "\n")
+    path.chmod(0o600)  # a group-readable key file gets an InsecureKeyFileWarning
     return path
 
 
@@ -518,6 +519,8 @@ def test_tokenise_detokenise_round_trip_with_rotation(
     new_file = tmp_path / "new.key"
     old_file.write_text(OLD_KEY.to_text())
     new_file.write_text(KEY.to_text())
+    old_file.chmod(0o600)
+    new_file.chmod(0o600)
     source = tmp_path / "in.csv"
     tokens = tmp_path / "tokens.csv"
     back = tmp_path / "back.csv"

@@ -20,6 +20,7 @@ import pytest
 from nirguard import LookupDenied, LookupGuard, Pseudonymiser, QuotaPolicy, nir
 from nirguard.testing import NIRGenerator
 from tests.guard_helpers import KEY
+from tests.redis_helpers import WORKER_PREFIX
 
 NIRS = NIRGenerator(seed=4242).many(300)
 COHORT = "1850578006"
@@ -29,7 +30,7 @@ ONE_COHORT = [f"{COHORT}{o:03d}{nir.compute_key(f'{COHORT}{o:03d}'):02d}" for o 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 def storage(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A storage URI and a key prefix of its own (its keys are deleted afterwards)."""
-    prefix = f"ngconc-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     if request.param == "memory":
         yield "memory://", prefix
         return
@@ -186,7 +187,7 @@ def _process_worker(args: tuple[str, str, list[str]]) -> list[str]:
 
 @pytest.mark.redis
 def test_twins_across_processes(redis_url: str) -> None:
-    prefix = f"ngconc-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     values = NIRS[:20]
     ctx = multiprocessing.get_context("spawn")
     try:

@@ -1,153 +1,166 @@
 """The documentation runs as written, and the site lists every page.
 
-Every ```python block of docs/quickstart.md and README.md is run on its own, in a fresh
-interpreter (a subprocess started in an empty temporary directory), with ``NIRGUARD_KEY``
-set to the text form of a newly generated key. A block preceded by the line
-``<!-- docs-test: skip -->`` is not run (for illustrations that cannot run alone);
-blocks in any other language (``sh``, ``text``, ``pycon``...) are never run.
+Every code block of README.md, docs/ and examples/README.md is accounted for, and the
+runnable ones run: one test per page runs its ``python`` and ``sh``/``bash`` blocks in
+order, in one fresh session (an empty temporary directory as the current directory, no
+``NIRGUARD_*`` variable but those the page itself sets), and names the page and line of
+the block that fails. The rules, and the ``<!-- not-run: why -->`` and
+``<!-- install-only: why -->`` markers, are in ``tests/docs_harness.py``. New blocks are
+picked up automatically: to check the docs alone, ``python -m pytest tests/test_docs.py``.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from nirguard import InvalidNIR, SecretKey
+from nirguard import InvalidNIR
+from tests.docs_harness import ROOT, Block, extract_blocks, page_blocks, problems, run_page
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-EXECUTED_FILES = (DOCS / "quickstart.md", ROOT / "README.md")
-SKIP_MARK = "<!-- docs-test: skip -->"
-SNIPPET_TIMEOUT_S = 120
-
-_OPEN = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^\n]*$")
-
-
-@dataclass(frozen=True)
-class Snippet:
-    """One fenced code block: where it starts, its language, and its code."""
-
-    path: Path
-    line: int  # 1-based line of the opening fence
-    language: str
-    code: str
-    skipped: bool
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.name}:{self.line}"
+PAGES = sorted(
+    [ROOT / "README.md", ROOT / "examples" / "README.md", *DOCS.rglob("*.md")],
+    key=lambda p: p.relative_to(ROOT).as_posix(),
+)
+BLOCKS = {page: page_blocks(page) for page in PAGES}
+RUNNABLE = [page for page, blocks in BLOCKS.items() if any(b.runs for b in blocks)]
+MARKED = [
+    b for blocks in BLOCKS.values() for b in blocks if b.directive in ("not-run", "install-only")
+]
 
 
-def extract_blocks(path: Path, text: str) -> list[Snippet]:
-    """Every fenced code block of a Markdown text, in order (CommonMark fences)."""
-    lines = text.splitlines()
-    blocks: list[Snippet] = []
-    i = 0
-    while i < len(lines):
-        match = _OPEN.match(lines[i])
-        if match is None:
-            i += 1
-            continue
-        fence, indent = match["fence"], len(match["indent"])
-        closing = re.compile(rf"^[ ]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and not closing.match(lines[j]):
-            line = lines[j]
-            # Strip up to the opening fence's indentation from each line (as CommonMark does).
-            strip = min(indent, len(line) - len(line.lstrip(" ")))
-            body.append(line[strip:])
-            j += 1
-        previous = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
-        blocks.append(
-            Snippet(
-                path=path,
-                line=i + 1,
-                language=match["info"].lower(),
-                code="\n".join(body) + "\n",
-                skipped=previous == SKIP_MARK,
-            )
-        )
-        i = j + 1
-    return blocks
+def _name(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
 
 
-def python_snippets() -> list[Snippet]:
-    snippets: list[Snippet] = []
-    for path in EXECUTED_FILES:
-        if path.exists():
-            blocks = extract_blocks(path, path.read_text(encoding="utf-8"))
-            snippets += [b for b in blocks if b.language in ("python", "py", "python3")]
-    return snippets
+@pytest.mark.parametrize("page", RUNNABLE, ids=[_name(p) for p in RUNNABLE])
+def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
+    run = run_page(BLOCKS[page], tmp_path / "work")
+    failure = run.failure()
+    assert failure is None, failure
+    # A key the page put in NIRGUARD_KEY is never echoed by its examples.
+    for material in run.key_materials:
+        assert material not in run.output, "an example printed the key"
 
 
-SNIPPETS = python_snippets()
+@pytest.mark.parametrize("block", MARKED, ids=[b.where for b in MARKED])
+def test_marked_block_is_reported(block: Block) -> None:
+    """Blocks kept from running (in whole or in part) show up in the report, with why."""
+    if block.directive == "install-only":
+        pytest.skip(f"{block.where}: only its install steps run: {block.reason}")
+    pytest.skip(f"{block.where}: not run: {block.reason}")
 
 
-@pytest.fixture(scope="module")
-def key_text() -> str:
-    return SecretKey.generate("docs-test").to_text()
+def test_every_block_is_accounted_for() -> None:
+    found = [problem for blocks in BLOCKS.values() for problem in problems(blocks)]
+    assert found == []
 
 
-@pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
-def test_snippet_runs_as_written(snippet: Snippet, key_text: str, tmp_path: Path) -> None:
-    if snippet.skipped:
-        pytest.skip(f"marked {SKIP_MARK}")
-    script = tmp_path / "snippet.py"
-    script.write_text(snippet.code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIRGUARD_")}
-    env["NIRGUARD_KEY"] = key_text
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SNIPPET_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{snippet.id} failed (exit {result.returncode}):\n{result.stderr[-4000:]}"
-    )
-    # The key must never be echoed by an example.
-    assert key_text.rsplit(":", 1)[-1] not in result.stdout + result.stderr
-
-
-def test_quickstart_has_runnable_examples() -> None:
-    quickstart = [s for s in SNIPPETS if s.path.name == "quickstart.md" and not s.skipped]
-    assert len(quickstart) >= 5
-    code = "".join(s.code for s in quickstart)
+def test_quickstart_and_readme_have_runnable_examples() -> None:
+    runnable = [b for b in BLOCKS[DOCS / "quickstart.md"] if b.runs and b.kind == "python"]
+    assert len(runnable) >= 5
+    code = "".join(b.code for b in runnable)
     for name in ("nir.validate", "Pseudonymiser", "LookupGuard", "protect"):
         assert name in code, f"the quickstart no longer shows {name}"
+    readme = [b for b in BLOCKS[ROOT / "README.md"] if b.runs and b.kind == "python"]
+    assert any("LookupGuard" in b.code for b in readme)
 
 
-def test_extract_blocks_reads_fences_like_markdown() -> None:
+def test_extract_blocks_reads_fences_and_markers() -> None:
     text = (
         "intro\n"
         "```python\nx = 1\n```\n"
-        "<!-- docs-test: skip -->\n\n"
+        "<!-- not-run: a fragment -->\n\n"
         "```python title\ny = undefined\n```\n"
         "```sh\necho no\n```\n"
         "1. item\n\n    ```python\n    if True:\n        z = 3\n    ```\n"
         "````markdown\n```python\nnot a block\n```\n````\n"
+        "<!-- install-only: the demo is long -->\n```bash\npip install .\n```\n"
+        "```\nno language\n```\n"
     )
     blocks = extract_blocks(Path("x.md"), text)
-    assert [(b.line, b.language, b.skipped) for b in blocks] == [
-        (2, "python", False),
-        (7, "python", True),
-        (10, "sh", False),
-        (15, "python", False),
-        (19, "markdown", False),
+    assert [(b.line, b.language, b.directive, b.runs) for b in blocks] == [
+        (2, "python", None, True),
+        (7, "python", "not-run", False),
+        (10, "sh", None, True),
+        (15, "python", None, True),
+        (19, "markdown", None, False),
+        (25, "bash", "install-only", True),
+        (28, "", None, False),
     ]
     assert blocks[0].code == "x = 1\n"
+    assert blocks[1].reason == "a fragment"
     assert blocks[3].code == "if True:\n    z = 3\n"
     assert blocks[4].code == "```python\nnot a block\n```\n"
+    assert [p.split(": ", 1)[1][:23] for p in problems(blocks)] == ["fence language '(none)'"]
+
+
+def test_harness_reports_page_and_line_and_carries_the_setup(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```sh\n"
+        'export NIRGUARD_KEY="$(nirguard keygen --key-id docs)"\n'
+        "mkdir sub && cd sub\n"
+        "```\n"
+        "```python\n"
+        "import os, pathlib\n"
+        "from nirguard import SecretKey\n"
+        'assert SecretKey.from_env("NIRGUARD_KEY").key_id == "docs"\n'
+        'assert pathlib.Path.cwd().name == "sub"\n'
+        "shared = 1\n"
+        "```\n"
+        "```python\n"
+        "assert shared == 1\n"
+        "\n"
+        "raise RuntimeError('boom')\n"
+        "```\n",
+        encoding="utf-8",
+    )
+    run = run_page(page_blocks(page), tmp_path / "work")
+    failure = run.failure()
+    assert failure is not None
+    assert failure.startswith("page.md:12 failed")
+    assert f'File "{page}", line 15' in run.output  # the traceback points into the page
+    assert "RuntimeError: boom" in run.output
+    assert len(run.key_materials) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "ok"),
+    [
+        ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]'", True),
+        ("python -m pip install '.[redis,fastapi]'", True),
+        ("pip install '.[no-such-extra]'", False),
+        ("pip install no-such-package-for-nirguard", False),
+        ("pip uninstall -y nirguard", False),
+    ],
+)
+def test_install_commands_are_checked_not_run(command: str, ok: bool, tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"```sh\n{command}\n```\n", encoding="utf-8")
+    run = run_page(page_blocks(page), tmp_path / "work")
+    assert (run.failure() is None) is ok, run.output
+
+
+@pytest.mark.parametrize(
+    ("setup", "ok"),
+    [("", False), ("pip install '.[redis]'\n", False), ("pip install '.[fastapi]'\n", True)],
+)
+def test_python_blocks_import_only_what_the_page_installed(
+    setup: str, ok: bool, tmp_path: Path
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        f"```sh\n{setup}true\n```\n```python\nimport nirguard, pydantic, json\nimport fastapi\n```\n",
+        encoding="utf-8",
+    )
+    run = run_page(page_blocks(page), tmp_path / "work")
+    assert (run.failure() is None) is ok, run.output
+    if not ok:
+        python_line = 4 + setup.count("\n")
+        assert str(run.failure()).startswith(f"page.md:{python_line} failed")
+        assert "No module named 'fastapi'" in run.output
 
 
 def _nav_files(node: object) -> list[str]:

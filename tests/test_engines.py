@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nirguard import QuotaPolicy
 from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, Request, escape
 from nirguard._memory import MemoryEngine
+from tests.redis_helpers import WORKER_PREFIX, delete_prefixed
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -72,6 +73,7 @@ def _redis_engine(url: str, prefix: str) -> Engine:
 
 
 def _cleanup(url: str, prefix: str) -> None:
+    """Delete this test's keys (SCAN + DEL of its own prefix, on every primary of a Cluster)."""
     import redis
 
     if url.startswith("redis+cluster://"):
@@ -82,16 +84,15 @@ def _cleanup(url: str, prefix: str) -> None:
         client: Any = RedisCluster(host=host, port=int(port))
         for node in client.get_primaries():
             conn = client.get_redis_connection(node)
-            keys = list(conn.scan_iter(match=f"{prefix}:*", count=1000))
-            for key in keys:
-                client.delete(key)
+            for key in list(conn.scan_iter(match=f"*{prefix}*", count=1000)):
+                conn.delete(key)
         client.close()
         return
     client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        delete_prefixed(client, prefix)
+    finally:
+        client.close()
 
 
 ENGINES = ["memory", "redis", "cluster"]
@@ -100,7 +101,7 @@ ENGINES = ["memory", "redis", "cluster"]
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Every engine, each with a key namespace of its own (deleted afterwards)."""
-    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     kind = request.param
     if kind == "memory":
         yield MemoryEngine(lambda: T0, prefix=prefix)
@@ -553,7 +554,7 @@ def _play(engine: Engine, ops: list[tuple[str, str, int, int, float]]) -> list[A
 )
 @given(ops=OPS)
 def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> None:
-    prefix = f"ngtest-{uuid.uuid4().hex[:10]}"
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     redis_engine = _redis_engine(redis_url, prefix)
     try:
         expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
@@ -572,3 +573,96 @@ def test_heat_decays_exponentially(engine: Engine) -> None:
     second = d.look("dr2", "b", "c1")
     assert second.heat == pytest.approx(1 + math.exp(-1), abs=1e-3)
     assert second.expected == pytest.approx((1 + math.exp(-1 / 28)) / 28, abs=1e-3)
+
+
+def test_the_async_path_decides_the_same(engine: Engine) -> None:
+    """The async path (on Redis: the dispatcher's pipelines; on a Cluster, its two phases)."""
+    import asyncio
+
+    sync = Driver(engine, hot_policy(break_glass=None))
+    expected = [sync.look(f"s{i}", f"p{i}", "c1") for i in range(8)]
+
+    async def run() -> list[Decision]:
+        d = Driver(engine, hot_policy(break_glass=None), now=T0 + 400 * DAY)
+        got = []
+        for i in range(8):
+            got.append(await engine.adecide(d.request(f"a{i}", f"q{i}", "c9")))
+        got.append(await engine.adecide(d.request("a0", "q0", "c9")))
+        await engine.aclose()
+        return got
+
+    got = asyncio.run(run())
+    assert [(x.outcome, x.hot, x.hot_alert) for x in got[:8]] == [
+        (x.outcome, x.hot, x.hot_alert) for x in expected
+    ]
+    assert got[8].hot and got[8].outcome == "allowed"
+
+
+def test_a_policy_change_keeps_the_lockout_and_the_shared_windows(engine: Engine) -> None:
+    old = QuotaPolicy.only(invalid_nirs="1/hour", lookups="10/hour", distinct_patients="5/day")
+    new = QuotaPolicy.only(lookups="10/hour;100/day", distinct_patients="5/day", misses="9/day")
+    d = Driver(engine, old)
+    d.look("dr2", "a")
+    d.look("dr2", "b")
+    d.invalid("dr")
+    assert d.invalid("dr").outcome == "denied"  # locked out under the old policy
+    d.policy = new
+    assert d.look("dr", "x").outcome == "locked"  # the new policy keeps the lockout
+    status = d.status("dr2")
+    assert status.remaining["lookups"] == 8  # the 10/hour window is shared: carried over
+    assert status.remaining["distinct_patients"] == 3
+
+
+# -- edges that mutation testing found unchecked ---------------------------------------------------
+
+
+def test_a_window_is_open_until_its_end_and_no_longer(engine: Engine) -> None:
+    d = drive(engine, lookups="1/minute")
+    d.look("dr", "a")
+    d.wait(59.5)
+    assert d.look("dr", "a").outcome == "denied"
+    d.wait(0.5)  # exactly one minute after the first hit: a new window
+    assert d.look("dr", "a").outcome == "allowed"
+
+
+def test_a_patient_is_new_again_exactly_when_its_window_ends(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/hour", break_glass=None)
+    d.look("dr", "a")
+    d.wait(HOUR - 1)
+    assert d.look("dr", "a").outcome == "allowed"  # a repeat
+    d.wait(1)
+    assert d.look("dr", "b").outcome == "allowed"  # a new window: b is the first new patient
+    assert d.look("dr", "a").outcome == "denied"  # a is new again, and past the quota
+
+
+def test_a_grant_ends_exactly_with_its_time_box(engine: Engine) -> None:
+    d = drive(engine, distinct_patients="1/day", break_glass="5/day", break_glass_access="1 hour")
+    d.look("dr", "a")
+    d.look("dr", "b", reason=True)
+    d.wait(HOUR - 1)
+    assert d.look("dr", "b").quota == "break_glass"
+    d.wait(1)
+    assert d.look("dr", "b").outcome == "reason_required"
+
+
+def test_the_miss_ratio_forgets_with_its_window(engine: Engine) -> None:
+    d = drive(engine, miss_ratio=0.5, miss_ratio_min_lookups=3, miss_ratio_window="1 hour")
+    for patient in ("a", "b"):  # two lookups, two misses: too few lookups for a ratio yet
+        d.look("dr", patient)
+        d.miss("dr")
+    d.wait(HOUR)  # both counts start again
+    for patient in ("c", "d", "e"):
+        assert d.look("dr", patient).outcome == "allowed"
+    assert d.look("dr", "f").outcome == "allowed"  # 0 misses of 3 lookups, not 2 of 3
+
+
+def test_a_lockout_until_unlock_outlives_every_other_record(engine: Engine) -> None:
+    d = drive(engine, invalid_nirs="1/hour", misses="100/day", lockout_escalation=(None,))
+    d.invalid("dr")
+    d.invalid("dr")  # first lockout: an hour
+    d.wait(2 * HOUR)
+    d.invalid("dr")
+    assert d.invalid("dr").retry_after is None  # second: until unlock()
+    d.miss("dr")  # a miss recorded after the lockout rewrites the record
+    d.wait(60 * DAY)
+    assert d.look("dr", "a").outcome == "locked"

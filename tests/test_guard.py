@@ -507,10 +507,16 @@ def test_status_reports_remaining() -> None:
 
 
 def test_reprs_hold_no_secret() -> None:
+    import base64
+
+    material = bytes(range(32))
     guard = LookupGuard(storage="memory://", pseudonymiser=Pseudonymiser(KEY, purpose="guard"))
-    assert "k" * 32 not in repr(guard)
     with guard.lookup("dr", NIRS[0]) as lookup:
-        assert_no_nir(repr(lookup), NIRS[0])
+        shown = repr(guard) + repr(lookup) + repr(guard._admissions)
+        assert_no_nir(shown, NIRS[0])
+    for form in (material.hex(), base64.urlsafe_b64encode(material).decode().rstrip("=")):
+        assert form not in shown
+        assert form[:16] not in shown
 
 
 def test_a_failing_lookup_is_still_audited_and_counted() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from types import ModuleType
 from typing import Any
 
@@ -11,30 +10,37 @@ import pytest
 
 pytest.importorskip("django", reason="needs the django extra: pip install nirguard[django]")
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.test import AsyncClient, Client, override_settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from nirguard import QuotaPolicy, SecretKey
-from nirguard.errors import GuardUnavailable, PractitionerLocked, QuotaExceeded
+from nirguard import LookupGuard, QuotaPolicy
+from nirguard.errors import (
+    GuardUnavailable,
+    InvalidPractitioner,
+    PractitionerLocked,
+    QuotaExceeded,
+)
+from nirguard.http import HttpOptions
 from nirguard.integrations.django import (
     NirguardMiddleware,
     guarded_view,
+    http_options,
     nirguard_problems,
+    not_found,
+    request_reason,
 )
 from nirguard.nir import format as format_nir
-from tests.example_helpers import load_example
-
-portal = load_example("django_portal")
-
-UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-START = 1_800_000_000.0
+from nirguard.reasons import Reason, ReasonCode
+from tests import integration_helpers as shared
+from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
-REGISTRY = portal.build_registry()
-NIRS = sorted(REGISTRY)
+def _portal(policy: QuotaPolicy, *, storage: str = "memory://") -> shared.Portal:
+    return shared.django_portal(policy, storage=storage)
 
 
 def _urlconf(urlpatterns: list[Any]) -> ModuleType:
@@ -44,129 +50,169 @@ def _urlconf(urlpatterns: list[Any]) -> ModuleType:
     return module
 
 
-class _Portal:
-    """A Django test client bound to a fresh guard through ROOT_URLCONF."""
-
-    def __init__(self, policy: QuotaPolicy, storage: str = "memory://") -> None:
-        guard = portal.create_guard(
-            storage=storage, key=SecretKey(b"k" * 32, "test"), policy=policy, clock=lambda: START
-        )
-        self.urlconf = _urlconf(portal.make_urlpatterns(guard, REGISTRY))
-        self.client = Client()
-
-    def ask(self, practitioner: str, nir: object) -> Any:
-        with override_settings(ROOT_URLCONF=self.urlconf):
-            return self.client.post(
-                "/infopatient",
-                {"nir": nir},
-                content_type="application/json",
-                headers={"X-Practitioner": practitioner},
-            )
+# -- the example portal -------------------------------------------------------------------------
 
 
-def _spaced(nir: str) -> str:
-    """The usual printed grouping, valid number or not."""
-    return " ".join((nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:]))
-
-
-def _spoiled(nir: str) -> str:
-    """Same number with a wrong control key."""
-    return nir[:13] + f"{(int(nir[13:]) + 1) % 100:02d}"
-
-
-@pytest.fixture
-def captured_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-def _assert_no_nir(nirs: list[str], responses: list[Any], caplog: pytest.LogCaptureFixture) -> None:
-    spellings = {s for n in nirs for s in (n, _spaced(n), n[:13])}
-    texts = [r.content.decode() for r in responses] + [str(dict(r.headers)) for r in responses]
-    texts += [record.getMessage() for record in caplog.records]
-    texts += [repr(record.args) for record in caplog.records]
-    for text in texts:
-        for spelling in spellings:
-            assert spelling not in text
-
-
-def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
-    response = site.ask("dr-a", format_nir(NIRS[0]))
-    assert response.status_code == 200
+def test_allowed_lookup_returns_the_identity(caplog: pytest.LogCaptureFixture) -> None:
+    response = _portal(QuotaPolicy.only(lookups="10/hour")).ask("dr-a", format_nir(NIRS[0]))
+    assert response.status == 200
     assert response.json() == REGISTRY[NIRS[0]]
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_form_field_and_unknown_patient() -> None:
-    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
-    unknown = next(n for n in portal.build_registry(seed=99, size=50) if n not in REGISTRY)
-    with override_settings(ROOT_URLCONF=site.urlconf):
-        response = site.client.post(
-            "/infopatient", {"nir": unknown}, headers={"X-Practitioner": "dr-a"}
-        )
-    assert response.status_code == 404
-    assert unknown not in response.content.decode()
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"))
+    body = f"nir={UNKNOWN[0]}".encode()
+    response = portal.request(
+        "POST",
+        "/infopatient",
+        headers={"X-Practitioner": "dr-a"},
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status == 404
+    assert UNKNOWN[0] not in response.text
 
 
-def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
-    bad = _spoiled(NIRS[1])
-    response = site.ask("dr-a", bad)
-    assert response.status_code == 422
-    assert response["Content-Type"] == "application/problem+json"
+def test_invalid_nir_is_422(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"))
+    bad = spoiled(NIRS[1])
+    response = portal.ask("dr-a", bad)
+    assert response.status == 422
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["type"] == "urn:nirguard:problem:invalid_nir"
     assert body["reason"] == "key"
-    _assert_no_nir([bad, NIRS[1]], [response], captured_logs)
+    shared.assert_no_nir([bad, NIRS[1]], [response], caplog)
 
 
-def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
-    captured_logs: pytest.LogCaptureFixture,
-) -> None:
-    site = _Portal(QuotaPolicy.only(lookups="3/hour"))
-    responses = [site.ask("dr-q", n) for n in NIRS[:6]]
-    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429, 429]
-    for denied in responses[3:]:
-        assert denied.json()["code"] == "quota_exceeded"
-        retry = int(denied["Retry-After"])
-        assert 1 <= retry <= 3600
-        assert denied.json()["retry_after"] == retry
-    assert site.ask("dr-other", NIRS[0]).status_code == 200
-    _assert_no_nir(NIRS[:6], responses, captured_logs)
+def test_quota_gives_exactly_q_answers_then_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="3/hour"))
+    responses = [portal.ask("dr-q", n) for n in NIRS[:6]]
+    assert [r.status for r in responses] == [200, 200, 200, 403, 403, 403]
+    assert all(r.json()["code"] == "denied" for r in responses[3:])
+    assert portal.ask("dr-other", NIRS[0]).status == 200
+    shared.assert_no_nir(NIRS[:6], responses, caplog)
 
 
-def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(QuotaPolicy.only(invalid_nirs="2/hour", lockout="1 hour"))
-    bad = [_spoiled(n) for n in NIRS[:3]]
-    assert [site.ask("dr-l", b).status_code for b in bad] == [422, 422, 429]
-    locked = site.ask("dr-l", NIRS[5])
-    assert locked.status_code == 403
-    assert locked.json()["code"] == "locked"
-    assert 1 <= int(locked["Retry-After"]) <= 3600
-    assert site.ask("dr-fine", NIRS[5]).status_code == 200
-    _assert_no_nir(bad + NIRS[:6], [locked], captured_logs)
+def test_refusals_are_indistinguishable() -> None:
+    shared.check_refusals_are_indistinguishable(_portal)
 
 
-def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCaptureFixture) -> None:
-    site = _Portal(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
-    response = site.ask("dr-a", NIRS[0])
-    assert response.status_code == 503
+def test_break_glass_round_trip(caplog: pytest.LogCaptureFixture) -> None:
+    shared.check_break_glass_round_trip(_portal, caplog)
+
+
+def test_deep_json_is_a_bad_body_not_a_500() -> None:
+    shared.check_deep_json_is_a_bad_body(_portal)
+
+
+def test_unreachable_store_is_503_and_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
+    response = portal.ask("dr-a", NIRS[0])
+    assert response.status == 503
     assert response.json()["code"] == "unavailable"
-    assert "127.0.0.1" not in response.content.decode()
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+    assert "127.0.0.1" not in response.text
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_missing_practitioner_is_401() -> None:
-    site = _Portal(QuotaPolicy.only(lookups="10/hour"))
-    with override_settings(ROOT_URLCONF=site.urlconf):
-        response = site.client.post(
-            "/infopatient", {"nir": NIRS[0]}, content_type="application/json"
-        )
-    assert response.status_code == 401
+    assert _portal(QuotaPolicy.only(lookups="10/hour")).ask(None, NIRS[0]).status == 401
 
 
 # -- the integration pieces on their own -------------------------------------------------------
+
+
+def _who(request: HttpRequest) -> str:
+    return str(request.headers["X-Practitioner"])
+
+
+class _Identity:
+    """Stands in for a model: ``.get()`` raises its ``DoesNotExist``."""
+
+    class DoesNotExist(ObjectDoesNotExist):
+        pass
+
+    @classmethod
+    def get(cls, nir: str) -> dict[str, Any]:
+        if nir not in REGISTRY:
+            raise cls.DoesNotExist()
+        return REGISTRY[nir]
+
+
+def _raising_views(guard: LookupGuard) -> ModuleType:
+    @guarded_view(guard, practitioner=_who)
+    def by_404(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        if lookup.nir not in REGISTRY:
+            raise Http404()
+        return JsonResponse(REGISTRY[lookup.nir])
+
+    @guarded_view(guard, practitioner=_who)
+    async def by_model(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        return JsonResponse(_Identity.get(lookup.nir))
+
+    return _urlconf([path("404", by_404), path("model", by_model)])
+
+
+def _post(client: Client, url: str, who: str, nir: object) -> Any:
+    return client.post(
+        url, {"nir": nir}, content_type="application/json", headers={"X-Practitioner": who}
+    )
+
+
+def test_http404_raised_by_a_guarded_view_counts_as_a_miss() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="3/hour", lockout="1 hour"), clock=lambda: START)
+    with override_settings(ROOT_URLCONF=_raising_views(guard)):
+        client = Client()
+        statuses = [_post(client, "/404", "dr-404", n).status_code for n in UNKNOWN[:10]]
+        assert statuses == [404] * 3 + [403] * 7
+        assert _post(client, "/404", "dr-404", NIRS[0]).status_code == 403
+        assert _post(client, "/404", "dr-else", NIRS[0]).status_code == 200
+    assert guard.status("dr-404").locked
+
+
+def test_does_not_exist_raised_by_an_async_view_counts_as_a_miss() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="3/hour", lockout="1 hour"), clock=lambda: START)
+
+    async def run() -> list[int]:
+        client = AsyncClient(raise_request_exception=False)
+        out = []
+        for nir in [*UNKNOWN[:10], NIRS[0]]:
+            response = await client.post(
+                "/model",
+                {"nir": nir},
+                content_type="application/json",
+                headers={"X-Practitioner": "dr-model"},
+            )
+            out.append(response.status_code)
+        return out
+
+    with override_settings(ROOT_URLCONF=_raising_views(guard)):
+        assert asyncio.run(run()) == [500] * 3 + [403] * 8  # a DoesNotExist left unhandled
+    assert guard.status("dr-model").locked
+    assert not_found(_Identity.DoesNotExist()) and not_found(Http404())
+    assert not not_found(LookupError())
+
+
+def test_options_come_from_the_nirguard_http_setting() -> None:
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="2/hour", lockout="1 hour"), clock=lambda: START
+    )
+    urls = _raising_views(guard)
+    with override_settings(ROOT_URLCONF=urls, NIRGUARD_HTTP={"reveal_retry_after": True}):
+        assert http_options() == HttpOptions(reveal_retry_after=True)
+        client = Client()
+        wide = [_post(client, "/404", "dr-wide", n) for n in NIRS[:4]]
+        assert [r.status_code for r in wide] == [200, 200, 429, 403]
+        assert 60 < int(wide[3]["Retry-After"]) <= 3600
+    with override_settings(ROOT_URLCONF=urls, NIRGUARD_HTTP=HttpOptions(reason_field="why")):
+        factory = RequestFactory()
+        request = factory.post("/", {"why": "coc"}, content_type="application/json")
+        assert request_reason(request) == Reason(ReasonCode.COC)
+        form = factory.post("/", {"why": "ETREAT", "reason_text": "arrêt cardiaque"})
+        assert request_reason(form) == Reason(ReasonCode.ETREAT, "arrêt cardiaque")
+    with override_settings(NIRGUARD_HTTP="nope"), pytest.raises(ValueError, match="HttpOptions"):
+        http_options()
 
 
 class _Lookup:
@@ -190,7 +236,7 @@ class _FakeGuard:
             raise QuotaExceeded("misses", retry_after=30)
         return _Lookup(str(nir))
 
-    def lookup(self, practitioner: str, nir: object, *, is_miss: Any = None) -> Any:
+    def lookup(self, practitioner: str, nir: object, **_: Any) -> Any:
         guard = self
 
         class _Sync:
@@ -210,26 +256,22 @@ class _FakeGuard:
         return _Sync() if self.sync else _Async()
 
 
-def _who(request: HttpRequest) -> str:
-    return str(request.headers["X-Practitioner"])
-
-
 def test_guarded_view_sync_async_and_class_based() -> None:
     sync_guard, async_guard = _FakeGuard(sync=True), _FakeGuard(sync=False)
     ran: list[str] = []
 
-    @guarded_view(sync_guard, practitioner=_who, nir="nir")
+    @guarded_view(sync_guard, practitioner=_who, nir="nir")  # type: ignore[arg-type]
     def sync_view(request: HttpRequest, nir: str, *, lookup: Any) -> HttpResponse:
         ran.append("sync")
         return JsonResponse({"nir_len": len(lookup.nir)})
 
-    @guarded_view(async_guard, practitioner=_who, nir=lambda request: request.GET.get("n"))
+    @guarded_view(async_guard, practitioner=_who, nir=lambda request: request.GET.get("n"))  # type: ignore[arg-type]
     async def async_view(request: HttpRequest, *, lookup: Any) -> HttpResponse:
         ran.append("async")
         return JsonResponse({"nir_len": len(lookup.nir)})
 
     class ClassView(View):
-        @method_decorator(guarded_view(sync_guard, practitioner=_who))
+        @method_decorator(guarded_view(sync_guard, practitioner=_who))  # type: ignore[arg-type]
         def post(self, request: HttpRequest, *, lookup: Any) -> HttpResponse:
             ran.append("class")
             return JsonResponse({"nir_len": len(lookup.nir)})
@@ -245,7 +287,7 @@ def test_guarded_view_sync_async_and_class_based() -> None:
         client = Client()
         assert client.get("/s/abc", headers={"X-Practitioner": "dr"}).status_code == 200
         denied = client.get("/s/abc", headers={"X-Practitioner": "over"})
-        assert denied.status_code == 429 and denied["Retry-After"] == "30"
+        assert denied.status_code == 403 and "Retry-After" not in denied
         assert (
             client.post("/c", {"nir": "xyz"}, headers={"X-Practitioner": "dr"}).status_code == 200
         )
@@ -256,7 +298,7 @@ def test_guarded_view_sync_async_and_class_based() -> None:
             no = await aclient.get("/a?n=abcd", headers={"X-Practitioner": "over"})
             return [ok.status_code, no.status_code]
 
-        assert asyncio.run(run_async()) == [200, 429]
+        assert asyncio.run(run_async()) == [200, 403]
     assert sync_guard.calls == [("dr", "abc"), ("over", "abc"), ("dr", "xyz")]
     assert async_guard.calls == [("dr", "abcd"), ("over", "abcd")]
     assert ran == ["sync", "class", "async"]  # never on a denial
@@ -269,17 +311,22 @@ def test_middleware_and_decorator_map_escaping_errors() -> None:
     async def unavailable(request: HttpRequest) -> HttpResponse:
         raise GuardUnavailable()
 
+    def broken_id(request: HttpRequest) -> HttpResponse:
+        raise InvalidPractitioner()
+
     urls = _urlconf(
         [
             path("locked", locked),
             path("unavailable", unavailable),
+            path("broken", broken_id),
             path("decorated", nirguard_problems(locked)),
         ]
     )
     middleware = ["nirguard.integrations.django.NirguardMiddleware"]
     with override_settings(ROOT_URLCONF=urls, MIDDLEWARE=middleware):
         response = Client().get("/locked")
-        assert response.status_code == 403 and response["Retry-After"] == "8"
+        assert response.status_code == 403 and "Retry-After" not in response
+        assert Client().get("/broken").status_code == 500
 
         async def run_async() -> Any:
             return await AsyncClient().get("/unavailable")
@@ -287,6 +334,10 @@ def test_middleware_and_decorator_map_escaping_errors() -> None:
         response = asyncio.run(run_async())
         assert response.status_code == 503
         assert response["Content-Type"] == "application/problem+json"
+    with override_settings(
+        ROOT_URLCONF=urls, MIDDLEWARE=middleware, NIRGUARD_HTTP={"reveal_retry_after": True}
+    ):
+        assert Client().get("/locked")["Retry-After"] == "8"
     with override_settings(ROOT_URLCONF=urls, MIDDLEWARE=[]):
         assert Client().get("/decorated").status_code == 403
     assert (

@@ -3,16 +3,14 @@
 # No "from __future__ import annotations" here: FastAPI reads the endpoint annotations at
 # runtime, and those refer to names local to the tests.
 
-import logging
 import warnings
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 
 pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install nirguard[fastapi]")
 
-from fastapi import Body, Depends, FastAPI
+from fastapi import Body, Depends, FastAPI, HTTPException
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,139 +21,225 @@ with warnings.catch_warnings():  # recent starlette warns when httpx (not httpx2
     warnings.filterwarnings("ignore", message=".*httpx2")
     from starlette.testclient import TestClient
 
-from nirguard import LookupGuard, QuotaPolicy, SecretKey
-from nirguard.errors import GuardUnavailable, QuotaExceeded
-from nirguard.integrations.fastapi import install_exception_handlers, lookup_dependency
+from nirguard import LookupGuard, QuotaPolicy
+from nirguard.errors import GuardUnavailable, InvalidPractitioner, QuotaExceeded
+from nirguard.guard import GuardedLookup
+from nirguard.http import HttpOptions
+from nirguard.integrations.fastapi import (
+    install_exception_handlers,
+    lookup_dependency,
+    not_found,
+)
 from nirguard.nir import format as format_nir
-from tests.example_helpers import load_example
-
-ROOT = Path(__file__).resolve().parent.parent
-UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-START = 1_800_000_000.0
+from tests import integration_helpers as shared
+from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
-portal = load_example("fastapi_portal")
-REGISTRY = portal.build_registry()
-NIRS = sorted(REGISTRY)
+def _portal(policy: QuotaPolicy, *, storage: str = "memory://") -> shared.Portal:
+    return shared.fastapi_portal(policy, storage=storage)
 
 
-def _client(policy: QuotaPolicy, *, storage: str = "memory://") -> TestClient:
-    app = portal.create_app(
-        storage=storage,
-        key=SecretKey(b"k" * 32, "test"),
-        policy=policy,
-        clock=lambda: START,
-        registry=REGISTRY,
-    )
-    return TestClient(app, raise_server_exceptions=False)
+# -- the example portal -------------------------------------------------------------------------
 
 
-def _ask(client: TestClient, practitioner: str, nir: object) -> Any:
-    return client.post("/infopatient", json={"nir": nir}, headers={"X-Practitioner": practitioner})
-
-
-def _spaced(nir: str) -> str:
-    """The usual printed grouping, valid number or not."""
-    return " ".join((nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:]))
-
-
-def _spoiled(nir: str) -> str:
-    """Same number with a wrong control key."""
-    return nir[:13] + f"{(int(nir[13:]) + 1) % 100:02d}"
-
-
-@pytest.fixture
-def captured_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-def _assert_no_nir(nirs: list[str], responses: list[Any], caplog: pytest.LogCaptureFixture) -> None:
-    spellings = {s for n in nirs for s in (n, _spaced(n), n[:13])}
-    texts = [r.text for r in responses] + [str(dict(r.headers)) for r in responses]
-    texts += [record.getMessage() for record in caplog.records]
-    texts += [repr(record.args) for record in caplog.records]
-    for text in texts:
-        for spelling in spellings:
-            assert spelling not in text
-
-
-def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    response = _ask(client, "dr-a", format_nir(NIRS[0]))
-    assert response.status_code == 200
+def test_allowed_lookup_returns_the_identity(caplog: pytest.LogCaptureFixture) -> None:
+    response = _portal(QuotaPolicy.only(lookups="10/hour")).ask("dr-a", format_nir(NIRS[0]))
+    assert response.status == 200
     assert response.json() == REGISTRY[NIRS[0]]
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_unknown_patient_is_a_404_problem() -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    unknown = next(n for n in portal.build_registry(seed=99, size=50) if n not in REGISTRY)
-    response = _ask(client, "dr-a", unknown)
-    assert response.status_code == 404
-    assert unknown not in response.text
+    response = _portal(QuotaPolicy.only(lookups="10/hour")).ask("dr-a", UNKNOWN[0])
+    assert response.status == 404
+    assert UNKNOWN[0] not in response.text
 
 
-def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    bad = _spoiled(NIRS[1])
-    response = _ask(client, "dr-a", bad)
-    assert response.status_code == 422
+def test_invalid_nir_is_422(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"))
+    bad = spoiled(NIRS[1])
+    response = portal.ask("dr-a", bad)
+    assert response.status == 422
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["type"] == "urn:nirguard:problem:invalid_nir"
     assert body["reason"] == "key"
-    missing = client.post("/infopatient", json={}, headers={"X-Practitioner": "dr-a"})
-    assert missing.status_code == 422
-    _assert_no_nir([bad, NIRS[1]], [response, missing], captured_logs)
+    missing = portal.request("POST", "/infopatient", headers={"X-Practitioner": "dr-a"}, data=b"{}")
+    assert missing.status == 422
+    shared.assert_no_nir([bad, NIRS[1]], [response, missing], caplog)
 
 
-def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
-    captured_logs: pytest.LogCaptureFixture,
-) -> None:
-    client = _client(QuotaPolicy.only(lookups="3/hour"))
-    responses = [_ask(client, "dr-q", n) for n in NIRS[:6]]
-    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429, 429]
-    for denied in responses[3:]:
-        assert denied.headers["content-type"] == "application/problem+json"
-        assert denied.json()["code"] == "quota_exceeded"
-        retry = int(denied.headers["retry-after"])
-        assert 1 <= retry <= 3600
-        assert denied.json()["retry_after"] == retry
-    # another practitioner is not affected
-    assert _ask(client, "dr-other", NIRS[0]).status_code == 200
-    _assert_no_nir(NIRS[:6], responses, captured_logs)
+def test_quota_gives_exactly_q_answers_then_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="3/hour"))
+    responses = [portal.ask("dr-q", n) for n in NIRS[:6]]
+    assert [r.status for r in responses] == [200, 200, 200, 403, 403, 403]
+    assert all(r.json()["code"] == "denied" for r in responses[3:])
+    assert portal.ask("dr-other", NIRS[0]).status == 200  # another practitioner is not affected
+    shared.assert_no_nir(NIRS[:6], responses, caplog)
 
 
-def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(invalid_nirs="2/hour", lockout="1 hour"))
-    bad = [_spoiled(n) for n in NIRS[:3]]
-    statuses = [_ask(client, "dr-l", b).status_code for b in bad]
-    assert statuses == [422, 422, 429]
-    locked = _ask(client, "dr-l", NIRS[5])
-    assert locked.status_code == 403
-    assert locked.json()["code"] == "locked"
-    assert 1 <= int(locked.headers["retry-after"]) <= 3600
-    assert _ask(client, "dr-fine", NIRS[5]).status_code == 200
-    _assert_no_nir(bad + NIRS[:6], [locked], captured_logs)
+def test_refusals_are_indistinguishable() -> None:
+    shared.check_refusals_are_indistinguishable(_portal)
 
 
-def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
-    response = _ask(client, "dr-a", NIRS[0])
-    assert response.status_code == 503
+def test_break_glass_round_trip(caplog: pytest.LogCaptureFixture) -> None:
+    shared.check_break_glass_round_trip(_portal, caplog)
+
+
+def test_deep_json_is_a_bad_body_not_a_500() -> None:
+    shared.check_deep_json_is_a_bad_body(_portal)
+
+
+def test_unreachable_store_is_503_and_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
+    response = portal.ask("dr-a", NIRS[0])
+    assert response.status == 503
     assert response.json()["code"] == "unavailable"
     assert "127.0.0.1" not in response.text
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_missing_practitioner_is_401() -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    response = client.post("/infopatient", json={"nir": NIRS[0]})
-    assert response.status_code == 401
+    assert _portal(QuotaPolicy.only(lookups="10/hour")).ask(None, NIRS[0]).status == 401
 
 
 # -- the integration pieces on their own -------------------------------------------------------
+
+
+class LookupBody(BaseModel):
+    nir: str
+
+
+def _app(guard: Any, options: HttpOptions | None = None, **dependency: Any) -> FastAPI:
+    """A one-endpoint app: 404 (raised) for an unknown patient, the identity otherwise."""
+
+    def who(request: Request) -> str:
+        return request.headers["X-Practitioner"]
+
+    app = FastAPI()
+    install_exception_handlers(app, options=options)
+    guarded = lookup_dependency(guard, practitioner=who, **dependency)
+
+    @app.post("/infopatient")
+    async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
+        identity = REGISTRY.get(lookup.nir)
+        if identity is None:
+            raise HTTPException(status_code=404)
+        return identity
+
+    return app
+
+
+def _post(client: TestClient, who: str, nir: object, **headers: str) -> Any:
+    return client.post(
+        "/infopatient", json={"nir": nir}, headers={"X-Practitioner": who, **headers}
+    )
+
+
+def test_http_404_raised_by_the_endpoint_counts_as_a_miss() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="3/hour", lockout="1 hour"), clock=lambda: START)
+    client = TestClient(_app(guard))
+    statuses = [_post(client, "dr-404", n).status_code for n in UNKNOWN[:10]]
+    assert statuses == [404] * 3 + [403] * 7
+    assert _post(client, "dr-404", NIRS[0]).status_code == 403  # the next lookup is refused
+    assert guard.status("dr-404").locked
+    assert _post(client, "dr-else", NIRS[0]).status_code == 200
+
+
+def test_other_http_errors_are_not_misses() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="1/hour"), clock=lambda: START)
+    app = FastAPI()
+    install_exception_handlers(app)
+    guarded = lookup_dependency(guard, practitioner=lambda request: "dr-400")
+
+    @app.post("/infopatient")
+    async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
+        raise HTTPException(status_code=400)
+
+    client = TestClient(app)
+    assert [_post(client, "x", n).status_code for n in NIRS[:4]] == [400] * 4
+    assert not_found(HTTPException(404)) and not not_found(HTTPException(410))
+    assert not not_found(LookupError())
+
+
+def test_miss_on_none_falls_back_to_the_guard_default() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="1/hour"), clock=lambda: START)
+    client = TestClient(_app(guard, miss_on=None))
+    assert [_post(client, "dr", n).status_code for n in UNKNOWN[:3]] == [404, 404, 404]
+
+
+def test_guard_protect_with_not_found_counts_misses() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="2/hour"), clock=lambda: START)
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.post("/infopatient")
+    @guard.protect(
+        practitioner=lambda request, body: request.headers["X-Practitioner"],
+        nir=lambda request, body: body.nir,
+        miss_on=not_found,
+    )
+    async def infopatient(request: Request, body: LookupBody) -> Any:
+        raise HTTPException(status_code=404)
+
+    client = TestClient(app)
+    assert [_post(client, "dr-p", n).status_code for n in UNKNOWN[:4]] == [404, 404, 403, 403]
+
+
+def test_reveal_retry_after_is_an_explicit_opt_in() -> None:
+    options = HttpOptions(reveal_retry_after=True)
+    rate_guard = LookupGuard(QuotaPolicy.only(lookups="2/minute"), clock=lambda: START)
+    client = TestClient(_app(rate_guard, options))
+    rate = [_post(client, "dr-rate", NIRS[0]) for _ in range(3)][2]
+    assert rate.status_code == 429 and rate.json()["code"] == "quota_exceeded"
+    assert 1 <= int(rate.headers["retry-after"]) <= 60
+    wide_guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="2/hour", lockout="1 hour"), clock=lambda: START
+    )
+    client = TestClient(_app(wide_guard, options))
+    wide = [_post(client, "dr-wide", n) for n in NIRS[:4]]
+    assert [r.status_code for r in wide] == [200, 200, 429, 403]
+    assert wide[3].json()["code"] == "locked"
+    assert 60 < int(wide[3].headers["retry-after"]) <= 3600
+
+
+def test_reason_from_a_body_field_and_text_from_a_header() -> None:
+    seen: list[Any] = []
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="1/hour", break_glass="2/day"),
+        clock=lambda: START,
+        on_break_glass=seen.append,
+    )
+    options = HttpOptions(
+        reason_header=None, reason_field="why", reason_text_header="X-Why", reason_text_field=None
+    )
+    client = TestClient(_app(guard, options))
+    assert _post(client, "dr", NIRS[0]).status_code == 200
+    asked = _post(client, "dr", NIRS[1])
+    assert asked.status_code == 428
+    body = asked.json()
+    assert body["reason_field"] == "why" and body["reason_text_header"] == "X-Why"
+    assert "reason_header" not in body and "reason_text_field" not in body
+    granted = client.post(
+        "/infopatient",
+        json={"nir": NIRS[1], "why": "COC"},
+        headers={"X-Practitioner": "dr", "X-Why": "r%C3%A9union%20de%20concertation"},
+    )
+    assert granted.status_code == 200
+    assert [(b.reason.code.value, b.reason.text) for b in seen] == [
+        ("COC", "réunion de concertation")
+    ]
+
+
+def test_invalid_practitioner_is_an_internal_error() -> None:
+    async def boom(request: Request) -> Any:
+        raise InvalidPractitioner()
+
+    app = Starlette(routes=[Route("/", boom)])
+    install_exception_handlers(app)
+    response = TestClient(app, raise_server_exceptions=False).get("/")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
 
 
 class _AsyncOnlyLookup:
@@ -170,14 +254,14 @@ class _AsyncOnlyGuard:
     """Supports only ``async with guard.lookup()``: any sync use would fail the test."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
+        self.calls: list[tuple[str, object, object]] = []
 
-    def lookup(self, practitioner: str, nir: object, *, is_miss: Any = None) -> Any:
+    def lookup(self, practitioner: str, nir: object, *, reason: object = None, **_: Any) -> Any:
         guard = self
 
         class _Ctx:
             async def __aenter__(self) -> _AsyncOnlyLookup:
-                guard.calls.append((practitioner, nir))
+                guard.calls.append((practitioner, nir, reason))
                 if practitioner == "over":
                     raise QuotaExceeded("lookups", retry_after=0.4)
                 return _AsyncOnlyLookup(str(nir))
@@ -195,9 +279,12 @@ def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     async def who(request: Request) -> str:
         return request.headers["X-Practitioner"]
 
+    async def why(request: Request) -> str:
+        return "TREAT"
+
     app = FastAPI()
     install_exception_handlers(app)
-    by_path = lookup_dependency(guard, practitioner=who, nir="nir")
+    by_path = lookup_dependency(guard, practitioner=who, nir="nir", reason=why)  # type: ignore[arg-type]
 
     @app.get("/p/{nir}")
     async def endpoint(lookup: Annotated[Any, Depends(by_path)]) -> dict[str, str]:
@@ -207,14 +294,10 @@ def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     client = TestClient(app)
     assert client.get("/p/abc", headers={"X-Practitioner": "dr"}).status_code == 200
     denied = client.get("/p/abc", headers={"X-Practitioner": "over"})
-    assert denied.status_code == 429
-    assert denied.headers["retry-after"] == "1"
-    assert guard.calls == [("dr", "abc"), ("over", "abc")]
+    assert denied.status_code == 403
+    assert "retry-after" not in denied.headers
+    assert guard.calls == [("dr", "abc", "TREAT"), ("over", "abc", "TREAT")]
     assert ran == ["abc"]  # the endpoint never ran on the denial
-
-
-class LookupBody(BaseModel):
-    nir: str
 
 
 def test_guard_protect_on_an_endpoint_keeps_its_signature_for_fastapi() -> None:
@@ -234,15 +317,10 @@ def test_guard_protect_on_an_endpoint_keeps_its_signature_for_fastapi() -> None:
         return REGISTRY.get(body.nir)
 
     client = TestClient(app)
-    statuses = [
-        client.post(
-            "/infopatient", json={"nir": NIRS[i]}, headers={"X-Practitioner": "dr-p"}
-        ).status_code
-        for i in range(3)
-    ]
-    assert statuses == [200, 200, 429]
+    statuses = [_post(client, "dr-p", NIRS[i]).status_code for i in range(3)]
+    assert statuses == [200, 200, 403]
     assert calls == NIRS[:2]
-    bad = client.post("/infopatient", json={"nir": "12"}, headers={"X-Practitioner": "dr-p2"})
+    bad = _post(client, "dr-p2", "12")
     assert bad.status_code == 422 and bad.json()["reason"] == "length"
 
 
@@ -281,6 +359,8 @@ def test_validation_errors_do_not_echo_the_value() -> None:
     assert NIRS[0] in TestClient(plain).post("/n", json={"count": NIRS[0] + "x"}).text
 
 
-def test_install_exception_handlers_refuses_non_apps() -> None:
+def test_install_exception_handlers_refuses_non_apps_and_bad_options() -> None:
     with pytest.raises(TypeError):
         install_exception_handlers(object())
+    with pytest.raises(ValueError, match="HttpOptions"):
+        install_exception_handlers(FastAPI(), options="reveal")  # type: ignore[arg-type]

@@ -2,151 +2,229 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("flask", reason="needs the flask extra: pip install nirguard[flask]")
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, abort, request
 from flask.testing import FlaskClient
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
-from nirguard import LookupGuard, QuotaPolicy, SecretKey
-from nirguard.errors import EnumerationSuspected, PolicyError
-from nirguard.integrations.flask import init_app
+from nirguard import LookupGuard, QuotaPolicy
+from nirguard.errors import EnumerationSuspected, InvalidPractitioner, PolicyError, ReasonRequired
+from nirguard.http import HttpOptions
+from nirguard.integrations.flask import (
+    guarded_view,
+    init_app,
+    not_found,
+    request_field,
+    request_reason,
+)
 from nirguard.nir import format as format_nir
-from tests.example_helpers import load_example
-
-ROOT = Path(__file__).resolve().parent.parent
-UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-START = 1_800_000_000.0
+from nirguard.reasons import Reason, ReasonCode
+from tests import integration_helpers as shared
+from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
-portal = load_example("flask_portal")
-REGISTRY = portal.build_registry()
-NIRS = sorted(REGISTRY)
+def _portal(policy: QuotaPolicy, *, storage: str = "memory://") -> shared.Portal:
+    return shared.flask_portal(policy, storage=storage)
 
 
-def _client(policy: QuotaPolicy, *, storage: str = "memory://") -> FlaskClient:
-    app = portal.create_app(
-        storage=storage,
-        key=SecretKey(b"k" * 32, "test"),
-        policy=policy,
-        clock=lambda: START,
-        registry=REGISTRY,
-    )
-    return app.test_client()
+# -- the example portal -------------------------------------------------------------------------
 
 
-def _ask(client: FlaskClient, practitioner: str, nir: object) -> Any:
-    return client.post("/infopatient", json={"nir": nir}, headers={"X-Practitioner": practitioner})
-
-
-def _spaced(nir: str) -> str:
-    """The usual printed grouping, valid number or not."""
-    return " ".join((nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:]))
-
-
-def _spoiled(nir: str) -> str:
-    """Same number with a wrong control key."""
-    return nir[:13] + f"{(int(nir[13:]) + 1) % 100:02d}"
-
-
-@pytest.fixture
-def captured_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-def _assert_no_nir(nirs: list[str], responses: list[Any], caplog: pytest.LogCaptureFixture) -> None:
-    spellings = {s for n in nirs for s in (n, _spaced(n), n[:13])}
-    texts = [r.get_data(as_text=True) for r in responses] + [str(r.headers) for r in responses]
-    texts += [record.getMessage() for record in caplog.records]
-    texts += [repr(record.args) for record in caplog.records]
-    for text in texts:
-        for spelling in spellings:
-            assert spelling not in text
-
-
-def test_allowed_lookup_returns_the_identity(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    response = _ask(client, "dr-a", format_nir(NIRS[0]))
-    assert response.status_code == 200
-    assert response.get_json() == REGISTRY[NIRS[0]]
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+def test_allowed_lookup_returns_the_identity(caplog: pytest.LogCaptureFixture) -> None:
+    response = _portal(QuotaPolicy.only(lookups="10/hour")).ask("dr-a", format_nir(NIRS[0]))
+    assert response.status == 200
+    assert response.json() == REGISTRY[NIRS[0]]
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_unknown_patient_is_a_404_problem() -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    unknown = next(n for n in portal.build_registry(seed=99, size=50) if n not in REGISTRY)
-    response = _ask(client, "dr-a", unknown)
-    assert response.status_code == 404
-    assert unknown not in response.get_data(as_text=True)
+    response = _portal(QuotaPolicy.only(lookups="10/hour")).ask("dr-a", UNKNOWN[0])
+    assert response.status == 404
+    assert UNKNOWN[0] not in response.text
 
 
-def test_invalid_nir_is_422(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    bad = _spoiled(NIRS[1])
-    response = _ask(client, "dr-a", bad)
-    assert response.status_code == 422
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json(force=True)
+def test_invalid_nir_is_422(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"))
+    bad = spoiled(NIRS[1])
+    response = portal.ask("dr-a", bad)
+    assert response.status == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
     assert body["type"] == "urn:nirguard:problem:invalid_nir"
     assert body["reason"] == "key"
-    missing = client.post("/infopatient", data="not json", headers={"X-Practitioner": "dr-a"})
-    assert missing.status_code == 422
-    _assert_no_nir([bad, NIRS[1]], [response, missing], captured_logs)
+    missing = portal.post_raw("dr-a", b"not json", "application/json")
+    assert missing.status == 422
+    shared.assert_no_nir([bad, NIRS[1]], [response, missing], caplog)
 
 
-def test_quota_gives_exactly_q_answers_then_429_with_retry_after(
-    captured_logs: pytest.LogCaptureFixture,
-) -> None:
-    client = _client(QuotaPolicy.only(lookups="3/hour"))
-    responses = [_ask(client, "dr-q", n) for n in NIRS[:6]]
-    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429, 429]
-    for denied in responses[3:]:
-        body = denied.get_json(force=True)
-        assert body["code"] == "quota_exceeded"
-        retry = int(denied.headers["Retry-After"])
-        assert 1 <= retry <= 3600
-        assert body["retry_after"] == retry
-    assert _ask(client, "dr-other", NIRS[0]).status_code == 200
-    _assert_no_nir(NIRS[:6], responses, captured_logs)
+def test_quota_gives_exactly_q_answers_then_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="3/hour"))
+    responses = [portal.ask("dr-q", n) for n in NIRS[:6]]
+    assert [r.status for r in responses] == [200, 200, 200, 403, 403, 403]
+    assert all(r.json()["code"] == "denied" for r in responses[3:])
+    assert portal.ask("dr-other", NIRS[0]).status == 200
+    shared.assert_no_nir(NIRS[:6], responses, caplog)
 
 
-def test_lockout_after_invalid_numbers_is_403(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(invalid_nirs="2/hour", lockout="1 hour"))
-    bad = [_spoiled(n) for n in NIRS[:3]]
-    statuses = [_ask(client, "dr-l", b).status_code for b in bad]
-    assert statuses == [422, 422, 429]
-    locked = _ask(client, "dr-l", NIRS[5])
-    assert locked.status_code == 403
-    assert locked.get_json(force=True)["code"] == "locked"
-    assert 1 <= int(locked.headers["Retry-After"]) <= 3600
-    assert _ask(client, "dr-fine", NIRS[5]).status_code == 200
-    _assert_no_nir(bad + NIRS[:6], [locked], captured_logs)
+def test_refusals_are_indistinguishable() -> None:
+    shared.check_refusals_are_indistinguishable(_portal)
 
 
-def test_unreachable_store_is_503_and_fails_closed(captured_logs: pytest.LogCaptureFixture) -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
-    response = _ask(client, "dr-a", NIRS[0])
-    assert response.status_code == 503
-    assert response.get_json(force=True)["code"] == "unavailable"
-    assert "127.0.0.1" not in response.get_data(as_text=True)
-    _assert_no_nir([NIRS[0]], [response], captured_logs)
+def test_break_glass_round_trip(caplog: pytest.LogCaptureFixture) -> None:
+    shared.check_break_glass_round_trip(_portal, caplog)
+
+
+def test_deep_json_is_a_bad_body_not_a_500() -> None:
+    shared.check_deep_json_is_a_bad_body(_portal)
+
+
+def test_unreachable_store_is_503_and_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    portal = _portal(QuotaPolicy.only(lookups="10/hour"), storage=UNREACHABLE_REDIS)
+    response = portal.ask("dr-a", NIRS[0])
+    assert response.status == 503
+    assert response.json()["code"] == "unavailable"
+    assert "127.0.0.1" not in response.text
+    shared.assert_no_nir([NIRS[0]], [response], caplog)
 
 
 def test_missing_practitioner_is_401() -> None:
-    client = _client(QuotaPolicy.only(lookups="10/hour"))
-    assert client.post("/infopatient", json={"nir": NIRS[0]}).status_code == 401
+    assert _portal(QuotaPolicy.only(lookups="10/hour")).ask(None, NIRS[0]).status == 401
+
+
+# -- the integration pieces on their own -------------------------------------------------------
+
+
+def _who() -> str:
+    return request.headers["X-Practitioner"]
+
+
+def _app(guard: LookupGuard, options: HttpOptions | None = None, **guarding: Any) -> Flask:
+    """A one-view app: abort(404) for an unknown patient, the identity otherwise."""
+    app = Flask(__name__)
+    init_app(app, options=options)
+
+    @app.post("/infopatient")
+    @guarded_view(guard, practitioner=_who, **guarding)
+    def infopatient(*, lookup: Any) -> Any:
+        identity = REGISTRY.get(lookup.nir)
+        if identity is None:
+            abort(404)
+        return identity
+
+    return app
+
+
+def _post(client: FlaskClient, who: str, nir: object, **headers: str) -> Any:
+    return client.post(
+        "/infopatient", json={"nir": nir}, headers={"X-Practitioner": who, **headers}
+    )
+
+
+def test_abort_404_in_a_guarded_view_counts_as_a_miss() -> None:
+    guard = LookupGuard(QuotaPolicy.only(misses="3/hour", lockout="1 hour"), clock=lambda: START)
+    client = _app(guard).test_client()
+    statuses = [_post(client, "dr-404", n).status_code for n in UNKNOWN[:10]]
+    assert statuses == [404] * 3 + [403] * 7
+    assert _post(client, "dr-404", NIRS[0]).status_code == 403  # the next lookup is refused
+    assert guard.status("dr-404").locked
+    assert _post(client, "dr-else", NIRS[0]).status_code == 200
+
+
+def test_not_found_recognises_only_404() -> None:
+    assert not_found(NotFound())
+    assert not not_found(BadRequest())
+    assert not not_found(KeyError("x"))
+    with pytest.raises(
+        HTTPException
+    ) as gone:  # abort with a response: an HTTPException carrying it
+        abort(Response("gone", status=404))
+    assert not_found(gone.value)
+    with pytest.raises(HTTPException) as bad:
+        abort(Response("bad", status=400))
+    assert not not_found(bad.value)
+
+
+def test_guarded_view_reads_url_variables_forms_and_reasons() -> None:
+    calls: list[tuple[str, object, object]] = []
+
+    class _Guard:
+        def lookup(self, who: str, nir: object, *, reason: object = None, **_: Any) -> Any:
+            calls.append((who, nir, reason))
+
+            class _Ctx:
+                def __enter__(self) -> Any:
+                    if who == "over":
+                        raise ReasonRequired("cohort")
+                    return type("L", (), {"nir": str(nir)})()
+
+                def __exit__(self, *exc: object) -> None:
+                    return None
+
+            return _Ctx()
+
+    app = Flask(__name__)
+    init_app(app)
+
+    @app.get("/p/<nir>")
+    @guarded_view(_Guard(), practitioner=_who)  # type: ignore[arg-type]
+    def by_path(nir: str, *, lookup: Any) -> Any:
+        return {"n": lookup.nir}
+
+    @app.post("/form")
+    @guarded_view(_Guard(), practitioner=_who, reason=lambda: "TREAT")  # type: ignore[arg-type]
+    def by_form(*, lookup: Any) -> Any:
+        return {"n": lookup.nir}
+
+    client = app.test_client()
+    assert client.get("/p/abc", headers={"X-Practitioner": "dr"}).get_json() == {"n": "abc"}
+    assert (
+        client.post("/form", data={"nir": "xyz"}, headers={"X-Practitioner": "dr"}).status_code
+        == 200
+    )
+    asked = client.get("/p/abc", headers={"X-Practitioner": "over", "X-Nirguard-Reason": "PATRQT"})
+    assert asked.status_code == 428
+    assert "cohort" not in asked.get_data(as_text=True)
+    assert calls == [
+        ("dr", "abc", None),
+        ("dr", "xyz", "TREAT"),
+        ("over", "abc", Reason(ReasonCode.PATRQT)),
+    ]
+
+
+def test_request_reason_outside_a_guarded_view() -> None:
+    app = Flask(__name__)
+    init_app(app, options=HttpOptions(reason_field="why", reason_text_header="X-Why"))
+    with app.test_request_context(
+        "/", method="POST", json={"why": "hpaymt"}, headers={"X-Why": "droits%20AMO"}
+    ):
+        stated = request_reason()
+        assert stated == Reason(ReasonCode.HPAYMT, "droits AMO")
+        assert request_field("why") == "hpaymt"
+    with app.test_request_context("/", method="POST", json={"why": 12}):
+        assert repr(request_reason()) == "<invalid reason>"
+
+
+def test_reveal_retry_after_is_an_explicit_opt_in() -> None:
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="2/hour", lockout="1 hour"), clock=lambda: START
+    )
+    client = _app(guard, HttpOptions(reveal_retry_after=True)).test_client()
+    wide = [_post(client, "dr-wide", n) for n in NIRS[:4]]
+    assert [r.status_code for r in wide] == [200, 200, 429, 403]
+    assert wide[3].get_json(force=True)["code"] == "locked"
+    assert 60 < int(wide[3].headers["Retry-After"]) <= 3600
 
 
 def test_init_app_maps_any_nirguard_error_including_on_blueprints() -> None:
     app = Flask(__name__)
     init_app(app)
     bp = Blueprint("bp", __name__)
+    init_app(bp, options=HttpOptions(reveal_retry_after=True))  # the app's own options win
 
     @app.get("/suspected")
     def suspected() -> str:
@@ -156,41 +234,51 @@ def test_init_app_maps_any_nirguard_error_including_on_blueprints() -> None:
     def policy() -> str:
         raise PolicyError(f"bad policy for {NIRS[0]}")
 
+    @bp.get("/practitioner")
+    def practitioner() -> str:
+        raise InvalidPractitioner()
+
     app.register_blueprint(bp)
     client = app.test_client()
     response = client.get("/suspected")
     assert response.status_code == 403
-    assert response.headers["Retry-After"] == "10"
+    assert "Retry-After" not in response.headers
     assert "cohort" not in response.get_data(as_text=True)
     internal = client.get("/policy")
     assert internal.status_code == 500
     assert internal.get_json(force=True)["code"] == "internal_error"
     assert NIRS[0] not in internal.get_data(as_text=True)
+    assert client.get("/practitioner").status_code == 500
+
+    alone = Flask(__name__)
+    bp2 = Blueprint("bp2", __name__)
+    init_app(bp2, options=HttpOptions(reveal_retry_after=True))
+    bp2.add_url_rule("/s", view_func=suspected)
+    alone.register_blueprint(bp2)
+    assert alone.test_client().get("/s").headers["Retry-After"] == "10"
 
 
 def test_guard_protect_directly_on_a_view() -> None:
     guard = LookupGuard(QuotaPolicy.only(lookups="2/hour"), clock=lambda: START)
     app = Flask(__name__)
     init_app(app)
-    served: list[str] = []
-
-    def sent_nir() -> Any:
-        payload = request.get_json(silent=True)
-        return payload.get("nir") if isinstance(payload, dict) else None
+    served: list[object] = []
 
     @app.post("/infopatient")
-    @guard.protect(practitioner=lambda: request.headers["X-Practitioner"], nir=sent_nir)
+    @guard.protect(practitioner=_who, nir=lambda: request_field("nir"))
     def infopatient() -> Any:
-        served.append(sent_nir())
-        return {"found": sent_nir() in REGISTRY}
+        served.append(request_field("nir"))
+        return {"found": request_field("nir") in REGISTRY}
 
     client = app.test_client()
-    statuses = [_ask(client, "dr-v", n).status_code for n in NIRS[:3]]
-    assert statuses == [200, 200, 429]
+    statuses = [_post(client, "dr-v", n).status_code for n in NIRS[:3]]
+    assert statuses == [200, 200, 403]
     assert served == NIRS[:2]
-    assert _ask(client, "dr-v2", "1234").status_code == 422
+    assert _post(client, "dr-v2", "1234").status_code == 422
 
 
-def test_init_app_refuses_non_apps() -> None:
+def test_init_app_refuses_non_apps_and_bad_options() -> None:
     with pytest.raises(TypeError):
         init_app(object())
+    with pytest.raises(ValueError, match="HttpOptions"):
+        init_app(Flask(__name__), options={"retry": True})  # type: ignore[arg-type]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+import os
 import pickle
+import stat
 import traceback
+import warnings
+from pathlib import Path
 
 import pytest
 
-from nirguard import InvalidKey, KeyRing, NirguardError, SecretKey
+from nirguard import InsecureKeyFileWarning, InvalidKey, KeyRing, NirguardError, SecretKey
 
 MATERIAL = bytes(range(100, 132))
 ENCODED = base64.urlsafe_b64encode(MATERIAL).rstrip(b"=").decode()
@@ -47,7 +51,27 @@ def test_non_bytes_material_is_refused(material: object) -> None:
 
 
 def test_longer_material_is_accepted() -> None:
-    assert SecretKey(bytes(64), "k1").key_id == "k1"
+    assert SecretKey(bytes(range(64)), "k1").key_id == "k1"
+
+
+@pytest.mark.parametrize("byte", [0x00, 0x01, 0x6B, 0xFF])
+@pytest.mark.parametrize("length", [32, 33, 64])
+def test_one_repeated_byte_is_refused(byte: int, length: int) -> None:
+    # All-zero (the old docstrings' bytes(32)), b"k" * 32, 0xFF...: not secret material.
+    with pytest.raises(InvalidKey) as info:
+        SecretKey(bytes([byte]) * length, "k1")
+    assert info.value.code == "key_weak"
+    with pytest.raises(InvalidKey):
+        SecretKey(bytearray([byte]) * length, "k1")
+    text = "nirguard-key:v1:k1:" + base64.urlsafe_b64encode(bytes([byte]) * length).decode()
+    with pytest.raises(InvalidKey):
+        SecretKey.from_text(text.rstrip("="))
+
+
+def test_two_distinct_bytes_are_enough_to_pass_the_check() -> None:
+    # The check refuses only the degenerate case; it is no entropy estimate.
+    assert SecretKey(bytes(31) + b"\x01", "k1").key_id == "k1"
+    assert SecretKey(b"\x01" + bytes(31), "k1").key_id == "k1"
 
 
 @pytest.mark.parametrize(
@@ -134,6 +158,7 @@ def test_from_file(tmp_path: pytest.TempPathFactory) -> None:
     key = SecretKey(MATERIAL, "file-key")
     path = tmp_path / "k.key"  # type: ignore[operator]
     path.write_text(key.to_text() + "\n")
+    path.chmod(0o600)
     assert SecretKey.from_file(path) == key
     assert SecretKey.from_file(str(path)) == key
     with pytest.raises(InvalidKey) as info:
@@ -148,7 +173,7 @@ def test_equality_and_hash() -> None:
     key = SecretKey(MATERIAL, "k1")
     assert key == SecretKey(MATERIAL, "k1")
     assert key != SecretKey(MATERIAL, "k2")
-    assert key != SecretKey(bytes(32), "k1")
+    assert key != SecretKey(bytes(range(32)), "k1")
     assert key != MATERIAL
     assert hash(key) == hash(SecretKey(MATERIAL, "k1"))
     assert len({key, SecretKey(MATERIAL, "k1")}) == 1
@@ -266,7 +291,7 @@ def test_copies_are_the_same_immutable_object() -> None:
 
 
 def test_keyring_current_previous_and_lookup() -> None:
-    k1, k2, k3 = (SecretKey(bytes([i]) * 32, f"k{i}") for i in (1, 2, 3))
+    k1, k2, k3 = (SecretKey(bytes(range(i, i + 32)), f"k{i}") for i in (1, 2, 3))
     ring = KeyRing(k3, k2, k1)
     assert ring.current is k3
     assert ring.previous == (k2, k1)
@@ -288,7 +313,7 @@ def test_keyring_current_previous_and_lookup() -> None:
 def test_keyring_refuses_duplicates_and_non_keys() -> None:
     k1 = SecretKey(MATERIAL, "k1")
     with pytest.raises(InvalidKey):
-        KeyRing(k1, SecretKey(bytes(32), "k1"))  # same id, other material
+        KeyRing(k1, SecretKey(bytes(range(32)), "k1"))  # same id, other material
     with pytest.raises(InvalidKey):
         KeyRing(k1, "k2")  # type: ignore[arg-type]
     with pytest.raises(InvalidKey):
@@ -298,7 +323,7 @@ def test_keyring_refuses_duplicates_and_non_keys() -> None:
 
 
 def test_keyring_repr_shows_ids_only() -> None:
-    ring = KeyRing(SecretKey(MATERIAL, "new"), SecretKey(bytes(32), "old"))
+    ring = KeyRing(SecretKey(MATERIAL, "new"), SecretKey(bytes(range(32)), "old"))
     for text in _renderings(ring):
         assert "new" in text and "old" in text
         assert ENCODED not in text
@@ -306,8 +331,83 @@ def test_keyring_repr_shows_ids_only() -> None:
 
 
 def test_keyring_equality() -> None:
-    k1, k2 = SecretKey(MATERIAL, "k1"), SecretKey(bytes(32), "k2")
+    k1, k2 = SecretKey(MATERIAL, "k1"), SecretKey(bytes(range(32)), "k2")
     assert KeyRing(k1, k2) == KeyRing(k1, k2)
     assert KeyRing(k1, k2) != KeyRing(k2, k1)
     assert KeyRing(k1) != KeyRing(k1, k2)
     assert hash(KeyRing(k1, k2)) == hash(KeyRing(k1, k2))
+
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o620, 0o602, 0o610, 0o601, 0o666])
+def test_from_file_warns_when_group_or_others_have_access(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "k.key"
+    path.write_text(SecretKey(MATERIAL, "file-key").to_text())
+    path.chmod(mode)
+    with pytest.warns(InsecureKeyFileWarning) as record:
+        key = SecretKey.from_file(path)
+    assert key.key_id == "file-key"  # a warning, not a refusal
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert f"{mode:04o}" in message
+    assert str(path) in message
+    assert ENCODED not in message
+    assert record[0].filename == __file__  # points at the caller, not at nirguard
+    assert issubclass(InsecureKeyFileWarning, UserWarning)
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_from_file_is_silent_for_an_owner_only_file(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "k.key"
+    path.write_text(SecretKey(MATERIAL, "file-key").to_text())
+    path.chmod(mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SecretKey.from_file(path).key_id == "file-key"
+
+
+@posix_only
+def test_from_file_checks_the_file_a_symlink_points_to(tmp_path: Path) -> None:
+    # Kubernetes mounts secrets as symlinks into a ..data directory.
+    target = tmp_path / "target.key"
+    target.write_text(SecretKey(MATERIAL, "file-key").to_text())
+    target.chmod(0o644)
+    link = tmp_path / "link.key"
+    link.symlink_to(target)
+    with pytest.warns(InsecureKeyFileWarning):
+        SecretKey.from_file(link)
+    target.chmod(0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SecretKey.from_file(link)
+
+
+@posix_only
+def test_from_file_does_not_warn_for_a_pipe(tmp_path: Path) -> None:
+    # Process substitution and /dev/stdin have no meaningful mode: only regular files are checked.
+    read_end, write_end = os.pipe()
+    os.write(write_end, SecretKey(MATERIAL, "pipe-key").to_text().encode())
+    os.close(write_end)
+    try:
+        assert stat.S_ISFIFO(os.fstat(read_end).st_mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert SecretKey.from_file(f"/dev/fd/{read_end}").key_id == "pipe-key"
+    finally:
+        os.close(read_end)
+
+
+@posix_only
+def test_from_file_refuses_a_malformed_open_file_without_warning_first(tmp_path: Path) -> None:
+    # The warning is about an exposed key: a file that holds no key gets the InvalidKey alone.
+    path = tmp_path / "bad.key"
+    path.write_text("nirguard-key:v1:k1:tooshort\n")
+    path.chmod(0o644)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidKey):
+            SecretKey.from_file(path)

@@ -199,6 +199,72 @@ def test_disputed_rules_take_the_lenient_side(body: str) -> None:
     assert nir.validate(with_key(body)) == with_key(body)
 
 
+# Provisional numbers (sex 3, 4, 7, 8) carry codes regular numbers never use: the caisse-issued
+# NNP layout is sex, a check digit, a 3-digit caisse number and an 8-digit order number, so
+# "month", "department", "commune" and "order" hold arbitrary digits. Only the key is checked
+# (docs/rules.md, "Provisional numbers").
+ISOCODES_PROVISIONAL = [
+    # ronanguilloux/IsoCodes tests (PR #172): "Etranger en cours d'immatriculation",
+    # month 61, department 00; read as an NNP: 7 | 1 | caisse 861 | order 00188264.
+    "718610018826448",
+    "818610017357342",
+]
+PROVISIONAL_ONLY_CODES = [
+    ("x850000006084", "month"),  # month 00
+    ("x851378006084", "month"),  # month 13-19
+    ("x851978006084", "month"),
+    ("x850500006084", "department"),  # department 00
+    ("x850578000084", "commune"),  # commune 000
+    ("x850599000084", "commune"),  # country 000
+    ("x850578006000", "order"),  # order 000
+    ("x000000000000", "month"),  # all zeros after the sex digit
+    ("x186100188264", "department"),  # the IsoCodes shape
+]
+
+
+@pytest.mark.parametrize("value", ISOCODES_PROVISIONAL)
+def test_isocodes_provisional_numbers_are_accepted(value: str) -> None:
+    assert nir.validate(value) == value
+    assert nir.is_valid(nir.format(value))
+    parsed = nir.parse(value)
+    assert parsed.is_provisional
+    assert parsed.department == "00"
+    assert parsed.birth_month is None  # 61: no month
+    assert key_of(value[:13]) == int(value[13:])
+
+
+@pytest.mark.parametrize("sex", "3478")
+@pytest.mark.parametrize(("body", "regular_code"), PROVISIONAL_ONLY_CODES)
+def test_provisional_numbers_may_carry_codes_regular_numbers_never_use(
+    body: str, regular_code: str, sex: str
+) -> None:
+    value = with_key(sex + body[1:])
+    assert nir.validate(value) == value
+    assert nir.parse(value).is_provisional
+    for regular in "12":  # every rule still holds for regular numbers
+        with pytest.raises(InvalidNIR) as info:
+            nir.validate(with_key(regular + body[1:]))
+        assert info.value.code == regular_code
+
+
+@pytest.mark.parametrize("value", ISOCODES_PROVISIONAL)
+def test_provisional_numbers_keep_the_key_check(value: str) -> None:
+    for key in range(1, 98):
+        if key != int(value[13:]):
+            with pytest.raises(InvalidNIR) as info:
+                nir.validate(f"{value[:13]}{key:02d}")
+            assert info.value.code == "key"
+    for bad_key in ("00", "98", "99"):
+        assert not nir.is_valid(value[:13] + bad_key)
+
+
+@pytest.mark.parametrize("sex", "0569")
+def test_other_sex_digits_stay_refused_with_any_codes(sex: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(with_key(sex + "18610018826"[:12].ljust(12, "0")))
+    assert info.value.code == "sex"
+
+
 def test_is_provisional() -> None:
     assert nir.parse(with_key("7850578006084")).is_provisional
     assert not nir.parse(with_key("2850578006084")).is_provisional
@@ -247,6 +313,83 @@ def test_format_and_mask() -> None:
         nir.mask("185057800608490")
 
 
+# Found by mutation testing (mutmut over nir.py): rules the vectors above did not pin down.
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("185052A1234561", "length"),  # 2A in its place: the length is what is wrong
+        ("185052a1234561", "length"),
+        ("185052B123456177", "length"),
+        ("18505A21234561", "characters"),  # a letter one place early
+        ("1850522A234561", "characters"),  # one place late
+        ("185057B1234561", "characters"),  # after a 7, not a 2
+        ("185051A1234561", "characters"),
+        ("1A850578006084", "characters"),  # uppercase elsewhere
+        ("1b850578006084", "characters"),  # lowercase elsewhere
+        ("1a8505780060849", "characters"),
+    ],
+)
+def test_a_misplaced_letter_is_a_character_error_whatever_the_length(value: str, code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("1852000006084", "department"),  # month 20 is fine: the department is not
+        ("1850597000000", "order"),  # overseas: 970 + commune 00, then order 000
+        ("1850598000000", "order"),
+        ("1851978000084", "month"),
+    ],
+)
+def test_the_first_broken_rule_is_reported(body: str, code: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(with_key(body))
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("value", ["282042A12345616", "282042B12345645", "282042A12345644"])
+def test_a_wrong_corsican_key_is_a_key_error(value: str) -> None:
+    with pytest.raises(InvalidNIR) as info:
+        nir.validate(value)
+    assert info.value.code == "key"
+    assert not nir.is_valid(value)
+
+
+def test_strict_is_the_default_and_format_and_mask_are_lenient() -> None:
+    keyed = with_key("0850578006084")  # a key that matches, a sex that does not exist
+    assert not nir.is_valid(keyed)
+    assert nir.is_valid(keyed, strict=False)
+    with pytest.raises(InvalidNIR):
+        nir.parse(keyed)
+    with pytest.raises(InvalidNIR):
+        NIR(keyed)
+    assert nir.parse(keyed, strict=False).sex == 0
+    assert NIR(keyed, strict=False).canonical == keyed
+    assert nir.format(keyed) == f"0 85 05 78 006 084 {keyed[13:]}"
+    assert nir.mask(keyed) == "0 85 ** ** *** *** **"
+
+
+def test_is_valid_is_false_when_a_str_subclass_misbehaves() -> None:
+    class Hostile(str):
+        def strip(self, chars: str | None = None) -> str:
+            raise RuntimeError("boom")
+
+    assert nir.is_valid(Hostile("1 85 05 78 006 084 91")) is False
+
+
+def test_format_groups_every_overseas_department() -> None:
+    for department in ("971", "976", "984", "987", "988"):
+        value = with_key(f"28204{department}11123")
+        assert nir.format(value) == f"2 82 04 {department} 11 123 {value[13:]}"
+        assert nir.parse(value).department == department
+    assert nir.format(with_key("2820499112123")).startswith("2 82 04 99 112 123 ")
+
+
 def test_nir_value_object() -> None:
     a = nir.parse("1 85 05 78 006 084 91")
     b = NIR("185057800608491")
@@ -262,8 +405,10 @@ def test_nir_value_object() -> None:
         a.canonical = "282049741112380"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         a.sex = 2  # type: ignore[misc]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^NIR is immutable$"):
         del a.canonical
+    with pytest.raises(AttributeError, match=r"^NIR is immutable$"):
+        a.canonical = "282049741112380"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(a)) == a
     assert a.format() == "1 85 05 78 006 084 91"
 
@@ -374,8 +519,25 @@ def test_generator_output_validates(value: str) -> None:
     assert nir.validate(value, strict=False) == value
 
 
+# Provisional numbers in the NNP layout: sex 7/8 (or 3/4), then 12 arbitrary digits, then the key.
+provisional_layout = st.builds(
+    lambda sex, digits: with_key(sex + digits),
+    st.sampled_from("3478"),
+    st.text(alphabet="0123456789", min_size=12, max_size=12),
+)
+generated = st.one_of(generated, provisional_layout)
+
+
+@given(provisional_layout)
+def test_provisional_layout_validates(value: str) -> None:
+    assert nir.validate(value) == value
+    assert nir.parse(value).is_provisional
+
+
 @given(generated, st.data())
 @settings(suppress_health_check=[HealthCheck.too_slow])
+@example("718610018826448", None)
+@example("818610017357342", None)
 def test_every_single_digit_substitution_is_rejected(value: str, data: st.DataObject) -> None:
     digit_positions = [
         i for i, c in enumerate(value) if c.isdigit() and not (i == 5 and value[6] in "AB")
@@ -442,3 +604,27 @@ def test_faker_fr_ssn_validates() -> None:
     for _ in range(2000):
         value = fake.ssn()
         assert nir.is_valid(value), "a Faker fr_FR ssn() was refused"
+
+
+@given(st.lists(st.one_of(generated, st.text(alphabet="0123456789AB .", max_size=16)), max_size=30))
+@example(["185057800608491", "185057800608490", "718610018826448", "282042A12345617", None])
+def test_fast_canonicals_decides_only_what_validate_accepts_unchanged(values: list[str]) -> None:
+    # The batch fast path (pseudonym.pseudonymise_batch, the CSV commands): a value it keeps
+    # is exactly validate's answer; None sends the value to validate.
+    for value, fast in zip(values, nir._fast_canonicals(values), strict=True):
+        if fast is not None:
+            assert fast is value
+            assert nir.validate(value) == value
+        elif nir.is_valid(value) and nir.validate(value) == value and value.isdigit():
+            pytest.fail(f"the fast path missed a canonical all-digit NIR at {values.index(value)}")
+
+
+def test_fast_canonicals_skips_str_subclasses_and_non_strings() -> None:
+    class Sub(str):
+        pass
+
+    assert nir._fast_canonicals([Sub("185057800608491"), 185057800608491, b"1"]) == [None] * 3  # type: ignore[list-item]
+    assert nir._fast_canonicals(["185057800608491", "185057800608491\n"]) == [
+        "185057800608491",
+        None,
+    ]

@@ -142,7 +142,7 @@ def test_wrong_key_id_wrong_purpose_other_key() -> None:
     _assert_invalid(Tokeniser(KEY1, purpose="docs"), "vector-key-2:" + body)  # unknown id
     _assert_invalid(Tokeniser(KeyRing(KEY2, KEY1), purpose="docs"), "vector-key-2:" + body)
     _assert_invalid(Tokeniser(KEY1, purpose="docs2"), TOKEN)  # wrong purpose
-    impostor = SecretKey(bytes(32), "vector-key-1")  # same id, other material
+    impostor = SecretKey(bytes(range(1, 33)), "vector-key-1")  # same id, other material
     _assert_invalid(Tokeniser(impostor, purpose="docs"), TOKEN)
     _assert_invalid(Tokeniser(KEY2, purpose="docs"), TOKEN)
 

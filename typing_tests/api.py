@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import pydantic
 from typing_extensions import assert_type
 
 import nirguard
@@ -63,3 +64,11 @@ recorder.decision("allowed", None, 2.5e-5, kind="gp", enforced=True)
 recorder.alert("cohort", kind=None, enforced=False)
 recorder.lockout("distinct_patients", 1, kind="gp")
 recorder.break_glass(nirguard.ReasonCode.ETREAT, kind="gp")
+
+
+class _Visit(pydantic.BaseModel):
+    patient: nirguard.NIRStr
+    contact: Annotated[nirguard.NIRStr | Literal["unknown"], nirguard.RedactErrors()] = "unknown"
+
+
+assert_type(_Visit(patient="185057800608491").patient, str)  # NIRStr is a str to type checkers

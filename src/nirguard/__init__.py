@@ -20,13 +20,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from nirguard import nir
-from nirguard._pydantic import NIRStr
+from nirguard._pydantic import NIRStr, RedactErrors
 from nirguard.alerts import Alert
 from nirguard.audit import AuditEvent
 from nirguard.errors import (
     ConfigurationError,
     EnumerationSuspected,
     GuardUnavailable,
+    InsecureKeyFileWarning,
     InvalidKey,
     InvalidNIR,
     InvalidPractitioner,
@@ -60,6 +61,7 @@ __all__ = [
     "GuardStatus",
     "GuardUnavailable",
     "GuardedLookup",
+    "InsecureKeyFileWarning",
     "InvalidKey",
     "InvalidNIR",
     "InvalidPractitioner",
@@ -79,6 +81,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "ReasonRequired",
+    "RedactErrors",
     "SecretKey",
     "Tokeniser",
     "__version__",

@@ -99,6 +99,8 @@ class Ticket:
         guarded: the store answered and the lookup counts (a miss is recorded).
         reason: the stated reason, if any.
         kind: the policy's name.
+        decided: when the guard decided (its clock): every audit event of this
+            lookup carries this time, also the one written after the lookup ran.
     """
 
     practitioner: str
@@ -108,6 +110,7 @@ class Ticket:
     guarded: bool
     reason: Reason | None
     kind: str | None
+    decided: float = 0.0
 
 
 @dataclass(slots=True)
@@ -266,7 +269,9 @@ class Admissions:
                 kind=kind,
                 enforced=self.enforce,
             )
-        ticket = Ticket(who, request, pending.canonical, decision, True, pending.reason, kind)
+        ticket = Ticket(
+            who, request, pending.canonical, decision, True, pending.reason, kind, self.clock()
+        )
         if denial is not None:
             self._event(
                 who,
@@ -363,7 +368,9 @@ class Admissions:
         self._store_down(exc)
         who = pending.practitioner
         request = pending.request
-        ticket = Ticket(who, request, pending.canonical, None, False, pending.reason, pending.kind)
+        ticket = Ticket(
+            who, request, pending.canonical, None, False, pending.reason, pending.kind, self.clock()
+        )
         open_ = self.fail_open or not self.enforce
         outcome = "unguarded" if open_ else "unavailable"
         if pending.invalid is not None:
@@ -457,9 +464,10 @@ class Admissions:
             if decision.hot:
                 signals = ("hot_cohort",)
             evidence = decision.evidence or None
+        when = ticket.decided if ticket is not None else self.clock()
         self._audit(
             AuditEvent(
-                time=datetime.fromtimestamp(self.clock(), tz=timezone.utc),
+                time=datetime.fromtimestamp(when, tz=timezone.utc),
                 practitioner=practitioner,
                 patient=patient,
                 outcome=outcome,  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ on the (frozen) policy itself, see :attr:`QuotaPolicy._compiled`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -67,7 +68,9 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """Windows and seconds of one policy, and its arguments for the Redis script."""
+    """Windows and seconds of one policy, and its text for the Redis script: calls send
+    ``lua_digest``; the script asks for ``lua_policy`` the first time it meets a digest,
+    parses it once and keeps it."""
 
     policy: QuotaPolicy
     name: str | None
@@ -94,7 +97,8 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     keep: float
-    lua_args: tuple[str, ...]
+    lua_policy: str
+    lua_digest: str
 
     @property
     def needs_cohort(self) -> bool:
@@ -140,7 +144,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         max(float(longest), lockout_memory, ratio_window if policy.miss_ratio else 0, steps[0]) + 60
     )
     hot = policy.hot_cohort
-    lua_args = (
+    lua_parts = (
         _spec(lookups),
         _spec(distinct),
         _spec(invalid),
@@ -190,5 +194,6 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         hot_reason=policy.hot_cohort_action == "reason",
         break_glass_access=access,
         keep=keep,
-        lua_args=lua_args,
+        lua_policy="|".join(lua_parts),
+        lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
     )

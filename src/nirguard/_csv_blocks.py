@@ -125,9 +125,10 @@ class BlockConverter:
         ring = KeyRing(*(SecretKey.from_text(text) for text in config.key_texts))
         self.convert: Callable[[list[str]], list[str | None]]
         if config.mode == "pseudonymise":
-            from nirguard.pseudonym import Pseudonymiser
+            from nirguard.pseudonym import Pseudonymiser, pseudonymise_batch
 
-            self.convert = Pseudonymiser(ring, purpose=config.purpose)._pseudonymise_batch
+            pseudonymiser = Pseudonymiser(ring, purpose=config.purpose)
+            self.convert = lambda values: pseudonymise_batch(pseudonymiser, values)
         elif config.mode == "tokenise":
             from nirguard.tokens import Tokeniser
 

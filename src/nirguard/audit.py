@@ -13,8 +13,10 @@ through ``logging`` (with the exception type only) and then ignored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +30,9 @@ from nirguard.reasons import ReasonCode
 __all__ = ["AuditEvent", "AuditSink", "JsonLinesSink", "Outcome", "make_sink"]
 
 _log = logging.getLogger("nirguard.audit")
+#: A character no spelling of a NIR holds (digits, 2A/2B, the accepted separators, and
+#: the ASCII whitespace nir.validate strips at the ends).
+_NOT_A_NIR = re.compile("[^0-9ABab .\\-\u00a0\u202f\t\n\r\f\v]")
 
 Outcome = Literal[
     "allowed",
@@ -113,10 +118,14 @@ class AuditEvent(BaseModel):
     @field_validator("patient", "cohort")
     @classmethod
     def _pseudonym_only(cls, value: str | None) -> str | None:
-        # Defence in depth: a patient field that validates as a NIR is refused.
+        # Defence in depth: a patient field that validates as a NIR is refused. A value
+        # holding any character no NIR spelling has (a pseudonym's ":", its hex letters)
+        # cannot be one: the full check runs only on what could be.
+        if value is None or _NOT_A_NIR.search(value):
+            return value
         from nirguard.nir import is_valid
 
-        if value is not None and is_valid(value, strict=False):
+        if is_valid(value, strict=False):
             raise ValueError("patient must be a pseudonym, never a NIR")
         return value
 
@@ -125,24 +134,52 @@ AuditSink = Callable[[AuditEvent], object]
 
 
 class JsonLinesSink:
-    """Append each event as one JSON line to a file (thread-safe, flushed per event).
+    """Append each event as one JSON line to a file (thread-safe, one ``write`` per event).
 
-    The file is created with mode 0600 if it does not exist.
+    The file is created with mode 0600 if it does not exist. It stays open between
+    events; when it is moved or deleted (log rotation), the next event opens the path
+    again, so no line is written to a file that is gone.
     """
 
-    __slots__ = ("_lock", "_path")
+    __slots__ = ("_fd", "_identity", "_lock", "_path")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+
+    def _open(self) -> int:
+        fd = self._fd
+        if fd is not None:
+            try:
+                stat = os.stat(self._path)
+            except FileNotFoundError:
+                stat = None
+            if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
+                return fd
+            os.close(fd)  # rotated or deleted: write to the path's new file
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        stat = os.fstat(fd)
+        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+        return fd
 
     def __call__(self, event: AuditEvent) -> None:
-        line = event.model_dump_json() + "\n"
+        line = (event.model_dump_json() + "\n").encode("utf-8")
         with self._lock:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode("utf-8"))
-            finally:
+            os.write(self._open(), line)
+
+    def close(self) -> None:
+        """Close the file (the next event opens it again)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
                 os.close(fd)
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ _SUBCOMMAND_MODULES = (
     "nirguard._cli_keys",
     "nirguard._cli_csv",
     "nirguard._cli_simulate",
+    "nirguard._cli_calibrate",
 )
 
 

@@ -14,18 +14,22 @@ they never contain the value that was checked, a key, or a storage URI.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar, Final
 
 __all__ = [
     "ConfigurationError",
     "EnumerationSuspected",
     "GuardUnavailable",
+    "InsecureKeyFileWarning",
     "InvalidKey",
     "InvalidNIR",
     "InvalidPractitioner",
     "InvalidReason",
     "InvalidToken",
     "LookupDenied",
+    "NIR_MESSAGES",
     "NirguardError",
     "PolicyError",
     "PractitionerLocked",
@@ -53,18 +57,22 @@ class NirguardError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={str(self)!r})"
 
 
-_NIR_MESSAGES: dict[str, str] = {
-    "type": "invalid NIR: not a string",
-    "empty": "invalid NIR: empty",
-    "characters": "invalid NIR: characters outside digits, 2A/2B and separators",
-    "length": "invalid NIR: must have 15 characters (13 plus a 2-digit key)",
-    "key": "invalid NIR: the control key does not match",
-    "sex": "invalid NIR: the first digit is not a valid sex code",
-    "month": "invalid NIR: the month of birth code is not valid",
-    "department": "invalid NIR: the department of birth is not valid",
-    "commune": "invalid NIR: the commune or country code is not valid",
-    "order": "invalid NIR: the order number is not valid",
-}
+#: The fixed message of each :class:`InvalidNIR` code (read-only). None holds
+#: the input; :mod:`nirguard.http` puts them in its problem bodies.
+NIR_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "type": "invalid NIR: not a string",
+        "empty": "invalid NIR: empty",
+        "characters": "invalid NIR: characters outside digits, 2A/2B and separators",
+        "length": "invalid NIR: must have 15 characters (13 plus a 2-digit key)",
+        "key": "invalid NIR: the control key does not match",
+        "sex": "invalid NIR: the first digit is not a valid sex code",
+        "month": "invalid NIR: the month of birth code is not valid",
+        "department": "invalid NIR: the department of birth is not valid",
+        "commune": "invalid NIR: the commune or country code is not valid",
+        "order": "invalid NIR: the order number is not valid",
+    }
+)
 
 
 class InvalidNIR(NirguardError, ValueError):
@@ -75,12 +83,12 @@ class InvalidNIR(NirguardError, ValueError):
     The message is fixed per code and never contains the input.
     """
 
-    codes: ClassVar[frozenset[str]] = frozenset(_NIR_MESSAGES)
+    codes: ClassVar[frozenset[str]] = frozenset(NIR_MESSAGES)
 
     def __init__(self, code: str) -> None:
-        if code not in _NIR_MESSAGES:  # programming error, not user input
+        if code not in NIR_MESSAGES:  # programming error, not user input
             raise ValueError(f"unknown InvalidNIR code {code!r}")
-        super().__init__(_NIR_MESSAGES[code], code=code)
+        super().__init__(NIR_MESSAGES[code], code=code)
 
     def __reduce__(self) -> tuple[type[InvalidNIR], tuple[str]]:
         return (type(self), (self.code,))
@@ -91,6 +99,20 @@ class InvalidKey(NirguardError, ValueError):
 
     code = "key_invalid"
     default_message = "invalid key"
+
+
+class InsecureKeyFileWarning(UserWarning):
+    """A key file can be read or written by its group or by others.
+
+    :meth:`SecretKey.from_file <nirguard.SecretKey.from_file>` still loads the
+    key (a refusal would take a portal down at its next restart), but says so,
+    as ssh does for a private key: any user of the machine who can read the
+    file can re-identify every pseudonym made with the key, and one who can
+    write it can swap the key. Fix the file (``chmod 600``, or ``0400``; a
+    Kubernetes secret volume with ``defaultMode: 0400``), or make the warning
+    an error with ``warnings.simplefilter("error", InsecureKeyFileWarning)``.
+    The message names the file and its mode, never the key.
+    """
 
 
 class InvalidToken(NirguardError):

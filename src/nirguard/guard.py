@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import os
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -174,7 +176,7 @@ class LookupGuard:
         *,
         storage: str = "memory://",
         pseudonymiser: Pseudonymiser | None = None,
-        audit: AuditSink | str | Any = None,
+        audit: AuditSink | logging.Logger | str | os.PathLike[str] | None = None,
         alert: Callable[[Alert], object] | None = None,
         on_break_glass: Callable[[BreakGlass], object] | None = None,
         clock: Callable[[], float] = time.time,

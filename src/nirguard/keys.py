@@ -14,7 +14,7 @@ out, and writes the text form read back by :meth:`SecretKey.from_text`,
 
     nirguard-key:v1:<key_id>:<material in base64url, no padding>
 
->>> key = SecretKey(bytes(range(32)), "demo-2026")
+>>> key = SecretKey.generate("demo-2026")
 >>> key
 SecretKey(key_id='demo-2026')
 >>> SecretKey.from_text(key.to_text()) == key
@@ -25,20 +25,21 @@ True
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hmac
 import os
 import re
 import secrets
+import stat
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from nirguard.errors import InvalidKey
+from nirguard._encoding import b64url_decode, b64url_encode
+from nirguard.errors import InsecureKeyFileWarning, InvalidKey
 
 __all__ = ["KEY_TEXT_PREFIX", "MIN_KEY_BYTES", "KeyRing", "SecretKey"]
 
@@ -50,7 +51,6 @@ _GENERATED_KEY_BYTES = 32
 KEY_TEXT_PREFIX = "nirguard-key:v1:"
 
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _refuse_pickle(obj: object) -> NoReturn:
@@ -67,24 +67,6 @@ def _check_purpose(purpose: object) -> bytes:
         raise InvalidKey(
             "invalid purpose: not encodable as UTF-8", code="purpose_invalid"
         ) from None
-
-
-def _b64url_decode(text: str) -> bytes | None:
-    """Decode unpadded base64url strictly; ``None`` unless ``text`` is the
-    canonical encoding of some bytes (so no two strings decode alike)."""
-    if _B64URL_RE.fullmatch(text) is None or len(text) % 4 == 1:
-        return None
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the checks above
-        return None
-    if _b64url_encode(data) != text:  # non-zero trailing bits: not canonical
-        return None
-    return data
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class _Sealed:
@@ -119,6 +101,10 @@ class _Sealed:
 class SecretKey(_Sealed):
     """Secret key material with a public key id.
 
+    Make new keys with :meth:`generate` (or ``nirguard keygen``) and read
+    them back with :meth:`from_env` or :meth:`from_file`; build one from bytes
+    only for material that already comes from a secret store.
+
     Args:
         material: the secret, at least 32 bytes (``bytes`` or ``bytearray``;
             a private copy is kept).
@@ -126,8 +112,10 @@ class SecretKey(_Sealed):
             ``A-Z a-z 0-9 _ -``; it appears in every pseudonym and token.
 
     Raises:
-        InvalidKey: the material is not bytes or is shorter than 32 bytes,
-            or the key id is not a string of the allowed form.
+        InvalidKey: the material is not bytes or is shorter than 32 bytes
+            (code ``key_invalid``), or is one byte repeated, such as
+            ``bytes(32)`` (code ``key_weak``: a placeholder, never a
+            secret), or the key id is not a string of the allowed form.
     """
 
     __slots__ = ("_key_id", "_material")
@@ -140,6 +128,12 @@ class SecretKey(_Sealed):
             raise InvalidKey("invalid key: the material must be bytes")
         if len(material) < MIN_KEY_BYTES:
             raise InvalidKey(f"invalid key: the material must be at least {MIN_KEY_BYTES} bytes")
+        if material.count(material[0]) == len(material):
+            raise InvalidKey(
+                "invalid key: the material is one repeated byte, not a secret "
+                "(use SecretKey.generate())",
+                code="key_weak",
+            )
         if not isinstance(key_id, str) or _KEY_ID_RE.fullmatch(key_id) is None:
             raise InvalidKey("invalid key id: expected 1 to 32 characters among A-Z a-z 0-9 _ -")
         object.__setattr__(self, "_material", bytes(material))
@@ -181,7 +175,7 @@ class SecretKey(_Sealed):
         key_id, sep, encoded = text[len(KEY_TEXT_PREFIX) :].partition(":")
         if not sep:
             raise InvalidKey("invalid key text: expected 'nirguard-key:v1:<key_id>:<material>'")
-        material = _b64url_decode(encoded)
+        material = b64url_decode(encoded)
         if material is None:
             raise InvalidKey("invalid key text: the material is not unpadded base64url")
         return cls(material, key_id)
@@ -203,19 +197,39 @@ class SecretKey(_Sealed):
     def from_file(cls, path: str | os.PathLike[str]) -> SecretKey:
         """Read a key in text form from a file (as written by ``nirguard keygen``).
 
+        Like ssh with a private key, this checks who else can use the file:
+        a regular file that its group or others can read, write or execute
+        (any of the mode bits ``0o077``, after following symlinks) still gives
+        the key, with an :class:`~nirguard.errors.InsecureKeyFileWarning`.
+        Not checked on Windows, nor for pipes and devices.
+
+        Warns:
+            InsecureKeyFileWarning: the file's mode gives its group or
+                others access (``chmod 600`` it).
+
         Raises:
             InvalidKey: the file cannot be read, or does not hold a valid
                 key text form.
         """
         try:
             with open(path, encoding="utf-8") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
                 text = handle.read(4096)
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
             raise InvalidKey(
                 f"cannot read key file {os.fspath(path)!r}: {reason}", code="key_missing"
             ) from None
-        return cls.from_text(text)
+        key = cls.from_text(text)
+        if os.name != "nt" and stat.S_ISREG(mode) and mode & 0o077:
+            warnings.warn(
+                InsecureKeyFileWarning(
+                    f"key file {os.fspath(path)!r} is open to its group or others "
+                    f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it"
+                ),
+                stacklevel=2,
+            )
+        return key
 
     # -- use --------------------------------------------------------------------------------
 
@@ -226,7 +240,7 @@ class SecretKey(_Sealed):
 
     def to_text(self) -> str:
         """The text form, **including the secret material**: store it like a password."""
-        return f"{KEY_TEXT_PREFIX}{self._key_id}:{_b64url_encode(self._material)}"
+        return f"{KEY_TEXT_PREFIX}{self._key_id}:{b64url_encode(self._material)}"
 
     def _derive(self, info: bytes, length: int) -> bytes:
         """HKDF-SHA256 (RFC 5869) of the material, no salt, with ``info``.

@@ -22,6 +22,9 @@ Unicode spaces and control characters. Error messages never contain the input.
 
 ``strict=True`` (the default) checks the structure too; every rule the public
 sources dispute takes the lenient side (see the rules page of the docs).
+Provisional numbers (first digit 3, 4, 7, 8) do not follow the layout (the
+caisse-issued NNP holds a caisse number and an order number there): only their
+characters and key are checked.
 ``strict=False`` checks characters, length, the 2A/2B position and the key.
 
 >>> from nirguard import nir
@@ -63,9 +66,6 @@ __all__ = [
     "validate",
 ]
 
-# Characters removed as separators inside the number.
-_SEPARATORS: Final = " .-\u00a0\u202f"
-_DELETE_SEPARATORS: Final = str.maketrans("", "", _SEPARATORS)
 # ASCII whitespace accepted (and stripped) at the ends only.
 _ASCII_WS: Final = " \t\n\r\x0b\x0c"
 
@@ -74,8 +74,10 @@ _SHAPE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}", re.ASCII)
 
 # The common case, strict structure in one pass (canonical spelling only):
 # sex, month, department + commune (or country) and order; the key is checked after.
+# Provisional numbers (sex 3, 4, 7, 8) carry no birth data to check (see the rules page).
 _STRICT: Final = re.compile(
-    r"[123478][0-9]{2}"  # sex, year
+    r"(?:"
+    r"[12][0-9]{2}"  # sex of a regular number, year
     r"(?:0[1-9]|1[0-2]|[2-9][0-9])"  # month
     r"(?:"
     r"(?:0[1-9]|[1-8][0-9]|9[0-6]|2[AB])(?!000)[0-9]{3}"  # department, commune
@@ -83,6 +85,8 @@ _STRICT: Final = re.compile(
     r"|99(?!000)[0-9]{3}"  # born abroad: country code
     r")"
     r"(?!000)[0-9]{3}"  # order
+    r"|[3478][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}"  # provisional: any digits
+    r")"
     r"[0-9]{2}",  # key
     re.ASCII,
 )
@@ -93,7 +97,16 @@ _BODY: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{6}", re.ASCII)
 _ALLOWED_CHARS: Final = re.compile(r"[0-9ABab \.\-\u00a0\u202f]*", re.ASCII)
 
 _VALID_SEX: Final = frozenset("123478")
+_PROVISIONAL_SEX_DIGITS: Final = frozenset("3478")
 _PROVISIONAL_SEX: Final = frozenset((3, 4, 7, 8))
+
+# The fast path of _fast_canonicals: _STRICT restricted to all-digit strings.
+_STRICT_DIGITS_MATCH: Final = re.compile(
+    r"(?=[0-9]{15}\Z)(?:" + _STRICT.pattern + ")", re.ASCII
+).fullmatch
+# n = 100 * body + key is well keyed iff key = 97 - body % 97, i.e. iff
+# n % 9700 = 100 * r + 97 - r for the residue r = body % 97 in 0..96.
+_KEY_RESIDUES: Final = frozenset(99 * r + 97 for r in range(97))
 
 
 def _key_of(body: str) -> int:
@@ -152,6 +165,8 @@ def _check_structure(canonical: str) -> None:
     """Raise the first structural error of a 15-character canonical string."""
     if canonical[0] not in _VALID_SEX:
         raise InvalidNIR("sex")
+    if canonical[0] in _PROVISIONAL_SEX_DIGITS:
+        return  # provisional numbers: the key alone is checked
     month = int(canonical[3:5])
     if month == 0 or 13 <= month <= 19:
         raise InvalidNIR("month")
@@ -209,6 +224,29 @@ def validate(value: str, *, strict: bool = True) -> str:
         if 97 - body % 97 != key:
             raise InvalidNIR("key")
     return canonical
+
+
+def _fast_canonicals(values: list[str]) -> list[str | None]:
+    """Internal fast path for batches: each value itself where it is already a
+    canonical, all-digit, strictly valid NIR, else ``None``.
+
+    ``None`` means "not decided here" (a separator, a Corsican number, an
+    invalid one...): the caller passes those to :func:`validate`, so results
+    and errors are always ``validate``'s. One regex match (``_STRICT``, digits
+    only) and one modulo (``_KEY_RESIDUES``) per value, no function call: the
+    hot path of :meth:`Pseudonymiser.pseudonymise_many
+    <nirguard.Pseudonymiser.pseudonymise_many>` and of the CSV commands.
+    """
+    fast_match = _STRICT_DIGITS_MATCH
+    key_residues = _KEY_RESIDUES
+    return [
+        value
+        if type(value) is str
+        and fast_match(value) is not None
+        and int(value) % 9700 in key_residues
+        else None
+        for value in values
+    ]
 
 
 def is_valid(value: object, *, strict: bool = True) -> bool:
@@ -302,6 +340,10 @@ class NIR:
 
     ``repr`` and ``str`` show the masked form only; read :attr:`canonical`
     explicitly to get the number.
+
+    The fields are read by position. For a provisional number
+    (:attr:`is_provisional`) they are not birth data: an NNP, for one, holds
+    a caisse number where the year and month are.
 
     Attributes:
         canonical: the 15-character canonical form.

@@ -14,10 +14,12 @@ Only holders of the key can turn a token back into the NIR; every failure
 opaque :class:`~nirguard.InvalidToken`.
 
 >>> from nirguard import SecretKey
->>> t = Tokeniser(SecretKey(bytes(32), "demo"), purpose="docs")
+>>> t = Tokeniser(SecretKey.generate("demo"), purpose="docs")
 >>> token = t.tokenise("1 85 05 78 006 084 91")
->>> token
-'demo:j6WV0vDF4ZIuYuQxp73oKgrMN1HUD-KJxYOpGUxHhQ'
+>>> token.startswith("demo:"), len(token)
+(True, 47)
+>>> t.tokenise("185057800608491") == token  # deterministic
+True
 >>> t.detokenise(token)
 '185057800608491'
 """
@@ -28,14 +30,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from nirguard import nir
+from nirguard._encoding import b64url_decode, b64url_encode
 from nirguard.errors import InvalidNIR, InvalidToken
-from nirguard.keys import (
-    KeyRing,
-    SecretKey,
-    _b64url_decode,
-    _b64url_encode,
-    _PurposeBound,
-)
+from nirguard.keys import KeyRing, SecretKey, _PurposeBound
 
 __all__ = ["TOKEN_INFO_PREFIX", "Tokeniser"]
 
@@ -88,7 +85,7 @@ class Tokeniser(_PurposeBound):
             InvalidNIR: the value is not a valid NIR.
         """
         canonical = nir.validate(nir_value)
-        return self._prefix + _b64url_encode(self._current.encrypt(canonical.encode(), None))
+        return self._prefix + b64url_encode(self._current.encrypt(canonical.encode(), None))
 
     def detokenise(self, token: str) -> str:
         """The canonical NIR a token was made from.
@@ -105,7 +102,7 @@ class Tokeniser(_PurposeBound):
         siv = self._sivs.get(key_id) if sep else None
         if siv is None or len(body) > _MAX_TOKEN_BODY:
             raise InvalidToken()
-        data = _b64url_decode(body)
+        data = b64url_decode(body)
         if data is None:
             raise InvalidToken()
         try:

@@ -5,20 +5,27 @@ Two pieces, both async all the way (the guard runs through its async path,
 
 * :func:`install_exception_handlers` maps every
   :class:`~nirguard.errors.NirguardError` to an RFC 9457 problem response
-  (see :mod:`nirguard.http`) in one call, on a FastAPI or a plain Starlette app.
+  (see :mod:`nirguard.http`) in one call, on a FastAPI or a plain Starlette
+  app, and sets the app's :class:`~nirguard.http.HttpOptions` (what refusals
+  reveal, where a break-glass reason is stated).
 * :func:`lookup_dependency` makes a FastAPI dependency that runs the guard before
   the endpoint and hands it the open lookup; on any denial the endpoint is not
-  called::
+  called. It reads the practitioner, the NIR and a stated reason from the
+  request, and counts a ``HTTPException(404)`` raised by the endpoint as a
+  miss::
 
       guarded = lookup_dependency(guard, practitioner=current_rpps, nir="nir")
 
       @app.post("/infopatient")
       async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Identity:
-          return lookup.record(await service.find(lookup.nir))
+          identity = await service.find(lookup.nir)
+          if identity is None:
+              raise HTTPException(status_code=404)   # counted as a miss
+          return identity
 
   Decorating an ``async def`` endpoint with ``guard.protect(...)`` works as
   well: the guard keeps the endpoint's signature, so FastAPI still sees its
-  parameters.
+  parameters (pass ``miss_on=not_found`` to count 404s).
 
 Keep the NIR out of the URL (path or query string): URLs end up in access
 logs, proxies and browser history. Read it from the request body, as
@@ -31,22 +38,48 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
 from nirguard.errors import NirguardError
-from nirguard.guard import GuardedLookup, LookupGuard
-from nirguard.http import PROBLEM_CONTENT_TYPE, problem_for, problem_json
+from nirguard.guard import GuardedLookup, LookupGuard, MissOn
+from nirguard.http import (
+    PROBLEM_CONTENT_TYPE,
+    HttpOptions,
+    problem_for,
+    problem_json,
+    stated_reason,
+)
+from nirguard.integrations._request import json_object
 
-__all__ = ["install_exception_handlers", "lookup_dependency", "problem_response"]
+__all__ = [
+    "install_exception_handlers",
+    "lookup_dependency",
+    "not_found",
+    "problem_response",
+    "request_reason",
+]
+
+_STATE = "nirguard_http"
 
 
-def problem_response(exc: NirguardError) -> Response:
+def not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` is FastAPI's / Starlette's "not found": an ``HTTPException`` with 404.
+
+    The default ``miss_on`` of :func:`lookup_dependency`; pass it to
+    ``guard.protect(miss_on=not_found)`` for a decorated endpoint.
+    """
+    return isinstance(exc, HTTPException) and exc.status_code == 404
+
+
+def problem_response(exc: NirguardError, options: HttpOptions | None = None) -> Response:
     """Build the Starlette response for a nirguard exception.
 
     Args:
         exc: the exception raised by the guard or by nirguard validation.
+        options: the app's :class:`~nirguard.http.HttpOptions` (default: the defaults).
 
     Returns:
         An ``application/problem+json`` response with the status and headers
@@ -55,7 +88,7 @@ def problem_response(exc: NirguardError) -> Response:
     Raises:
         TypeError: ``exc`` is not a :class:`~nirguard.errors.NirguardError`.
     """
-    problem = problem_for(exc)
+    problem = problem_for(exc, options)
     return Response(
         content=problem_json(problem),
         status_code=problem.status,
@@ -64,10 +97,16 @@ def problem_response(exc: NirguardError) -> Response:
     )
 
 
+def _options(request: Request) -> HttpOptions:
+    app = request.scope.get("app")
+    options = getattr(getattr(app, "state", None), _STATE, None)
+    return options if isinstance(options, HttpOptions) else HttpOptions.of(None)
+
+
 async def _nirguard_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, NirguardError):  # pragma: no cover - registered for NirguardError
         raise exc
-    return problem_response(exc)
+    return problem_response(exc, _options(request))
 
 
 async def _redacted_validation_handler(request: Request, exc: Exception) -> Response:
@@ -84,11 +123,20 @@ async def _redacted_validation_handler(request: Request, exc: Exception) -> Resp
     return JSONResponse(status_code=422, content={"detail": redacted})
 
 
-def install_exception_handlers(app: Any, *, redact_validation_errors: bool = True) -> None:
+def install_exception_handlers(
+    app: Any,
+    *,
+    options: HttpOptions | None = None,
+    redact_validation_errors: bool = True,
+) -> None:
     """Render every nirguard exception as a problem response on ``app``.
 
     Args:
         app: a ``fastapi.FastAPI`` or ``starlette.applications.Starlette``.
+        options: what refusals reveal and where a break-glass reason is
+            stated (:class:`~nirguard.http.HttpOptions`, default: nothing
+            revealed, reason in ``X-Nirguard-Reason``). Kept on
+            ``app.state``; :func:`lookup_dependency` reads reasons where it says.
         redact_validation_errors: on FastAPI, also replace the default
             request-validation handler by one that drops the rejected values
             (``input``, ``ctx``) from its 422 body, so a NIR sent in a field
@@ -97,10 +145,12 @@ def install_exception_handlers(app: Any, *, redact_validation_errors: bool = Tru
 
     Raises:
         TypeError: ``app`` has no ``add_exception_handler`` method.
+        ConfigurationError: ``options`` is not an :class:`~nirguard.http.HttpOptions`.
     """
     add = getattr(app, "add_exception_handler", None)
     if add is None:
         raise TypeError("install_exception_handlers() expects a Starlette or FastAPI app")
+    setattr(app.state, _STATE, HttpOptions.of(options))
     handler: ExceptionHandler = _nirguard_handler
     add(NirguardError, handler)
     if redact_validation_errors:
@@ -118,17 +168,43 @@ async def _resolve(getter: Callable[[Request], Any], request: Request) -> Any:
     return value
 
 
+_PAYLOAD = "nirguard.payload"
+
+
+async def _payload(request: Request) -> dict[str, object] | None:
+    scope = request.scope  # parsed once per request, for the NIR and the reason alike
+    if _PAYLOAD not in scope:
+        scope[_PAYLOAD] = json_object(await request.body())
+    payload: dict[str, object] | None = scope[_PAYLOAD]
+    return payload
+
+
 def _body_field(name: str) -> Callable[[Request], Awaitable[object]]:
     async def get(request: Request) -> object:
         if name in request.path_params:
             return request.path_params[name]
-        try:
-            payload = await request.json()
-        except ValueError:  # not JSON: the guard rejects None as an invalid NIR
-            return None
-        return payload.get(name) if isinstance(payload, dict) else None
+        payload = await _payload(request)
+        return None if payload is None else payload.get(name)
 
     return get
+
+
+async def request_reason(request: Request) -> object:
+    """The break-glass reason ``request`` states, where the app's options say.
+
+    Returns:
+        See :func:`nirguard.http.stated_reason`: ``None``, a
+        :class:`~nirguard.reasons.Reason`, or a value the guard refuses.
+    """
+    options = _options(request)
+    payload = None
+    if options.reason_field or options.reason_text_field:
+        payload = await _payload(request)
+    return stated_reason(
+        options,
+        request.headers.get,
+        lambda name: None if payload is None else payload.get(name),
+    )
 
 
 def lookup_dependency(
@@ -137,14 +213,17 @@ def lookup_dependency(
     practitioner: Callable[[Request], Any],
     nir: str | Callable[[Request], Any] = "nir",
     is_miss: Callable[[Any], bool] | None = None,
+    miss_on: MissOn | None = not_found,
+    reason: Callable[[Request], Any] | None = None,
 ) -> Callable[[Request], AsyncIterator[GuardedLookup]]:
     """Make a FastAPI dependency that runs the guard before the endpoint.
 
-    The dependency reads the practitioner and the NIR from the request, opens
-    ``async with guard.lookup(practitioner, nir)`` and yields the open
-    :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the service with
-    ``lookup.nir`` (the canonical NIR) and passes the result through
-    ``lookup.record(result)`` so that misses count. Every denial is raised
+    The dependency reads the practitioner, the NIR and any stated reason
+    from the request, opens ``async with guard.lookup(...)`` and yields the
+    open :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the
+    service with ``lookup.nir`` (the canonical NIR), and either passes the
+    result through ``lookup.record(result)`` or raises
+    ``HTTPException(404)``, so that misses count. Every denial is raised
     before the endpoint runs; with :func:`install_exception_handlers` it
     becomes a problem response.
 
@@ -155,10 +234,19 @@ def lookup_dependency(
             when there is none.
         nir: where the NIR is: the name of a path parameter or of a field of
             the JSON body object, or a callable over the request (sync or
-            async). A missing value is passed on as ``None`` and rejected by
-            the guard as an invalid NIR (counted against ``invalid_nirs``).
+            async). A missing value, or a body that cannot be read as a JSON
+            object (nested too deep included), is passed on as ``None`` and
+            refused by the guard as an invalid NIR (422, counted against
+            ``invalid_nirs``).
         is_miss: tells from the recorded result that no such patient exists
             (default: the guard's, i.e. the result is ``None``).
+        miss_on: exceptions of the endpoint that mean "no such patient"
+            (default :func:`not_found`: an ``HTTPException`` with 404);
+            ``None`` for the guard's own default.
+        reason: callable over the request (sync or async) returning the
+            stated break-glass reason; default :func:`request_reason`, which
+            reads the header or field of the app's
+            :class:`~nirguard.http.HttpOptions`.
 
     Returns:
         The dependency, for ``Depends(...)``.
@@ -169,11 +257,15 @@ def lookup_dependency(
     if not callable(practitioner):
         raise TypeError("practitioner must be a callable taking the request")
     get_nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
+    get_reason: Callable[[Request], Any] = request_reason if reason is None else reason
 
     async def guarded_lookup(request: Request) -> AsyncIterator[GuardedLookup]:
         who = await _resolve(practitioner, request)
         value = await _resolve(get_nir, request)
-        async with guard.lookup(who, value, is_miss=is_miss) as lookup:
+        stated = await _resolve(get_reason, request)
+        async with guard.lookup(
+            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
+        ) as lookup:
             yield lookup
 
     return guarded_lookup
