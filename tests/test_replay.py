@@ -327,7 +327,7 @@ def test_a_week_from_the_snapshot_equals_a_full_pass():
             registry=world.registry,
             workload=w,
             policy_for=world.policy_for("guard"),
-            key=b"k" * 32,
+            key=b"replay-test-key-0123456789abcdef",
             attackers=world.attackers(),
         )
 

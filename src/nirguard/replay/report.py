@@ -53,7 +53,7 @@ Legend
   first signal        lookups by all stolen accounts together up to the first refusal of one of
                       them, alert naming one, or portal-wide alert on a cohort they walked; then the
                       time since the attack began, and the quota or signal
-  break-glass         lookups let through because the account stated a reason when asked for one
+  break-glass         stolen accounts' lookups the guard let through on a stated reason
   refused             legitimate lookups the guard did not let run
   asked a reason      legitimate lookups answered "a reason is required", then let through on the
                       stated reason (break-glass)
