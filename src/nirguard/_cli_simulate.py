@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         f"(default {DEFAULT_SCALE:g}; --full: 1)",
     )
     parser.add_argument(
-        "--full", action="store_true", help="the big run: scale 1 (about 2-4 minutes)"
+        "--full",
+        action="store_true",
+        help="the big run: scale 1 (about 9 minutes of CPU, shared by 2 cores; 2 GB)",
     )
     parser.add_argument(
         "--quick",
