@@ -666,3 +666,13 @@ def test_a_lockout_until_unlock_outlives_every_other_record(engine: Engine) -> N
     d.miss("dr")  # a miss recorded after the lockout rewrites the record
     d.wait(60 * DAY)
     assert d.look("dr", "a").outcome == "locked"
+
+
+def test_a_grant_answers_the_question(engine: Engine) -> None:
+    """After a grant, the next new patient past the quota is asked again, not locked out."""
+    d = drive(engine, distinct_patients="1/day", break_glass="5/day")
+    d.look("dr", "a")
+    assert d.look("dr", "b").outcome == "reason_required"
+    assert d.look("dr", "b", reason=True).outcome == "break_glass"
+    assert d.look("dr", "c").outcome == "reason_required"  # asked, not locked
+    assert d.look("dr", "c", reason=True).outcome == "break_glass"

@@ -430,6 +430,7 @@ local function account_step(P, K, flags, patient_id, x, now)
       x.bg_left = left(record, P.break_glass, now) - 1
       hit(record, P.lookups, changes, now)
       hit(record, P.break_glass, changes, now)
+      changes["pending:e"] = 0 -- the question was answered
       if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
       save_account(P, K, record, changes, now)
       save(K[2], person, {g = now + P.access}, P.patient_px, PATIENT)

@@ -306,6 +306,7 @@ class MemoryEngine:
                 left = _left(record, p.break_glass, now)
                 _hit(record, p.lookups, changes, now)
                 _hit(record, p.break_glass, changes, now)
+                changes["pending:e"] = 0  # the question was answered
                 if p.miss_ratio is not None:
                     _bump(record, changes, "miss_ratio:n", p.miss_ratio_window, now)
                 self._save_account(keys.account, record, changes, p, now)
