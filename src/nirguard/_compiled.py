@@ -97,6 +97,8 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     keep: float
+    #: expiries of the portal, walk, patient and heat records, and the heat key's suffix
+    keeps: tuple[float, float, float, float, str]
     lua_policy: str
     lua_digest: str
 
@@ -108,7 +110,7 @@ class CompiledPolicy:
     @property
     def heat_suffix(self) -> str:
         """Cohort heat is kept per pair of time constants: policies that differ share nothing."""
-        return f"{int(self.hot_window)}:{int(self.hot_baseline)}"
+        return self.keeps[4]
 
     def lockout_seconds(self, level: int) -> float | None:
         """Length of the lockout number ``level`` (0 = first); ``None`` = until unlocked."""
@@ -194,6 +196,13 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         hot_reason=policy.hot_cohort_action == "reason",
         break_glass_access=access,
         keep=keep,
+        keeps=(
+            float(max((w.seconds for w in portal), default=0)) + 60,
+            float(max((w.seconds for w in cohort), default=0)) + 60,
+            max(seen, access) + 60,
+            4 * hot_baseline,
+            f"{int(hot_window)}:{int(hot_baseline)}",
+        ),
         lua_policy="|".join(lua_parts),
         lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
     )

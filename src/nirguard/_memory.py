@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from nirguard._compiled import INDEFINITE, CompiledPolicy, Window
-from nirguard._engine import SIGNALS, Decision, Keys, RawStatus, Request
+from nirguard._engine import PORTAL_TAG, SIGNALS, Decision, Keys, RawStatus, Request
 
 __all__ = ["MemoryEngine"]
 
@@ -81,6 +81,42 @@ def _level(record: Record, now: float) -> int:
     return 0
 
 
+class _LazyKeys:
+    """:class:`Keys` made on demand: a lookup that needs no portal record builds none."""
+
+    __slots__ = ("_own", "_prefix", "_request")
+
+    def __init__(self, prefix: str, request: Request) -> None:
+        self._prefix = prefix
+        self._request = request
+        self._own = f"{prefix}:{{{request.practitioner}}}"
+
+    @property
+    def account(self) -> str:
+        return self._own + ":account"
+
+    @property
+    def patient(self) -> str:
+        return f"{self._own}:patient:{self._request.patient or '-'}"
+
+    @property
+    def walk(self) -> str:
+        return f"{self._own}:cohort:{self._request.cohort or '-'}"
+
+    @property
+    def portal(self) -> str:
+        return f"{self._prefix}:{PORTAL_TAG}:portal"
+
+    @property
+    def portal_seen(self) -> str:
+        return f"{self._prefix}:{PORTAL_TAG}:seen:{self._request.patient or '-'}"
+
+    @property
+    def heat(self) -> str:
+        r = self._request
+        return f"{self._prefix}:{PORTAL_TAG}:hot_cohort:{r.cohort or '-'}:{r.policy.keeps[4]}"
+
+
 class MemoryEngine:
     """Decides lookups in this process. Keys never hold a NIR: only pseudonyms."""
 
@@ -115,15 +151,17 @@ class MemoryEngine:
     def _save(self, key: str, record: Record, changes: Record, keep: float, now: float) -> None:
         if not changes:
             return
-        if key not in self._data or self._data[key] is not record:
-            record = self._data.setdefault(key, record)
+        data = self._data
+        if data.get(key) is not record:
+            record = data.setdefault(key, record)
         record.update(changes)
         self._expire(key, now + keep)
 
     def _expire(self, key: str, when: float) -> None:
-        if key not in self._expiry:
+        expiry = self._expiry
+        if expiry.get(key) is None:
             heapq.heappush(self._heap, (when, key))
-        self._expiry[key] = when
+        expiry[key] = when
 
     def _sweep(self, now: float) -> None:
         heap = self._heap
@@ -151,13 +189,7 @@ class MemoryEngine:
         return now
 
     def _keys(self, request: Request) -> Keys:
-        return Keys.of(
-            self._prefix,
-            request.practitioner,
-            request.patient,
-            request.cohort,
-            request.policy.heat_suffix,
-        )
+        return _LazyKeys(self._prefix, request)  # type: ignore[return-value]
 
     # -- the portal step ------------------------------------------------------------------------
 
@@ -170,7 +202,7 @@ class MemoryEngine:
                 return Decision("denied", "portal", record[over[0].ends] - now)
             changes: Record = {}
             _hit(record, p.portal, changes, now)
-            self._save(keys.portal, record, changes, max(w.seconds for w in p.portal) + 60, now)
+            self._save(keys.portal, record, changes, p.keeps[0], now)
         if p.hot_cohort is not None and req.cohort is not None and req.patient is not None:
             heat = self._record(keys.heat, now)
             short, long_ = heat.get("s", 0.0), heat.get("l", 0.0)
@@ -194,7 +226,7 @@ class MemoryEngine:
                 if alerted is None or alerted <= now:
                     result.hot_alert = True
                     changes["a"] = now + p.hot_window
-            self._save(keys.heat, heat, changes, 4 * p.hot_baseline, now)
+            self._save(keys.heat, heat, changes, p.keeps[3], now)
         return result
 
     # -- the account step -----------------------------------------------------------------------
@@ -314,7 +346,7 @@ class MemoryEngine:
                     keys.patient,
                     person,
                     {"g": now + p.break_glass_access},
-                    max(p.break_glass_access, p.seen) + 60,
+                    p.keeps[2],
                     now,
                 )
                 base.outcome, base.quota, base.level = "break_glass", breach, _level(record, now)
@@ -345,12 +377,12 @@ class MemoryEngine:
             if req.cohort is not None and p.cohort:
                 wchanges: Record = {}
                 _hit(walked, p.cohort, wchanges, now)
-                self._save(keys.walk, walked, wchanges, max(w.seconds for w in p.cohort) + 60, now)
+                self._save(keys.walk, walked, wchanges, p.keeps[1], now)
             self._save(
                 keys.patient,
                 person,
                 {"s": now + p.seen},
-                max(p.seen, p.break_glass_access) + 60,
+                p.keeps[2],
                 now,
             )
         self._save_account(keys.account, record, changes, p, now)
