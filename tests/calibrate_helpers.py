@@ -32,7 +32,9 @@ from nirguard.testing import NIRGenerator
 
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC, a Thursday
 DAY = 86400.0
-GP = QuotaPolicy(name="gp")
+GP = QuotaPolicy(  # the scenarios' GP policy: 100 new patients a day, 3 break-glass grants
+    name="gp", distinct_patients="8/10 minutes;100/day;300/7 days", break_glass="3/day;10/7 days"
+)
 DESK = QuotaPolicy(
     name="desk",
     lookups="60/minute;1000/day",

@@ -210,3 +210,13 @@ def redis_proxy(private_redis: RedisServer) -> Iterator[TcpProxy]:
     ``redis_proxy.url(private_redis.url())`` is the URL to give clients."""
     with TcpProxy(("127.0.0.1", private_redis.port)) as proxy:
         yield proxy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests (minutes long) run only when NIRGUARD_TEST_SOAK=1 asks for them."""
+    if os.environ.get("NIRGUARD_TEST_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="a soak test: set NIRGUARD_TEST_SOAK=1 to run it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

