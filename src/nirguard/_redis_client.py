@@ -170,6 +170,30 @@ def _direct(pool: Any, command: tuple[Any, ...]) -> Any:
         pool.release(connection)
 
 
+def _direct_pipeline(pool: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Many commands on a pooled connection: one send, the replies read from one buffer
+    (a reply is the command's result, or the ``ResponseError`` it raised). Without
+    redis-py's pipeline object, a batch costs the dispatcher thread a send and as few
+    reads as the replies need, which matters when it shares the GIL with a busy loop."""
+    from redis.exceptions import ResponseError
+
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        connection.disconnect()  # a half-read reply must never reach the next caller
+        raise
+    finally:
+        pool.release(connection)
+
+
 def _missing(exc: BaseException) -> str | None:
     """``"function"`` when the server lacks our library, ``"command"`` when it lacks
     Functions altogether (Redis < 7), ``"script"`` when its script cache lacks our
@@ -263,11 +287,17 @@ class Library:
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         calls = list(calls)
+        direct = isinstance(getattr(client, "connection_pool", None), _pools())
         for _ in range(3):
-            pipe = client.pipeline(transaction=False)
-            for i in todo:
-                pipe.execute_command(*self._command(calls[i]))
-            results = pipe.execute(raise_on_error=False)
+            if direct:
+                results = _direct_pipeline(
+                    client.connection_pool, [self._command(calls[i]) for i in todo]
+                )
+            else:
+                pipe = client.pipeline(transaction=False)
+                for i in todo:
+                    pipe.execute_command(*self._command(calls[i]))
+                results = pipe.execute(raise_on_error=False)
             retry = []
             recovered = False
             for i, result in zip(todo, results, strict=True):
