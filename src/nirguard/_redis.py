@@ -10,18 +10,24 @@ skewed clocks share exact windows.
 
 The sync path calls Redis from the caller's thread, over a blocking pool
 whose waits and socket timeouts are bounded by the deadline. The async path
-hands its calls to a dispatcher thread (:mod:`nirguard._dispatch`) that
-pipelines them: the event loop never blocks, and never mistakes its own lag
+calls a plain Redis on the event loop's own connection
+(:mod:`nirguard._channel`: one pipelined write per turn of the loop), and
+otherwise (Cluster, Sentinel, TLS, options the channel does not know) hands
+its calls to a dispatcher thread (:mod:`nirguard._dispatch`) that pipelines
+them; either way the event loop never blocks, and never mistakes its own lag
 for a slow store. Only connection and timeout errors are outages
 (:attr:`RedisEngine.outages`); anything else is raised as itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from nirguard._channel import Channel, channel_params
 from nirguard._compiled import INDEFINITE, CompiledPolicy
 from nirguard._dispatch import Dispatcher
 from nirguard._engine import Decision, Keys, RawStatus, Request
@@ -90,6 +96,8 @@ class RedisEngine:
     kind = "redis"
 
     __slots__ = (
+        "_channel_params",
+        "_channels",
         "_client",
         "_cluster",
         "_deadline",
@@ -115,6 +123,8 @@ class RedisEngine:
         self._library = Library(functions=functions)
         self._client: Any = None
         self._dispatcher = Dispatcher(self._make, self._batch, deadline=deadline)
+        self._channels: dict[int, Channel] = {}
+        self._channel_params: dict[str, Any] | bool | None = False  # False: not looked at yet
         self.outages = outages()
 
     # -- arguments ------------------------------------------------------------------------------
@@ -273,8 +283,23 @@ class RedisEngine:
         self._library.call(self._sync(), self._admin_args("unlock", practitioner, policy))
 
     def close(self) -> None:
-        """Close the connections and stop the dispatcher thread (a later call reopens them)."""
+        """Close the connections and stop the dispatcher thread (a later call reopens them).
+
+        Channels of loops that have stopped are dropped; a running loop's channel is
+        closed on that loop (``aclose`` closes it at once)."""
         self._dispatcher.close()
+        for key, channel in list(self._channels.items()):
+            del self._channels[key]
+            if channel.loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is channel.loop or not channel.loop.is_running():
+                channel.close()
+            else:
+                channel.loop.call_soon_threadsafe(channel.close)
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -282,32 +307,61 @@ class RedisEngine:
             if pool is not None:
                 pool.disconnect()
 
-    # -- async: through the dispatcher thread ---------------------------------------------------
+    # -- async: on the loop's own channel, or through the dispatcher thread ---------------------
+
+    def _channel(self) -> Channel | None:
+        """The running loop's channel to a plain Redis, or ``None`` (Cluster, Sentinel, TLS
+        or options the channel does not know: the dispatcher serves those)."""
+        params = self._channel_params
+        if params is False:
+            params = self._channel_params = (
+                None if self._cluster else channel_params(self._sync().connection_pool)
+            )
+        if not isinstance(params, dict):
+            return None
+        loop = asyncio.get_running_loop()
+        channel = self._channels.get(id(loop))
+        if channel is None or channel.loop is not loop or channel.pid != os.getpid():
+            for key, old in list(self._channels.items()):
+                if old.loop.is_closed() or old.pid != os.getpid():
+                    del self._channels[key]
+            channel = self._channels[id(loop)] = Channel(loop, params, self._deadline)
+        return channel
+
+    async def _acall(self, args: list[str]) -> Any:
+        channel = self._channel()
+        if channel is not None:
+            return await self._library.acall(channel, args)
+        return await self._dispatcher.submit(args)
 
     async def adecide(self, request: Request) -> Decision:
         """:meth:`decide`, without blocking the event loop."""
         if self._cluster:
             decision: Decision = await self._dispatcher.submit(request)
             return decision
-        return _decision(await self._dispatcher.submit(self._admit_args(request)))
+        return _decision(await self._acall(self._admit_args(request)))
 
     async def ainvalid(self, request: Request) -> Decision:
         """:meth:`invalid`, without blocking the event loop."""
-        return _decision(await self._dispatcher.submit(self._own_args(request, "invalid")))
+        return _decision(await self._acall(self._own_args(request, "invalid")))
 
     async def arecord_miss(self, request: Request) -> None:
         """:meth:`record_miss`, without blocking the event loop."""
-        await self._dispatcher.submit(self._own_args(request, "miss"))
+        await self._acall(self._own_args(request, "miss"))
 
     async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus:
         """:meth:`status`, without blocking the event loop."""
-        reply = await self._dispatcher.submit(self._admin_args("status", practitioner, policy))
+        reply = await self._acall(self._admin_args("status", practitioner, policy))
         return _status(reply, policy)
 
     async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None:
         """:meth:`unlock`, without blocking the event loop."""
-        await self._dispatcher.submit(self._admin_args("unlock", practitioner, policy))
+        await self._acall(self._admin_args("unlock", practitioner, policy))
 
     async def aclose(self) -> None:
-        """:meth:`close` (the dispatcher thread serves every event loop of the process)."""
+        """:meth:`close`; the running loop's channel is closed too."""
+        loop = asyncio.get_running_loop()
+        channel = self._channels.pop(id(loop), None)
+        if channel is not None:
+            channel.close()
         self.close()

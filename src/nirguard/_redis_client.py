@@ -279,6 +279,34 @@ class Library:
                     args = self.with_policy(args)
         return client.execute_command(*self._command(args))
 
+    async def acall(self, channel: Any, args: Sequence[str]) -> Any:
+        """:meth:`call` on an event loop's :class:`~nirguard._channel.Channel`."""
+        from redis.exceptions import ResponseError
+
+        for _ in range(3):
+            reply = await channel.call(*self._command(args))
+            if not isinstance(reply, ResponseError):
+                return reply
+            missing = _missing(reply)
+            if missing is None:
+                raise reply
+            if missing == "policy":
+                args = self.with_policy(args)
+            elif missing == "command":
+                self.functions = False  # a server without Functions: scripts from now on
+            else:
+                load = ("FUNCTION", "LOAD", LIBRARY) if missing == "function" else None
+                loaded = await channel.call(*(load or ("SCRIPT", "LOAD", SCRIPT)))
+                if (
+                    isinstance(loaded, ResponseError)
+                    and "already exists" not in str(loaded).lower()
+                ):
+                    raise loaded
+        reply = await channel.call(*self._command(args))
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
     def pipeline(self, client: Any, calls: Sequence[Sequence[str]]) -> list[Any]:
         """Many calls in one round trip (not a transaction: each call is atomic on its
         own); a reply is the call's result, or the exception it raised."""

@@ -1,0 +1,303 @@
+"""The async path's channel to a plain Redis (nirguard._channel): on the event loop,
+pipelined per turn of the loop, a deadline that measures the store and not the loop,
+a connection set up as the URL says, and closed with its loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import pytest
+
+from nirguard import GuardUnavailable, LookupGuard, Pseudonymiser, QuotaPolicy
+from nirguard._channel import Channel, channel_params
+from nirguard.testing import NIRGenerator
+from tests.guard_helpers import KEY
+from tests.redis_tools import RedisServer
+
+NIRS = NIRGenerator(seed=4242).many(60)
+
+
+def guard_on(url: str, **kwargs: Any) -> LookupGuard:
+    kwargs.setdefault("pseudonymiser", Pseudonymiser(KEY, purpose="guard"))
+    kwargs.setdefault("key_prefix", "channel")
+    kwargs.setdefault("policy", QuotaPolicy.only(lookups="1000/hour"))
+    return LookupGuard(storage=url, **kwargs)
+
+
+def _channels(guard: LookupGuard) -> dict[int, Channel]:
+    engine = guard._engine  # type: ignore[attr-defined]
+    return engine._channels  # type: ignore[no-any-return]
+
+
+def test_a_late_loop_is_not_a_slow_store(private_redis: RedisServer) -> None:
+    """The loop is blocked for three deadlines right after the calls are written: Redis
+    answered at once, so every lookup goes through."""
+    guard = guard_on(private_redis.url(), deadline=0.2)
+
+    async def main() -> list[str]:
+        async with guard.lookup("warm", NIRS[0]):
+            pass
+        outcomes: list[str] = []
+
+        async def one(i: int) -> None:
+            async with guard.lookup(f"dr{i}", NIRS[i]) as lookup:
+                outcomes.append(str(lookup.outcome))
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(1, 11)]
+        await asyncio.sleep(0)  # the lookups queue their calls
+        await asyncio.sleep(0)  # ... and the channel writes them
+        time.sleep(0.6)  # then the loop is stuck: no timer, no read, for 3 deadlines
+        await asyncio.gather(*tasks)
+        return outcomes
+
+    assert asyncio.run(main()) == ["allowed"] * 10
+    assert _channels(guard) == {} or all(c.conn is None for c in _channels(guard).values())
+    guard.close()
+
+
+def test_a_paused_store_is_refused_within_about_the_deadline(private_redis: RedisServer) -> None:
+    guard = guard_on(private_redis.url(), deadline=0.3)
+
+    async def main() -> list[float]:
+        async with guard.lookup("warm", NIRS[0]):
+            pass
+        timings = []
+        with private_redis.paused():
+            for value in NIRS[1:4]:
+                start = time.monotonic()
+                with pytest.raises(GuardUnavailable):
+                    async with guard.lookup("dr", value):
+                        pass
+                timings.append(time.monotonic() - start)
+        async with guard.lookup("dr", NIRS[5]):
+            pass  # answered again, on a new connection
+        return timings
+
+    timings = asyncio.run(main())
+    assert max(timings) < 0.3 + 0.25  # the deadline, and scheduling slack on a busy host
+    assert min(timings) > 0.3 * 0.8  # not before the store was silent for 0.8 of it
+    guard.close()
+
+
+def test_a_cancelled_caller_never_shifts_the_replies(private_redis: RedisServer) -> None:
+    """Cancel callers at random points: every later caller gets its own answer."""
+    guard = guard_on(private_redis.url(), policy=QuotaPolicy.only(lookups="1000/hour"))
+
+    async def main() -> None:
+        async def one(i: int) -> str:
+            async with guard.lookup(f"dr{i % 5}", NIRS[i]) as lookup:
+                return str(lookup.outcome)
+
+        for round_ in range(5):
+            tasks = [asyncio.ensure_future(one(i)) for i in range(round_, round_ + 20)]
+            await asyncio.sleep(0)
+            for task in tasks[::3]:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            kept = [r for i, r in enumerate(results) if i % 3]
+            assert kept == ["allowed"] * len(kept)
+        status = await guard.astatus("dr1")
+        assert status.remaining["lookups"] < 1000
+
+    asyncio.run(main())
+    guard.close()
+
+
+def test_the_url_database_is_selected(private_redis: RedisServer) -> None:
+    import redis
+
+    guard = guard_on(private_redis.url(db=3))
+
+    async def main() -> None:
+        async with guard.lookup("dr", NIRS[1]):
+            pass
+
+    asyncio.run(main())
+    in_db3 = redis.Redis.from_url(private_redis.url(db=3))
+    in_db0 = redis.Redis.from_url(private_redis.url(db=0))
+    assert any(in_db3.scan_iter(match="channel:*"))
+    assert not any(in_db0.scan_iter(match="channel:*"))
+    in_db3.close()
+    in_db0.close()
+    guard.close()
+
+
+def test_a_password_is_sent_and_a_wrong_one_is_an_outage(private_redis: RedisServer) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(private_redis.url())
+    admin.config_set("requirepass", "s3cret-for-tests")
+    admin.close()
+    good = guard_on(f"redis://:s3cret-for-tests@127.0.0.1:{private_redis.port}/0")
+    bad = guard_on(f"redis://:wrong-password@127.0.0.1:{private_redis.port}/0")
+
+    async def main() -> None:
+        async with good.lookup("dr", NIRS[1]):
+            pass
+        with pytest.raises(GuardUnavailable) as caught:
+            async with bad.lookup("dr", NIRS[2]):
+                pass
+        assert "wrong-password" not in str(caught.value)
+        assert "wrong-password" not in repr(caught.value.__cause__)
+
+    asyncio.run(main())
+    good.close()
+    bad.close()
+
+
+def test_the_channel_closes_with_its_loop(private_redis: RedisServer) -> None:
+    """A guard used from several ``asyncio.run`` calls: each loop's socket is closed by
+    that loop (the suite turns an unclosed socket's ResourceWarning into an error)."""
+    guard = guard_on(private_redis.url())
+
+    async def main(i: int) -> None:
+        async with guard.lookup("dr", NIRS[i]):
+            pass
+
+    for i in range(3):
+        asyncio.run(main(i))
+        assert all(c.conn is None for c in _channels(guard).values())
+    gc.collect()
+    guard.close()
+
+
+def test_options_the_channel_does_not_know_go_through_the_dispatcher(
+    private_redis: RedisServer,
+) -> None:
+    import redis
+
+    pool = redis.BlockingConnectionPool.from_url(private_redis.url(), health_check_interval=30)
+    assert channel_params(pool) is None
+    plain = redis.BlockingConnectionPool.from_url(private_redis.url(), protocol=2)
+    assert channel_params(plain) is not None
+    tls = redis.BlockingConnectionPool.from_url(f"rediss://127.0.0.1:{private_redis.port}/0")
+    assert channel_params(tls) is None
+    guard = guard_on(private_redis.url(), storage_options={"health_check_interval": 30})
+
+    async def main() -> str:
+        async with guard.lookup("dr", NIRS[1]) as lookup:
+            return str(lookup.outcome)
+
+    assert asyncio.run(main()) == "allowed"
+    assert _channels(guard) == {}
+    guard.close()
+
+
+class _Loop:
+    """Just enough of an event loop to drive a connection by hand: time stands still
+    until a test moves it, and callbacks run when a test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.later: list[Any] = []
+        self._real = asyncio.new_event_loop()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        callback(*args)
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        self.later.append(callback)
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return self._real.create_future()
+
+    def sweep(self, at: float) -> None:
+        """The loop gets round to its due sweep at time ``at`` (timers first, as uvloop)."""
+        self.now = at
+        due, self.later = self.later, []
+        for callback in due:
+            callback()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _connection(deadline: float) -> tuple[Any, _Loop, _Transport]:
+    from nirguard._channel import _Connection
+
+    loop = _Loop()
+    conn = _Connection(loop, deadline)  # type: ignore[arg-type]
+    transport = _Transport()
+    conn.transport = transport  # type: ignore[assignment]
+    return conn, loop, transport
+
+
+def test_a_sweep_run_late_by_the_loop_does_not_fail_a_call_whose_reply_waits() -> None:
+    """The loop was stuck for five deadlines and runs its timers before reading the socket
+    (uvloop's order): the reply waiting there must still reach the caller."""
+    conn, loop, transport = _connection(deadline=0.2)
+    future = conn.send(("PING",))
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n"]
+    loop.sweep(at=1.0)  # first sweep, 1 s late: the store was never given a chance to be seen
+    assert not future.done()
+    conn.data_received(b"+PONG\r\n")  # the reply that had been waiting in the socket
+    assert future.result() == b"PONG"
+    assert not transport.closed
+    loop.close()
+
+
+def test_a_store_silent_for_most_of_the_deadline_fails_every_pending_call() -> None:
+    conn, loop, transport = _connection(deadline=0.2)
+    first, second = conn.send(("PING",)), conn.send(("PING",))
+    at = 0.0
+    while not first.done():
+        at += 0.02
+        assert at < 0.2 + 0.02 + 1e-9, "not failed within the deadline"
+        loop.sweep(at)
+    assert at > 0.2 * 0.8  # and not before the store was silent for 0.8 of it
+    for future in (first, second):
+        with pytest.raises(Exception, match="did not answer") as caught:
+            future.result()
+        assert type(caught.value).__name__ == "TimeoutError"
+    assert transport.closed
+    assert conn.send(("PING",)).exception() is not None  # a failed connection takes no call
+    loop.close()
+
+
+def test_replies_that_keep_coming_keep_the_calls_alive() -> None:
+    conn, loop, _ = _connection(deadline=0.2)
+    futures = [conn.send(("PING",)) for _ in range(30)]
+    for i in range(30):  # one reply per sweep: the store is slow but answering
+        loop.sweep(0.05 * (i + 1))
+        conn.data_received(b"+PONG\r\n")
+    assert all(f.result() == b"PONG" for f in futures)
+    loop.close()
+
+
+def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
+    conn, loop, transport = _connection(deadline=0.2)
+    future = conn.send(("PING",))
+    conn.data_received(b"+PONG\r\n+EXTRA\r\n")
+    assert future.result() == b"PONG"
+    assert transport.closed and conn.closed is not None
+    loop.close()
+
+
+def test_an_error_reply_is_the_callers_result_not_the_connections_end() -> None:
+    from redis.exceptions import ResponseError
+
+    conn, loop, transport = _connection(deadline=0.2)
+    future, after = conn.send(("FCALL",)), conn.send(("PING",))
+    conn.data_received(b"-ERR no such function\r\n+PONG\r\n")
+    assert isinstance(future.result(), ResponseError)
+    assert after.result() == b"PONG"
+    assert not transport.closed
+    loop.close()
