@@ -49,7 +49,7 @@ FLOORS: Final[dict[str, Rates]] = {
     "portal_cohort": ((3, 86400), (6, 604800)),
     "misses": ((5, 3600), (10, 86400)),
     "invalid_nirs": ((5, 3600), (10, 86400)),
-    "break_glass": ((3, 86400), (6, 604800)),
+    "break_glass": ((1, 86400), (2, 604800)),  # the shipped default: sized on the replay
 }
 RATIO_CEILING: Final = 0.8
 RATIO_FLOOR: Final = 0.3
