@@ -143,7 +143,7 @@ def test_pseudonymise_round_trip(
     )
     assert code == 0, err
     assert out == ""
-    assert "4 rows, 4 pseudonymised, 0 invalid" in err
+    assert "4 rows (6 lines), 4 pseudonymised, 0 invalid" in err
     assert_no_nir(err, *NIRS)
     result = read_rows(target)
     pseudonymiser = Pseudonymiser(KEY, purpose="export-a")
@@ -297,7 +297,7 @@ def test_fail_policy_stops_with_the_row_number(
     assert code == 1
     assert "row 2 (line 3)" in err
     assert "[key]" in err
-    assert "no output written" in err
+    assert "no output file written" in err
     assert not target.exists()
     assert leftovers(tmp_path) == []
 
@@ -317,7 +317,7 @@ def test_blank_policy(
 ) -> None:
     code, err, target = _policy_run(capsys, tmp_path, key_file, "blank", jobs)
     assert code == 0
-    assert "5 rows, 2 pseudonymised, 3 invalid (blanked)" in err
+    assert "5 rows (5 lines), 2 pseudonymised, 3 invalid (blanked)" in err
     pseudonym = Pseudonymiser(KEY, purpose="p").pseudonymise
     assert read_rows(target) == [
         ["id", "nir"],
@@ -335,7 +335,7 @@ def test_drop_policy(
 ) -> None:
     code, err, target = _policy_run(capsys, tmp_path, key_file, "drop", jobs)
     assert code == 0
-    assert "5 rows, 2 pseudonymised, 3 invalid (dropped)" in err
+    assert "5 rows (5 lines), 2 pseudonymised, 3 invalid (dropped)" in err
     pseudonym = Pseudonymiser(KEY, purpose="p").pseudonymise
     assert read_rows(target) == [
         ["id", "nir"],
@@ -489,7 +489,7 @@ def test_blank_lines_are_kept_and_not_counted(
         "--column", "nir", str(source), "-o", str(target),
     )  # fmt: skip
     assert code == 0, err
-    assert "2 rows, 2 pseudonymised" in err
+    assert "2 rows (4 lines), 2 pseudonymised" in err
     pseudonym = Pseudonymiser(KEY, purpose="p").pseudonymise
     expected = f"nir,x\n{pseudonym(NIRS[0])},1\n\n{pseudonym(NIRS[3])},2\n\n"
     assert target.read_text() == expected
@@ -531,7 +531,7 @@ def test_tokenise_detokenise_round_trip_with_rotation(
         capsys, "tokenise", "--key-file", str(old_file), *common, str(source), "-o", str(tokens)
     )
     assert code == 0, err
-    assert "4 rows, 4 tokenised, 0 invalid" in err
+    assert "4 rows (6 lines), 4 tokenised, 0 invalid" in err
     assert_no_nir(tokens.read_text(), *NIRS)
     tokeniser = Tokeniser(OLD_KEY, purpose="research")
     assert [row[1] for row in read_rows(tokens)[1:]] == [tokeniser.tokenise(n) for n in NIRS]
@@ -541,7 +541,7 @@ def test_tokenise_detokenise_round_trip_with_rotation(
         str(tokens), "-o", str(back),
     )  # fmt: skip
     assert code == 0, err
-    assert "4 rows, 4 detokenised, 0 invalid" in err
+    assert "4 rows (6 lines), 4 detokenised, 0 invalid" in err
     assert_no_nir(err, *NIRS)
     result = read_rows(back)
     assert [row[1] for row in result[1:]] == [nir.validate(n) for n in NIRS]
@@ -592,7 +592,7 @@ def test_many_blocks_same_output_in_one_or_two_processes(
             "--column", "nir", "--jobs", jobs, str(source), "-o", str(target),
         )  # fmt: skip
         assert code == 0, err
-        assert "2000 rows, 2000 pseudonymised, 0 invalid" in err
+        assert "2,000 rows (2,118 lines), 2,000 pseudonymised, 0 invalid" in err
         outputs.append(target.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
     expected = Pseudonymiser(KeyRing(KEY), purpose="p").pseudonymise_many(r[1] for r in rows[1:])
@@ -767,4 +767,7 @@ def test_random_csv_round_trip(
     output = sink.getvalue().decode()
     assert list(csv.reader(io.StringIO(output, newline=""), delimiter=delimiter)) == expected
     valid = sum(len(row) > column and nir.is_valid(row[column]) for row in records)
-    assert summary.startswith(f"{len(records)} rows, {valid} pseudonymised")
+    lines = len(list(io.StringIO(text, newline=""))) - 1  # physical lines after the header
+    rows_part = f"{len(records)} row{'' if len(records) == 1 else 's'}"
+    lines_part = f"{lines} line{'' if lines == 1 else 's'}"
+    assert summary.startswith(f"{rows_part} ({lines_part}), {valid} pseudonymised")

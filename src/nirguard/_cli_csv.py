@@ -6,7 +6,13 @@ processes with ``--jobs``, and written in input order.
 
 Errors name the row number, never the value. Output files are written to a
 temporary file in the same directory and renamed at the end, so a failure
-or an interruption (Ctrl-C, SIGTERM) leaves no partial output.
+or an interruption (Ctrl-C, SIGTERM) leaves no partial output; on stdout, a
+failure says that what was already written is partial.
+
+The guarantee: no valid NIR in the output outside the converted column. Every
+other field (and the header) is scanned (``nir._contains_nir``); a field that
+holds one stops the run, or is blanked or its row dropped, as ``--on-invalid``
+says.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn, Protocol
 
-from nirguard import _csv_blocks
+from nirguard import _csv_blocks, nir
 from nirguard._csv_blocks import (
     BlockConverter,
     BlockResult,
@@ -53,9 +59,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help=help_text,
             description=(
                 f"{help_text[0].upper()}{help_text[1:]}. Streams the CSV; every other field "
-                "is left as it was. Output is written atomically when -o is given. A summary "
-                "goes to stderr. Exit status: 0 done, 1 invalid data (--on-invalid fail), "
-                "2 usage or configuration error."
+                "is left as it was, but a valid NIR found in one follows --on-invalid (no "
+                "NIR is left outside the column). Output is written atomically when -o is "
+                "given. A summary goes to stderr. Exit status: 0 done, 1 invalid data "
+                "(--on-invalid fail), 2 usage or configuration error."
             ),
         )
         keys = parser.add_argument_group(
@@ -89,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--on-invalid",
             choices=("fail", "blank", "drop"),
             default="fail",
-            help="invalid value: stop with the row number (default), empty the field, or drop "
-            "the row",
+            help="invalid value, or a NIR in another column: stop with the row number "
+            "(default), empty the field, or drop the row",
         )
         parser.add_argument(
             "--jobs",
@@ -121,6 +128,9 @@ def _run(args: argparse.Namespace) -> int:
             keys = _load_keys(args.key_sources)
         except InvalidKey as exc:
             raise _UsageError(str(exc)) from None
+        if args.mode != "detokenise" and nir._contains_nir(keys[0].key_id):
+            # it starts every pseudonym and token written
+            raise _UsageError("the current key's id holds a NIR: make a key with another id")
         delimiter = _delimiter(args.delimiter)
         _check_encoding(args.encoding)
         jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
@@ -131,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = _Converter(
             prog=prog,
             source=source,
-            sink=output.handle,
+            sink=output,
             mode=args.mode,
             keys=keys,
             purpose=args.purpose,
@@ -143,13 +153,13 @@ def _run(args: argparse.Namespace) -> int:
         ).run()
         output.commit()
     except _UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}{_failure_note(output)}", file=sys.stderr)
         return 2
     except Malformed as exc:
-        print(f"{prog}: malformed CSV: {exc}", file=sys.stderr)
+        print(f"{prog}: malformed CSV: {exc}{_failure_note(output)}", file=sys.stderr)
         return 2
     except _InvalidData as exc:
-        print(f"{prog}: {exc}; no output written", file=sys.stderr)
+        print(f"{prog}: {exc}{_failure_note(output)}", file=sys.stderr)
         return 1
     finally:
         if output is not None:
@@ -161,6 +171,17 @@ def _run(args: argparse.Namespace) -> int:
             gc.enable()
     print(f"{prog}: {summary}", file=sys.stderr)
     return 0
+
+
+def _failure_note(output: _AtomicOutput | None) -> str:
+    """What became of the output, for an error message."""
+    if output is None:
+        return ""
+    if output.path is not None:
+        return "; no output file written"
+    if output.written:
+        return "; the output already on stdout is partial: discard it"
+    return "; nothing written to stdout"
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -236,8 +257,9 @@ class _AtomicOutput:
 
         self._path: str | None = None if path == "-" else path
         self._temp: str | None = None
+        self.written = 0  # bytes written
         if self._path is None:
-            self.handle: IO[bytes] = sys.stdout.buffer
+            self._handle: IO[bytes] = sys.stdout.buffer
             return
         if os.path.isdir(self._path):
             raise _UsageError(f"{self._path} is a directory")
@@ -248,7 +270,7 @@ class _AtomicOutput:
             )
         except OSError as exc:
             raise _UsageError(f"cannot write in {directory}: {exc.strerror}") from None
-        self.handle = os.fdopen(fd, "wb")
+        self._handle = os.fdopen(fd, "wb")
         # Detokenised output holds NIRs: keep it private. Else the usual umask mode,
         # or the mode of the file it replaces.
         if secret:
@@ -261,20 +283,29 @@ class _AtomicOutput:
                 os.umask(umask)
                 self._mode = 0o666 & ~umask
 
+    @property
+    def path(self) -> str | None:
+        """The output file, ``None`` for stdout."""
+        return self._path
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self.written += len(data)
+
     def commit(self) -> None:
         if self._path is None or self._temp is None:
-            self.handle.flush()
+            self._handle.flush()
             return
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
         os.chmod(self._temp, self._mode)
         os.replace(self._temp, self._path)
         self._temp = None
 
     def discard(self) -> None:
         if self._temp is not None:
-            self.handle.close()
+            self._handle.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
             self._temp = None
@@ -283,13 +314,17 @@ class _AtomicOutput:
 # -- reading blocks of whole records ----------------------------------------------------------
 
 
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
 class _Converter:
     def __init__(
         self,
         *,
         prog: str,
         source: IO[bytes],
-        sink: IO[bytes],
+        sink: _Writer,
         mode: str,
         keys: tuple[Any, ...],
         purpose: str,
@@ -310,19 +345,22 @@ class _Converter:
         self.encoding = encoding
         self.policy = policy
         self.jobs = jobs
-        self.rows = self.converted = self.invalid = self.lines = 0
+        self.rows = self.converted = self.invalid = self.lines = self.stray = 0
+        self.header_lines = 0
+        self._names: list[str] = []
         self._progress = _Progress(source) if sys.stderr.isatty() else None
 
     def run(self) -> str:
         from nirguard.errors import InvalidKey
 
         first = self.source.read(_csv_blocks.BLOCK_BYTES)
+        bom = b""
         if first.startswith(_BOM) and self.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
-            self.sink.write(_BOM)
+            bom = _BOM
             first = first[len(_BOM) :]
         header, rest = self._read_header(first)
-        self.sink.write(header)
-        self.lines = 1
+        self.sink.write(bom + header)
+        self.header_lines = self.lines = header.count(b"\n")
         try:
             config = Config(
                 mode=self.mode,
@@ -337,7 +375,7 @@ class _Converter:
             converter = BlockConverter(config)  # checks the purpose before any worker starts
         except InvalidKey as exc:
             raise _UsageError(str(exc)) from None
-        blocks = read_blocks(self.source, rest)
+        blocks = self._blocks(rest)
         if self.jobs <= 1:
             for block in blocks:
                 try:
@@ -351,7 +389,23 @@ class _Converter:
             self._progress.done()
         done_word = _MODES[self.mode][0]
         action = {"fail": "", "blank": " (blanked)", "drop": " (dropped)"}[self.policy]
-        return f"{self.rows} rows, {self.converted} {done_word}, {self.invalid} invalid{action}"
+        # rows and lines side by side: quoted fields spanning lines (or blank lines) show
+        summary = (
+            f"{_count(self.rows, 'row')} ({_count(self.lines - self.header_lines, 'line')}), "
+            f"{self.converted:,} {done_word}, {self.invalid:,} invalid{action}"
+        )
+        if self.stray:
+            where = {"blank": "blanked", "drop": "rows dropped"}[self.policy]
+            summary += f", {_count(self.stray, 'NIR')} found outside the column ({where})"
+        return summary
+
+    def _blocks(self, rest: bytes) -> Iterator[bytes]:
+        """:func:`read_blocks`, with its errors' lines counted in the file."""
+        try:
+            yield from read_blocks(self.source, rest)
+        except Malformed as exc:
+            where = "" if exc.line is None else f" (line {self.header_lines + exc.line + 1})"
+            raise Malformed(f"{exc}{where}") from None
 
     def _run_parallel(self, config: Config, blocks: Iterator[bytes]) -> None:
         """Convert blocks in ``jobs`` worker processes; output stays in input order."""
@@ -382,34 +436,48 @@ class _Converter:
 
     def _take(self, result: BlockResult) -> None:
         if result.failure is not None:
-            row, line, reason = result.failure
+            row, line, column, reason = result.failure
+            if reason == _csv_blocks.STRAY_REASON:
+                reason = f"holds a NIR (only column {self.column_name!r} is converted)"
             raise _InvalidData(
                 f"row {self.rows + row} (line {self.lines + line + 1}), column "
-                f"{self.column_name!r}: {reason}"
+                f"{self._name(column)}: {reason}"
             )
         self.sink.write(result.output)
         self.rows += result.rows
         self.converted += result.converted
         self.invalid += result.invalid
         self.lines += result.lines
+        self.stray += result.stray
         if self._progress is not None:
             self._progress.update(self.rows)
 
+    def _name(self, column: int) -> str:
+        """A column's name for a message (its number past the header's end)."""
+        if column < len(self._names):
+            return repr(self._names[column])
+        return f"#{column + 1} (past the header's {len(self._names)})"
+
     def _read_header(self, first: bytes) -> tuple[bytes, bytes]:
         data = first
+        scanned = quotes = 0  # quotes in data[:scanned], which ends just after a newline
         while True:
-            end = data.find(b"\n")
-            while end >= 0 and data.count(b'"', 0, end) % 2:
-                end = data.find(b"\n", end + 1)
+            end = data.find(b"\n", scanned)
+            while end >= 0:
+                quotes += data.count(b'"', scanned, end)
+                scanned = end + 1
+                if quotes % 2 == 0:
+                    break
+                end = data.find(b"\n", scanned)
             if end >= 0:
                 break
+            if len(data) > _csv_blocks.MAX_RECORD_BYTES:
+                raise Malformed(f"the header never ends: {_csv_blocks.UNBALANCED}")
             more = self.source.read(_csv_blocks.BLOCK_BYTES)
             if not more:
                 end = len(data)
                 break
             data += more
-            if len(data) > _csv_blocks.MAX_BLOCK_BYTES:
-                raise Malformed("the header never ends")
         header = data[: end + 1]
         rest = data[end + 1 :]
         if not header.strip():
@@ -423,6 +491,7 @@ class _Converter:
             names = next(csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter))
         except (csv.Error, StopIteration):
             raise Malformed("cannot parse the header") from None
+        self._names = names
         matches = [i for i, name in enumerate(names) if name == self.column_name]
         if not matches:
             matches = [i for i, name in enumerate(names) if name.strip() == self.column_name]
@@ -434,9 +503,16 @@ class _Converter:
         if len(matches) > 1:
             raise _UsageError(f"column {self.column_name!r} appears more than once in the header")
         self._column = matches[0]
+        stray = [i for i, name in enumerate(names) if nir._contains_nir(name)]
+        if stray:  # by number: the name is the NIR
+            raise _InvalidData(f"the header holds a NIR (column #{stray[0] + 1})")
         if not header.endswith(b"\n"):
             header += self._terminator.encode()
         return header, rest
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
 
 
 class _Progress:

@@ -13,9 +13,14 @@ the main process or in ``--jobs`` worker processes.
   embedded newlines) and are re-quoted minimally; invalid values follow
   ``--on-invalid``; blank lines are kept and not counted.
 
+* Both paths scan every field but the column for NIRs (``nir._contains_nir``):
+  the quick path once over the block's other fields, handing any hit to the
+  general path, which finds the row and field and follows ``--on-invalid``.
+
 Blocks end at a newline with an even number of quote characters before it,
-which is a record boundary for RFC 4180 quoting; a block that ends inside a
-quoted field is reported as unbalanced quotes instead of being guessed at.
+which is a record boundary for RFC 4180 quoting; a record still open after
+``MAX_RECORD_BYTES``, or at the end of the input, is reported as unbalanced
+quotes instead of being guessed at.
 """
 
 from __future__ import annotations
@@ -26,8 +31,17 @@ import re
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final, NamedTuple
 
+from nirguard import nir
+
 BLOCK_BYTES: Final = 1 << 18  # 256 KiB: measured faster than 1 MiB (CPU caches)
 MAX_BLOCK_BYTES: Final = 64 << 20
+# A record that spans lines (a quoted field holding newlines) longer than this is taken
+# for a stray quote: the csv module refuses fields over 128 KiB anyway.
+MAX_RECORD_BYTES: Final = 1 << 20
+STRAY_REASON: Final = "holds a NIR outside the column converted"
+UNBALANCED: Final = (
+    "unbalanced quotes (a quoted field never ends, or a quote inside an unquoted field)"
+)
 # Delimiters that can never appear in a pseudonym, a token or a NIR (fast path stays exact).
 _SAFE_DELIMITERS: Final = frozenset(",;\t| ")
 _ASCII_WS: Final = " \t\n\r\x0b\x0c"
@@ -61,41 +75,64 @@ class BlockResult(NamedTuple):
     converted: int
     invalid: int
     lines: int
-    # first invalid row when the policy is "fail": (row in block, line in block, reason)
-    failure: tuple[int, int, str] | None
+    # first invalid row when the policy is "fail":
+    # (row in block, line in block, index of the column, reason)
+    failure: tuple[int, int, int, str] | None
+    # fields outside the column that held a NIR (blanked, or their rows dropped)
+    stray: int = 0
 
 
 def read_blocks(source: IO[bytes], first: bytes) -> Iterator[bytes]:
     """Blocks of whole records: each ends just after a newline with an even
-    number of quotes before it (RFC 4180), except the last, which ends the input."""
+    number of quotes before it (RFC 4180), except the last, which ends the input.
+
+    Raises:
+        Malformed: with the line (0-based, counted from the start of ``first``)
+            where the record starts, when a record that spans lines grows past
+            ``MAX_RECORD_BYTES`` or the input ends inside one. A stray quote
+            is found within a megabyte of it, in constant memory, instead of
+            making one block of the rest of the file.
+    """
     pending = first
+    line = 0  # lines in the blocks yielded so far
     while True:
         chunk = source.read(BLOCK_BYTES)
         if not chunk:
+            if pending.count(b'"') % 2:
+                raise _unbalanced(pending, len(pending), line)
             if pending:
                 yield pending
             return
         pending += chunk
-        end = split_point(pending)
-        if end < 0:
-            if len(pending) > MAX_BLOCK_BYTES:
-                raise Malformed(
-                    "unbalanced quotes (a quoted field never ends, or a quote inside an "
-                    "unquoted field)"
-                )
-            continue
-        yield pending[:end]
-        pending = pending[end:]
+        floor = max(0, len(pending) - MAX_RECORD_BYTES)
+        end = split_point(pending, floor)
+        if end >= 0:
+            block = pending[:end]
+            pending = pending[end:]
+            line += block.count(b"\n")
+            yield block
+        elif floor and pending.find(b"\n", floor) >= 0:
+            # newlines in the last MAX_RECORD_BYTES, all inside one open quoted field
+            raise _unbalanced(pending, floor, line)
+        elif len(pending) > MAX_BLOCK_BYTES:
+            raise Malformed(f"a line longer than {MAX_BLOCK_BYTES >> 20} MiB", line)
 
 
-def split_point(data: bytes) -> int:
-    """Index just after the last newline with an even number of quotes before it, or -1."""
-    newline = data.rfind(b"\n")
+def _unbalanced(data: bytes, before: int, line: int) -> Malformed:
+    """The error for a record still open at ``before``, with the line where it starts."""
+    start = max(split_point(data, 0, before), 0)
+    return Malformed(UNBALANCED, line + data.count(b"\n", 0, start))
+
+
+def split_point(data: bytes, floor: int = 0, end: int | None = None) -> int:
+    """Index just after the last newline (in ``data[floor:end]``) with an even
+    number of quotes before it, or -1."""
+    newline = data.rfind(b"\n", floor, len(data) if end is None else end)
     if newline < 0:
         return -1
     quotes = data.count(b'"', 0, newline)
     while quotes % 2:
-        previous = data.rfind(b"\n", 0, newline)
+        previous = data.rfind(b"\n", floor, newline)
         if previous < 0:
             return -1
         quotes -= data.count(b'"', previous, newline)
@@ -202,11 +239,7 @@ class BlockConverter:
                 except (csv.Error, StopIteration):
                     raise Malformed("cannot parse the record", start) from None
                 if overrun:
-                    raise Malformed(
-                        "unbalanced quotes (a quoted field never ends, or a quote inside an "
-                        "unquoted field)",
-                        start,
-                    )
+                    raise Malformed(UNBALANCED, start)
                 if parts:
                     slow.add(len(records))
             starts.append(start)
@@ -219,7 +252,8 @@ class BlockConverter:
         # 2. convert the column
         converted = self.convert(values)
 
-        # 3. write the records back
+        # 3. write the records back, with NIRs outside the column found and handled
+        strays = self._strays(records)
         out: list[str] = []
         append = out.append
         # lineterminator "\r\n" (cut off again): csv quotes fields holding its characters
@@ -227,7 +261,8 @@ class BlockConverter:
             _Sink(lambda row: append(row[:-2])), delimiter=delim, lineterminator="\r\n"
         )
         policy = config.policy
-        rows = invalid = done = 0
+        contains = nir._contains_nir
+        rows = invalid = done = stray = 0
         index = 0
         for number, record in enumerate(records):
             if record is None:
@@ -240,8 +275,8 @@ class BlockConverter:
                 invalid += 1
                 if policy == "fail":
                     reason = self._reason(record[column] if len(record) > column else None)
-                    failure = (rows, starts[number], reason)
-                    return BlockResult(b"", rows, done, invalid, 0, failure)
+                    failure = (rows, starts[number], column, reason)
+                    return BlockResult(b"", rows, done, invalid, 0, failure, stray)
                 if policy == "drop":
                     continue
                 if len(record) > column:
@@ -249,12 +284,37 @@ class BlockConverter:
             else:
                 record[column] = new
                 done += 1
+            if number in strays:
+                if number not in slow and len(record) > column + 1:
+                    record[column + 1 :] = record[column + 1].split(delim)  # the whole rest
+                fields = [i for i, field in enumerate(record) if i != column and contains(field)]
+                if fields:
+                    stray += len(fields)
+                    if policy == "fail":
+                        failure = (rows, starts[number], fields[0], STRAY_REASON)
+                        return BlockResult(b"", rows, done, invalid, 0, failure, stray)
+                    if policy == "drop":
+                        continue
+                    for i in fields:
+                        record[i] = ""
             if number in slow or record == [""]:  # csv writes a lone empty field as ""
                 writer.writerow(record)
             else:
                 append(delim.join(record))
         output = (term.join(out) + term) if out else ""
-        return BlockResult(output.encode(config.encoding), rows, done, invalid, count, None)
+        return BlockResult(output.encode(config.encoding), rows, done, invalid, count, None, stray)
+
+    def _strays(self, records: list[list[str] | None]) -> set[int]:
+        """Indexes of the records holding a NIR outside the column: one scan of the
+        whole block, and one per record only when the block holds one."""
+        column = self.config.column
+        others = [
+            "\n".join(record[:column] + record[column + 1 :]) if record is not None else ""
+            for record in records
+        ]
+        if not nir._contains_nir("\n".join(others)):
+            return set()
+        return {number for number, text in enumerate(others) if nir._contains_nir(text)}
 
     def _quick(self, text: str) -> BlockResult | None:
         """The common case with one regex split and list slices, at C speed.
@@ -276,6 +336,9 @@ class BlockConverter:
         # a line with an odd number of quotes opens or closes a field across lines
         if '"' in body and any([rest.count('"') % 2 for rest in pieces[3::4] if '"' in rest]):
             return None
+        # a NIR in another field: the general path finds its row and column
+        if nir._contains_nir("\n".join(pieces[1::4]) + "\n" + "\n".join(pieces[3::4])):
+            return None
         converted = self.convert(pieces[2::4])
         if None in converted:
             return None
@@ -289,7 +352,6 @@ class BlockConverter:
             return "the row has no such column"
         if self.config.mode == "detokenise":
             return "invalid token"
-        from nirguard import nir
         from nirguard.errors import InvalidNIR
 
         try:

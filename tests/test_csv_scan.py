@@ -1,0 +1,434 @@
+"""The CSV commands' guarantee: no valid NIR in the output outside the converted column.
+
+Also: rows against physical lines in the summary, a stray quote found fast, and what an
+error says about output already written to stdout.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nirguard import Pseudonymiser, SecretKey, Tokeniser, nir
+from nirguard import _cli_csv as cli_csv
+from nirguard import _csv_blocks as csv_blocks
+from nirguard.cli import main
+from nirguard.testing import NIRGenerator
+from tests.conftest import assert_no_nir, find_nirs
+
+KEY = SecretKey(bytes(range(32)), "scan-key")
+TARGET = "297076749841517"  # the converted column's NIR
+STRAY = "172026578046135"  # a NIR in another column
+CORSICA = "282042A12345617"
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "scan.key"
+    path.write_text(KEY.to_text() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def command(
+    capsys: pytest.CaptureFixture[str],
+    key_file: Path,
+    source: Path,
+    *options: str,
+    mode: str = "pseudonymise",
+) -> tuple[int, str, str]:
+    return run(
+        capsys, mode, "--key-file", str(key_file), "--purpose", "p", "--column", "nir",
+        *options, str(source),
+    )  # fmt: skip
+
+
+def spellings(canonical: str) -> list[str]:
+    spaced = nir.format(canonical)
+    return [
+        canonical,
+        spaced,
+        spaced.replace(" ", "."),
+        spaced.replace(" ", "-"),
+        spaced.replace(" ", "\u00a0"),
+        spaced.replace(" ", "\u202f"),
+        spaced.replace(" ", "  "),
+        canonical.lower(),
+    ]
+
+
+SPELLINGS = [*spellings(STRAY), *spellings(CORSICA), nir.format("282049741112380")]
+
+
+# -- the scanner ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("around", ["{}", "call {} today", "NIR{}", "x{}y", "({})", "{}, ref 12"])
+def test_scanner_finds_every_accepted_spelling(spelling: str, around: str) -> None:
+    assert nir.is_valid(spelling)
+    assert nir._contains_nir(around.format(spelling))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "no digits at all",
+        "172026578046134",  # wrong key
+        "1 72 02 65 780 461 34",
+        "17202657804613",  # 14 digits
+        "12 35 18 Dubois 2024-03-13 650.93",
+        "01 23 45 67 89 01 23 45 67 89",  # phone numbers: no 15-character window
+        "FR76 3000 6000 0112 3456 7890 189",  # an IBAN without a well-keyed window
+    ],
+)
+def test_scanner_leaves_other_text(text: str) -> None:
+    assert not nir._contains_nir(text)
+
+
+def test_long_digit_runs_are_not_nirs() -> None:
+    # the rule: a NIR is bounded by non-digits; a 16-digit-plus run holds none, even when
+    # one of its 15-digit windows is well keyed (here the first, and the last)
+    for run_ in (STRAY + "1", "9" + STRAY, "00000" + STRAY, STRAY + "00000"):
+        assert not nir._contains_nir(run_)
+        assert not nir._contains_nir(f"ref {run_} ok")
+    # but digit groups separated by a separator are separate: the NIR is found
+    assert nir._contains_nir(f"0000 {STRAY}")
+    assert nir._contains_nir(f"{nir.format(STRAY)} 12")
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode())
+    return path
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_nir_in_another_column_stops_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, spelling: str, jobs: str
+) -> None:
+    source = write(
+        tmp_path / "in.csv", f'id,nir,note\n1,{TARGET},ok\n2,{TARGET},"call {spelling}"\n'
+    )
+    target = tmp_path / "out.csv"
+    code, out, err = command(capsys, key_file, source, "--jobs", jobs, "-o", str(target))
+    assert code == 1
+    assert "row 2 (line 3), column 'note': holds a NIR" in err
+    assert "no output file written" in err
+    assert_no_nir(err, TARGET, STRAY, CORSICA)
+    assert out == ""
+    assert not target.exists()
+
+
+def test_the_issue_example(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    source = write(tmp_path / "in.csv", f"id,nir,note\n1,{TARGET},call {STRAY}\n")
+    code, out, err = command(capsys, key_file, source)
+    assert code == 1
+    assert STRAY not in out
+    assert "row 1 (line 2), column 'note'" in err
+    assert_no_nir(err, TARGET, STRAY)
+
+
+@pytest.mark.parametrize("column", ["first", "last"])
+@pytest.mark.parametrize("mode", ["tokenise", "detokenise"])
+def test_every_mode_scans_every_other_column(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, mode: str, column: str
+) -> None:
+    value = Tokeniser(KEY, purpose="p").tokenise(TARGET) if mode == "detokenise" else TARGET
+    row = [value, f"x{STRAY}"] if column == "first" else [STRAY, value]
+    header = ["nir", "note"] if column == "first" else ["note", "nir"]
+    source = write(tmp_path / "in.csv", f"{','.join(header)}\n{','.join(row)}\n")
+    code, _, err = command(capsys, key_file, source, mode=mode)
+    assert code == 1
+    assert "row 1 (line 2), column 'note': holds a NIR" in err
+    assert_no_nir(err, TARGET, STRAY)
+
+
+def test_detokenised_column_is_not_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    token = Tokeniser(KEY, purpose="p").tokenise(TARGET)
+    source = write(tmp_path / "in.csv", f"nir,note\n{token},fine\n")
+    code, out, err = command(capsys, key_file, source, mode="detokenise")
+    assert code == 0, err
+    assert out == f"nir,note\n{TARGET},fine\n"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_blank_and_drop_handle_stray_nirs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, jobs: str
+) -> None:
+    rows = [
+        ["id", "nir", "note", "other"],
+        ["1", TARGET, "fine", "ok"],
+        ["2", TARGET, f"call {nir.format(STRAY)}", CORSICA.lower()],
+        ["3", TARGET, "a,b", f"x{STRAY}"],  # a quoted field before the one holding a NIR
+        ["4", "185057800608490", STRAY, ""],  # invalid value and a stray NIR
+    ]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    source = write(tmp_path / "in.csv", buffer.getvalue())
+    pseudonym = Pseudonymiser(KEY, purpose="p").pseudonymise(TARGET)
+    for policy, expected, summary in [
+        (
+            "blank",
+            [
+                rows[0],
+                ["1", pseudonym, "fine", "ok"],
+                ["2", pseudonym, "", ""],
+                ["3", pseudonym, "a,b", ""],
+                ["4", "", "", ""],
+            ],
+            "4 rows (4 lines), 3 pseudonymised, 1 invalid (blanked), "
+            "4 NIRs found outside the column (blanked)",
+        ),
+        (
+            "drop",
+            [rows[0], ["1", pseudonym, "fine", "ok"]],
+            "4 rows (4 lines), 3 pseudonymised, 1 invalid (dropped), "
+            "3 NIRs found outside the column (rows dropped)",
+        ),
+    ]:
+        target = tmp_path / f"{policy}.csv"
+        code, _, err = command(
+            capsys, key_file, source, "--on-invalid", policy, "--jobs", jobs, "-o", str(target)
+        )
+        assert code == 0, err
+        assert summary in err
+        output = target.read_text()
+        assert list(csv.reader(io.StringIO(output))) == expected
+        assert find_nirs(output) == []
+        assert_no_nir(err, TARGET, STRAY, CORSICA)
+
+
+def test_long_digit_runs_are_kept(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    reference = "00000" + STRAY  # 20 digits, a well-keyed 15-digit window inside
+    source = write(tmp_path / "in.csv", f"nir,ref\n{TARGET},{reference}\n")
+    code, out, err = command(capsys, key_file, source)
+    assert code == 0, err
+    assert out.endswith(f",{reference}\n")
+
+
+def test_a_nir_in_the_header_is_refused_by_number(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    source = write(tmp_path / "in.csv", f"nir,{STRAY}\n{TARGET},x\n")
+    code, out, err = command(capsys, key_file, source, "--on-invalid", "blank")
+    assert code == 1
+    assert "the header holds a NIR (column #2)" in err
+    assert "nothing written to stdout" in err
+    assert out == ""
+    assert_no_nir(err, STRAY)
+
+
+def test_a_key_id_holding_a_nir_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "nir.key"
+    key_file.write_text(SecretKey(bytes(range(32)), f"k{STRAY}").to_text())
+    key_file.chmod(0o600)
+    source = write(tmp_path / "in.csv", f"nir\n{TARGET}\n")
+    code, out, err = command(capsys, key_file, source)
+    assert code == 2
+    assert "key's id holds a NIR" in err
+    assert out == ""
+    assert_no_nir(err, STRAY)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_quotes_that_swallow_lines_cannot_leak(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, jobs: str
+) -> None:
+    # An even number of quotes overall, so the blocks look whole; but the csv module
+    # reads lines 2-3 as one record whose note holds the second line's NIR.
+    text = f'nir,note\n{TARGET},"oops\n{STRAY},O"Neil\n{TARGET},fine\n'
+    source = write(tmp_path / "in.csv", text)
+    code, out, err = command(capsys, key_file, source, "--jobs", jobs)
+    assert code == 1
+    assert "row 1 (line 2), column 'note': holds a NIR" in err
+    assert STRAY not in out
+    code, out, err = command(capsys, key_file, source, "--jobs", jobs, "--on-invalid", "blank")
+    assert code == 0
+    assert "2 rows (3 lines)" in err  # the mismatch shows
+    assert find_nirs(out) == [] and STRAY not in out
+
+
+# -- property: a NIR put anywhere outside the column never comes out ---------------------------
+
+# no lone "\r": Python 3.11's writer leaves it unquoted, and the reader then splits there
+_TEXT = st.text(alphabet=st.sampled_from(list('ab ,;"\né€x0123-.\u00a0')), max_size=6)
+
+
+@st.composite
+def _stray(draw: st.DrawFn) -> str:
+    canonical = NIRGenerator(seed=draw(st.integers(0, 10_000))).generate()
+    spelling = draw(st.sampled_from(spellings(canonical)))
+    # what touches it must not be a digit (a longer digit run is not a NIR)
+    before = draw(st.text(alphabet=st.sampled_from(list('ab ,;"\n:')), max_size=3))
+    after = draw(st.text(alphabet=st.sampled_from(list('ab ,;"\n:')), max_size=3))
+    return before + spelling + after
+
+
+@given(
+    rows=st.lists(st.tuples(_TEXT, _TEXT, _TEXT), min_size=1, max_size=20),
+    where=st.tuples(st.integers(0, 19), st.integers(0, 1)),
+    stray=_stray(),
+    delimiter=st.sampled_from([",", ";", "\t", " "]),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+    block=st.sampled_from([8, 64, 1 << 18]),
+    policy=st.sampled_from(["fail", "blank", "drop"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_nir_outside_the_column_never_comes_out(
+    rows: list[tuple[str, str, str]],
+    where: tuple[int, int],
+    stray: str,
+    delimiter: str,
+    terminator: str,
+    block: int,
+    policy: str,
+) -> None:
+    table = [["nir", "a", "b"]] + [[TARGET, a, b] for _, a, b in rows]
+    row, field = where[0] % len(rows) + 1, where[1] + 1
+    table[row][field] = stray
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, delimiter=delimiter, lineterminator=terminator).writerows(table)
+    text = buffer.getvalue()
+    source, sink = io.BytesIO(text.encode()), io.BytesIO()
+    old_block = csv_blocks.BLOCK_BYTES
+    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
+    try:
+        converter = cli_csv._Converter(
+            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
+            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
+            policy=policy, jobs=1,
+        )  # fmt: skip
+        error = summary = None
+        try:
+            summary = converter.run()
+        except cli_csv._InvalidData as exc:
+            error = str(exc)
+    finally:
+        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
+    if error is not None:
+        assert policy == "fail"
+        assert f"row {row} " in error and "holds a NIR" in error
+        assert find_nirs(error) == []
+    output = sink.getvalue().decode()
+    assert find_nirs(output) == []
+    canonical = nir.validate(stray.strip('ab ,;"\n:'))
+    assert canonical not in output and canonical.lower() not in output
+    assert stray.strip('ab ,;"\n:') not in output
+    if summary is not None:
+        assert "found outside the column" in summary
+
+
+# -- rows and lines, stray quotes, partial output on stdout ------------------------------------
+
+
+def test_summary_shows_rows_and_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    source = write(tmp_path / "in.csv", f'nir,note\n{TARGET},"a\nb"\n\n{TARGET},x\n')
+    code, _, err = command(capsys, key_file, source)
+    assert code == 0, err
+    assert "2 rows (4 lines), 2 pseudonymised, 0 invalid" in err
+
+
+def _big_csv(rows: int, stray_at: int | None) -> bytes:
+    lines = [b"id,nir,name,date,amount\n"]
+    for index, value in enumerate(NIRGenerator(seed=3).many(rows)):
+        note = b'"Stray quote' if index == stray_at else b'"Petit, Jean"'
+        lines.append(b"%d,%s,%s,2024-03-13,650.93\n" % (index, value.encode(), note))
+    return b"".join(lines)
+
+
+class _CountingReader(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.consumed = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        self.consumed += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_stray_quote_fails_within_a_megabyte(jobs: int) -> None:
+    data = _big_csv(200_000, stray_at=2)  # about 11 MB
+    source = _CountingReader(data)
+    converter = cli_csv._Converter(
+        prog="test", source=source, sink=io.BytesIO(), mode="pseudonymise", keys=(KEY,),
+        purpose="p", column_name="nir", delimiter=",", encoding="utf-8", policy="fail",
+        jobs=jobs,
+    )  # fmt: skip
+    with pytest.raises(csv_blocks.Malformed, match=r"unbalanced quotes .*\(line 4\)$"):
+        converter.run()
+    assert len(data) > 8 * csv_blocks.MAX_RECORD_BYTES
+    assert source.consumed <= csv_blocks.MAX_RECORD_BYTES + 2 * csv_blocks.BLOCK_BYTES
+
+
+def test_a_stray_quote_near_the_end_is_found_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(_big_csv(3000, stray_at=2990))
+    code, _, err = command(capsys, key_file, source, "-o", str(tmp_path / "out.csv"))
+    assert code == 2
+    assert "unbalanced quotes" in err and "(line 2992)" in err
+
+
+def test_a_stray_quote_in_the_header_fails_fast() -> None:
+    data = b'id,"nir,name\n' + _big_csv(100_000, stray_at=None)
+    source = _CountingReader(data)
+    converter = cli_csv._Converter(
+        prog="test", source=source, sink=io.BytesIO(), mode="pseudonymise", keys=(KEY,),
+        purpose="p", column_name="nir", delimiter=",", encoding="utf-8", policy="fail",
+        jobs=1,
+    )  # fmt: skip
+    with pytest.raises(csv_blocks.Malformed, match="the header never ends"):
+        converter.run()
+    assert source.consumed <= csv_blocks.MAX_RECORD_BYTES + 2 * csv_blocks.BLOCK_BYTES
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_failure_on_stdout_says_the_output_is_partial(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, jobs: str
+) -> None:
+    rows = "".join(f"{TARGET},fine\n" for _ in range(20_000))  # several blocks
+    source = write(tmp_path / "in.csv", f"nir,note\n{rows}{TARGET},{STRAY}\n")
+    code, out, err = command(capsys, key_file, source, "--jobs", jobs)
+    assert code == 1
+    assert "row 20001 (line 20002), column 'note'" in err
+    assert "the output already on stdout is partial: discard it" in err
+    assert "no output" not in err
+    assert out.startswith("nir,note\n")
+    assert STRAY not in out
+    assert_no_nir(err, TARGET, STRAY)
+    target = tmp_path / "out.csv"
+    code, out, err = command(capsys, key_file, source, "--jobs", jobs, "-o", str(target))
+    assert code == 1
+    assert "no output file written" in err and "partial" not in err
+    assert out == "" and not target.exists()
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
