@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, Final, NamedTuple
 
 from nirguard import nir
+from nirguard._encoding import ASCII_WS
 
 BLOCK_BYTES: Final = 1 << 18  # 256 KiB: measured faster than 1 MiB (CPU caches)
 MAX_BLOCK_BYTES: Final = 64 << 20
@@ -44,7 +45,6 @@ UNBALANCED: Final = (
 )
 # Delimiters that can never appear in a pseudonym, a token or a NIR (fast path stays exact).
 _SAFE_DELIMITERS: Final = frozenset(",;\t| ")
-_ASCII_WS: Final = " \t\n\r\x0b\x0c"
 
 
 class Malformed(Exception):
@@ -387,7 +387,7 @@ def _detokenise_batch(tokeniser: Any) -> Callable[[list[str]], list[str | None]]
         out: list[str | None] = []
         for value in values:
             try:
-                out.append(detokenise(value.strip(_ASCII_WS)))
+                out.append(detokenise(value.strip(ASCII_WS)))
             except InvalidToken:
                 out.append(None)
         return out

@@ -21,7 +21,10 @@ import binascii
 import re
 from typing import Final
 
-__all__ = ["b64url_decode", "b64url_encode"]
+__all__ = ["ASCII_WS", "b64url_decode", "b64url_encode"]
+
+#: What ``str.strip()`` removes that is ASCII: the whitespace around a NIR or a token.
+ASCII_WS: Final = " \t\n\r\x0b\x0c"
 
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from nirguard._encoding import ASCII_WS
 from nirguard.errors import InvalidNIR
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
 ]
 
 # ASCII whitespace accepted (and stripped) at the ends only.
-_ASCII_WS: Final = " \t\n\r\x0b\x0c"
 
 # Shape only: 15 characters, digits except 2A/2B at positions 6-7 (any case).
 _SHAPE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}", re.ASCII)
@@ -123,7 +123,7 @@ def _key_of(body: str) -> int:
 def _compact(value: str) -> str:
     """Strip ASCII whitespace at the ends and remove separators."""
     return (
-        value.strip(_ASCII_WS)
+        value.strip(ASCII_WS)
         .replace(" ", "")
         .replace(".", "")
         .replace("-", "")
@@ -144,7 +144,7 @@ def _normalise(value: object) -> str:
         return compact
     if not compact:
         raise InvalidNIR("empty")
-    if _ALLOWED_CHARS.fullmatch(value.strip(_ASCII_WS)) is None:
+    if _ALLOWED_CHARS.fullmatch(value.strip(ASCII_WS)) is None:
         raise InvalidNIR("characters")
     if len(compact) != 15:
         # A letter in the wrong place is a character error whatever the length.

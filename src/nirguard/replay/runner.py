@@ -54,7 +54,6 @@ from nirguard.replay.practitioners import (
 )
 from nirguard.replay.registry import Registry, build_registry
 from nirguard.replay.simulation import (
-    EPOCH,
     PORTAL_SIGNALS,
     AttackTally,
     GuardFeatures,
@@ -69,7 +68,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIGURATIONS",
-    "EPOCH",
     "LegitSummary",
     "Outcome",
     "ReplayResult",
