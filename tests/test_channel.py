@@ -301,3 +301,83 @@ def test_an_error_reply_is_the_callers_result_not_the_connections_end() -> None:
     assert after.result() == b"PONG"
     assert not transport.closed
     loop.close()
+
+
+def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
+    from nirguard._channel import _pack
+
+    assert _pack(("SET", b"k\r\n", 12, "é")) == (
+        b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n$2\r\n\xc3\xa9\r\n"
+    )
+
+
+def test_calls_of_one_turn_of_the_loop_share_one_write() -> None:
+    conn, loop, transport = _connection(deadline=0.2)
+    deferred: list[Any] = []
+    loop.call_soon = lambda callback, *args: deferred.append((callback, args))  # type: ignore[method-assign]
+    futures = [conn.send(("PING",)) for _ in range(3)]
+    assert transport.written == []  # nothing before the loop's next turn
+    for callback, args in deferred:
+        callback(*args)
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n" * 3]
+    conn.data_received(b"+PONG\r\n" * 3)
+    assert [f.result() for f in futures] == [b"PONG"] * 3
+    loop.close()
+
+
+def test_a_store_that_falls_silent_after_answering_is_still_caught() -> None:
+    """The sweep stops when nothing is pending; the next call must start it again."""
+    conn, loop, _ = _connection(deadline=0.2)
+    first = conn.send(("PING",))
+    conn.data_received(b"+PONG\r\n")
+    assert first.result() == b"PONG"
+    loop.sweep(at=0.02)  # nothing pending: the sweep stops
+    assert loop.later == []
+    loop.now = 1.0
+    second = conn.send(("PING",))  # ... and the store is silent from now on
+    at = 1.0
+    while not second.done():
+        at += 0.02
+        assert at < 1.0 + 0.2 + 0.02 + 1e-9, "not failed within the deadline"
+        loop.sweep(at)
+    assert type(second.exception()).__name__ == "TimeoutError"
+    loop.close()
+
+
+@pytest.mark.parametrize(
+    "event",
+    ["lost", "garbage", "unasked"],
+)
+def test_a_broken_stream_fails_the_pending_calls_as_an_outage(event: str) -> None:
+    from redis.exceptions import ConnectionError as StoreConnectionError
+
+    from nirguard._redis_client import outages
+
+    conn, loop, transport = _connection(deadline=0.2)
+    future = conn.send(("PING",))
+    if event == "lost":
+        conn.connection_lost(None)
+    elif event == "garbage":
+        conn.data_received(b"!not a reply\r\n")
+    else:
+        future.cancel()
+        conn.data_received(b"+PONG\r\n+PONG\r\n")  # one reply more than was asked for
+    if event != "unasked":
+        error = future.exception()
+        assert isinstance(error, StoreConnectionError) and isinstance(error, outages())
+    assert isinstance(conn.closed, StoreConnectionError)
+    assert transport.closed
+    later = conn.send(("PING",))
+    assert isinstance(later.exception(), StoreConnectionError)  # a broken stream takes no call
+    loop.close()
+
+
+def test_only_resp2_plain_connections_are_served_on_the_loop(private_redis: RedisServer) -> None:
+    import redis
+
+    url = private_redis.url()
+    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol=2)) is not None
+    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol="2")) is not None
+    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol=3)) is None
+    unix = redis.BlockingConnectionPool.from_url("unix:///tmp/nowhere.sock?db=2")
+    assert channel_params(unix) == {**unix.connection_kwargs}

@@ -101,3 +101,24 @@ def test_a_job_that_waited_past_the_whole_deadline_is_refused_unsent() -> None:
     assert first == "answer first"  # it was sent in time; its answer is kept
     assert all(isinstance(r, TimeoutError) for r in rest), rest
     assert store.sent == ["first"]
+
+
+def test_a_job_cancelled_while_queued_is_skipped_and_the_rest_are_sent() -> None:
+    store = _Store(first=0.3)
+
+    async def main() -> list[Any]:
+        dispatcher = Dispatcher(lambda: _Client(), store, deadline=1.0)
+        try:
+            first = asyncio.ensure_future(dispatcher.submit("first"))
+            while not store.started.is_set():
+                await asyncio.sleep(0.001)
+            queued = [asyncio.ensure_future(dispatcher.submit(f"queued {i}")) for i in range(3)]
+            await asyncio.sleep(0.01)
+            queued[0].cancel()
+            results = await asyncio.gather(first, *queued[1:])
+            return list(results)
+        finally:
+            dispatcher.close()
+
+    assert asyncio.run(main()) == ["answer first", "answer queued 1", "answer queued 2"]
+    assert store.sent == ["first", "queued 1", "queued 2"]  # the cancelled one never went out
