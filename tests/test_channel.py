@@ -27,12 +27,23 @@ def guard_on(url: str, **kwargs: Any) -> LookupGuard:
     return LookupGuard(storage=url, **kwargs)
 
 
+def _uvloop_run(main: Any) -> Any:
+    uvloop = pytest.importorskip("uvloop")
+    return uvloop.run(main)
+
+
+#: Both event loops a portal runs on: asyncio's (I/O callbacks before timers in a turn)
+#: and uvloop's (timers first), which uvicorn picks when it is installed.
+RUNNERS = pytest.mark.parametrize("run", [asyncio.run, _uvloop_run], ids=["asyncio", "uvloop"])
+
+
 def _channels(guard: LookupGuard) -> dict[int, Channel]:
     engine = guard._engine  # type: ignore[attr-defined]
     return engine._channels  # type: ignore[no-any-return]
 
 
-def test_a_late_loop_is_not_a_slow_store(private_redis: RedisServer) -> None:
+@RUNNERS
+def test_a_late_loop_is_not_a_slow_store(private_redis: RedisServer, run: Any) -> None:
     """The loop is blocked for three deadlines right after the calls are written: Redis
     answered at once, so every lookup goes through."""
     guard = guard_on(private_redis.url(), deadline=0.2)
@@ -53,12 +64,15 @@ def test_a_late_loop_is_not_a_slow_store(private_redis: RedisServer) -> None:
         await asyncio.gather(*tasks)
         return outcomes
 
-    assert asyncio.run(main()) == ["allowed"] * 10
+    assert run(main()) == ["allowed"] * 10
     assert _channels(guard) == {} or all(c.conn is None for c in _channels(guard).values())
     guard.close()
 
 
-def test_a_paused_store_is_refused_within_about_the_deadline(private_redis: RedisServer) -> None:
+@RUNNERS
+def test_a_paused_store_is_refused_within_about_the_deadline(
+    private_redis: RedisServer, run: Any
+) -> None:
     guard = guard_on(private_redis.url(), deadline=0.3)
 
     async def main() -> list[float]:
@@ -76,7 +90,7 @@ def test_a_paused_store_is_refused_within_about_the_deadline(private_redis: Redi
             pass  # answered again, on a new connection
         return timings
 
-    timings = asyncio.run(main())
+    timings = run(main())
     assert max(timings) < 0.3 + 0.25  # the deadline, and scheduling slack on a busy host
     assert min(timings) > 0.3 * 0.8  # not before the store was silent for 0.8 of it
     guard.close()
@@ -148,7 +162,8 @@ def test_a_password_is_sent_and_a_wrong_one_is_an_outage(private_redis: RedisSer
     bad.close()
 
 
-def test_the_channel_closes_with_its_loop(private_redis: RedisServer) -> None:
+@RUNNERS
+def test_the_channel_closes_with_its_loop(private_redis: RedisServer, run: Any) -> None:
     """A guard used from several ``asyncio.run`` calls: each loop's socket is closed by
     that loop (the suite turns an unclosed socket's ResourceWarning into an error)."""
     guard = guard_on(private_redis.url())
@@ -158,7 +173,7 @@ def test_the_channel_closes_with_its_loop(private_redis: RedisServer) -> None:
             pass
 
     for i in range(3):
-        asyncio.run(main(i))
+        run(main(i))
         assert all(c.conn is None for c in _channels(guard).values())
     gc.collect()
     guard.close()
