@@ -396,3 +396,30 @@ def test_only_resp2_plain_connections_are_served_on_the_loop(private_redis: Redi
     assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol=3)) is None
     unix = redis.BlockingConnectionPool.from_url("unix:///tmp/nowhere.sock?db=2")
     assert channel_params(unix) == {**unix.connection_kwargs}
+
+
+def test_an_acl_user_and_a_client_name_are_set_up(private_redis: RedisServer) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(private_redis.url())
+    admin.execute_command("ACL", "SETUSER", "portal", "on", ">portal-pass", "~*", "+@all")
+    guard = guard_on(
+        f"redis://portal:portal-pass@127.0.0.1:{private_redis.port}/0",
+        storage_options={"client_name": "nirguard-portal"},
+    )
+    stranger = guard_on(f"redis://nobody:portal-pass@127.0.0.1:{private_redis.port}/0")
+
+    async def main() -> None:
+        async with guard.lookup("dr", NIRS[1]):
+            pass
+        clients = admin.client_list()  # the loop's connection is open: look at it
+        assert ("nirguard-portal", "portal") in {(c.get("name"), c.get("user")) for c in clients}
+        with pytest.raises(GuardUnavailable) as caught:
+            async with stranger.lookup("dr", NIRS[2]):
+                pass
+        assert "portal-pass" not in str(caught.value)
+
+    asyncio.run(main())
+    admin.close()
+    guard.close()
+    stranger.close()
