@@ -176,7 +176,7 @@ class QuotaPolicy(BaseModel):
     cohort: str | None = "4/day"
     portal_cohort: str | None = "5/day;10/7 days"
     portal_cohort_share: float = 0.5
-    hot_cohort: float | None = 2.5
+    hot_cohort: float | None = 3.0
     hot_cohort_min: int = 12
     hot_cohort_window: str | float = "1 day"
     hot_cohort_baseline: str | float = "28 days"
