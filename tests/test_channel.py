@@ -423,3 +423,35 @@ def test_an_acl_user_and_a_client_name_are_set_up(private_redis: RedisServer) ->
     admin.close()
     guard.close()
     stranger.close()
+
+
+def test_loops_on_several_threads_each_get_their_own_connection(
+    private_redis: RedisServer,
+) -> None:
+    """Threads each running event loops one after the other (channels made and pruned
+    concurrently): every lookup is decided, and the quota counts every one of them."""
+    import threading
+
+    guard = guard_on(private_redis.url(), policy=QuotaPolicy.only(lookups="1000/hour"))
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        async def main(round_: int) -> None:
+            for i in range(5):
+                async with guard.lookup("shared", NIRS[(t * 15 + round_ * 5 + i) % len(NIRS)]):
+                    pass
+
+        try:
+            for round_ in range(3):
+                asyncio.run(main(round_))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert guard.status("shared").remaining["lookups"] == 1000 - 4 * 3 * 5
+    guard.close()

@@ -289,7 +289,8 @@ class RedisEngine:
         closed on that loop (``aclose`` closes it at once)."""
         self._dispatcher.close()
         for key, channel in list(self._channels.items()):
-            del self._channels[key]
+            if self._channels.pop(key, None) is None:
+                continue  # another thread closed it
             if channel.loop.is_closed():
                 continue
             try:
@@ -324,7 +325,7 @@ class RedisEngine:
         if channel is None or channel.loop is not loop or channel.pid != os.getpid():
             for key, old in list(self._channels.items()):
                 if old.loop.is_closed() or old.pid != os.getpid():
-                    del self._channels[key]
+                    self._channels.pop(key, None)  # another thread may have pruned it
             channel = self._channels[id(loop)] = Channel(loop, params, self._deadline)
         return channel
 
