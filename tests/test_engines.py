@@ -144,10 +144,10 @@ def test_look_alike_ids_keep_their_own_budgets(engine: Engine, a: str, b: str) -
 
 
 def test_a_practitioner_never_shares_the_portal_slot() -> None:
-    keys = Keys.of("ng", escape("%portal"), "p", "c", "1:2")
+    keys = Keys("ng", escape("%portal"), "p", "c", "1:2")
     assert PORTAL_TAG not in keys.account
     assert keys.portal.startswith("ng:" + PORTAL_TAG)
-    braces = Keys.of("ng", escape("a}b{c"), "p", "c", "1:2")
+    braces = Keys("ng", escape("a}b{c"), "p", "c", "1:2")
     assert braces.account.startswith("ng:{a%7Db%7Bc}:")  # the whole id is the hash tag
 
 

@@ -97,8 +97,13 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     keep: float
-    #: expiries of the portal, walk, patient and heat records, and the heat key's suffix
-    keeps: tuple[float, float, float, float, str]
+    #: how long the portal, walk (cohort), patient and heat records are kept
+    portal_keep: float
+    walk_keep: float
+    patient_keep: float
+    heat_keep: float
+    #: cohort heat is kept per pair of time constants: policies that differ share nothing
+    heat_suffix: str
     lua_policy: str
     lua_digest: str
 
@@ -106,11 +111,6 @@ class CompiledPolicy:
     def needs_cohort(self) -> bool:
         """Whether lookups need the cohort's pseudonym (a cohort-based check is on)."""
         return bool(self.cohort or self.portal_cohort or self.hot_cohort)
-
-    @property
-    def heat_suffix(self) -> str:
-        """Cohort heat is kept per pair of time constants: policies that differ share nothing."""
-        return self.keeps[4]
 
     def lockout_seconds(self, level: int) -> float | None:
         """Length of the lockout number ``level`` (0 = first); ``None`` = until unlocked."""
@@ -196,13 +196,11 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         hot_reason=policy.hot_cohort_action == "reason",
         break_glass_access=access,
         keep=keep,
-        keeps=(
-            float(max((w.seconds for w in portal), default=0)) + 60,
-            float(max((w.seconds for w in cohort), default=0)) + 60,
-            max(seen, access) + 60,
-            4 * hot_baseline,
-            f"{int(hot_window)}:{int(hot_baseline)}",
-        ),
+        portal_keep=float(max((w.seconds for w in portal), default=0)) + 60,
+        walk_keep=float(max((w.seconds for w in cohort), default=0)) + 60,
+        patient_keep=max(seen, access) + 60,
+        heat_keep=4 * hot_baseline,
+        heat_suffix=f"{int(hot_window)}:{int(hot_baseline)}",
         lua_policy="|".join(lua_parts),
         lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
     )

@@ -66,36 +66,49 @@ def escape(practitioner: str) -> str:
     return practitioner
 
 
-@dataclass(frozen=True, slots=True)
 class Keys:
-    """The store keys of one lookup (see the module docstring for the layout)."""
+    """The store keys of one lookup (see the module docstring for the layout), each
+    made when it is read: a lookup that needs no portal record builds none."""
 
-    account: str
-    patient: str
-    walk: str
-    portal: str
-    portal_seen: str
-    heat: str
+    __slots__ = ("_cohort", "_heat_suffix", "_own", "_patient", "_prefix")
 
-    @classmethod
-    def of(
-        cls,
+    def __init__(
+        self,
         prefix: str,
         practitioner: str,
         patient: str | None,
         cohort: str | None,
         heat_suffix: str,
-    ) -> Keys:
-        own = f"{prefix}:{{{practitioner}}}"
-        shared = f"{prefix}:{PORTAL_TAG}"
-        return cls(
-            account=f"{own}:account",
-            patient=f"{own}:patient:{patient or '-'}",
-            walk=f"{own}:cohort:{cohort or '-'}",
-            portal=f"{shared}:portal",
-            portal_seen=f"{shared}:seen:{patient or '-'}",
-            heat=f"{shared}:hot_cohort:{cohort or '-'}:{heat_suffix}",
-        )
+    ) -> None:
+        self._prefix = prefix
+        self._own = f"{prefix}:{{{practitioner}}}"
+        self._patient = patient or "-"
+        self._cohort = cohort or "-"
+        self._heat_suffix = heat_suffix
+
+    @property
+    def account(self) -> str:
+        return f"{self._own}:account"
+
+    @property
+    def patient(self) -> str:
+        return f"{self._own}:patient:{self._patient}"
+
+    @property
+    def walk(self) -> str:
+        return f"{self._own}:cohort:{self._cohort}"
+
+    @property
+    def portal(self) -> str:
+        return f"{self._prefix}:{PORTAL_TAG}:portal"
+
+    @property
+    def portal_seen(self) -> str:
+        return f"{self._prefix}:{PORTAL_TAG}:seen:{self._patient}"
+
+    @property
+    def heat(self) -> str:
+        return f"{self._prefix}:{PORTAL_TAG}:hot_cohort:{self._cohort}:{self._heat_suffix}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from nirguard._compiled import INDEFINITE, CompiledPolicy, Window
-from nirguard._engine import PORTAL_TAG, SIGNALS, Decision, Keys, RawStatus, Request
+from nirguard._engine import SIGNALS, Decision, Keys, RawStatus, Request
 
 __all__ = ["MemoryEngine"]
 
@@ -79,42 +79,6 @@ def _level(record: Record, now: float) -> int:
     if record.get("lockout_level:e", 0) > now:
         return int(record.get("lockout_level", 0))
     return 0
-
-
-class _LazyKeys:
-    """:class:`Keys` made on demand: a lookup that needs no portal record builds none."""
-
-    __slots__ = ("_own", "_prefix", "_request")
-
-    def __init__(self, prefix: str, request: Request) -> None:
-        self._prefix = prefix
-        self._request = request
-        self._own = f"{prefix}:{{{request.practitioner}}}"
-
-    @property
-    def account(self) -> str:
-        return self._own + ":account"
-
-    @property
-    def patient(self) -> str:
-        return f"{self._own}:patient:{self._request.patient or '-'}"
-
-    @property
-    def walk(self) -> str:
-        return f"{self._own}:cohort:{self._request.cohort or '-'}"
-
-    @property
-    def portal(self) -> str:
-        return f"{self._prefix}:{PORTAL_TAG}:portal"
-
-    @property
-    def portal_seen(self) -> str:
-        return f"{self._prefix}:{PORTAL_TAG}:seen:{self._request.patient or '-'}"
-
-    @property
-    def heat(self) -> str:
-        r = self._request
-        return f"{self._prefix}:{PORTAL_TAG}:hot_cohort:{r.cohort or '-'}:{r.policy.keeps[4]}"
 
 
 class MemoryEngine:
@@ -189,7 +153,13 @@ class MemoryEngine:
         return now
 
     def _keys(self, request: Request) -> Keys:
-        return _LazyKeys(self._prefix, request)  # type: ignore[return-value]
+        return Keys(
+            self._prefix,
+            request.practitioner,
+            request.patient,
+            request.cohort,
+            request.policy.heat_suffix,
+        )
 
     # -- the portal step ------------------------------------------------------------------------
 
@@ -202,7 +172,7 @@ class MemoryEngine:
                 return Decision("denied", "portal", record[over[0].ends] - now)
             changes: Record = {}
             _hit(record, p.portal, changes, now)
-            self._save(keys.portal, record, changes, p.keeps[0], now)
+            self._save(keys.portal, record, changes, p.portal_keep, now)
         if p.hot_cohort is not None and req.cohort is not None and req.patient is not None:
             heat = self._record(keys.heat, now)
             short, long_ = heat.get("s", 0.0), heat.get("l", 0.0)
@@ -226,7 +196,7 @@ class MemoryEngine:
                 if alerted is None or alerted <= now:
                     result.hot_alert = True
                     changes["a"] = now + p.hot_window
-            self._save(keys.heat, heat, changes, p.keeps[3], now)
+            self._save(keys.heat, heat, changes, p.heat_keep, now)
         return result
 
     # -- the account step -----------------------------------------------------------------------
@@ -346,7 +316,7 @@ class MemoryEngine:
                     keys.patient,
                     person,
                     {"g": now + p.break_glass_access},
-                    p.keeps[2],
+                    p.patient_keep,
                     now,
                 )
                 base.outcome, base.quota, base.level = "break_glass", breach, _level(record, now)
@@ -377,12 +347,12 @@ class MemoryEngine:
             if req.cohort is not None and p.cohort:
                 wchanges: Record = {}
                 _hit(walked, p.cohort, wchanges, now)
-                self._save(keys.walk, walked, wchanges, p.keeps[1], now)
+                self._save(keys.walk, walked, wchanges, p.walk_keep, now)
             self._save(
                 keys.patient,
                 person,
                 {"s": now + p.seen},
-                p.keeps[2],
+                p.patient_keep,
                 now,
             )
         self._save_account(keys.account, record, changes, p, now)
@@ -455,7 +425,7 @@ class MemoryEngine:
         """Remaining budget per quota (smallest over its windows), lockout and level."""
         with self._mutex:
             now = self._now(now)
-            keys = Keys.of(self._prefix, practitioner, None, None, policy.heat_suffix)
+            keys = Keys(self._prefix, practitioner, None, None, policy.heat_suffix)
             record = self._record(keys.account, now)
             out = RawStatus()
             for name in (
@@ -484,7 +454,7 @@ class MemoryEngine:
         """Lift the lockout; forget the escalation and the breaches that would re-trigger it."""
         with self._mutex:
             now = self._now(None)
-            key = Keys.of(self._prefix, practitioner, None, None, policy.heat_suffix).account
+            key = Keys(self._prefix, practitioner, None, None, policy.heat_suffix).account
             record = self._get(key, now)
             if record is None:
                 return

@@ -130,7 +130,7 @@ class RedisEngine:
     # -- arguments ------------------------------------------------------------------------------
 
     def _keys(self, request: Request) -> Keys:
-        return Keys.of(
+        return Keys(
             self._prefix,
             request.practitioner,
             request.patient,
