@@ -12,7 +12,8 @@ so the deadline measures what the store does and nothing else. The event
 loop is never blocked.
 
 Jobs that waited more than half the deadline for their turn *behind a store
-that did not answer* (the previous batch timed out or lost its connection) are
+that did not answer* (the previous batch met an outage: a timeout, a lost
+connection, a failover; :func:`~nirguard._redis_client.outages`) are
 refused with :class:`TimeoutError` without being sent, and so is any job that
 waited longer than the whole deadline; with socket timeouts at 0.9 of the
 deadline, no job waits much longer than the deadline, whatever the store does.
@@ -38,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from nirguard._redis_client import outages
+
 __all__ = ["Dispatcher"]
 
 #: Most calls in one pipeline (a healthy Redis runs them in a few milliseconds).
@@ -54,16 +57,6 @@ class _Job:
     future: asyncio.Future[Any]
     born: float
     item: Any
-
-
-def _unanswered(value: object) -> bool:
-    """Whether a batch's result says the store did not answer: a timeout or a lost
-    connection (redis-py's errors or the built-in ones), not a reply."""
-    if not isinstance(value, BaseException):
-        return False
-    if isinstance(value, (TimeoutError, ConnectionError)):
-        return True
-    return any(cls.__name__ in ("TimeoutError", "ConnectionError") for cls in type(value).__mro__)
 
 
 def _settle(jobs: list[tuple[_Job, Any]]) -> None:
@@ -85,6 +78,7 @@ class Dispatcher:
         "_cond",
         "_deadline",
         "_make_client",
+        "_outages",
         "_pid",
         "_queue",
         "_slow",
@@ -101,7 +95,8 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopped = False
-        self._slow = False  # the last batch timed out or lost its connection
+        self._slow = False  # the last batch met an outage: a timeout, a lost connection
+        self._outages = outages()
 
     # -- the event loop's side ------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class Dispatcher:
                 values = self._batch(client, [job.item for job in jobs])
             except Exception as exc:  # the connection failed: every job of the batch shares it
                 values = [exc] * len(jobs)
-            self._slow = any(_unanswered(v) for v in values)
+            self._slow = any(isinstance(v, self._outages) for v in values)
             results.extend(zip(jobs, values, strict=True))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any]]] = {}
         for job, value in results:

@@ -153,23 +153,6 @@ def _pools() -> tuple[type, ...]:
     return _POOLS
 
 
-def _direct(pool: Any, command: tuple[Any, ...]) -> Any:
-    """One command on a pooled connection, without redis-py's per-command wrappers
-    (retries are off anyway, and its observability hooks cost more than the call)."""
-    connection = pool.get_connection()
-    try:
-        connection.send_command(*command)
-        return connection.read_response()
-    except BaseException as exc:
-        from redis.exceptions import ResponseError
-
-        if not isinstance(exc, ResponseError):
-            connection.disconnect()  # a half-read reply must never reach the next caller
-        raise
-    finally:
-        pool.release(connection)
-
-
 def _direct_pipeline(pool: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Many commands on a pooled connection: one send, the replies read from one buffer
     (a reply is the command's result, or the ``ResponseError`` it raised). Without
@@ -194,6 +177,17 @@ def _direct_pipeline(pool: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         pool.release(connection)
 
 
+def _direct(pool: Any, command: tuple[Any, ...]) -> Any:
+    """One command on a pooled connection, without redis-py's per-command wrappers
+    (retries are off anyway, and its observability hooks cost more than the call)."""
+    from redis.exceptions import ResponseError
+
+    (reply,) = _direct_pipeline(pool, [command])
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
 def _missing(exc: BaseException) -> str | None:
     """``"function"`` when the server lacks our library, ``"command"`` when it lacks
     Functions altogether (Redis < 7), ``"script"`` when its script cache lacks our
@@ -208,6 +202,18 @@ def _missing(exc: BaseException) -> str | None:
     if message.startswith("nopolicy"):
         return "policy"
     return None
+
+
+#: The command that loads what a server lacks, by what ``_missing`` says it lacks.
+_LOADS: Final = {"function": ("FUNCTION", "LOAD", LIBRARY), "script": ("SCRIPT", "LOAD", SCRIPT)}
+
+
+def _loaded(reply: Any) -> None:
+    """Raise a load's error reply, unless another process loaded it first."""
+    from redis.exceptions import ResponseError
+
+    if isinstance(reply, ResponseError) and "already exists" not in str(reply).lower():
+        raise reply
 
 
 class Library:
@@ -235,32 +241,29 @@ class Library:
         from redis.exceptions import ResponseError
 
         with self._load_lock:
-            try:
+            try:  # redis-py's own commands: on a Cluster they reach every primary
                 if kind == "function":
                     client.function_load(LIBRARY)
                 else:
                     client.script_load(SCRIPT)
-            except ResponseError as exc:  # another process loaded it first
-                if "already exists" not in str(exc).lower():
-                    raise
+            except ResponseError as exc:
+                _loaded(exc)
 
     def _command(self, args: Sequence[str]) -> tuple[Any, ...]:
         if self.functions:
             return ("FCALL", FUNCTION, KEYS, *args)
         return ("EVALSHA", SHA, KEYS, *args)
 
-    def _recover(self, client: Any, error: BaseException) -> bool:
-        """Load what the server lacks; ``True`` when the call is worth making again."""
+    def _recovery(self, error: BaseException) -> str | None:
+        """What an error reply asks for before the call is made again: ``"policy"``
+        (send it with the policy), ``"function"`` or ``"script"`` (load that first),
+        ``"retry"`` (a server without Functions: scripts from now on); ``None`` when
+        the error is the call's own."""
         missing = _missing(error)
-        if missing is None:
-            return False
-        if missing == "policy":
-            return True  # the caller sends it again, with the policy
         if missing == "command":
-            self.functions = False  # a server without Functions: scripts from now on
-            return True
-        self._load(client, missing)
-        return True
+            self.functions = False
+            return "retry"
+        return missing
 
     def call(self, client: Any, args: Sequence[str]) -> Any:
         """One call; the library is loaded first if the server does not know it."""
@@ -273,10 +276,13 @@ class Library:
                     return send(client.connection_pool, self._command(args))
                 return client.execute_command(*self._command(args))
             except ResponseError as exc:
-                if not self._recover(client, exc):
+                need = self._recovery(exc)
+                if need is None:
                     raise
-                if _missing(exc) == "policy":
+                if need == "policy":
                     args = self.with_policy(args)
+                elif need != "retry":
+                    self._load(client, need)
         return client.execute_command(*self._command(args))
 
     async def acall(self, channel: Any, args: Sequence[str]) -> Any:
@@ -287,21 +293,15 @@ class Library:
             reply = await channel.call(*self._command(args))
             if not isinstance(reply, ResponseError):
                 return reply
-            missing = _missing(reply)
-            if missing is None:
+            need = self._recovery(reply)
+            if need is None:
                 raise reply
-            if missing == "policy":
+            if need == "policy":
                 args = self.with_policy(args)
-            elif missing == "command":
-                self.functions = False  # a server without Functions: scripts from now on
-            else:
-                load = ("FUNCTION", "LOAD", LIBRARY) if missing == "function" else None
-                loaded = await channel.call(*(load or ("SCRIPT", "LOAD", SCRIPT)))
-                if (
-                    isinstance(loaded, ResponseError)
-                    and "already exists" not in str(loaded).lower()
-                ):
-                    raise loaded
+            elif need != "retry":
+                loaded = await channel.call(*_LOADS[need])
+                if isinstance(loaded, ResponseError):
+                    _loaded(loaded)
         reply = await channel.call(*self._command(args))
         if isinstance(reply, ResponseError):
             raise reply
@@ -329,14 +329,16 @@ class Library:
             retry = []
             recovered = False
             for i, result in zip(todo, results, strict=True):
-                if isinstance(result, ResponseError) and _missing(result) is not None:
-                    if _missing(result) == "policy":
-                        calls[i] = self.with_policy(calls[i])
-                    elif not recovered:
-                        recovered = self._recover(client, result)
-                    retry.append(i)
-                else:
+                need = self._recovery(result) if isinstance(result, ResponseError) else None
+                if need is None:
                     replies[i] = result
+                    continue
+                if need == "policy":
+                    calls[i] = self.with_policy(calls[i])
+                elif need != "retry" and not recovered:
+                    self._load(client, need)
+                    recovered = True
+                retry.append(i)
             if not retry:
                 return replies
             todo = retry
