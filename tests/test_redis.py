@@ -490,3 +490,42 @@ def test_denials_on_redis_carry_retry_after(redis_url: str, prefix: str) -> None
     assert info.value.code == "lookups"
     assert info.value.retry_after is not None
     assert 0 < info.value.retry_after <= 60
+
+
+# -- the library: loaded when a server lacks it, on every path ----------------------------------
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+@pytest.mark.parametrize("functions", [True, False], ids=["function", "script"])
+def test_a_server_that_lost_the_library_gets_it_again(
+    private_redis: RedisServer, path: str, functions: bool
+) -> None:
+    """FUNCTION FLUSH / SCRIPT FLUSH (a restart, a failover to an empty replica) between
+    lookups: the next lookup loads the library and sends its policy again, and decides."""
+    import redis
+
+    guard = guard_on(private_redis.url(), only(lookups="3/hour"))
+    guard._engine._library.functions = functions  # type: ignore[attr-defined]
+    admin = redis.Redis.from_url(private_redis.url())
+
+    def look(value: str) -> str:
+        if path == "sync":
+            with guard.lookup("dr", value) as lookup:
+                return str(lookup.outcome)
+
+        async def one() -> str:
+            async with guard.lookup("dr", value) as lookup:
+                return str(lookup.outcome)
+
+        return asyncio.run(one())
+
+    outcomes = []
+    for value in NIRS[:3]:
+        admin.execute_command("FUNCTION", "FLUSH")
+        admin.execute_command("SCRIPT", "FLUSH")
+        outcomes.append(look(value))
+    assert outcomes == ["allowed"] * 3
+    with pytest.raises(QuotaExceeded):
+        look(NIRS[3])  # the counts survived the flushes: only code was lost
+    admin.close()
+    guard.close()

@@ -197,7 +197,8 @@ def _missing(exc: BaseException) -> str | None:
         return "function"
     if "unknown command" in message and ("fcall" in message or "function" in message):
         return "command"
-    if message.startswith("noscript"):
+    # redis-py strips the NOSCRIPT code into NoScriptError; hiredis alone keeps it
+    if message.startswith("noscript") or type(exc).__name__ == "NoScriptError":
         return "script"
     if message.startswith("nopolicy"):
         return "policy"
