@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from nirguard import nir
-from nirguard.replay.registry import Registry
+from nirguard.replay.registry import Registry, poisson
 
 __all__ = [
     "DAY",
@@ -170,19 +170,6 @@ class Workload:
                 out[f"{name}_{label}"] = ranked[min(len(ranked) - 1, int(q * len(ranked)))]
             out[f"{name}_max"] = ranked[-1]
         return out
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    """A Poisson draw (normal approximation above 30)."""
-    if lam <= 0:
-        return 0
-    if lam > 30:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 def typo(number: str, rng: random.Random) -> str:
@@ -358,7 +345,7 @@ class _GP(_Account):
             factor *= 0.4
         if rng.random() < 0.03:
             factor *= 1.6  # a busy day: an epidemic, covering for a colleague
-        return _poisson(rng, self.rate * factor)
+        return poisson(rng, self.rate * factor, normal_above=30.0)
 
     def day(self, d: _Day) -> None:
         if not self.works(d.day):
@@ -430,7 +417,7 @@ class _Hospital(_Account):
         rng = d.rng
         factor = math.exp(rng.gauss(0.0, 0.15)) * (0.7 if d.day % 7 >= 5 else 1.0)
         recent = self.recent
-        for t in d.times(_poisson(rng, self.rate * factor), _HOSPITAL):
+        for t in d.times(poisson(rng, self.rate * factor, normal_above=30.0), _HOSPITAL):
             if recent and rng.random() < 0.1:
                 person = recent[rng.randrange(len(recent))]
             else:
@@ -452,7 +439,7 @@ class _Pharmacy(_Account):
             return
         rng = d.rng
         factor = math.exp(rng.gauss(0.0, 0.2))
-        for t in d.times(_poisson(rng, self.rate * factor), _PHARMACY):
+        for t in d.times(poisson(rng, self.rate * factor, normal_above=30.0), _PHARMACY):
             slot = int(self.patients.size * rng.random() ** 1.5)
             d.emit(t, self.who, self.patients.person(slot))
 

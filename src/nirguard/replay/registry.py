@@ -50,6 +50,7 @@ __all__ = [
     "build_registry",
     "cohort_residue",
     "nir_from_cohort",
+    "poisson",
 ]
 
 FIRST_YEAR: Final = 1926  # two-digit years stay unambiguous: 100 years, none above 99
@@ -186,10 +187,12 @@ def consultation_weight(year: int) -> float:
     return weight
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float, normal_above: float = 40.0) -> int:
+    """A Poisson draw (its normal approximation above ``normal_above``); the replay's
+    draws, registry and practitioners alike."""
     if lam <= 0:
         return 0
-    if lam > 40:
+    if lam > normal_above:
         return max(0, round(rng.gauss(lam, math.sqrt(lam))))
     limit, k, p = math.exp(-lam), 0, rng.random()
     while p > limit:
@@ -608,12 +611,12 @@ def build_registry(scale: float = 1.0, *, seed: int = 0) -> Registry:
                 # Maternity towns: one cohort per town, kept with probability `fraction`.
                 for k in _skips(rng, town_count, fraction):
                     expected = in_towns * town_weights[k]
-                    alive = _poisson(rng, expected * alive_share)
+                    alive = poisson(rng, expected * alive_share)
                     if alive:
-                        gone = _poisson(rng, expected * (1 - alive_share))
+                        gone = poisson(rng, expected * (1 - alive_share))
                         add(head + towns[k], alive, alive + gone)
                 # Births at home: a commune sees 0-2 a month, so each is its own cohort.
-                for _ in range(_poisson(rng, fraction * metro * home * alive_share)):
+                for _ in range(poisson(rng, fraction * metro * home * alive_share)):
                     i = bisect.bisect_right(cum_departments, random_() * cum_departments[-1])
                     place = departments[min(i, len(departments) - 1)]
                     top = 2 if random_() < 0.05 else 1
@@ -624,11 +627,9 @@ def build_registry(scale: float = 1.0, *, seed: int = 0) -> Registry:
                     if place[:2] in ("2A", "2B") and year < 1976:
                         place = "20" + place[2:]
                     expected = sex_births * _SMALL_SHARE * recent / small_total * (1 - home)
-                    alive = _poisson(rng, expected * alive_share)
+                    alive = poisson(rng, expected * alive_share)
                     if alive:
-                        add(
-                            head + place, alive, alive + _poisson(rng, expected * (1 - alive_share))
-                        )
+                        add(head + place, alive, alive + poisson(rng, expected * (1 - alive_share)))
 
     # Born abroad: 99 + country, some with month code 20 (unknown).
     named = sum(share for _, share in _COUNTRIES)
@@ -647,7 +648,7 @@ def build_registry(scale: float = 1.0, *, seed: int = 0) -> Registry:
             year, sex, month = slots[i]
             expected = _ABROAD_PEOPLE * share * year_weights[year - FIRST_YEAR] / 2
             expected *= _UNKNOWN_MONTH if month == 20 else (1 - _UNKNOWN_MONTH) / 12
-            alive = _poisson(rng, expected)
+            alive = poisson(rng, expected)
             if alive:
                 top = round(alive / (0.75 + 0.2 * random_()))
                 add(f"{sex}{year % 100:02d}{month:02d}99{code}", alive, top)

@@ -558,21 +558,24 @@ def _forked(work: Callable[[str], _T], tasks: list[str], jobs: int) -> Iterator[
             send.close()
             running[receive] = child
         for ready in wait(list(running)):
-            child = running.pop(ready)
-            connection: Any = ready
-            answer: Any
-            try:
-                answer = connection.recv()
-            except EOFError:
-                answer = RuntimeError("a replay process ended without an answer")
-            connection.close()
-            child.join()
+            answer = _answer(running.pop(ready), ready)
             if isinstance(answer, BaseException):
                 for other, proc in running.items():
                     proc.terminate()
                     other.close()
                 raise answer
             yield answer
+
+
+def _answer(child: Any, receive: Any) -> Any:
+    """What a forked child sent back (its result, or the exception it met), once it ended."""
+    try:
+        answer = receive.recv()
+    except EOFError:
+        answer = RuntimeError("a replay process ended without an answer")
+    receive.close()
+    child.join()
+    return answer
 
 
 def _child(work: Callable[[str], Any], task: str, send: Any) -> None:
@@ -674,12 +677,7 @@ def _run_groups(
     found = _run_group(local, groups[0], tasks, progress)
     for child, receive in children:
         progress.stage(0)("waiting for the other passes", 1.0)
-        try:
-            answer = receive.recv()
-        except EOFError:
-            answer = RuntimeError("a replay process ended without an answer")
-        receive.close()
-        child.join()
+        answer = _answer(child, receive)
         if isinstance(answer, BaseException):
             raise answer
         found.update(answer)
