@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
 
 SHELL_TIMEOUT_S = 300
@@ -104,7 +105,14 @@ def _run_shell(step: dict[str, object]) -> int:
 
 def main() -> int:
     plan = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    namespace: dict[str, object] = {"__name__": "__main__"}
+    # The page's code runs as a reader's ``python`` session would: in a fresh ``__main__``
+    # module (so pickle, dataclasses or ``ROOT_URLCONF=__name__`` find it), compiled without
+    # this driver's ``from __future__`` flags, with the current directory first on the
+    # import path and not this file's directory.
+    main_module = types.ModuleType("__main__")
+    sys.modules["__main__"] = main_module
+    namespace: dict[str, object] = main_module.__dict__
+    sys.path[0] = ""
     materials: set[str] = set()
     fresh = FreshEnvironment(_allowed(plan))
     sys.meta_path.insert(0, fresh)
@@ -116,7 +124,7 @@ def main() -> int:
                 fresh.allowed = _allowed(plan)
                 source = "\n" * int(step["line"]) + str(step["code"])
                 try:
-                    exec(compile(source, str(step["path"]), "exec"), namespace)
+                    exec(compile(source, str(step["path"]), "exec", dont_inherit=True), namespace)
                 except BaseException as exc:
                     # the traceback from the page's own frames on (this driver's frame dropped)
                     tb = exc.__traceback__.tb_next if exc.__traceback__ else None

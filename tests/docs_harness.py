@@ -38,6 +38,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import textwrap
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -158,6 +159,60 @@ def problems(blocks: list[Block]) -> list[str]:
         elif block.directive == "install-only" and block.kind != "shell":
             found.append(f"{block.where}: install-only applies to shell blocks")
     return found
+
+
+# -- what a block that does not run can still be checked for ------------------------------------
+
+_NAMED_FILE = re.compile(r"\b(?:tests|examples|benchmarks|docs|src|tools|\.ci)/[\w./-]*\w")
+_EXCERPT = re.compile(r"an excerpt of (?P<path>[\w./-]*\w)")
+_SUBCOMMAND = re.compile(
+    r"(?:^|[;&|(]\s*|\$\(\s*|\bdo\s+|\bthen\s+)(?:[\w./-]*/)?nirguard\s+(?P<name>[a-z][a-z-]*)"
+)
+
+
+def _without_comment(line: str) -> str:
+    return line.split("#", 1)[0].strip()
+
+
+def unsound(block: Block) -> list[str]:
+    """What is wrong with a block that does not run (in whole or in part).
+
+    It must still parse (``compile`` for Python, ``bash -n`` for shell), every file its
+    reason names must exist, and an "excerpt of FILE" must still be in FILE, line for
+    line (comments and indentation aside): a block kept from running must not rot.
+    """
+    found = []
+    if block.kind == "python":
+        try:
+            compile(textwrap.dedent(block.code), block.where, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            found.append(f"{block.where}: does not parse: {exc.msg} (block line {exc.lineno})")
+    elif block.kind == "shell":
+        checked = subprocess.run(
+            ["bash", "-n", "-c", block.code], capture_output=True, text=True, check=False
+        )
+        if checked.returncode:
+            found.append(f"{block.where}: bash -n: {checked.stderr.strip()}")
+    for name in _NAMED_FILE.findall(block.reason):
+        if not (ROOT / name).exists():
+            found.append(f"{block.where}: its reason names {name}, which does not exist")
+    excerpt = _EXCERPT.search(block.reason)
+    if excerpt and (ROOT / excerpt["path"]).is_file():
+        source = {
+            _without_comment(line)
+            for line in (ROOT / excerpt["path"]).read_text("utf-8").splitlines()
+        }
+        for line in block.code.splitlines():
+            if _without_comment(line) and _without_comment(line) not in source:
+                found.append(f"{block.where}: not in {excerpt['path']} any more: {line.strip()!r}")
+    return found
+
+
+def subcommands_named(block: Block) -> list[str]:
+    """The ``nirguard`` subcommands a shell block runs (``nirguard keygen``, ``.venv/bin/nirguard x``)."""
+    if block.kind != "shell":
+        return []
+    return [m["name"] for line in block.code.splitlines() for m in _SUBCOMMAND.finditer(line)]
 
 
 # -- running a page ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(os.environ.get("NIRGUARD_DOCS_ROOT") or Path(__file__).resolve().parents[1])
 PROJECT = "nirguard"
 _PATH_SPEC = re.compile(r"^(?P<path>[./~][^\[]*)(?:\[(?P<extras>[^\]]*)\])?$")
+_WHEEL_SPEC = re.compile(r"^(?P<path>[^\[]*\.whl)(?:\[(?P<extras>[^\]]*)\])?$")
 
 
 def fail(message: str) -> int:
@@ -119,6 +120,52 @@ def _check_requirement(
         closure(requirement.name, set(requirement.extras), found)
 
 
+def _extras(text: str | None) -> set[str]:
+    return {e.strip() for e in (text or "").split(",") if e.strip()}
+
+
+def _wheel_name() -> str:
+    version = str(_pyproject()["version"])
+    return f"{PROJECT}-{version}-py3-none-any.whl"
+
+
+def _check_wheel(match: re.Match[str], errors: list[str], found: set[str]) -> None:
+    """A wheel of the project, made by an earlier ``pip wheel`` of the page."""
+    path = Path(match["path"])
+    if path.name != _wheel_name():
+        errors.append(f"{path.name!r} is not the wheel 'pip wheel' builds ({_wheel_name()})")
+    elif not path.is_file():
+        errors.append(f"{path}: no such wheel (build it first: pip wheel --no-deps -w dist .)")
+    else:
+        _check_project(_extras(match["extras"]), set(), errors, found)
+
+
+def build_wheel(args: list[str]) -> int:
+    """``pip wheel --no-deps -w DIR .``: an empty stand-in for the project's wheel in DIR.
+
+    The fresh-clone check of CI (``.ci/fresh_clone``) builds and installs the real one.
+    """
+    rest = iter(args)
+    target, sources = Path.cwd(), []
+    for arg in rest:
+        if arg in ("-w", "--wheel-dir"):
+            target = Path(next(rest, "."))
+        elif arg in ("--no-deps", "-q", "--quiet"):
+            continue
+        elif arg.startswith("-"):
+            return fail(f"option {arg!r} of pip wheel is not understood by the docs test")
+        else:
+            sources.append(arg)
+    if sources != ["."]:
+        return fail(f"pip wheel: only the checkout ('.') is known to the docs test, not {sources}")
+    if "--no-deps" not in args:
+        return fail("pip wheel: pass --no-deps, or it builds a wheel of every dependency too")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / _wheel_name()).write_bytes(b"")
+    print(f"pip (docs test): stand-in for {target / _wheel_name()}, nothing built")
+    return 0
+
+
 def project_closure(extras: set[str]) -> set[str]:
     """The distributions a fresh install of the project with ``extras`` would bring."""
     found: set[str] = set()
@@ -127,8 +174,12 @@ def project_closure(extras: set[str]) -> set[str]:
 
 
 def pip(args: list[str]) -> int:
+    if args and args[0] == "wheel":
+        return build_wheel(args[1:])
     if not args or args[0] != "install":
-        return fail(f"only 'pip install' is understood here, not {' '.join(args)!r}")
+        return fail(
+            f"only 'pip install' and 'pip wheel' are understood here, not {' '.join(args)!r}"
+        )
     specs: list[str] = []
     rest = iter(args[1:])
     for arg in rest:
@@ -145,18 +196,29 @@ def pip(args: list[str]) -> int:
     errors: list[str] = []
     found: set[str] = set()
     for spec in specs:
-        match = _PATH_SPEC.match(spec)
+        match = None if _WHEEL_SPEC.match(spec) else _PATH_SPEC.match(spec)
         if match:
             if Path(match["path"]).resolve() != Path.cwd().resolve() and match["path"] != ".":
                 errors.append(f"{spec!r}: only the checkout ('.') is known to the docs test")
                 continue
-            extras = {e.strip() for e in (match["extras"] or "").split(",") if e.strip()}
-            _check_project(extras, set(), errors, found)
+            _check_project(_extras(match["extras"]), set(), errors, found)
+            continue
+        wheel_spec = _WHEEL_SPEC.match(spec)
+        if wheel_spec:
+            _check_wheel(wheel_spec, errors, found)
             continue
         try:
-            _check_requirement(Requirement(spec), set(), errors, found)
+            requirement = Requirement(spec)
         except ValueError:
             errors.append(f"{spec!r} is not a requirement pip would understand")
+            continue
+        if canonicalize_name(requirement.name) == PROJECT:
+            errors.append(
+                f"{spec!r}: {PROJECT} is not on the package index; install it from the "
+                "checkout ('.[extras]') or from a wheel built there (docs/quickstart.md)"
+            )
+            continue
+        _check_requirement(requirement, set(), errors, found)
     for error in errors:
         fail(error)
     if not errors:

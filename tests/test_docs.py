@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 from nirguard import InvalidNIR
-from tests.docs_harness import ROOT, Block, extract_blocks, page_blocks, problems, run_page
+from nirguard.cli import build_parser
+from tests.docs_harness import (
+    ROOT,
+    Block,
+    extract_blocks,
+    page_blocks,
+    problems,
+    run_page,
+    subcommands_named,
+    unsound,
+)
 
 DOCS = ROOT / "docs"
 PAGES = sorted(
@@ -45,11 +55,48 @@ def test_page_runs_as_written(page: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("block", MARKED, ids=[b.where for b in MARKED])
-def test_marked_block_is_reported(block: Block) -> None:
-    """Blocks kept from running (in whole or in part) show up in the report, with why."""
-    if block.directive == "install-only":
-        pytest.skip(f"{block.where}: only its install steps run: {block.reason}")
-    pytest.skip(f"{block.where}: not run: {block.reason}")
+def test_marked_block_has_not_rotted(block: Block) -> None:
+    """A block kept from running still parses, names files that exist, quotes its source."""
+    assert unsound(block) == []
+
+
+def test_unsound_finds_what_rots(tmp_path: Path) -> None:
+    blocks = extract_blocks(
+        tmp_path / "page.md",
+        "<!-- not-run: needs a server; tests/test_no_such_file.py runs it -->\n"
+        "```python\ndef broken(:\n```\n"
+        "<!-- not-run: starts a server -->\n```sh\nif then fi\n```\n"
+        "<!-- not-run: an excerpt of examples/fastapi_portal/app.py -->\n"
+        "```python\ndef create_app(  # a comment that differs\ndef no_such_function():\n```\n",
+    )
+    found = [problem.split(": ", 1)[1] for block in blocks for problem in unsound(block)]
+    assert found[0].startswith("does not parse")
+    assert found[1] == "its reason names tests/test_no_such_file.py, which does not exist"
+    assert found[2].startswith("bash -n")
+    assert found[3].startswith("does not parse")  # the excerpt is cut: it does not parse either
+    assert found[4:] == [
+        "not in examples/fastapi_portal/app.py any more: 'def no_such_function():'"
+    ]
+
+
+SHELL = [b for blocks in BLOCKS.values() for b in blocks if b.kind == "shell"]
+
+
+@pytest.mark.parametrize("block", SHELL, ids=[b.where for b in SHELL])
+def test_shell_blocks_name_real_subcommands(block: Block) -> None:
+    """Even a block that does not run calls ``nirguard`` subcommands that exist."""
+    parser = build_parser()
+    choices = next(action.choices for action in parser._actions if isinstance(action.choices, dict))
+    assert [name for name in subcommands_named(block) if name not in choices] == []
+
+
+def test_subcommands_named_reads_command_positions() -> None:
+    block = Block(
+        Path("x.md"), 1, "sh",
+        'export K="$(nirguard keygen)"\n.venv/bin/nirguard simulate --full && nirguard frob\n'
+        "for x in a; do nirguard check \"$x\"; done\npip install nirguard-extra  # nirguard word\n",
+    )  # fmt: skip
+    assert subcommands_named(block) == ["keygen", "simulate", "frob", "check"]
 
 
 def test_every_block_is_accounted_for() -> None:
@@ -133,6 +180,16 @@ def test_harness_reports_page_and_line_and_carries_the_setup(tmp_path: Path) -> 
         ("python -m pip install '.[redis,fastapi]'", True),
         ("pip install '.[no-such-extra]'", False),
         ("pip install no-such-package-for-nirguard", False),
+        ("pip install 'nirguard[redis]'", False),  # not on the package index
+        (
+            "pip wheel --no-deps -w dist . && pip install 'dist/nirguard-0.1.0-py3-none-any.whl[redis]'",
+            True,
+        ),
+        ("pip install 'dist/nirguard-0.1.0-py3-none-any.whl'", False),  # not built first
+        (
+            "pip wheel --no-deps -w dist . && pip install 'dist/nirguard-9.9-py3-none-any.whl'",
+            False,
+        ),
         ("pip uninstall -y nirguard", False),
     ],
 )
@@ -183,6 +240,27 @@ def test_mkdocs_nav_covers_every_page() -> None:
     assert sorted(set(nav) - set(pages)) == [], "the nav names pages that do not exist"
     assert sorted(set(pages) - set(nav)) == [], "pages missing from the mkdocs nav"
     assert len(nav) == len(set(nav)), "a page appears twice in the nav"
+
+
+def test_install_lines_use_the_checkout_or_a_wheel() -> None:
+    """nirguard is not on the package index: nothing tells a reader to install ``nirguard[x]``.
+
+    Pages, help texts and error messages name an extra as ``'.[x]'`` in the checkout (or a
+    wheel built there, docs/quickstart.md); the docs test's pip refuses the name itself.
+    """
+    texts = [
+        ROOT / "README.md",
+        *PAGES,
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "examples").rglob("*.py"),
+    ]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in texts
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "nirguard[" in line
+    ]
+    assert offenders == []
 
 
 def test_rules_page_names_every_invalid_nir_code() -> None:

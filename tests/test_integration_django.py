@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("django", reason="needs the django extra: pip install nirguard[django]")
+pytest.importorskip("django", reason="needs the django extra: pip install '.[django]'")
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse

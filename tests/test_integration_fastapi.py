@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install nirguard[fastapi]")
+pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install '.[fastapi]'")
 
 from fastapi import Body, Depends, FastAPI, HTTPException
 from pydantic import BaseModel

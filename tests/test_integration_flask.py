@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("flask", reason="needs the flask extra: pip install nirguard[flask]")
+pytest.importorskip("flask", reason="needs the flask extra: pip install '.[flask]'")
 
 from flask import Blueprint, Flask, Response, abort, request
 from flask.testing import FlaskClient

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional
 
 import pytest
 
-pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install nirguard[fastapi]")
+pytest.importorskip("fastapi", reason="needs the fastapi extra: pip install '.[fastapi]'")
 
 from fastapi import FastAPI
 from pydantic import BaseModel

@@ -485,7 +485,7 @@ def test_cli_plot_without_matplotlib_names_the_extra(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code = main(["simulate", *CLI_SMALL, "--plot", "x.png", "--quiet"])
     assert code == 2
-    assert "nirguard[plot]" in capsys.readouterr().err
+    assert "'.[plot]'" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(small_result, tmp_path: Path):

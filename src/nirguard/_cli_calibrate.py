@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
-        "--plot", metavar="FILE.png", help="plot the distributions and thresholds (nirguard[plot])"
+        "--plot", metavar="FILE.png", help="plot the distributions and thresholds (the plot extra)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(handler=_handle)
@@ -135,7 +135,9 @@ def _handle(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError:
-            return _fail("--plot needs matplotlib: pip install 'nirguard[plot]'")
+            return _fail(
+                "--plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')"
+            )
     started = time.perf_counter()
 
     def progress(line: str) -> None:

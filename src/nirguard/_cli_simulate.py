@@ -139,7 +139,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--plot", metavar="FILE.png", help="plot exposure over time (nirguard[plot])"
+        "--plot", metavar="FILE.png", help="plot exposure over time (the plot extra)"
     )
     parser.add_argument("--no-legend", action="store_true", help="leave the legend out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
@@ -216,7 +216,7 @@ def _handle(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError:
             print(
-                "nirguard simulate: --plot needs matplotlib: pip install 'nirguard[plot]'",
+                "nirguard simulate: --plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
                 file=sys.stderr,
             )
             return 2

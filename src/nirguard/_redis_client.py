@@ -104,7 +104,7 @@ def open_redis(
         import redis  # noqa: F401
     except ModuleNotFoundError:
         raise ConfigurationError(
-            f"storage scheme {scheme!r} needs redis-py: pip install 'nirguard[redis]'"
+            f"storage scheme {scheme!r} needs redis-py: install nirguard's redis extra (in its checkout: pip install '.[redis]')"
         ) from None
     opts = _options(uri, options or {}, deadline)
     if scheme in _PLAIN:

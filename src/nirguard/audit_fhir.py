@@ -427,7 +427,7 @@ def _r4_model() -> Any:
         from fhir.resources.R4B.auditevent import AuditEvent as R4AuditEvent
     except ImportError as exc:
         raise ConfigurationError(
-            f"FHIR validation needs fhir.resources: pip install 'nirguard[fhir]' ({type(exc).__name__})"
+            f"FHIR validation needs fhir.resources: install nirguard's fhir extra, pip install '.[fhir]' in its checkout ({type(exc).__name__})"
         ) from None
     return R4AuditEvent
 

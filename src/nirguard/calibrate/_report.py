@@ -291,7 +291,7 @@ def plot(result: Calibration, path: str | Path) -> None:
 
     Raises:
         ModuleNotFoundError: matplotlib is not installed (it comes with the
-            ``nirguard[plot]`` extra).
+            ``plot`` extra).
     """
     try:
         import matplotlib
@@ -300,7 +300,7 @@ def plot(result: Calibration, path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            "--plot needs matplotlib: install the extra with pip install 'nirguard[plot]'",
+            "--plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
             name="matplotlib",
         ) from exc
     kinds = result.kinds or []

@@ -1,8 +1,8 @@
 """Web-framework integrations, one module per framework, each behind an extra.
 
-* :mod:`nirguard.integrations.fastapi` (FastAPI and Starlette, ``nirguard[fastapi]``)
-* :mod:`nirguard.integrations.flask` (``nirguard[flask]``)
-* :mod:`nirguard.integrations.django` (``nirguard[django]``)
+* :mod:`nirguard.integrations.fastapi` (FastAPI and Starlette, the ``fastapi`` extra)
+* :mod:`nirguard.integrations.flask` (the ``flask`` extra)
+* :mod:`nirguard.integrations.django` (the ``django`` extra)
 
 Each module imports its framework when it is imported; this package and
 ``import nirguard`` import none of them. All of them render errors through

@@ -1,4 +1,4 @@
-"""Django integration (``pip install nirguard[django]``).
+"""Django integration (the ``django`` extra).
 
 * :func:`guarded_view` guards a view: it reads the practitioner, the NIR and
   a stated break-glass reason from the request, runs the guard (``with

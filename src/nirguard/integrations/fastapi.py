@@ -1,4 +1,4 @@
-"""FastAPI and Starlette integration (``pip install nirguard[fastapi]``).
+"""FastAPI and Starlette integration (the ``fastapi`` extra).
 
 Two pieces, both async all the way (the guard runs through its async path,
 ``async with guard.lookup(...)``, so nothing blocks the event loop):

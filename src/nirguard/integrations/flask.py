@@ -1,4 +1,4 @@
-"""Flask integration (``pip install nirguard[flask]``).
+"""Flask integration (the ``flask`` extra).
 
 * :func:`init_app` registers one error handler that renders every
   :class:`~nirguard.errors.NirguardError` as an RFC 9457 problem response (see

@@ -508,7 +508,7 @@ def plot(result: ReplayResult, path: str | Path) -> None:
 
     Raises:
         ModuleNotFoundError: matplotlib is not installed (it comes with the
-            ``nirguard[plot]`` extra).
+            ``plot`` extra).
     """
     try:
         import matplotlib
@@ -517,7 +517,7 @@ def plot(result: ReplayResult, path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            "--plot needs matplotlib: install the extra with pip install 'nirguard[plot]'",
+            "--plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
             name="matplotlib",
         ) from exc
     strategies = result.strategies
