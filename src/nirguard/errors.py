@@ -57,8 +57,6 @@ class NirguardError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={str(self)!r})"
 
 
-#: The fixed message of each :class:`InvalidNIR` code (read-only). None holds
-#: the input; :mod:`nirguard.http` puts them in its problem bodies.
 NIR_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "type": "invalid NIR: not a string",
@@ -73,6 +71,8 @@ NIR_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
         "order": "invalid NIR: the order number is not valid",
     }
 )
+"""The fixed message of each :class:`InvalidNIR` code (read-only). None holds
+the input; :mod:`nirguard.http` puts them in its problem bodies."""
 
 
 class InvalidNIR(NirguardError, ValueError):
