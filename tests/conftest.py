@@ -87,8 +87,11 @@ def _example_audit_trail(_audit_dir: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.fixture(autouse=True)
 def _example_review_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's example portals keep their break-glass review queue in a file of its own."""
-    monkeypatch.setenv("NIRGUARD_REVIEW_LOG", str(tmp_path / "break-glass.jsonl"))
+    """Each test's example portals keep their files (the break-glass review queue, alerts)
+    in a directory of its own, and serve the queue to the bearer of a test token."""
+    monkeypatch.setenv("PORTAL_DATA_DIR", str(tmp_path / "portal-data"))
+    monkeypatch.setenv("NIRGUARD_BREAK_GLASS_LOG", str(tmp_path / "break-glass.jsonl"))
+    monkeypatch.setenv("PORTAL_REVIEW_TOKEN", "review-token-of-the-tests")
 
 
 @pytest.fixture

@@ -5,14 +5,16 @@ registry (``nirguard.testing``). The practitioner comes from the
 ``X-Practitioner`` header, standing in for real authentication. The NIR is sent
 in the JSON body (or a form field), never in the URL.
 
-Environment (all optional; see ``examples/README.md``): ``NIRGUARD_KEY`` (key text
-form; unset: an ephemeral key and a warning), ``NIRGUARD_STORAGE`` (default
-``memory://``), ``NIRGUARD_STORAGE_OPTIONS`` (a JSON object), ``NIRGUARD_KEY_PREFIX``,
-``NIRGUARD_POLICY_*``, and ``NIRGUARD_AUDIT_LOG``: the audit trail, a JSON-lines file
-(mode 0600, one line per decision), by default ``nirguard-audit.jsonl`` in the current
-directory; its path is logged at start-up. ``NIRGUARD_REVIEW_LOG``: the break-glass review
-queue, a JSON-lines file (mode 0600), by default ``nirguard-break-glass.jsonl``, shown at
-``GET /break-glass``.
+The guard is built from the project's settings, as django-axes reads
+``AXES_*``: ``NIRGUARD_STORAGE``, ``NIRGUARD_KEY``, ``NIRGUARD_POLICY_*``...
+(docs/config.md). This demo fills them from the environment's ``NIRGUARD_*``
+variables; the audit trail, the alerts and the break-glass review queue default
+to JSON-lines files (mode 0600) in a private directory outside the checkout,
+``PORTAL_DATA_DIR`` (default ``~/.local/state/nirguard-examples``), their paths
+logged at start-up. ``PORTAL_REVIEW_TOKEN``: the security office's bearer token
+for ``GET /break-glass``; unset, the review queue is not served. The app
+``nirguard.ops`` brings the management commands ``nirguard_status`` and
+``nirguard_unlock``; this file is the project's ``manage.py``.
 
 Run (from the repository root; more in ``examples/README.md``)::
 
@@ -21,17 +23,50 @@ Run (from the repository root; more in ``examples/README.md``)::
 
 from __future__ import annotations
 
-import json
+import hmac
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import django
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard.config import GuardSettings, JsonLinesHook
+from nirguard.integrations.django import guarded_view
+from nirguard.testing import synthetic_registry as build_registry
+
+FILES = {  # setting -> the demo's default file name in PORTAL_DATA_DIR
+    "NIRGUARD_AUDIT_LOG": "audit.jsonl",
+    "NIRGUARD_ALERT_LOG": "alerts.jsonl",
+    "NIRGUARD_BREAK_GLASS_LOG": "break-glass.jsonl",
+}
+
+
+def data_dir() -> Path:
+    """The demo's private directory for its files, outside the checkout (mode 0700)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    path = Path(os.environ.get("PORTAL_DATA_DIR") or Path(state) / "nirguard-examples")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def nirguard_settings() -> dict[str, str]:
+    """The ``NIRGUARD_*`` settings: the environment's, with the demo's files."""
+    found = {k: v for k, v in os.environ.items() if k.startswith("NIRGUARD_")}
+    for name, file in FILES.items():
+        if not found.get(name):
+            found[name] = str(data_dir() / file)
+    return found
+
 
 if not settings.configured:
     settings.configure(
@@ -39,36 +74,20 @@ if not settings.configured:
         SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(32),
         ROOT_URLCONF=__name__,
         ALLOWED_HOSTS=["127.0.0.1", "localhost", "testserver"],
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=["nirguard.ops"],  # manage.py nirguard_status / nirguard_unlock
         MIDDLEWARE=["nirguard.integrations.django.NirguardMiddleware"],
         DATABASES={},
         LOGGING_CONFIG=None,
+        **nirguard_settings(),
     )
-
-import django
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern, path
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
-
-from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
-from nirguard.alerts import BreakGlass
-from nirguard.integrations.django import guarded_view
-from nirguard.testing import synthetic_registry as build_registry
 
 django.setup()
 
 log = logging.getLogger("portal")
-DEFAULT_AUDIT_LOG = "nirguard-audit.jsonl"  # in the current directory
-DEFAULT_REVIEW_LOG = "nirguard-break-glass.jsonl"  # in the current directory
 
 
 def configure_logging() -> None:
-    """Give the portal's log lines a level and a name on stderr.
-
-    Only when nothing else configured logging (the server's ``--log-config``, your own
-    ``dictConfig``): a real deployment routes the ``portal`` logger where its logs go.
-    """
+    """Give the portal's log lines a level and a name on stderr (unless logging is set up)."""
     portal = logging.getLogger("portal")
     if portal.handlers or logging.getLogger().handlers:
         return
@@ -78,87 +97,25 @@ def configure_logging() -> None:
     portal.setLevel(logging.INFO)
 
 
-def load_key() -> SecretKey:
-    """The key from NIRGUARD_KEY, or an ephemeral one (with a warning) when unset."""
-    if os.environ.get("NIRGUARD_KEY"):
-        return SecretKey.from_env("NIRGUARD_KEY")
-    log.warning(
-        "NIRGUARD_KEY is not set: using an ephemeral key. Pseudonyms in the audit trail and "
-        "distinct-patient counts will not survive a restart nor be shared between processes. "
-        'Set a key first: export NIRGUARD_KEY="$(nirguard keygen)"'
-    )
-    return SecretKey.generate("ephemeral")
-
-
-class ReviewQueue:
-    """Break-glass lookups, for the security office to review: the guard's ``on_break_glass``.
-
-    One JSON line per grant, appended to the file NIRGUARD_REVIEW_LOG names (default
-    ``nirguard-break-glass.jsonl``; mode 0600; shared by every worker, like the audit trail).
-    A line holds the practitioner, the patient's pseudonym, the reason's code *and its free
-    text* (which may name a person: keep the file as private as the audit trail), the time
-    and the end of the grant. A real portal would feed a review screen, or write to the
-    patient (the DMP tells patients about every *bris de glace*).
-    """
-
-    def __init__(self, path: str | None = None) -> None:
-        name = path or os.environ.get("NIRGUARD_REVIEW_LOG") or DEFAULT_REVIEW_LOG
-        self.path = Path(name).resolve()
-
-    def __call__(self, grant: BreakGlass) -> None:
-        entry = asdict(grant)
-        entry["reason"] = {"code": grant.reason.code.value, "text": grant.reason.text}
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Every grant so far, oldest first."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines() if line]
-
-
-def audit_path() -> Path:
-    """Where the audit trail goes: the JSON-lines file NIRGUARD_AUDIT_LOG names.
-
-    One line per decision of the guard (allowed, refused, invalid...), holding a
-    pseudonym of the patient, never the NIR; the file is created with mode 0600 and
-    appended to by every worker.
-    """
-    return Path(os.environ.get("NIRGUARD_AUDIT_LOG") or DEFAULT_AUDIT_LOG).resolve()
-
-
-def audit_trail() -> Path:
-    """The audit file, announced once in the portal's log."""
-    path = audit_path()
-    log.info("audit trail: %s (JSON lines, one per lookup decision)", path)
-    return path
-
-
-def storage_options() -> dict[str, Any] | None:
-    """Options for the quota store's client, from NIRGUARD_STORAGE_OPTIONS (a JSON object)."""
-    raw = os.environ.get("NIRGUARD_STORAGE_OPTIONS", "").strip()
-    if not raw:
-        return None
-    try:
-        options = json.loads(raw)
-    except ValueError:
-        options = None
-    if not isinstance(options, dict):
-        # the value may hold a password: never echo it
-        raise ValueError(
-            'NIRGUARD_STORAGE_OPTIONS must be a JSON object, e.g. {"socket_timeout": 1}'
+def load_settings() -> GuardSettings:
+    """The guard's settings from Django's, announced in the portal's log."""
+    loaded = GuardSettings.load(settings)
+    log.info("audit trail: %s (JSON lines, one per lookup decision)", loaded.audit_log)
+    log.info("alerts: %s; break-glass review queue: %s", loaded.alert_log, loaded.break_glass_log)
+    if loaded.key is None:
+        log.warning(
+            "NIRGUARD_KEY is not set: using an ephemeral key. Pseudonyms in the audit trail and "
+            "distinct-patient counts will not survive a restart nor be shared between processes. "
+            'Set a key first: export NIRGUARD_KEY="$(nirguard keygen)"'
         )
-    return options
+    return loaded
 
 
-def practitioner_from_header(request: HttpRequest) -> str:
-    """Stand-in for authentication: the practitioner id from ``X-Practitioner``."""
-    return str(request.headers.get("X-Practitioner", "")).strip()
+def review_queue() -> JsonLinesHook:
+    """The break-glass review queue: the file ``NIRGUARD_BREAK_GLASS_LOG`` names."""
+    return JsonLinesHook(
+        getattr(settings, "NIRGUARD_BREAK_GLASS_LOG", "") or data_dir() / "break-glass.jsonl"
+    )
 
 
 def create_guard(
@@ -168,32 +125,30 @@ def create_guard(
     policy: QuotaPolicy | None = None,
     clock: Callable[[], float] | None = None,
     audit: Any = None,
-    reviews: ReviewQueue | None = None,
+    reviews: JsonLinesHook | None = None,
 ) -> LookupGuard:
-    """The portal's guard; every argument defaults to the environment / demo value."""
+    """The portal's guard; every argument defaults to the settings / demo value."""
     configure_logging()
-    options: dict[str, Any] = {}
-    if clock is not None:
-        options["clock"] = clock
-    return LookupGuard(
-        policy=policy if policy is not None else QuotaPolicy.from_env(),
-        storage=storage or os.environ.get("NIRGUARD_STORAGE", "memory://"),
-        pseudonymiser=Pseudonymiser(key or load_key(), purpose="guard"),
-        audit=audit if audit is not None else audit_trail(),
-        storage_options=storage_options(),
-        key_prefix=os.environ.get("NIRGUARD_KEY_PREFIX") or "nirguard",
-        on_break_glass=reviews or ReviewQueue(),
-        **options,
-    )
+    given = {"storage": storage, "policy": policy, "clock": clock, "audit": audit}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if key is not None:
+        overrides["pseudonymiser"] = Pseudonymiser(key, purpose="guard")
+    return load_settings().build(on_break_glass=reviews or review_queue(), **overrides)
+
+
+def practitioner_from_header(request: HttpRequest) -> str:
+    """Stand-in for authentication: the practitioner id from ``X-Practitioner``."""
+    return str(request.headers.get("X-Practitioner", "")).strip()
 
 
 def make_urlpatterns(
     guard: LookupGuard,
     registry: dict[str, dict[str, Any]] | None = None,
-    reviews: ReviewQueue | None = None,
+    reviews: JsonLinesHook | None = None,
 ) -> list[URLPattern]:
     """The portal's URLs, bound to one guard, one registry and one review queue."""
     records = registry if registry is not None else build_registry()
+    queue = reviews or review_queue()
 
     @guarded_view(guard, practitioner=practitioner_from_header, nir="nir")
     def lookup_identity(request: HttpRequest, *, lookup: Any) -> HttpResponse:
@@ -214,18 +169,31 @@ def make_urlpatterns(
 
     @require_GET
     def break_glass_reviews(request: HttpRequest) -> HttpResponse:
-        # The review queue (a real portal: behind the security office's own login).
-        return JsonResponse((reviews or ReviewQueue()).entries(), safe=False)
+        # The review queue holds free text that may name a person: the security office only.
+        token = os.environ.get("PORTAL_REVIEW_TOKEN", "")
+        scheme, _, given = str(request.headers.get("Authorization", "")).partition(" ")
+        if (
+            not token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.encode(), token.encode())
+        ):
+            answer = JsonResponse({"detail": "the security office's token is required"}, status=401)
+            answer["WWW-Authenticate"] = "Bearer"
+            return answer
+        return JsonResponse(queue.read(), safe=False)
 
     @require_GET
     def healthz(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"status": "ok"})
 
-    return [
-        path("infopatient", infopatient),
-        path("break-glass", break_glass_reviews),  # granted with an X-Nirguard-Reason header
-        path("healthz", healthz),
-    ]
+    patterns = [path("infopatient", infopatient), path("healthz", healthz)]
+    if os.environ.get("PORTAL_REVIEW_TOKEN"):
+        patterns.append(path("break-glass", break_glass_reviews))
+    else:
+        log.info(
+            "GET /break-glass is not served: set PORTAL_REVIEW_TOKEN to serve the review queue"
+        )
+    return patterns
 
 
 urlpatterns = make_urlpatterns(create_guard())
