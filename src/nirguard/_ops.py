@@ -38,8 +38,14 @@ def ops_guard(settings: GuardSettings, *, audited: bool, **overrides: Any) -> Lo
     without ``NIRGUARD_KEY`` a throwaway one is used. No metrics are recorded.
 
     Raises:
-        ConfigurationError: ``audited`` and no audit trail is configured.
+        ConfigurationError: the store is not shared (``memory://`` lives in one
+            process), or ``audited`` and no audit trail is configured.
     """
+    if not settings.shared:
+        raise ConfigurationError(
+            "NIRGUARD_STORAGE is memory:// (or unset): this command would see a store of its "
+            "own, not the portal's; point it at the portal's shared store (redis://...)"
+        )
     if audited and settings.audit_log is None and "audit" not in overrides:
         raise ConfigurationError(
             "no audit trail to record the unlock in: set NIRGUARD_AUDIT_LOG (or pass "
