@@ -19,12 +19,8 @@ Example (a tiny world; ``nirguard simulate`` runs a larger one)::
 
 from __future__ import annotations
 
-from nirguard.replay.runner import (
-    CONFIGURATIONS,
-    Outcome,
-    ReplayResult,
-    ReplaySettings,
-    run_replay,
-)
+from nirguard.replay.outcome import Outcome, ReplayResult
+from nirguard.replay.runner import run_replay
+from nirguard.replay.world import CONFIGURATIONS, ReplaySettings
 
 __all__ = ["CONFIGURATIONS", "Outcome", "ReplayResult", "ReplaySettings", "run_replay"]
