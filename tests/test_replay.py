@@ -21,6 +21,7 @@ from nirguard import nir
 from nirguard.cli import main
 from nirguard.replay import ReplaySettings, run_replay
 from nirguard.replay.attacks import DESCRIPTIONS, OWNED, STRATEGIES, TACTICS, build_attack
+from nirguard.replay.outcome import QUIET
 from nirguard.replay.practitioners import (
     DAY,
     LOOKUP,
@@ -32,7 +33,6 @@ from nirguard.replay.practitioners import (
 )
 from nirguard.replay.registry import LOCAL_POOL, PEOPLE_PER_SCALE, build_registry
 from nirguard.replay.report import closing_line, format_table, targets, to_json
-from nirguard.replay.outcome import QUIET
 from nirguard.replay.runner import run_replay as _run
 from nirguard.replay.simulation import guard_features
 from nirguard.replay.tactics import FAST_INTERVAL, Attack, Tactics, slow_interval
