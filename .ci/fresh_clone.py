@@ -147,8 +147,9 @@ def clone_and_readme(work: Path, env: dict[str, str]) -> Path:
             env,
         ),
     )
-    step("the README's demo command, as written")
-    check("README demo command", run(env["DEMO_COMMAND"], clone, env, timeout=900))
+    step("the README's demo command, as written (with .ci/run's size flags)")
+    demo = f"{env['DEMO_COMMAND']} {env.get('DEMO_FLAGS', '')}".strip()
+    check("README demo command", run(demo, clone, env, timeout=900))
     step("the README's test command, as written (the whole suite)")
     check("README test command", run(env["TEST_COMMAND"], clone, env, timeout=2400))
     return clone

@@ -41,7 +41,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     """Add the ``status`` and ``unlock`` subcommands."""
     status = subparsers.add_parser(
         "status",
