@@ -101,7 +101,7 @@ def http(
 
 @contextlib.contextmanager
 def serving(command: str, cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[bool]:
-    print(f"$ {command}  &", flush=True)
+    print(f"$ {command.strip()}  &", flush=True)
     with open(log, "wb") as out:
         process = subprocess.Popen(
             ["bash", "-c", command],
@@ -192,6 +192,9 @@ def wheel_venv(clone: Path, work: Path, env: dict[str, str]) -> dict[str, str]:
     reader = {
         k: v for k, v in env.items() if not k.startswith(("NIRGUARD_", "PORTAL_", "VIRTUAL_ENV"))
     }
+    reader["NIRGUARD_TEST_REDIS_URL"] = env[
+        "NIRGUARD_TEST_REDIS_URL"
+    ]  # this script's, not read by nirguard
     reader["PATH"] = f"{venv}/bin:{reader['PATH']}"
     reader["HOME"] = str(work / "home")
     (work / "home").mkdir()
@@ -272,6 +275,12 @@ def ops(clone: Path, work: Path, env: dict[str, str]) -> None:
     check("the unlock is in the audit trail", '"unlocked"' in audit, audit)
     command = "python examples/django_portal/app.py nirguard_status dr-first-day"
     check("Django nirguard_status", run(command, clone, ops_env))
+    forget = (  # the portal's keys, under its prefix of its own: never anything else
+        "import os, redis; r = redis.Redis.from_url(os.environ['NIRGUARD_STORAGE']); "
+        "keys = list(r.scan_iter(match=os.environ['NIRGUARD_KEY_PREFIX'] + ':*', count=1000)); "
+        "keys and r.delete(*keys)"
+    )
+    subprocess.run(["python", "-c", forget], env=ops_env, check=False)
 
 
 def main() -> int:
@@ -285,10 +294,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nirguard-fresh-") as scratch:
         work = Path(scratch)
         clone = clone_and_readme(work, env)
-        if all(ok for _, ok in RESULTS):
+        if RESULTS[0][1] and (clone / ".venv" / "bin" / "python").exists():
             lint_and_docs(clone, env)
+            before = len(RESULTS)
             reader = wheel_venv(clone, work, env)
-            if all(ok for _, ok in RESULTS):
+            if all(ok for _, ok in RESULTS[before:]):
                 portals(clone, work, reader)
         shutil.rmtree(work / "portal-data", ignore_errors=True)
     failed = [name for name, ok in RESULTS if not ok]
