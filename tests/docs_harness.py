@@ -14,7 +14,7 @@ Used by ``tests/test_docs.py`` (and ``tests/test_examples.py``). The rules, also
   a fresh interpreter whose current directory is an empty temporary directory, one Python
   namespace shared by the page's Python blocks, and the environment changes of its shell
   blocks (``export NIRGUARD_KEY=...``, ``cd``) carried to the blocks after them. The session
-  starts with no ``NIRGUARD_*`` variable: a page that needs one must set it, where the reader
+  starts with no ``NIRGUARD_*``, ``PORTAL_*`` or ``OTEL_*`` variable: a page that needs one must set it, where the reader
   sees it.
 * Shell blocks run under ``bash`` with ``set -eo pipefail``. The virtual environment's
   commands (``python``, ``pip``, ``nirguard``, ``uvicorn``...) are the test's own, through
@@ -255,12 +255,14 @@ def make_shims(directory: Path) -> Path:
 
 
 def page_environment(shims: Path) -> dict[str, str]:
-    """A reader's environment: no NIRGUARD_* variable, the shims first on PATH."""
+    """A reader's environment: no NIRGUARD_*, PORTAL_* or OTEL_* variable (nor the test's
+    own), the shims first on PATH."""
     bindir = str(Path(sys.executable).parent)
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("NIRGUARD_", "PYTEST_", "COV_")) and k not in ("VIRTUAL_ENV",)
+        if not k.startswith(("NIRGUARD_", "PORTAL_", "OTEL_", "PYTEST_", "COV_"))
+        and k not in ("VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE", "FLASK_APP")
     }
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bindir]
     env["PATH"] = os.pathsep.join([str(shims), *path])
