@@ -101,17 +101,21 @@ def _status(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         guard = ops_guard(settings, audited=False)
+    except NirguardError as exc:
+        return _fail("status", exc)
+    try:
         status = guard.status(args.practitioner)
     except GuardUnavailable as exc:
         print(f"nirguard status: {exc}", file=sys.stderr)
         return 3
     except NirguardError as exc:
         return _fail("status", exc)
+    finally:
+        guard.close()
     if args.json:
         print(json.dumps(status_record(status, settings), sort_keys=True))
     else:
         print(status_text(status, settings))
-    guard.close()
     return 0
 
 
@@ -123,6 +127,9 @@ def _unlock(args: argparse.Namespace) -> int:
         actor, note = unlock_arguments(args.by, args.reason)
         settings = _settings(args)
         guard = ops_guard(settings, audited=True)
+    except NirguardError as exc:
+        return _fail("unlock", exc)
+    try:
         guard.unlock(args.practitioner, by=actor, reason=note)
         status = guard.status(args.practitioner)
     except GuardUnavailable as exc:
@@ -130,7 +137,8 @@ def _unlock(args: argparse.Namespace) -> int:
         return 3
     except NirguardError as exc:
         return _fail("unlock", exc)
+    finally:
+        guard.close()  # the unlock's audit event is written before the command ends
     print(f"nirguard unlock: {args.practitioner} unlocked by {actor} (audited)", file=sys.stderr)
     print(status_text(status, settings))
-    guard.close()
     return 0

@@ -30,6 +30,8 @@ class Command(BaseCommand):  # type: ignore[misc]  # django is untyped here
             status = guard.status(options["practitioner"])
         except NirguardError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            guard.close()
         if options["json"]:
             self.stdout.write(json.dumps(status_record(status, settings), sort_keys=True))
         else:

@@ -38,5 +38,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # django is untyped here
             status = guard.status(options["practitioner"])
         except NirguardError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            guard.close()  # the unlock's audit event is written before the command ends
         self.stderr.write(f"{options['practitioner']} unlocked by {actor} (audited)")
         self.stdout.write(status_text(status, settings))
