@@ -47,6 +47,10 @@ class World:
     def clock(self) -> float:
         return self.now[0]
 
+    def guard_pseudonym(self, value: str) -> str:
+        """The patient's pseudonym in the audit trail."""
+        return Pseudonymiser(self.key, purpose="guard").pseudonymise(value)
+
     def lookup(self, practitioner: str, value: str, reason: Any = None) -> str:
         """One guarded lookup; returns the outcome (or the refusal's code)."""
         try:

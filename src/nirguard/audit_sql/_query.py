@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, union_all
 
-from nirguard.audit_sql._rows import DAY
+from nirguard.audit_sql._rows import DAY, mask_nirs
 from nirguard.audit_sql._schema import Tables
 
 __all__ = ["Reader"]
@@ -160,8 +160,9 @@ class Reader:
     def count_actions(self, officer: str, action: str, since: float) -> int:
         """How many times ``officer`` did ``action`` since ``since`` (the NIR search limit)."""
         ac = self._t.actions
+        stored = (mask_nirs(officer) or "")[:256]  # as record_action stores it
         stmt = select(func.count()).where(
-            ac.c.officer == officer, ac.c.action == action, ac.c.time >= since
+            ac.c.officer == stored, ac.c.action == action, ac.c.time >= since
         )
         return int(self._one(stmt) or 0)
 
