@@ -76,20 +76,20 @@ def case_page(ctx: Context, request: Request, officer: Officer, form: dict[str, 
     refused = ctx.reader.refusals_per_day(practitioner, first, last)
     own = _baseline(new, first - 28, opened_day)
     guard_baseline, status = _guard_baseline(ctx, practitioner)
-    chart = timeline(
-        list(range(first, last + 1)),
-        [("new patients", new, "#1f5fa8"), ("refused lookups", refused, "#c0392b")],
-        baseline=own,
-        baseline_label="own normal",
-        title="New patients per day (blue) and refused lookups (red); dashed: the account's own normal",
-        mark_from=opened_day,
-    )
+    days = list(range(first, last + 1))
+    charts = [
+        timeline(days, [("new patients", new, "#1f5fa8")], baseline=own, baseline_label="own normal",
+                 title="New patients per day; dashed: the account's own normal; shaded: the incident",
+                 mark_from=opened_day),
+        timeline(days, [("refused lookups", refused, "#c0392b")], title="Refused lookups per day",
+                 mark_from=opened_day, height=120),
+    ]  # fmt: skip
     alerts = ctx.reader.case_alerts(case["case_id"])
     for alert in alerts:
         alert["evidence"] = _evidence(alert["evidence"])
     return ctx.render(
         request, officer, "case.html", case=case, link=quote(case["case_id"], safe=""),
-        alerts=alerts, chart=chart, own=own, guard_baseline=guard_baseline,
+        alerts=alerts, charts=charts, own=own, guard_baseline=guard_baseline,
         status=status if not isinstance(status, str) else None,
         status_error=status if isinstance(status, str) else None,
         events=ctx.reader.account_events(practitioner, 20), states=STATES,

@@ -56,6 +56,7 @@ def timeline(
     baseline_label: str = "baseline",
     title: str = "",
     mark_from: int | None = None,
+    height: int = HEIGHT,
 ) -> Chart:
     """Bars per day for each series (side by side), a dashed baseline, day ticks.
 
@@ -64,12 +65,13 @@ def timeline(
         series: ``(name, {day: value}, colour)``; the first is the main one.
         baseline: the account's normal, drawn across the chart.
         mark_from: shade the days from this one on (the incident).
+        height: of the whole picture, in SVG units.
     """
-    chart = Chart(title=title)
+    chart = Chart(title=title, height=height)
     values = [v for _, data, _ in series for v in data.values()]
     upper, ticks = _scale(max([*values, baseline or 0.0, 1.0]))
     plot_w = WIDTH - LEFT - RIGHT
-    plot_h = HEIGHT - TOP - BOTTOM
+    plot_h = height - TOP - BOTTOM
     slot = plot_w / max(len(days), 1)
     width = max(slot * 0.8 / max(len(series), 1), 1.0)
 
@@ -95,7 +97,7 @@ def timeline(
                  "title": f"{day_label(day)}: {value:g} {name}"}
             )  # fmt: skip
         if index % max(len(days) // 7, 1) == 0:
-            chart.labels.append({"x": round(x0 + slot / 2, 1), "y": HEIGHT - 10, "text": day_label(day)[5:]})
+            chart.labels.append({"x": round(x0 + slot / 2, 1), "y": height - 10, "text": day_label(day)[5:]})
     if baseline is not None:
         chart.lines.append(
             {"x1": LEFT, "x2": WIDTH - RIGHT, "y": y(baseline), "label": f"{baseline_label} {baseline:.1f}"}

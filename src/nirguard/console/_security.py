@@ -129,12 +129,14 @@ class Csrf:
 def same_origin(headers: Any, host: str | None) -> bool:
     """Whether a state-changing request comes from the console's own pages.
 
-    Browsers send ``Sec-Fetch-Site`` and, on a POST, ``Origin``; a request that has
-    neither (a script outside a browser) is judged by its CSRF token alone.
+    A browser says where a request comes from in ``Sec-Fetch-Site``: only ``same-origin``
+    passes. Without it (an older browser), an ``Origin`` must name this host; the console's
+    ``no-referrer`` policy makes some browsers send ``Origin: null``, which is refused
+    there. A request with neither (a script outside a browser) is judged by its CSRF token.
     """
     site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return bool(site == "same-origin")
     origin = headers.get("origin")
     if origin is None:
         return True
