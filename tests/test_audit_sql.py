@@ -31,7 +31,9 @@ from tests.console_world import NIR_IN_TEXT, STOLEN, full_world
 PG_URL = os.environ.get("NIRGUARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _event(t: float, who: str = "p1", patient: str | None = "k1:aa", outcome: str = "allowed") -> AuditEvent:
+def _event(
+    t: float, who: str = "p1", patient: str | None = "k1:aa", outcome: str = "allowed"
+) -> AuditEvent:
     return AuditEvent(time=t, practitioner=who, patient=patient, outcome=outcome)  # type: ignore[arg-type]
 
 
@@ -62,7 +64,9 @@ def verify(lines: list[str], key: bytes) -> list[int]:
     for position, line in enumerate(lines):
         record = json.loads(line)
         seal = record.pop("seal")
-        mac = hmac.new(key, prev + json.dumps(record, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+        mac = hmac.new(
+            key, prev + json.dumps(record, sort_keys=True).encode(), hashlib.sha256
+        ).hexdigest()
         if seal["seq"] != expect or not hmac.compare_digest(mac, seal["mac"]):
             bad.append(position)
         prev, expect = seal["mac"].encode(), seal["seq"] + 1
@@ -101,7 +105,9 @@ def test_events_and_their_aggregates_match_the_trail(store: SqlAuditStore) -> No
     assert [r["outcome"] for r in reader.lookups_of(["k1:p1"])] == ["allowed"] * 4
 
 
-def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case(store: SqlAuditStore) -> None:
+def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case(
+    store: SqlAuditStore,
+) -> None:
     store.alert(_alert(100.0, "p1", "cohort"))
     store.alert(_alert(160.0, "p1", "distinct_patients"))
     store.alert(_alert(200.0, "p2", "misses", lockout=False))
@@ -122,8 +128,12 @@ def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case
     assert store.reader.lockouts_since(0, 10)[0]["practitioner"] == "p1"
 
 
-def test_sinks_return_at_once_and_a_full_queue_drops_with_a_report(tmp_path: Path, caplog: Any) -> None:
-    store = SqlAuditStore(f"sqlite:///{tmp_path / 'slow.db'}", queue_size=5, max_wait=0.01, interval=0)
+def test_sinks_return_at_once_and_a_full_queue_drops_with_a_report(
+    tmp_path: Path, caplog: Any
+) -> None:
+    store = SqlAuditStore(
+        f"sqlite:///{tmp_path / 'slow.db'}", queue_size=5, max_wait=0.01, interval=0
+    )
     gate = threading.Event()
     original = store._writer._write_batch  # the database, made slow by a test
 
@@ -221,20 +231,26 @@ def test_purge_deletes_by_age_and_keeps_open_cases(store: SqlAuditStore) -> None
         store.purge(0)
 
 
-def test_import_of_a_json_lines_trail_skips_what_is_not_an_event(store: SqlAuditStore, tmp_path: Path) -> None:
+def test_import_of_a_json_lines_trail_skips_what_is_not_an_event(
+    store: SqlAuditStore, tmp_path: Path
+) -> None:
     path = tmp_path / "trail.jsonl"
     sink = JsonLinesSink(path)
     for i in range(3):
         sink(_event(float(i)))
     sink.close()
     with open(path, "a", encoding="utf-8") as f:
-        f.write('{"not": "an event", "nir": "%s"}\nnot json\n[[[[\n\n' % NIR_IN_TEXT)
+        f.write(f'{{"not": "an event", "nir": "{NIR_IN_TEXT}"}}\nnot json\n[[[[\n\n')
     assert store.import_jsonl(path) == (3, 3)
     assert store.reader.count_events() == 3
 
 
 def test_bad_urls_and_arguments_are_refused_without_echo() -> None:
-    for url in ("mysql://root:s3cret@db/x", "not a url at all", "postgresql://u:s3cret@127.0.0.1:1/x"):
+    for url in (
+        "mysql://root:s3cret@db/x",
+        "not a url at all",
+        "postgresql://u:s3cret@127.0.0.1:1/x",
+    ):
         with pytest.raises(ConfigurationError) as info:
             SqlAuditStore(url)
         assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value)
@@ -264,13 +280,17 @@ def _pg_available() -> bool:
     try:
         import psycopg
 
-        psycopg.connect(PG_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=2).close()
+        psycopg.connect(
+            PG_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=2
+        ).close()
     except Exception:
         return False
     return True
 
 
-@pytest.mark.skipif(not _pg_available(), reason="PostgreSQL is not reachable at NIRGUARD_TEST_POSTGRES_URL")
+@pytest.mark.skipif(
+    not _pg_available(), reason="PostgreSQL is not reachable at NIRGUARD_TEST_POSTGRES_URL"
+)
 def test_postgresql_in_a_schema_of_its_own() -> None:
     import sqlalchemy
 
@@ -284,10 +304,17 @@ def test_postgresql_in_a_schema_of_its_own() -> None:
         assert reader.grants(True, 10)[0]["text"].endswith("[NIR]")
         world.store.alert(_alert(time.time(), STOLEN))  # an update of a known case, on PostgreSQL
         assert world.store.flush()
-        assert world.store.purge(1, now=datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp())["events"] > 0
+        assert (
+            world.store.purge(1, now=datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp())[
+                "events"
+            ]
+            > 0
+        )
     finally:
         world.store.close()
-        engine = sqlalchemy.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+        engine = sqlalchemy.create_engine(
+            PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+        )
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()

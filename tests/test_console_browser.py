@@ -21,10 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("starlette")
-playwright_api = pytest.importorskip("playwright.sync_api")
-
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -33,6 +29,8 @@ from nirguard.console import Console
 from nirguard.console._officers import OfficersFile
 from tests.conftest import assert_no_nir
 from tests.console_world import NIR_IN_TEXT, STOLEN, World, full_world
+
+playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("NIRGUARD_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ.get("NIRGUARD_SCREENSHOTS")
@@ -62,7 +60,9 @@ class Served:
         portal = Starlette(routes=[Mount("/security", app=console)])
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}/security"
-        config = uvicorn.Config(portal, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            portal, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -80,7 +80,10 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     officers = OfficersFile(tmp_path_factory.mktemp("console") / "officers")
-    tokens = {"m.dupont": officers.add("m.dupont", "officer"), "j.martin": officers.add("j.martin", "viewer")}
+    tokens = {
+        "m.dupont": officers.add("m.dupont", "officer"),
+        "j.martin": officers.add("j.martin", "viewer"),
+    }
     world = full_world()
     served = Served(world, officers, tokens)
     yield served
@@ -117,10 +120,17 @@ def no_nir_shown(page: Any, *known: str) -> None:
     assert_no_nir(page.url, NIR_IN_TEXT, *known)
 
 
-def test_a_replayed_attack_is_a_case_the_officer_opens_and_unlocks(browser: Any, served: Served) -> None:
+def test_a_replayed_attack_is_a_case_the_officer_opens_and_unlocks(
+    browser: Any, served: Served
+) -> None:
     page = page_for(browser, served, "m.dupont")
     errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     page.goto(served.base + "/")
     assert page.url.endswith("/security/cases")
     row = page.locator("#cases tr", has_text=STOLEN)
@@ -178,7 +188,11 @@ def test_a_break_glass_grant_is_reviewed(browser: Any, served: Served) -> None:
 
 def test_a_patients_lookups_from_a_posted_nir(browser: Any, served: Served) -> None:
     world = served.world
-    patient = next(p for p in world.patients[STOLEN] if world.store.reader.lookups_of([world.guard_pseudonym(p)]))
+    patient = next(
+        p
+        for p in world.patients[STOLEN]
+        if world.store.reader.lookups_of([world.guard_pseudonym(p)])
+    )
     page = page_for(browser, served, "m.dupont")
     page.goto(served.base + "/patient")
     page.locator("input[name=nir]").fill(nir.format(patient))

@@ -20,4 +20,4 @@ if __name__ == "__main__":
     env = {**os.environ, "NIRGUARD_SCREENSHOTS": str(ROOT / "docs" / "images")}
     command = [sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider",
                "tests/test_console_browser.py"]  # fmt: skip
-    sys.exit(subprocess.call(command, cwd=ROOT, env=env))
+    sys.exit(subprocess.call(command, cwd=ROOT, env=env))  # noqa: S603

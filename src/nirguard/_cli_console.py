@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Any) -> None:
     """Add the ``console`` subcommand."""
     parser = subparsers.add_parser(
         "console",
@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         help="delete what is older than DAYS days and exit")  # fmt: skip
     parser.add_argument("--prefix", default="nirguard_", help="table name prefix")
     parser.add_argument("--schema", help="PostgreSQL schema of the tables")
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default localhost)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default localhost)"
+    )
     parser.add_argument("--port", type=int, default=8710)
     parser.set_defaults(handler=_console)
 

@@ -86,7 +86,9 @@ class SqlAuditStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not _NAME.fullmatch(prefix) or (schema is not None and not _NAME.fullmatch(schema)):
-            raise ConfigurationError("prefix and schema must be short SQL names (letters, digits, _)")
+            raise ConfigurationError(
+                "prefix and schema must be short SQL names (letters, digits, _)"
+            )
         if min(queue_size, batch_size) < 1 or interval < 0 or max_wait < 0:
             raise ConfigurationError("queue_size and batch_size must be positive, waits >= 0")
         sealer = getattr(chain, "seal", chain)

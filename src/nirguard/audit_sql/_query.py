@@ -21,7 +21,7 @@ _REFUSED = ("invalid", "denied", "locked", "lockout", "suspected", "reason_requi
 
 
 def _rows(result: Any) -> list[dict[str, Any]]:
-    return [dict(row._mapping) for row in result]
+    return [dict(row) for row in result.mappings()]
 
 
 class Reader:
@@ -93,7 +93,9 @@ class Reader:
 
     # -- an account's timeline ------------------------------------------------------------------
 
-    def new_patients_per_day(self, practitioner: str, first_day: int, last_day: int) -> dict[int, int]:
+    def new_patients_per_day(
+        self, practitioner: str, first_day: int, last_day: int
+    ) -> dict[int, int]:
         """Patients the account saw for the first time, per day (POSIX day numbers)."""
         f = self._t.firsts
         day = func.floor(f.c.time / DAY).label("day")
@@ -176,7 +178,9 @@ class Reader:
             stmt = stmt.where(g.c.verdict.is_(None))
         return self._all(stmt.order_by(g.c.time.desc()).limit(limit).offset(offset))
 
-    def set_verdict(self, grant_id: int, verdict: str, note: str | None, by: str, now: float) -> bool:
+    def set_verdict(
+        self, grant_id: int, verdict: str, note: str | None, by: str, now: float
+    ) -> bool:
         """Record an officer's verdict on a grant; ``False`` if there is no such grant."""
         g = self._t.break_glass
         with self._engine.begin() as conn:
@@ -258,5 +262,3 @@ class Reader:
                 t.daily.delete().where(t.daily.c.day < int(cutoff // DAY))
             ).rowcount
         return {k: int(v) for k, v in deleted.items()}
-
-

@@ -27,6 +27,7 @@ _SEP = "[ .\\-\u00a0\u202f\u2009\u2007_/]*"
 #: 13 or more digits (2A/2B allowed) with separators between them: a NIR, its body, or a NIR
 #: split oddly. Masked wherever text is stored or shown.
 _NIR_RUN = re.compile(rf"[0-9](?:{_SEP}(?:[0-9]|2[ABab])){{12,}}")
+_DIGITS = re.compile("[0-9].*[0-9]", re.DOTALL)
 
 
 def mask_nirs(text: str | None) -> str | None:
@@ -42,7 +43,10 @@ def mask_nirs(text: str | None) -> str | None:
     """
     if text is None:
         return None
-    folded = unicodedata.normalize("NFKC", str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case: nothing to fold or strip
+        return _NIR_RUN.sub("[NIR]", text) if _DIGITS.search(text) else text
+    folded = unicodedata.normalize("NFKC", text)
     folded = "".join(c for c in folded if unicodedata.category(c)[0] != "C" or c in "\n\t")
     return _NIR_RUN.sub("[NIR]", folded)
 
@@ -63,7 +67,9 @@ def _evidence(value: Mapping[str, float] | None) -> str | None:
 def _text(value: object, limit: int) -> str | None:
     if value is None:
         return None
-    masked = mask_nirs(str(getattr(value, "value", value)))
+    if type(value) is not str:
+        value = str(getattr(value, "value", value))
+    masked = mask_nirs(value)
     return None if masked is None else masked[:limit]
 
 
@@ -88,6 +94,7 @@ class Batch:
     items: int = 0
 
     def add_event(self, event: Any, seq: int, record: str | None, writer: str) -> None:
+        extra = vars(event)  # a pydantic model's fields (fields it lacks are None, fast)
         time = _seconds(event.time)
         practitioner = _text(event.practitioner, 256) or ""
         outcome = str(event.outcome)
@@ -103,9 +110,9 @@ class Batch:
             "reason": _text(event.reason, 16),
             "signals": ",".join(event.signals)[:256] or None,
             "evidence": _evidence(event.evidence),
-            "case_id": _text(getattr(event, "case", None), 96),
-            "actor": _text(getattr(event, "actor", None), 256),
-            "note": _text(getattr(event, "note", None), 2000),
+            "case_id": _text(extra.get("case"), 96),
+            "actor": _text(extra.get("actor"), 256),
+            "note": _text(extra.get("note"), 2000),
             "writer": writer,
             "seq": seq,
             "record": record,

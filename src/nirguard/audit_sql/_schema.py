@@ -51,10 +51,7 @@ def _sealed() -> tuple[Column[int], Column[str]]:
     return Column("seq", BigInteger, nullable=False), Column("record", Text, nullable=True)
 
 
-def make_tables(prefix: str, schema: str | None) -> Tables:
-    """The store's tables named ``<prefix><name>``, in ``schema`` (PostgreSQL) if given."""
-    md = MetaData(schema=schema)
-    p = prefix
+def _trail(md: MetaData, p: str) -> tuple[Table, Table, Table]:
     events = Table(
         f"{p}events",
         md,
@@ -95,6 +92,10 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         Column("what", String(48), primary_key=True),
         Column("count", BigInteger, nullable=False),
     )
+    return events, firsts, daily
+
+
+def _cases(md: MetaData, p: str) -> tuple[Table, Table, Table]:
     alerts = Table(
         f"{p}alerts",
         md,
@@ -142,6 +143,10 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         Column("kind", String(64)),
         Index(f"{p}no_time", "time"),
     )
+    return alerts, cases, notices
+
+
+def _review(md: MetaData, p: str) -> tuple[Table, Table]:
     break_glass = Table(
         f"{p}break_glass",
         md,
@@ -177,4 +182,10 @@ def make_tables(prefix: str, schema: str | None) -> Tables:
         Index(f"{p}ac_officer_action_time", "officer", "action", "time"),
         Index(f"{p}ac_time", "time"),
     )
-    return Tables(md, events, firsts, daily, alerts, cases, notices, break_glass, actions)
+    return break_glass, actions
+
+
+def make_tables(prefix: str, schema: str | None) -> Tables:
+    """The store's tables named ``<prefix><name>``, in ``schema`` (PostgreSQL) if given."""
+    md = MetaData(schema=schema)
+    return Tables(md, *_trail(md, prefix), *_cases(md, prefix), *_review(md, prefix))

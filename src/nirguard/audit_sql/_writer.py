@@ -132,7 +132,9 @@ class Writer:
         while len(items) < self._batch_size and items[-1][0] not in ("flush", "stop"):
             try:
                 left = deadline - time.monotonic()
-                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+                items.append(
+                    self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return items
@@ -152,7 +154,11 @@ class Writer:
                     batch.add_grant(item)
             except Exception as exc:  # one malformed item never stops the others
                 self.lost += 1
-                _log.error("nirguard SQL audit store: a %s item was unusable (%s)", kind, type(exc).__name__)
+                _log.error(
+                    "nirguard SQL audit store: a %s item was unusable (%s)",
+                    kind,
+                    type(exc).__name__,
+                )
         return batch
 
     def _seal(self, event: Any) -> tuple[int, str | None]:
@@ -189,12 +195,15 @@ class Writer:
         if batch.events:
             conn.execute(insert(t.events), batch.events)
         if batch.firsts:
-            rows = [{"practitioner": p, "patient": q, "time": s} for (p, q), s in batch.firsts.items()]
+            rows = [
+                {"practitioner": p, "patient": q, "time": s} for (p, q), s in batch.firsts.items()
+            ]
             conn.execute(upsert(engine, t.firsts).on_conflict_do_nothing(), rows)
         if batch.daily:
             stmt = upsert(engine, t.daily)
             stmt = stmt.on_conflict_do_update(
-                index_elements=["day", "what"], set_={"count": t.daily.c.count + stmt.excluded.count}
+                index_elements=["day", "what"],
+                set_={"count": t.daily.c.count + stmt.excluded.count},
             )
             rows = [{"day": d, "what": w, "count": n} for (d, w), n in batch.daily.items()]
             conn.execute(stmt, rows)
@@ -211,9 +220,7 @@ class Writer:
         cases = self._t.cases
         known = {
             row.case_id: row
-            for row in conn.execute(
-                cases.select().where(cases.c.case_id.in_(list(batch.cases)))
-            )
+            for row in conn.execute(cases.select().where(cases.c.case_id.in_(list(batch.cases))))
         }
         for case_id, new in batch.cases.items():
             old = known.get(case_id)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nirguard.audit_sql import SqlAuditStore
-from nirguard.console._app import Context, build_app, with_headers
+from nirguard.console._app import Context, Handler, build_app, with_headers
 from nirguard.console._cases import case_page, case_update, cases_page, locked_page, unlock
 from nirguard.console._review import (
     break_glass_export,
@@ -47,7 +47,7 @@ from nirguard.pseudonym import Pseudonymiser
 
 __all__ = ["Console", "Officer"]
 
-_PAGES = [
+_PAGES: list[tuple[str, str, Handler, bool]] = [
     ("/cases", "GET", cases_page, False),
     ("/cases/{case_id}", "GET", case_page, False),
     ("/cases/{case_id}", "POST", case_update, True),

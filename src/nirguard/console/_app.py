@@ -18,7 +18,14 @@ from starlette.routing import Route
 
 from nirguard.audit_sql import SqlAuditStore, mask_nirs
 from nirguard.console._charts import day_label
-from nirguard.console._security import HEADERS, Authorize, Csrf, Officer, call_authorize, same_origin
+from nirguard.console._security import (
+    HEADERS,
+    Authorize,
+    Csrf,
+    Officer,
+    call_authorize,
+    same_origin,
+)
 from nirguard.pseudonym import Pseudonymiser
 
 __all__ = ["Context", "Handler", "build_app", "with_headers"]
@@ -58,14 +65,21 @@ class Context:
         )
         self.env.filters["when"] = _when
         self.env.filters["day"] = day_label
-        self.env.filters["masked"] = lambda text: mask_nirs(None if text is None else str(text)) or ""
+        self.env.filters["masked"] = lambda text: (
+            mask_nirs(None if text is None else str(text)) or ""
+        )
 
     @property
     def reader(self) -> Any:
         return self.store.reader
 
     def render(
-        self, request: Request, officer: Officer, template: str, http_status: int = 200, **values: Any
+        self,
+        request: Request,
+        officer: Officer,
+        template: str,
+        http_status: int = 200,
+        **values: Any,
     ) -> HTMLResponse:
         """A page of the console (every value is escaped by the template engine)."""
         base = request.scope.get("root_path", "").rstrip("/")
@@ -79,7 +93,9 @@ class Context:
         )
         return HTMLResponse(html, status_code=http_status)
 
-    def refuse(self, request: Request, officer: Officer | None, status: int, message: str) -> Response:
+    def refuse(
+        self, request: Request, officer: Officer | None, status: int, message: str
+    ) -> Response:
         """An error page (no detail of the request is echoed)."""
         if officer is None:
             return HTMLResponse(_BARE.format(status=status, message=message), status_code=status)
@@ -97,7 +113,9 @@ _BARE = (
 )
 
 
-def _gate(ctx: Context, authorize: Authorize, challenge: str | None, handler: Handler, act: bool) -> Any:
+def _gate(
+    ctx: Context, authorize: Authorize, challenge: str | None, handler: Handler, act: bool
+) -> Any:
     async def endpoint(request: Request) -> Response:
         officer = await call_authorize(authorize, request)
         if officer is None:
@@ -116,7 +134,10 @@ def _gate(ctx: Context, authorize: Authorize, challenge: str | None, handler: Ha
             await form.close()
             if not ctx.csrf.check(officer, fields.get("csrf")):
                 return ctx.refuse(
-                    request, officer, 403, "The form's token is missing or expired: reload the page."
+                    request,
+                    officer,
+                    403,
+                    "The form's token is missing or expired: reload the page.",
                 )
         return await run_in_threadpool(handler, ctx, request, officer, fields)
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nirguard.audit_sql._rows import DAY
+
 from nirguard.console._app import Context
 from nirguard.console._charts import timeline
 from nirguard.console._security import Officer
@@ -19,6 +19,7 @@ from nirguard.console._security import Officer
 __all__ = ["case_page", "case_update", "cases_page", "locked_page", "unlock"]
 
 _log = logging.getLogger("nirguard.console")
+DAY = 86400.0
 STATES = ("open", "acknowledged", "closed")
 PAGE = 50
 _WINDOW = 35  # days drawn on a case's timeline
@@ -146,11 +147,15 @@ def unlock(ctx: Context, request: Request, officer: Officer, form: dict[str, str
     if ctx.guard is None:
         return ctx.refuse(request, officer, 409, "This console has no guard to unlock with.")
     if not practitioner or len(reason) < 5:
-        return ctx.refuse(request, officer, 400, "Say why the account is unlocked (5 characters or more).")
+        return ctx.refuse(
+            request, officer, 400, "Say why the account is unlocked (5 characters or more)."
+        )
     ctx.store.record_action(officer.name, "unlock", practitioner, reason)
     try:
         _unlock(ctx.guard, practitioner, officer.name, reason)
     except Exception as exc:
         ctx.store.record_action(officer.name, "unlock_failed", practitioner, type(exc).__name__)
-        return ctx.refuse(request, officer, 503, "The guard could not unlock the account; try again.")
+        return ctx.refuse(
+            request, officer, 503, "The guard could not unlock the account; try again."
+        )
     return ctx.back(request, "/locked?done=unlocked")

@@ -7,7 +7,7 @@ presentation attributes (no ``style``), which the console's Content-Security-Pol
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -48,6 +48,33 @@ def _scale(top: float) -> tuple[float, list[float]]:
     return upper, [step * i for i in range(int(upper / step) + 1)]
 
 
+def _day_bars(
+    day: int,
+    x0: float,
+    slot: float,
+    width: float,
+    series: Sequence[tuple[str, Mapping[int, float], str]],
+    y: Callable[[float], float],
+    floor: float,
+    mark_from: int | None,
+) -> list[dict[str, object]]:
+    bars: list[dict[str, object]] = []
+    if mark_from is not None and day >= mark_from:
+        bars.append(
+            {"x": round(x0, 1), "y": TOP, "w": round(slot, 1), "h": round(floor - TOP, 1),
+             "fill": "#fdecea", "title": f"{day_label(day)}: incident"}
+        )  # fmt: skip
+    for number, (name, data, colour) in enumerate(series):
+        value = float(data.get(day, 0))
+        if value > 0:
+            bars.append(
+                {"x": round(x0 + slot * 0.1 + number * width, 1), "y": y(value),
+                 "w": round(width, 1), "h": round(floor - y(value), 1), "fill": colour,
+                 "title": f"{day_label(day)}: {value:g} {name}"}
+            )  # fmt: skip
+    return bars
+
+
 def timeline(
     days: Sequence[int],
     series: Sequence[tuple[str, Mapping[int, float], str]],
@@ -82,24 +109,17 @@ def timeline(
         chart.ticks.append({"y": y(tick), "x1": LEFT, "x2": WIDTH - RIGHT, "label": f"{tick:g}"})
     for index, day in enumerate(days):
         x0 = LEFT + index * slot
-        if mark_from is not None and day >= mark_from:
-            chart.bars.append(
-                {"x": round(x0, 1), "y": TOP, "w": round(slot, 1), "h": plot_h,
-                 "fill": "#fdecea", "title": f"{day_label(day)}: incident"}
-            )  # fmt: skip
-        for number, (name, data, colour) in enumerate(series):
-            value = float(data.get(day, 0))
-            if value <= 0:
-                continue
-            chart.bars.append(
-                {"x": round(x0 + slot * 0.1 + number * width, 1), "y": y(value),
-                 "w": round(width, 1), "h": round(TOP + plot_h - y(value), 1), "fill": colour,
-                 "title": f"{day_label(day)}: {value:g} {name}"}
-            )  # fmt: skip
+        chart.bars.extend(_day_bars(day, x0, slot, width, series, y, TOP + plot_h, mark_from))
         if index % max(len(days) // 7, 1) == 0:
-            chart.labels.append({"x": round(x0 + slot / 2, 1), "y": height - 10, "text": day_label(day)[5:]})
+            label = {"x": round(x0 + slot / 2, 1), "y": height - 10, "text": day_label(day)[5:]}
+            chart.labels.append(label)
     if baseline is not None:
         chart.lines.append(
-            {"x1": LEFT, "x2": WIDTH - RIGHT, "y": y(baseline), "label": f"{baseline_label} {baseline:.1f}"}
+            {
+                "x1": LEFT,
+                "x2": WIDTH - RIGHT,
+                "y": y(baseline),
+                "label": f"{baseline_label} {baseline:.1f}",
+            }
         )
     return chart

@@ -34,7 +34,9 @@ def _display(code: str) -> str:
         return code
 
 
-def break_glass_page(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
+def break_glass_page(
+    ctx: Context, request: Request, officer: Officer, form: dict[str, str]
+) -> Response:
     """Grants, latest first (those awaiting a verdict by default); free text for officers only."""
     show = "all" if request.query_params.get("show") == "all" else "pending"
     raw = request.query_params.get("page", "1")
@@ -57,13 +59,17 @@ def verdict(ctx: Context, request: Request, officer: Officer, form: dict[str, st
     note = (form.get("note") or "").strip()[:2000] or None
     if choice not in VERDICTS or not raw.isdigit():
         return ctx.refuse(request, officer, 400, "Unknown verdict.")
-    ctx.store.record_action(officer.name, "verdict", f"break_glass:{raw}", f"{choice}: {note or ''}".strip())
+    ctx.store.record_action(
+        officer.name, "verdict", f"break_glass:{raw}", f"{choice}: {note or ''}".strip()
+    )
     if not ctx.reader.set_verdict(int(raw), choice, note, officer.name, ctx.clock()):
         return ctx.refuse(request, officer, 404, "No such grant.")
     return ctx.back(request, "/break-glass")
 
 
-def break_glass_export(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
+def break_glass_export(
+    ctx: Context, request: Request, officer: Officer, form: dict[str, str]
+) -> Response:
     """CSV of the grants of the last ``days`` days, for the letters to patients.
 
     One row per grant: when, the patient's pseudonym (the portal maps it back to the
@@ -95,13 +101,17 @@ def _cell(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def patient_form(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
+def patient_form(
+    ctx: Context, request: Request, officer: Officer, form: dict[str, str]
+) -> Response:
     """The search form: the NIR is posted, never put in a URL."""
     return ctx.render(request, officer, "patient.html", results=None, error=None,
                       limit=ctx.nir_searches_per_hour)  # fmt: skip
 
 
-def patient_search(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
+def patient_search(
+    ctx: Context, request: Request, officer: Officer, form: dict[str, str]
+) -> Response:
     """Every lookup of one person: who, when, outcome (the search itself is recorded)."""
     now = ctx.clock()
     done = ctx.reader.count_actions(officer.name, "nir_search", time.time() - 3600)
@@ -143,9 +153,14 @@ def portal_page(ctx: Context, request: Request, officer: Officer, form: dict[str
     rate = {d: 100.0 * refused[d] / lookups[d] for d in days if lookups[d]}
     per_k = {d: 1000.0 * counts.get((d, "alerts"), 0) / lookups[d] for d in days if lookups[d]}
     charts = [
-        timeline(days, [("% refused", rate, "#c0392b")], title="Refused lookups, % of the day's lookups"),
-        timeline(days, [("alerts per 1,000 lookups", per_k, "#8e44ad")],
-                 title="Alerts (new cases) per 1,000 lookups"),  # fmt: skip
+        timeline(
+            days, [("% refused", rate, "#c0392b")], title="Refused lookups, % of the day's lookups"
+        ),
+        timeline(
+            days,
+            [("alerts per 1,000 lookups", per_k, "#8e44ad")],
+            title="Alerts (new cases) per 1,000 lookups",
+        ),
         timeline(days, [("lookups", lookups, "#1f5fa8")], title="Lookups per day"),
     ]
     return ctx.render(

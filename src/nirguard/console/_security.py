@@ -78,7 +78,7 @@ class Officer:
 
 
 #: ``authorize(request) -> Officer | None`` (sync or async): ``None`` refuses the request.
-Authorize = Callable[[Any], "Officer | None | Awaitable[Officer | None]"]
+Authorize = Callable[[Any], "Officer | Awaitable[Officer | None] | None"]
 
 
 async def call_authorize(authorize: Authorize, request: Any) -> Officer | None:
@@ -101,7 +101,9 @@ class Csrf:
         if key is None:
             material = secrets.token_bytes(32)
         else:
-            material = hashlib.sha256(b"nirguard/v1/console-csrf/" + key.to_text().encode()).digest()
+            material = hashlib.sha256(
+                b"nirguard/v1/console-csrf/" + key.to_text().encode()
+            ).digest()
         self._key = material  # tokens follow the wall clock, whatever clock the console reads
 
     def _mac(self, officer: str, stamp: str) -> str:
