@@ -44,11 +44,13 @@ def build(path: Path, events: int, seed: int = 1) -> None:
     known_nirs = NIRGenerator(seed=seed).many(200)
     known = [pseudo.pseudonymise(n) for n in known_nirs]
     accounts = [f"1{i:010d}" for i in range(1500)]
-    per_day = events / (len(accounts) * DAYS * 5 / 7)
+    per_day = events / (len(accounts) * DAYS * 5 / 7) + 0.5  # int() below rounds down
     store = SqlAuditStore(f"sqlite:///{path}", queue_size=200_000, batch_size=5000, max_wait=60)
     written = 0
     pools: dict[str, list[str]] = {a: [] for a in accounts}
-    for day in range(DAYS):
+    turn = 0
+    while written < events:  # a second pass over the first days tops the trail up if needed
+        day, turn = turn % DAYS, turn + 1
         if day % 7 in (2, 3):  # 2026-01-03/04 is a weekend
             continue
         for account in accounts:

@@ -171,7 +171,10 @@ class SqlAuditStore:
         return self._writer.flush(timeout)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer and close the connections."""
+        """Write everything queued, stop the writer and close the connections.
+
+        It waits as long as the database takes (a database that refuses a batch costs the
+        three retries, about 6 s, then the batch is counted in :attr:`lost`)."""
         self._writer.close()
         self._engine.dispose()
 

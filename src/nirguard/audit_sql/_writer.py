@@ -105,8 +105,9 @@ class Writer:
         self._queue.put(("flush", done))
         return done.wait(timeout)
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, then stop the thread."""
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, then stop the thread (waits for the database: every queued
+        item is written, or retried and counted as lost)."""
         if self._thread.is_alive():
             self._queue.put(("stop", _STOP))
             self._thread.join(timeout)
