@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("sqlalchemy")
 
@@ -25,6 +27,7 @@ from nirguard.alerts import Alert, BreakGlass
 from nirguard.audit import JsonLinesSink
 from nirguard.audit_sql import SqlAuditStore, mask_nirs
 from nirguard.errors import ConfigurationError
+from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 from tests.console_world import NIR_IN_TEXT, STOLEN, full_world
 
@@ -318,3 +321,23 @@ def test_postgresql_in_a_schema_of_its_own() -> None:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    sep=st.sampled_from(["", " ", ".", "-", "\u00a0", "\u202f", "  "]),
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+    fullwidth=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_no_spelling_of_a_nir_survives_masking(
+    seed: int, sep: str, before: str, after: str, fullwidth: bool
+) -> None:
+    value = NIRGenerator(seed=seed).generate()
+    groups = [value[0], value[1:3], value[3:5], value[5:7], value[7:10], value[10:13], value[13:]]
+    spelled = sep.join(groups)
+    if fullwidth:
+        spelled = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in spelled)
+    masked = mask_nirs(before + " " + spelled + " " + after) or ""
+    assert_no_nir(masked, value)

@@ -269,6 +269,14 @@ def test_unlock_needs_a_reason_then_lifts_the_lockout_and_is_recorded(
         STOLEN,
         "GP called, password reset",
     )
+    if {"by", "reason"} <= set(inspect.signature(world.guard.unlock).parameters):
+        # contract 4: the guard audits the unlock itself, into the same store
+        assert world.store.flush()
+        unlocked = [
+            e for e in world.store.reader.account_events(STOLEN, 5) if e["outcome"] == "unlocked"
+        ]
+        assert unlocked and unlocked[0]["actor"] == "m.dupont"
+        assert unlocked[0]["note"] == "GP called, password reset"
 
 
 def test_verdicts_and_the_patient_notification_export(world: World, client: TestClient) -> None:

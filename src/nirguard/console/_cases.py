@@ -11,7 +11,6 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-
 from nirguard.console._app import Context
 from nirguard.console._charts import timeline
 from nirguard.console._security import Officer
