@@ -279,6 +279,27 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
         world.store.close()
 
 
+def _every_page_answers(world: Any) -> None:
+    import warnings
+
+    from nirguard.console import Console, Officer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from starlette.testclient import TestClient
+
+    console = Console(world.store, authorize=lambda request: Officer("o", "officer"),
+                      guard=world.guard, keys=world.key, clock=world.clock)  # fmt: skip
+    client = TestClient(console)
+    case = next(
+        c["case_id"] for c in world.store.reader.cases(None, 10) if c["practitioner"] == STOLEN
+    )
+    for path in ("/cases", f"/cases/{case}", "/locked", "/break-glass", "/portal", "/patient"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+    assert "own normal" in client.get(f"/cases/{case}").text
+
+
 def _pg_available() -> bool:
     try:
         import psycopg
@@ -305,6 +326,7 @@ def test_postgresql_in_a_schema_of_its_own() -> None:
         case = next(c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN)
         assert case["lockout"]
         assert reader.grants(True, 10)[0]["text"].endswith("[NIR]")
+        _every_page_answers(world)
         world.store.alert(_alert(time.time(), STOLEN))  # an update of a known case, on PostgreSQL
         assert world.store.flush()
         assert (
