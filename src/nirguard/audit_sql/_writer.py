@@ -72,6 +72,7 @@ class Writer:
         self._interval = interval
         self._max_wait = max_wait
         self._overflowing = False
+        self._count_lock = threading.Lock()
         self.dropped = 0
         self.lost = 0
         self.written = 0
@@ -85,9 +86,11 @@ class Writer:
         try:
             self._queue.put((kind, item), timeout=self._max_wait)
         except queue.Full:
-            self.dropped += 1
-            if not self._overflowing:
+            with self._count_lock:
+                self.dropped += 1
+                first = not self._overflowing
                 self._overflowing = True
+            if first:
                 _log.error(
                     "nirguard SQL audit store: queue full, records are being dropped "
                     "(%d so far); the database is slower than the portal",
@@ -102,8 +105,13 @@ class Writer:
         done = threading.Event()
         if not self._thread.is_alive():
             return self._queue.empty()
-        self._queue.put(("flush", done))
-        return done.wait(timeout)
+        started = time.monotonic()
+        try:
+            self._queue.put(("flush", done), timeout=timeout)
+        except queue.Full:
+            return False
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        return done.wait(left)
 
     def close(self, timeout: float | None = None) -> None:
         """Write what is queued, then stop the thread (waits for the database: every queued
