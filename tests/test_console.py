@@ -161,6 +161,22 @@ def test_forms_need_the_officers_own_fresh_token(client: TestClient, world: Worl
     assert world.store.reader.case(case)["state"] == "open"
 
 
+def test_a_token_lasts_eight_hours_and_never_comes_from_the_future(world: World) -> None:
+    from nirguard.console._security import Csrf
+
+    key = SecretKey.generate("csrf")
+    client = client_for(world, csrf_key=key)
+    case = stolen_case(world)
+    officer = Officer("m.dupont", "officer")
+    now = time.time()
+    codes = {}
+    for label, made in (("7h", now - 7 * 3600), ("9h", now - 9 * 3600), ("future", now + 600)):
+        data = {"csrf": Csrf(key).token(officer, now=made), "state": "open", "note": label}
+        codes[label] = client.post(f"/cases/{case}", headers=OFFICER, data=data).status_code
+    assert codes == {"7h": 200, "9h": 403, "future": 403}
+    assert Csrf(key).check(officer, Csrf(SecretKey.generate("other")).token(officer)) is False
+
+
 def test_case_state_and_note_are_recorded_with_who(world: World, client: TestClient) -> None:
     case = next(
         c["case_id"]
@@ -243,6 +259,15 @@ def test_patient_search_refuses_bad_input_without_echo_and_is_rate_limited(world
         for _ in range(3)
     ]
     assert codes == [200, 200, 429]  # the invalid search counted too
+    # an hour later the officer may search again: only the last hour counts
+    other = {"x-test-officer": f"later-{time.time_ns()}/officer"}
+    for _ in range(3):
+        world.store.record_action(other["x-test-officer"].split("/")[0], "nir_search", None, "old",
+                                  when=time.time() - 3700)  # fmt: skip
+    again = client.post("/patient", headers=other,
+                        data={"csrf": token(client.get("/patient", headers=other).text),
+                              "nir": NIR_IN_TEXT, "reason": "checking"})  # fmt: skip
+    assert again.status_code == 200
 
 
 def test_unlock_needs_a_reason_then_lifts_the_lockout_and_is_recorded(
