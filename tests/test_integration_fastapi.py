@@ -271,6 +271,12 @@ class _AsyncOnlyGuard:
 
         return _Ctx()
 
+    async def open_lookup(
+        self, practitioner: str, nir: object, *, reason: object = None, **_: Any
+    ) -> Any:
+        async with self.lookup(practitioner, nir, reason=reason) as lookup:
+            return lookup
+
 
 def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     guard = _AsyncOnlyGuard()

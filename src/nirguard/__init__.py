@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from nirguard import nir
 from nirguard._pydantic import NIRStr, RedactErrors
-from nirguard.alerts import Alert
+from nirguard.alerts import Alert, Notice
 from nirguard.audit import AuditEvent
 from nirguard.errors import (
     ConfigurationError,
@@ -72,6 +72,7 @@ __all__ = [
     "LookupGuard",
     "NIR",
     "NIRStr",
+    "Notice",
     "NirguardError",
     "PolicyError",
     "PractitionerLocked",

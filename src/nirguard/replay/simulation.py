@@ -236,6 +236,11 @@ class Pass:
             options["metrics"] = False  # the replay's own counts; no OpenTelemetry cost
         if self.features.break_glass_hook:
             options["on_break_glass"] = self._break_glass
+        init = inspect.signature(LookupGuard.__init__).parameters
+        if "hooks" in init:
+            options["hooks"] = "inline"  # the replay reads its hooks' effects at once
+        if "notice" in init:
+            options["notice"] = self._notice  # hot cohorts: evidence about the portal
         if not enforce:
             if not self.features.shadow:
                 raise RuntimeError("the installed LookupGuard has no shadow mode (enforce=False)")
@@ -261,6 +266,9 @@ class Pass:
             from nirguard.audit import WOULD
 
             enforced = {v: k for k, v in WOULD.items()}.get(outcome, outcome)
+            if enforced == "lockout":  # the refusal that starts a lockout: which one it is
+                signal = str(event.quota) in ("cohort", "portal_cohort", "miss_ratio", "baseline")
+                enforced = "suspected" if signal else "denied"
             self._would = (enforced, str(event.quota or enforced), event.retry_after)
 
     def _break_glass(self, grant: Any) -> None:
@@ -285,6 +293,12 @@ class Pass:
             self._signal(attack, i, signal)
         elif signal in PORTAL_SIGNALS and self._number[:10] in attack.touched:
             self._signal(attack, -1, signal)
+
+    def _notice(self, notice: Any) -> None:
+        # A notice names no practitioner: it is a signal about the walk, never a false alert.
+        attack = self._attack
+        if attack is not None and self._number[:10] in attack.touched:
+            self._signal(attack, -1, str(notice.signal))
 
     def _signal(self, attack: AttackTally, account: int, signal: str) -> None:
         if attack.first_signal is None:
