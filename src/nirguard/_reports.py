@@ -26,6 +26,8 @@ __all__ = ["BREAK_GLASS_ALERT_LEFT", "Metrics", "Reports", "Said"]
 
 _log = logging.getLogger("nirguard.guard")
 
+#: Seconds the audit worker lets events gather after a batch (one write per batch).
+AUDIT_LINGER: Final = 0.02
 #: A break-glass alert is raised when this many grants or fewer are left.
 BREAK_GLASS_ALERT_LEFT: Final = 1
 
@@ -125,6 +127,7 @@ class Reports:
             dropped=dropped,
             prepare=_event,
             batch=_sink_batch(audit),
+            linger=AUDIT_LINGER,
         )
         self._alert = hook(log_alert if alert is None or alert is True else alert or None, "alert")
         self._notice = hook(
