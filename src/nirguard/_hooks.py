@@ -124,8 +124,10 @@ def _work(channel: _Channel, runner: _Runner, linger: float) -> None:
             channel.running = False
             return
         if linger:
-            # Let items gather: one wake-up and one write per batch, not per lookup.
-            time.sleep(linger)
+            # Let items gather: one wake-up and one write per batch, not per lookup
+            # (flush() and close() cut it short).
+            wake.wait(linger)
+            wake.clear()
 
 
 def _stop(channel: _Channel) -> None:

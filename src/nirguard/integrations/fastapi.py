@@ -245,10 +245,8 @@ def lookup_dependency(
     when the request is done with it, audited ``allowed``. Every denial is
     raised before the endpoint runs, and becomes a problem response.
 
-    With a ``miss_on`` other than :func:`not_found`, the dependency is a
-    ``yield`` dependency around the endpoint instead, so that it sees
-    whatever the endpoint raises (at FastAPI's cost of a context manager
-    per request).
+    With a ``miss_on`` other than :func:`not_found`, it is a ``yield``
+    dependency instead, which sees whatever the endpoint raises.
 
     Args:
         guard: the :class:`~nirguard.LookupGuard`.
@@ -284,7 +282,17 @@ def lookup_dependency(
     if miss_on is not not_found:
         # A test of the endpoint's own exceptions: only a yield dependency sees them all.
         return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
+    return _returning(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
 
+
+def _returning(
+    guard: LookupGuard,
+    practitioner: Callable[[Request], Any],
+    get_nir: Callable[[Request], Any],
+    get_reason: Callable[[Request], Any],
+    is_miss: Callable[[Any], bool] | None,
+    miss_on: MissOn | None,
+) -> Callable[[Request], Awaitable[GuardedLookup]]:
     async def guarded_lookup(request: Request) -> GuardedLookup:
         who = await _resolve(practitioner, request)
         value = await _resolve(get_nir, request)
