@@ -1,4 +1,4 @@
-"""The async path's channel to a plain Redis (nirguard._channel): on the event loop,
+"""The async path's channel to a plain Redis (nirguard._redis.loop): on the event loop,
 pipelined per turn of the loop, a deadline that measures the store and not the loop,
 a connection set up as the URL says, and closed with its loop."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from nirguard import GuardUnavailable, LookupGuard, Pseudonymiser, QuotaPolicy
-from nirguard._channel import Channel, channel_params
+from nirguard._redis.loop import Channel, channel_params
 from nirguard.testing import NIRGenerator
 from tests.guard_helpers import KEY
 from tests.redis_tools import RedisServer
@@ -246,7 +246,7 @@ class _Transport:
 
 
 def _connection(deadline: float) -> tuple[Any, _Loop, _Transport]:
-    from nirguard._channel import _Connection
+    from nirguard._redis.loop import _Connection
 
     loop = _Loop()
     conn = _Connection(loop, deadline)  # type: ignore[arg-type]
@@ -319,7 +319,7 @@ def test_an_error_reply_is_the_callers_result_not_the_connections_end() -> None:
 
 
 def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
-    from nirguard._channel import _pack
+    from nirguard._redis.loop import _pack
 
     assert _pack(("SET", b"k\r\n", 12, "é")) == (
         b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n$2\r\n\xc3\xa9\r\n"
@@ -366,7 +366,7 @@ def test_a_store_that_falls_silent_after_answering_is_still_caught() -> None:
 def test_a_broken_stream_fails_the_pending_calls_as_an_outage(event: str) -> None:
     from redis.exceptions import ConnectionError as StoreConnectionError
 
-    from nirguard._redis_client import outages
+    from nirguard._redis.script import outages
 
     conn, loop, transport = _connection(deadline=0.2)
     future = conn.send(("PING",))

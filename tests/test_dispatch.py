@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nirguard._dispatch import Dispatcher
+from nirguard._redis.thread import Dispatcher
 
 
 class _Store:

@@ -18,17 +18,40 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from nirguard.errors import ConfigurationError
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "FUNCTION", "Library", "open_redis", "outages"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "FUNCTION",
+    "Call",
+    "Library",
+    "Reply",
+    "open_redis",
+    "outages",
+]
+
+#: A reply: a bulk string, an integer, nil, an error reply, or an array of replies.
+Reply: TypeAlias = "bytes | int | Exception | list[Reply] | None"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call of the library: its keys and arguments, and the same arguments with the
+    policy's text, sent instead when the server does not know the policy's digest."""
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    full: tuple[str, ...]
+
 
 #: Connections per process in the default blocking pool.
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
-BODY: Final = files("nirguard").joinpath("_admit.lua").read_text("utf-8")
+BODY: Final = files("nirguard._redis").joinpath("_admit.lua").read_text("utf-8")
 #: The library and function name carry the code's digest: two versions of nirguard
 #: on one Redis (a rolling deploy) each find their own.
 FUNCTION: Final = "nirguard_" + hashlib.sha256(BODY.encode("utf-8")).hexdigest()[:16]
@@ -287,7 +310,7 @@ class Library:
         return client.execute_command(*self._command(args))
 
     async def acall(self, channel: Any, args: Sequence[str]) -> Any:
-        """:meth:`call` on an event loop's :class:`~nirguard._channel.Channel`."""
+        """:meth:`call` on an event loop's :class:`~nirguard._redis.loop.Channel`."""
         from redis.exceptions import ResponseError
 
         for _ in range(3):

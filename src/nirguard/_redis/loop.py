@@ -4,7 +4,7 @@ One connection per event loop, an :class:`asyncio.Protocol`: every call made
 during one turn of the loop is written in **one** ``write`` (a pipeline), and
 replies are parsed (hiredis) and handed to their callers as they arrive, in
 order. Nothing runs on another thread, so a busy portal pays no GIL hand-off
-per batch (the dispatcher thread's cost under load: see :mod:`nirguard._dispatch`).
+per batch (the dispatcher thread's cost under load: see :mod:`nirguard._redis.thread`).
 
 **The deadline measures the store, not the loop.** A saturated event loop runs
 its callbacks late; a timer that fired before the loop read a reply already

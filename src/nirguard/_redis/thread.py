@@ -13,7 +13,7 @@ loop is never blocked.
 
 Jobs that waited more than half the deadline for their turn *behind a store
 that did not answer* (the previous batch met an outage: a timeout, a lost
-connection, a failover; :func:`~nirguard._redis_client.outages`) are
+connection, a failover; :func:`~nirguard._redis.script.outages`) are
 refused with :class:`TimeoutError` without being sent, and so is any job that
 waited longer than the whole deadline; with socket timeouts at 0.9 of the
 deadline, no job waits much longer than the deadline, whatever the store does.
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from nirguard._redis_client import outages
+from nirguard._redis.script import outages
 
 __all__ = ["Dispatcher"]
 
