@@ -59,8 +59,9 @@ def make_engine(
 ) -> Engine:
     if storage.startswith("memory://"):
         from nirguard._memory import MemoryEngine
+        from nirguard._memory_store import fork_mode
 
-        return MemoryEngine(clock, prefix=key_prefix)
+        return MemoryEngine(clock, prefix=key_prefix, on_fork=fork_mode(storage))
     from nirguard._redis import RedisEngine
 
     return RedisEngine(storage, prefix=key_prefix, options=options, deadline=float(deadline))

@@ -80,9 +80,10 @@ class LookupGuard:
     Args:
         policy: a :class:`QuotaPolicy` (default: ``QuotaPolicy()``), or a
             callable ``practitioner_id -> QuotaPolicy``.
-        storage: ``"memory://"`` (one process, the default), or a Redis URI
-            (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-            ``redis+sentinel://``; ``docs/redis.md``) shared by processes and hosts.
+        storage: ``"memory://"`` (one process, the default; it refuses to decide
+            in a process forked after it was made unless ``memory://?on_fork=copy``),
+            or a Redis URI (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+cluster://``, ``redis+sentinel://``; ``docs/redis.md``).
         pseudonymiser: keys patients in the store by pseudonym. Without one,
             a random per-process key is made (fine for ``memory://``; with a
             shared store an :class:`EphemeralKeyWarning` is issued).

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from nirguard._compiled import CompiledPolicy
 from nirguard._engine import Decision, RawStatus, Request
-from nirguard._redis.codec import Codec, Plan
+from nirguard._redis.codec import Codec, Plan, simulated_clock
 from nirguard._redis.loop import Channel, channel_params
 from nirguard._redis.outage import StoreUnavailable
 from nirguard._redis.script import Call, Library, open_redis, outages
@@ -69,8 +69,9 @@ class RedisEngine:
         deadline: float = DEFAULT_DEADLINE,
         functions: bool = True,
     ) -> None:
+        options, clock = simulated_clock(options)
         self._make, self._cluster = open_redis(uri, options, deadline)
-        self._codec = Codec(prefix, cluster=self._cluster)
+        self._codec = Codec(prefix, cluster=self._cluster, clock=clock)
         self._deadline = deadline
         self._library = Library(functions=functions)
         self._client: Any = None

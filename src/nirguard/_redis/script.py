@@ -51,7 +51,11 @@ class Call:
 #: Connections per process in the default blocking pool.
 DEFAULT_MAX_CONNECTIONS: Final = 64
 
-BODY: Final = files("nirguard._redis").joinpath("_admit.lua").read_text("utf-8")
+#: The library: the records' formats, the policy's compiler, the decision (in that order).
+BODY: Final = "\n".join(
+    files("nirguard._redis").joinpath(name).read_text("utf-8")
+    for name in ("_records.lua", "_policy.lua", "_admit.lua")
+)
 #: The library and function name carry the code's digest: two versions of nirguard
 #: on one Redis (a rolling deploy) each find their own.
 FUNCTION: Final = "nirguard_" + hashlib.sha256(BODY.encode("utf-8")).hexdigest()[:16]
@@ -61,7 +65,7 @@ SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()  # noqa: S324 - Re
 
 _PLAIN: Final = ("redis", "rediss", "unix", "redis+unix")
 _LIMITS: Final = ("redis+cluster", "redis+sentinel")
-KEYS: Final = 6  # every call names six keys (see _admit.lua)
+KEYS: Final = 4  # every call names four keys (see _admit.lua)
 
 
 def outages() -> tuple[type[BaseException], ...]:
