@@ -404,3 +404,28 @@ def test_the_dependency_is_no_yield_dependency_and_finishes_every_lookup_once() 
     assert [e.outcome for e in events] == ["allowed", "miss", "allowed"]
     assert client.post("/recorded", json={"nir": UNKNOWN[1]}).status_code == 200
     assert client.post("/recorded", json={"nir": NIRS[2]}).status_code == 403  # misses spent
+
+
+def test_shadow_mode_answers_as_enforcement_minus_the_refusals_it_records() -> None:
+    answers = {}
+    for enforce in (True, False):
+        events: list[AuditEvent] = []
+        guard = LookupGuard(
+            QuotaPolicy.only(lookups="100/hour"), enforce=enforce, audit=events.append
+        )
+        client = TestClient(_app(guard))
+        invalid = _post(client, "dr", spoiled(NIRS[0]))
+        bad_reason = _post(client, "dr", NIRS[0], **{"X-Nirguard-Reason": "NOT-A-CODE"})
+        answers[enforce] = (invalid.status_code, bad_reason.status_code)
+        outcomes = [(e.outcome, e.quota) for e in events]
+        if enforce:
+            assert outcomes == [("invalid", "invalid_nirs"), ("denied", "reason")]
+        else:
+            assert outcomes == [
+                ("invalid", "invalid_nirs"),
+                ("would_deny", "reason"),
+                ("allowed", None),
+            ]
+    # One request must not tell the modes apart on an invalid number: a 422 in both.
+    assert answers[True] == (422, 422)
+    assert answers[False] == (422, 200)  # the bad reason is only recorded
