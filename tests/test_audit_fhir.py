@@ -69,6 +69,9 @@ EXPECTED_FHIR_OUTCOME = {
     "locked": "4",
     "suspected": "4",
     "reason_required": "4",
+    "lockout": "4",
+    "would_lockout": "0",
+    "unlocked": "0",
     "unavailable": "8",
 }
 
@@ -522,9 +525,9 @@ def test_bad_target_is_refused() -> None:
 
 def test_validation_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fhir.resources.R4B.auditevent", None)
-    with pytest.raises(ConfigurationError, match=r"nirguard\[fhir\]"):
+    with pytest.raises(ConfigurationError, match=r"fhir extra, pip install .\.\[fhir\]"):
         validate_r4({})
-    with pytest.raises(ConfigurationError, match=r"nirguard\[fhir\]"):
+    with pytest.raises(ConfigurationError, match=r"fhir extra, pip install .\.\[fhir\]"):
         FhirAuditSink(print, source=SOURCE, purpose=PURPOSE, validate=True)
     # Formatting needs no extra.
     assert to_fhir(event("allowed"), source=SOURCE, purpose=PURPOSE)["outcome"] == "0"
@@ -567,6 +570,7 @@ def test_guard_with_a_fhir_sink(tmp_path: Path) -> None:
             outcomes.append("ran")
         except (LookupDenied, InvalidNIR):
             outcomes.append("refused")
+    guard.close()  # the sink runs on the hook worker: flush it
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert outcomes == ["ran", "ran", "refused", "refused"]
     assert [r["outcome"] for r in records] == ["0", "0", "4", "4"]

@@ -222,6 +222,7 @@ def test_build_wires_the_files_and_overrides_win(tmp_path: Path) -> None:
         except NirguardError:
             pass
     assert refused, "the third invalid number is refused"
+    assert guard.flush(timeout=10)  # hooks and file sinks run off the request path
     [alert] = [a for a in JsonLinesHook(tmp_path / "alerts.jsonl").read() if a["lockout"]]
     assert (alert["practitioner"], alert["signal"]) == ("dr-cfg", "invalid_nirs")
     audit = (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -18,10 +17,6 @@ from nirguard.cli import main
 pytestmark = pytest.mark.redis
 POLICY = {"NIRGUARD_POLICY_INVALID_NIRS": "2/hour", "NIRGUARD_POLICY_LOCKOUT": "1 hour"}
 WRONG = "1 85 05 78 006 084 90"  # a wrong control key: counts against invalid_nirs
-UNLOCK_AUDITED = "by" in inspect.signature(LookupGuard.unlock).parameters
-needs_audited_unlock = pytest.mark.skipif(
-    not UNLOCK_AUDITED, reason="waits for LookupGuard.unlock(practitioner, *, by=, reason=)"
-)
 
 
 @pytest.fixture
@@ -81,7 +76,6 @@ def test_status_consumes_nothing(
     )
 
 
-@needs_audited_unlock
 def test_unlock_is_audited_with_who_and_why(
     portal: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -174,7 +168,6 @@ def test_django_status_command(portal: dict[str, str], tmp_path: Path) -> None:
     assert done.returncode == 1 and "would see a store of its own" in done.stderr
 
 
-@needs_audited_unlock
 def test_django_unlock_command_is_audited(portal: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("django")
     done = _django(
