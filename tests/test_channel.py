@@ -186,7 +186,7 @@ def test_the_channel_closes_with_its_loop(private_redis: RedisServer, run: Any) 
 def test_options_nirguard_does_not_know_are_refused_when_the_guard_is_made(
     private_redis: RedisServer,
 ) -> None:
-    for options in ({"health_check_interval": 30}, {"socket_timeout": 5}, {"protocol": 3}):
+    for options in ({"decode_responses": True}, {"retry": None}, {"protocol": 3}):
         with pytest.raises(ConfigurationError):
             guard_on(private_redis.url(), storage_options=options)
     with pytest.raises(ConfigurationError):
@@ -309,11 +309,40 @@ def test_a_call_with_a_small_budget_is_failed_sooner() -> None:
 
 def test_replies_that_keep_coming_keep_the_calls_alive() -> None:
     conn, loop, _ = _connection(deadline=0.2)
-    futures = [conn.send(PING, 0.2) for _ in range(30)]
-    for i in range(30):  # one reply per sweep: the store is slow but answering
+    futures = [conn.send(PING, 0.2) for _ in range(8)]
+    for i in range(8):  # one reply per (late) sweep: the store is slow but answering
         loop.sweep(0.05 * (i + 1))
         conn.data_received(b"+PONG\r\n" + _fence(i + 1))
     assert all(f.result() == [b"PONG"] for f in futures)
+    loop.close()
+
+
+def test_a_store_that_dribbles_is_refused_by_the_connections_clock() -> None:
+    """A byte per sweep: never silent, yet the call is refused once its budget has passed
+    on the connection's clock (sweeps on time)."""
+    conn, loop, transport = _connection(deadline=0.2)
+    future = conn.send(PING, 0.2)
+    reply = b"$20\r\n" + b"x" * 20
+    at, sent = 0.0, 0
+    while not future.done():
+        at += 0.02
+        assert at < 0.2 + 0.05, "not refused within the deadline"
+        loop.sweep(at)
+        conn.data_received(reply[sent : sent + 1])
+        sent += 1
+    assert isinstance(future.exception(), StoreUnavailable)
+    assert transport.closed
+    loop.close()
+
+
+def test_a_lagging_loop_adds_no_more_than_a_sweep_to_the_clock() -> None:
+    conn, loop, _ = _connection(deadline=0.2)
+    future = conn.send(PING, 0.2)
+    for i in range(1, 9):  # eight sweeps, each a whole second late, a byte arriving each time
+        loop.sweep(float(i))
+        conn.data_received(b"+PONG"[i - 1 : i] if i <= 5 else b"")
+    conn.data_received(b"\r\n" + _fence(1))
+    assert future.result() == [b"PONG"]
     loop.close()
 
 

@@ -37,7 +37,9 @@ _SCHEMES: Final = {
     "redis+sentinel": "sentinel",
     "rediss+sentinel": "sentinel",
 }
-_REPLACED: Final = ("socket_timeout", "timeout", "retry", "retry_on_timeout")
+_REPLACED: Final = ("timeout", "retry", "retry_on_timeout")
+#: Accepted for compatibility, and not needed: every call checks its connection.
+_IGNORED: Final = ("health_check_interval",)
 _CERT_REQS: Final = {
     "required": ssl.CERT_REQUIRED,
     "optional": ssl.CERT_OPTIONAL,
@@ -87,6 +89,8 @@ class Target:
     #: Template of the primary's settings (Sentinel): its address comes from the Sentinels.
     primary: Endpoint | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: ``socket_timeout``: the store's calls get this long instead of the guard's deadline.
+    timeout: float | None = None
 
 
 def _fail(message: str) -> ConfigurationError:
@@ -218,6 +222,11 @@ def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
             else f"storage option {name!r} needs TLS (rediss:// or ssl=True)"
         )
     max_connections = int(_number("max_connections", opts.pop("max_connections", 64), int, 1))
+    timeout = opts.pop("socket_timeout", None)
+    if timeout is not None:
+        timeout = _number("socket_timeout", timeout, float, 0.001)
+    for name in _IGNORED:
+        opts.pop(name, None)
     protocol = opts.pop("protocol", 2)
     if str(protocol) != "2":
         raise _fail("storage option 'protocol' can only be 2 (RESP2)")
@@ -249,10 +258,10 @@ def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
         if extra:
             raise _fail(f"sentinel option {sorted(extra)[0]!r} is not known")
         sentinels = tuple(sentinel.at(n.host, n.port) for n in nodes)
-        return Target("sentinel", sentinels, service, endpoint, max_connections)
+        return Target("sentinel", sentinels, service, endpoint, max_connections, timeout)
     if kind == "cluster" and endpoint.db:
         raise _fail("a Redis Cluster has only database 0")
-    return Target(kind, nodes, max_connections=max_connections)
+    return Target(kind, nodes, max_connections=max_connections, timeout=timeout)
 
 
 def _auth(endpoint: Endpoint) -> dict[str, object]:

@@ -81,10 +81,10 @@ class RedisEngine:
         target = parse(uri, options)
         self._router: Router = router(target)
         self._codec = Codec(prefix, cluster=target.kind == "cluster")
-        self._deadline = deadline
+        self._deadline = target.timeout or deadline
         self._library = Library(functions=functions)
         self._sync = SyncNodes(target.max_connections)
-        self._loop = LoopNodes(deadline)
+        self._loop = LoopNodes(self._deadline)
         self.outages: tuple[type[BaseException], ...] = (StoreUnavailable,)
 
     def _work(self, plan: Plan[T]) -> Generator[Hop, list[Reply], T]:

@@ -16,7 +16,10 @@ a pending call was already past 0.8 of its budget at that previous sweep. Betwee
 two sweeps the loop polls its sockets at least once, so a reply that had arrived
 by the previous sweep has been read by this one, on asyncio's loop and on uvloop
 alike. A paused server is thus refused within about the deadline; a loop that is
-merely late never is.
+merely late never is. A server that *dribbles* (a byte now and then, never silent)
+is bounded by the connection's own clock: each sweep adds the time since the
+previous one, but never more than a sweep's interval (a late sweep is the loop's
+lag, not the store's), and a call older than its budget on that clock is refused.
 
 A failed call closes the connection (a reply that comes later must never reach the
 next caller); the next call opens another. A cancelled caller's reply is read and
@@ -57,12 +60,20 @@ SWEEPS: Final = 10
 class _Batch:
     """The commands of one caller in one write, and their replies as they come."""
 
-    __slots__ = ("born", "budget", "future", "replies", "want")
+    __slots__ = ("born", "budget", "clock", "future", "replies", "want")
 
-    def __init__(self, future: asyncio.Future[list[Reply]], want: int, born: float, budget: float):
+    def __init__(
+        self,
+        future: asyncio.Future[list[Reply]],
+        want: int,
+        born: float,
+        clock: float,
+        budget: float,
+    ) -> None:
         self.future = future
         self.want = want
-        self.born = born
+        self.born = born  # the loop's time when it was sent
+        self.clock = clock  # the connection's clock then
         self.budget = budget
         self.replies: list[Reply] = []
 
@@ -86,6 +97,7 @@ class _Connection(asyncio.Protocol):
         self._received = 0  # data_received calls so far: the sweep's sign of life
         self._seen = 0  # ... as the previous sweep saw it
         self._swept = 0.0  # when the previous sweep ran
+        self._clock = 0.0  # the store's time, as sweeps on time count it
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -136,7 +148,7 @@ class _Connection(asyncio.Protocol):
             return future
         now = self.loop.time()
         self._outbox.append(pack(list(commands)))
-        self.expect.append(_Batch(future, len(commands), now, budget))
+        self.expect.append(_Batch(future, len(commands), now, self._clock, budget))
         if not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._flush)
@@ -165,16 +177,18 @@ class _Connection(asyncio.Protocol):
         if self.closed is not None or not self.expect:
             return
         now = self.loop.time()
-        if self._received == self._seen:
-            expiry = min(b.born + SILENCE * b.budget for b in self._pending())
-            if self._swept > expiry:
-                self.fail(
-                    StoreUnavailable("nirguard: the store did not answer within the deadline")
-                )
-                return
+        interval = self.deadline / SWEEPS
+        self._clock += min(now - self._swept, interval)
+        pending = self._pending()
+        silent = self._received == self._seen
+        if (silent and self._swept > min(b.born + SILENCE * b.budget for b in pending)) or any(
+            self._clock - b.clock > b.budget for b in pending
+        ):
+            self.fail(StoreUnavailable("nirguard: the store did not answer within the deadline"))
+            return
         self._seen, self._swept = self._received, now
         self._sweeping = True
-        self.loop.call_later(self.deadline / SWEEPS, self._sweep)
+        self.loop.call_later(interval, self._sweep)
 
     def fail(self, error: Exception) -> None:
         """Fail every pending call with ``error`` and close the socket for good."""
