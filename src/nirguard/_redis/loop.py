@@ -43,6 +43,7 @@ from nirguard._redis.wire import (
     Reader,
     Reply,
     ReplyError,
+    closed_after,
     fence,
     pack,
     reader,
@@ -136,7 +137,8 @@ class _Connection(asyncio.Protocol):
                 self.held.append(expect.popleft())  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(StoreUnavailable("nirguard: the connection to the store was lost"))
+        heard = [r for batch in self._pending() for r in batch.replies]
+        self.fail(closed_after(heard))
 
     # -- calls ----------------------------------------------------------------------------------
 

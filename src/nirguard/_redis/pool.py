@@ -26,7 +26,18 @@ from collections.abc import Sequence
 
 from nirguard._redis.connect import Endpoint, open_socket
 from nirguard._redis.outage import StoreUnavailable, classify
-from nirguard._redis.wire import Command, Reader, Reply, ReplyError, fence, fenced, pack, reader
+from nirguard._redis.wire import (
+    Command,
+    Reader,
+    Reply,
+    ReplyError,
+    closed_after,
+    fence,
+    fenced,
+    pack,
+    reader,
+)
+from nirguard.errors import ConfigurationError
 
 __all__ = ["Pool", "SyncNodes"]
 
@@ -85,7 +96,7 @@ class _Socket:
                 sock.settimeout(left)
                 chunk = sock.recv(_CHUNK)
                 if not chunk:
-                    raise StoreUnavailable("nirguard: the store closed the connection")
+                    raise closed_after(replies)
                 feed(chunk)
         except TimeoutError:
             raise _expired() from None
@@ -93,7 +104,7 @@ class _Socket:
             raise StoreUnavailable(
                 f"nirguard: the connection was lost ({type(exc).__name__})"
             ) from None
-        except StoreUnavailable:
+        except (StoreUnavailable, ConfigurationError):
             raise
         except Exception as exc:  # hiredis.ProtocolError: the stream cannot be trusted
             raise StoreUnavailable(

@@ -19,6 +19,7 @@ from nirguard._redis.outage import StoreUnavailable, classify
 from nirguard.errors import ConfigurationError
 
 __all__ = [
+    "closed_after",
     "Command",
     "Reader",
     "Reply",
@@ -89,6 +90,17 @@ def unfenced(reply: Reply) -> Exception:
         if isinstance(error, ConfigurationError):
             return error  # e.g. an ACL that forbids PING, a login that failed
     return StoreUnavailable("nirguard: the store sent a reply nobody asked for")
+
+
+def closed_after(replies: list[Reply]) -> Exception:
+    """The error for a connection the server closed after ``replies``: the last words of
+    a server that refuses an unauthenticated client are a misconfiguration."""
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            error = classify(reply)
+            if isinstance(error, ConfigurationError):
+                return error
+    return StoreUnavailable("nirguard: the store closed the connection")
 
 
 def fenced(replies: list[Reply], number: int) -> list[Reply]:

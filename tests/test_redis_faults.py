@@ -1,0 +1,321 @@
+"""Every failure of issue 20, against a real server (and a proxy in front of it that
+dribbles or duplicates replies): refused within the deadline on every path (sync, async
+on asyncio and on uvloop), outages and misconfigurations told apart, and ``fail_open``
+never applying to a misconfiguration. The Cluster's cases are in test_redis_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from nirguard import (
+    ConfigurationError,
+    GuardUnavailable,
+    LookupDenied,
+    LookupGuard,
+    PractitionerLocked,
+    Pseudonymiser,
+    QuotaPolicy,
+)
+from nirguard.testing import NIRGenerator
+from tests.guard_helpers import KEY
+from tests.redis_tools import RedisServer, TcpProxy, free_port
+
+NIRS = NIRGenerator(seed=2020).many(120)
+DEADLINE = 0.3
+SLACK = 0.3  # scheduling on a busy 2-core host
+
+
+def _uvloop_run(main: Any) -> Any:
+    uvloop = pytest.importorskip("uvloop")
+    return uvloop.run(main)
+
+
+RUNNERS: dict[str, Callable[[Any], Any]] = {"asyncio": asyncio.run, "uvloop": _uvloop_run}
+PATHS = pytest.mark.parametrize("path", ["sync", "asyncio", "uvloop"])
+
+
+def guard_on(url: str, **kwargs: Any) -> LookupGuard:
+    kwargs.setdefault("pseudonymiser", Pseudonymiser(KEY, purpose="guard"))
+    kwargs.setdefault("key_prefix", "faults")
+    kwargs.setdefault("deadline", DEADLINE)
+    policy = kwargs.pop("policy", QuotaPolicy.only(lookups="1000/hour"))
+    return LookupGuard(policy, storage=url, **kwargs)
+
+
+def look(guard: LookupGuard, who: str, value: str, path: str) -> str:
+    """One lookup on ``path``: its outcome (``None`` outcome = let through unguarded)."""
+    if path == "sync":
+        with guard.lookup(who, value) as lookup:
+            return str(lookup.outcome)
+
+    async def one() -> str:
+        try:
+            async with guard.lookup(who, value) as lookup:
+                return str(lookup.outcome)
+        finally:
+            await guard.aclose()
+
+    return str(RUNNERS[path](one()))
+
+
+def timed(call: Callable[[], object], error: type[BaseException]) -> float:
+    start = time.monotonic()
+    with pytest.raises(error):
+        call()
+    return time.monotonic() - start
+
+
+# -- a server that dribbles its replies --------------------------------------------------------
+
+
+@PATHS
+def test_a_server_that_dribbles_is_refused_within_the_deadline(
+    private_redis: RedisServer, redis_proxy: TcpProxy, path: str
+) -> None:
+    """Before: a sync lookup waited 21.4 s (every byte reset the socket timeout)."""
+    guard = guard_on(redis_proxy.url(private_redis.url()))
+    assert look(guard, "dr", NIRS[0], path) == "allowed"  # connected, library loaded
+    redis_proxy.dribble = 0.02  # one byte every 20 ms: never silent for a socket timeout
+    took = [timed(lambda v=v: look(guard, "dr", v, path), GuardUnavailable) for v in NIRS[1:3]]
+    redis_proxy.dribble = 0.0
+    assert max(took) < DEADLINE + SLACK, took
+    assert look(guard, "dr", NIRS[3], path) == "allowed"  # a new connection: decided again
+    guard.close()
+
+
+# -- replies nobody asked for --------------------------------------------------------------------
+
+
+@PATHS
+@pytest.mark.parametrize("later", [0.0, 0.002], ids=["at-once", "while-the-next-waits"])
+def test_duplicated_replies_never_reach_another_caller(
+    private_redis: RedisServer, redis_proxy: TcpProxy, path: str, later: float
+) -> None:
+    """A locked account and a free one, looked up in turn while the proxy duplicates
+    replies: the locked one is never "allowed", the free one never "locked". Before: one
+    unasked-for reply shifted every later reply (locked accounts got "allowed")."""
+    policy = QuotaPolicy.only(lookups="1000/hour", distinct_patients="1/day", break_glass=None)
+    guard = guard_on(redis_proxy.url(private_redis.url()), policy=policy, deadline=1.0)
+    look(guard, "locked", NIRS[0], path)
+    with pytest.raises(LookupDenied):
+        look(guard, "locked", NIRS[1], path)  # past its quota: locked out from now on
+    redis_proxy.duplicate_randomly(0.3, later=later)
+    seen: dict[str, list[str]] = {"locked": [], "free": []}
+    for i in range(24):
+        who = "locked" if i % 2 else "free"
+        value = NIRS[2 + i] if who == "locked" else NIRS[100]  # the free one: a repeat
+        try:
+            seen[who].append(look(guard, who, value, path))
+        except PractitionerLocked:
+            seen[who].append("locked")
+        except GuardUnavailable:
+            seen[who].append("unavailable")
+        except LookupDenied as exc:
+            seen[who].append(exc.code)
+        time.sleep(later * 2)
+    redis_proxy.stop_cutting()
+    assert redis_proxy.duplicates > 0
+    assert set(seen["locked"]) <= {"locked", "unavailable"}, seen
+    assert set(seen["free"]) <= {"allowed", "unavailable"}, seen
+    assert seen["locked"].count("locked") > 0
+    guard.close()
+
+
+# -- a server that is loading, or a replica ---------------------------------------------------
+
+
+def _start(server: RedisServer, *extra: str) -> subprocess.Popen[bytes]:
+    """Start ``server``'s redis-server again on its directory, without waiting for it."""
+    return subprocess.Popen(
+        ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--dir",
+         str(server.directory), "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def loading_redis() -> Iterator[tuple[RedisServer, Callable[[], subprocess.Popen[bytes]]]]:
+    """A server whose data set takes seconds to load (key-load-delay): restarted, it
+    answers LOADING to every call until it is done."""
+    with RedisServer(extra_args=("--save", "")) as server:
+        script = "for i=1,30000 do redis.call('SET', 'filler:' .. i, i) end return 1"
+        server.command("EVAL", script, "0")
+        server.command("SAVE")
+        process = server.process
+        assert process is not None
+        process.terminate()
+        process.wait(5)
+        server.process = None
+        started: list[subprocess.Popen[bytes]] = []
+
+        def restart() -> subprocess.Popen[bytes]:
+            proc = _start(
+                server,
+                *("--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"),
+                *("--save", ""),
+            )
+            started.append(proc)
+            return proc
+
+        try:
+            yield server, restart
+        finally:
+            for proc in started:
+                proc.kill()
+                proc.wait(5)
+
+
+@PATHS
+def test_a_server_still_loading_its_data_is_an_outage(
+    loading_redis: tuple[RedisServer, Callable[[], subprocess.Popen[bytes]]], path: str
+) -> None:
+    """Before: LOADING was an HTTP 500 on the async path (80 of them in an AOF restart)."""
+    server, restart = loading_redis
+    restart()
+    deadline = time.monotonic() + 5
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = server.command("PING")
+        except (RuntimeError, OSError) as exc:
+            seen = str(exc)
+        if "LOADING" in str(seen):
+            break
+        time.sleep(0.01)
+    assert "LOADING" in str(seen)
+    guard = guard_on(server.url())
+    took = timed(lambda: look(guard, "dr", NIRS[0], path), GuardUnavailable)
+    assert took < DEADLINE + SLACK
+    open_guard = guard_on(server.url(), fail_open=True)
+    assert look(open_guard, "dr", NIRS[1], path) == "None"  # an outage: fail_open applies
+    guard.close()
+    open_guard.close()
+
+
+@PATHS
+def test_a_replica_refusing_writes_is_an_outage(private_redis: RedisServer, path: str) -> None:
+    with RedisServer() as primary:
+        private_redis.command("REPLICAOF", "127.0.0.1", str(primary.port))
+        guard = guard_on(private_redis.url())
+        took = timed(lambda: look(guard, "dr", NIRS[0], path), GuardUnavailable)
+        assert took < DEADLINE + SLACK
+        private_redis.command("REPLICAOF", "NO", "ONE")
+        assert look(guard, "dr", NIRS[1], path) == "allowed"  # promoted: decided again
+        guard.close()
+
+
+# -- misconfigurations: loud, and never let through --------------------------------------------
+
+
+@PATHS
+@pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "fail_open"])
+def test_a_wrong_password_is_a_misconfiguration_not_an_outage(
+    private_redis: RedisServer, path: str, fail_open: bool
+) -> None:
+    private_redis.command("CONFIG", "SET", "requirepass", "right-secret")
+    for url in (
+        f"redis://:wrong-secret@127.0.0.1:{private_redis.port}/0",
+        f"redis://127.0.0.1:{private_redis.port}/0",  # no password at all: NOAUTH
+    ):
+        guard = guard_on(url, fail_open=fail_open)
+        with pytest.raises(ConfigurationError) as caught:
+            look(guard, "dr", NIRS[0], path)
+        assert "wrong-secret" not in str(caught.value)
+        with pytest.raises(ConfigurationError):
+            guard.status("dr")  # status says so too
+        guard.close()
+
+
+@PATHS
+def test_an_acl_that_forbids_the_library_is_a_misconfiguration(
+    private_redis: RedisServer, path: str
+) -> None:
+    private_redis.command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "+@read", "+ping")
+    guard = guard_on(f"redis://reader:pw@127.0.0.1:{private_redis.port}/0", fail_open=True)
+    with pytest.raises(ConfigurationError):
+        look(guard, "dr", NIRS[0], path)
+    guard.close()
+
+
+@PATHS
+def test_a_server_that_knows_no_command_to_run_the_library_is_a_misconfiguration(
+    path: str,
+) -> None:
+    args = ("--rename-command", "FCALL", "", "--rename-command", "EVALSHA", "")
+    with RedisServer(extra_args=args) as server:
+        guard = guard_on(server.url(), fail_open=True)
+        with pytest.raises(ConfigurationError):
+            look(guard, "dr", NIRS[0], path)
+        guard.close()
+
+
+@PATHS
+def test_a_cluster_node_given_as_a_plain_server_is_a_misconfiguration(
+    redis_cluster_url: str, path: str
+) -> None:
+    nodes = redis_cluster_url.split("://", 1)[1].split(",")
+    for node in nodes:  # one of them does not own the practitioner's slot: MOVED
+        guard = guard_on(f"redis://{node}/0", fail_open=True)
+        try:
+            look(guard, "dr", NIRS[0], path)
+        except ConfigurationError:
+            guard.close()
+            return
+        guard.close()
+    raise AssertionError("every node answered as a plain server")
+
+
+@pytest.mark.parametrize(
+    ("uri", "options"),
+    [
+        ("redis://:hunter2@127.0.0.1:notaport/0", None),
+        ("redis+cluster://:hunter2@", None),
+        ("redis+sentinel://:hunter2@127.0.0.1:26379", None),
+        ("redis://127.0.0.1:6379/0", {"decode_responses": True}),
+        ("rediss://127.0.0.1:6379/0", {"ssl_ca_certs": "/nonexistent/ca.pem"}),
+        ("redis://127.0.0.1:6379/0", {"ssl_ca_certs": "/etc/ssl/ca.pem"}),
+        ("mongodb://127.0.0.1/0", None),
+    ],
+)
+def test_a_uri_or_option_that_cannot_work_is_refused_when_the_guard_is_made(
+    uri: str, options: dict[str, object] | None
+) -> None:
+    """Before: a client that could not be built killed the dispatcher thread, and async
+    lookups waited 20 x deadline + 5 s, then ran unguarded under fail_open."""
+    with pytest.raises(ConfigurationError) as caught:
+        guard_on(uri, storage_options=options, fail_open=True)
+    assert "hunter2" not in str(caught.value) and uri not in str(caught.value)
+
+
+@PATHS
+def test_a_host_name_that_does_not_resolve_is_a_misconfiguration(path: str) -> None:
+    guard = guard_on("redis://no-such-host.invalid:6379/0", fail_open=True)
+    with pytest.raises(ConfigurationError):
+        look(guard, "dr", NIRS[0], path)
+    guard.close()
+
+
+@PATHS
+def test_a_server_that_is_down_at_start_up_is_an_outage_within_the_deadline(path: str) -> None:
+    guard = guard_on(f"redis://127.0.0.1:{free_port()}/0")
+    took = timed(lambda: look(guard, "dr", NIRS[0], path), GuardUnavailable)
+    assert took < DEADLINE + SLACK
+    guard.close()
+
+
+@PATHS
+def test_a_paused_server_at_start_up_is_an_outage_within_the_deadline(
+    private_redis: RedisServer, path: str
+) -> None:
+    guard = guard_on(private_redis.url())
+    with private_redis.paused():
+        took = timed(lambda: look(guard, "dr", NIRS[0], path), GuardUnavailable)
+    assert took < DEADLINE + SLACK
+    assert look(guard, "dr", NIRS[1], path) == "allowed"
+    guard.close()
