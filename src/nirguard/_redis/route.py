@@ -18,6 +18,7 @@ transport (:mod:`nirguard._redis.transport`).
 from __future__ import annotations
 
 import threading
+import time
 from binascii import crc_hqx
 from collections.abc import Generator, Sequence
 from typing import Final, Protocol
@@ -37,6 +38,9 @@ Route = Generator[Hop, list[Reply], list[Reply]]
 SLOTS: Final = 16384
 #: Redirections followed for one call (a slot migrating, then a failover).
 MAX_REDIRECTS: Final = 3
+#: Seconds between two readings of the slot map after nodes failed (a failover takes
+#: seconds; a stalled node must not make every call read the map again).
+REREAD: Final = 1.0
 
 
 def slot(key: str) -> int:
@@ -76,13 +80,15 @@ def _text(value: Reply) -> str:
 class Cluster:
     """A Redis Cluster's masters, by slot."""
 
-    __slots__ = ("_lock", "_nodes", "_slots", "seeds", "stale")
+    __slots__ = ("_failed", "_lock", "_nodes", "_read", "_slots", "seeds", "stale")
 
     def __init__(self, seeds: Sequence[Endpoint]) -> None:
         self.seeds = tuple(seeds)
         self._nodes: dict[tuple[str, int], Endpoint] = {(n.host, n.port): n for n in seeds}
         self._slots: list[Endpoint] | None = None
         self._lock = threading.Lock()
+        self._failed: dict[Endpoint, float] = {}  # nodes that failed a call, and when
+        self._read = 0.0  # when the slot map was last read
         self.stale = True
 
     def _node(self, host: str, port: int) -> Endpoint:
@@ -106,11 +112,14 @@ class Cluster:
         if any(owner is None for owner in owners):
             raise StoreUnavailable("nirguard: some slots of the Cluster have no master")
         self._slots = owners  # type: ignore[assignment]
+        self._read = time.monotonic()
         self.stale = False
 
     def _refresh(self) -> Generator[Hop, list[Reply], None]:
         with self._lock:
             candidates = list(dict.fromkeys([*self.seeds, *self._nodes.values()]))
+        # a node that just failed is asked last: it would only spend the deadline
+        candidates.sort(key=lambda node: self._failed.get(node, 0.0))
         for node in candidates:
             try:
                 (reply,) = yield node, [("CLUSTER", "SLOTS")]
@@ -136,7 +145,9 @@ class Cluster:
             try:
                 replies = yield node, batch
             except StoreUnavailable:
-                self.stale = True  # a failover may have moved the slot: read the map again
+                self._failed[node] = time.monotonic()
+                if time.monotonic() - self._read > REREAD:
+                    self.stale = True  # a failover may have moved the slot: read the map again
                 raise
             if asking:
                 replies = replies[1::2]
