@@ -20,14 +20,8 @@ import pytest
 from nirguard import nir
 from nirguard.cli import main
 from nirguard.replay import ReplaySettings, run_replay
-from nirguard.replay.attacks import (
-    FAST_INTERVAL,
-    STRATEGIES,
-    Attack,
-    attack_material,
-    build_attack,
-    slow_interval,
-)
+from nirguard.replay.attacks import DESCRIPTIONS, OWNED, STRATEGIES, TACTICS, build_attack
+from nirguard.replay.outcome import QUIET
 from nirguard.replay.practitioners import (
     DAY,
     LOOKUP,
@@ -39,9 +33,11 @@ from nirguard.replay.practitioners import (
 )
 from nirguard.replay.registry import LOCAL_POOL, PEOPLE_PER_SCALE, build_registry
 from nirguard.replay.report import closing_line, format_table, targets, to_json
-from nirguard.replay.runner import QUIET, build_world
 from nirguard.replay.runner import run_replay as _run
-from nirguard.replay.simulation import Pass, guard_features
+from nirguard.replay.simulation import guard_features
+from nirguard.replay.tactics import FAST_INTERVAL, Attack, Tactics, slow_interval
+from nirguard.replay.walks import attack_material
+from nirguard.replay.world import build_world
 
 NIR_SHAPED = re.compile(r"(?<![0-9])[0-9]{5}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?(?![0-9])")
 FEATURES = guard_features()
@@ -291,10 +287,102 @@ def test_spread_variants(registry):
 
 def test_break_glass_states_reasons(registry):
     attack = build_attack("break-glass", registry, seed=1)
-    assert attack.reasons
+    assert attack.tactics.always_reason
+    assert attack.tactics.on_reason == "reason"
     assert attack.reason(0, 5) == "ETREAT"
     assert {attack.reason(1, k) for k in range(8)} == {"ETREAT", "TREAT", "COC", "PATRQT"}
-    assert not build_attack("list", registry).reasons
+    assert not build_attack("list", registry).tactics.always_reason
+
+
+def test_every_strategy_says_what_it_does():
+    assert set(DESCRIPTIONS) == set(STRATEGIES)
+    assert all(len(text) < 100 for text in DESCRIPTIONS.values())
+    for tactics in (Tactics(), *TACTICS.values()):
+        assert "after a 428" in tactics.describe()
+
+
+def test_the_answer_to_a_refusal_is_a_parameter(registry):
+    plain = build_attack("list", registry, accounts=2, seed=1)
+    assert plain.after_refusal(0, 100.0, True, None) == (False, 100.0 + FAST_INTERVAL)
+    assert plain.after_refusal(0, 100.0, False, 300.0) == (True, 400.0)
+    assert plain.after_refusal(0, 100.0, False, None) is None  # locked until unlocked
+    fast = build_attack("retry-fast", registry, accounts=2, seed=1)
+    answers = [fast.after_refusal(1, 10.0 * k, True, None) for k in range(200)]
+    assert answers[:199] == [(True, 10.0 * k + 1.0) for k in range(199)]
+    assert answers[199] == (True, 1990.0 + 3600.0)  # 200 in a row, then it rests
+    paced = build_attack("retry-paced", registry, accounts=2, seed=1)
+    assert paced.after_refusal(0, 0.0, False, 3600.0) == (True, 100.0)
+    moving = build_attack("move-on", registry, accounts=2, seed=1)
+    assert moving.after_refusal(0, 0.0, False, 3600.0) == (False, FAST_INTERVAL)
+    policy = {"distinct_patients": "8/10 minutes;120/day;350/7 days"}
+    slowing = build_attack("slow-down", registry, accounts=2, seed=1, policy=policy)
+    assert slowing.next_time(0, 0.0) == FAST_INTERVAL
+    slowing.after_refusal(0, 0.0, True, None)
+    assert slowing.next_time(0, 0.0) == pytest.approx(7 * 86400 / 350 * 1.02)
+    assert slowing.next_time(1, 0.0) == FAST_INTERVAL  # only the refused account slows
+    custom = build_attack("list", registry, tactics=Tactics(on_denied="drop", wait=7.0))
+    assert custom.after_refusal(0, 0.0, False, 60.0) == (False, 7.0)
+
+
+def test_the_runner_asks_a_refused_number_again_or_moves_on(registry):
+    from nirguard.replay.attack_runner import AttackRunner
+
+    for strategy, again in (("retry-paced", True), ("list", False)):
+        attack = build_attack(strategy, registry, accounts=1, seed=1, start=0.0)
+        asked: list[str] = []
+
+        def call(who: int, number: str, person: object, reason: object) -> object:
+            asked.append(number)
+            return ("reason_required", "distinct_patients", None) if len(asked) == 1 else None
+
+        runner = AttackRunner(attack, [0], call, lambda t: None, registry.find, 10_000.0)
+        runner.until(2_000.0)
+        assert (asked[1] == asked[0]) is again
+        assert runner.tally.asked == [1]
+        assert runner.tally.first_refusal[0] is not None
+        assert runner.tally.got[0] == len(set(asked)) - (0 if again else 1)
+
+
+def test_gp_paced_harvesters_keep_a_gps_hours(registry):
+    paced = build_attack("gp-paced", registry, accounts=3, seed=1, start=3600.0)
+    times = _times(paced, 0, 400)
+    assert all(t % 86400 // 3600 in range(8, 20) for t in times)
+    assert all(t // 86400 % 7 < 5 for t in times)  # Monday to Friday
+    per_day = Counter(int(t // 86400) for t in times)
+    assert 30 <= sorted(per_day.values())[len(per_day) // 2] <= 50
+    around = build_attack("owner-24-7", registry, accounts=["gp-00001"], seed=1, start=3600.0)
+    times = _times(around, 0, 400)
+    assert {int(t // 86400) % 7 for t in times} == set(range(7))
+    assert {int(t % 86400 // 3600) for t in times} == set(range(24))
+    assert around.owners and not paced.owners
+    assert set(OWNED) <= set(STRATEGIES)
+
+
+def test_padding_looks_people_up_again(registry):
+    padded = build_attack("padded", registry, accounts=1, seed=1)
+    numbers = []
+    for _ in range(500):
+        number = padded.next_nir(0)
+        assert number is not None
+        numbers.append(number)
+        padded.feedback(0, registry.find(number) is not None)
+    again = len(numbers) - len(set(numbers))
+    assert 0.3 * len(numbers) < again < 0.5 * len(numbers)
+
+
+def test_spread_wide_walks_hundreds_of_cohorts_at_once(registry):
+    wide = build_attack("spread-wide", registry, seed=1)
+    cohorts = {n[:10] for n in (wide.next_nir(0) for _ in range(200)) if n}
+    assert len(cohorts) == 200
+
+
+def test_owner_strategies_steal_legitimate_gps_accounts():
+    world = build_world(replace(SMALL, strategies=("owner",)))
+    attack = world.attack("owner")
+    gps = {p.id for p in world.workload.practitioners if p.kind == "gp"}
+    assert set(attack.accounts) <= gps
+    assert len(attack.accounts) == SMALL.attackers
+    assert world.attack("list").accounts == world.attackers()
 
 
 # --------------------------------------------------------------------------- passes
@@ -316,38 +404,16 @@ def test_worker_processes_do_not_change_the_result(small_result):
     assert _without_seconds(to_json(other)) == _without_seconds(to_json(small_result))
 
 
-def test_a_week_from_the_snapshot_equals_a_full_pass():
-    """Restoring the history snapshot gives exactly what replaying it again gives."""
-    settings = replace(SMALL, strategies=("spread",))
-    world = build_world(settings)
-    w = world.workload
+def test_a_week_replayed_again_equals_a_week_forked_after_the_history(monkeypatch):
+    """Where processes cannot fork, a fresh pass replays the history before each week:
+    the same result as a week forked after the history."""
+    from nirguard.replay import passes
 
-    def fresh() -> Pass:
-        return Pass(
-            registry=world.registry,
-            workload=w,
-            policy_for=world.policy_for("guard"),
-            key=b"replay-test-key-0123456789abcdef",
-            attackers=world.attackers(),
-        )
-
-    first = fresh()
-    first.run(0, w.split)
-    state = first.snapshot()
-    first.run(w.split, len(w), attack=world.attack("list"), end=world.end)  # dirty it
-    first.restore(state)
-    legit, tally = first.run(w.split, len(w), attack=world.attack("spread"), end=world.end)
-    second = fresh()
-    second.run(0, w.split)
-    legit2, tally2 = second.run(w.split, len(w), attack=world.attack("spread"), end=world.end)
-    assert legit == legit2
-    assert tally is not None and tally2 is not None
-    assert (tally.exposed, tally.attempts, tally.first_signal) == (
-        tally2.exposed,
-        tally2.attempts,
-        tally2.first_signal,
-    )
-    assert first.first == second.first
+    settings = replace(SMALL, strategies=("spread", "owner"), shadow=False)
+    forked = run_replay(settings)
+    monkeypatch.setattr(passes, "can_fork", lambda: False)
+    again = run_replay(settings)
+    assert _without_seconds(to_json(again)) == _without_seconds(to_json(forked))
 
 
 def test_the_guard_exposes_far_less_than_no_guard(small_result):
@@ -498,7 +564,14 @@ def test_plot_writes_a_png(small_result, tmp_path: Path):
 
 
 def test_tuning_prints_one_json_row_per_candidate(capsys):
-    from nirguard.replay.tuning import main as tuning
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "tools" / "replay_tuning.py"
+    spec = importlib.util.spec_from_file_location("replay_tuning", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tuning = module.main
 
     args = ["--scales", "0.01", "--quick", "--strategy", "list", "--attack-days", "1"]
     assert tuning([*args, "--candidate", "shipped", "--candidate", 'loose={"cohort": null}']) == 0

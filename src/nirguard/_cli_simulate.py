@@ -200,7 +200,8 @@ def _handle(args: argparse.Namespace) -> int:
     from nirguard.errors import NirguardError
     from nirguard.replay import report
     from nirguard.replay.attacks import STRATEGIES
-    from nirguard.replay.runner import ReplaySettings, default_jobs, run_replay
+    from nirguard.replay.runner import default_jobs, run_replay
+    from nirguard.replay.world import ReplaySettings
 
     try:
         policy = _load_policy(args.policy_json)

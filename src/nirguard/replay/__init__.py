@@ -7,7 +7,7 @@ then an attack week in which stolen accounts run one strategy at a time
 through :class:`nirguard.LookupGuard` (:mod:`~nirguard.replay.simulation`,
 :mod:`~nirguard.replay.runner`), shown as a table with its targets, JSON or
 a plot (:mod:`~nirguard.replay.report`). Candidate policies run fast with
-``python -m nirguard.replay.tuning``. ``docs/replay.md`` has the model, its
+``python tools/replay_tuning.py`` (in the repository). ``docs/replay.md`` has the model, its
 sources and the measured results.
 
 Example (a tiny world; ``nirguard simulate`` runs a larger one)::
@@ -19,12 +19,8 @@ Example (a tiny world; ``nirguard simulate`` runs a larger one)::
 
 from __future__ import annotations
 
-from nirguard.replay.runner import (
-    CONFIGURATIONS,
-    Outcome,
-    ReplayResult,
-    ReplaySettings,
-    run_replay,
-)
+from nirguard.replay.outcome import Outcome, ReplayResult
+from nirguard.replay.runner import run_replay
+from nirguard.replay.world import CONFIGURATIONS, ReplaySettings
 
 __all__ = ["CONFIGURATIONS", "Outcome", "ReplayResult", "ReplaySettings", "run_replay"]

@@ -1,82 +1,55 @@
-"""Stolen accounts and the scripts they run.
+"""Stolen accounts and the scripts they run: the replay's strategies.
 
 Every strategy drives the same number of stolen practitioner accounts (19,
 as in 2022). A script asks for the next number to try
-(:meth:`Attack.next_nir`), is told what an *allowed* lookup returned
-(:meth:`Attack.feedback`), and paces itself (:meth:`Attack.next_time`).
-When refused, it tries the same number again once ``retry_after`` has
-passed (a script resumes the moment a lockout ends; an account locked until
-an administrator unlocks it is lost to the attacker). A number refused
-with "a reason is required" is dropped, except by ``break-glass``.
+(:meth:`~nirguard.replay.tactics.Attack.next_nir`), is told what an
+*allowed* lookup returned, paces itself, and answers a refusal as its
+:class:`~nirguard.replay.tactics.Tactics` say. Unless they say otherwise, a
+script drops a number answered "a reason is required" (HTTP 428) and asks
+for a refused number again once ``retry_after`` has passed; an account
+locked until an administrator unlocks it is lost to the attacker.
 
-Strategies (``docs/replay.md`` has the table):
-
-``enumeration``
-    Each account walks order numbers 001, 002, ... within cohorts, computing
-    the control key, largest cohorts first, and leaves a cohort after 10
-    misses in a row; some of its cohorts are guesses where nobody is registered.
-``list``
-    A list of real numbers obtained elsewhere (a previous leak, half the
-    registry) split between the accounts: no misses, no cohort structure.
-``burst``
-    The list, 40 lookups in a minute, then nothing until the next hour.
-``spread``
-    One enumeration shared by all the accounts: each takes the next order
-    number of a common walk, at a pace under every per-account rate of the
-    policy, so that one account sees about one person per cohort.
-``spread-random``
-    ``spread``, visiting each cohort's order numbers in a random order.
-``spread-parallel``
-    ``spread``, walking 8 cohorts at once, round robin.
-``spread-rotating``
-    ``spread`` in shifts: a third of the accounts works at a time, 8 hours
-    each, three times faster while on shift.
-``slow``
-    The list, one person per cohort per account, at a pace just under every
-    per-account rate of the policy (the policy is public).
-``break-glass``
-    The list at full speed, stating a reason on every lookup (``ETREAT``, or
-    codes in turn): the guard ignores a reason a lookup does not need, so
-    every new patient past a quota is a break-glass grant for as long as
-    the budget lasts.
+:data:`DESCRIPTIONS` says what each strategy does in one line (the demo's
+legend, ``simulate --help`` and ``docs/replay.md`` show it).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import random
 from array import array
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
 
-from nirguard.replay.registry import Registry, cohort_residue, nir_from_cohort
+from nirguard.replay.registry import Registry
+from nirguard.replay.tactics import (
+    ATTACK_OFFSET,
+    FAST_INTERVAL,
+    Attack,
+    Hours,
+    Tactics,
+    slow_interval,
+)
+from nirguard.replay.walks import (
+    GIVE_UP,
+    AttackMaterial,
+    NumberSource,
+    ParallelWalk,
+    RandomWalk,
+    Walk,
+    attack_material,
+)
 
 __all__ = [
+    "DESCRIPTIONS",
     "FAST",
+    "OWNED",
+    "PACED",
     "STRATEGIES",
-    "Attack",
-    "AttackMaterial",
-    "attack_material",
+    "TACTICS",
     "build_attack",
-    "slow_interval",
 ]
 
-STRATEGIES: Final = (
-    "enumeration",
-    "list",
-    "burst",
-    "spread",
-    "spread-random",
-    "spread-parallel",
-    "spread-rotating",
-    "slow",
-    "break-glass",
-)
-#: The fast attacks of the targets: at most 510 identities in the week.
-FAST: Final = tuple(s for s in STRATEGIES if s not in ("slow", "break-glass"))
-#: What each strategy does, in one line (the demo's legend).
+#: What each strategy does, in one line (the demo's legend and ``simulate --help``).
 DESCRIPTIONS: Final = {
     "enumeration": "each account walks order numbers 001, 002, ... in the largest cohorts",
     "list": "a leaked list of real numbers, one lookup every 5 s per account",
@@ -85,261 +58,43 @@ DESCRIPTIONS: Final = {
     "spread-random": "spread, each cohort's order numbers in a random order",
     "spread-parallel": "spread, 8 cohorts walked at once",
     "spread-rotating": "spread in 8-hour shifts, a third of the accounts at a time",
+    "spread-wide": "spread over 256 cohorts at once, so that no cohort looks hot",
     "slow": "the list, one person per cohort per account, under every per-account rate",
     "break-glass": "the list, stating a reason on every lookup (break-glass)",
+    "retry-fast": "the list; a refused number is asked again 1 s later, 200 times in a row",
+    "retry-paced": "the list; a refused number is asked again every 100 s",
+    "move-on": "the list; after any refusal, the next number 5 s later (retry_after ignored)",
+    "slow-down": "the list; once refused, it slows to a pace under every per-account rate",
+    "gp-paced": "new accounts, 40 new people a working day at a GP's hours",
+    "owner": "gp-paced on 19 GPs' own accounts, while the GPs keep working",
+    "owner-24-7": "owner, 40 new people a day around the clock, every day",
+    "padded": "gp-paced, with 40% re-lookups of people already harvested, like a practice",
 }
+STRATEGIES: Final = tuple(DESCRIPTIONS)
+#: Strategies run on legitimate GPs' accounts, whose owners keep working.
+OWNED: Final = ("owner", "owner-24-7")
+#: Harvests paced like a practitioner (the per-account targets; the rest are the fast ones).
+PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded")
+#: The fast attacks of the targets: at most 510 identities in the week across the accounts.
+FAST: Final = tuple(s for s in STRATEGIES if s not in PACED)
 
-#: Seconds between two attempts of a fast script (per account).
-FAST_INTERVAL: Final = 5.0
-#: Misses in a row after which an enumerator leaves a cohort.
-_GIVE_UP: Final = 10
-#: Share of the enumerator's cohorts that are guesses where nobody is registered.
-_EMPTY_GUESSES: Final = 0.1
-#: When the attack starts, from the start of the attack week: Monday 01:00.
-ATTACK_OFFSET: Final = 3_600.0
-#: Accounts join a few minutes apart.
-_STAGGER: Final = 240.0
-#: Per-practitioner rates the paced scripts stay under.
-_PACED_QUOTAS: Final = ("lookups", "distinct_patients")
-_SLACK: Final = 1.02
 _BURST: Final = 40
 _BURST_GAP: Final = 1.5
 _BURST_EVERY: Final = 3600.0
 _PARALLEL: Final = 8
+_WIDE: Final = 256
 _SHIFTS: Final = 3
-_REASONS: Final = ("ETREAT", "TREAT", "COC", "PATRQT")
+_GP_DAY: Final = 40.0
+_PADDING: Final = 0.4
 
-
-def slow_interval(policy: Mapping[str, object]) -> float:
-    """Seconds between lookups that stay under every per-practitioner rate of ``policy``.
-
-    ``policy`` maps quota names to rate strings in ``limits`` syntax (``None``
-    for quotas that are off); quotas that are not rates (or unknown) are
-    ignored. At least :data:`FAST_INTERVAL`.
-    """
-    from limits import parse_many
-
-    interval = FAST_INTERVAL
-    for name, value in policy.items():
-        if not isinstance(value, str) or not any(name.startswith(q) for q in _PACED_QUOTAS):
-            continue
-        try:
-            items = parse_many(value)
-        except ValueError:
-            continue
-        for item in items:
-            interval = max(interval, item.get_expiry() / item.amount * _SLACK)
-    return interval
-
-
-class Attack:
-    """The script of one strategy over its accounts.
-
-    Attributes:
-        name: the strategy.
-        accounts: practitioner ids of the stolen accounts.
-        start: time of each account's first attempt (seconds).
-        interval: seconds between two attempts while the portal answers.
-        reasons: whether the script states a reason when one is required.
-    """
-
-    reasons = False
-
-    def __init__(
-        self, name: str, accounts: list[str], interval: float, start: float, seed: int
-    ) -> None:
-        rng = random.Random(f"attack-start:{seed}")
-        self.name = name
-        self.accounts = accounts
-        self.interval = interval
-        self.start = [start + i * _STAGGER + rng.uniform(0, 60) for i in range(len(accounts))]
-
-    def next_nir(self, account: int) -> str | None:
-        """The next number account ``account`` tries; ``None`` when it has nothing left."""
-        raise NotImplementedError
-
-    def feedback(self, account: int, found: bool) -> None:
-        """Result of an allowed lookup of the last number: someone was found or not."""
-
-    def next_time(self, account: int, now: float) -> float:
-        """When the account tries again after an answered attempt at ``now``."""
-        return now + self.interval
-
-    def reason(self, account: int, attempt: int) -> str | None:
-        """The reason stated when one is required (``None``: the number is dropped)."""
-        return None
-
-    def unguarded(self, registry: Registry, end: float) -> tuple[array[float], list[int], int]:
-        """Run the script with nothing refused until ``end``.
-
-        Returns:
-            the time each person was first exposed (one entry per person),
-            people found per account, attempts.
-        """
-        exposed: dict[int, float] = {}
-        found = [0] * len(self.accounts)
-        attempts = 0
-        heap = [(t, i) for i, t in enumerate(self.start)]
-        heapq.heapify(heap)
-        find = registry.find
-        while heap:
-            t, i = heap[0]
-            if t >= end:
-                break
-            number = self.next_nir(i)
-            if number is None:
-                heapq.heappop(heap)
-                continue
-            attempts += 1
-            person = find(number)
-            if person is not None:
-                found[i] += 1
-                if person not in exposed:
-                    exposed[person] = t
-            self.feedback(i, person is not None)
-            heapq.heapreplace(heap, (self.next_time(i, t), i))
-        return array("d", exposed.values()), found, attempts
-
-
-#: A cohort to walk: prefix, key residue, cohort id in the registry (-1: nobody there).
-_Target = tuple[str, int, int]
-
-
-class _Walk:
-    """A walk through the order numbers of a queue of cohorts, 001 upwards."""
-
-    __slots__ = ("cohorts", "misses", "next_cohort", "order", "prefix", "residue")
-
-    def __init__(self, cohorts: list[_Target]) -> None:
-        self.cohorts = cohorts
-        self.next_cohort = 0
-        self.prefix = ""
-        self.residue = 0
-        self.order = 1000
-        self.misses = 0
-
-    def next(self) -> str | None:
-        if self.order > 999 or self.misses >= _GIVE_UP:
-            if self.next_cohort >= len(self.cohorts):
-                return None
-            self.prefix, self.residue, _ = self.cohorts[self.next_cohort]
-            self.next_cohort += 1
-            self.order = 1
-            self.misses = 0
-        order = self.order
-        self.order = order + 1
-        return nir_from_cohort(self.prefix, self.residue, order)
-
-    def feedback(self, found: bool) -> None:
-        self.misses = 0 if found else self.misses + 1
-
-
-class _RandomWalk:
-    """Each cohort's order numbers 1..R in a random order (R guessed from its size)."""
-
-    __slots__ = ("cohorts", "next_cohort", "pending", "prefix", "residue", "rng", "tops")
-
-    def __init__(self, cohorts: list[_Target], tops: list[int], rng: random.Random) -> None:
-        self.cohorts = cohorts
-        self.tops = tops
-        self.rng = rng
-        self.next_cohort = 0
-        self.pending: list[int] = []
-        self.prefix = ""
-        self.residue = 0
-
-    def next(self) -> str | None:
-        while not self.pending:
-            if self.next_cohort >= len(self.cohorts):
-                return None
-            self.prefix, self.residue, _ = self.cohorts[self.next_cohort]
-            top = self.tops[self.next_cohort]
-            self.next_cohort += 1
-            self.pending = list(range(1, top + 1))
-            self.rng.shuffle(self.pending)
-        return nir_from_cohort(self.prefix, self.residue, self.pending.pop())
-
-    def feedback(self, found: bool) -> None:
-        pass
-
-
-class _ParallelWalk:
-    """Several sequential walks at once, taking turns."""
-
-    __slots__ = ("last", "turn", "walks")
-
-    def __init__(self, cohorts: list[_Target], width: int) -> None:
-        self.walks = [_Walk(cohorts[i::width]) for i in range(width)]
-        self.turn = 0
-        self.last = 0
-
-    def next(self) -> str | None:
-        for _ in range(len(self.walks)):
-            walk = self.walks[self.turn]
-            self.last = self.turn
-            self.turn = (self.turn + 1) % len(self.walks)
-            number = walk.next()
-            if number is not None:
-                return number
-        return None
-
-    def feedback(self, found: bool) -> None:
-        self.walks[self.last].feedback(found)
-
-
-@dataclass(frozen=True)
-class AttackMaterial:
-    """What attackers know, built once per registry and seed.
-
-    Attributes:
-        queue: cohorts worth walking, largest first, mixed with empty guesses.
-        tops: for each entry of ``queue``, the attacker's guess of its
-            highest order number (from birth statistics).
-        leak_step: the leaked list is person ``(leak_step * k + leak_shift) % people``
-            for ``k < people // 2``: half the registry, in a scrambled order.
-        leak_shift: see ``leak_step``.
-        people: size of the registry.
-    """
-
-    queue: list[_Target]
-    tops: list[int]
-    leak_step: int
-    leak_shift: int
-    people: int
-
-    def leaked(self, k: int) -> int:
-        """The ``k``-th person id of the leaked list."""
-        return (self.leak_step * k + self.leak_shift) % self.people
-
-    @property
-    def leak_size(self) -> int:
-        """Length of the leaked list."""
-        return self.people // 2
-
-
-def attack_material(registry: Registry, seed: int = 0) -> AttackMaterial:
-    """Build the cohort queue and the leaked list for ``registry``."""
-    rng = random.Random(f"attack-material:{seed}")
-    queue: list[_Target] = []
-    tops: list[int] = []
-    for c in registry.by_size():
-        size = registry.size(c)
-        if size < 5:
-            break  # nobody walks a cohort of a few people
-        prefix = registry.prefix(c)
-        if rng.random() < _EMPTY_GUESSES:
-            # Same place and year, another month: often nobody registered there.
-            guess = f"{prefix[:3]}{rng.randint(1, 12):02d}{prefix[5:]}"
-            if registry.cohort_index(guess) < 0:
-                queue.append((guess, cohort_residue(guess), -1))
-                tops.append(min(999, round(size * rng.uniform(1.0, 1.2))))
-        queue.append((prefix, cohort_residue(prefix), c))
-        tops.append(min(999, round(registry.top(c) * rng.uniform(1.0, 1.2))))
-    people = len(registry)
-    step = rng.randrange(people // 3, people - 1) | 1
-    while math.gcd(step, people) != 1:
-        step += 2
-    return AttackMaterial(queue, tops, step, rng.randrange(people), people)
+#: The answer to a refusal of each strategy that does not answer as the default does.
+TACTICS: Final[dict[str, Tactics]] = {
+    "break-glass": Tactics(on_reason="reason", always_reason=True),
+    "retry-fast": Tactics(on_reason="retry", wait=1.0, insist=200),
+    "retry-paced": Tactics(on_reason="retry", wait=100.0),
+    "move-on": Tactics(on_denied="drop", wait=FAST_INTERVAL),
+    "slow-down": Tactics(slow_down=True),
+}
 
 
 class _Enumeration(Attack):
@@ -347,7 +102,7 @@ class _Enumeration(Attack):
         super().__init__("enumeration", accounts, FAST_INTERVAL, start, seed)
         n = len(accounts)
         self.queues = [material.queue[i::n] for i in range(n)]
-        self.walks = [_Walk(q) for q in self.queues]
+        self.walks = [Walk(q) for q in self.queues]
 
     def next_nir(self, account: int) -> str | None:
         return self.walks[account].next()
@@ -373,7 +128,7 @@ class _Enumeration(Attack):
                 if cohort >= 0:
                     for order in registry.orders(cohort):
                         gap = order - prev - 1
-                        if gap >= _GIVE_UP:
+                        if gap >= GIVE_UP:
                             break
                         pos += gap
                         if pos >= limit:
@@ -382,7 +137,7 @@ class _Enumeration(Attack):
                         exposed.append(start + pos * interval)
                         pos += 1
                         prev = order
-                pos += min(_GIVE_UP, 999 - prev)
+                pos += min(GIVE_UP, 999 - prev)
             attempts += min(pos, limit)
         return exposed, found, attempts
 
@@ -390,15 +145,8 @@ class _Enumeration(Attack):
 class _Shared(Attack):
     """One walk shared by every account (``spread`` and its variants)."""
 
-    def __init__(
-        self,
-        name: str,
-        walk: _Walk | _RandomWalk | _ParallelWalk,
-        accounts: list[str],
-        interval: float,
-        start: float,
-        seed: int,
-    ) -> None:
+    def __init__(self, name: str, walk: NumberSource, accounts: list[str], interval: float,
+                 start: float, seed: int) -> None:  # fmt: skip
         super().__init__(name, accounts, interval, start, seed)
         self.walk = walk
 
@@ -413,7 +161,7 @@ class _Rotating(_Shared):
     """Shifts of 8 hours: account ``i`` works in shift ``i % 3``, three times as fast."""
 
     def __init__(
-        self, walk: _Walk, accounts: list[str], interval: float, start: float, seed: int
+        self, walk: Walk, accounts: list[str], interval: float, start: float, seed: int
     ) -> None:
         super().__init__("spread-rotating", walk, accounts, interval / _SHIFTS, start, seed)
         self.start = [self._on_shift(i, t) for i, t in enumerate(self.start)]
@@ -421,7 +169,7 @@ class _Rotating(_Shared):
     def _on_shift(self, account: int, t: float) -> float:
         length = 86_400.0 / _SHIFTS
         shift = account % _SHIFTS
-        day = math.floor(t / 86_400.0)
+        day = t // 86_400.0
         begin = day * 86_400.0 + shift * length
         if t < begin:
             return begin
@@ -434,27 +182,31 @@ class _Rotating(_Shared):
 
 
 class _List(Attack):
-    def __init__(
-        self,
-        name: str,
-        registry: Registry,
-        material: AttackMaterial,
-        accounts: list[str],
-        interval: float,
-        start: float,
-        seed: int,
-        *,
-        distinct_cohorts: bool = False,
-    ) -> None:
-        super().__init__(name, accounts, interval, start, seed)
+    """The leaked list, split between the accounts (account ``i`` takes entries
+    ``i, i + n, i + 2n, ...``); optionally one person per cohort per account,
+    and re-lookups of people already found mixed in (``padding``)."""
+
+    def __init__(self, name: str, registry: Registry, material: AttackMaterial,
+                 accounts: list[str], interval: float, start: float, seed: int, *,
+                 distinct_cohorts: bool = False, padding: float = 0.0,
+                 **options: object) -> None:  # fmt: skip
+        super().__init__(name, accounts, interval, start, seed, **options)  # type: ignore[arg-type]
         n = len(accounts)
         self.material = material
         self.registry = registry
-        self.cursor = list(range(n))  # account i takes leaked entries i, i + n, i + 2n, ...
+        self.cursor = list(range(n))
         self.step = n
         self.used: list[set[int]] | None = [set() for _ in range(n)] if distinct_cohorts else None
+        self.padding = padding
+        self.rng = random.Random(f"padding:{seed}")
+        self.found: list[list[str]] = [[] for _ in range(n)]
+        self.last: list[str] = [""] * n
 
     def next_nir(self, account: int) -> str | None:
+        found = self.found[account]
+        if self.padding and found and self.rng.random() < self.padding:
+            self.last[account] = ""
+            return found[self.rng.randrange(len(found))]
         material, registry = self.material, self.registry
         while True:
             k = self.cursor[account]
@@ -467,10 +219,17 @@ class _List(Attack):
                 if cohort in self.used[account]:
                     continue
                 self.used[account].add(cohort)
-            return registry.nir(person, cohort)
+            number = registry.nir(person, cohort)
+            self.last[account] = number
+            return number
+
+    def feedback(self, account: int, found: bool) -> None:
+        if found and self.padding and self.last[account]:
+            self.found[account].append(self.last[account])
 
     def unguarded(self, registry: Registry, end: float) -> tuple[array[float], list[int], int]:
-        if self.used is not None or type(self).next_time is not Attack.next_time:
+        plain = self.used is None and not self.padding and self.hours is None
+        if not plain or type(self).next_time is not Attack.next_time:
             return super().unguarded(registry, end)
         # Every attempt finds someone new: the k-th attempt of account i is entry i + k * n.
         exposed = array("d")
@@ -504,62 +263,79 @@ class _Burst(_List):
         return start
 
 
-class _BreakGlass(_List):
-    reasons = True
+def _ids(strategy: str, accounts: int | list[str]) -> list[str]:
+    if isinstance(accounts, list):
+        return accounts
+    if accounts < 1:
+        raise ValueError("an attack needs at least one account")
+    return [f"stolen-{i:02d}" for i in range(accounts)]
 
-    def reason(self, account: int, attempt: int) -> str | None:
-        if account % 2 == 0:
-            return "ETREAT"
-        return _REASONS[attempt % len(_REASONS)]
+
+def _walk(strategy: str, material: AttackMaterial, seed: int) -> NumberSource:
+    if strategy == "spread-random":
+        return RandomWalk(material.queue, material.tops, random.Random(f"attack:{strategy}:{seed}"))
+    if strategy == "spread-parallel":
+        return ParallelWalk(material.queue, _PARALLEL)
+    if strategy == "spread-wide":
+        return ParallelWalk(material.queue, _WIDE)
+    return Walk(material.queue)
 
 
 def build_attack(
     strategy: str,
     registry: Registry,
     *,
-    accounts: int = 19,
+    accounts: int | list[str] = 19,
     policy: Mapping[str, object] | None = None,
     seed: int = 0,
     material: AttackMaterial | None = None,
     start: float = ATTACK_OFFSET,
+    tactics: Tactics | None = None,
 ) -> Attack:
-    """Build the script of ``strategy`` for ``accounts`` stolen accounts.
+    """Build the script of ``strategy`` for its stolen accounts.
 
     Args:
         strategy: one of :data:`STRATEGIES`.
         registry: the people the portal holds.
-        accounts: number of stolen accounts.
+        accounts: number of stolen accounts (ids ``stolen-00``, ...), or their
+            ids (for :data:`OWNED` strategies, legitimate accounts' ids).
         policy: quota name -> rate string; sets the pace of the paced scripts.
         seed: random seed.
-        material: from :func:`attack_material` (built here when ``None``).
+        material: from :func:`~nirguard.replay.walks.attack_material` (built here when ``None``).
         start: time of the first attempt (seconds from the replay's day 0).
+        tactics: the answer to a refusal, instead of the strategy's own (:data:`TACTICS`).
 
     Raises:
         ValueError: unknown strategy, or fewer than one account.
     """
-    if accounts < 1:
-        raise ValueError("an attack needs at least one account")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    ids = _ids(strategy, accounts)
     material = material or attack_material(registry, seed)
-    ids = [f"stolen-{i:02d}" for i in range(accounts)]
     paced = slow_interval(policy or {})
-    rng = random.Random(f"attack:{strategy}:{seed}")
+    attack = _make(strategy, registry, material, ids, paced, start, seed)
+    attack.tactics = tactics or TACTICS.get(strategy, attack.tactics)
+    attack.paced = paced
+    return attack
+
+
+def _make(strategy: str, registry: Registry, material: AttackMaterial, ids: list[str],
+          paced: float, start: float, seed: int) -> Attack:  # fmt: skip
     if strategy == "enumeration":
         return _Enumeration(material, ids, start, seed)
-    if strategy == "spread":
-        return _Shared(strategy, _Walk(material.queue), ids, paced, start, seed)
-    if strategy == "spread-random":
-        walk = _RandomWalk(material.queue, material.tops, rng)
-        return _Shared(strategy, walk, ids, paced, start, seed)
-    if strategy == "spread-parallel":
-        return _Shared(strategy, _ParallelWalk(material.queue, _PARALLEL), ids, paced, start, seed)
     if strategy == "spread-rotating":
-        return _Rotating(_Walk(material.queue), ids, paced, start, seed)
-    if strategy == "list":
-        return _List(strategy, registry, material, ids, FAST_INTERVAL, start, seed)
+        return _Rotating(Walk(material.queue), ids, paced, start, seed)
+    if strategy.startswith("spread"):
+        return _Shared(strategy, _walk(strategy, material, seed), ids, paced, start, seed)
     if strategy == "burst":
         return _Burst(strategy, registry, material, ids, _BURST_GAP, start, seed)
     if strategy == "slow":
         return _List(strategy, registry, material, ids, paced, start, seed, distinct_cohorts=True)
-    return _BreakGlass(strategy, registry, material, ids, FAST_INTERVAL, start, seed)
+    if strategy in ("gp-paced", "padded", *OWNED):
+        hours = Hours(_GP_DAY, office=strategy != "owner-24-7", seed=seed)
+        return _List(
+            strategy, registry, material, ids, paced, start, seed,
+            distinct_cohorts=True, padding=_PADDING if strategy == "padded" else 0.0,
+            hours=hours, owners=strategy in OWNED,
+        )  # fmt: skip
+    return _List(strategy, registry, material, ids, FAST_INTERVAL, start, seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from nirguard.replay.attacks import DESCRIPTIONS, FAST
-from nirguard.replay.runner import QUIET, LegitSummary, Outcome, ReplayResult
+from nirguard.replay.outcome import QUIET, LegitSummary, Outcome, ReplayResult
 
 __all__ = ["Target", "format_scales", "format_table", "plot", "targets", "to_json"]
 

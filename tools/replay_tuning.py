@@ -1,6 +1,6 @@
 """Candidate policies, run fast, one JSON row each: how the default policy is tuned.
 
-``python -m nirguard.replay.tuning`` builds the replay's world once per
+``python tools/replay_tuning.py`` builds the replay's world once per
 scale and replays every candidate on it, printing one JSON line per
 candidate and scale: legitimate lookups refused (GPs and desks, attack week
 and all weeks), accounts locked (and by portal-wide signals), identities
@@ -10,10 +10,10 @@ keep ``QuotaPolicy()``'s defaults.
 
 Examples::
 
-    python -m nirguard.replay.tuning                         # every candidate, scale 0.25
-    python -m nirguard.replay.tuning --only shipped --scales 1,3,10 --quick
-    python -m nirguard.replay.tuning --candidate 'hot5={"hot_cohort": 5}' --candidate shipped
-    python -m nirguard.replay.tuning --candidates my-candidates.json   # {"name": {fields}, ...}
+    python tools/replay_tuning.py                         # every candidate, scale 0.25
+    python tools/replay_tuning.py --only shipped --scales 1,3,10 --quick
+    python tools/replay_tuning.py --candidate 'hot5={"hot_cohort": 5}' --candidate shipped
+    python tools/replay_tuning.py --candidates my-candidates.json   # {"name": {fields}, ...}
 """
 
 from __future__ import annotations
@@ -30,26 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-__all__ = ["CANDIDATES", "DESK_POLICY", "desk_policy", "main", "sweep"]
-
-#: Policy of the high-volume desks (hospital admissions, pharmacies): a desk
-#: serves hundreds of different people a day, so volume quotas are an order
-#: of magnitude above a GP's and the cohort signal tolerates more people per
-#: cohort. Fields not named keep ``QuotaPolicy()``'s defaults.
-DESK_POLICY: Final[dict[str, Any]] = {
-    "name": "desk",
-    "lookups": "60/minute;1500/day",
-    "distinct_patients": "1000/day",
-    "invalid_nirs": "20/hour",
-    "misses": "30/hour",
-    "portal": None,
-    "lockout": "1 hour",
-    "lockout_escalation": ["1 day", None],
-    "cohort": "8/day",
-    "portal_cohort": "30/day",
-    "miss_ratio": 0.5,
-    "miss_ratio_min_lookups": 50,
-}
+__all__ = ["CANDIDATES", "main", "sweep"]
 
 #: Candidate changes to the GPs' policy (fields not named keep the shipped
 #: default). ``shipped`` is ``QuotaPolicy()`` itself.
@@ -69,25 +50,6 @@ CANDIDATES: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def _policy(data: dict[str, Any]) -> QuotaPolicy:
-    from nirguard.policy import QuotaPolicy
-
-    known = set(QuotaPolicy.model_fields)
-    fields = {k: v for k, v in data.items() if k in known}
-    if isinstance(fields.get("lockout_escalation"), list):
-        fields["lockout_escalation"] = tuple(fields["lockout_escalation"])
-    return QuotaPolicy(**fields)
-
-
-def desk_policy() -> QuotaPolicy:
-    """The replay's policy of hospital and pharmacy desks, as a ``QuotaPolicy``.
-
-    Raises:
-        PolicyError: the installed ``QuotaPolicy`` refuses it.
-    """
-    return _policy(DESK_POLICY)
-
-
 def candidate_policy(fields: dict[str, Any]) -> QuotaPolicy:
     """``QuotaPolicy()`` with ``fields`` changed.
 
@@ -95,8 +57,9 @@ def candidate_policy(fields: dict[str, Any]) -> QuotaPolicy:
         PolicyError: not a valid policy.
     """
     from nirguard.policy import QuotaPolicy
+    from nirguard.replay.policies import policy_from
 
-    return _policy({**QuotaPolicy().model_dump(), **fields})
+    return policy_from({**QuotaPolicy().model_dump(), **fields})
 
 
 def sweep(
@@ -120,7 +83,8 @@ def sweep(
     """
     from nirguard.replay.attacks import STRATEGIES
     from nirguard.replay.report import scale_row, targets
-    from nirguard.replay.runner import ReplaySettings, build_world, run_replay
+    from nirguard.replay.runner import run_replay
+    from nirguard.replay.world import ReplaySettings, build_world
 
     policies = {name: candidate_policy(fields) for name, fields in candidates.items()}
     for scale in scales:
@@ -182,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nirguard.errors import PolicyError
 
     parser = argparse.ArgumentParser(
-        prog="python -m nirguard.replay.tuning",
+        prog="python tools/replay_tuning.py",
         description="Replay candidate policies; one JSON line per candidate and scale.",
     )
     parser.add_argument("--scales", default="0.25", help="comma-separated scales (default 0.25)")
