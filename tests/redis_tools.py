@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "Counts",
     "RedisCluster",
+    "RedisSentinel",
     "RedisServer",
     "TcpProxy",
     "free_port",
@@ -707,3 +708,55 @@ class TcpProxy:
         link.close()
         with self._lock:
             self._links.discard(link)
+
+
+class RedisSentinel:
+    """One ``redis-server --sentinel`` watching ``primary`` under ``service``."""
+
+    def __init__(self, primary: RedisServer, service: str = "mymaster") -> None:
+        self.primary = primary
+        self.service = service
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="nirguard-sentinel-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{_LOCAL}:{self.port}/{self.service}"
+
+    def start(self, timeout: float = 10.0) -> RedisSentinel:
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind {_LOCAL}\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} {_LOCAL} {self.primary.port} 1\n"
+        )
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(missing_redis_binaries())
+        self.process = subprocess.Popen(
+            [binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            process.wait(5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisSentinel:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

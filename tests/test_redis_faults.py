@@ -6,6 +6,7 @@ never applying to a misconfiguration. The Cluster's cases are in test_redis_clus
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from nirguard import (
 )
 from nirguard.testing import NIRGenerator
 from tests.guard_helpers import KEY
-from tests.redis_tools import RedisServer, TcpProxy, free_port
+from tests.redis_tools import RedisSentinel, RedisServer, TcpProxy, free_port
 
 NIRS = NIRGenerator(seed=2020).many(120)
 DEADLINE = 0.3
@@ -319,3 +320,38 @@ def test_a_paused_server_at_start_up_is_an_outage_within_the_deadline(
     assert took < DEADLINE + SLACK
     assert look(guard, "dr", NIRS[1], path) == "allowed"
     guard.close()
+
+
+# -- Sentinel -------------------------------------------------------------------------------------
+
+
+@PATHS
+def test_lookups_through_a_sentinel_reach_the_primary(
+    private_redis: RedisServer, path: str
+) -> None:
+    with RedisSentinel(private_redis) as sentinel:
+        guard = guard_on(sentinel.url)
+        assert look(guard, "dr", NIRS[0], path) == "allowed"
+        assert guard.status("dr").remaining["lookups"] == 999
+        guard.close()
+        unknown = guard_on(sentinel.url.replace("mymaster", "nosuchservice"), fail_open=True)
+        with pytest.raises(ConfigurationError):
+            look(unknown, "dr", NIRS[1], path)
+        unknown.close()
+
+
+@PATHS
+def test_a_stalled_sentinel_is_an_outage_within_the_deadline(
+    private_redis: RedisServer, path: str
+) -> None:
+    with RedisSentinel(private_redis) as sentinel:
+        guard = guard_on(sentinel.url)
+        assert sentinel.process is not None
+        sentinel.process.send_signal(signal.SIGSTOP)
+        try:
+            took = timed(lambda: look(guard, "dr", NIRS[0], path), GuardUnavailable)
+        finally:
+            sentinel.process.send_signal(signal.SIGCONT)
+        assert took < DEADLINE + SLACK
+        assert look(guard, "dr", NIRS[1], path) == "allowed"
+        guard.close()

@@ -190,6 +190,34 @@ def _endpoint(opts: dict[str, object], **base: object) -> Endpoint:
     return Endpoint(**kwargs)  # type: ignore[arg-type]
 
 
+def _tls_of(scheme: str, opts: dict[str, object]) -> ssl.SSLContext | None:
+    """The TLS context the scheme and the ``ssl*`` options ask for (they are consumed)."""
+    tls = scheme.startswith("rediss") or _bool("ssl", opts.pop("ssl", False))
+    tls_opts = {k: opts.pop(k) for k in list(opts) if k.startswith("ssl_")}
+    context = _tls(tls_opts) if tls else None
+    if tls_opts:
+        name = sorted(tls_opts)[0]
+        raise _fail(
+            f"storage option {name!r} is not known"
+            if tls
+            else f"storage option {name!r} needs TLS (rediss:// or ssl=True)"
+        )
+    return context
+
+
+def _sentinels(
+    options: object, primary: Endpoint, nodes: tuple[Endpoint, ...]
+) -> tuple[Endpoint, ...]:
+    """The Sentinels: the primary's login unless ``sentinel_kwargs`` says otherwise."""
+    if not isinstance(options, Mapping):
+        raise _fail("storage option 'sentinel_kwargs' must be a mapping")
+    extra = dict(options)
+    sentinel = dataclasses.replace(_endpoint(extra, **_auth(primary)), db=0, client_name=None)
+    if extra:
+        raise _fail(f"sentinel option {sorted(extra)[0]!r} is not known")
+    return tuple(sentinel.at(n.host, n.port) for n in nodes)
+
+
 def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
     """Where ``uri`` and ``options`` (redis-py's names) say to connect.
 
@@ -211,16 +239,7 @@ def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
         user, _, password = userinfo.partition(":")
         opts.setdefault("username", unquote(user) or None)
         opts.setdefault("password", unquote(password) or None)
-    tls = scheme.startswith("rediss") or _bool("ssl", opts.pop("ssl", False))
-    tls_opts = {k: opts.pop(k) for k in list(opts) if k.startswith("ssl_")}
-    context = _tls(tls_opts) if tls else None
-    if tls_opts:
-        name = sorted(tls_opts)[0]
-        raise _fail(
-            f"storage option {name!r} is not known"
-            if tls
-            else f"storage option {name!r} needs TLS (rediss:// or ssl=True)"
-        )
+    context = _tls_of(scheme, opts)
     max_connections = int(_number("max_connections", opts.pop("max_connections", 64), int, 1))
     timeout = opts.pop("socket_timeout", None)
     if timeout is not None:
@@ -251,13 +270,7 @@ def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
     if opts:
         raise _fail(f"storage option {sorted(opts)[0]!r} is not known")
     if kind == "sentinel":
-        if not isinstance(sentinel_opts, Mapping):
-            raise _fail("storage option 'sentinel_kwargs' must be a mapping")
-        extra = dict(sentinel_opts)
-        sentinel = dataclasses.replace(_endpoint(extra, **_auth(endpoint)), db=0, client_name=None)
-        if extra:
-            raise _fail(f"sentinel option {sorted(extra)[0]!r} is not known")
-        sentinels = tuple(sentinel.at(n.host, n.port) for n in nodes)
+        sentinels = _sentinels(sentinel_opts, endpoint, nodes)
         return Target("sentinel", sentinels, service, endpoint, max_connections, timeout)
     if kind == "cluster" and endpoint.db:
         raise _fail("a Redis Cluster has only database 0")
