@@ -236,6 +236,9 @@ class _Transport:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
 
 def _connection(deadline: float) -> tuple[Any, _Loop, _Transport]:
     from nirguard._redis.loop import _Connection

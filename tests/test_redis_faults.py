@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -355,3 +357,97 @@ def test_a_stalled_sentinel_is_an_outage_within_the_deadline(
         assert took < DEADLINE + SLACK
         assert look(guard, "dr", NIRS[1], path) == "allowed"
         guard.close()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signed for 127.0.0.1 (cert, key, CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nirguard test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(san, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = directory / "server.pem", directory / "server.key", directory / "ca.pem"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A redis-server that speaks TLS only (its port, and the CA that signed it)."""
+    cert, key, ca = _certificates(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+         str(ca), "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip("redis-server without TLS")
+                time.sleep(0.05)
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@PATHS
+def test_tls_with_the_servers_ca_decides(tls_redis: tuple[int, Path], path: str) -> None:
+    port, ca = tls_redis
+    guard = guard_on(f"rediss://127.0.0.1:{port}/0", storage_options={"ssl_ca_certs": str(ca)})
+    assert look(guard, "dr", NIRS[0], path) == "allowed"
+    guard.close()
+
+
+@PATHS
+def test_a_certificate_that_fails_verification_is_a_misconfiguration(
+    tls_redis: tuple[int, Path], path: str
+) -> None:
+    """Before: a failed TLS check was an outage, so fail_open ran every lookup unguarded."""
+    port, _ = tls_redis
+    guard = guard_on(f"rediss://127.0.0.1:{port}/0", fail_open=True)  # the system's CAs
+    with pytest.raises(ConfigurationError):
+        look(guard, "dr", NIRS[0], path)
+    guard.close()

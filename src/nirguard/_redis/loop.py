@@ -203,7 +203,7 @@ class _Connection(asyncio.Protocol):
             if not batch.future.done():
                 batch.future.set_exception(error)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # at once: TLS too (no close_notify to wait for)
 
 
 class Channel:
