@@ -55,6 +55,7 @@ _CONFIG_PHRASES: Final = (
     "cluster support disabled",
     "authentication required",
     "unauthenticated",
+    "without any password configured",
 )
 #: redis-py's names for some of these (its parser strips the prefix from the message).
 _OUTAGE_CLASSES: Final = frozenset(
