@@ -23,3 +23,28 @@ def delete_prefixed(client: Any, prefix: str) -> int:
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     return len(keys)
+
+
+#: How many live entries a practitioner's ``recent`` record holds (patients, grants),
+#: read on the server: the record is MessagePack, which the tests need not decode.
+_RECENT = """
+local raw = redis.call("GET", KEYS[1])
+if not raw then return {0, 0} end
+local a = cmsgpack.unpack(raw)
+local now = tonumber(ARGV[1])
+local out = {}
+for k, list in ipairs({a[2], a[3]}) do
+  local n = 0
+  for i = 1, #list, 14 do
+    if struct.unpack("<d", list, i + 6) > now then n = n + 1 end
+  end
+  out[k] = n
+end
+return out
+"""
+
+
+def recent_entries(client: Any, key: str, now: float = 0.0) -> tuple[int, int]:
+    """(patients, grants) whose windows end after ``now`` in the ``recent`` record ``key``."""
+    patients, grants = client.eval(_RECENT, 1, key, repr(now))
+    return int(patients), int(grants)

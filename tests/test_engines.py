@@ -143,11 +143,25 @@ def test_look_alike_ids_keep_their_own_budgets(engine: Engine, a: str, b: str) -
     assert d.look(escape(b), "p").outcome == "allowed"  # not the budget of a
 
 
-def test_a_practitioner_never_shares_the_portal_slot() -> None:
-    keys = Keys("ng", escape("%portal"), "p", "c", "1:2")
-    assert PORTAL_TAG not in keys.account
-    assert keys.portal.startswith("ng:" + PORTAL_TAG)
-    braces = Keys("ng", escape("a}b{c"), "p", "c", "1:2")
+def _tag(key: str) -> str:
+    return key[key.index("{") + 1 : key.index("}")]
+
+
+@given(st.text(max_size=12), st.text(min_size=1, max_size=40))
+def test_no_practitioner_shares_a_portal_or_cohort_record(who: str, cohort: str) -> None:
+    keys = Keys("ng", escape(who), cohort, "abc123")
+    own = {keys.account, keys.recent}
+    assert not own & {keys.portal, keys.heat}
+    assert _tag(keys.account) == _tag(keys.recent) == escape(who)
+    assert _tag(keys.portal) == PORTAL_TAG[1:-1]
+    assert _tag(keys.heat).startswith("%c")  # "%c" never starts an escape
+    assert _tag(keys.account) not in (_tag(keys.portal), _tag(keys.heat))
+
+
+def test_each_cohort_hashes_to_its_own_tag() -> None:
+    tags = {_tag(Keys("ng", "dr", f"k:{i:032x}", "abc123").heat) for i in range(1000)}
+    assert len(tags) == 1000  # spread over the Cluster's slots like the practitioners
+    braces = Keys("ng", escape("a}b{c"), "c", "1:2")
     assert braces.account.startswith("ng:{a%7Db%7Bc}:")  # the whole id is the hash tag
 
 
@@ -406,8 +420,16 @@ def test_a_cohort_turns_hot_against_its_baseline_and_alerts_once(engine: Engine)
     assert seen[:5] == [(False, False)] * 5  # heat 5 is not above 4 x baseline + 5
     assert seen[5] == (True, True)
     assert seen[6:] == [(True, False)] * 2  # one alert per window
-    assert d.look("dr0", "p0", "c1").hot  # a repeat patient: no new heat, still hot
+    assert not d.look("dr0", "p0", "c1").hot  # a repeat: nothing portal-wide to read
+    again = d.look("dr9", "p0", "c1")  # new to dr9, known to the portal: no new heat
+    assert again.hot and not again.hot_alert
+    assert again.heat == pytest.approx(seen_heat(d, 8), abs=1e-3)
     assert not d.look("dr0", "q", "c2").hot
+
+
+def seen_heat(d: Driver, new: int) -> float:
+    """The heat of ``new`` patients, one a minute, the last one a minute ago."""
+    return sum(math.exp(-60 * k / DAY) for k in range(1, new + 1))
 
 
 def test_the_baseline_absorbs_a_cohorts_usual_traffic(engine: Engine) -> None:
@@ -588,6 +610,7 @@ def test_the_async_path_decides_the_same(engine: Engine) -> None:
         for i in range(8):
             got.append(await engine.adecide(d.request(f"a{i}", f"q{i}", "c9")))
         got.append(await engine.adecide(d.request("a0", "q0", "c9")))
+        got.append(await engine.adecide(d.request("a9", "q0", "c9")))
         await engine.aclose()
         return got
 
@@ -595,7 +618,8 @@ def test_the_async_path_decides_the_same(engine: Engine) -> None:
     assert [(x.outcome, x.hot, x.hot_alert) for x in got[:8]] == [
         (x.outcome, x.hot, x.hot_alert) for x in expected
     ]
-    assert got[8].hot and got[8].outcome == "allowed"
+    assert (got[8].outcome, got[8].hot) == ("allowed", False)  # a repeat: one call, no heat
+    assert (got[9].outcome, got[9].hot) == ("allowed", True)
 
 
 def test_a_policy_change_keeps_the_lockout_and_the_shared_windows(engine: Engine) -> None:

@@ -36,6 +36,7 @@ from nirguard import (
 from nirguard.testing import NIRGenerator
 from tests.conftest import find_nirs
 from tests.guard_helpers import KEY, only, redis_worker
+from tests.redis_helpers import recent_entries
 from tests.redis_tools import RedisServer, TcpProxy
 
 NIRS = NIRGenerator(seed=909).many(200)
@@ -50,12 +51,12 @@ def guard_on(url: str, policy: QuotaPolicy, **kwargs: Any) -> LookupGuard:
 
 
 def patients_counted(server: RedisServer) -> int:
-    """New patients the store holds for practitioner "dr" (one record each)."""
+    """New patients the store holds for practitioner "dr" (entries of its recent record)."""
     import redis
 
     client = redis.Redis.from_url(server.url())
     try:
-        return len(list(client.scan_iter(match="faults:{dr}:patient:*", count=1000)))
+        return recent_entries(client, "faults:{dr}:r")[0]
     finally:
         client.close()
 
@@ -356,9 +357,11 @@ def test_store_holds_no_nir_and_no_prefix(redis_url: str, prefix: str) -> None:
             lookup.record(None)
     client = redis.Redis.from_url(redis_url)
     keys = [k.decode() for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
+    values = [client.get(k) or b"" for k in keys]
+    assert recent_entries(client, next(k for k in keys if k.endswith(":r")))[0] == 30
     client.close()
-    assert len(keys) > 30
-    blob = "\n".join(keys)
+    assert len(keys) >= 2  # the account, its recent patients
+    blob = "\n".join(keys + [v.decode("latin-1") for v in values])
     assert not find_nirs(blob)
     for value in used:
         assert value not in blob

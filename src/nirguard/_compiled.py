@@ -97,12 +97,10 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     keep: float
-    #: how long the portal, walk (cohort), patient and heat records are kept
+    #: how long the portal quota's record is kept
     portal_keep: float
-    walk_keep: float
-    patient_keep: float
-    heat_keep: float
-    #: cohort heat is kept per pair of time constants: policies that differ share nothing
+    #: cohort heat is kept per pair of time constants (a short digest of the two, in the
+    #: heat key): policies that differ share nothing
     heat_suffix: str
     lua_policy: str
     lua_digest: str
@@ -197,10 +195,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         break_glass_access=access,
         keep=keep,
         portal_keep=float(max((w.seconds for w in portal), default=0)) + 60,
-        walk_keep=float(max((w.seconds for w in cohort), default=0)) + 60,
-        patient_keep=max(seen, access) + 60,
-        heat_keep=4 * hot_baseline,
-        heat_suffix=f"{int(hot_window)}:{int(hot_baseline)}",
+        heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],
         lua_policy="|".join(lua_parts),
         lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
     )

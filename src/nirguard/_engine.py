@@ -3,30 +3,37 @@
 An :class:`Engine` decides a whole lookup in one atomic step and returns a
 :class:`Decision`. Two engines implement it with the same semantics, step
 for step: :class:`~nirguard._memory.MemoryEngine` (one process, one lock)
-and :class:`~nirguard._redis.RedisEngine` (one Lua script call on Redis; two
-on a Cluster). The steps, in order:
+and the Redis engine (one Lua call on a single node; on a Cluster, one call
+per slot the lookup needs, see docs/redis.md). The steps, in order:
 
-1. **portal** (keys shared by every practitioner): the ``portal`` quota, then
-   the heat of the patient's birth cohort (new patients of the cohort across
-   the portal, decayed over ``hot_cohort_window`` against its trailing
-   baseline over ``hot_cohort_baseline``). What this step records stands
-   whatever the next step decides: it is evidence about the cohort.
-2. **account** (keys of one practitioner): lockout; miss budget; miss
-   ratio; ``lookups``; then, for a patient new to this practitioner,
+1. **portal quota** (one record for the whole portal, only when ``portal`` is
+   set): a lookup past it is refused; every other lookup counts.
+2. **account** (records of one practitioner): lockout; miss budget; miss
+   ratio; ``lookups``; whether the patient is new to this practitioner.
+3. **cohort heat**, for a patient new to the practitioner only (a repeat
+   needs nothing portal-wide): the heat of the patient's birth cohort (new
+   patients of the cohort across the portal, decayed over
+   ``hot_cohort_window`` against its trailing baseline over
+   ``hot_cohort_baseline``). What this step records stands whatever the
+   account decides next: it is evidence about the cohort.
+4. **account**, for that new patient, the cohort's heat known:
    ``distinct_patients``, ``cohort`` (its own walk of one cohort) and
    ``portal_cohort`` (its new patients in hot cohorts); a breach is a
    lockout, or, with a break-glass budget, a request for a reason first.
-   Nothing of this step is written unless the lookup is allowed (or a
+   Nothing of the account is written unless the lookup is allowed (or a
    lockout starts): a refused attempt consumes nothing.
 
-Keys hold pseudonyms only. Every key of one practitioner carries the hash tag
-``{<practitioner>}`` and every portal-wide key ``{%portal}`` (``%`` never
-appears in an escaped practitioner id), so that a Redis Cluster keeps each
-group in one slot. Field names are the policy's own field names.
+Records hold pseudonyms, or 48-bit fingerprints of pseudonyms
+(:func:`fingerprint`), never a NIR. A practitioner's records carry the hash
+tag ``{<practitioner>}``, a cohort's heat the tag ``{%c<cohort>}`` and the
+portal quota ``{%portal}`` (``%`` is never followed by ``c`` or ``p`` in an
+escaped practitioner id), so a Redis Cluster keeps each practitioner in one
+slot and spreads the cohorts over all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -41,7 +48,16 @@ from nirguard.errors import (
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy
 
-__all__ = ["Decision", "Engine", "Keys", "RawStatus", "Request", "escape"]
+__all__ = [
+    "Decision",
+    "Engine",
+    "Keys",
+    "RawStatus",
+    "Request",
+    "cohort_tag",
+    "escape",
+    "fingerprint",
+]
 
 #: Detection signals: a breach of one of these is "suspected", not "denied".
 SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio"})
@@ -66,24 +82,51 @@ def escape(practitioner: str) -> str:
     return practitioner
 
 
+def fingerprint(pseudonym: str) -> bytes:
+    """The 6 bytes (48 bits) that stand for a pseudonym inside a record: the end of a
+    keyed pseudonym's hex digest, or a hash of any other label. Two of one
+    practitioner's recent patients share one with odds of about 1 in 10^11 per lookup."""
+    if len(pseudonym) >= 32:
+        try:
+            found = bytes.fromhex(pseudonym[-12:])
+        except ValueError:
+            found = b""
+        if len(found) == 6:
+            return found
+    return hashlib.blake2b(pseudonym.encode(), digest_size=6).digest()
+
+
+def cohort_tag(cohort: str) -> str:
+    """The 16 hex digits (64 bits) that name a cohort in its heat key's hash tag."""
+    if len(cohort) >= 32:
+        tail = cohort[-16:]
+        try:
+            if bytes.fromhex(tail).hex() == tail:
+                return tail
+        except ValueError:
+            pass
+    return hashlib.blake2b(cohort.encode(), digest_size=8).hexdigest()
+
+
 class Keys:
     """The store keys of one lookup (see the module docstring for the layout), each
-    made when it is read: a lookup that needs no portal record builds none."""
+    made when it is read: a lookup that needs no portal record builds none.
 
-    __slots__ = ("_cohort", "_heat_suffix", "_own", "_patient", "_prefix")
+    * ``account``: the practitioner's windows, lockout, escalation;
+    * ``recent``: the practitioner's recent patients (fingerprints and the ends of
+      their new-patient windows), break-glass grants and cohort walks;
+    * ``heat``: one cohort's heat and the patients it counted lately;
+    * ``portal``: the portal-wide quota.
+    """
+
+    __slots__ = ("_cohort", "_heat_suffix", "_own", "_prefix")
 
     def __init__(
-        self,
-        prefix: str,
-        practitioner: str,
-        patient: str | None,
-        cohort: str | None,
-        heat_suffix: str,
+        self, prefix: str, practitioner: str, cohort: str | None, heat_suffix: str
     ) -> None:
         self._prefix = prefix
         self._own = f"{prefix}:{{{practitioner}}}"
-        self._patient = patient or "-"
-        self._cohort = cohort or "-"
+        self._cohort = cohort
         self._heat_suffix = heat_suffix
 
     @property
@@ -91,24 +134,17 @@ class Keys:
         return f"{self._own}:account"
 
     @property
-    def patient(self) -> str:
-        return f"{self._own}:patient:{self._patient}"
-
-    @property
-    def walk(self) -> str:
-        return f"{self._own}:cohort:{self._cohort}"
+    def recent(self) -> str:
+        return f"{self._own}:r"
 
     @property
     def portal(self) -> str:
         return f"{self._prefix}:{PORTAL_TAG}:portal"
 
     @property
-    def portal_seen(self) -> str:
-        return f"{self._prefix}:{PORTAL_TAG}:seen:{self._patient}"
-
-    @property
     def heat(self) -> str:
-        return f"{self._prefix}:{PORTAL_TAG}:hot_cohort:{self._cohort}:{self._heat_suffix}"
+        tag = cohort_tag(self._cohort or "-")
+        return f"{self._prefix}:{{%c{tag}}}:h{self._heat_suffix}"
 
 
 @dataclass(frozen=True, slots=True)

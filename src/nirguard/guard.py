@@ -58,6 +58,7 @@ from nirguard._admission import Admissions, Metrics, practitioner_id
 from nirguard._engine import Engine, RawStatus, escape
 from nirguard._lookup import GuardedLookup, argument_getter, miss_test
 from nirguard._memory import MemoryEngine
+from nirguard._memory_store import fork_mode
 from nirguard.alerts import Alert, BreakGlass
 from nirguard.audit import AuditSink, make_sink
 from nirguard.errors import ConfigurationError
@@ -126,7 +127,10 @@ class LookupGuard:
         storage: ``"memory://"`` (one process, the default), or a Redis URI
             to share quotas between processes and hosts: ``redis://``,
             ``rediss://``, ``unix://``, ``redis+cluster://``,
-            ``redis+sentinel://`` (see ``docs/redis.md``).
+            ``redis+sentinel://`` (see ``docs/redis.md``). A ``memory://``
+            guard refuses to decide in a process forked after it was made
+            (each process would count alone: ``ConfigurationError``), unless
+            made with ``memory://?on_fork=copy`` for deliberate copies.
         pseudonymiser: keys patients in the store by pseudonym. Without one,
             a random per-process key is made (fine for ``memory://``; with a
             shared store an :class:`EphemeralKeyWarning` is issued).
@@ -209,7 +213,7 @@ class LookupGuard:
             raise ConfigurationError("pseudonymiser must be a nirguard.Pseudonymiser")
         engine: Engine
         if storage.startswith("memory://"):
-            engine = MemoryEngine(clock, prefix=key_prefix)
+            engine = MemoryEngine(clock, prefix=key_prefix, on_fork=fork_mode(storage))
         else:
             from nirguard._redis import RedisEngine
 

@@ -3,8 +3,10 @@
 Each operation is a *plan*: a generator that yields the library calls to make,
 one at a time, receives each call's reply, and returns the operation's result.
 A single node (or Sentinel) decides a lookup in one call (``admit``); on a
-Cluster the portal-wide keys and a practitioner's keys live in different slots,
-so a lookup is the portal step, then the account step told what the first found.
+Cluster a lookup makes one call per slot it needs: a repeat (a patient the
+practitioner already has) one call, to the practitioner's slot; a new patient
+three, the practitioner's, the cohort's heat, the practitioner's again
+(docs/redis.md, "Redis Cluster").
 
 The engine (:mod:`nirguard._redis.engine`) drives plans over a transport, sync or
 async; the function/script protocol (:mod:`nirguard._redis.script`) turns each
@@ -15,21 +17,20 @@ at its top); this module is the only Python that knows them.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from typing import TypeVar
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 from nirguard._compiled import INDEFINITE, CompiledPolicy
-from nirguard._engine import Decision, Keys, RawStatus, Request
-from nirguard._redis.script import Call, Reply
+from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
+from nirguard._redis.script import KEYS, Call, Reply
+from nirguard.errors import ConfigurationError
 
-__all__ = ["Codec", "Plan", "decision", "status"]
+__all__ = ["Codec", "Plan", "decision", "simulated_clock", "status"]
 
 T = TypeVar("T")
 #: Yields calls, receives each call's reply, returns the operation's result.
 Plan = Generator[Call, Reply, T]
-
-#: ARGV slots before the policy's text (ARGV 8 when the server lacks the digest).
-_ARGS_BEFORE_POLICY = 7
 
 
 def _text(value: Reply) -> str:
@@ -94,75 +95,100 @@ def status(reply: Reply, policy: CompiledPolicy) -> RawStatus:
     return out
 
 
+def simulated_clock(
+    options: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, Callable[[], float] | None]:
+    """``storage_options`` without ``"simulated_clock"``, and that clock (``None``: the
+    server's). With it, every call carries the simulated time instead of asking the
+    server's ``TIME``: for tests, benchmarks and the replay only (docs/redis.md).
+
+    Raises:
+        ConfigurationError: the clock is not a zero-argument callable.
+    """
+    if not options or "simulated_clock" not in options:
+        return options, None
+    rest = dict(options)
+    clock = rest.pop("simulated_clock")
+    if not callable(clock):
+        raise ConfigurationError("simulated_clock must be a zero-argument callable")
+    return rest, clock
+
+
 class Codec:
-    """The plans of one engine: its key prefix, and whether the store is a Cluster."""
+    """The plans of one engine: its key prefix, whether the store is a Cluster, and the
+    simulated clock it decides on, if any (see :class:`~nirguard._redis.RedisEngine`)."""
 
-    __slots__ = ("cluster", "prefix")
+    __slots__ = ("_shift", "clock", "cluster", "prefix")
 
-    def __init__(self, prefix: str, *, cluster: bool) -> None:
+    def __init__(
+        self, prefix: str, *, cluster: bool, clock: Callable[[], float] | None = None
+    ) -> None:
         self.prefix = prefix
         self.cluster = cluster
+        self.clock = clock
+        self._shift: float | None = None
 
     # -- arguments ------------------------------------------------------------------------------
 
     def _keys(self, request: Request) -> Keys:
-        return Keys(
-            self.prefix,
-            request.practitioner,
-            request.patient,
-            request.cohort,
-            request.policy.heat_suffix,
-        )
+        p = request.policy
+        return Keys(self.prefix, request.practitioner, request.cohort, p.heat_suffix)
+
+    def _now(self, request: Request) -> str:
+        """ARGV 2: "" (the server's clock), the request's time, or the simulated clock's
+        time and its shift onto the server's (for the records' expiries)."""
+        clock = self.clock
+        if clock is None:
+            return "" if request.now is None else repr(request.now)
+        now = clock() if request.now is None else request.now
+        if self._shift is None:
+            self._shift = time.time() - now
+        return f"{now!r} {self._shift!r}"
 
     def _call(
-        self, mode: str, request: Request, keys: Sequence[str], hot: bool = False, *extra: str
+        self, mode: str, request: Request, keys: Sequence[str], heat: str = "0", given: str = ""
     ) -> Call:
         flags = (
             ("1" if request.patient is not None else "0")
             + ("1" if request.cohort is not None else "0")
             + ("1" if request.reason else "0")
-            + ("1" if hot else "0")
+            + heat
         )
-        now = "" if request.now is None else repr(request.now)
+        patient = "" if request.patient is None else fingerprint(request.patient).hex()
+        cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
         policy = request.policy
-        args = (mode, now, policy.lua_digest, flags, request.patient or "", *extra)
-        padded = args + ("",) * (_ARGS_BEFORE_POLICY - len(args))
-        return Call(tuple(keys), args, (*padded[:_ARGS_BEFORE_POLICY], policy.lua_policy))
+        args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
+        return Call(tuple(keys), args, (*args, policy.lua_policy))
 
     def _own(self, request: Request, mode: str) -> Call:
-        return self._call(mode, request, (self._keys(request).account,) * 6)
-
-    def _portal(self, request: Request) -> Call | None:
-        p = request.policy
-        if not p.portal and (p.hot_cohort is None or request.cohort is None):
-            return None
-        k = self._keys(request)
-        return self._call("portal", request, (k.portal,) * 4 + (k.portal_seen, k.heat))
-
-    def _account(self, request: Request, portal: Decision) -> Call:
-        k = self._keys(request)
-        own = (k.account, k.patient, k.walk, k.account, k.account, k.account)
-        return self._call(
-            "account", request, own, portal.hot, repr(portal.heat), repr(portal.expected)
-        )
+        return self._call(mode, request, (self._keys(request).account,) * KEYS)
 
     # -- plans ----------------------------------------------------------------------------------
 
     def decide(self, request: Request) -> Plan[Decision]:
-        """Decide a lookup of a valid NIR: one call, or on a Cluster the portal step
-        (its slot) then the account step (the practitioner's)."""
+        """Decide a lookup of a valid NIR: one call on a single node; on a Cluster, one
+        call per slot the lookup needs: the portal quota's (only when ``portal`` is set),
+        the practitioner's, and for a patient new to the practitioner the cohort's heat,
+        then the practitioner's again, told what the cohort's step found."""
+        p = request.policy
+        k = self._keys(request)
+        heat = p.hot_cohort is not None and request.cohort is not None
+        heat = heat and request.patient is not None
         if not self.cluster:
-            k = self._keys(request)
-            keys = (k.account, k.patient, k.walk, k.portal, k.portal_seen, k.heat)
-            return decision((yield self._call("admit", request, keys)))
-        portal = Decision("portal")
-        first = self._portal(request)
-        if first is not None:
-            portal = decision((yield first))
-            if portal.outcome != "portal":
-                return portal
-        result = decision((yield self._account(request, portal)))
-        result.hot_alert = portal.hot_alert
+            keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
+            return decision((yield self._call("admit", request, keys, "1" if heat else "0")))
+        if p.portal:
+            quota = decision((yield self._call("quota", request, (k.portal,) * KEYS)))
+            if quota.outcome != "quota":
+                return quota
+        own = (k.account, k.recent, k.account, k.account)
+        result = decision((yield self._call("account", request, own, "2" if heat else "0")))
+        if result.outcome != "heat":
+            return result
+        found = decision((yield self._call("heat", request, (k.heat,) * KEYS)))
+        given = f"{int(found.hot)} {found.heat!r} {found.expected!r}"
+        result = decision((yield self._call("account", request, own, "3", given)))
+        result.hot_alert = found.hot_alert
         return result
 
     def invalid(self, request: Request) -> Plan[Decision]:
@@ -179,16 +205,16 @@ class Codec:
         """Remaining budget per quota, lockout and level."""
         request = Request(practitioner, policy, now=now)
         k = self._keys(request)
-        if not self.cluster:  # the portal keys are in this slot too: one call reads them
-            keys = (k.account, k.account, k.account, k.portal, k.portal, k.portal)
-            return status((yield self._call("status", request, keys, True)), policy)
-        result = status((yield self._call("status", request, (k.account,) * 6)), policy)
-        if policy.portal:  # the portal quota lives in the portal's slot: ask there
-            portal = yield self._call("status", request, (k.portal,) * 6, True)
+        if not self.cluster:  # the portal quota is on this node too: one call reads it
+            keys = (k.account, k.account, k.account, k.portal)
+            return status((yield self._call("status", request, keys, "1")), policy)
+        result = status((yield self._call("status", request, (k.account,) * KEYS)), policy)
+        if policy.portal:  # the portal quota lives in its own slot: ask there
+            portal = yield self._call("status", request, (k.portal,) * KEYS, "1")
             result.remaining["portal"] = status(portal, policy).remaining["portal"]
         return result
 
     def unlock(self, practitioner: str, policy: CompiledPolicy) -> Plan[None]:
         """Lift the lockout; forget the escalation and the breaches."""
         request = Request(practitioner, policy)
-        yield self._call("unlock", request, (self._keys(request).account,) * 6)
+        yield self._call("unlock", request, (self._keys(request).account,) * KEYS)

@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 from nirguard._compiled import CompiledPolicy
 from nirguard._engine import Decision, RawStatus, Request
-from nirguard._redis.codec import Codec, Plan
+from nirguard._redis.codec import Codec, Plan, simulated_clock
 from nirguard._redis.connect import parse
 from nirguard._redis.loop import LoopNodes
 from nirguard._redis.outage import StoreUnavailable
@@ -80,9 +80,10 @@ class RedisEngine:
         scheme = uri.split("://", 1)[0].lower() if isinstance(uri, str) else ""
         if scheme.startswith("redis") or scheme == "unix":
             _hiredis()
+        options, clock = simulated_clock(dict(options) if options is not None else None)
         target = parse(uri, options)
         self._router: Router = router(target)
-        self._codec = Codec(prefix, cluster=target.kind == "cluster")
+        self._codec = Codec(prefix, cluster=target.kind == "cluster", clock=clock)
         self._deadline = target.timeout or deadline
         self._library = Library(functions=functions)
         self._sync = SyncNodes(target.max_connections)

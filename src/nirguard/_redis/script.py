@@ -29,15 +29,22 @@ from nirguard._redis.outage import classify
 from nirguard._redis.route import Hop, Route
 from nirguard._redis.wire import Command, Reply, ReplyError
 
-__all__ = ["FUNCTION", "Call", "Library", "Reply"]
+__all__ = ["FUNCTION", "KEYS", "Call", "Library", "Reply"]
 
-BODY: Final = files("nirguard._redis").joinpath("_admit.lua").read_text("utf-8")
+#: The library: the records' formats, the policy's compiler, the decision (in that order).
+BODY: Final = "\n".join(
+    files("nirguard._redis").joinpath(name).read_text("utf-8")
+    for name in ("_records.lua", "_policy.lua", "_admit.lua")
+)
 #: The library and function name carry the code's digest: two versions of nirguard
 #: on one Redis (a rolling deploy) each find their own.
 FUNCTION: Final = "nirguard_" + hashlib.sha256(BODY.encode("utf-8")).hexdigest()[:16]
 LIBRARY: Final = f"#!lua name={FUNCTION}\n{BODY}\nredis.register_function('{FUNCTION}', main)\n"
 SCRIPT: Final = f"{BODY}\nreturn main(KEYS, ARGV)\n"
 SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+#: Keys every call names (see ``_admit.lua``).
+KEYS: Final = 4
 
 #: Attempts of one call: the call, a load and the call, a switch to scripts, once more.
 _ATTEMPTS: Final = 4

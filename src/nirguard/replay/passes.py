@@ -23,7 +23,8 @@ from nirguard.replay.world import World
 
 __all__ = ["Found", "Progress", "Week", "groups", "run_groups"]
 
-_STORAGE: Final = "memory://"
+#: Each week's process is forked from the history's: its copy of the store is deliberate.
+_STORAGE: Final = "memory://?on_fork=copy"
 
 
 class Progress:

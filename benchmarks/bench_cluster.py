@@ -1,0 +1,362 @@
+"""How a Redis Cluster scales the guard: capacity at one core on the busiest node.
+
+One node, then Clusters of 3 and 6 masters (each started for the run with
+``tests/redis_tools.py``), take the same lookups: 20,000 practitioners and
+about 1,000,000 people (the replay's registry: French birth cohorts, whole,
+with their real sizes), 80% of lookups a patient the practitioner already
+has, the shipped policy (``QuotaPolicy()``) at a GP's pace on a simulated
+clock (each call carries its time, so the policy refuses nothing it would
+not refuse in a working day). Several client processes (``--clients``)
+drive the Redis engine directly, each with many lookups in flight (the
+async path: pipelined), so that Redis, not the client, sets the pace.
+
+For each deployment the script reads every master's CPU (``used_cpu_user`` +
+``used_cpu_sys`` from ``INFO``) and memory (``used_memory``) before and after
+the measured lookups, and reports:
+
+* **capacity**: lookups per second that one core would serve on the busiest
+  node (lookups / that node's CPU seconds), and its ratio to one node;
+* each node's share of the CPU and of the memory, against its fair share
+  (1 / masters); the busiest as a multiple of fair;
+* Redis CPU per lookup, summed over the masters (a Cluster should cost about
+  what one node costs), and the library calls per lookup (``INFO
+  commandstats``).
+
+Targets (issue 20): 3 masters >= 2.5x one node, 6 masters >= 4.5x, no node
+above 1.5x its fair share of CPU or memory.
+
+    python benchmarks/bench_cluster.py [--masters 1,3,6] [--lookups 300000]
+        [--warm 200000] [--clients 3] [--inflight 64] [--repeats 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nirguard import Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard._engine import Request, escape
+from nirguard.replay.registry import Registry, build_registry
+from tests.redis_tools import RedisCluster, RedisServer, missing_redis_binaries
+
+KEY = SecretKey(bytes(range(32)), "bench")
+#: Seconds of simulated time between two lookups of the whole portal: at 20,000
+#: practitioners each one looks up a patient every ~17 minutes, a GP's pace.
+STEP = 0.05
+T0 = 1_800_000_000.0
+SCRIPT_CALLS = ("FCALL", "EVALSHA", "EVAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    practitioners: int
+    people: float  # registry scale (1.0 = about 2,000,000 people)
+    warm: int
+    lookups: int
+    repeats: float
+    clients: int
+    inflight: int
+    seed: int
+
+
+# -- the lookups ------------------------------------------------------------------------------
+
+
+Plan = tuple[list[list[tuple[int, int, float]]], list[int]]
+
+
+def plan(settings: Settings, registry: Registry) -> Plan:
+    """Per client: (practitioner, person, time) lookups, warm-up first, and how many of them
+    warm up. Practitioners are split between clients, so each one's clock only moves on."""
+    rng = random.Random(settings.seed)
+    people = len(registry)
+    panels: list[list[int]] = [[] for _ in range(settings.practitioners)]
+    out: list[list[tuple[int, int, float]]] = [[] for _ in range(settings.clients)]
+    warm = [0] * settings.clients
+    total = settings.warm + settings.lookups
+    for i in range(total):
+        who = rng.randrange(settings.practitioners)
+        panel = panels[who]
+        if panel and rng.random() < settings.repeats:
+            person = panel[rng.randrange(len(panel))]
+        else:
+            person = rng.randrange(people)
+            panel.append(person)
+        out[who % settings.clients].append((who, person, T0 + i * STEP))
+        if i < settings.warm:
+            warm[who % settings.clients] += 1
+    return out, warm
+
+
+class Pseudonyms:
+    """Pseudonyms of people and cohorts, made once each (the guard's HMACs, as it keys them)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        patients = Pseudonymiser(KEY, purpose="guard")
+        self._patients = patients
+        self._cohorts = patients.derive("cohort")
+        self._cache: dict[int, tuple[str, str]] = {}
+
+    def of(self, person: int) -> tuple[str, str]:
+        found = self._cache.get(person)
+        if found is None:
+            number = self.registry.nir(person)
+            found = (
+                self._patients.pseudonymise_canonical(number),
+                self._cohorts.pseudonymise_canonical(number[:10]),
+            )
+            self._cache[person] = found
+        return found
+
+
+# -- the clients ------------------------------------------------------------------------------
+
+
+def _client(
+    url: str,
+    prefix: str,
+    lookups: list[tuple[int, int, float]],
+    warm: int,
+    inflight: int,
+    registry: Registry,
+    barrier: Any,
+    results: Any,
+) -> None:
+    from nirguard._redis import RedisEngine
+
+    policy = QuotaPolicy()._compiled
+    names = Pseudonyms(registry)
+    requests = []
+    for who, person, now in lookups:
+        patient, cohort = names.of(person)
+        requests.append(Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now))
+    # A deadline for a host the benchmark loads to the full: the run measures CPU, not latency.
+    engine = RedisEngine(url, prefix=prefix, deadline=30.0)
+    outcomes: dict[str, int] = {}
+
+    async def drive(batch: list[Request]) -> None:
+        position = 0
+
+        async def worker() -> None:
+            nonlocal position
+            while position < len(batch):
+                request = batch[position]
+                position += 1
+                try:
+                    outcome = (await engine.adecide(request)).outcome
+                except engine.outages:
+                    outcome = "store unavailable"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(inflight)))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await drive(requests[:warm])
+        await loop.run_in_executor(None, barrier.wait)  # warmed up: the parent reads INFO
+        await loop.run_in_executor(None, barrier.wait)  # ... and lets go
+        outcomes.clear()
+        await drive(requests[warm:])
+        await loop.run_in_executor(None, barrier.wait)
+        await engine.aclose()
+
+    asyncio.run(main())
+    results.put(outcomes)
+
+
+# -- the servers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def deployment(masters: int) -> Iterator[tuple[str, list[int]]]:
+    """(storage URL, ports of the masters): one plain node, or a Cluster."""
+    if masters == 1:
+        with RedisServer() as server:
+            yield server.url(0), [server.port]
+        return
+    with RedisCluster(masters=masters) as cluster:
+        yield cluster.url, [node.port for node in cluster.nodes]
+
+
+def _snapshot(clients: list[Any]) -> list[dict[str, float]]:
+    out = []
+    for client in clients:
+        cpu = client.info("cpu")
+        memory = client.info("memory")
+        stats = client.info("commandstats")
+        calls = sum(
+            int(v["calls"])
+            for k, v in stats.items()
+            if k.removeprefix("cmdstat_").upper() in SCRIPT_CALLS
+        )
+        out.append(
+            {
+                "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+                "memory": float(memory["used_memory"]),
+                "calls": float(calls),
+                "records": float(client.dbsize()),
+            }
+        )
+    return out
+
+
+@dataclass
+class Measured:
+    masters: int
+    lookups: int
+    cpu: list[float]  # per node, seconds, measured phase
+    memory: list[float]  # per node, bytes held at the end (above an empty node)
+    calls: float  # library calls per lookup
+    keys: list[float]
+    seconds: float
+    outcomes: dict[str, int]
+
+    @property
+    def capacity(self) -> float:
+        return self.lookups / max(self.cpu)
+
+    @property
+    def cpu_per_lookup(self) -> float:
+        return sum(self.cpu) / self.lookups
+
+
+def measure(masters: int, settings: Settings, registry: Registry, planned: Plan) -> Measured:
+    import redis
+
+    context = multiprocessing.get_context("fork")
+    with deployment(masters) as (url, ports):
+        clients = [redis.Redis(port=port) for port in ports]
+        empty = [float(c.info("memory")["used_memory"]) for c in clients]
+        barrier = context.Barrier(settings.clients + 1)
+        results = context.Queue()
+        prefix = f"bench-cap-{os.getpid()}"
+        lookups, warm_each = planned
+        workers = [
+            context.Process(
+                target=_client,
+                args=(url, prefix, part, warm, settings.inflight, registry, barrier, results),
+            )
+            for part, warm in zip(lookups, warm_each, strict=True)
+        ]
+        for worker in workers:
+            worker.start()
+        barrier.wait()  # warmed up
+        before = _snapshot(clients)
+        barrier.wait()  # go
+        start = time.perf_counter()
+        barrier.wait()  # measured
+        seconds = time.perf_counter() - start
+        after = _snapshot(clients)
+        outcomes: dict[str, int] = {}
+        for _ in workers:
+            for name, count in results.get().items():
+                outcomes[name] = outcomes.get(name, 0) + count
+        for worker in workers:
+            worker.join()
+        measured = sum(len(part) - warm for part, warm in zip(lookups, warm_each, strict=True))
+        result = Measured(
+            masters=masters,
+            lookups=measured,
+            cpu=[a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True)],
+            memory=[a["memory"] - e for a, e in zip(after, empty, strict=True)],
+            calls=sum(a["calls"] - b["calls"] for a, b in zip(after, before, strict=True))
+            / measured,
+            keys=[a["records"] for a in after],
+            seconds=seconds,
+            outcomes=outcomes,
+        )
+        for client in clients:
+            client.close()
+    return result
+
+
+def report(results: list[Measured]) -> None:
+    base = results[0].capacity if results and results[0].masters == 1 else None
+    print(
+        f"{'deployment':<12}{'capacity/s':>12}{'x one node':>11}{'Redis CPU us':>14}"
+        f"{'calls':>7}{'busiest CPU':>13}{'busiest mem':>13}   CPU shares / memory shares"
+    )
+    for r in results:
+        fair = 1 / r.masters
+        cpu_share = [c / sum(r.cpu) for c in r.cpu]
+        mem_share = [m / sum(r.memory) for m in r.memory]
+        ratio = f"{r.capacity / base:.2f}x" if base else "-"
+        name = "one node" if r.masters == 1 else f"{r.masters} masters"
+        print(
+            f"{name:<12}{r.capacity:>12,.0f}{ratio:>11}{r.cpu_per_lookup * 1e6:>14.1f}"
+            f"{r.calls:>7.2f}{max(cpu_share) / fair:>12.2f}x{max(mem_share) / fair:>12.2f}x   "
+            + " ".join(f"{s:.2f}" for s in cpu_share)
+            + " / "
+            + " ".join(f"{s:.2f}" for s in mem_share)
+        )
+    for r in results:
+        print(
+            f"   {r.masters} master(s): {r.lookups:,} lookups in {r.seconds:.1f} s "
+            f"({r.lookups / r.seconds:,.0f}/s with these clients on this host); "
+            f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}"
+        )
+    print(
+        "   capacity: measured lookups / CPU seconds of the busiest master (one core there);\n"
+        "   Redis CPU us: CPU of all masters per lookup; calls: library calls (FCALL/EVALSHA)\n"
+        "   per lookup; busiest CPU / mem: the busiest master's share as a multiple of its fair\n"
+        "   share (target <= 1.5x); targets: 3 masters >= 2.5x one node, 6 masters >= 4.5x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--masters", default="1,3,6")
+    parser.add_argument("--practitioners", type=int, default=20_000)
+    parser.add_argument("--scale", type=float, default=0.5, help="registry scale (0.5: ~1M)")
+    parser.add_argument("--warm", type=int, default=200_000)
+    parser.add_argument("--lookups", type=int, default=300_000)
+    parser.add_argument("--repeats", type=float, default=0.8)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    why = missing_redis_binaries(cluster=True)
+    if why is not None:
+        print(f"skipped: {why}")
+        return
+    settings = Settings(
+        args.practitioners,
+        args.scale,
+        args.warm,
+        args.lookups,
+        args.repeats,
+        args.clients,
+        args.inflight,
+        args.seed,
+    )
+    registry = build_registry(args.scale, seed=args.seed)
+    lookups = plan(settings, registry)
+    print(
+        f"{args.practitioners:,} practitioners, {len(registry):,} people in "
+        f"{registry.cohorts:,} cohorts, {args.repeats:.0%} repeats, shipped policy, "
+        f"{args.clients} client processes x {args.inflight} lookups in flight; "
+        f"{args.warm:,} lookups to warm up, {args.lookups:,} measured; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    results = []
+    for masters in (int(m) for m in args.masters.split(",")):
+        results.append(measure(masters, settings, registry, lookups))
+        print(f"   ... {masters} master(s) done; load average {os.getloadavg()[0]:.2f}")
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The memory engine's records: one object per store key, each carrying its own expiry.
+
+These are the in-process twins of the Redis records of ``_admit.lua`` (the
+same contents, the same decisions; docs/redis.md gives their layout):
+
+* :class:`Record`: named fields (a practitioner's account, the portal quota);
+* :class:`Recent`: one practitioner's recent patients (pattern fingerprint ->
+  end of its new-patient window), break-glass grants (fingerprint -> end of
+  the grant) and cohort walks (cohort fingerprint -> a small record of the
+  cohort quota's windows);
+* :class:`Heat`: one cohort's decayed heat and baseline, its alert window,
+  and the patients it counted within the heat window (fingerprint -> end).
+
+``expires`` is for garbage collection only (``queued``: when the record's
+entry in the engine's sweep heap is due): a decision reads the windows'
+own ends, so a record past its ``expires`` holds nothing a decision would
+read. Entries are kept in the order they were added, so the dead ones are
+dropped from the front as the record is written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from nirguard._compiled import Window
+
+if TYPE_CHECKING:
+    from nirguard._compiled import CompiledPolicy
+    from nirguard._engine import Decision
+
+__all__ = [
+    "Heat",
+    "Recent",
+    "Record",
+    "bump",
+    "forgotten",
+    "heat_end",
+    "heat_step",
+    "hit",
+    "level_of",
+    "overflow",
+    "prune",
+    "remaining",
+    "used",
+]
+
+Ends = dict[bytes, float]
+
+
+class Record(dict[str, Any]):
+    """Named fields of one record, and when the record expires."""
+
+    __slots__ = ("expires", "queued")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expires = 0.0
+        self.queued = 0.0
+
+
+def prune(entries: Ends, now: float) -> None:
+    """Drop the dead entries at the front (the oldest added first)."""
+    while entries:
+        fp = next(iter(entries))
+        if entries[fp] > now:
+            return
+        del entries[fp]
+
+
+def _add(entries: Ends, fp: bytes, end: float, now: float) -> None:
+    entries.pop(fp, None)  # re-added: to the back, with the others of its age
+    entries[fp] = end
+    prune(entries, now)
+
+
+class Recent:
+    """One practitioner's recent patients, grants and cohort walks."""
+
+    __slots__ = ("expires", "grants", "queued", "seen", "walks")
+
+    def __init__(self) -> None:
+        self.seen: Ends = {}
+        self.grants: Ends = {}
+        self.walks: dict[bytes, dict[str, Any]] = {}
+        self.expires = 0.0
+        self.queued = 0.0
+
+    def person(self, fp: bytes) -> dict[str, float]:
+        """What the account step reads of one patient: ``s``, the end of its
+        new-patient window, and ``g``, the end of a break-glass grant (0 = none)."""
+        return {"s": self.seen.get(fp, 0.0), "g": self.grants.get(fp, 0.0)}
+
+    def see(self, fp: bytes, end: float, now: float) -> None:
+        _add(self.seen, fp, end, now)
+        self.expires = max(self.expires, end + 60)
+
+    def grant(self, fp: bytes, end: float, now: float) -> None:
+        _add(self.grants, fp, end, now)
+        self.expires = max(self.expires, end + 60)
+
+    def walk(self, cohort: bytes, now: float) -> dict[str, Any]:
+        """The walk record of one cohort (empty once every window it holds has ended)."""
+        found = self.walks.get(cohort)
+        if found is None or found["e"] <= now:
+            return {}
+        return found
+
+    def save_walk(
+        self, cohort: bytes, walk: dict[str, Any], changes: dict[str, Any], now: float
+    ) -> None:
+        """Write a walk: its windows' counts and ends, and ``e``, the last of its ends
+        (``changes`` holds every window: a walk is written when each one counts a hit)."""
+        walk = {**walk, **changes}
+        end = max((v for k, v in changes.items() if k.endswith(":e")), default=0.0)
+        walk["e"] = end = max(end, walk.get("e", 0.0))
+        walks = self.walks
+        walks.pop(cohort, None)
+        walks[cohort] = walk
+        while walks:
+            first = next(iter(walks))
+            if walks[first]["e"] > now:
+                break
+            del walks[first]
+        self.expires = max(self.expires, end + 60)
+
+
+def heat_end(t: float, baseline: float, window: float, base: float) -> float:
+    """When a cohort's heat record is forgotten: once its baseline (``base`` at ``t``) has
+    decayed to one patient, and at least a heat window after its last new patient."""
+    return t + max(window, baseline * math.log(base)) if base > 1 else t + window
+
+
+class Heat:
+    """One cohort's heat: ``s`` (decayed over the heat window) and ``l`` (over the
+    baseline) as of ``t``, the end of its alert window ``a``, and the patients it
+    counted within the heat window."""
+
+    __slots__ = ("a", "expires", "l", "queued", "s", "seen", "t")
+
+    def __init__(self) -> None:
+        self.s = 0.0
+        self.l = 0.0
+        self.t: float | None = None
+        self.a = 0.0
+        self.seen: Ends = {}
+        self.expires = 0.0
+        self.queued = 0.0
+
+
+def forgotten(heat: Heat, p: CompiledPolicy) -> float:
+    """When ``heat`` is forgotten (:func:`heat_end`, and not before its alert window ends)."""
+    return max(heat.a, heat_end(heat.t or 0.0, p.hot_baseline, p.hot_window, heat.l))
+
+
+def heat_step(
+    heat: Heat | None, p: CompiledPolicy, fp: bytes, base: Decision, now: float
+) -> Heat | None:
+    """Count a patient new to the practitioner in its cohort's heat (once per heat
+    window, portal-wide); whether the cohort is hot, and its first alert, into
+    ``base``. The record to keep, or ``None`` when nothing changed."""
+    window, baseline = p.hot_window, p.hot_baseline
+    if heat is None or (heat.t is not None and now > forgotten(heat, p)):
+        heat = Heat()
+    s, l_ = heat.s, heat.l
+    if heat.t is not None:
+        dt = max(0.0, now - heat.t)
+        s *= math.exp(-dt / window)
+        l_ *= math.exp(-dt / baseline)
+    changed = False
+    if heat.seen.get(fp, 0.0) <= now:
+        s, l_ = s + 1, l_ + 1
+        heat.s, heat.l, heat.t = s, l_, now
+        _add(heat.seen, fp, now + window, now)
+        changed = True
+    expected = l_ * window / baseline
+    base.heat, base.expected = s, expected
+    if s > (p.hot_cohort or 0.0) * expected + p.hot_cohort_min:
+        base.hot = True
+        if heat.a <= now:
+            base.hot_alert = True
+            heat.a = now + window
+            changed = True
+    if not changed:
+        return None
+    heat.expires = forgotten(heat, p) + 60
+    return heat
+
+
+# -- fixed windows: "<quota>:<seconds>" holds the count, "<quota>:<seconds>:e" the end -----
+
+
+def used(record: dict[str, Any], w: Window, now: float) -> int:
+    ends = record.get(w.ends)
+    if ends is not None and ends > now:
+        return int(record.get(w.field, 0))
+    return 0
+
+
+def overflow(
+    record: dict[str, Any], windows: tuple[Window, ...], now: float
+) -> tuple[Window, int] | None:
+    for w in windows:
+        count = used(record, w, now) + 1
+        if count > w.amount:
+            return w, count
+    return None
+
+
+def hit(
+    record: dict[str, Any], windows: tuple[Window, ...], changes: dict[str, Any], now: float
+) -> None:
+    for w in windows:
+        ends = record.get(w.ends)
+        if ends is not None and ends > now:
+            changes[w.field] = record.get(w.field, 0) + 1
+        else:
+            changes[w.field] = 1
+            changes[w.ends] = now + w.seconds
+
+
+def remaining(record: Record, windows: tuple[Window, ...], now: float) -> int | None:
+    if not windows:
+        return None
+    return min(w.amount - used(record, w, now) for w in windows)
+
+
+def bump(record: Record, changes: dict[str, Any], name: str, seconds: float, now: float) -> None:
+    if record.get(name + ":e", 0) > now:
+        changes[name] = record.get(name, 0) + 1
+    else:
+        changes[name] = 1
+        changes[name + ":e"] = now + seconds
+
+
+def level_of(record: Record, now: float) -> int:
+    if record.get("lockout_level:e", 0) > now:
+        return int(record.get("lockout_level", 0))
+    return 0

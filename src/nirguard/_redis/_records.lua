@@ -1,0 +1,335 @@
+-- nirguard: the store's records, the Redis twin of nirguard/_memory_records.py.
+--
+-- Loaded before _admit.lua, as one library: these are the records' formats and
+-- the steps that touch nothing but portal-wide records (the portal quota, a
+-- cohort's heat). docs/redis.md ("What is stored") gives the layout and the
+-- memory each record takes.
+--
+--   account  one MessagePack array: its layout (short codes), then its values
+--   recent   one MessagePack array: "r1", recent patients, break-glass grants,
+--            the walks' layout, the walks, the latest end any of them holds
+--   heat     one MessagePack array: s, l, t, a, the patients counted lately
+--   portal   like account (the portal quota's windows)
+--
+-- Patients and cohorts appear in records as 6-byte fingerprints of their
+-- pseudonyms (nirguard/_engine.py: fingerprint), in packed lists: 14 bytes an
+-- entry, the fingerprint then the end of its window (a little-endian double),
+-- oldest first. A list holds one entry per fingerprint; dead entries are
+-- dropped from the front whenever the list is written.
+
+local ENTRY = 14
+local BYTE = nil -- "00".."ff" -> the byte (fingerprints come as hex text); made on first
+                 -- use: a library being loaded may not call the string library
+
+local function unhex(text)
+  if not BYTE then
+    BYTE = {}
+    for i = 0, 255 do BYTE[string.format("%02x", i)] = string.char(i) end
+  end
+  return (string.gsub(text, "..", BYTE))
+end
+local SHIFT = nil -- simulated time: expiries shifted onto the server's clock (ARGV 8)
+
+-- SET's expiry for a record that holds nothing a decision reads after `at`
+local function expiry(at, now)
+  if SHIFT then return "PXAT", string.format("%d", math.ceil((at + SHIFT) * 1000)) end
+  return "PX", string.format("%d", math.max(1, math.ceil((at - now) * 1000)))
+end
+
+local function set_shift(value)
+  SHIFT = tonumber(value)
+end
+
+-- packed lists --------------------------------------------------------------------------
+local function position(list, fp)
+  local from = 1
+  while true do
+    local i = string.find(list, fp, from, true)
+    if not i then return nil end
+    if (i - 1) % ENTRY == 0 then return i end
+    from = i + 1
+  end
+end
+
+-- the end of fp's window in `list`, or 0
+local function ends(list, fp)
+  local i = position(list, fp)
+  if not i then return 0 end
+  return (struct.unpack("<d", list, i + 6))
+end
+
+local function prune(list, now)
+  local start, n = 1, #list
+  while start + ENTRY - 1 <= n and struct.unpack("<d", list, start + 6) <= now do
+    start = start + ENTRY
+  end
+  if start > 1 then return string.sub(list, start) end
+  return list
+end
+
+-- `list` with fp's entry ending at `e` (moved to the back), the dead dropped
+local function add(list, fp, e, now)
+  local i = position(list, fp)
+  if i then list = string.sub(list, 1, i - 1) .. string.sub(list, i + ENTRY) end
+  return prune(list .. fp .. struct.pack("<d", e), now)
+end
+
+-- recent: a practitioner's patients, grants and cohort walks -----------------------------
+local function load_recent(raw)
+  if not raw then return {seen = "", grants = "", wsig = "", walks = "", latest = 0} end
+  local a = cmsgpack.unpack(raw)
+  return {seen = a[2], grants = a[3], wsig = a[4], walks = a[5], latest = a[6]}
+end
+
+local function save_recent(key, r, at, now)
+  if at > r.latest then r.latest = at end
+  local packed = cmsgpack.pack({"r1", r.seen, r.grants, r.wsig, r.walks, r.latest})
+  local how, when = expiry(r.latest + 60, now)
+  redis.call("SET", key, packed, how, when)
+end
+
+-- walks: per cohort its fingerprint, then for each window of the cohort quota (in the
+-- order `wsig` lists their lengths) its count (uint32) and end (double)
+local function walk_layout(group)
+  local lengths = {}
+  for i, w in ipairs(group) do lengths[i] = tostring(w.seconds) end
+  return table.concat(lengths, ",")
+end
+
+local function walk_size(wsig)
+  local n = 0
+  for _ in string.gmatch(wsig, "[^,]+") do n = n + 1 end
+  return 6 + 12 * n
+end
+
+-- one walk entry as a record of the group's windows (fields and ends by name)
+local function decode_walk(r, i, group)
+  local out, j, last = {}, 0, 0
+  local by_seconds = {}
+  for _, w in ipairs(group) do by_seconds[tostring(w.seconds)] = w end
+  for seconds in string.gmatch(r.wsig, "[^,]+") do
+    local count, e = struct.unpack("<I4d", r.walks, i + 6 + 12 * j)
+    j = j + 1
+    if e > last then last = e end
+    local w = by_seconds[seconds]
+    if w then out[w.field], out[w.ends] = count, e end
+  end
+  return out, last
+end
+
+-- the walk of cohort `cfp` (empty once every window it holds has ended)
+local function walk_of(r, cfp, group, now)
+  if r.wsig == "" then return {} end
+  local size, from = walk_size(r.wsig), 1
+  while true do
+    local i = string.find(r.walks, cfp, from, true)
+    if not i then return {} end
+    if (i - 1) % size == 0 then
+      local walk, last = decode_walk(r, i, group)
+      if last <= now then return {} end
+      return walk
+    end
+    from = i + 1
+  end
+end
+
+local function encode_walk(cfp, walk, group)
+  local parts = {cfp}
+  for _, w in ipairs(group) do
+    parts[#parts + 1] = struct.pack("<I4d", walk[w.field] or 0, walk[w.ends] or 0)
+  end
+  return table.concat(parts)
+end
+
+-- r's walks under the group's layout, cfp's entry last, the dead dropped from the front
+local function save_walk(r, cfp, walk, changes, group, now)
+  for name, value in pairs(changes) do walk[name] = value end
+  local wsig, kept = walk_layout(group), {}
+  local size = walk_size(r.wsig)
+  for i = 1, #r.walks - size + 1, size do
+    local fp = string.sub(r.walks, i, i + 5)
+    if fp ~= cfp then
+      local old, last = decode_walk(r, i, group)
+      if wsig == r.wsig then old = string.sub(r.walks, i, i + size - 1)
+      else old = encode_walk(fp, old, group) end
+      kept[#kept + 1] = {old, last}
+    end
+  end
+  local first = 1
+  while kept[first] and kept[first][2] <= now do first = first + 1 end
+  local parts = {}
+  for k = first, #kept do parts[#parts + 1] = kept[k][1] end
+  parts[#parts + 1] = encode_walk(cfp, walk, group)
+  r.wsig, r.walks = wsig, table.concat(parts)
+  local last = 0
+  for _, w in ipairs(group) do
+    if (walk[w.ends] or 0) > last then last = walk[w.ends] end
+  end
+  return last
+end
+
+-- heat: one cohort's decayed counts -------------------------------------------------------
+-- when a cohort's record is forgotten: its baseline decayed to one patient, and at
+-- least a heat window after its last new patient, and its alert window over
+local function forgotten(P, t, l, a)
+  local e = t + P.hot_window
+  if l > 1 then e = t + math.max(P.hot_window, P.hot_baseline * math.log(l)) end
+  return math.max(e, a)
+end
+
+-- count a patient new to the practitioner in its cohort's heat (once per heat window,
+-- portal-wide); x gets s, e (heat and expected heat), hot and alert
+local function heat_step(P, key, raw, fp, x, now)
+  local s, l, t, a, seen = 0, 0, nil, 0, ""
+  if raw then
+    local h = cmsgpack.unpack(raw)
+    s, l, t, a, seen = h[1], h[2], h[3], h[4], h[5]
+    if now > forgotten(P, t, l, a) then s, l, t, a, seen = 0, 0, nil, 0, "" end
+  end
+  local ds, dl = s, l
+  if t then
+    local dt = now - t
+    if dt > 0 then
+      ds = s * math.exp(-dt / P.hot_window)
+      dl = l * math.exp(-dt / P.hot_baseline)
+    end
+  end
+  local changed = false
+  local seen_end = ends(seen, fp)
+  if seen_end <= now then
+    ds, dl = ds + 1, dl + 1
+    s, l, t = ds, dl, now
+    seen = add(seen, fp, now + P.hot_window, now)
+    changed = true
+  end
+  local expected = dl * P.hot_window / P.hot_baseline
+  x.s, x.e = ds, expected
+  if ds > P.hot * expected + P.hot_min then
+    x.hot = true
+    if a <= now then
+      x.alert = true
+      a = now + P.hot_window
+      changed = true
+    end
+  end
+  if changed then
+    local how, when = expiry(forgotten(P, t, l, a) + 60, now)
+    redis.call("SET", key, cmsgpack.pack({s, l, t, a, seen}), how, when)
+  end
+end
+
+-- account and portal records ------------------------------------------------------------
+-- A record is one MessagePack array: its layout (short codes, comma-separated), then
+-- its values in that order (false = absent). Arrays are several times cheaper to pack,
+-- unpack and move than maps keyed by long names. A record written under another
+-- layout (the policy changed) is read by its codes, so nothing is lost.
+local function layout(fixed, groups)
+  local names, codes, by_code = {}, {}, {}
+  for _, pair in ipairs(fixed) do
+    names[#names + 1] = pair[1]
+    codes[#codes + 1] = pair[2]
+  end
+  for _, group in ipairs(groups) do
+    for _, w in ipairs(group) do
+      names[#names + 1] = w.field
+      codes[#codes + 1] = w.code
+      names[#names + 1] = w.ends
+      codes[#codes + 1] = w.code .. "e"
+    end
+  end
+  for i = 1, #names do by_code[codes[i]] = names[i] end
+  return {names = names, n = #names, sig = table.concat(codes, ","), by_code = by_code}
+end
+
+-- read once (one MGET for a step's keys), written once
+local fetched = {}
+
+local function fetch(K, ...)
+  local which = {...}
+  local keys = {}
+  for i = 1, #which do keys[i] = K[which[i]] end
+  local values = redis.call("MGET", unpack(keys))
+  fetched = {}
+  for i = 1, #which do fetched[which[i]] = values[i] end
+end
+
+local function raw_of(K, i)
+  local raw = fetched[i]
+  if raw == nil then raw = redis.call("GET", K[i]) end
+  return raw
+end
+
+local function load(K, i, L)
+  local raw = raw_of(K, i)
+  local record = {}
+  if not raw then return record end
+  local a = cmsgpack.unpack(raw)
+  if a[1] == L.sig then
+    local names = L.names
+    for j = 1, L.n do
+      local v = a[j + 1]
+      if v ~= false then record[names[j]] = v end
+    end
+  else -- written under another layout: read what this one knows, by code
+    local j = 1
+    for code in string.gmatch(a[1], "[^,]+") do
+      j = j + 1
+      local name = L.by_code[code]
+      if name and a[j] ~= false and a[j] ~= nil then record[name] = a[j] end
+    end
+  end
+  return record
+end
+
+local function save(key, record, changes, at, now, L)
+  local any = false
+  for name, value in pairs(changes) do
+    record[name] = value
+    any = true
+  end
+  if not any then return end
+  local a, names = {L.sig}, L.names
+  for j = 1, L.n do
+    local v = record[names[j]]
+    if v == nil then v = false end
+    a[j + 1] = v
+  end
+  local how, when = expiry(at, now)
+  redis.call("SET", key, cmsgpack.pack(a), how, when)
+end
+
+-- replies --------------------------------------------------------------------------------
+-- outcome, quota, then integers (Redis replies with integers, formatting nothing):
+-- retry_after in ms (-1 = unknown or until unlock), lockout started, lockout level, hot,
+-- hot alert, heat and expected heat in thousandths, break-glass left, evidence count and
+-- limit (-1 = none)
+local function milli(value)
+  return math.floor(value * 1000 + 0.5)
+end
+
+local function reply(outcome, quota, retry, started, level, x)
+  return {
+    outcome, quota or "", retry and milli(retry) or -1, started and 1 or 0,
+    level or 0, x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s or 0), milli(x.e or 0),
+    x.bg_left or -1, x.count or -1, x.limit or -1,
+  }
+end
+local NOTHING = {}
+
+-- a patient new to the practitioner, or not ------------------------------------------------
+-- the practitioner's recent patients, whether a grant opens the patient, whether it
+-- is new to the practitioner; for a new patient, the cohort's heat first (evidence
+-- about the cohort, whatever the account decides), or on a Cluster the reply "heat"
+local function patient_step(P, K, flags, patient_id, x, now)
+  local r = load_recent(raw_of(K, 2))
+  local granted = flags.patient and ends(r.grants, patient_id) > now
+  local new = flags.patient and not granted and ends(r.seen, patient_id) <= now
+  if new and flags.heat == "2" then
+    return nil, reply("heat", nil, nil, false, 0, NOTHING)
+  elseif new and flags.heat == "1" then
+    heat_step(P, K[3], raw_of(K, 3), patient_id, x, now)
+  elseif not new then
+    x.hot, x.s, x.e = false, 0, 0 -- a repeat: nothing portal-wide applies
+  end
+  return {r = r, granted = granted, new = new}
+end
