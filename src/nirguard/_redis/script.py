@@ -20,6 +20,7 @@ error reply is what :func:`~nirguard._redis.outage.classify` says it is.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -45,6 +46,9 @@ SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()  # noqa: S324 - Re
 
 #: Keys every call names (see ``_admit.lua``).
 KEYS: Final = 4
+
+#: Seconds during which a load just sent is taken to be on its way (see Library._load).
+LOADING: Final = 0.05
 
 #: Attempts of one call: the call, a load and the call, a switch to scripts, once more.
 _ATTEMPTS: Final = 4
@@ -90,10 +94,21 @@ Routing = Callable[[str, Sequence[Command]], Route]
 class Library:
     """Calls ``_admit.lua``: as a Function while the server has them, else as a script."""
 
-    __slots__ = ("functions",)
+    __slots__ = ("_loaded_at", "functions")
 
     def __init__(self, *, functions: bool = True) -> None:
         self.functions = functions
+        self._loaded_at = -LOADING  # when this process last sent a load
+
+    def _load(self, load: Command, call: Call, first: bool) -> list[Command]:
+        """A load and the call; only the call again when this process sent a load a moment
+        ago (a cold burst of lookups would otherwise send the library once per lookup, and
+        the load ahead of them on the connection runs first)."""
+        now = time.monotonic()
+        if first and now - self._loaded_at < LOADING:
+            return [self.command(call, call.full)]
+        self._loaded_at = now
+        return [load, self.command(call, call.full)]
 
     def command(self, call: Call, args: tuple[str, ...]) -> Command:
         """The command that runs ``call`` with ``args``."""
@@ -110,7 +125,7 @@ class Library:
         """
         key = call.keys[0]
         batch: list[Command] = [self.command(call, call.args)]
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             replies = yield from routing(key, batch)
             for reply in replies[:-1]:
                 _loaded(reply)
@@ -124,9 +139,9 @@ class Library:
                 self.functions = False
                 batch = [self.command(call, call.full)]
             elif need == "function":
-                batch = [("FUNCTION", "LOAD", LIBRARY), self.command(call, call.full)]
+                batch = self._load(("FUNCTION", "LOAD", LIBRARY), call, attempt == 0)
             elif need == "script":
-                batch = [("SCRIPT", "LOAD", SCRIPT), self.command(call, call.full)]
+                batch = self._load(("SCRIPT", "LOAD", SCRIPT), call, attempt == 0)
             else:
                 batch = [self.command(call, call.full)]
         raise classify(ReplyError("nirguard: the library could not be loaded"))
