@@ -22,8 +22,9 @@ Per cell: req/s, p50/p99 latency, responses by class (2xx; 404 = a miss,
 correct; 403/429 = refused by a quota, correct; 503 = store "unavailable", NOT
 correct with Redis healthy; others), socket errors/timeouts, Redis CPU per
 request (``used_cpu_user+sys`` delta) and the portal's CPU per request.
-Targets after issue 9: nirguard/redis >= 1.0x slowapi's req/s, p99 no worse,
-zero 503 at 2,000 connections.
+Targets (issue 20): nirguard/redis >= 0.8x the bare endpoint's ok/s at 50, 200 and 2,000
+connections, >= 1.0x slowapi's, zero 503 and zero socket errors. Every portal runs under
+uvicorn with uvloop and httptools (``pip install -e '.[bench]'``).
 
     python benchmarks/bench_load.py [--conns 50,200,2000] [--duration 10] [--repeat 2]
         [--workers 1[,2]] [--only bare,slowapi/redis,...] [--redis URL] [--json out.json]
@@ -194,6 +195,10 @@ class Portal:
                 "--no-access-log",
                 "--backlog",
                 "4096",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
             ],
             env={**os.environ, **env, **extra, "PYTHONPATH": str(ROOT / "src")},
             stdout=self.log,

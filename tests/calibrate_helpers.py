@@ -181,12 +181,13 @@ def drive(
                 reason = Reason(ReasonCode.TREAT)  # a clinician states why, and goes on
                 continue
             except QuotaExceeded as exc:
-                out.outcomes["denied", exc.quota] += 1
+                # the refusal that starts a lockout is audited "lockout"
+                out.outcomes["lockout" if exc.quota in _LOCKS else "denied", exc.quota] += 1
                 count(exc.quota, 0)
                 if exc.quota in _LOCKS:
                     locker[who] = exc.quota
             except EnumerationSuspected as exc:
-                out.outcomes["suspected", exc.signal] += 1
+                out.outcomes["lockout", exc.signal] += 1
                 count(exc.signal, 0)
                 locker[who] = exc.signal
             except PractitionerLocked:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from nirguard import QuotaPolicy, SecretKey
+from nirguard._hooks import flush_all
 from nirguard.testing import synthetic_registry
 from tests.conftest import assert_no_nir as assert_text_has_no_nir
 from tests.example_helpers import load_example
@@ -110,19 +111,23 @@ class Portal:
         body: dict[str, object] = {"nir": nir}
         if reason_text is not None:
             body["reason_text"] = reason_text
-        return self.request(
+        answer = self.request(
             "POST", "/infopatient", headers=sent, data=json.dumps(body).encode("utf-8")
         )
+        flush_all()  # the guard's hooks run off the request path: let them deliver
+        return answer
 
     def post_raw(self, practitioner: str, data: bytes, content_type: str) -> Answer:
         """POST /infopatient with a body as given."""
-        return self.request(
+        answer = self.request(
             "POST",
             "/infopatient",
             headers={"X-Practitioner": practitioner},
             data=data,
             content_type=content_type,
         )
+        flush_all()
+        return answer
 
     def reviews(self) -> list[dict[str, Any]]:
         """The portal's break-glass review queue (GET /break-glass)."""

@@ -30,8 +30,8 @@ from nirguard import (
     ReasonRequired,
     nir,
 )
-from nirguard.alerts import BreakGlass
-from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, LOCKOUTS
+from nirguard.alerts import BreakGlass, Notice
+from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, LOCKOUTS, NOTICES
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 from tests.guard_helpers import KEY, Clock
@@ -48,6 +48,7 @@ class Portal:
         self.events: list[AuditEvent] = []
         self.alerts: list[Alert] = []
         self.grants: list[BreakGlass] = []
+        self.notices: list[Notice] = []
         self.calls: list[str] = []
         self.capture = MetricsCapture()
         self.guard = LookupGuard(
@@ -56,8 +57,10 @@ class Portal:
             audit=self.events.append,
             alert=self.alerts.append,
             on_break_glass=self.grants.append,
+            notice=self.notices.append,
             pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
             metrics=self.capture.metrics,
+            hooks="inline",
             **kwargs,
         )
         self.lookup = self.guard.protect(practitioner="who", nir="value", reason="why")(self._find)
@@ -90,8 +93,8 @@ def test_shadow_mode_never_refuses_and_audits_what_it_would_have_done() -> None:
         for value in NIRS[:5]:
             with contextlib.suppress(LookupDenied):
                 portal.lookup("dr", value)
-    assert enforcing.outcomes() == ["allowed", "allowed", "denied", "locked", "locked"]
-    assert shadow.outcomes() == ["allowed", "allowed", "would_deny", "would_lock", "would_lock"]
+    assert enforcing.outcomes() == ["allowed", "allowed", "lockout", "locked", "locked"]
+    assert shadow.outcomes() == ["allowed", "allowed", "would_lockout", "would_lock", "would_lock"]
     assert len(shadow.calls) == 5
     assert len(enforcing.calls) == 2
     assert [e.quota for e in shadow.events] == [e.quota for e in enforcing.events]
@@ -99,12 +102,36 @@ def test_shadow_mode_never_refuses_and_audits_what_it_would_have_done() -> None:
     assert shadow.capture.value(DECISIONS, outcome="would_lock", enforced=False) == 2
 
 
-def test_shadow_mode_lets_invalid_numbers_and_outages_through() -> None:
-    shadow = Portal(QuotaPolicy.only(invalid_nirs="1/hour"), enforce=False)
-    shadow.lookup("dr", "1 85 05 78 006 084 90")  # wrong key
-    shadow.lookup("dr", "1 85 05 78 006 084 90")
-    assert shadow.outcomes() == ["invalid", "would_deny"]
+def test_shadow_mode_answers_an_invalid_number_as_enforcement_does() -> None:
+    # One request must not tell the modes apart: an invalid number is a 422 in both (the
+    # lookup cannot run on it); the lockout it would start is only recorded.
+    for enforce, second in ((True, QuotaExceeded), (False, InvalidNIR)):
+        portal = Portal(QuotaPolicy.only(invalid_nirs="1/hour"), enforce=enforce)
+        with pytest.raises(InvalidNIR):
+            portal.lookup("dr", "1 85 05 78 006 084 90")  # wrong key
+        with pytest.raises(second):
+            portal.lookup("dr", "1 85 05 78 006 084 90")
+        assert portal.outcomes() == ["invalid", "lockout" if enforce else "would_lockout"]
+        assert portal.calls == []
+
+
+def test_shadow_mode_only_records_a_bad_reason_and_a_bad_practitioner_id() -> None:
+    shadow = Portal(QuotaPolicy(), enforce=False)
+    assert shadow.lookup("dr", NIRS[0], "NOT-A-CODE") == {"name": "Jeanne"}
+    assert shadow.lookup("\x00bad", NIRS[1]) == {"name": "Jeanne"}
+    assert [(e.outcome, e.quota, e.practitioner) for e in shadow.events] == [
+        ("would_deny", "reason", "dr"),
+        ("allowed", None, "dr"),
+        ("would_deny", "practitioner", "<invalid>"),
+    ]
     assert len(shadow.calls) == 2
+    enforcing = Portal(QuotaPolicy())
+    with pytest.raises(InvalidReason):
+        enforcing.lookup("dr", NIRS[0], "NOT-A-CODE")
+    with pytest.raises(InvalidPractitioner):
+        enforcing.lookup("\x00bad", NIRS[1])
+    assert [e.outcome for e in enforcing.events] == ["denied", "denied"]
+    assert enforcing.calls == []
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -137,7 +164,7 @@ def test_shadow_reports_the_same_first_refusal_as_enforcement(seed: int) -> None
             refusals = [
                 (i, e.quota)
                 for i, e in enumerate(events)
-                if e.outcome in ("denied", "locked", "suspected", "reason_required")
+                if e.outcome in ("denied", "locked", "suspected", "reason_required", "lockout")
                 or e.outcome.startswith("would_")
             ]
             first[mode] = refusals[0] if refusals else None
@@ -192,7 +219,8 @@ def test_a_failing_break_glass_hook_does_not_break_the_lookup(
         pass
     with guard.lookup("dr", NIRS[1], reason="ETREAT") as lookup:
         assert lookup.outcome == "break_glass"
-    assert "on_break_glass hook failed (RuntimeError)" in caplog.text
+    assert guard.flush(5)  # the hook runs off the request path
+    assert "break_glass hook failed (RuntimeError)" in caplog.text
 
 
 def test_break_glass_never_lifts_a_lockout() -> None:
@@ -353,10 +381,11 @@ def test_metrics_after_a_scripted_sequence() -> None:
         portal.lookup("dr2", "1 85 05 78 006 084 90")
     value = portal.capture.value
     assert value(DECISIONS, outcome="allowed") == 2
+    assert value(DECISIONS, outcome="miss") == 0
     assert value(DECISIONS, outcome="reason_required", quota="distinct_patients") == 2
     assert value(DECISIONS, outcome="break_glass", quota="distinct_patients") == 1
     assert value(DECISIONS, outcome="denied", quota="lookups") == 1
-    assert value(DECISIONS, outcome="denied", quota="distinct_patients") == 1
+    assert value(DECISIONS, outcome="lockout", quota="distinct_patients") == 1
     assert value(DECISIONS, outcome="locked") == 1
     assert value(DECISIONS, outcome="invalid") == 1
     assert value(LOCKOUTS, quota="distinct_patients") == 1
@@ -404,12 +433,14 @@ def test_kind_and_enforcement_travel_with_every_report() -> None:
         assert {a.enforced for a in portal.alerts} == {enforce}
         assert [g.kind for g in portal.grants] == ["gp"]
         assert [g.enforced for g in portal.grants] == [enforce]
-        hot = [a for a in portal.alerts if a.signal == "hot_cohort"]
-        assert hot and not hot[0].lockout
+        assert all(a.signal != "hot_cohort" for a in portal.alerts)  # a notice, not an alert
+        hot = portal.notices
+        assert hot and {n.signal for n in hot} == {"hot_cohort"} and {n.kind for n in hot} == {"gp"}
         assert hot[0].evidence["cohort_heat"] > hot[0].evidence["cohort_expected"] >= 0
-        assert portal.capture.value(ALERTS, signal="hot_cohort", kind="gp", enforced=enforce) >= 1
+        assert not hasattr(hot[0], "practitioner")
+        assert portal.capture.value(NOTICES, signal="hot_cohort", kind="gp") >= 1
         assert portal.capture.value(BREAK_GLASS, reason="ETREAT", kind="gp") == 1
-        counted = (DECISIONS, ALERTS, LOCKOUTS, BREAK_GLASS)
+        counted = (DECISIONS, ALERTS, LOCKOUTS, BREAK_GLASS, NOTICES)
         points = [p for p in portal.capture.points() if p.name in counted]
         assert {p.attributes.get("nirguard.kind") for p in points} == {"gp"}
 

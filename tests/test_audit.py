@@ -26,6 +26,7 @@ def test_a_logger_sink_emits_every_event_as_json(caplog: pytest.LogCaptureFixtur
             lookup.record({"name": "x"})
         with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[1]):
             pass
+        assert guard.flush(5)  # a logger does I/O: it runs on the hook worker
     records = [r for r in caplog.records if r.name == "portal.audit"]
     assert [json.loads(r.getMessage())["outcome"] for r in records] == ["allowed", "denied"]
     assert records[0].levelno == logging.INFO
@@ -41,6 +42,7 @@ def test_a_json_lines_sink_appends_private_lines(tmp_path: Path) -> None:
         lookup.record({"x": 1})
     with pytest.raises(QuotaExceeded), guard.lookup("dr", NIRS[1]):
         pass
+    guard.close()  # flushes the hook worker
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["outcome"] for line in lines] == ["allowed", "denied"]
     assert lines[0]["patient"].startswith("ephemeral:")
@@ -56,11 +58,11 @@ def test_a_failing_sink_is_reported_once_and_never_breaks_a_lookup(
         raise RuntimeError("disk full " + NIRS[5])
 
     guard = LookupGuard(audit=broken)
-    with caplog.at_level(logging.ERROR, logger="nirguard.audit"):
+    with caplog.at_level(logging.ERROR, logger="nirguard.hooks"):
         for value in NIRS[:3]:
             with guard.lookup("dr", value) as lookup:
                 lookup.record({"x": 1})
-    failures = [r for r in caplog.records if r.name == "nirguard.audit"]
+    failures = [r for r in caplog.records if r.name == "nirguard.hooks"]
     assert len(failures) == 1
     assert "RuntimeError" in failures[0].getMessage()
     assert NIRS[5] not in failures[0].getMessage()

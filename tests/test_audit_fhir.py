@@ -69,6 +69,9 @@ EXPECTED_FHIR_OUTCOME = {
     "locked": "4",
     "suspected": "4",
     "reason_required": "4",
+    "lockout": "4",
+    "would_lockout": "0",
+    "unlocked": "0",
     "unavailable": "8",
 }
 
@@ -567,6 +570,7 @@ def test_guard_with_a_fhir_sink(tmp_path: Path) -> None:
             outcomes.append("ran")
         except (LookupDenied, InvalidNIR):
             outcomes.append("refused")
+    guard.close()  # the sink runs on the hook worker: flush it
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert outcomes == ["ran", "ran", "refused", "refused"]
     assert [r["outcome"] for r in records] == ["0", "0", "4", "4"]

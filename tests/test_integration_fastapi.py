@@ -3,6 +3,8 @@
 # No "from __future__ import annotations" here: FastAPI reads the endpoint annotations at
 # runtime, and those refer to names local to the tests.
 
+import gc
+import inspect
 import warnings
 from typing import Annotated, Any
 
@@ -21,7 +23,7 @@ with warnings.catch_warnings():  # recent starlette warns when httpx (not httpx2
     warnings.filterwarnings("ignore", message=".*httpx2")
     from starlette.testclient import TestClient
 
-from nirguard import LookupGuard, QuotaPolicy
+from nirguard import AuditEvent, LookupGuard, QuotaPolicy
 from nirguard.errors import GuardUnavailable, InvalidPractitioner, QuotaExceeded
 from nirguard.guard import GuardedLookup
 from nirguard.http import HttpOptions
@@ -271,6 +273,12 @@ class _AsyncOnlyGuard:
 
         return _Ctx()
 
+    async def open_lookup(
+        self, practitioner: str, nir: object, *, reason: object = None, **_: Any
+    ) -> Any:
+        async with self.lookup(practitioner, nir, reason=reason) as lookup:
+            return lookup
+
 
 def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     guard = _AsyncOnlyGuard()
@@ -364,3 +372,60 @@ def test_install_exception_handlers_refuses_non_apps_and_bad_options() -> None:
         install_exception_handlers(object())
     with pytest.raises(ValueError, match="HttpOptions"):
         install_exception_handlers(FastAPI(), options="reveal")  # type: ignore[arg-type]
+
+
+def test_the_dependency_is_no_yield_dependency_and_finishes_every_lookup_once() -> None:
+    # A yield dependency costs FastAPI a context manager and a cancel scope per request: the
+    # default one is a plain coroutine, finished by record(), by the 404 handler, or when the
+    # request lets go of it.
+    events: list[AuditEvent] = []
+    guard = LookupGuard(QuotaPolicy.only(misses="2/hour", lookups="100/hour"), audit=events.append)
+    plain = lookup_dependency(guard, practitioner=lambda request: "dr")
+    assert inspect.iscoroutinefunction(plain) and not inspect.isasyncgenfunction(plain)
+    custom = lookup_dependency(guard, practitioner=lambda request: "dr", miss_on=KeyError)
+    assert inspect.isasyncgenfunction(custom)  # sees every exception of the endpoint
+
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.post("/recorded")
+    async def recorded(lookup: Annotated[GuardedLookup, Depends(plain)]) -> Any:
+        return lookup.record(REGISTRY.get(lookup.nir)) or {"found": False}
+
+    @app.post("/silent")
+    async def silent(lookup: Annotated[GuardedLookup, Depends(plain)]) -> Any:
+        return {"nir_seen": len(lookup.nir)}
+
+    client = TestClient(app)
+    assert client.post("/recorded", json={"nir": NIRS[0]}).status_code == 200
+    assert client.post("/recorded", json={"nir": UNKNOWN[0]}).status_code == 200
+    assert client.post("/silent", json={"nir": NIRS[1]}).status_code == 200
+    gc.collect()
+    assert [e.outcome for e in events] == ["allowed", "miss", "allowed"]
+    assert client.post("/recorded", json={"nir": UNKNOWN[1]}).status_code == 200
+    assert client.post("/recorded", json={"nir": NIRS[2]}).status_code == 403  # misses spent
+
+
+def test_shadow_mode_answers_as_enforcement_minus_the_refusals_it_records() -> None:
+    answers = {}
+    for enforce in (True, False):
+        events: list[AuditEvent] = []
+        guard = LookupGuard(
+            QuotaPolicy.only(lookups="100/hour"), enforce=enforce, audit=events.append
+        )
+        client = TestClient(_app(guard))
+        invalid = _post(client, "dr", spoiled(NIRS[0]))
+        bad_reason = _post(client, "dr", NIRS[0], **{"X-Nirguard-Reason": "NOT-A-CODE"})
+        answers[enforce] = (invalid.status_code, bad_reason.status_code)
+        outcomes = [(e.outcome, e.quota) for e in events]
+        if enforce:
+            assert outcomes == [("invalid", "invalid_nirs"), ("denied", "reason")]
+        else:
+            assert outcomes == [
+                ("invalid", "invalid_nirs"),
+                ("would_deny", "reason"),
+                ("allowed", None),
+            ]
+    # One request must not tell the modes apart on an invalid number: a 422 in both.
+    assert answers[True] == (422, 422)
+    assert answers[False] == (422, 200)  # the bad reason is only recorded

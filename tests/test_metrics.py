@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nirguard import LookupGuard, QuotaPolicy
 from nirguard.errors import ConfigurationError
 from nirguard.metrics import (
     ALERTS,
@@ -20,7 +21,6 @@ from nirguard.metrics import (
     DURATION,
     DURATION_BUCKETS,
     LOCKOUTS,
-    MAX_KINDS,
     OTHER,
     OUTCOMES,
     GuardMetrics,
@@ -28,7 +28,10 @@ from nirguard.metrics import (
     default_metrics,
 )
 from nirguard.reasons import ReasonCode
+from nirguard.testing import NIRGenerator
 from tests.metrics_helpers import MetricsCapture
+
+VALID = NIRGenerator(seed=5).many(3)
 
 NIRS = ("185057800608491", "282042A12345617")
 # What must never become an attribute value: NIRs in any spelling, practitioner ids (RPPS,
@@ -91,7 +94,7 @@ def _script(m: GuardMetrics) -> None:
 
 
 def test_values_after_a_scripted_sequence() -> None:
-    capture = MetricsCapture(store="redis")
+    capture = MetricsCapture(store="redis", kinds=["gp", "desk"])
     _script(capture.metrics)
 
     assert capture.value(DECISIONS) == 8
@@ -193,8 +196,8 @@ def test_identifiers_never_become_attribute_values(kinds: Any) -> None:
         assert value not in seen
     capture.assert_clean(*NIRS, kinds=frozenset(kinds) if kinds else None)
     kinds_seen = {p.attributes.get("nirguard.kind") for p in points} - {None}
-    # Learned kinds take any policy-name-shaped string ("DENIED" here); closed ones only theirs.
-    assert kinds_seen == ({"gp", OTHER} if kinds else {"gp", "DENIED", OTHER})
+    # Only declared kinds are recorded as themselves; undeclared ones ("gp" here) are "other".
+    assert kinds_seen == ({"gp", OTHER} if kinds else {OTHER})
 
 
 def test_closed_kinds() -> None:
@@ -213,21 +216,43 @@ def test_closed_kinds_must_be_policy_names(bad: Any) -> None:
     assert str(bad) not in str(info.value) or bad in ("", 3)
 
 
-def test_learned_kinds_are_capped() -> None:
+def test_undeclared_kinds_are_other_whatever_their_shape() -> None:
     capture = MetricsCapture()
     m = capture.metrics
-    for i in range(MAX_KINDS + 5):
+    for i in range(40):
         m.decision("allowed", None, 1e-4, kind=f"kind-{i}", enforced=True)
-    kinds = {p.attributes["nirguard.kind"] for p in capture.points() if p.name == DECISIONS}
-    assert len(kinds) == MAX_KINDS + 1
-    assert OTHER in kinds
-    assert capture.value(DECISIONS, kind=OTHER) == 5
-    # A recorder for another store shares the cap (and what was learned).
-    redis = m.with_store("redis")
-    redis.decision("allowed", None, 1e-4, kind="kind-0", enforced=True)
-    redis.decision("allowed", None, 1e-4, kind="late", enforced=True)
+    assert capture.value(DECISIONS, kind=OTHER) == 40
+    guard_side = m.for_guard(store="redis", kinds=["kind-0", "10003456789", "dr martin"])
+    guard_side.decision("allowed", None, 1e-4, kind="kind-0", enforced=True)
+    guard_side.decision("allowed", None, 1e-4, kind="10003456789", enforced=True)
     assert capture.value(DECISIONS, store="redis", kind="kind-0") == 1
-    assert capture.value(DECISIONS, store="redis", kind=OTHER) == 1
+    assert capture.value(DECISIONS, store="redis", kind=OTHER) == 1  # not a policy name
+
+
+def test_a_policy_callable_naming_practitioners_puts_no_name_in_a_metric() -> None:
+    capture = MetricsCapture()
+    guard = LookupGuard(
+        lambda who: QuotaPolicy(name=f"p-{who}"), metrics=capture.metrics, kinds=["gp"]
+    )
+    fixed = LookupGuard(QuotaPolicy(name="desk"), metrics=capture.metrics)
+    for who in ("martin", "durand"):
+        with guard.lookup(who, VALID[0]) as lookup:
+            lookup.record({"x": 1})
+    with fixed.lookup("martin", VALID[1]) as lookup:
+        lookup.record({"x": 1})
+    kinds = {p.attributes.get("nirguard.kind") for p in capture.points()} - {None}
+    assert kinds == {OTHER, "desk"}
+    assert capture.value(DECISIONS, kind=OTHER, outcome="allowed") == 2
+
+
+def test_misses_are_counted_as_misses() -> None:
+    capture = MetricsCapture()
+    guard = LookupGuard(QuotaPolicy(name="gp"), metrics=capture.metrics)
+    for value, found in ((VALID[0], {"x": 1}), (VALID[1], None), (VALID[2], None)):
+        with guard.lookup("dr", value) as lookup:
+            lookup.record(found)
+    assert capture.value(DECISIONS, outcome="allowed") == 1
+    assert capture.value(DECISIONS, outcome="miss", kind="gp") == 2
 
 
 def test_with_store_shares_the_instruments() -> None:

@@ -53,6 +53,21 @@ fhir_record = to_fhir(
 assert_type(fhir_record, dict[str, Any])
 fhir_guard = LookupGuard(audit=FhirAuditSink("audit.fhir.jsonl", source="portal", purpose="guard"))
 fhir_posting = FhirAuditSink(lambda resource: None, source="portal", purpose="guard")
+# Hooks, cases and notices, admin calls with who and why.
+cases: list[nirguard.Alert] = []
+notices: list[nirguard.Notice] = []
+hooked = LookupGuard(
+    alert=cases.append,
+    notice=notices.append,
+    hooks="inline",
+    hook_queue=1024,
+    kinds=("gp", "desk"),
+    fold_practitioner_ids=True,
+)
+assert_type(hooked.flush(1.0), bool)
+hooked.unlock("10003456789", by="secops", reason="ticket 4521")
+assert_type(hooked.status("10003456789").baseline, dict[str, float] | None)
+quiet = LookupGuard(alert=False, notice=False)
 # Metrics (the otel extra): a recorder, or None without opentelemetry-api.
 from nirguard.metrics import GuardMetrics, default_metrics  # noqa: E402
 

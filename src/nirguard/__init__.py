@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from nirguard import nir
 from nirguard._pydantic import NIRStr, RedactErrors
-from nirguard.alerts import Alert
+from nirguard.alerts import Alert, Notice
 from nirguard.audit import AuditEvent
 from nirguard.errors import (
     ConfigurationError,
@@ -73,6 +73,7 @@ __all__ = [
     "NIR",
     "NIRStr",
     "NirguardError",
+    "Notice",
     "PolicyError",
     "PractitionerLocked",
     "Pseudonymiser",

@@ -1,191 +1,335 @@
-"""One guarded lookup as a context manager, and reading a call's arguments.
+"""The one lookup path: admit -> run -> finish, sync and async.
 
-:class:`GuardedLookup` is what :meth:`LookupGuard.lookup` returns;
-:func:`argument_getter` is how :meth:`LookupGuard.protect` finds the
-practitioner, the NIR and the stated reason among the wrapped function's
-arguments; :func:`miss_test` reads ``miss_on``. All three go through the
-guard's admission steps (:mod:`nirguard._admission`), never the guard itself.
+Every guarded lookup goes through :class:`LookupPath`, whatever wraps it
+(:mod:`nirguard._wrap`): ``guard.protect``, ``guard.lookup()`` (a context
+manager) and the web integrations (which open a lookup and finish it when
+the endpoint records its result or raises).
+
+1. **admit** (:meth:`LookupPath.admit`, :meth:`~LookupPath.aadmit`): read the
+   practitioner id, the policy, the NIR and the stated reason; ask the store
+   for one atomic decision; raise the alerts; audit a refusal and raise it
+   (in shadow mode: record what would have been refused, and go on);
+2. **run**: the portal's lookup;
+3. **finish** (:meth:`LookupPath.finish`, :meth:`~LookupPath.afinish`): count
+   a miss, count the decision, audit what happened.
+
+Reports (audit events, alerts, notices, grants) are handed to the hooks
+without waiting (:mod:`nirguard._reports`): a slow hook never changes a
+decision nor its timing.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
 
-from nirguard._admission import Admissions, MissTest, Ticket
-from nirguard.errors import ConfigurationError
+from nirguard._engine import Decision, Engine, Request, escape
+from nirguard._inputs import Policies, practitioner_id
+from nirguard._names import WOULD
+from nirguard._reports import Reports, Said
+from nirguard.errors import GuardUnavailable, InvalidNIR, InvalidPractitioner, InvalidReason
+from nirguard.nir import validate
+from nirguard.pseudonym import Pseudonymiser
+from nirguard.reasons import Reason
 
-__all__ = ["GuardedLookup", "argument_getter", "miss_test"]
+__all__ = ["LookupPath", "Ticket"]
 
-R = TypeVar("R")
+_log = logging.getLogger("nirguard.guard")
+
+_INVALID = "<invalid>"
 
 
-class GuardedLookup:
-    """One guarded lookup as a context manager; see :meth:`LookupGuard.lookup`.
+@dataclass(slots=True)
+class Ticket:
+    """One admitted lookup, between admit and finish.
 
-    Entering checks everything and raises on refusal; :meth:`record` hands
-    the result back and marks it for ``is_miss``; leaving counts a miss and
-    writes the audit event. If the block raises, a miss is counted only when
-    ``miss_on`` says the exception means "no such patient".
+    Attributes:
+        said: what its audit events share (practitioner, time, pseudonyms, case).
+        request: what the engine saw (``None``: the practitioner id was unusable).
+        canonical: the canonical NIR ('' when invalid).
+        decision: what the engine decided (``None`` when the store was down).
+        guarded: the store answered and the lookup counts (its miss is recorded).
+        reason: the stated reason, if any.
+        seconds: how long the admission took (the decision's duration metric).
+        finished: finish has run (a lookup is finished once).
     """
 
+    said: Said
+    request: Request | None
+    canonical: str
+    decision: Decision | None
+    guarded: bool
+    reason: Reason | None
+    seconds: float = 0.0
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _Call:
+    who: str
+    request: Request | None
+    canonical: str
+    invalid: InvalidNIR | None
+    reason: Reason | None
+    kind: str | None
+
+
+class LookupPath:
+    """The admission and finishing steps of one guard (internal)."""
+
     __slots__ = (
-        "_admissions",
-        "_is_miss",
-        "_miss_on",
-        "_nir",
-        "_practitioner",
-        "_reason",
-        "_recorded",
-        "_result",
-        "_ticket",
+        "_cohorts",
+        "_down",
+        "_engine",
+        "_patients",
+        "fail_open",
+        "folded",
+        "policies",
+        "reports",
     )
 
     def __init__(
         self,
-        admissions: Admissions,
-        practitioner: str,
-        nir: str,
-        is_miss: Callable[[Any], bool],
-        miss_on: MissTest | None,
-        reason: object = None,
+        engine: Engine,
+        policies: Policies,
+        pseudonymiser: Pseudonymiser,
+        reports: Reports,
+        *,
+        fail_open: bool,
+        folded: bool,
     ) -> None:
-        self._admissions = admissions
-        self._practitioner = practitioner
-        self._nir = nir
-        self._is_miss = is_miss
-        self._miss_on = miss_on
-        self._reason = reason
-        self._ticket: Ticket | None = None
-        self._recorded = False
-        self._result: Any = None
+        self._engine = engine
+        self.policies = policies
+        self._patients = pseudonymiser
+        self._cohorts = pseudonymiser.derive("cohort")
+        self.reports = reports
+        self.fail_open = fail_open
+        self.folded = folded
+        self._down = False
 
     @property
-    def nir(self) -> str:
-        """The canonical NIR of this (admitted) lookup."""
-        if self._ticket is None or not self._ticket.canonical:
-            raise RuntimeError("the lookup has not been admitted with a valid NIR")
-        return self._ticket.canonical
+    def enforce(self) -> bool:
+        """``False`` in shadow mode."""
+        return self.reports.enforce
 
-    @property
-    def patient(self) -> str | None:
-        """The patient's pseudonym (what audit events carry)."""
-        return None if self._ticket is None else self._ticket.request.patient
+    # -- reading a call -------------------------------------------------------------------------
 
-    @property
-    def outcome(self) -> str | None:
-        """What the guard decided: ``allowed``, ``break_glass``, ... (``None`` before entering,
-        or when the store was down and the lookup went through unguarded)."""
-        ticket = self._ticket
-        return None if ticket is None or ticket.decision is None else ticket.decision.outcome
+    def _refuse_input(self, who: str, quota: str) -> None:
+        """Audit an input the guard cannot use (refused, or in shadow mode only recorded)."""
+        outcome = "denied" if self.enforce else "would_deny"
+        self.reports.audit(Said(who, self.reports.clock()), outcome, quota)
+        self.reports.decided(outcome, quota, 0.0, None)
 
-    def record(self, result: R) -> R:
-        """Note the lookup's result (for ``is_miss``) and return it unchanged."""
-        if self._ticket is None:
-            raise RuntimeError("record() is only valid inside the with block")
-        self._recorded = True
-        self._result = result
-        return result
+    def _read(self, practitioner: object, nir_value: object, reason: object) -> _Call:
+        try:
+            who = practitioner_id(practitioner, folded=self.folded)
+        except InvalidPractitioner:
+            self._refuse_input(_INVALID, "practitioner")
+            if self.enforce:
+                raise
+            return _Call(_INVALID, None, "", None, None, None)
+        stated: Reason | None = None
+        if reason is not None and reason != "":
+            try:
+                stated = Reason.of(reason)
+            except InvalidReason:
+                self._refuse_input(who, "reason")
+                if self.enforce:
+                    raise
+        policy = self.policies.compiled(who)
+        key = escape(who)
+        try:
+            canonical = validate(nir_value, strict=True)  # type: ignore[arg-type]
+        except InvalidNIR as exc:
+            return _Call(who, Request(key, policy), "", exc, stated, policy.name)
+        cohort = None
+        if policy.needs_cohort:
+            cohort = self._cohorts.pseudonymise_canonical(canonical[:10])
+        patient = self._patients.pseudonymise_canonical(canonical)
+        request = Request(key, policy, patient, cohort, stated is not None)
+        return _Call(who, request, canonical, None, stated, policy.name)
 
-    def _miss(self, error: BaseException | None) -> bool:
-        ticket = self._ticket
-        assert ticket is not None
-        if error is not None:
-            return Admissions.judge_error(ticket, error, self._miss_on)
-        if not self._recorded:
-            return False
-        return Admissions.judge(ticket, self._result, self._is_miss)
+    # -- admit ----------------------------------------------------------------------------------
 
-    def __enter__(self) -> GuardedLookup:
-        self._ticket = self._admissions.admit(self._practitioner, self._nir, self._reason)
-        return self
+    def admit(self, practitioner: object, nir_value: object, reason: object = None) -> Ticket:
+        """Decide one lookup; raise its refusal (unless only recorded, in shadow mode).
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._ticket is not None:
-            self._admissions.finish(self._ticket, self._miss(exc))
+        Raises:
+            LookupDenied: refused (every subclass), InvalidNIR included.
+        """
+        start = time.perf_counter()
+        call = self._read(practitioner, nir_value, reason)
+        request, engine = call.request, self._engine
+        if request is None:
+            return self._unkeyed(call)
+        try:
+            if call.invalid is not None:
+                decision = engine.invalid(request)
+            else:
+                decision = engine.decide(request)
+        except engine.outages as exc:
+            return self._unavailable(call, request, exc, start)
+        return self._conclude(call, request, decision, start)
 
-    async def __aenter__(self) -> GuardedLookup:
-        self._ticket = await self._admissions.aadmit(self._practitioner, self._nir, self._reason)
-        return self
+    async def aadmit(
+        self, practitioner: object, nir_value: object, reason: object = None
+    ) -> Ticket:
+        """:meth:`admit` without blocking the event loop."""
+        start = time.perf_counter()
+        call = self._read(practitioner, nir_value, reason)
+        request, engine = call.request, self._engine
+        if request is None:
+            return self._unkeyed(call)
+        try:
+            if call.invalid is not None:
+                decision = await engine.ainvalid(request)
+            else:
+                decision = await engine.adecide(request)
+        except engine.outages as exc:
+            return self._unavailable(call, request, exc, start)
+        return self._conclude(call, request, decision, start)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._ticket is not None:
-            await self._admissions.afinish(self._ticket, self._miss(exc))
+    def _unkeyed(self, call: _Call) -> Ticket:
+        # Shadow mode with an unusable practitioner id: recorded, run unguarded.
+        said = Said(call.who, self.reports.clock())
+        return Ticket(said, None, call.canonical, None, False, call.reason)
 
-    def __repr__(self) -> str:
-        return f"GuardedLookup(outcome={self.outcome!r})"
+    def _conclude(self, call: _Call, request: Request, decision: Decision, start: float) -> Ticket:
+        if self._down:
+            self._store_up()
+        reports = self.reports
+        said = Said(
+            call.who,
+            reports.clock(),
+            request.patient,
+            request.cohort,
+            call.kind,
+            call.reason.code if call.reason is not None else None,
+        )
+        if getattr(decision, "incident", None) is not None:
+            said.case = reports.case(call.who, decision, said.decided)
+        if decision.lockout_started or decision.hot_alert or decision.outcome == "break_glass":
+            reports.signals(said, decision, call.reason, request.policy.break_glass_access)
+        if getattr(decision, "alert", False) and said.case is None:
+            said.case = reports.case(call.who, decision, said.decided)
+        seconds = time.perf_counter() - start
+        ticket = Ticket(said, request, call.canonical, decision, True, call.reason, seconds)
+        denial = decision.denial()
+        if denial is not None:
+            outcome = "lockout" if decision.lockout_started else decision.outcome
+            if not self.enforce:
+                outcome = WOULD[outcome]
+            reports.audit(said, outcome, decision.quota, decision.retry_after, decision)
+            reports.decided(outcome, decision.quota, seconds, call.kind)
+            ticket.guarded = ticket.finished = False
+            if self.enforce:
+                raise denial
+            if call.invalid is not None:
+                raise call.invalid  # shadow mode answers as enforcement would: 422
+            return ticket
+        if call.invalid is not None:
+            reports.audit(said, "invalid", "invalid_nirs", None, decision)
+            reports.decided("invalid", "invalid_nirs", seconds, call.kind)
+            raise call.invalid
+        return ticket
+
+    def _unavailable(
+        self, call: _Call, request: Request, exc: BaseException, start: float
+    ) -> Ticket:
+        self._store_down(exc)
+        reports = self.reports
+        said = Said(call.who, reports.clock(), request.patient, request.cohort, call.kind)
+        ticket = Ticket(said, request, call.canonical, None, False, call.reason)
+        seconds = time.perf_counter() - start
+        if call.invalid is not None:
+            reports.audit(said, "invalid", "invalid_nirs")
+            reports.decided("invalid", "invalid_nirs", seconds, call.kind)
+            raise call.invalid
+        open_ = self.fail_open or not self.enforce
+        outcome = "unguarded" if open_ else "unavailable"
+        reports.audit(said, outcome)
+        reports.decided(outcome, None, seconds, call.kind)
+        if open_:
+            return ticket
+        raise GuardUnavailable() from None
+
+    # -- finish ---------------------------------------------------------------------------------
+
+    def _finished(self, ticket: Ticket, miss: bool) -> None:
+        decision = ticket.decision
+        assert decision is not None
+        if decision.outcome == "break_glass":
+            outcome = "break_glass"
+        else:
+            outcome = "miss" if miss else "allowed"
+        self.reports.audit(ticket.said, outcome, decision.quota, None, decision)
+        self.reports.decided(outcome, decision.quota, ticket.seconds, ticket.said.kind)
+
+    def finish(self, ticket: Ticket, miss: bool) -> None:
+        """Count a miss, count the decision and audit the lookup that ran (once)."""
+        if ticket.finished or not ticket.guarded:
+            return
+        ticket.finished = True
+        if miss and ticket.request is not None:
+            try:
+                self._engine.record_miss(ticket.request)
+            except Exception as exc:
+                self._miss_lost(exc)
+        self._finished(ticket, miss)
+
+    async def afinish(self, ticket: Ticket, miss: bool) -> None:
+        """:meth:`finish` without blocking the event loop."""
+        if ticket.finished or not ticket.guarded:
+            return
+        ticket.finished = True
+        if miss and ticket.request is not None:
+            try:
+                await self._engine.arecord_miss(ticket.request)
+            except Exception as exc:
+                self._miss_lost(exc)
+        self._finished(ticket, miss)
+
+    def finish_soon(self, ticket: Ticket, miss: bool) -> None:
+        """Finish from synchronous code on an event loop: a miss on a remote store is
+        recorded by a task (the loop is never blocked); anything else at once."""
+        if miss and ticket.guarded and not ticket.finished and self._engine.kind != "memory":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                task = loop.create_task(self.afinish(ticket, miss))
+                _PENDING.add(task)
+                task.add_done_callback(_PENDING.discard)
+                return
+        self.finish(ticket, miss)
+
+    @staticmethod
+    def _miss_lost(exc: BaseException) -> None:
+        _log.warning("nirguard could not record a miss (%s)", type(exc).__name__)
+
+    # -- store state ----------------------------------------------------------------------------
+
+    def store_error(self, exc: BaseException) -> GuardUnavailable:
+        """Note an outage seen by an admin call; the error to raise."""
+        self._store_down(exc)
+        return GuardUnavailable()
+
+    def _store_down(self, exc: BaseException) -> None:
+        """Log a store failure once per outage (type only: messages may hold a URI)."""
+        if not self._down:
+            self._down = True
+            _log.warning(
+                "nirguard quota store unavailable (%s); lookups are %s until it answers again",
+                type(exc).__name__,
+                "let through unguarded" if self.fail_open or not self.enforce else "refused",
+            )
+
+    def _store_up(self) -> None:
+        self._down = False
+        _log.warning("nirguard quota store reachable again")
 
 
-def miss_test(miss_on: object) -> MissTest | None:
-    """``miss_on`` (exception types, or a test of the exception) as one test.
-
-    Raises:
-        ConfigurationError: neither types nor a callable.
-    """
-    if miss_on is None:
-        return None
-    if isinstance(miss_on, type) and issubclass(miss_on, BaseException):
-        kinds: tuple[type[BaseException], ...] = (miss_on,)
-    elif (
-        isinstance(miss_on, tuple)
-        and miss_on
-        and all(isinstance(k, type) and issubclass(k, BaseException) for k in miss_on)
-    ):
-        kinds = miss_on
-    elif callable(miss_on):
-        return miss_on
-    else:
-        raise ConfigurationError("miss_on must be exception types or a callable")
-    return lambda error: isinstance(error, kinds)
-
-
-def argument_getter(
-    func: Callable[..., Any], spec: str | Callable[..., Any], what: str
-) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
-    """Read the argument ``spec`` names (or computes) from a call of ``func``.
-
-    Raises:
-        ConfigurationError: ``func`` has no such parameter.
-    """
-    if callable(spec):
-        return lambda args, kwargs: spec(*args, **kwargs)
-    if not isinstance(spec, str):
-        raise ConfigurationError(f"{what} must be a parameter name or a callable")
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-        raise ConfigurationError(f"cannot read the parameters of the function for {what}") from None
-    param = signature.parameters.get(spec)
-    if param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-        raise ConfigurationError(f"the guarded function has no parameter named {spec!r} ({what})")
-    names = list(signature.parameters)
-    index = (
-        names.index(spec)
-        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
-        else None
-    )
-    default = param.default
-    keyword_ok = param.kind is not param.POSITIONAL_ONLY
-
-    def get(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if keyword_ok and spec in kwargs:
-            return kwargs[spec]
-        if index is not None and index < len(args):
-            return args[index]
-        if default is not param.empty:
-            return default
-        raise TypeError(f"missing argument {spec!r}")
-
-    return get
+_PENDING: set[asyncio.Task[None]] = set()

@@ -1,37 +1,94 @@
-"""What the guard tells the portal at once: :class:`Alert` and :class:`BreakGlass`.
+"""What the guard tells the portal at once: :class:`Alert`, :class:`Notice`, :class:`BreakGlass`.
 
-An alert is sent to the guard's ``alert`` hook when a lockout starts (once
-per practitioner per lockout), when a birth cohort becomes hot across the
-portal (once per cohort while it stays hot), and when a practitioner's
-break-glass budget is nearly spent. It carries counts, never a NIR.
+An :class:`Alert` is a **case about one account**: it is raised once per
+account per incident (the first lockout-class refusal or the first signal of
+an account, see ``docs/guard.md``), carries the evidence and a stable
+``case`` id that every event of the incident shares, in every process (the
+audit events of the incident carry it too). A security office can open one
+ticket per alert.
+
+A :class:`Notice` is evidence about the **portal**, not about an account: a
+birth cohort looked up far above its own baseline (``hot_cohort``). It never
+names a practitioner: whoever tipped the count is not a suspect for that.
+
+By default alerts go to the ``nirguard.alerts`` logger at ``WARNING`` and
+notices to ``nirguard.notices`` at ``INFO`` (:func:`log_alert`,
+:func:`log_notice`); pass your own hooks with ``LookupGuard(alert=...,
+notice=...)``. Hooks run off the request path (``docs/guard.md``, *Hooks*).
+Nothing here carries a NIR: counts, pseudonyms of cohorts, and practitioner
+ids with any NIR-shaped run masked.
+
+>>> case_id("dr-martin", 1767225600.0) == case_id("dr-martin", 1767225600.0)
+True
+>>> case_id("dr-martin", 1767225600.0) != case_id("dr-martin", 1767312000.0)
+True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
 
 from nirguard.reasons import Reason
 
-__all__ = ["Alert", "BreakGlass"]
+__all__ = [
+    "ALERT_LOGGER",
+    "NOTICE_LOGGER",
+    "Alert",
+    "BreakGlass",
+    "Notice",
+    "case_id",
+    "log_alert",
+    "log_notice",
+]
+
+ALERT_LOGGER = "nirguard.alerts"
+"""Where alerts go when the guard has no ``alert`` hook (at ``WARNING``)."""
+NOTICE_LOGGER = "nirguard.notices"
+"""Where notices go when the guard has no ``notice`` hook (at ``INFO``)."""
+
+_alerts_log = logging.getLogger(ALERT_LOGGER)
+_notices_log = logging.getLogger(NOTICE_LOGGER)
+
+
+def case_id(practitioner: str, incident: float) -> str:
+    """The stable id of an account's incident: the same in every process and event.
+
+    Args:
+        practitioner: the practitioner id as the guard keys it.
+        incident: the store-clock start of the incident (``Decision.incident``).
+
+    Returns:
+        ``"case-"`` and 16 hex digits (a digest: the id is not a secret, and
+        says nothing the alert does not already say).
+    """
+    digest = hashlib.blake2b(
+        f"{practitioner}\x00{round(float(incident), 3)!r}".encode("utf-8", "surrogatepass"),
+        digest_size=8,
+    )
+    return "case-" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert.
+    """One case about one account.
 
     Attributes:
-        practitioner: the practitioner id whose lookup raised the alert.
-        signal: what raised it: a detection (``cohort``, ``portal_cohort``,
-            ``miss_ratio``), a lockout-class quota (``distinct_patients``,
-            ``invalid_nirs``, ``misses``), portal-wide evidence about a
-            cohort (``hot_cohort``), or ``break_glass`` (budget nearly spent).
-        evidence: counts behind it (no NIR, no pseudonym).
+        practitioner: the account (its id as the guard keys it, NIR-shaped runs masked).
+        signal: what opened the case: a lockout-class quota
+            (``distinct_patients``, ``invalid_nirs``, ``misses``,
+            ``strikes``), a detection (``cohort``, ``portal_cohort``,
+            ``miss_ratio``, ``baseline``), or ``break_glass`` (the
+            break-glass budget is nearly spent).
+        evidence: counts behind it (numbers only: no NIR, no pseudonym).
         time: POSIX seconds, from the guard's clock.
         retry_after: length of the lockout in seconds, if one started;
             ``None`` = until unlocked, or no lockout.
-        cohort: pseudonym of the cohort of a ``hot_cohort`` alert (to find
-            its lookups in the audit trail); ``None`` otherwise.
-        kind: the practitioner's kind (the ``name`` of the policy that applied).
+        case: the incident's stable id (:func:`case_id`): the same for every
+            alert and audit event of this incident, in every process.
+        kind: the account's kind (the ``name`` of the policy that applied).
         enforced: ``False`` when the guard is in shadow mode: nothing was
             refused, the alert says what enforcement would have done.
         lockout: whether a lockout started with this alert.
@@ -42,10 +99,51 @@ class Alert:
     evidence: dict[str, float]
     time: float
     retry_after: float | None
-    cohort: str | None = None
+    case: str = ""
     kind: str | None = None
     enforced: bool = True
     lockout: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Evidence about the portal (never about one account, never naming one).
+
+    Attributes:
+        signal: ``hot_cohort``: new people of one birth cohort across the
+            portal far above the cohort's own baseline.
+        cohort: the cohort's pseudonym (find its lookups in the audit trail).
+        evidence: counts (``cohort_heat``, ``cohort_expected``).
+        time: POSIX seconds, from the guard's clock.
+        kind: the kind of the lookup that made the cohort hot (a class of
+            accounts, not an account).
+    """
+
+    signal: str
+    cohort: str | None
+    evidence: dict[str, float]
+    time: float
+    kind: str | None = None
+
+
+def _json(value: object) -> str:
+    return json.dumps(asdict(value), separators=(",", ":"), sort_keys=True)  # type: ignore[call-overload]
+
+
+def log_alert(alert: Alert) -> None:
+    """The default ``alert`` hook: one ``WARNING`` on ``nirguard.alerts``.
+
+    The message holds the case, account, signal and evidence as JSON; the
+    record carries the alert as ``record.nirguard_alert`` (a ``dict``).
+    """
+    _alerts_log.warning("nirguard alert %s", _json(alert), extra={"nirguard_alert": asdict(alert)})
+
+
+def log_notice(notice: Notice) -> None:
+    """The default ``notice`` hook: one ``INFO`` on ``nirguard.notices`` (``record.nirguard_notice``)."""
+    _notices_log.info(
+        "nirguard notice %s", _json(notice), extra={"nirguard_notice": asdict(notice)}
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,16 @@
 An :class:`AuditEvent` carries the practitioner, the patient's *pseudonym*
 (never the NIR), the outcome and the quota or signal involved. Sinks are a callable,
 a :class:`logging.Logger`, or a JSON-lines file (:class:`JsonLinesSink`).
-Emitting an event never breaks a lookup: a failing sink is reported once
-through ``logging`` (with the exception type only) and then ignored.
+Sinks that do I/O (a file, a logger, :class:`~nirguard.audit_fhir.FhirAuditSink`)
+run on the guard's hook worker, off the request path (``docs/guard.md``,
+*Hooks*). Emitting an event never breaks a lookup: a failing sink is reported
+once through ``logging`` (with the exception type only) and then ignored.
+Every string field has its NIR-shaped runs masked (a practitioner id, a
+policy name or an administrator's note is the portal's text, and could hold one).
 
 >>> event = AuditEvent(time=0, practitioner="10003456789", patient="k1:ab12", outcome="allowed")
 >>> event.model_dump_json()
-'{"time":"1970-01-01T00:00:00Z","practitioner":"10003456789","patient":"k1:ab12","outcome":"allowed","quota":null,"retry_after":null,"cohort":null,"kind":null,"reason":null,"signals":[],"evidence":null}'
+'{"time":"1970-01-01T00:00:00Z","practitioner":"10003456789","patient":"k1:ab12","outcome":"allowed","quota":null,"retry_after":null,"cohort":null,"kind":null,"reason":null,"signals":[],"evidence":null,"case":null,"actor":null,"note":null}'
 """
 
 from __future__ import annotations
@@ -21,59 +25,31 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from nirguard._names import REFUSED, WOULD, Outcome
+from nirguard._redact import mask_nir_runs
 from nirguard.reasons import ReasonCode
 
-__all__ = ["AuditEvent", "AuditSink", "JsonLinesSink", "Outcome", "make_sink"]
+__all__ = [
+    "REFUSED",
+    "WOULD",
+    "AuditEvent",
+    "AuditSink",
+    "JsonLinesSink",
+    "LoggerSink",
+    "OffPath",
+    "Outcome",
+    "does_io",
+    "make_sink",
+]
 
 _log = logging.getLogger("nirguard.audit")
 #: A character no spelling of a NIR holds (digits, 2A/2B, the accepted separators, and
 #: the ASCII whitespace nir.validate strips at the ends).
 _NOT_A_NIR = re.compile("[^0-9ABab .\\-\u00a0\u202f\t\n\r\f\v]")
-
-Outcome = Literal[
-    "allowed",
-    "miss",
-    "invalid",
-    "denied",
-    "locked",
-    "suspected",
-    "reason_required",
-    "break_glass",
-    "unavailable",
-    "unguarded",
-    "would_deny",
-    "would_lock",
-    "would_suspect",
-    "would_require_reason",
-]
-"""What the guard did with one lookup.
-
-Enforcing guards refuse with ``invalid``, ``denied`` (a quota),
-``locked`` (the account is locked out), ``suspected`` (a detection signal),
-``reason_required`` (a new patient that needs a stated reason) or
-``unavailable`` (the store cannot be reached); they let through with
-``allowed``, ``miss`` (allowed, and nobody was found), ``break_glass`` (a
-new patient granted on a stated reason) or ``unguarded`` (store down and
-``fail_open=True``). A guard in shadow mode (``enforce=False``) never
-refuses: where it would have, it records ``would_deny``, ``would_lock``,
-``would_suspect`` or ``would_require_reason`` and lets the lookup run.
-"""
-
-#: Outcomes of lookups that did not run (the wrapped function was not called).
-REFUSED: frozenset[str] = frozenset(
-    {"invalid", "denied", "locked", "suspected", "reason_required", "unavailable"}
-)
-#: Outcomes a guard in shadow mode records instead of refusing.
-WOULD: dict[str, str] = {
-    "denied": "would_deny",
-    "locked": "would_lock",
-    "suspected": "would_suspect",
-    "reason_required": "would_require_reason",
-}
 
 
 class AuditEvent(BaseModel):
@@ -99,6 +75,11 @@ class AuditEvent(BaseModel):
             baseline across the portal).
         evidence: the counts behind a refusal or a signal (no NIR, no
             pseudonym).
+        case: the stable id of the account's incident (``Alert.case``), on
+            every event of an incident: the lockout, the refusals and
+            lookups that follow it, the ``unlocked`` that ends it.
+        actor: who did an administrative action (``unlocked``).
+        note: why (the administrator's reason for an ``unlocked``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -114,6 +95,14 @@ class AuditEvent(BaseModel):
     reason: ReasonCode | None = None
     signals: tuple[str, ...] = ()
     evidence: dict[str, float] | None = None
+    case: str | None = None
+    actor: str | None = None
+    note: str | None = None
+
+    @field_validator("practitioner", "quota", "kind", "case", "actor", "note")
+    @classmethod
+    def _masked(cls, value: str | None) -> str | None:
+        return value if value is None else mask_nir_runs(value)
 
     @field_validator("patient", "cohort")
     @classmethod
@@ -143,6 +132,9 @@ class JsonLinesSink:
 
     __slots__ = ("_fd", "_identity", "_lock", "_path")
 
+    #: It writes to a file: the guard runs it on its hook worker, off the request path.
+    background = True
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
@@ -169,6 +161,20 @@ class JsonLinesSink:
         with self._lock:
             os.write(self._open(), line)
 
+    def write_many(self, events: list[AuditEvent]) -> None:
+        """Append several events, one ``write`` per batch (the hook worker's call).
+
+        Each line is whole: a batch is written with ``O_APPEND`` in one call,
+        so lines of other processes appending to the file never fall inside one.
+        """
+        data = "".join([event.model_dump_json() + "\n" for event in events]).encode("utf-8")
+        with self._lock:
+            fd = self._open()
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+
     def close(self) -> None:
         """Close the file (the next event opens it again)."""
         with self._lock:
@@ -186,11 +192,55 @@ class JsonLinesSink:
         return f"JsonLinesSink({str(self._path)!r})"
 
 
-def _logger_sink(logger: logging.Logger) -> AuditSink:
-    def emit(event: AuditEvent) -> None:
-        logger.info("%s", event.model_dump_json(), extra={"nirguard_audit": event.model_dump()})
+class LoggerSink:
+    """Each event as one ``INFO`` record of ``logger``: the JSON as message, the fields in
+    ``record.nirguard_audit``. Handlers do I/O: the guard runs it off the request path."""
 
-    return emit
+    __slots__ = ("_logger",)
+
+    background = True
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __call__(self, event: AuditEvent) -> None:
+        self._logger.info(
+            "%s", event.model_dump_json(), extra={"nirguard_audit": event.model_dump()}
+        )
+
+    def __repr__(self) -> str:
+        return f"LoggerSink({self._logger.name!r})"
+
+
+class OffPath:
+    """Mark an audit callable as one that does I/O: the guard runs it on its hook worker.
+
+    A plain callable given as ``audit=`` runs in the lookup (the portal's own
+    code, e.g. ``events.append``); one that posts to a SIEM or writes to a
+    database should not hold a lookup up::
+
+        guard = LookupGuard(audit=OffPath(post_to_siem))
+    """
+
+    __slots__ = ("_sink",)
+
+    background = True
+
+    def __init__(self, sink: AuditSink) -> None:
+        if not callable(sink):
+            raise TypeError("OffPath() expects a callable")
+        self._sink = sink
+
+    def __call__(self, event: AuditEvent) -> object:
+        return self._sink(event)
+
+    def __repr__(self) -> str:
+        return f"OffPath({self._sink!r})"
+
+
+def does_io(sink: object) -> bool:
+    """Whether ``sink`` says it does I/O (``background = True``): run it off the request path."""
+    return getattr(sink, "background", False) is True
 
 
 def make_sink(audit: Any) -> AuditSink | None:
@@ -202,37 +252,9 @@ def make_sink(audit: Any) -> AuditSink | None:
     if audit is None:
         return None
     if isinstance(audit, logging.Logger):
-        return _logger_sink(audit)
+        return LoggerSink(audit)
     if isinstance(audit, (str, os.PathLike)):
         return JsonLinesSink(audit)
     if callable(audit):
         return audit  # type: ignore[no-any-return]
     raise TypeError("audit must be a callable, a logging.Logger or a file path")
-
-
-class SafeCaller:
-    """Calls a user hook; the first failure is logged (type only), later ones silently."""
-
-    __slots__ = ("_failed", "_hook", "_what")
-
-    def __init__(self, hook: Callable[[Any], object] | None, what: str) -> None:
-        self._hook = hook
-        self._what = what
-        self._failed = False
-
-    def __bool__(self) -> bool:
-        return self._hook is not None
-
-    def __call__(self, value: Any) -> None:
-        if self._hook is None:
-            return
-        try:
-            self._hook(value)
-        except Exception as exc:  # a sink must never break a lookup
-            if not self._failed:
-                self._failed = True
-                _log.error(
-                    "nirguard %s hook failed (%s); further failures are not reported",
-                    self._what,
-                    type(exc).__name__,
-                )

@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES = (
     "nirguard._cli_csv",
     "nirguard._cli_simulate",
     "nirguard._cli_calibrate",
+    "nirguard._cli_console",
 )
 
 

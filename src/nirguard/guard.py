@@ -1,31 +1,10 @@
 """``LookupGuard``: per-practitioner quotas enforced *before* a lookup runs.
 
 Wrap the portal's identity-lookup function; a refused call raises a
-:class:`~nirguard.errors.LookupDenied` and the function is never called, so
-it never returns identity data.
-
-Order of one guarded lookup (one atomic decision of the store: see
-``docs/guard.md``):
-
-1. the practitioner id and the NIR are read: an invalid number counts
-   against ``invalid_nirs`` and raises :class:`~nirguard.errors.InvalidNIR`;
-2. portal-wide: the ``portal`` quota, and the heat of the patient's birth
-   cohort across the portal (evidence about the cohort, never a lockout);
-3. the practitioner: lockout (:class:`~nirguard.errors.PractitionerLocked`),
-   miss budget and miss ratio, ``lookups``; then, for a patient new to this
-   practitioner, ``distinct_patients``, ``cohort`` (its own walk of one
-   cohort) and ``portal_cohort`` (its new patients in hot cohorts);
-4. the function runs; a result ``is_miss`` calls a miss, or an exception
-   ``miss_on`` does (then re-raised), and a miss counts against ``misses``.
-
-A breach of ``distinct_patients``, ``invalid_nirs`` or ``misses``, and every
-detection (``cohort``, ``portal_cohort``, ``miss_ratio``), starts a lockout
-that escalates when it recurs; ``lookups`` and ``portal`` only refuse until
-their window allows again. With a break-glass budget (the default), a new
-patient past a new-patient quota is first answered with
-:class:`~nirguard.errors.ReasonRequired`: retried with a reason it goes
-through (and is reviewed); a second different new patient without one
-starts the lockout.
+:class:`~nirguard.errors.LookupDenied` and the function is never called. Each
+lookup is one atomic decision of the store (the checks, in order, are in
+``docs/guard.md``). This module holds the configuration and the
+administrative calls; the lookup itself runs in :mod:`nirguard._lookup`.
 
 >>> from nirguard import LookupGuard, QuotaPolicy
 >>> guard = LookupGuard(QuotaPolicy(lookups="2/minute"), storage="memory://")
@@ -44,26 +23,31 @@ nirguard.errors.QuotaExceeded: lookup denied: lookups quota exceeded
 
 from __future__ import annotations
 
-import functools
-import inspect
+import asyncio
 import logging
 import os
 import time
-import warnings
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, ParamSpec, TypeVar
 
-from nirguard._admission import Admissions, Metrics, practitioner_id
-from nirguard._engine import Engine, RawStatus, escape
-from nirguard._lookup import GuardedLookup, argument_getter, miss_test
-from nirguard._memory import MemoryEngine
-from nirguard._memory_store import fork_mode
-from nirguard.alerts import Alert, BreakGlass
+from nirguard._admin import Admin, GuardStatus
+from nirguard._hooks import DEFAULT_CAPACITY
+from nirguard._inputs import Policies, miss_test
+from nirguard._lookup import LookupPath
+from nirguard._reports import Reports
+from nirguard._setup import (
+    EphemeralKeyWarning,
+    check_options,
+    declared_kinds,
+    hooks_mode,
+    make_engine,
+    make_metrics,
+    make_pseudonymiser,
+)
+from nirguard._wrap import GuardedLookup, protect
+from nirguard.alerts import Alert, BreakGlass, Notice
 from nirguard.audit import AuditSink, make_sink
-from nirguard.errors import ConfigurationError
-from nirguard.keys import SecretKey
-from nirguard.metrics import GuardMetrics, default_metrics
+from nirguard.metrics import GuardMetrics
 from nirguard.policy import QuotaPolicy
 from nirguard.pseudonym import Pseudonymiser
 
@@ -74,44 +58,16 @@ __all__ = [
     "GuardStatus",
     "GuardedLookup",
     "LookupGuard",
+    "Notice",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: What ``miss_on`` accepts: exception types, or a test of the raised exception.
+#: What ``miss_on`` accepts: exception types, or a test of the exception.
 MissOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 #: What ``practitioner``, ``nir`` and ``reason`` accept: a parameter name, or a callable.
 Argument = str | Callable[..., Any]
-
-
-class EphemeralKeyWarning(UserWarning):
-    """A shared store is used without a pseudonymiser: patient keys use a random
-    per-process key, so distinct-patient counts differ between processes."""
-
-
-@dataclass(frozen=True, slots=True)
-class GuardStatus:
-    """What an admin screen shows for one practitioner.
-
-    Attributes:
-        practitioner: the practitioner id.
-        remaining: lookups left per quota (smallest over its windows);
-            ``None`` for a quota that is off.
-        locked_until: POSIX time the lockout ends; ``None`` when not locked,
-            ``float('inf')`` when locked until :meth:`LookupGuard.unlock`.
-        lockout_level: lockouts counted towards escalation.
-    """
-
-    practitioner: str
-    remaining: dict[str, int | None]
-    locked_until: float | None
-    lockout_level: int
-
-    @property
-    def locked(self) -> bool:
-        """Whether the practitioner is locked out now."""
-        return self.locked_until is not None
 
 
 def _default_is_miss(result: object) -> bool:
@@ -124,25 +80,26 @@ class LookupGuard:
     Args:
         policy: a :class:`QuotaPolicy` (default: ``QuotaPolicy()``), or a
             callable ``practitioner_id -> QuotaPolicy``.
-        storage: ``"memory://"`` (one process, the default), or a Redis URI
-            to share quotas between processes and hosts: ``redis://``,
-            ``rediss://``, ``unix://``, ``redis+cluster://``,
-            ``redis+sentinel://`` (see ``docs/redis.md``). A ``memory://``
-            guard refuses to decide in a process forked after it was made
-            (each process would count alone: ``ConfigurationError``), unless
-            made with ``memory://?on_fork=copy`` for deliberate copies.
+        storage: ``"memory://"`` (one process, the default; it refuses to decide
+            in a process forked after it was made unless ``memory://?on_fork=copy``),
+            or a Redis URI (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+cluster://``, ``redis+sentinel://``; ``docs/redis.md``).
         pseudonymiser: keys patients in the store by pseudonym. Without one,
             a random per-process key is made (fine for ``memory://``; with a
             shared store an :class:`EphemeralKeyWarning` is issued).
         audit: where :class:`~nirguard.AuditEvent` go: a callable, a
             :class:`logging.Logger`, or a path of a JSON-lines file.
-        alert: called with an :class:`Alert` when a lockout starts, a cohort
-            turns hot, or a break-glass budget is nearly spent.
+        alert: called with an :class:`Alert` (a case about one account) when
+            an incident starts: a lockout, a signal, a break-glass budget
+            nearly spent. Default: the ``nirguard.alerts`` logger at
+            ``WARNING``; ``False``: nowhere.
+        notice: called with a :class:`Notice` (evidence about the portal:
+            a hot cohort). Default: the ``nirguard.notices`` logger at
+            ``INFO``; ``False``: nowhere.
         on_break_glass: called with a :class:`BreakGlass` for every granted
             break-glass lookup (review queue, notice to the patient).
         clock: zero-argument callable returning POSIX seconds: the memory
-            store's clock and the audit's. On Redis, decisions follow the
-            server's clock (``TIME``), so hosts with skewed clocks agree.
+            store's clock and the audit's (on Redis, decisions follow ``TIME``).
         fail_open: **dangerous**: when the store is unreachable (connection
             or timeout errors only), let lookups through unguarded (audited
             as ``unguarded``) instead of refusing them with
@@ -150,21 +107,29 @@ class LookupGuard:
         enforce: ``False`` runs the guard in *shadow mode*: it decides and
             records everything as enforcement would, audits what it would
             have refused (``would_deny``, ``would_lock``, ``would_suspect``,
-            ``would_require_reason``), alerts, and never refuses.
+            ``would_require_reason``, ``would_lockout``), alerts, and answers
+            as enforcement would minus those refusals.
         is_miss: default test of "no such patient" for results
             (default: the result is ``None``).
         miss_on: default exception types (or a test of the exception) that
             mean "no such patient": counted as a miss, then re-raised.
-        deadline: seconds one decision may take on Redis, waiting for a
-            pooled connection included; past it, ``GuardUnavailable``.
+        deadline: seconds one decision may take on Redis; past it, ``GuardUnavailable``.
         key_prefix: namespace of the store keys (no ``{``, ``}`` or ``:``).
-        storage_options: passed to the Redis client: timeouts,
-            ``max_connections`` of the pool, TLS settings (``docs/redis.md``).
+        storage_options: for the Redis client: timeouts, pool, TLS (``docs/redis.md``).
         metrics: OpenTelemetry metrics (``docs/metrics.md``): ``None`` (the
             default) records through the global meter provider when the
-            ``otel`` extra is installed, and costs nothing without it;
-            ``False`` records nothing; a :class:`~nirguard.metrics.GuardMetrics`
-            records through its own provider.
+            ``otel`` extra is installed; ``False`` records nothing; a
+            :class:`~nirguard.metrics.GuardMetrics` records through its own.
+        kinds: the policy names (kinds of practitioner) the portal declares:
+            the only values the metric attribute ``nirguard.kind`` takes
+            (with a fixed policy's own name); any other is ``"other"``.
+        hooks: ``"background"`` (default): hooks and sinks that do I/O run
+            on worker threads, off the request path; ``"inline"``: every hook
+            runs at once, in the lookup (tests, command-line tools).
+        hook_queue: items each hook's queue holds; past it, dropped (counted, logged).
+        fold_practitioner_ids: key practitioner ids by their NFKC case fold
+            (default), so ``Dr.Martin@...`` and ``dr.martin@...`` share one
+            budget; ``False`` keys them as given (in NFC).
 
     Raises:
         ConfigurationError: unknown storage scheme, missing extra, or a
@@ -172,7 +137,7 @@ class LookupGuard:
         PolicyError: an invalid policy.
     """
 
-    __slots__ = ("__weakref__", "_admissions", "_engine", "_is_miss", "_miss_on", "_storage_kind")
+    __slots__ = ("__weakref__", "_admin", "_engine", "_is_miss", "_miss_on", "_path")
 
     def __init__(
         self,
@@ -181,7 +146,8 @@ class LookupGuard:
         storage: str = "memory://",
         pseudonymiser: Pseudonymiser | None = None,
         audit: AuditSink | logging.Logger | str | os.PathLike[str] | None = None,
-        alert: Callable[[Alert], object] | None = None,
+        alert: Callable[[Alert], object] | bool | None = None,
+        notice: Callable[[Notice], object] | bool | None = None,
         on_break_glass: Callable[[BreakGlass], object] | None = None,
         clock: Callable[[], float] = time.time,
         fail_open: bool = False,
@@ -192,77 +158,45 @@ class LookupGuard:
         key_prefix: str = "nirguard",
         storage_options: dict[str, Any] | None = None,
         metrics: GuardMetrics | bool | None = None,
+        kinds: Iterable[str] | None = None,
+        hooks: Literal["background", "inline"] = "background",
+        hook_queue: int = DEFAULT_CAPACITY,
+        fold_practitioner_ids: bool = True,
     ) -> None:
-        if policy is None:
-            policy = QuotaPolicy()
-        if not isinstance(policy, QuotaPolicy) and not callable(policy):
-            raise ConfigurationError("policy must be a QuotaPolicy or a callable returning one")
-        if not callable(clock):
-            raise ConfigurationError("clock must be a zero-argument callable")
-        if not isinstance(storage, str):
-            raise ConfigurationError("storage must be a storage URI string")
-        if (
-            not isinstance(key_prefix, str)
-            or not key_prefix
-            or any(c in key_prefix for c in "{}:%")
-        ):
-            raise ConfigurationError("key_prefix must be a non-empty string without {, }, : or %")
-        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
-            raise ConfigurationError("deadline must be a positive number of seconds")
-        if pseudonymiser is not None and not isinstance(pseudonymiser, Pseudonymiser):
-            raise ConfigurationError("pseudonymiser must be a nirguard.Pseudonymiser")
-        engine: Engine
-        if storage.startswith("memory://"):
-            engine = MemoryEngine(clock, prefix=key_prefix, on_fork=fork_mode(storage))
-        else:
-            from nirguard._redis import RedisEngine
-
-            engine = RedisEngine(
-                storage, prefix=key_prefix, options=storage_options, deadline=float(deadline)
-            )
-        if pseudonymiser is None:
-            if engine.kind != "memory":
-                warnings.warn(
-                    "LookupGuard without a pseudonymiser on a shared store: patients are keyed "
-                    "with a random per-process key, so distinct-patient counts differ between "
-                    "processes and reset on restart. Pass pseudonymiser=Pseudonymiser(...).",
-                    EphemeralKeyWarning,
-                    stacklevel=2,
-                )
-            pseudonymiser = Pseudonymiser(SecretKey.generate("ephemeral"), purpose="guard")
-        if isinstance(policy, QuotaPolicy):
-            policy._compiled  # compile once, now: a bad policy fails here  # noqa: B018
-        self._engine = engine
-        self._storage_kind = engine.kind
-        self._is_miss = is_miss or _default_is_miss
-        self._miss_on = miss_test(miss_on)
-        recorder: Metrics | None
-        if metrics is None or metrics is True:
-            recorder = default_metrics(store=engine.kind)
-        elif metrics is False:
-            recorder = None
-        elif isinstance(metrics, GuardMetrics):
-            recorder = metrics.with_store(engine.kind)
-        else:
-            raise ConfigurationError("metrics must be a GuardMetrics, True, False or None")
-        self._admissions = Admissions(
-            engine,
-            policy,
-            pseudonymiser,
+        policy = QuotaPolicy() if policy is None else policy
+        check_options(policy, clock, storage, key_prefix, deadline)
+        background = hooks_mode(hooks, hook_queue)
+        policies = Policies(policy)
+        engine = make_engine(storage, clock, key_prefix, deadline, storage_options)
+        reports = Reports(
             audit=make_sink(audit),
             alert=alert,
+            notice=notice,
             on_break_glass=on_break_glass,
-            metrics=recorder,
+            metrics=make_metrics(metrics, engine.kind, declared_kinds(policies, kinds)),
             clock=clock,
-            fail_open=bool(fail_open),
             enforce=bool(enforce),
+            background=background,
+            capacity=hook_queue,
         )
+        self._engine = engine
+        self._is_miss = is_miss or _default_is_miss
+        self._miss_on = miss_test(miss_on)
+        self._path = LookupPath(
+            engine,
+            policies,
+            make_pseudonymiser(pseudonymiser, engine),
+            reports,
+            fail_open=bool(fail_open),
+            folded=bool(fold_practitioner_ids),
+        )
+        self._admin = Admin(engine, self._path)
 
     def __repr__(self) -> str:
-        a = self._admissions
+        path = self._path
         return (
-            f"LookupGuard(storage={self._storage_kind!r}, enforce={a.enforce}, "
-            f"fail_open={a.fail_open})"
+            f"LookupGuard(storage={self._engine.kind!r}, enforce={path.enforce}, "
+            f"fail_open={path.fail_open})"
         )
 
     def policy_for(self, practitioner: str) -> QuotaPolicy:
@@ -271,7 +205,7 @@ class LookupGuard:
         Raises:
             PolicyError: the policy callable returned something else.
         """
-        return self._admissions.policy_for(practitioner)
+        return self._path.policies.of(practitioner)
 
     # -- guarding -------------------------------------------------------------------------------
 
@@ -309,48 +243,17 @@ class LookupGuard:
         """
         judge = is_miss or self._is_miss
         error_test = miss_test(miss_on) if miss_on is not None else self._miss_on
-        admissions = self._admissions
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
-            get_practitioner = argument_getter(func, practitioner, "practitioner")
-            get_nir = argument_getter(func, nir, "nir")
-            get_reason = argument_getter(func, reason, "reason") if reason is not None else None
-            if inspect.iscoroutinefunction(func):
-                async_func = cast(Callable[..., Awaitable[Any]], func)
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    stated = get_reason(args, kwargs) if get_reason is not None else None
-                    ticket = await admissions.aadmit(
-                        get_practitioner(args, kwargs), get_nir(args, kwargs), stated
-                    )
-                    try:
-                        result = await async_func(*args, **kwargs)
-                    except BaseException as exc:
-                        await admissions.afinish(
-                            ticket, admissions.judge_error(ticket, exc, error_test)
-                        )
-                        raise
-                    await admissions.afinish(ticket, admissions.judge(ticket, result, judge))
-                    return result
-
-                return cast(Callable[P, R], async_wrapper)
-
-            @functools.wraps(func)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                stated = get_reason(args, kwargs) if get_reason is not None else None
-                ticket = admissions.admit(
-                    get_practitioner(args, kwargs), get_nir(args, kwargs), stated
-                )
-                try:
-                    result = func(*args, **kwargs)
-                except BaseException as exc:
-                    admissions.finish(ticket, admissions.judge_error(ticket, exc, error_test))
-                    raise
-                admissions.finish(ticket, admissions.judge(ticket, result, judge))
-                return result
-
-            return wrapper
+            return protect(
+                self._path,
+                func,
+                practitioner=practitioner,
+                nir=nir,
+                reason=reason,
+                is_miss=judge,
+                miss_on=error_test,
+            )
 
         return decorate
 
@@ -370,7 +273,34 @@ class LookupGuard:
         ...     result = lookup.record({"name": "Jeanne Martin"})
         """
         return GuardedLookup(
-            self._admissions,
+            self._path,
+            practitioner,
+            nir,
+            is_miss or self._is_miss,
+            miss_test(miss_on) if miss_on is not None else self._miss_on,
+            reason,
+        )
+
+    async def open_lookup(
+        self,
+        practitioner: object,
+        nir: object,
+        *,
+        is_miss: Callable[[Any], bool] | None = None,
+        miss_on: MissOn | None = None,
+        reason: object = None,
+    ) -> GuardedLookup:
+        """Admit a lookup that finishes without a ``with`` block (for web integrations).
+
+        It is finished by :meth:`GuardedLookup.record` (the result), by
+        :meth:`GuardedLookup.failed` (the endpoint's exception), or else when
+        nothing holds it any more (audited ``allowed``).
+
+        Raises:
+            LookupDenied: refused (every subclass), InvalidNIR included.
+        """
+        return await GuardedLookup.opened(
+            self._path,
             practitioner,
             nir,
             is_miss or self._is_miss,
@@ -380,23 +310,14 @@ class LookupGuard:
 
     # -- administration -------------------------------------------------------------------------
 
-    def _admin_args(self, practitioner: str) -> tuple[str, Any]:
-        who = practitioner_id(practitioner)
-        return escape(who), self._admissions.policy_for(who)._compiled
-
     def status(self, practitioner: str) -> GuardStatus:
-        """Remaining budget per quota and lockout state of ``practitioner``.
+        """Remaining budget per quota, lockout state and baseline of ``practitioner``.
 
         Raises:
             GuardUnavailable: the store cannot be reached.
             InvalidPractitioner: not a usable practitioner id.
         """
-        key, compiled = self._admin_args(practitioner)
-        try:
-            raw = self._engine.status(key, compiled)
-        except self._engine.outages as exc:
-            raise self._admissions.store_error(exc) from None
-        return self._status(practitioner, raw)
+        return self._admin.status(practitioner)
 
     async def astatus(self, practitioner: str) -> GuardStatus:
         """Async :meth:`status`.
@@ -405,66 +326,75 @@ class LookupGuard:
             GuardUnavailable: the store cannot be reached.
             InvalidPractitioner: not a usable practitioner id.
         """
-        key, compiled = self._admin_args(practitioner)
-        try:
-            raw = await self._engine.astatus(key, compiled)
-        except self._engine.outages as exc:
-            raise self._admissions.store_error(exc) from None
-        return self._status(practitioner, raw)
+        return await self._admin.astatus(practitioner)
 
-    def _status(self, practitioner: str, raw: RawStatus) -> GuardStatus:
-        locked_for = raw.locked_for
-        if locked_for is None:
-            until = None
-        elif locked_for > 365 * 86400:
-            until = float("inf")
-        else:
-            until = self._admissions.clock() + locked_for
-        return GuardStatus(practitioner, raw.remaining, until, raw.level)
-
-    def unlock(self, practitioner: str) -> None:
+    def unlock(
+        self, practitioner: str, *, by: str | None = None, reason: str | None = None
+    ) -> None:
         """Lift the lockout of ``practitioner`` and reset its escalation and breach counters.
+
+        Audited as an ``unlocked`` event with ``actor`` (``by``) and ``note``
+        (``reason``, NIR-shaped runs masked, at most 1,000 characters).
+
+        Args:
+            practitioner: the account to unlock.
+            by: who unlocks it (an administrator's id), for the audit trail.
+            reason: why (a ticket number, a call with the practitioner).
 
         Raises:
             GuardUnavailable: the store cannot be reached.
             InvalidPractitioner: not a usable practitioner id.
+            ConfigurationError: ``by`` or ``reason`` is not a string.
         """
-        key, compiled = self._admin_args(practitioner)
-        try:
-            self._engine.unlock(key, compiled)
-        except self._engine.outages as exc:
-            raise self._admissions.store_error(exc) from None
+        self._admin.unlock(practitioner, by, reason)
 
-    async def aunlock(self, practitioner: str) -> None:
+    async def aunlock(
+        self, practitioner: str, *, by: str | None = None, reason: str | None = None
+    ) -> None:
         """Async :meth:`unlock`.
 
         Raises:
             GuardUnavailable: the store cannot be reached.
             InvalidPractitioner: not a usable practitioner id.
+            ConfigurationError: ``by`` or ``reason`` is not a string.
         """
-        key, compiled = self._admin_args(practitioner)
-        try:
-            await self._engine.aunlock(key, compiled)
-        except self._engine.outages as exc:
-            raise self._admissions.store_error(exc) from None
+        await self._admin.aunlock(practitioner, by, reason)
+
+    # -- hooks and shutdown ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every audit event, alert, notice and grant handed over has been
+        delivered to its hook. Returns ``False`` if ``timeout`` seconds passed first."""
+        return self._path.reports.flush(timeout)
 
     def close(self) -> None:
-        """Close the store's connections (a later lookup reopens them)."""
+        """Flush the hooks and close the store's connections (a later lookup reopens them)."""
+        self._path.reports.close()
         self._engine.close()
 
     async def aclose(self) -> None:
-        """Close the async store's connections; call it from the event loop that used them."""
+        """Flush the hooks (without blocking the loop) and close the async store's
+        connections; call it from the event loop that used them."""
+        await asyncio.to_thread(self._path.reports.close)
         await self._engine.aclose()
 
     # -- for the replay -------------------------------------------------------------------------
 
-    def _snapshot(self) -> Any:
-        """A copy of the memory store's state (the replay reuses a history this way)."""
-        if not isinstance(self._engine, MemoryEngine):
-            raise ConfigurationError("only a memory:// guard can be snapshot")
-        return self._engine._snapshot()
+    def snapshot(self) -> Any:
+        """A copy of a ``memory://`` guard's state (the replay reuses a history this way).
 
-    def _restore(self, state: Any) -> None:
-        if not isinstance(self._engine, MemoryEngine):
-            raise ConfigurationError("only a memory:// guard can be restored")
-        self._engine._restore(state)
+        Raises:
+            ConfigurationError: the guard is not on ``memory://``.
+        """
+        return self._admin.snapshot()
+
+    def restore(self, state: Any) -> None:
+        """Put back a state :meth:`snapshot` took.
+
+        Raises:
+            ConfigurationError: the guard is not on ``memory://``.
+        """
+        self._admin.restore(state)
+
+    _snapshot = snapshot
+    _restore = restore

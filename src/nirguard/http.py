@@ -64,12 +64,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from json import dumps
 from typing import Final
-from urllib.parse import unquote
 
+from nirguard._http_reason import stated_reason
 from nirguard.errors import (
     ConfigurationError,
     EnumerationSuspected,
@@ -83,7 +82,7 @@ from nirguard.errors import (
     QuotaExceeded,
     ReasonRequired,
 )
-from nirguard.reasons import MAX_REASON_TEXT, Reason, ReasonCode
+from nirguard.reasons import ReasonCode
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -383,70 +382,3 @@ def problem_json(problem: Problem) -> bytes:
         TypeError: the body holds a value JSON cannot encode.
     """
     return dumps(problem.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-class _Unreadable:
-    """A stated reason that is no reason: the guard refuses it with InvalidReason."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<invalid reason>"
-
-
-_UNREADABLE: Final = _Unreadable()
-_MAX_CODE: Final = 32
-
-
-def _given(value: object) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
-
-def stated_reason(
-    options: HttpOptions,
-    header: Callable[[str], str | None],
-    body_field: Callable[[str], object],
-) -> Reason | object | None:
-    """The break-glass reason a request states, for ``guard.lookup(..., reason=...)``.
-
-    The code is read from ``options.reason_header``, else from
-    ``options.reason_field``; the free text from ``options.reason_text_header``
-    (percent-decoded), else from ``options.reason_text_field``. An empty
-    value counts as absent.
-
-    Args:
-        options: where the portal reads reasons.
-        header: returns a request header's value, or ``None``.
-        body_field: returns a member of the request's body object (JSON or
-            form), or ``None``.
-
-    Returns:
-        ``None`` when no code is stated; a :class:`~nirguard.reasons.Reason`
-        when the code is known; otherwise an opaque value that the guard
-        refuses with :class:`~nirguard.errors.InvalidReason` (and audits),
-        never the value sent.
-    """
-    code: object = None
-    if options.reason_header:
-        code = header(options.reason_header)
-    if not _given(code) and options.reason_field:
-        code = body_field(options.reason_field)
-    if not _given(code):
-        return None
-    if not isinstance(code, str) or len(code) > _MAX_CODE:
-        return _UNREADABLE
-    try:
-        parsed = Reason.of(code)
-    except InvalidReason:
-        return _UNREADABLE
-    text: object = None
-    if options.reason_text_header:
-        raw = header(options.reason_text_header)
-        text = unquote(raw) if isinstance(raw, str) else None
-    if not _given(text) and options.reason_text_field:
-        text = body_field(options.reason_text_field)
-    if not _given(text):
-        return parsed
-    if not isinstance(text, str):
-        return _UNREADABLE
-    return Reason(parsed.code, text[: 4 * MAX_REASON_TEXT])

@@ -50,7 +50,9 @@ PROGRESS_EVERY: Final = 50_000
 OUT_OF_ORDER: Final = 1.0
 
 _OUTAGE: Final = frozenset({"unavailable", "unguarded"})
-_NO_PATIENT_ATTEMPT: Final = frozenset({"invalid", "denied", "locked", "would_deny", "would_lock"})
+_NO_PATIENT_ATTEMPT: Final = frozenset(
+    {"invalid", "denied", "locked", "lockout", "would_deny", "would_lock", "would_lockout"}
+)
 _KNOWN: Final = frozenset(
     {
         "allowed",
@@ -60,6 +62,7 @@ _KNOWN: Final = frozenset(
         "locked",
         "suspected",
         "reason_required",
+        "lockout",
         "break_glass",
         "unavailable",
         "unguarded",
@@ -67,6 +70,7 @@ _KNOWN: Final = frozenset(
         "would_lock",
         "would_suspect",
         "would_require_reason",
+        "would_lockout",
     }
 )
 

@@ -138,7 +138,8 @@ class Replay:
             return decision.hot
         if outcome not in _REFUSALS:
             return False  # an invalid number, counted against invalid_nirs
-        key = (outcome, decision.quota)
+        # in the audit trail's words: the refusal that starts a lockout is a "lockout"
+        key = ("lockout" if decision.lockout_started else outcome, decision.quota)
         seen = self.outcomes.setdefault(e.kind, {})
         seen[key] = seen.get(key, 0) + 1
         if outcome == "locked":

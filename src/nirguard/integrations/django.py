@@ -234,40 +234,49 @@ def guarded_view(
         return value, stated_reason(http_options(), request.headers.get, fields.get)
 
     def decorate(view: View) -> View:
-        if inspect.iscoroutinefunction(view):
+        return _guarded(guard, view, practitioner, read, is_miss, miss_on)
 
-            @functools.wraps(view)
-            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    who: Any = practitioner(request)
-                    if inspect.isawaitable(who):  # e.g. an ``await request.auser()`` lookup
-                        who = await who
-                    value, stated = read(request, kwargs)
-                    async with guard.lookup(
-                        who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
-                    ) as lk:
-                        response: Awaitable[Any] = view(request, *args, lookup=lk, **kwargs)
-                        return await response
-                except NirguardError as exc:
-                    return problem_response(exc)
+    return decorate
 
-            return async_wrapper
+
+def _guarded(
+    guard: LookupGuard,
+    view: View,
+    practitioner: Callable[[HttpRequest], Any],
+    read: Callable[[HttpRequest, dict[str, Any]], tuple[Any, object]],
+    is_miss: Callable[[Any], bool] | None,
+    miss_on: MissOn | None,
+) -> View:
+    if inspect.iscoroutinefunction(view):
 
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             try:
                 who: Any = practitioner(request)
+                if inspect.isawaitable(who):  # e.g. an ``await request.auser()`` lookup
+                    who = await who
                 value, stated = read(request, kwargs)
-                with guard.lookup(
+                async with guard.lookup(
                     who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
                 ) as lk:
-                    return view(request, *args, lookup=lk, **kwargs)
+                    response: Awaitable[Any] = view(request, *args, lookup=lk, **kwargs)
+                    return await response
             except NirguardError as exc:
                 return problem_response(exc)
 
-        return wrapper
+        return async_wrapper
 
-    return decorate
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            who: Any = practitioner(request)
+            value, stated = read(request, kwargs)
+            with guard.lookup(who, value, is_miss=is_miss, miss_on=miss_on, reason=stated) as lk:
+                return view(request, *args, lookup=lk, **kwargs)
+        except NirguardError as exc:
+            return problem_response(exc)
+
+    return wrapper
 
 
 class NirguardMiddleware:

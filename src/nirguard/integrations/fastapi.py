@@ -1,7 +1,7 @@
 """FastAPI and Starlette integration (``pip install nirguard[fastapi]``).
 
 Two pieces, both async all the way (the guard runs through its async path,
-``async with guard.lookup(...)``, so nothing blocks the event loop):
+so nothing blocks the event loop):
 
 * :func:`install_exception_handlers` maps every
   :class:`~nirguard.errors.NirguardError` to an RFC 9457 problem response
@@ -12,7 +12,9 @@ Two pieces, both async all the way (the guard runs through its async path,
   the endpoint and hands it the open lookup; on any denial the endpoint is not
   called. It reads the practitioner, the NIR and a stated reason from the
   request, and counts a ``HTTPException(404)`` raised by the endpoint as a
-  miss::
+  miss (through the handler :func:`install_exception_handlers` installs: the
+  dependency is a plain ``async def``, not a ``yield`` dependency, which costs
+  FastAPI a context manager and a cancel scope per request)::
 
       guarded = lookup_dependency(guard, practitioner=current_rpps, nir="nir")
 
@@ -63,6 +65,8 @@ __all__ = [
 ]
 
 _STATE = "nirguard_http"
+#: Where the dependency keeps the open lookup, for the HTTPException handler.
+_LOOKUP = "nirguard.lookup"
 
 
 def not_found(exc: BaseException) -> bool:
@@ -109,6 +113,17 @@ async def _nirguard_handler(request: Request, exc: Exception) -> Response:
     return problem_response(exc, _options(request))
 
 
+async def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    # The endpoint raised an HTTPException: finish its open lookup (a 404 is a miss), then
+    # answer as FastAPI does.
+    lookup = request.scope.get(_LOOKUP)
+    if isinstance(lookup, GuardedLookup):
+        await lookup.failed(exc)
+    from fastapi.exception_handlers import http_exception_handler
+
+    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+
 async def _redacted_validation_handler(request: Request, exc: Exception) -> Response:
     # FastAPI's default 422 echoes every rejected value ("input", "ctx"): a NIR
     # sent where a number or a model was expected would come straight back.
@@ -153,11 +168,12 @@ def install_exception_handlers(
     setattr(app.state, _STATE, HttpOptions.of(options))
     handler: ExceptionHandler = _nirguard_handler
     add(NirguardError, handler)
+    try:
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:  # plain Starlette: no lookup_dependency, nothing to redact
+        return
+    add(HTTPException, _http_exception_handler)
     if redact_validation_errors:
-        try:
-            from fastapi.exceptions import RequestValidationError
-        except ImportError:  # plain Starlette: nothing to redact
-            return
         add(RequestValidationError, _redacted_validation_handler)
 
 
@@ -215,17 +231,22 @@ def lookup_dependency(
     is_miss: Callable[[Any], bool] | None = None,
     miss_on: MissOn | None = not_found,
     reason: Callable[[Request], Any] | None = None,
-) -> Callable[[Request], AsyncIterator[GuardedLookup]]:
+) -> Callable[[Request], Awaitable[GuardedLookup] | AsyncIterator[GuardedLookup]]:
     """Make a FastAPI dependency that runs the guard before the endpoint.
 
     The dependency reads the practitioner, the NIR and any stated reason
-    from the request, opens ``async with guard.lookup(...)`` and yields the
-    open :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the
-    service with ``lookup.nir`` (the canonical NIR), and either passes the
-    result through ``lookup.record(result)`` or raises
-    ``HTTPException(404)``, so that misses count. Every denial is raised
-    before the endpoint runs; with :func:`install_exception_handlers` it
-    becomes a problem response.
+    from the request, admits the lookup and returns the open
+    :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the service
+    with ``lookup.nir`` (the canonical NIR), and either passes the result
+    through ``lookup.record(result)`` (which finishes the lookup: a miss is
+    counted, the audit event written) or raises ``HTTPException(404)``
+    (finished by the handler :func:`install_exception_handlers` installs:
+    call it on the app). A lookup the endpoint does neither with is finished
+    when the request is done with it, audited ``allowed``. Every denial is
+    raised before the endpoint runs, and becomes a problem response.
+
+    With a ``miss_on`` other than :func:`not_found`, it is a ``yield``
+    dependency instead, which sees whatever the endpoint raises.
 
     Args:
         guard: the :class:`~nirguard.LookupGuard`.
@@ -258,7 +279,41 @@ def lookup_dependency(
         raise TypeError("practitioner must be a callable taking the request")
     get_nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
     get_reason: Callable[[Request], Any] = request_reason if reason is None else reason
+    if miss_on is not not_found:
+        # A test of the endpoint's own exceptions: only a yield dependency sees them all.
+        return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
+    return _returning(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
 
+
+def _returning(
+    guard: LookupGuard,
+    practitioner: Callable[[Request], Any],
+    get_nir: Callable[[Request], Any],
+    get_reason: Callable[[Request], Any],
+    is_miss: Callable[[Any], bool] | None,
+    miss_on: MissOn | None,
+) -> Callable[[Request], Awaitable[GuardedLookup]]:
+    async def guarded_lookup(request: Request) -> GuardedLookup:
+        who = await _resolve(practitioner, request)
+        value = await _resolve(get_nir, request)
+        stated = await _resolve(get_reason, request)
+        lookup = await guard.open_lookup(
+            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
+        )
+        request.scope[_LOOKUP] = lookup  # the HTTPException handler finishes it
+        return lookup
+
+    return guarded_lookup
+
+
+def _yielding(
+    guard: LookupGuard,
+    practitioner: Callable[[Request], Any],
+    get_nir: Callable[[Request], Any],
+    get_reason: Callable[[Request], Any],
+    is_miss: Callable[[Any], bool] | None,
+    miss_on: MissOn | None,
+) -> Callable[[Request], AsyncIterator[GuardedLookup]]:
     async def guarded_lookup(request: Request) -> AsyncIterator[GuardedLookup]:
         who = await _resolve(practitioner, request)
         value = await _resolve(get_nir, request)

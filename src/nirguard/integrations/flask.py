@@ -216,20 +216,32 @@ def guarded_view(
     get_reason = request_reason if reason is None else reason
 
     def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                with guard.lookup(
-                    practitioner(),
-                    get_nir(),  # type: ignore[arg-type]  # the guard validates it
-                    is_miss=is_miss,
-                    miss_on=miss_on,
-                    reason=get_reason(),
-                ) as lookup:
-                    return view(*args, lookup=lookup, **kwargs)
-            except NirguardError as exc:
-                return problem_response(exc, _options())
-
-        return wrapper
+        return _guarded(guard, view, practitioner, get_nir, get_reason, is_miss, miss_on)
 
     return decorate
+
+
+def _guarded(
+    guard: LookupGuard,
+    view: View,
+    practitioner: Callable[[], str],
+    get_nir: Callable[[], object],
+    get_reason: Callable[[], object],
+    is_miss: Callable[[Any], bool] | None,
+    miss_on: MissOn | None,
+) -> View:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with guard.lookup(
+                practitioner(),
+                get_nir(),  # type: ignore[arg-type]  # the guard validates it
+                is_miss=is_miss,
+                miss_on=miss_on,
+                reason=get_reason(),
+            ) as lookup:
+                return view(*args, lookup=lookup, **kwargs)
+        except NirguardError as exc:
+            return problem_response(exc, _options())
+
+    return wrapper

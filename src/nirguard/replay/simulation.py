@@ -139,6 +139,8 @@ class Pass:
             options["metrics"] = False  # the replay's own counts; no OpenTelemetry cost
         if self.features.break_glass_hook:
             options["on_break_glass"] = self._break_glass
+        if "hooks" in inspect.signature(LookupGuard.__init__).parameters:
+            options["hooks"] = "inline"  # the replay reads its hooks' effects at once
         if self.features.notice:
             options["notice"] = self._notice
         if not self.enforce:
@@ -169,6 +171,9 @@ class Pass:
             from nirguard.audit import WOULD
 
             enforced = {v: k for k, v in WOULD.items()}.get(outcome, outcome)
+            if enforced == "lockout":  # the refusal that starts a lockout: which one it is
+                signal = str(event.quota) in ("cohort", "portal_cohort", "miss_ratio", "baseline")
+                enforced = "suspected" if signal else "denied"
             self._would = (enforced, str(event.quota or enforced), event.retry_after)
 
     def _break_glass(self, grant: Any) -> None:
