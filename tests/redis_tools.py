@@ -10,7 +10,10 @@
   client sends (commands, parsed from the RESP stream, and round trips) and can
   **cut** connections: all of them now, at the n-th command from now (before the
   server sees it, or after it ran with its reply lost), or at random; it can also
-  delay replies (a slow store) and refuse new connections.
+  delay replies (a slow store), **dribble** them a byte at a time (a server whose
+  every byte resets a socket timeout), **duplicate** them (a reply nobody asked for,
+  sent at once or a little later, when the next caller waits), and refuse new
+  connections.
 
 Used by ``tests/conftest.py`` (fixtures ``redis_cluster_url``, ``private_redis``,
 ``redis_proxy``) and by ``benchmarks/``. Everything started here is stopped by
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = [
     "Counts",
     "RedisCluster",
+    "RedisSentinel",
     "RedisServer",
     "TcpProxy",
     "free_port",
@@ -429,10 +433,11 @@ class _RespCommands:
 class _Link:
     """One proxied connection: client socket, upstream socket, and its state."""
 
-    __slots__ = ("awaiting_reply", "client", "closed", "drop_reply", "upstream")
+    __slots__ = ("awaiting_reply", "client", "closed", "drop_reply", "send_lock", "upstream")
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
+        self.send_lock = threading.Lock()
         self.upstream = upstream
         self.awaiting_reply = False
         self.drop_reply = False
@@ -471,13 +476,21 @@ class TcpProxy:
     * ``cut_randomly(p, when=...)``: each command has probability ``p`` of being cut
       (``when="either"`` picks request or reply at random), from a seeded RNG;
     * ``delay = seconds``: every reply is held that long (a slow store);
+    * ``dribble = seconds``: replies are sent one byte at a time, that long apart;
+    * ``duplicate_randomly(p, later=s)``: each chunk of replies is sent twice with
+      probability ``p`` (the copy ``s`` seconds later: it then reaches the client while
+      the next call waits for its own reply); :attr:`duplicates` counts them;
     * ``refuse = True``: new connections are accepted and reset at once.
     """
 
     def __init__(self, upstream: tuple[str, int], *, seed: int | None = 0) -> None:
         self.upstream = upstream
         self.delay = 0.0
+        self.dribble = 0.0
         self.refuse = False
+        self.duplicates = 0  #: reply chunks sent twice so far
+        self._dup_p = 0.0
+        self._dup_later = 0.0
         self.cuts = 0  #: connections cut so far (by any rule)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -527,10 +540,16 @@ class TcpProxy:
             self._cut_p = p
             self._cut_random_when = when
 
+    def duplicate_randomly(self, p: float, later: float = 0.0) -> None:
+        with self._lock:
+            self._dup_p = p
+            self._dup_later = later
+
     def stop_cutting(self) -> None:
         with self._lock:
             self._cut_countdown = None
             self._cut_p = 0.0
+            self._dup_p = 0.0
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -646,6 +665,23 @@ class TcpProxy:
         with self._lock:
             self._links.discard(link)
 
+    def _send(self, link: _Link, data: bytes) -> None:
+        with link.send_lock:
+            if self.dribble:
+                for i in range(len(data)):
+                    link.client.sendall(data[i : i + 1])
+                    time.sleep(self.dribble)
+            else:
+                link.client.sendall(data)
+
+    def _send_later(self, link: _Link, data: bytes, delay: float) -> None:
+        def send() -> None:
+            time.sleep(delay)
+            with contextlib.suppress(OSError):
+                self._send(link, data)
+
+        threading.Thread(target=send, daemon=True).start()
+
     def _replies(self, link: _Link) -> None:
         try:
             while True:
@@ -658,9 +694,69 @@ class TcpProxy:
                     time.sleep(self.delay)
                 with self._lock:
                     link.awaiting_reply = False
-                link.client.sendall(data)
+                    twice = bool(self._dup_p) and self._rng.random() < self._dup_p
+                    later = self._dup_later
+                    if twice:
+                        self.duplicates += 1
+                self._send(link, data)
+                if twice and later:
+                    self._send_later(link, data, later)
+                elif twice:
+                    self._send(link, data)
         except OSError:
             pass
         link.close()
         with self._lock:
             self._links.discard(link)
+
+
+class RedisSentinel:
+    """One ``redis-server --sentinel`` watching ``primary`` under ``service``."""
+
+    def __init__(self, primary: RedisServer, service: str = "mymaster") -> None:
+        self.primary = primary
+        self.service = service
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="nirguard-sentinel-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{_LOCAL}:{self.port}/{self.service}"
+
+    def start(self, timeout: float = 10.0) -> RedisSentinel:
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind {_LOCAL}\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} {_LOCAL} {self.primary.port} 1\n"
+        )
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(missing_redis_binaries())
+        self.process = subprocess.Popen(
+            [binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            process.wait(5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisSentinel:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

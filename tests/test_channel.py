@@ -1,6 +1,7 @@
-"""The async path's channel to a plain Redis (nirguard._redis.loop): on the event loop,
-pipelined per turn of the loop, a deadline that measures the store and not the loop,
-a connection set up as the URL says, and closed with its loop."""
+"""The async transport (nirguard._redis.loop): on the event loop, pipelined per turn of
+the loop and closed by a fence, a deadline that measures the store and not the loop,
+a connection set up as the URL says (a refused set-up is a misconfiguration), and
+closed with its loop."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from nirguard import GuardUnavailable, LookupGuard, Pseudonymiser, QuotaPolicy
-from nirguard._redis.loop import Channel, channel_params
+from nirguard import ConfigurationError, GuardUnavailable, LookupGuard, Pseudonymiser, QuotaPolicy
+from nirguard._redis.loop import Channel
+from nirguard._redis.outage import StoreUnavailable
 from nirguard.testing import NIRGenerator
 from tests.guard_helpers import KEY
 from tests.redis_tools import RedisServer
@@ -37,9 +39,9 @@ def _uvloop_run(main: Any) -> Any:
 RUNNERS = pytest.mark.parametrize("run", [asyncio.run, _uvloop_run], ids=["asyncio", "uvloop"])
 
 
-def _channels(guard: LookupGuard) -> dict[int, Channel]:
+def _channels(guard: LookupGuard) -> list[Channel]:
     engine = guard._engine  # type: ignore[attr-defined]
-    return engine._channels  # type: ignore[no-any-return]
+    return engine._loop.channels()  # type: ignore[no-any-return]
 
 
 @RUNNERS
@@ -65,7 +67,7 @@ def test_a_late_loop_is_not_a_slow_store(private_redis: RedisServer, run: Any) -
         return outcomes
 
     assert run(main()) == ["allowed"] * 10
-    assert _channels(guard) == {} or all(c.conn is None for c in _channels(guard).values())
+    assert all(c.conn is None for c in _channels(guard))
     guard.close()
 
 
@@ -139,19 +141,21 @@ def test_the_url_database_is_selected(private_redis: RedisServer) -> None:
     guard.close()
 
 
-def test_a_password_is_sent_and_a_wrong_one_is_an_outage(private_redis: RedisServer) -> None:
+def test_a_password_is_sent_and_a_wrong_one_is_a_misconfiguration(
+    private_redis: RedisServer,
+) -> None:
     import redis
 
     admin = redis.Redis.from_url(private_redis.url())
     admin.config_set("requirepass", "s3cret-for-tests")
     admin.close()
     good = guard_on(f"redis://:s3cret-for-tests@127.0.0.1:{private_redis.port}/0")
-    bad = guard_on(f"redis://:wrong-password@127.0.0.1:{private_redis.port}/0")
+    bad = guard_on(f"redis://:wrong-password@127.0.0.1:{private_redis.port}/0", fail_open=True)
 
     async def main() -> None:
         async with good.lookup("dr", NIRS[1]):
             pass
-        with pytest.raises(GuardUnavailable) as caught:
+        with pytest.raises(ConfigurationError) as caught:  # never let through unguarded
             async with bad.lookup("dr", NIRS[2]):
                 pass
         assert "wrong-password" not in str(caught.value)
@@ -174,31 +178,19 @@ def test_the_channel_closes_with_its_loop(private_redis: RedisServer, run: Any) 
 
     for i in range(3):
         run(main(i))
-        assert all(c.conn is None for c in _channels(guard).values())
+        assert all(c.conn is None for c in _channels(guard))
     gc.collect()
     guard.close()
 
 
-def test_options_the_channel_does_not_know_go_through_the_dispatcher(
+def test_options_nirguard_does_not_know_are_refused_when_the_guard_is_made(
     private_redis: RedisServer,
 ) -> None:
-    import redis
-
-    pool = redis.BlockingConnectionPool.from_url(private_redis.url(), health_check_interval=30)
-    assert channel_params(pool) is None
-    plain = redis.BlockingConnectionPool.from_url(private_redis.url(), protocol=2)
-    assert channel_params(plain) is not None
-    tls = redis.BlockingConnectionPool.from_url(f"rediss://127.0.0.1:{private_redis.port}/0")
-    assert channel_params(tls) is None
-    guard = guard_on(private_redis.url(), storage_options={"health_check_interval": 30})
-
-    async def main() -> str:
-        async with guard.lookup("dr", NIRS[1]) as lookup:
-            return str(lookup.outcome)
-
-    assert asyncio.run(main()) == "allowed"
-    assert _channels(guard) == {}
-    guard.close()
+    for options in ({"decode_responses": True}, {"retry": None}, {"protocol": 3}):
+        with pytest.raises(ConfigurationError):
+            guard_on(private_redis.url(), storage_options=options)
+    with pytest.raises(ConfigurationError):
+        guard_on(f"redis://127.0.0.1:{private_redis.port}/0?decode_responses=true")
 
 
 class _Loop:
@@ -244,6 +236,9 @@ class _Transport:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
 
 def _connection(deadline: float) -> tuple[Any, _Loop, _Transport]:
     from nirguard._redis.loop import _Connection
@@ -255,23 +250,41 @@ def _connection(deadline: float) -> tuple[Any, _Loop, _Transport]:
     return conn, loop, transport
 
 
+def _fence(n: int) -> bytes:
+    """The reply to write number ``n``'s fence (``PING n``)."""
+    return b"$%d\r\n%d\r\n" % (len(str(n)), n)
+
+
+PING = (("PING",),)
+
+
 def test_a_sweep_run_late_by_the_loop_does_not_fail_a_call_whose_reply_waits() -> None:
     """The loop was stuck for five deadlines and runs its timers before reading the socket
     (uvloop's order): the reply waiting there must still reach the caller."""
     conn, loop, transport = _connection(deadline=0.2)
-    future = conn.send(("PING",))
-    assert transport.written == [b"*1\r\n$4\r\nPING\r\n"]
+    future = conn.send(PING, 0.2)
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nPING\r\n$1\r\n1\r\n"]
     loop.sweep(at=1.0)  # first sweep, 1 s late: the store was never given a chance to be seen
     assert not future.done()
-    conn.data_received(b"+PONG\r\n")  # the reply that had been waiting in the socket
-    assert future.result() == b"PONG"
+    conn.data_received(b"+PONG\r\n" + _fence(1))  # the reply that had been waiting
+    assert future.result() == [b"PONG"]
     assert not transport.closed
+    loop.close()
+
+
+def test_replies_wait_for_their_fence() -> None:
+    conn, loop, _ = _connection(deadline=0.2)
+    future = conn.send(PING, 0.2)
+    conn.data_received(b"+PONG\r\n")
+    assert not future.done()  # a reply alone could be somebody else's
+    conn.data_received(_fence(1))
+    assert future.result() == [b"PONG"]
     loop.close()
 
 
 def test_a_store_silent_for_most_of_the_deadline_fails_every_pending_call() -> None:
     conn, loop, transport = _connection(deadline=0.2)
-    first, second = conn.send(("PING",)), conn.send(("PING",))
+    first, second = conn.send(PING, 0.2), conn.send(PING, 0.2)
     at = 0.0
     while not first.done():
         at += 0.02
@@ -279,30 +292,85 @@ def test_a_store_silent_for_most_of_the_deadline_fails_every_pending_call() -> N
         loop.sweep(at)
     assert at > 0.2 * 0.8  # and not before the store was silent for 0.8 of it
     for future in (first, second):
-        with pytest.raises(Exception, match="did not answer") as caught:
+        with pytest.raises(StoreUnavailable, match="did not answer"):
             future.result()
-        assert type(caught.value).__name__ == "TimeoutError"
     assert transport.closed
-    assert conn.send(("PING",)).exception() is not None  # a failed connection takes no call
+    assert conn.send(PING, 0.2).exception() is not None  # a failed connection takes no call
+    loop.close()
+
+
+def test_a_call_with_a_small_budget_is_failed_sooner() -> None:
+    conn, loop, _ = _connection(deadline=0.2)
+    future = conn.send(PING, 0.1)  # what was left of the deadline for a second step
+    at = 0.0
+    while not future.done():
+        at += 0.02
+        loop.sweep(at)
+    assert 0.1 * 0.8 < at <= 0.1 + 0.02 + 1e-9
     loop.close()
 
 
 def test_replies_that_keep_coming_keep_the_calls_alive() -> None:
     conn, loop, _ = _connection(deadline=0.2)
-    futures = [conn.send(("PING",)) for _ in range(30)]
-    for i in range(30):  # one reply per sweep: the store is slow but answering
+    futures = [conn.send(PING, 0.2) for _ in range(8)]
+    for i in range(8):  # one reply per (late) sweep: the store is slow but answering
         loop.sweep(0.05 * (i + 1))
-        conn.data_received(b"+PONG\r\n")
-    assert all(f.result() == b"PONG" for f in futures)
+        conn.data_received(b"+PONG\r\n" + _fence(i + 1))
+    assert all(f.result() == [b"PONG"] for f in futures)
     loop.close()
 
 
-def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
+def test_a_store_that_dribbles_is_refused_by_the_connections_clock() -> None:
+    """A byte per sweep: never silent, yet the call is refused once its budget has passed
+    on the connection's clock (sweeps on time)."""
     conn, loop, transport = _connection(deadline=0.2)
-    future = conn.send(("PING",))
-    conn.data_received(b"+PONG\r\n+EXTRA\r\n")
-    assert future.result() == b"PONG"
+    future = conn.send(PING, 0.2)
+    reply = b"$20\r\n" + b"x" * 20
+    at, sent = 0.0, 0
+    while not future.done():
+        at += 0.02
+        assert at < 0.2 + 0.05, "not refused within the deadline"
+        loop.sweep(at)
+        conn.data_received(reply[sent : sent + 1])
+        sent += 1
+    assert isinstance(future.exception(), StoreUnavailable)
+    assert transport.closed
+    loop.close()
+
+
+def test_a_lagging_loop_adds_no_more_than_a_sweep_to_the_clock() -> None:
+    conn, loop, _ = _connection(deadline=0.2)
+    future = conn.send(PING, 0.2)
+    for i in range(1, 9):  # eight sweeps, each a whole second late, a byte arriving each time
+        loop.sweep(float(i))
+        conn.data_received(b"+PONG"[i - 1 : i] if i <= 5 else b"")
+    conn.data_received(b"\r\n" + _fence(1))
+    assert future.result() == [b"PONG"]
+    loop.close()
+
+
+@pytest.mark.parametrize("extra", [b"+EXTRA\r\n", _fence(1)], ids=["reply", "fence"])
+def test_a_reply_nobody_asked_for_closes_the_connection(extra: bytes) -> None:
+    conn, loop, transport = _connection(deadline=0.2)
+    future = conn.send(PING, 0.2)
+    conn.data_received(b"+PONG\r\n" + _fence(1) + extra)
+    assert future.result() == [b"PONG"]  # its fence was in place: the reply is its own
     assert transport.closed and conn.closed is not None
+    loop.close()
+
+
+def test_a_duplicated_reply_never_reaches_the_next_caller() -> None:
+    """The store (a proxy) sends one reply twice: the caller after it gets an outage,
+    never the duplicate as its own answer."""
+    conn, loop, transport = _connection(deadline=0.2)
+    first = conn.send((("GET", "a"),), 0.2)
+    conn.data_received(b"$6\r\nlocked\r\n" + _fence(1))
+    second = conn.send((("GET", "b"),), 0.2)
+    conn.data_received(b"$6\r\nlocked\r\n")  # the duplicate, before b's own reply
+    conn.data_received(b"$7\r\nallowed\r\n" + _fence(2))
+    assert first.result() == [b"locked"]
+    assert isinstance(second.exception(), StoreUnavailable)
+    assert transport.closed
     loop.close()
 
 
@@ -310,92 +378,73 @@ def test_an_error_reply_is_the_callers_result_not_the_connections_end() -> None:
     from redis.exceptions import ResponseError
 
     conn, loop, transport = _connection(deadline=0.2)
-    future, after = conn.send(("FCALL",)), conn.send(("PING",))
-    conn.data_received(b"-ERR no such function\r\n+PONG\r\n")
-    assert isinstance(future.result(), ResponseError)
-    assert after.result() == b"PONG"
+    future = conn.send((("FCALL",), ("PING",)), 0.2)
+    conn.data_received(b"-ERR no such function\r\n+PONG\r\n" + _fence(1))
+    error, pong = future.result()
+    assert isinstance(error, ResponseError) and pong == b"PONG"
     assert not transport.closed
     loop.close()
 
 
 def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
-    from nirguard._redis.loop import _pack
+    from nirguard._redis.wire import pack
 
-    assert _pack(("SET", b"k\r\n", 12, "é")) == (
+    assert pack([("SET", b"k\r\n", "12", "é")]) == (
         b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n$2\r\n\xc3\xa9\r\n"
     )
 
 
-def test_calls_of_one_turn_of_the_loop_share_one_write() -> None:
+def test_calls_of_one_turn_of_the_loop_share_one_write_and_one_fence() -> None:
     conn, loop, transport = _connection(deadline=0.2)
     deferred: list[Any] = []
     loop.call_soon = lambda callback, *args: deferred.append((callback, args))  # type: ignore[method-assign]
-    futures = [conn.send(("PING",)) for _ in range(3)]
+    futures = [conn.send(PING, 0.2) for _ in range(3)]
     assert transport.written == []  # nothing before the loop's next turn
     for callback, args in deferred:
         callback(*args)
-    assert transport.written == [b"*1\r\n$4\r\nPING\r\n" * 3]
-    conn.data_received(b"+PONG\r\n" * 3)
-    assert [f.result() for f in futures] == [b"PONG"] * 3
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n" * 3 + b"*2\r\n$4\r\nPING\r\n$1\r\n1\r\n"]
+    conn.data_received(b"+PONG\r\n" * 3 + _fence(1))
+    assert [f.result() for f in futures] == [[b"PONG"]] * 3
     loop.close()
 
 
 def test_a_store_that_falls_silent_after_answering_is_still_caught() -> None:
     """The sweep stops when nothing is pending; the next call must start it again."""
     conn, loop, _ = _connection(deadline=0.2)
-    first = conn.send(("PING",))
-    conn.data_received(b"+PONG\r\n")
-    assert first.result() == b"PONG"
+    first = conn.send(PING, 0.2)
+    conn.data_received(b"+PONG\r\n" + _fence(1))
+    assert first.result() == [b"PONG"]
     loop.sweep(at=0.02)  # nothing pending: the sweep stops
     assert loop.later == []
     loop.now = 1.0
-    second = conn.send(("PING",))  # ... and the store is silent from now on
+    second = conn.send(PING, 0.2)  # ... and the store is silent from now on
     at = 1.0
     while not second.done():
         at += 0.02
         assert at < 1.0 + 0.2 + 0.02 + 1e-9, "not failed within the deadline"
         loop.sweep(at)
-    assert type(second.exception()).__name__ == "TimeoutError"
+    assert isinstance(second.exception(), StoreUnavailable)
     loop.close()
 
 
-@pytest.mark.parametrize(
-    "event",
-    ["lost", "garbage", "unasked"],
-)
+@pytest.mark.parametrize("event", ["lost", "garbage", "unasked"])
 def test_a_broken_stream_fails_the_pending_calls_as_an_outage(event: str) -> None:
-    from redis.exceptions import ConnectionError as StoreConnectionError
-
-    from nirguard._redis.script import outages
-
     conn, loop, transport = _connection(deadline=0.2)
-    future = conn.send(("PING",))
+    future = conn.send(PING, 0.2)
     if event == "lost":
         conn.connection_lost(None)
     elif event == "garbage":
         conn.data_received(b"!not a reply\r\n")
     else:
         future.cancel()
-        conn.data_received(b"+PONG\r\n+PONG\r\n")  # one reply more than was asked for
+        conn.data_received(b"+PONG\r\n" + _fence(1) + b"+PONG\r\n")  # one reply too many
     if event != "unasked":
-        error = future.exception()
-        assert isinstance(error, StoreConnectionError) and isinstance(error, outages())
-    assert isinstance(conn.closed, StoreConnectionError)
+        assert isinstance(future.exception(), StoreUnavailable)
+    assert isinstance(conn.closed, StoreUnavailable)
     assert transport.closed
-    later = conn.send(("PING",))
-    assert isinstance(later.exception(), StoreConnectionError)  # a broken stream takes no call
+    later = conn.send(PING, 0.2)
+    assert isinstance(later.exception(), StoreUnavailable)  # a broken stream takes no call
     loop.close()
-
-
-def test_only_resp2_plain_connections_are_served_on_the_loop(private_redis: RedisServer) -> None:
-    import redis
-
-    url = private_redis.url()
-    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol=2)) is not None
-    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol="2")) is not None
-    assert channel_params(redis.BlockingConnectionPool.from_url(url, protocol=3)) is None
-    unix = redis.BlockingConnectionPool.from_url("unix:///tmp/nowhere.sock?db=2")
-    assert channel_params(unix) == {**unix.connection_kwargs}
 
 
 def test_an_acl_user_and_a_client_name_are_set_up(private_redis: RedisServer) -> None:
@@ -414,7 +463,7 @@ def test_an_acl_user_and_a_client_name_are_set_up(private_redis: RedisServer) ->
             pass
         clients = admin.client_list()  # the loop's connection is open: look at it
         assert ("nirguard-portal", "portal") in {(c.get("name"), c.get("user")) for c in clients}
-        with pytest.raises(GuardUnavailable) as caught:
+        with pytest.raises(ConfigurationError) as caught:  # WRONGPASS: not an outage
             async with stranger.lookup("dr", NIRS[2]):
                 pass
         assert "portal-pass" not in str(caught.value)

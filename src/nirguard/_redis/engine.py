@@ -1,45 +1,58 @@
-"""The Redis engine: one Lua call decides a lookup, on the server's clock.
+"""The Redis engine: requests in, decisions out; one Lua call decides a lookup.
 
-:class:`RedisEngine` runs ``_admit.lua`` (see :mod:`nirguard._redis.script`:
-a Redis Function, or a script on servers without Functions) through
-redis-py's client. On a single node or behind Sentinel one call decides a
-lookup; on a Redis Cluster the portal-wide keys live in one slot and a
-practitioner's keys in another, so the portal step and the account step are
-two calls. The script reads the time with ``TIME``: application hosts with
-skewed clocks share exact windows.
+:class:`RedisEngine` runs the codec's plans (:mod:`nirguard._redis.codec`: which
+library calls, in which order, and what their replies mean) through the library
+protocol (:mod:`nirguard._redis.script`), the router (:mod:`nirguard._redis.route`:
+which server) and a transport (:mod:`nirguard._redis.transport`): the caller's
+thread over a pool of sockets (sync), or the running event loop over a connection
+of its own per server (async). On a single node or behind Sentinel one call
+decides a lookup; on a Cluster the portal step and the account step are two
+calls, each on the node that owns its slot. The script reads the time with
+``TIME``: application hosts with skewed clocks share exact windows.
 
-The sync path calls Redis from the caller's thread, over a blocking pool
-whose waits and socket timeouts are bounded by the deadline. The async path
-calls a plain Redis on the event loop's own connection
-(:mod:`nirguard._redis.loop`: one pipelined write per turn of the loop), and
-otherwise (Cluster, Sentinel, TLS, options the channel does not know) hands
-its calls to a dispatcher thread (:mod:`nirguard._redis.thread`) that pipelines
-them; either way the event loop never blocks, and never mistakes its own lag
-for a slow store. Only connection and timeout errors are outages
-(:attr:`RedisEngine.outages`); anything else is raised as itself.
+Every failure follows one rule (:mod:`nirguard._redis.outage`): outages raise
+:class:`~nirguard._redis.outage.StoreUnavailable` (:attr:`RedisEngine.outages`),
+misconfigurations :class:`~nirguard.ConfigurationError`, bugs themselves; one
+deadline bounds every operation, whatever the store does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
-from typing import Any, Final, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Final, TypeVar
 
 from nirguard._compiled import CompiledPolicy
 from nirguard._engine import Decision, RawStatus, Request
 from nirguard._redis.codec import Codec, Plan, simulated_clock
-from nirguard._redis.loop import Channel, channel_params
+from nirguard._redis.connect import parse
+from nirguard._redis.loop import LoopNodes
 from nirguard._redis.outage import StoreUnavailable
-from nirguard._redis.script import Call, Library, open_redis, outages
-from nirguard._redis.thread import Dispatcher
+from nirguard._redis.pool import SyncNodes
+from nirguard._redis.route import Hop, Router, router
+from nirguard._redis.script import Library
+from nirguard._redis.transport import arun, run
+from nirguard._redis.wire import Reply
+from nirguard.errors import ConfigurationError
 
 __all__ = ["DEFAULT_DEADLINE", "RedisEngine"]
 
 #: Seconds one admission may take, whatever the store does (then GuardUnavailable).
 DEFAULT_DEADLINE: Final = 0.5
+#: The store's share of the deadline (the rest is the guard's own work around the call).
+STORE_SHARE: Final = 0.9
 
 T = TypeVar("T")
+
+
+def _hiredis() -> None:
+    try:
+        import hiredis  # noqa: F401
+        import redis  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            "nirguard: a redis:// storage needs hiredis and redis-py: install nirguard's redis extra (in its checkout: pip install '.[redis]')"
+        ) from None
 
 
 class RedisEngine:
@@ -47,83 +60,53 @@ class RedisEngine:
 
     kind = "redis"
 
-    __slots__ = (
-        "_channel_params",
-        "_channels",
-        "_client",
-        "_cluster",
-        "_codec",
-        "_deadline",
-        "_dispatcher",
-        "_library",
-        "_make",
-        "outages",
-    )
+    __slots__ = ("_codec", "_deadline", "_library", "_loop", "_router", "_sync", "outages")
 
     def __init__(
         self,
         uri: str,
         *,
         prefix: str,
-        options: dict[str, Any] | None = None,
+        options: Mapping[str, object] | None = None,
         deadline: float = DEFAULT_DEADLINE,
         functions: bool = True,
     ) -> None:
-        options, clock = simulated_clock(options)
-        self._make, self._cluster = open_redis(uri, options, deadline)
-        self._codec = Codec(prefix, cluster=self._cluster, clock=clock)
-        self._deadline = deadline
+        """Check ``uri`` and ``options``; nothing connects before the first call.
+
+        Raises:
+            ConfigurationError: an unknown scheme or option, a malformed address,
+                unusable TLS settings, or the ``redis`` extra is missing.
+        """
+        scheme = uri.split("://", 1)[0].lower() if isinstance(uri, str) else ""
+        if scheme.startswith("redis") or scheme == "unix":
+            _hiredis()
+        options, clock = simulated_clock(dict(options) if options is not None else None)
+        target = parse(uri, options)
+        self._router: Router = router(target)
+        self._codec = Codec(prefix, cluster=target.kind == "cluster", clock=clock)
+        self._deadline = target.timeout or deadline
         self._library = Library(functions=functions)
-        self._client: Any = None
-        self._dispatcher = Dispatcher(self._make, self._batch, deadline=deadline)
-        self._channels: dict[int, Channel] = {}
-        self._channel_params: dict[str, Any] | bool | None = False  # False: not looked at yet
-        self.outages: tuple[type[BaseException], ...] = (*outages(), StoreUnavailable)
+        self._sync = SyncNodes(target.max_connections)
+        self._loop = LoopNodes(self._deadline)
+        self.outages: tuple[type[BaseException], ...] = (StoreUnavailable,)
 
-    # -- driving the codec's plans ---------------------------------------------------------------
-
-    def _args(self, call: Call) -> list[str]:
-        self._library.policies[call.args[2]] = call.full[-1]
-        return [*call.keys, *call.args]
+    def _work(self, plan: Plan[T]) -> Generator[Hop, list[Reply], T]:
+        """The plan's calls, each made through the library protocol and the router."""
+        call = next(plan)
+        while True:
+            reply = yield from self._library.exchange(call, self._router.route)
+            try:
+                call = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
 
     def _run(self, plan: Plan[T]) -> T:
-        client = self._sync()
-        start = time.monotonic()
-        try:
-            call = next(plan)
-            while True:
-                reply = self._library.call(client, self._args(call))
-                call = plan.send(reply)
-                if time.monotonic() - start > self._deadline:
-                    plan.close()
-                    raise StoreUnavailable("nirguard: deadline passed between two calls")
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return run(self._work(plan), self._sync, time.monotonic() + self._deadline * STORE_SHARE)
 
     async def _arun(self, plan: Plan[T]) -> T:
-        start = time.monotonic()
-        try:
-            call = next(plan)
-            while True:
-                reply = await self._acall(self._args(call))
-                call = plan.send(reply)
-                if time.monotonic() - start > self._deadline:
-                    plan.close()
-                    raise StoreUnavailable("nirguard: deadline passed between two calls")
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    def _batch(self, client: Any, items: list[Any]) -> list[Any]:
-        """The dispatcher's batch: ready calls, one pipeline."""
-        return self._library.pipeline(client, items)
+        return await arun(self._work(plan), self._loop, self._deadline * STORE_SHARE)
 
     # -- sync -----------------------------------------------------------------------------------
-
-    def _sync(self) -> Any:
-        client = self._client
-        if client is None:
-            client = self._client = self._make()
-        return client
 
     def decide(self, request: Request) -> Decision:
         """Decide a lookup of a valid NIR."""
@@ -148,57 +131,12 @@ class RedisEngine:
         self._run(self._codec.unlock(practitioner, policy))
 
     def close(self) -> None:
-        """Close the connections and stop the dispatcher thread (a later call reopens them).
+        """Close the connections (a later call opens new ones). A running loop's
+        connections are closed on that loop (``aclose`` closes them at once)."""
+        self._loop.close()
+        self._sync.close()
 
-        Channels of loops that have stopped are dropped; a running loop's channel is
-        closed on that loop (``aclose`` closes it at once)."""
-        self._dispatcher.close()
-        for key, channel in list(self._channels.items()):
-            if self._channels.pop(key, None) is None:
-                continue  # another thread closed it
-            if channel.loop.is_closed():
-                continue
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is channel.loop or not channel.loop.is_running():
-                channel.close()
-            else:
-                channel.loop.call_soon_threadsafe(channel.close)
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-            pool = getattr(client, "connection_pool", None)
-            if pool is not None:
-                pool.disconnect()
-
-    # -- async: on the loop's own channel, or through the dispatcher thread ---------------------
-
-    def _channel(self) -> Channel | None:
-        """The running loop's channel to a plain Redis, or ``None`` (Cluster, Sentinel, TLS
-        or options the channel does not know: the dispatcher serves those)."""
-        params = self._channel_params
-        if params is False:
-            params = self._channel_params = (
-                None if self._cluster else channel_params(self._sync().connection_pool)
-            )
-        if not isinstance(params, dict):
-            return None
-        loop = asyncio.get_running_loop()
-        channel = self._channels.get(id(loop))
-        if channel is None or channel.loop is not loop or channel.pid != os.getpid():
-            for key, old in list(self._channels.items()):
-                if old.loop.is_closed() or old.pid != os.getpid():
-                    self._channels.pop(key, None)  # another thread may have pruned it
-            channel = self._channels[id(loop)] = Channel(loop, params, self._deadline)
-        return channel
-
-    async def _acall(self, args: list[str]) -> Any:
-        channel = self._channel()
-        if channel is not None:
-            return await self._library.acall(channel, args)
-        return await self._dispatcher.submit(args)
+    # -- async ----------------------------------------------------------------------------------
 
     async def adecide(self, request: Request) -> Decision:
         """:meth:`decide`, without blocking the event loop."""
@@ -221,9 +159,5 @@ class RedisEngine:
         await self._arun(self._codec.unlock(practitioner, policy))
 
     async def aclose(self) -> None:
-        """:meth:`close`; the running loop's channel is closed too."""
-        loop = asyncio.get_running_loop()
-        channel = self._channels.pop(id(loop), None)
-        if channel is not None:
-            channel.close()
+        """:meth:`close`; the running loop's connections are closed at once."""
         self.close()

@@ -54,6 +54,8 @@ _CONFIG_PHRASES: Final = (
     "invalid db index",
     "cluster support disabled",
     "authentication required",
+    "unauthenticated",
+    "without any password configured",
 )
 #: redis-py's names for some of these (its parser strips the prefix from the message).
 _OUTAGE_CLASSES: Final = frozenset(
@@ -78,7 +80,7 @@ def classify(error: Exception) -> Exception:
     ):
         what = head if head in _CONFIG_PREFIXES else _first_phrase(lowered) or name
         return ConfigurationError(f"nirguard: the store refused the guard's commands ({what})")
-    if head in ("MOVED", "ASK"):
+    if head in ("MOVED", "ASK", "CROSSSLOT"):
         return ConfigurationError(
             "nirguard: the store is a Redis Cluster node: use a redis+cluster:// URI"
         )
