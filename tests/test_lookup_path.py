@@ -181,14 +181,8 @@ def test_bad_hook_options_are_refused() -> None:
 # -- alerts as cases, notices (17.4) ---------------------------------------------------------------
 
 
-@dataclasses.dataclass(slots=True)
-class _CaseDecision(Decision):
-    alert: bool = False
-    incident: float | None = None
-
-
 def _with_incidents(guard: LookupGuard, incident: float) -> None:
-    """An engine that reports incidents (Decision.alert / Decision.incident), as contract 1 says."""
+    """The engine's incidents, started at ``incident`` (two processes, one incident)."""
     engine = guard._engine
 
     class Engine:
@@ -197,13 +191,9 @@ def _with_incidents(guard: LookupGuard, incident: float) -> None:
 
         def decide(self, request: Any) -> Decision:
             decision = engine.decide(request)
-            fields = {f.name: getattr(decision, f.name) for f in dataclasses.fields(decision)}
-            started = decision.lockout_started
-            return _CaseDecision(
-                **fields,
-                alert=started,
-                incident=incident if started or decision.outcome == "locked" else None,
-            )
+            if decision.incident is not None:
+                decision.incident = incident
+            return decision
 
     guard._path._engine = Engine()  # type: ignore[assignment]
 
