@@ -1,6 +1,6 @@
 """The memory engine's account step: one practitioner's record, decided under the lock.
 
-The twin of ``account_step`` and its helpers in ``_admit.lua``: the same checks
+The twin of ``account_step`` and its helpers in ``_account.lua``: the same checks
 in the same order, the same fields written. Every refusal of the account counts
 against ``lookups``; a refusal that is not a lockout is a *strike* (``strikes``),
 and the strike past the quota is a lockout instead (docs/guard.md, "What a
