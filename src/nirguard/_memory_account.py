@@ -203,6 +203,15 @@ class Account:
                 return "hot_cohort", None, None
         return None
 
+    def pending(self, fp: bytes) -> Breach | None:
+        """The question still pending about this patient: it stays asked until answered
+        or expired, even when the window that raised it has ended since (a client that
+        retries the refused patient gets no more than one that moves on)."""
+        record = self.record
+        if record.get("pending:e", 0) > self.now and record.get("pending") == fp:
+            return record.get("pending:q", "distinct_patients"), None, None
+        return None
+
     def breached(self, req: Request, patient: Patient, breach: Breach) -> Decision:
         """A new patient past a quota or signal: a lockout, a break-glass grant, a strike
         (the question "state a reason", or break-glass refused)."""
@@ -222,7 +231,7 @@ class Account:
             pending = record.get("pending")
             if record.get("pending:e", 0) > now and pending is not None and pending != fp:
                 return self.lock(quota, count, limit)
-            changes["pending"] = fp
+            changes["pending"], changes["pending:q"] = fp, quota
             changes["pending:e"] = now + p.lockout_steps[0]
         return self.strike("reason_required", quota, None, count, limit)
 

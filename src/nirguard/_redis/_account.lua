@@ -228,7 +228,7 @@ local function breached(A, flags, r, patient_id, breach, count, limit)
     if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id then
       return lock(A, breach, count, limit)
     end
-    changes.pending = patient_id
+    changes.pending, changes["pending:q"] = patient_id, breach
     changes["pending:e"] = now + P.lockout[1]
   end
   return strike(A, "reason_required", breach, nil, count, limit)
@@ -268,6 +268,10 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
+    local record = A.record
+    if not breach and (record["pending:e"] or 0) > now and record.pending == patient_id then
+      breach = record["pending:q"] or "distinct_patients" -- asked until answered or expired
+    end
     if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end
   end
   return allow(A, flags, seen, patient_id, walked)
