@@ -58,20 +58,21 @@ def _look(guard: LookupGuard, who: str, value: str) -> str:
 
 
 def test_a_slow_alert_hook_never_slows_the_refusal_that_starts_a_lockout() -> None:
+    # No wall clock: the hook blocks until the test releases it. Run on the request path,
+    # it would hold the refusal that starts the lockout (and the alert would be there when
+    # the lookups return); off the path, every lookup returns while the hook still waits.
+    release = threading.Event()
     alerts: list[Alert] = []
 
     def slow(alert: Alert) -> None:
-        time.sleep(0.05)  # a SIEM that takes 50 ms
+        release.wait(10)  # a SIEM that answers when it pleases
         alerts.append(alert)
 
     guard = _guard(QuotaPolicy.only(distinct_patients="3/hour", break_glass=None), alert=slow)
-    timings = []
-    for value in NIRS[:6]:
-        start = time.perf_counter()
-        _look(guard, "dr-slow", value)
-        timings.append(time.perf_counter() - start)
-    # the fourth starts the lockout and raises the alert: no slower than its neighbours
-    assert timings[3] < 0.025, timings
+    outcomes = [_look(guard, "dr-slow", value) for value in NIRS[:6]]
+    assert outcomes == ["ran"] * 3 + ["refused"] * 3
+    assert alerts == []  # every refusal came back while the hook was still blocked
+    release.set()
     assert guard.flush(5)
     assert [a.signal for a in alerts] == ["distinct_patients"]
 
