@@ -1,0 +1,247 @@
+"""Sealing audit records: the audit key, the canonical form, and one writer's MAC chain.
+
+Internal to nirguard: :mod:`nirguard.audit_chain` is the public face. A sealed
+record is the record itself plus one ``seal`` object::
+
+    {"time": "...", "practitioner": "...", ..., "seal": {"v": 1, "key": "<key id>",
+     "writer": "<writer id>", "seq": 7, "prev": "<MAC of seq 6>", "mac": "<MAC>"}}
+
+``mac`` is HMAC-SHA-256 (truncated to 128 bits, unpadded base64url) under a
+sub-key of the audit key (HKDF-SHA-256, ``info`` :data:`SUBKEY_INFO`), over
+:data:`DOMAIN` followed by the canonical JSON of the whole line without
+``mac``: every field of the record and of the seal is covered, the previous
+record's MAC included, so a writer's records form a chain (RFC 5848
+syslog-sign, journald's sealing). The first record of a chain has ``seq`` 1
+and ``prev`` ``""``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+
+from nirguard._encoding import b64url_decode, b64url_encode
+from nirguard.errors import InvalidKey
+from nirguard.keys import KEY_TEXT_PREFIX, SecretKey
+
+__all__ = [
+    "AUDIT_KEY_TEXT_PREFIX",
+    "DOMAIN",
+    "SEAL_VERSION",
+    "SUBKEY_INFO",
+    "WRITER_RE",
+    "AuditChain",
+    "AuditKey",
+    "canonical",
+    "material_of",
+]
+
+#: Prefix of an audit key's text form (a pseudonym key's is ``nirguard-key:v1:``).
+AUDIT_KEY_TEXT_PREFIX: Final = "nirguard-audit-key:v1:"
+#: HKDF ``info`` of the sub-key that computes the MACs.
+SUBKEY_INFO: Final = b"nirguard/audit-chain/v1"
+#: Bytes hashed before the canonical record (domain separation).
+DOMAIN: Final = b"nirguard-audit-seal:v1\n"
+#: The seal format's version (``seal.v``).
+SEAL_VERSION: Final = 1
+#: Bytes of the MAC kept (128 bits).
+_TAG_BYTES: Final = 16
+#: What a writer id is made of (``<name>-<pid>-<8 random hex digits>``).
+WRITER_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,40}")
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def canonical(obj: Any) -> bytes:
+    """The canonical JSON of ``obj`` (sorted keys, no spaces, ASCII): what the MAC covers.
+
+    >>> canonical({"b": 1, "a": "é"})
+    b'{"a":"\\\\u00e9","b":1}'
+
+    Raises:
+        TypeError: ``obj`` holds something JSON cannot write.
+        ValueError: ``obj`` holds a NaN or an infinity.
+    """
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def material_of(key: SecretKey) -> bytes:
+    """The material of any key, through its text form (to tell two keys' material apart)."""
+    return b64url_decode(key.to_text().rsplit(":", 1)[1]) or b""
+
+
+class AuditKey(SecretKey):
+    """The audit key: seals the audit trail, and only that.
+
+    A :class:`~nirguard.keys.SecretKey` of its own kind, with its own text form
+    ``nirguard-audit-key:v1:<key_id>:<material>`` (``nirguard audit keygen``), so that
+    the pseudonym key (``nirguard-key:v1:...``) is refused where an audit key is
+    expected. The key id is written into every seal: keep retired keys to verify
+    old trails. ``repr`` shows the key id only; pickling raises :class:`TypeError`.
+
+    >>> key = AuditKey.generate("audit-2026")
+    >>> key
+    AuditKey(key_id='audit-2026')
+    >>> AuditKey.from_text(key.to_text()) == key
+    True
+
+    Raises:
+        InvalidKey: as :class:`~nirguard.keys.SecretKey`.
+    """
+
+    __slots__ = ("_hmac",)
+
+    _hmac: crypto_hmac.HMAC
+
+    def __init__(self, material: bytes, key_id: str) -> None:
+        super().__init__(material, key_id)
+        subkey = self._derive(SUBKEY_INFO, 32)
+        object.__setattr__(self, "_hmac", crypto_hmac.HMAC(subkey, hashes.SHA256()))
+
+    @classmethod
+    def from_text(cls, text: str) -> AuditKey:
+        """Read the text form ``nirguard-audit-key:v1:<key_id>:<material>``.
+
+        Raises:
+            InvalidKey: not an audit key's text form (code ``key_wrong_kind`` for a
+                pseudonym key's); the message never holds the text.
+        """
+        if not isinstance(text, str):
+            raise InvalidKey("invalid audit key text: expected a string")
+        text = text.strip()
+        if text.startswith(KEY_TEXT_PREFIX):
+            raise InvalidKey(
+                "this is a pseudonym key, not an audit key: the audit trail needs a key of "
+                "its own (make one with: nirguard audit keygen)",
+                code="key_wrong_kind",
+            )
+        if not text.startswith(AUDIT_KEY_TEXT_PREFIX):
+            raise InvalidKey(
+                "invalid audit key text: expected 'nirguard-audit-key:v1:<key_id>:<material>'"
+            )
+        key_id, sep, encoded = text[len(AUDIT_KEY_TEXT_PREFIX) :].partition(":")
+        material = b64url_decode(encoded) if sep else None
+        if material is None:
+            raise InvalidKey("invalid audit key text: the material is not unpadded base64url")
+        return cls(material, key_id)
+
+    def to_text(self) -> str:
+        """The text form, **including the secret material**: store it like a password."""
+        return AUDIT_KEY_TEXT_PREFIX + super().to_text()[len(KEY_TEXT_PREFIX) :]
+
+    def tag(self, data: bytes) -> str:
+        """The MAC of ``data`` under this key's sealing sub-key (22 characters)."""
+        mac = self._hmac.copy()
+        mac.update(data)
+        return b64url_encode(mac.finalize()[:_TAG_BYTES])
+
+    def __repr__(self) -> str:
+        return f"AuditKey(key_id={self.key_id!r})"
+
+    __str__ = __repr__
+
+
+def _default_name() -> str:
+    return _UNSAFE.sub("_", socket.gethostname())[:40] or "nirguard"
+
+
+class AuditChain:
+    """One writer's MAC chain: seals records in order (thread-safe).
+
+    The writer id is ``<writer>-<pid>-<8 random hex digits>``: each process, and
+    each chain, has its own, so that several workers can append to one file. A
+    forked child starts a chain of its own at its first record.
+
+    Args:
+        key: the audit key (never the pseudonym key).
+        writer: a name for the writer (``A-Z a-z 0-9 . _ -``, at most 40);
+            default: the host name.
+
+    Raises:
+        InvalidKey: ``key`` is not an :class:`AuditKey`.
+        ValueError: ``writer`` is not of the allowed form.
+    """
+
+    __slots__ = ("_key", "_lock", "_name", "_pid", "_prev", "_seq", "_writer")
+
+    def __init__(self, key: AuditKey, *, writer: str | None = None) -> None:
+        if not isinstance(key, AuditKey):
+            raise InvalidKey(
+                "the audit trail needs an AuditKey (nirguard audit keygen), never the "
+                "pseudonym key",
+                code="key_wrong_kind",
+            )
+        name = _default_name() if writer is None else writer
+        if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+            raise ValueError("writer must be 1 to 40 characters among A-Z a-z 0-9 . _ -")
+        self._key = key
+        self._name = name
+        self._lock = threading.Lock()
+        self._restart()
+
+    def _restart(self) -> None:
+        self._pid = os.getpid()
+        self._writer = f"{self._name}-{self._pid}-{secrets.token_hex(4)}"
+        self._seq = 0
+        self._prev = ""
+
+    @property
+    def key_id(self) -> str:
+        """The id of the audit key that seals."""
+        return self._key.key_id
+
+    @property
+    def writer(self) -> str:
+        """The writer id of the current chain."""
+        return self._writer
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the next record starts a chain (none sealed yet, or a forked child)."""
+        return self._seq == 0 or self._pid != os.getpid()
+
+    def restart(self) -> None:
+        """End this chain: the next record starts a new one under a new writer id."""
+        with self._lock:
+            self._restart()
+
+    def seal(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` with its ``seal``: the next link of this writer's chain.
+
+        Raises:
+            ValueError: ``record`` already has a ``seal``, or holds a NaN.
+            TypeError: ``record`` holds something JSON cannot write.
+        """
+        if "seal" in record:
+            raise ValueError("the record is sealed already")
+        with self._lock:
+            if self._pid != os.getpid():
+                self._restart()
+            header = {
+                "v": SEAL_VERSION,
+                "key": self._key.key_id,
+                "writer": self._writer,
+                "seq": self._seq + 1,
+                "prev": self._prev,
+            }
+            mac = self._key.tag(DOMAIN + canonical({**record, "seal": header}))
+            self._seq += 1
+            self._prev = mac
+        return {**record, "seal": {**header, "mac": mac}}
+
+    def __repr__(self) -> str:
+        return f"AuditChain(key_id={self._key.key_id!r}, writer={self._writer!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("AuditChain objects cannot be pickled: they hold a secret key")
