@@ -17,13 +17,16 @@ and ``prev`` ``""``.
 
 from __future__ import annotations
 
+import hmac
 import json
+import math
 import os
 import re
 import secrets
 import socket
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
@@ -42,7 +45,11 @@ __all__ = [
     "AuditChain",
     "AuditKey",
     "canonical",
+    "mac_ok",
     "material_of",
+    "parse_line",
+    "seal_of",
+    "time_of",
 ]
 
 #: Prefix of an audit key's text form (a pseudonym key's is ``nirguard-key:v1:``).
@@ -55,10 +62,11 @@ DOMAIN: Final = b"nirguard-audit-seal:v1\n"
 SEAL_VERSION: Final = 1
 #: Bytes of the MAC kept (128 bits).
 _TAG_BYTES: Final = 16
-#: What a writer id is made of (``<name>-<pid>-<8 random hex digits>``).
+#: What a writer id is made of (``<name>-p<pid>-r<8 random hex digits>``).
 WRITER_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,40}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+_SEAL_FIELDS: Final = frozenset({"v", "key", "writer", "seq", "prev", "mac"})
 
 
 def canonical(obj: Any) -> bytes:
@@ -159,7 +167,7 @@ def _default_name() -> str:
 class AuditChain:
     """One writer's MAC chain: seals records in order (thread-safe).
 
-    The writer id is ``<writer>-<pid>-<8 random hex digits>``: each process, and
+    The writer id is ``<writer>-p<pid>-r<8 random hex digits>``: each process, and
     each chain, has its own, so that several workers can append to one file. A
     forked child starts a chain of its own at its first record.
 
@@ -192,7 +200,7 @@ class AuditChain:
 
     def _restart(self) -> None:
         self._pid = os.getpid()
-        self._writer = f"{self._name}-{self._pid}-{secrets.token_hex(4)}"
+        self._writer = f"{self._name}-p{self._pid}-r{secrets.token_hex(4)}"
         self._seq = 0
         self._prev = ""
 
@@ -245,3 +253,65 @@ class AuditChain:
 
     def __reduce__(self) -> Any:
         raise TypeError("AuditChain objects cannot be pickled: they hold a secret key")
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ValueError("duplicate name")  # two readers could read two records
+        obj[name] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError("not JSON")
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """The JSON object of ``line`` (duplicate names and NaN refused), or ``None``."""
+    try:
+        data = json.loads(line, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def seal_of(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The well-formed ``seal`` of a parsed line, or ``None``."""
+    seal = data.get("seal")
+    if not isinstance(seal, dict) or set(seal) != _SEAL_FIELDS or seal["v"] != SEAL_VERSION:
+        return None
+    seq, writer = seal["seq"], seal["writer"]
+    texts = (seal["key"], writer, seal["prev"], seal["mac"])
+    if not all(isinstance(text, str) and len(text) <= 64 for text in texts):
+        return None
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
+        return None
+    if WRITER_RE.fullmatch(writer) is None or WRITER_RE.fullmatch(seal["key"]) is None:
+        return None
+    return seal
+
+
+def mac_ok(data: Mapping[str, Any], seal: Mapping[str, Any], key: AuditKey) -> bool:
+    """Whether ``seal`` is the MAC of the parsed line ``data`` under ``key``."""
+    header = {name: seal[name] for name in ("v", "key", "writer", "seq", "prev")}
+    record = {name: value for name, value in data.items() if name != "seal"}
+    try:
+        body = canonical({**record, "seal": header})
+    except (TypeError, ValueError):
+        return False
+    return hmac.compare_digest(key.tag(DOMAIN + body), seal["mac"])
+
+
+def time_of(value: object) -> float | None:
+    """POSIX seconds of a record's time (ISO 8601 with a zone, or a number), or ``None``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None

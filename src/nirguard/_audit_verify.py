@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import gzip
 import hmac
-import json
-import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
-from nirguard._audit_seal import DOMAIN, SEAL_VERSION, WRITER_RE, AuditKey, canonical
+from nirguard._audit_seal import AuditKey, mac_ok, parse_line, seal_of, time_of
 from nirguard._redact import mask_nir_runs
 from nirguard.errors import InvalidKey
 
 __all__ = ["Problem", "Report", "WriterSummary", "read_files", "verify_lines"]
 
-_SEAL_FIELDS: Final = frozenset({"v", "key", "writer", "seq", "prev", "mac"})
 _MARKS: Final = frozenset({"open", "checkpoint", "close"})
 #: Seconds of silence allowed past two checkpoint periods before a tail counts as cut.
 GRACE: Final = 10.0
@@ -119,64 +116,6 @@ class _Chain:
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
-            raise ValueError("duplicate name")  # two readers could read two records
-        obj[name] = value
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError("not JSON")
-
-
-def _parse(line: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(line, object_pairs_hook=_strict_object, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _seal_of(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    seal = data.get("seal")
-    if not isinstance(seal, dict) or set(seal) != _SEAL_FIELDS or seal["v"] != SEAL_VERSION:
-        return None
-    seq, writer = seal["seq"], seal["writer"]
-    texts = (seal["key"], writer, seal["prev"], seal["mac"])
-    if not all(isinstance(text, str) and len(text) <= 64 for text in texts):
-        return None
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
-        return None
-    if WRITER_RE.fullmatch(writer) is None or WRITER_RE.fullmatch(seal["key"]) is None:
-        return None
-    return seal
-
-
-def _mac_ok(data: Mapping[str, Any], seal: Mapping[str, Any], key: AuditKey) -> bool:
-    header = {name: seal[name] for name in ("v", "key", "writer", "seq", "prev")}
-    record = {name: value for name, value in data.items() if name != "seal"}
-    try:
-        body = canonical({**record, "seal": header})
-    except (TypeError, ValueError):
-        return False
-    return hmac.compare_digest(key.tag(DOMAIN + body), seal["mac"])
-
-
-def _time(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo is not None else None
-
-
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -187,14 +126,14 @@ def _shown(text: str) -> str:
 
 def _link(data: Mapping[str, Any], seal: Mapping[str, Any], position: str) -> _Link:
     mark = data.get("chain")
-    every = _time(data.get("every"))
+    every = time_of(data.get("every"))
     return _Link(
         seq=seal["seq"],
         prev=seal["prev"],
         mac=seal["mac"],
         position=position,
         mark=mark if mark in _MARKS else None,
-        time=_time(data.get("time")),
+        time=time_of(data.get("time")),
         every=every if every is not None and every > 0 else None,
     )
 
@@ -216,11 +155,11 @@ class _Verifier:
         self.report.lines += 1
         if not line.strip():
             return
-        data = _parse(line)
+        data = parse_line(line)
         if data is None:
             self.problem("unreadable", position, None, "not a JSON object (content not shown)")
             return
-        seal = _seal_of(data)
+        seal = seal_of(data)
         if seal is None:
             self.problem("unsealed", position, None, "a record without a valid seal: inserted?")
             return
@@ -231,7 +170,7 @@ class _Verifier:
             count, first = self.unknown.get(seal["key"], (0, position))
             self.unknown[seal["key"]] = (count + 1, first)
             return
-        if not _mac_ok(data, seal, key):
+        if not mac_ok(data, seal, key):
             chain.bad.append((seal["seq"], position))
             return
         self.report.verified += 1
