@@ -22,6 +22,7 @@ from typing import Any, Final
 from nirguard._audit_seal import AuditKey, mac_ok, parse_line, seal_of, time_of
 from nirguard._redact import mask_nir_runs
 from nirguard.errors import InvalidKey
+from nirguard.keys import SecretKey
 
 __all__ = ["Problem", "Report", "WriterSummary", "read_files", "verify_lines"]
 
@@ -329,7 +330,7 @@ class _Verifier:
 
 
 def _ring(keys: AuditKey | Iterable[AuditKey]) -> dict[str, AuditKey]:
-    found = [keys] if isinstance(keys, AuditKey) else list(keys)
+    found = [keys] if isinstance(keys, SecretKey) else list(keys)
     if not found or not all(isinstance(key, AuditKey) for key in found):
         raise InvalidKey("verifying needs one or more AuditKey", code="key_wrong_kind")
     return {key.key_id: key for key in found}

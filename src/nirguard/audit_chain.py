@@ -91,7 +91,7 @@ class SealedAuditLog(JsonLinesSink):
         ValueError: a bad ``writer`` name, or ``checkpoint`` not positive.
     """
 
-    __slots__ = ("__weakref__", "_chain", "_clock", "_every", "_last", "_ticker")
+    __slots__ = ("__weakref__", "_chain", "_clock", "_ended", "_every", "_last", "_ticker")
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class SealedAuditLog(JsonLinesSink):
         self._clock = clock
         self._last = time.monotonic()
         self._ticker: tuple[int, threading.Event] | None = None
+        self._ended = False
         _LIVE.add(self)
 
     @property
@@ -136,9 +137,9 @@ class SealedAuditLog(JsonLinesSink):
     def close(self) -> None:
         """Write the chain's ``close`` record and close the file (a later event opens a new chain)."""
         with self._lock:
-            if not self._chain.fresh:
+            if not self._chain.fresh and not self._ended:
                 self._append([], "close")
-                self._chain.restart()
+                self._ended = True
             ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker[1].set()
@@ -152,6 +153,9 @@ class SealedAuditLog(JsonLinesSink):
 
     def _append(self, records: list[dict[str, Any]], mark: str | None = None) -> None:
         chain = self._chain
+        if self._ended:  # closed, then written to again: a new chain
+            chain.restart()
+            self._ended = False
         sealed = [chain.seal(self._mark("open"))] if chain.fresh else []
         sealed += [chain.seal(record) for record in records]
         if mark is not None:
