@@ -8,11 +8,11 @@ record is the record itself plus one ``seal`` object::
 
 ``mac`` is HMAC-SHA-256 (truncated to 128 bits, unpadded base64url) under a
 sub-key of the audit key (HKDF-SHA-256, ``info`` :data:`SUBKEY_INFO`), over
-:data:`DOMAIN` followed by the canonical JSON of the whole line without
-``mac``: every field of the record and of the seal is covered, the previous
-record's MAC included, so a writer's records form a chain (RFC 5848
-syslog-sign, journald's sealing). The first record of a chain has ``seq`` 1
-and ``prev`` ``""``.
+:data:`DOMAIN`, the canonical JSON of the record (every name but ``seal``), a
+newline and the canonical JSON of the seal without ``mac``: every field of the
+record and of the seal is covered, the previous record's MAC included, so a
+writer's records form a chain (RFC 5848 syslog-sign, journald's sealing). The
+first record of a chain has ``seq`` 1 and ``prev`` ``""``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ _TAG_BYTES: Final = 16
 WRITER_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,40}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
 _SEAL_FIELDS: Final = frozenset({"v", "key", "writer", "seq", "prev", "mac"})
 
 
@@ -79,9 +82,7 @@ def canonical(obj: Any) -> bytes:
         TypeError: ``obj`` holds something JSON cannot write.
         ValueError: ``obj`` holds a NaN or an infinity.
     """
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    return _CANONICAL.encode(obj).encode("ascii")
 
 
 def material_of(key: SecretKey) -> bytes:
@@ -160,6 +161,16 @@ class AuditKey(SecretKey):
     __str__ = __repr__
 
 
+def _header(seal: Mapping[str, Any], mac: str | None = None) -> str:
+    """``canonical(seal)`` (with ``mac`` when given), written directly: its texts are of
+    the alphabets of key ids, writer ids and base64url, which JSON writes as they are."""
+    tag = "" if mac is None else f'"mac":"{mac}",'
+    return (
+        f'{{"key":"{seal["key"]}",{tag}"prev":"{seal["prev"]}","seq":{seal["seq"]},'
+        f'"v":{seal["v"]},"writer":"{seal["writer"]}"}}'
+    )
+
+
 def _default_name() -> str:
     return _UNSAFE.sub("_", socket.gethostname())[:40] or "nirguard"
 
@@ -231,22 +242,38 @@ class AuditChain:
             ValueError: ``record`` already has a ``seal``, or holds a NaN.
             TypeError: ``record`` holds something JSON cannot write.
         """
+        _, seal = self._link(record)
+        return {**record, "seal": seal}
+
+    def seal_line(self, record: Mapping[str, Any]) -> str:
+        """The sealed record as one JSON line (no newline), written once: the sink's call.
+
+        Raises:
+            ValueError: ``record`` already has a ``seal``, or holds a NaN.
+            TypeError: ``record`` holds something JSON cannot write.
+        """
+        body, seal = self._link(record)
+        text = body.decode("ascii")
+        return f'{text[:-1]}{"," if len(text) > 2 else ""}"seal":{_header(seal, seal["mac"])}}}'
+
+    def _link(self, record: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
         if "seal" in record:
             raise ValueError("the record is sealed already")
+        body = canonical(record)
         with self._lock:
             if self._pid != os.getpid():
                 self._restart()
-            header = {
+            seal = {
                 "v": SEAL_VERSION,
                 "key": self._key.key_id,
                 "writer": self._writer,
                 "seq": self._seq + 1,
                 "prev": self._prev,
             }
-            mac = self._key.tag(DOMAIN + canonical({**record, "seal": header}))
+            mac = self._key.tag(DOMAIN + body + b"\n" + _header(seal).encode("ascii"))
             self._seq += 1
-            self._prev = mac
-        return {**record, "seal": {**header, "mac": mac}}
+            self._prev = seal["mac"] = mac
+        return body, seal
 
     def __repr__(self) -> str:
         return f"AuditChain(key_id={self._key.key_id!r}, writer={self._writer!r})"
@@ -298,7 +325,7 @@ def mac_ok(data: Mapping[str, Any], seal: Mapping[str, Any], key: AuditKey) -> b
     header = {name: seal[name] for name in ("v", "key", "writer", "seq", "prev")}
     record = {name: value for name, value in data.items() if name != "seal"}
     try:
-        body = canonical({**record, "seal": header})
+        body = canonical(record) + b"\n" + canonical(header)
     except (TypeError, ValueError):
         return False
     return hmac.compare_digest(key.tag(DOMAIN + body), seal["mac"])

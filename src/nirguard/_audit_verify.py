@@ -11,22 +11,22 @@ record last. Nothing a line holds is ever printed but its writer id and key id
 
 from __future__ import annotations
 
+import bisect
 import gzip
-import hmac
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
 from nirguard._audit_seal import AuditKey, mac_ok, parse_line, seal_of, time_of
+from nirguard._audit_track import ABSENT, Track, prefix
 from nirguard._redact import mask_nir_runs
 from nirguard.errors import InvalidKey
 from nirguard.keys import SecretKey
 
-__all__ = ["Problem", "Report", "WriterSummary", "read_files", "verify_lines"]
+__all__ = ["Files", "Problem", "Report", "WriterSummary", "verify_lines"]
 
-_MARKS: Final = frozenset({"open", "checkpoint", "close"})
 #: Seconds of silence allowed past two checkpoint periods before a tail counts as cut.
 GRACE: Final = 10.0
 #: Problems listed by :meth:`Report.text` before it only counts them.
@@ -101,20 +101,15 @@ class Report:
 
 
 @dataclass(slots=True)
-class _Link:
-    seq: int
-    prev: str
-    mac: str
-    position: str
-    mark: str | None
-    time: float | None
-    every: float | None
-
-
-@dataclass(slots=True)
 class _Chain:
-    links: list[_Link] = field(default_factory=list)
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    track: Track = field(default_factory=Track)
+    bad: list[tuple[int, int]] = field(default_factory=list)
+    top: int = 0
+    top_order: int = ABSENT
+    last_time: float | None = None
+    every: float | None = None
+    every_seq: int = 0
+    close: tuple[int, int] | None = None
 
 
 def _iso(seconds: float) -> str:
@@ -125,60 +120,94 @@ def _shown(text: str) -> str:
     return mask_nir_runs(text)
 
 
-def _link(data: Mapping[str, Any], seal: Mapping[str, Any], position: str) -> _Link:
-    mark = data.get("chain")
-    every = time_of(data.get("every"))
-    return _Link(
-        seq=seal["seq"],
-        prev=seal["prev"],
-        mac=seal["mac"],
-        position=position,
-        mark=mark if mark in _MARKS else None,
-        time=time_of(data.get("time")),
-        every=every if every is not None and every > 0 else None,
-    )
+def _runs(gaps: list[tuple[int, int]], changed: set[int]) -> list[tuple[int, int]]:
+    """``gaps`` without the sequence numbers of changed records (they are reported as such)."""
+    runs = []
+    for first, last in gaps:
+        for seq in sorted(s for s in changed if first <= s <= last):
+            if seq > first:
+                runs.append((first, seq - 1))
+            first = seq + 1
+        if first <= last:
+            runs.append((first, last))
+    return runs
 
 
 class _Verifier:
-    def __init__(self, keys: Mapping[str, AuditKey]) -> None:
+    def __init__(self, keys: Mapping[str, AuditKey], where: Callable[[int], str]) -> None:
         self.keys = keys
+        self.where = where
         self.report = Report()
         self.chains: dict[str, _Chain] = {}
-        self.unknown: dict[str, tuple[int, str]] = {}
+        self.unknown: dict[str, tuple[int, int]] = {}
         self.latest: float | None = None
 
-    def problem(self, code: str, position: str, writer: str | None, detail: str) -> None:
+    def problem(self, code: str, order: int | None, writer: str | None, detail: str) -> None:
+        position = "-" if order is None else self.where(order)
         self.report.problems.append(
             Problem(code, position, None if writer is None else _shown(writer), detail)
         )
 
-    def feed(self, position: str, line: str) -> None:
+    def feed(self, order: int, line: str) -> None:
         self.report.lines += 1
         if not line.strip():
             return
         data = parse_line(line)
         if data is None:
-            self.problem("unreadable", position, None, "not a JSON object (content not shown)")
+            self.problem("unreadable", order, None, "not a JSON object (content not shown)")
             return
         seal = seal_of(data)
         if seal is None:
-            self.problem("unsealed", position, None, "a record without a valid seal: inserted?")
+            self.problem("unsealed", order, None, "a record without a valid seal: inserted?")
             return
         self.report.sealed += 1
         chain = self.chains.setdefault(seal["writer"], _Chain())
         key = self.keys.get(seal["key"])
         if key is None:
-            count, first = self.unknown.get(seal["key"], (0, position))
+            count, first = self.unknown.get(seal["key"], (0, order))
             self.unknown[seal["key"]] = (count + 1, first)
+        elif not mac_ok(data, seal, key):
+            chain.bad.append((seal["seq"], order))
+        else:
+            self.report.verified += 1
+            self.keep(seal["writer"], chain, data, seal, order)
+
+    def keep(
+        self,
+        writer: str,
+        chain: _Chain,
+        data: Mapping[str, Any],
+        seal: Mapping[str, Any],
+        order: int,
+    ) -> None:
+        seq = seal["seq"]
+        if not chain.track.add(seq, order, seal["mac"], seal["prev"]):
+            seen = chain.track.order_of(seq)
+            same = seen != ABSENT and chain.track.mac_of(seq) == prefix(seal["mac"])
+            where = self.where(seen) if seen != ABSENT else "far from the rest of the chain"
+            self.problem(
+                "duplicated" if same else "forked",
+                order,
+                writer,
+                f"seq {seq} again (first at {where})"
+                + ("" if same else ", another record: sealed with the key"),
+            )
             return
-        if not mac_ok(data, seal, key):
-            chain.bad.append((seal["seq"], position))
-            return
-        self.report.verified += 1
-        link = _link(data, seal, position)
-        chain.links.append(link)
-        if link.time is not None and (self.latest is None or link.time > self.latest):
-            self.latest = link.time
+        if seq < chain.top:
+            detail = f"seq {seq} comes after seq {chain.top} ({self.where(chain.top_order)})"
+            self.problem("reordered", order, writer, detail)
+        else:
+            chain.top, chain.top_order = seq, order
+            chain.last_time = time_of(data.get("time"))
+            if chain.last_time is not None and (
+                self.latest is None or chain.last_time > self.latest
+            ):
+                self.latest = chain.last_time
+        mark, every = data.get("chain"), time_of(data.get("every"))
+        if mark in ("open", "checkpoint") and every and every > 0 and seq >= chain.every_seq:
+            chain.every, chain.every_seq = every, seq
+        if mark == "close" and (chain.close is None or seq < chain.close[0]):
+            chain.close = (seq, order)
 
     def finish(self, now: float | None, partial: bool, require_closed: bool) -> Report:
         for kid, (count, first) in sorted(self.unknown.items()):
@@ -190,7 +219,7 @@ class _Verifier:
             )
         known = self.report.sealed - sum(count for count, _ in self.unknown.values())
         if known and not self.report.verified:
-            self.problem("wrong_key", "-", None, "no record verifies with the key(s) given")
+            self.problem("wrong_key", None, None, "no record verifies with the key(s) given")
         reference = now if now is not None else self.latest
         for writer, chain in sorted(self.chains.items()):
             self.judge(writer, chain, reference, partial, require_closed)
@@ -199,7 +228,8 @@ class _Verifier:
     def judge(
         self, writer: str, chain: _Chain, ref: float | None, partial: bool, closed: bool
     ) -> None:
-        if not chain.links:
+        track = chain.track
+        if not track.count:
             if chain.bad:
                 self.problem(
                     "unverified",
@@ -208,121 +238,75 @@ class _Verifier:
                     f"none of its {len(chain.bad)} records verifies: forged, or another key",
                 )
             return
-        by_seq = self.order(writer, chain.links)
-        changed = self.altered(writer, chain.bad, by_seq)
-        self.links(writer, by_seq)
-        self.gaps(writer, by_seq, changed, partial)
-        self.ending(writer, by_seq, ref, closed)
+        changed = self.altered(writer, chain)
+        for seq in track.breaks():
+            detail = f"seq {seq} does not follow seq {seq - 1}"
+            self.problem("chain_break", track.order_of(seq), writer, detail)
+        for first, last in _runs(track.gaps(track.base if partial else 1), changed):
+            self.gap(writer, track, first, last)
+        self.ending(writer, chain, ref, closed)
 
-    def order(self, writer: str, links: list[_Link]) -> dict[int, _Link]:
-        by_seq: dict[int, _Link] = {}
-        top: _Link | None = None
-        for link in links:
-            seen = by_seq.get(link.seq)
-            if seen is not None:
-                same = hmac.compare_digest(seen.mac, link.mac)
-                self.problem(
-                    "duplicated" if same else "forked",
-                    link.position,
-                    writer,
-                    f"seq {link.seq} again (first at {seen.position})"
-                    + ("" if same else ", another record: sealed with the key"),
-                )
-                continue
-            by_seq[link.seq] = link
-            if top is not None and link.seq < top.seq:
-                self.problem(
-                    "reordered",
-                    link.position,
-                    writer,
-                    f"seq {link.seq} comes after seq {top.seq} ({top.position})",
-                )
-            if top is None or link.seq > top.seq:
-                top = link
-        return by_seq
-
-    def altered(
-        self, writer: str, bad: list[tuple[int, str]], by_seq: dict[int, _Link]
-    ) -> set[int]:
+    def altered(self, writer: str, chain: _Chain) -> set[int]:
         changed: set[int] = set()
-        for seq, position in bad:
-            if seq in by_seq or seq in changed:
-                where = by_seq[seq].position if seq in by_seq else "another changed record"
+        for seq, order in chain.bad:
+            seen = chain.track.order_of(seq)
+            if seen != ABSENT or seq in changed:
+                where = self.where(seen) if seen != ABSENT else "another changed record"
                 detail = f"claims seq {seq}, already at {where}; its MAC does not match"
-                self.problem("inserted", position, writer, detail)
+                self.problem("inserted", order, writer, detail)
             else:
                 changed.add(seq)
                 detail = f"seq {seq}: its MAC does not match (the record or its seal was altered)"
-                self.problem("changed", position, writer, detail)
+                self.problem("changed", order, writer, detail)
         return changed
 
-    def links(self, writer: str, by_seq: dict[int, _Link]) -> None:
-        for seq, link in sorted(by_seq.items()):
-            before = by_seq.get(seq - 1)
-            expected = "" if seq == 1 else (before.mac if before is not None else None)
-            if expected is not None and not hmac.compare_digest(expected, link.prev):
-                self.problem(
-                    "chain_break", link.position, writer, f"seq {seq} does not follow seq {seq - 1}"
-                )
+    def gap(self, writer: str, track: Track, first: int, last: int) -> None:
+        after, before = track.order_of(last + 1), track.order_of(first - 1)
+        where = f"before {self.where(after)}" if after != ABSENT else "at the end"
+        if before != ABSENT:
+            end = self.where(after) if after != ABSENT else "the end"
+            where = f"between {self.where(before)} and {end}"
+        detail = f"seq {first}..{last} missing ({last - first + 1} records) {where}"
+        self.problem("removed", after if after != ABSENT else None, writer, detail)
 
-    def gaps(self, writer: str, by_seq: dict[int, _Link], changed: set[int], partial: bool) -> None:
-        low = min(by_seq) if partial else 1
-        missing = sorted(set(range(low, max(by_seq) + 1)) - set(by_seq) - changed)
-        runs: list[list[int]] = []
-        for seq in missing:
-            if runs and runs[-1][1] == seq - 1:
-                runs[-1][1] = seq
-            else:
-                runs.append([seq, seq])
-        for first, last in runs:
-            after = by_seq.get(last + 1)
-            before = by_seq.get(first - 1)
-            where = f"before {after.position}" if after is not None else "at the end"
-            if before is not None:
-                where = f"between {before.position} and {after.position if after else 'the end'}"
-            count = last - first + 1
-            detail = f"seq {first}..{last} missing ({count} records) {where}"
-            self.problem("removed", after.position if after else "-", writer, detail)
-
-    def ending(
-        self, writer: str, by_seq: dict[int, _Link], ref: float | None, closed: bool
-    ) -> None:
-        seqs = sorted(by_seq)
-        close = next((by_seq[s] for s in seqs if by_seq[s].mark == "close"), None)
-        last = by_seq[seqs[-1]]
-        every = next((by_seq[s].every for s in reversed(seqs) if by_seq[s].every), None)
+    def ending(self, writer: str, chain: _Chain, ref: float | None, closed: bool) -> None:
+        track, last = chain.track, chain.top
         self.report.writers.append(
             WriterSummary(
-                _shown(writer), len(seqs), seqs[0], seqs[-1], close is not None, last.position,
-                last.time,
+                _shown(writer), track.count, track.base, last, chain.close is not None,
+                self.where(chain.top_order), chain.last_time,
             )
         )  # fmt: skip
-        if close is not None:
-            for seq in seqs:
-                if seq > close.seq:
-                    self.problem(
-                        "after_close",
-                        by_seq[seq].position,
-                        writer,
-                        f"seq {seq} follows the chain's closing record ({close.position})",
+        if chain.close is not None:
+            close_seq, close_order = chain.close
+            for seq in range(close_seq + 1, last + 1):
+                if track.order_of(seq) != ABSENT:
+                    detail = (
+                        f"seq {seq} follows the chain's closing record ({self.where(close_order)})"
                     )
+                    self.problem("after_close", track.order_of(seq), writer, detail)
             return
-        silent = ref is not None and last.time is not None and every is not None
-        if silent and ref - last.time > 2 * every + GRACE:  # type: ignore[operator]
+        when, every = chain.last_time, chain.every
+        if (
+            ref is not None
+            and when is not None
+            and every is not None
+            and (ref - when > 2 * every + GRACE)
+        ):
             self.problem(
                 "tail_missing",
-                last.position,
+                chain.top_order,
                 writer,
-                f"silent since {_iso(last.time)} (seq {last.seq}) though it checkpoints every "  # type: ignore[arg-type]
-                f"{every:g} s and the trail goes on to {_iso(ref)}: its last records were "  # type: ignore[arg-type]
+                f"silent since {_iso(when)} (seq {last}) though it checkpoints every "
+                f"{every:g} s and the trail goes on to {_iso(ref)}: its last records were "
                 "removed, or the writer died without closing",
             )
         elif closed:
             self.problem(
                 "tail_missing",
-                last.position,
+                chain.top_order,
                 writer,
-                f"no closing record after seq {last.seq}: its last records were removed, "
+                f"no closing record after seq {last}: its last records were removed, "
                 "or it has not closed",
             )
         else:
@@ -337,36 +321,46 @@ def _ring(keys: AuditKey | Iterable[AuditKey]) -> dict[str, AuditKey]:
 
 
 def verify_lines(
-    lines: Iterable[str | tuple[str, str]],
+    lines: Iterable[str],
     keys: AuditKey | Iterable[AuditKey],
     *,
     now: float | None = None,
     partial: bool = False,
     require_closed: bool = False,
+    where: Callable[[int], str] | None = None,
 ) -> Report:
     """Verify sealed lines; see :func:`nirguard.audit_chain.verify_files`.
 
-    ``lines`` are strings (positions are ``line N``) or ``(position, line)`` pairs.
+    Positions are ``line N`` (1-based), or what ``where(N)`` says.
 
     Raises:
         InvalidKey: ``keys`` holds something that is not an :class:`AuditKey`.
     """
-    verifier = _Verifier(_ring(keys))
-    for number, item in enumerate(lines, 1):
-        position, line = item if isinstance(item, tuple) else (f"line {number}", item)
-        verifier.feed(position, line)
+    verifier = _Verifier(_ring(keys), where or "line {}".format)
+    for number, line in enumerate(lines, 1):
+        verifier.feed(number, line)
     return verifier.finish(now, partial, require_closed)
 
 
-def read_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[str, str]]:
-    """``(file:line, line)`` of every file in turn (``.gz`` files decompressed).
+class Files:
+    """The lines of several files in turn (``.gz`` decompressed), and where line N came from."""
 
-    Raises:
-        OSError: a file cannot be read.
-    """
-    for path in paths:
-        name = os.fspath(path)
-        opener: Any = gzip.open if name.endswith(".gz") else open
-        with opener(name, "rt", encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, 1):
-                yield f"{name}:{number}", line
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        self.paths = [os.fspath(path) for path in paths]
+        self.starts: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        """Every line of every file; raises ``OSError`` when a file cannot be read."""
+        read = 0
+        for name in self.paths:
+            self.starts.append(read + 1)
+            opener: Any = gzip.open if name.endswith(".gz") else open
+            with opener(name, "rt", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    read += 1
+                    yield line
+
+    def where(self, number: int) -> str:
+        """``file:line`` of the ``number``-th line read."""
+        index = bisect.bisect_right(self.starts, number) - 1
+        return f"{self.paths[index]}:{number - self.starts[index] + 1}"

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import threading
 import time
@@ -46,7 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nirguard._audit_seal import AuditChain, AuditKey
-from nirguard._audit_verify import Problem, Report, WriterSummary, read_files, verify_lines
+from nirguard._audit_verify import Files, Problem, Report, WriterSummary, verify_lines
 from nirguard._hook_files import iso_time
 from nirguard._hooks import flush_all
 from nirguard.audit import AuditEvent, JsonLinesSink
@@ -156,12 +155,11 @@ class SealedAuditLog(JsonLinesSink):
         if self._ended:  # closed, then written to again: a new chain
             chain.restart()
             self._ended = False
-        sealed = [chain.seal(self._mark("open"))] if chain.fresh else []
-        sealed += [chain.seal(record) for record in records]
+        sealed = [chain.seal_line(self._mark("open"))] if chain.fresh else []
+        sealed += [chain.seal_line(record) for record in records]
         if mark is not None:
-            sealed.append(chain.seal(self._mark(mark)))
-        data = "".join([json.dumps(line, separators=(",", ":")) + "\n" for line in sealed])
-        view = memoryview(data.encode("ascii"))
+            sealed.append(chain.seal_line(self._mark(mark)))
+        view = memoryview(("\n".join(sealed) + "\n").encode("ascii"))
         fd = self._open()
         while view:
             view = view[os.write(fd, view) :]
@@ -239,6 +237,7 @@ def verify_files(
         OSError: a file cannot be read.
         InvalidKey: ``keys`` holds something that is not an :class:`AuditKey`.
     """
+    files = Files(paths)
     return verify_lines(
-        read_files(paths), keys, now=now, partial=partial, require_closed=require_closed
+        files, keys, now=now, partial=partial, require_closed=require_closed, where=files.where
     )
