@@ -27,7 +27,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
@@ -117,6 +117,32 @@ class AuditKey(SecretKey):
         super().__init__(material, key_id)
         subkey = self._derive(SUBKEY_INFO, 32)
         object.__setattr__(self, "_hmac", crypto_hmac.HMAC(subkey, hashes.SHA256()))
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> AuditKey:
+        """Make a new random audit key (as :meth:`SecretKey.generate <nirguard.SecretKey.generate>`)."""
+        return cast(AuditKey, super().generate(key_id))
+
+    @classmethod
+    def from_env(cls, var: str) -> AuditKey:
+        """Read an audit key's text form from the environment variable ``var``.
+
+        Raises:
+            InvalidKey: the variable is not set, or holds no audit key's text form.
+        """
+        return cast(AuditKey, super().from_env(var))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> AuditKey:
+        """Read an audit key's text form from a file (``nirguard audit keygen -o``).
+
+        Warns:
+            InsecureKeyFileWarning: the file's group or others can use it.
+
+        Raises:
+            InvalidKey: the file cannot be read, or holds no audit key's text form.
+        """
+        return cast(AuditKey, super().from_file(path))
 
     @classmethod
     def from_text(cls, text: str) -> AuditKey:
