@@ -138,6 +138,22 @@ def test_inserted_records_are_found(tmp_path: Path) -> None:
     ]
 
 
+def test_lines_of_other_loggers_are_counted_apart_in_a_mixed_pipeline(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 4)
+    lines = lines_of(path)
+    syslog = [f"Dec  7 09:40:12 web1 portal[4120]: {line}" for line in lines]
+    other = ['{"level": "info", "msg": "GET /health 200"}', "plain text from another logger"]
+    mixed = [*syslog[:3], *other, *syslog[3:]]
+    assert codes(verify_lines(mixed, KEY)) == [("unsealed", "line 4"), ("unreadable", "line 5")]
+    report = verify_lines(mixed, KEY, mixed=True)
+    assert report.ok and report.foreign == 2 and report.verified == len(lines)
+    assert "2 of other writers" in report.text()
+    event = _event(1001.5, who="intruder").model_dump_json()  # an audit event without a seal
+    assert codes(verify_lines([*mixed, event], KEY, mixed=True)) == [("unsealed", "line 9")]
+    assert codes(verify_lines(mixed[:2] + mixed[4:], KEY, mixed=True)) == [("removed", "line 4")]
+
+
 def test_a_cut_tail_is_found_by_the_checkpoints_of_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     now = [0.0]

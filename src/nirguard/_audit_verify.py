@@ -27,6 +27,9 @@ from nirguard.keys import SecretKey
 
 __all__ = ["Files", "Problem", "Report", "WriterSummary", "verify_lines"]
 
+#: Names of an audit record (event or chain record): such a line without a seal is flagged
+#: even among other loggers' lines (``mixed``).
+_AUDIT_LIKE: Final = frozenset({"outcome", "practitioner", "patient", "chain", "seal"})
 #: Seconds of silence allowed past two checkpoint periods before a tail counts as cut.
 GRACE: Final = 10.0
 #: Problems listed by :meth:`Report.text` before it only counts them.
@@ -70,6 +73,7 @@ class Report:
     """
 
     lines: int = 0
+    foreign: int = 0
     sealed: int = 0
     verified: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -85,7 +89,8 @@ class Report:
         """The report for people: problems first (at most ``shown``), then one line per writer."""
         head = (
             f"{self.lines} lines, {self.sealed} sealed, {self.verified} verified, "
-            f"{len(self.writers)} writers: "
+            + (f"{self.foreign} of other writers, " if self.foreign else "")
+            + f"{len(self.writers)} writers: "
             + ("OK" if self.ok else f"{len(self.problems)} problems")
         )
         out = [head, *[str(problem) for problem in self.problems[:shown]]]
@@ -134,8 +139,11 @@ def _runs(gaps: list[tuple[int, int]], changed: set[int]) -> list[tuple[int, int
 
 
 class _Verifier:
-    def __init__(self, keys: Mapping[str, AuditKey], where: Callable[[int], str]) -> None:
+    def __init__(
+        self, keys: Mapping[str, AuditKey], where: Callable[[int], str], mixed: bool
+    ) -> None:
         self.keys = keys
+        self.mixed = mixed
         self.where = where
         self.report = Report()
         self.chains: dict[str, _Chain] = {}
@@ -150,15 +158,20 @@ class _Verifier:
 
     def feed(self, order: int, line: str) -> None:
         self.report.lines += 1
-        if not line.strip():
-            return
-        data = parse_line(line)
+        start = line.find("{")  # after a prefix a log pipeline may add (syslog, a runtime)
+        data = parse_line(line[start:]) if start >= 0 else None
         if data is None:
-            self.problem("unreadable", order, None, "not a JSON object (content not shown)")
+            if self.mixed:
+                self.report.foreign += bool(line.strip())
+            elif line.strip():
+                self.problem("unreadable", order, None, "not a JSON object (content not shown)")
             return
         seal = seal_of(data)
         if seal is None:
-            self.problem("unsealed", order, None, "a record without a valid seal: inserted?")
+            if self.mixed and not _AUDIT_LIKE & data.keys():
+                self.report.foreign += 1
+            else:
+                self.problem("unsealed", order, None, "a record without a valid seal: inserted?")
             return
         self.report.sealed += 1
         chain = self.chains.setdefault(seal["writer"], _Chain())
@@ -328,15 +341,18 @@ def verify_lines(
     partial: bool = False,
     require_closed: bool = False,
     where: Callable[[int], str] | None = None,
+    mixed: bool = False,
 ) -> Report:
     """Verify sealed lines; see :func:`nirguard.audit_chain.verify_files`.
 
-    Positions are ``line N`` (1-based), or what ``where(N)`` says.
+    Positions are ``line N`` (1-based), or what ``where(N)`` says. With ``mixed``, lines
+    of other loggers (not JSON, or JSON without the names of an audit record) are counted
+    in ``foreign``, not reported; an unsealed audit event still is.
 
     Raises:
         InvalidKey: ``keys`` holds something that is not an :class:`AuditKey`.
     """
-    verifier = _Verifier(_ring(keys), where or "line {}".format)
+    verifier = _Verifier(_ring(keys), where or "line {}".format, mixed)
     for number, line in enumerate(lines, 1):
         verifier.feed(number, line)
     return verifier.finish(now, partial, require_closed)

@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private 
         help="every chain must end with its closing record (the writers have stopped)",
     )
     verify.add_argument(
+        "--mixed",
+        action="store_true",
+        help="the files hold other loggers' lines too: count them, flag only unsealed audit lines",
+    )
+    verify.add_argument(
         "--now",
         type=float,
         metavar="SECONDS",
@@ -118,7 +123,12 @@ def _verify(args: argparse.Namespace) -> int:
         keys = _keys(args.key_file)
         paths = expand(args.files)
         report = verify_files(
-            paths, keys, now=args.now, partial=args.partial, require_closed=args.require_closed
+            paths,
+            keys,
+            now=args.now,
+            partial=args.partial,
+            require_closed=args.require_closed,
+            mixed=args.mixed,
         )
     except InvalidKey as exc:  # its message is fixed and never holds the key
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -213,6 +213,7 @@ def verify_files(
     now: float | None = None,
     partial: bool = False,
     require_closed: bool = False,
+    mixed: bool = False,
 ) -> Report:
     """Verify a sealed trail kept in ``paths`` (oldest first; ``.gz`` read as such).
 
@@ -226,6 +227,9 @@ def verify_files(
             files removed by retention).
         require_closed: every chain must end with its ``close`` record (the
             writers have stopped).
+        mixed: the files hold other loggers' lines too: those (not JSON, or JSON
+            without the names of an audit record) are counted, not reported. A
+            prefix before the JSON (syslog's) is skipped in any case.
 
     Returns:
         A :class:`Report`: ``ok``, the problems (codes ``changed``, ``removed``,
@@ -239,5 +243,11 @@ def verify_files(
     """
     files = Files(paths)
     return verify_lines(
-        files, keys, now=now, partial=partial, require_closed=require_closed, where=files.where
+        files,
+        keys,
+        now=now,
+        partial=partial,
+        require_closed=require_closed,
+        where=files.where,
+        mixed=mixed,
     )
