@@ -3,8 +3,8 @@
 Internal to nirguard: :mod:`nirguard.audit_chain` is the public face. A sealed
 record is the record itself plus one ``seal`` object::
 
-    {"time": "...", "practitioner": "...", ..., "seal": {"v": 1, "key": "<key id>",
-     "writer": "<writer id>", "seq": 7, "prev": "<MAC of seq 6>", "mac": "<MAC>"}}
+    {"actor": null, ..., "time": "...", "seal": {"key": "<key id>", "mac": "<MAC>",
+     "prev": "<MAC of seq 6>", "seq": 7, "v": 1, "writer": "<writer id>"}}
 
 ``mac`` is HMAC-SHA-256 (truncated to 128 bits, unpadded base64url) under a
 sub-key of the audit key (HKDF-SHA-256, ``info`` :data:`SUBKEY_INFO`), over
