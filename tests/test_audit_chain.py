@@ -488,3 +488,30 @@ def test_the_sql_store_seals_in_the_chain_and_verifies(tmp_path: Path) -> None:
     assert len(lines) == 5
     assert verify_lines(lines, KEY).ok
     assert codes(verify_lines(lines[:1] + lines[2:], KEY)) == [("removed", "line 2")]
+
+
+JUNK = [
+    "[" * 100_000 + "]" * 100_000,  # deep JSON
+    '{"time": NaN, "seal": {}}',
+    '{"a": 1, "a": 2}',  # a name twice: two readers could read two records
+    '{"seal": {"v": 1, "key": "k", "writer": "w", "seq": true, "prev": "", "mac": ""}}',
+    '{"seal": {"v": 1, "key": "k", "writer": "w", "seq": 1e300, "prev": "", "mac": ""}}',
+    '{"seal": {"v": 1, "key": "audit-1", "writer": "w/../x", "seq": 1, "prev": "", "mac": ""}}',
+    '{"seal": {"v": 2, "key": "audit-1", "writer": "w", "seq": 1, "prev": "", "mac": ""}}',
+    '{"seal": ["v", 1]}',
+    "\x00\xff\ud800",
+    "",
+    "   ",
+]
+
+
+def test_junk_never_raises_and_each_line_is_accounted_for(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, 2)
+    lines = [*lines_of(path), *JUNK]
+    report = verify_lines(lines, KEY)
+    flagged = {p.position for p in report.problems}
+    assert flagged == {f"line {n}" for n in range(5, 5 + len(JUNK) - 2)}  # blank lines are no records
+    many = verify_lines(["x"] * 300, KEY)
+    text = many.text()
+    assert text.count("unreadable") == 200 and text.endswith("... and 100 more problems")

@@ -34,6 +34,8 @@ _AUDIT_LIKE: Final = frozenset({"outcome", "practitioner", "patient", "chain", "
 GRACE: Final = 10.0
 #: Problems listed by :meth:`Report.text` before it only counts them.
 SHOWN: Final = 200
+#: Problems kept in a report; more are only counted (``Report.unlisted``).
+KEPT: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +79,14 @@ class Report:
     sealed: int = 0
     verified: int = 0
     problems: list[Problem] = field(default_factory=list)
+    unlisted: int = 0
     writers: list[WriterSummary] = field(default_factory=list)
     open: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Whether the trail verified clean."""
-        return not self.problems
+        return not self.problems and not self.unlisted
 
     def text(self, shown: int = SHOWN) -> str:
         """The report for people: problems first (at most ``shown``), then one line per writer."""
@@ -91,11 +94,11 @@ class Report:
             f"{self.lines} lines, {self.sealed} sealed, {self.verified} verified, "
             + (f"{self.foreign} of other writers, " if self.foreign else "")
             + f"{len(self.writers)} writers: "
-            + ("OK" if self.ok else f"{len(self.problems)} problems")
+            + ("OK" if self.ok else f"{len(self.problems) + self.unlisted} problems")
         )
         out = [head, *[str(problem) for problem in self.problems[:shown]]]
-        if len(self.problems) > shown:
-            out.append(f"... and {len(self.problems) - shown} more problems")
+        if len(self.problems) + self.unlisted > shown:
+            out.append(f"... and {len(self.problems) + self.unlisted - shown} more problems")
         for w in self.writers:
             state = "closed" if w.closed else "open"
             out.append(
@@ -151,6 +154,9 @@ class _Verifier:
         self.latest: float | None = None
 
     def problem(self, code: str, order: int | None, writer: str | None, detail: str) -> None:
+        if len(self.report.problems) >= KEPT:
+            self.report.unlisted += 1
+            return
         position = "-" if order is None else self.where(order)
         self.report.problems.append(
             Problem(code, position, None if writer is None else _shown(writer), detail)
@@ -174,7 +180,9 @@ class _Verifier:
                 self.problem("unsealed", order, None, "a record without a valid seal: inserted?")
             return
         self.report.sealed += 1
-        chain = self.chains.setdefault(seal["writer"], _Chain())
+        chain = self.chains.get(seal["writer"])
+        if chain is None:
+            chain = self.chains[seal["writer"]] = _Chain()
         key = self.keys.get(seal["key"])
         if key is None:
             count, first = self.unknown.get(seal["key"], (0, order))
