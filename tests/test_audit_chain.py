@@ -511,7 +511,9 @@ def test_junk_never_raises_and_each_line_is_accounted_for(tmp_path: Path) -> Non
     lines = [*lines_of(path), *JUNK]
     report = verify_lines(lines, KEY)
     flagged = {p.position for p in report.problems}
-    assert flagged == {f"line {n}" for n in range(5, 5 + len(JUNK) - 2)}  # blank lines are no records
+    assert flagged == {
+        f"line {n}" for n in range(5, 5 + len(JUNK) - 2)
+    }  # blank lines are no records
     many = verify_lines(["x"] * 300, KEY)
     text = many.text()
     assert text.count("unreadable") == 200 and text.endswith("... and 100 more problems")
