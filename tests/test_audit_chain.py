@@ -474,6 +474,29 @@ def test_a_forked_child_starts_a_chain_of_its_own(tmp_path: Path) -> None:
     assert child["writer"] != parent["writer"] and child["seq"] == 1 and child["prev"] == ""
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_sink_shared_by_forked_workers_gives_each_its_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = SealedAuditLog(path, KEY, writer="portal", checkpoint=None)  # made before the fork
+    sink(_event(1.0))
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a worker
+            for t in range(5):
+                sink(_event(2.0 + t))
+            sink.close()
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    sink(_event(9.0))
+    sink.close()
+    report = verify_files([path], KEY, require_closed=True)
+    assert report.ok, report.text()
+    assert sorted(w.records for w in report.writers) == [4, 7, 7]  # parent: open, 2, close
+
+
 def test_the_sql_store_seals_in_the_chain_and_verifies(tmp_path: Path) -> None:
     pytest.importorskip("sqlalchemy")
     from nirguard.audit_sql import SqlAuditStore
