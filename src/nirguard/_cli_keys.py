@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     """Add the ``keygen`` subcommand."""
     parser = subparsers.add_parser(
         "keygen",
