@@ -9,10 +9,12 @@ temporary file in the same directory and renamed at the end, so a failure
 or an interruption (Ctrl-C, SIGTERM) leaves no partial output; on stdout, a
 failure says that what was already written is partial.
 
-The guarantee: no valid NIR in the output outside the converted column. Every
-other field (and the header) is scanned (``nir._contains_nir``); a field that
-holds one stops the run, or is blanked or its row dropped, as ``--on-invalid``
-says.
+The guarantee: no NIR in the output outside the converted column, in any
+spelling ``nir.validate`` accepts, nor split over adjacent fields or spelt with
+the delimiter (``nirguard._csv_scan``). Every line (and the header) is
+scanned, the column cut out; the fields making up a NIR stop the run, or are
+blanked or their row dropped, as ``--on-invalid`` says. Delimiters a NIR is
+made of (digits, A/B) are refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final, NoReturn, Protocol
 
-from nirguard import _csv_blocks, nir
+from nirguard import _csv_blocks
 from nirguard._csv_blocks import (
     BlockConverter,
     BlockResult,
@@ -38,6 +40,7 @@ from nirguard._csv_blocks import (
     worker_convert,
     worker_init,
 )
+from nirguard._csv_scan import Scanner, unsafe_delimiter
 
 _MODES: Final = {
     "pseudonymise": ("pseudonymised", "replace a CSV column of NIRs with keyed pseudonyms"),
@@ -128,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
             keys = _load_keys(args.key_sources)
         except InvalidKey as exc:
             raise _UsageError(str(exc)) from None
-        if args.mode != "detokenise" and nir._contains_nir(keys[0].key_id):
+        if args.mode != "detokenise" and Scanner().holds(keys[0].key_id):
             # it starts every pseudonym and token written
             raise _UsageError("the current key's id holds a NIR: make a key with another id")
         delimiter = _delimiter(args.delimiter)
@@ -226,6 +229,9 @@ def _delimiter(value: str) -> str:
         return "\t"
     if len(value) != 1 or value in '"\r\n':
         raise _UsageError("--delimiter must be one character other than a quote or a newline")
+    why = unsafe_delimiter(value)
+    if why is not None:
+        raise _UsageError(f"--delimiter {value!r}: {why}")
     return value
 
 
@@ -396,7 +402,7 @@ class _Converter:
         )
         if self.stray:
             where = {"blank": "blanked", "drop": "rows dropped"}[self.policy]
-            summary += f", {_count(self.stray, 'NIR')} found outside the column ({where})"
+            summary += f", {_count(self.stray, 'field')} with a NIR outside the column ({where})"
         return summary
 
     def _blocks(self, rest: bytes) -> Iterator[bytes]:
@@ -503,7 +509,7 @@ class _Converter:
         if len(matches) > 1:
             raise _UsageError(f"column {self.column_name!r} appears more than once in the header")
         self._column = matches[0]
-        stray = [i for i, name in enumerate(names) if nir._contains_nir(name)]
+        stray = Scanner(self.delimiter).fields_holding(names, self.delimiter)
         if stray:  # by number: the name is the NIR
             raise _InvalidData(f"the header holds a NIR (column #{stray[0] + 1})")
         if not header.endswith(b"\n"):
