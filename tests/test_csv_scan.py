@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from nirguard import Pseudonymiser, SecretKey, Tokeniser, nir
 from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
+from nirguard._csv_io import InvalidData
 from nirguard._csv_scan import Scanner
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
@@ -506,7 +507,7 @@ def test_a_nir_outside_the_column_never_comes_out(
         error = summary = None
         try:
             summary = converter.run()
-        except cli_csv._InvalidData as exc:
+        except InvalidData as exc:
             error = str(exc)
     finally:
         csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
@@ -625,7 +626,7 @@ def test_no_nir_comes_out_whatever_the_delimiter(
         error = summary = None
         try:
             summary = converter.run()
-        except cli_csv._InvalidData as exc:
+        except InvalidData as exc:
             error = str(exc)
     finally:
         csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]

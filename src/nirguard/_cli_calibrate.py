@@ -91,8 +91,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--policy-dir",
         metavar="DIR",
-        help="also write each proposed policy to DIR/<kind>.json ('(untagged).json' for "
-        "events without a kind)",
+        help="also write each proposal to DIR/<kind>.json ('(untagged).json': no kind)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
