@@ -576,10 +576,10 @@ def _table(draw: st.DrawFn) -> tuple[list[list[str]], int, tuple[str, ...], bool
         others = [i for i in range(width) if i != column]
         field = draw(st.sampled_from(others))
         edge = draw(_EDGE), draw(_EDGE)
+        pairs = [i for i in others if i + 1 in others]
+        if how == "split" and not pairs:
+            how = "compact"
         if how == "split":  # over two adjacent fields (the column between is no neighbour)
-            pairs = [i for i in others if i + 1 in others]
-            if not pairs:
-                continue
             field = draw(st.sampled_from(pairs))
             cut = draw(st.integers(1, 14))
             table[row][field] = edge[0] + canonical[:cut]
