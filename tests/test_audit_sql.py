@@ -131,6 +131,22 @@ def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case
     assert store.reader.lockouts_since(0, 10)[0]["practitioner"] == "p1"
 
 
+def test_a_locked_account_links_the_case_of_its_latest_lockout(store: SqlAuditStore) -> None:
+    first = Alert("p1", "cohort", {}, 100.0, 3600.0, case="case-ffffffffffffffff")
+    second = Alert("p1", "misses", {}, 9000.0, 7200.0, case="case-0000000000000000")
+    store.alert(first)
+    store.alert(second)
+    store.alert(Alert("p1", "break_glass", {}, 9500.0, None, case="case-9999999999999999",
+                      lockout=False))  # fmt: skip
+    assert store.flush()
+    [locked] = store.reader.lockouts_since(0, 10)
+    assert (locked["practitioner"], locked["time"], locked["alerts"]) == ("p1", 9000.0, 2)
+    assert locked["case_id"] == "case-0000000000000000"  # the latest lockout, not the largest id
+    assert [c["case_id"] for c in store.reader.cases_of("p1")] == [
+        "case-9999999999999999", "case-0000000000000000", "case-ffffffffffffffff",
+    ]  # fmt: skip
+
+
 def test_sinks_return_at_once_and_a_full_queue_drops_with_a_report(
     tmp_path: Path, caplog: Any
 ) -> None:
@@ -363,3 +379,29 @@ def test_no_spelling_of_a_nir_survives_masking(
         spelled = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in spelled)
     masked = mask_nirs(before + " " + spelled + " " + after) or ""
     assert_no_nir(masked, value)
+
+
+def test_the_guards_case_ids_are_kept_whole_even_when_digits_run_long(
+    store: SqlAuditStore,
+) -> None:
+    digits = "case-1234567890123456"  # an earlier guard's hex id: masking would make it case-[NIR]
+    store.alert(Alert("p1", "cohort", {}, 100.0, 3600.0, case=digits))
+    store.alert(Alert("p2", "cohort", {}, 200.0, 3600.0, case="case-6543210987654321"))
+    store.alert(Alert("p3", "cohort", {}, 300.0, 3600.0, case=f"x {NIR_IN_TEXT}"))
+    assert store.flush()
+    cases = {c["practitioner"]: c["case_id"] for c in store.reader.cases(None, 10)}
+    assert cases == {"p1": digits, "p2": "case-6543210987654321", "p3": "x [NIR]"}
+    store.record_action("o", "case", digits, "closed")
+    store.record_action("o", "unlock", NIR_IN_TEXT, "reset")
+    assert [a["target"] for a in store.reader.actions(2)] == ["[NIR]", digits]
+
+
+def test_case_ids_never_look_like_a_nir_so_masking_never_merges_two() -> None:
+    from nirguard._redact import mask_nir_runs
+    from nirguard.alerts import case_id
+
+    ids = {case_id("10003456789", 1_767_225_600.0 + n) for n in range(5000)}
+    assert len(ids) == 5000
+    assert all(mask_nirs(i) == i and mask_nir_runs(i) == i for i in ids)
+    event = AuditEvent(time=1.0, practitioner="p", outcome="lockout", case=min(ids))  # type: ignore[call-arg]
+    assert event.case == min(ids)

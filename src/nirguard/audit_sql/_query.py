@@ -64,6 +64,12 @@ class Reader:
             stmt = stmt.where(c.c.state == state)
         return self._all(stmt.order_by(c.c.last_alert.desc()).limit(limit).offset(offset))
 
+    def cases_of(self, practitioner: str, limit: int = 20) -> list[dict[str, Any]]:
+        """One account's cases, whatever their state, the latest alert first."""
+        c = self._t.cases
+        stmt = select(c).where(c.c.practitioner == practitioner)
+        return self._all(stmt.order_by(c.c.last_alert.desc()).limit(limit))
+
     def case_counts(self) -> dict[str, int]:
         """Cases per state."""
         c = self._t.cases
@@ -135,13 +141,22 @@ class Reader:
     # -- locked accounts ------------------------------------------------------------------------
 
     def lockouts_since(self, since: float, limit: int) -> list[dict[str, Any]]:
-        """Accounts with a lockout alert since ``since``: the latest per account first."""
+        """Accounts with a lockout alert since ``since``: the latest per account first, each with
+        the case of its latest lockout (case ids are digests: their order means nothing)."""
         a = self._t.alerts
+        latest = a.alias("latest")
+        latest_case = (
+            select(latest.c.case_id)
+            .where(latest.c.practitioner == a.c.practitioner, latest.c.lockout.is_(True))
+            .order_by(latest.c.time.desc(), latest.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         stmt = (
             select(
                 a.c.practitioner,
                 func.max(a.c.time).label("time"),
-                func.max(a.c.case_id).label("case_id"),
+                latest_case.label("case_id"),
                 func.count().label("alerts"),
             )
             .where(a.c.lockout.is_(True), a.c.time >= since)
