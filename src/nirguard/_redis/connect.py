@@ -192,8 +192,8 @@ def _endpoint(opts: dict[str, object], **base: object) -> Endpoint:
         value = opts.pop(name, None)
         if value is not None:
             kwargs[name] = str(value)
-    name = kwargs.get("client_name")
-    if name is not None and not _CLIENT_NAME.fullmatch(str(name)):
+    client_name = kwargs.get("client_name")
+    if client_name is not None and not _CLIENT_NAME.fullmatch(str(client_name)):
         raise _fail("storage option 'client_name' must be printable ASCII without spaces")
     if "db" in opts:
         kwargs["db"] = int(_number("db", opts.pop("db"), int, 0, 2**31 - 1))
