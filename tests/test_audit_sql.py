@@ -131,19 +131,25 @@ def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case
     assert store.reader.lockouts_since(0, 10)[0]["practitioner"] == "p1"
 
 
-def test_a_locked_account_links_the_case_of_its_latest_lockout(store: SqlAuditStore) -> None:
-    first = Alert("p1", "cohort", {}, 100.0, 3600.0, case="case-ffffffffffffffff")
-    second = Alert("p1", "misses", {}, 9000.0, 7200.0, case="case-0000000000000000")
-    store.alert(first)
-    store.alert(second)
-    store.alert(Alert("p1", "break_glass", {}, 9500.0, None, case="case-9999999999999999",
+def test_locked_accounts_come_from_lockouts_and_link_the_latest_case(store: SqlAuditStore) -> None:
+    store.alert(Alert("p1", "cohort", {}, 100.0, 3600.0, case="case-pppppppppppppppp"))
+    store.alert(Alert("p1", "misses", {}, 9000.0, 7200.0, case="case-aaaaaaaaaaaaaaaa"))
+    store.alert(Alert("p2", "cohort", {}, 500.0, None, case="case-bbbbbbbbbbbbbbbb",
                       lockout=False))  # fmt: skip
+    # p2's incident opened with a signal; its lockout came later, in the same incident (one
+    # alert per incident): only the trail says so. p3 has a lockout and no alert at all.
+    store.audit(_event(800.0, "p2", "k1:p9", "lockout"))
+    store.audit(_event(700.0, "p3", "k1:p9", "lockout"))
+    store.audit(_event(50.0, "p4", "k1:p9", "lockout"))  # before the window asked for
     assert store.flush()
-    [locked] = store.reader.lockouts_since(0, 10)
-    assert (locked["practitioner"], locked["time"], locked["alerts"]) == ("p1", 9000.0, 2)
-    assert locked["case_id"] == "case-0000000000000000"  # the latest lockout, not the largest id
+    locked = store.reader.lockouts_since(60.0, 10)
+    assert [(r["practitioner"], r["time"], r["case_id"]) for r in locked] == [
+        ("p1", 9000.0, "case-aaaaaaaaaaaaaaaa"),  # the latest, not the largest id
+        ("p2", 800.0, "case-bbbbbbbbbbbbbbbb"),
+        ("p3", 700.0, None),
+    ]
     assert [c["case_id"] for c in store.reader.cases_of("p1")] == [
-        "case-9999999999999999", "case-0000000000000000", "case-ffffffffffffffff",
+        "case-aaaaaaaaaaaaaaaa", "case-pppppppppppppppp",
     ]  # fmt: skip
 
 

@@ -132,7 +132,7 @@ def case_update(ctx: Context, request: Request, officer: Officer, form: dict[str
 
 
 def locked_page(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
-    """Accounts locked now (from lockout alerts of the last 30 days, checked with the guard)."""
+    """Accounts locked now (lockouts of the last 30 days in the trail, checked with the guard)."""
     now = ctx.clock()
     accounts = []
     for row in ctx.reader.lockouts_since(now - 30 * DAY, 100):
@@ -144,7 +144,7 @@ def locked_page(ctx: Context, request: Request, officer: Officer, form: dict[str
                 row["error"] = type(exc).__name__
             if row["status"] is not None and not row["status"].locked:
                 continue
-        row["link"] = quote(row["case_id"], safe="")
+        row["link"] = None if row["case_id"] is None else quote(row["case_id"], safe="")
         accounts.append(row)
     return ctx.render(
         request, officer, "locked.html", accounts=accounts, has_guard=ctx.guard is not None,
