@@ -25,7 +25,7 @@ from nirguard import SecretKey, nir
 from nirguard.console import Console, Officer
 from nirguard.errors import ConfigurationError
 from tests.conftest import assert_no_nir
-from tests.console_world import COLLEAGUES, NIR_IN_TEXT, STOLEN, World, full_world
+from tests.console_world import NIR_IN_TEXT, STOLEN, World, full_world
 
 PAGES = ["/cases", "/locked", "/break-glass", "/patient", "/portal", "/break-glass/export.csv"]
 
@@ -178,11 +178,7 @@ def test_a_token_lasts_eight_hours_and_never_comes_from_the_future(world: World)
 
 
 def test_case_state_and_note_are_recorded_with_who(world: World, client: TestClient) -> None:
-    case = next(
-        c["case_id"]
-        for c in world.store.reader.cases(None, 50)
-        if c["practitioner"] == COLLEAGUES[0]
-    )
+    case = stolen_case(world)  # the world's one case for sure (the attack), whatever ran before
     page = client.get(f"/cases/{case}", headers=OFFICER)
     assert page.status_code == 200
     response = client.post(f"/cases/{case}", headers=OFFICER, follow_redirects=False,
