@@ -289,8 +289,16 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
     world = full_world()
     try:
         reader = world.store.reader
-        case = next(c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN)
+        [case] = [c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN]
         assert case["lockout"]
+        # one incident, one case: both lockouts of the attack and the refusals between them
+        # carry its id, and only the first raised an alert
+        trail = reader.account_events(STOLEN, 1000)
+        lockouts = [e for e in trail if e["outcome"] == "lockout"]
+        assert len(lockouts) == 2 and {e["case_id"] for e in lockouts} == {case["case_id"]}
+        assert {e["case_id"] for e in trail if e["outcome"] == "locked"} == {case["case_id"]}
+        assert case["alerts"] == 1 and len(reader.lockouts_since(0, 10)) == 1
+        assert reader.lockouts_since(0, 10)[0]["time"] == max(e["time"] for e in lockouts)
         opened = int(case["opened"] // 86400)
         new = reader.new_patients_per_day(STOLEN, opened - 28, opened)
         before = [n for d, n in new.items() if d < opened]
