@@ -103,3 +103,29 @@ def test_the_reader_matches_each_lua_function_to_its_end(tmp_path: Path) -> None
     assert "s.lua:2: Lua function long is 67 lines" in findings
     assert "s.lua:69: Lua function handler is 62 lines" in findings
     assert "short" not in findings
+
+
+def test_a_helper_of_the_same_name_does_not_hide_a_private_attribute(tmp_path: Path) -> None:
+    tool = _house()
+    package = tmp_path / "nirguard"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "d.py").write_text(
+        "def _compiled(policy):\n"
+        "    _local = policy._local\n"
+        "    return policy._compiled, _local\n"
+        "class Box:\n"
+        "    _size = 1\n"
+        "    def _grow(self):\n"
+        "        return self\n"
+        "def use(box):\n"
+        "    return box._size, box._grow()\n"
+    )
+    findings = sorted(
+        f.removeprefix(f"{tmp_path.name}/")
+        for f in tool.read_house(tmp_path).findings  # type: ignore[attr-defined]
+    )
+    assert findings == [
+        "nirguard/d.py:2: uses private attribute ._local",
+        "nirguard/d.py:3: uses private attribute ._compiled",
+    ]

@@ -117,18 +117,22 @@ def _is_own_object(owner: ast.expr) -> bool:
 
 
 def _defined_privates(tree: ast.AST) -> set[str]:
-    """Private names this module defines itself: functions, classes, attributes set on
-    ``self``/``cls`` or in a class body, ``__slots__`` entries, module-level names.
-    (The name a ``getattr`` reads is a use, not a definition.)"""
+    """Private attribute names this module defines itself: members of its class bodies
+    (methods, class attributes, nested classes), attributes it assigns (``x._y = ...``),
+    and names it spells as strings (``__slots__`` entries, ``object.__setattr__``).
+    A module-level ``_helper`` or a local ``_y`` does not make ``thing._y`` its own,
+    and the name a ``getattr`` reads is a use, not a definition."""
     names: set[str] = set()
     looked_up = {id(call[1]) for call in map(_attr_call, ast.walk(tree)) if call}
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
+        if isinstance(node, ast.ClassDef):
+            for member in node.body:
+                if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(member.name)
+                elif isinstance(member, ast.Assign):
+                    names.update(t.id for t in member.targets if isinstance(t, ast.Name))
+                elif isinstance(member, ast.AnnAssign) and isinstance(member.target, ast.Name):
+                    names.add(member.target.id)
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
             names.add(node.attr)
         elif (
@@ -138,7 +142,7 @@ def _defined_privates(tree: ast.AST) -> set[str]:
             and node.value.isidentifier()
             and id(node) not in looked_up
         ):
-            names.add(node.value)  # __slots__ entries, object.__setattr__ names
+            names.add(node.value)
     return {n for n in names if _is_private(n)}
 
 
