@@ -37,7 +37,7 @@ from nirguard.reasons import ReasonCode
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-__all__ = ["FAST_GAP", "Bot", "OnReason", "Outcome", "play"]
+__all__ = ["FAST_GAP", "Bot", "OnReason", "Outcome", "people", "play"]
 
 DAY: Final = 86_400.0
 #: Longest gap between two asks of a fast bot (seconds).
@@ -142,6 +142,18 @@ class _People:
             f"{self._orders:03d}"
         )
         return body + f"{97 - int(body) % 97:02d}"
+
+
+def people(count: int, *, seed: int = 0, same_cohort: float = 0.0) -> list[str]:
+    """``count`` valid NIRs of distinct people, the way a bot asks for them: a new
+    birth cohort each, or (with odds ``same_cohort``) the previous one's.
+
+    >>> first = people(2)
+    >>> len(set(first)), first[0][:10] != first[1][:10]
+    (2, True)
+    """
+    source = _People(seed)
+    return [source.next(same_cohort) for _ in range(count)]
 
 
 class _Clock:
