@@ -90,10 +90,14 @@ class Bot:
 
     @property
     def fast(self) -> bool:
-        """Whether it is a fast bot: never waits but for lockouts (see the module docstring)."""
+        """Whether it is a fast bot (:meth:`is_fast` within :data:`FAST_GAP`)."""
+        return self.is_fast()
+
+    def is_fast(self, gap: float = FAST_GAP) -> bool:
+        """Whether it asks at least every ``gap`` seconds and waits only for lockouts."""
         slow_reason = self.on_reason == "wait" and self.wait > self.gap
         return (
-            self.gap <= FAST_GAP
+            self.gap <= gap
             and self.burst == 0
             and not slow_reason
             and not self.waits_quota

@@ -32,9 +32,9 @@ Space = Literal["fast", "any"]
 _REASONS: Final[tuple[OnReason, ...]] = ("move_on", "retry", "reason", "wait")
 
 
-def _random_bot(rng: random.Random, space: Space) -> Bot:
+def _random_bot(rng: random.Random, space: Space, fastest: float) -> Bot:
     fast = space == "fast"
-    gap = rng.uniform(1.0, FAST_GAP) if fast else 10 ** rng.uniform(0, 4)
+    gap = rng.uniform(1.0, fastest) if fast else 10 ** rng.uniform(0, 4)
     return _fit(
         Bot(
             gap=gap,
@@ -51,12 +51,14 @@ def _random_bot(rng: random.Random, space: Space) -> Bot:
             seed=rng.randrange(1 << 30),
         ),
         space,
+        fastest,
     )
 
 
-def _fit(bot: Bot, space: Space) -> Bot:
-    """``bot`` held inside its space (a fast bot never waits but for lockouts)."""
-    gap = min(max(bot.gap, 1.0), FAST_GAP if space == "fast" else 7 * DAY)
+def _fit(bot: Bot, space: Space, fastest: float) -> Bot:
+    """``bot`` held inside its space (a fast bot asks at least every ``fastest``
+    seconds and never waits but for lockouts)."""
+    gap = min(max(bot.gap, 1.0), fastest if space == "fast" else 7 * DAY)
     bot = replace(bot, gap=gap, burst=max(0, bot.burst), retries=max(0, bot.retries))
     bot = replace(bot, repeats=min(max(bot.repeats, 0.0), 0.95))
     bot = replace(bot, same_cohort=min(max(bot.same_cohort, 0.0), 1.0))
@@ -108,11 +110,11 @@ _KNOBS: Final = (
 )
 
 
-def _mutate(bot: Bot, rng: random.Random, space: Space) -> Bot:
+def _mutate(bot: Bot, rng: random.Random, space: Space, fastest: float) -> Bot:
     """``bot`` with one or two of its parameters changed."""
     for _ in range(rng.randint(1, 2)):
         bot = _change(bot, rng.choice(_KNOBS), rng)
-    return _fit(bot, space)
+    return _fit(bot, space, fastest)
 
 
 @dataclass
@@ -139,6 +141,7 @@ def attackers(policy: QuotaPolicy, days: float = 7) -> tuple[Bot, ...]:
         Bot(gap=5.0, on_reason="move_on"),
         Bot(gap=5.0, on_reason="reason"),
         Bot(gap=5.0, on_reason="retry", retries=100_000),
+        Bot(gap=60.0, on_reason="retry", retries=100_000),
         Bot(gap=5.0, on_reason="wait", wait=5.0),
         Bot(gap=5.0, burst=amount, pause=float(seconds), on_reason="reason"),
         Bot(gap=paced, on_reason="reason"),
@@ -156,8 +159,10 @@ def search(
     seconds: float | None = None,
     starts: tuple[Bot, ...] | None = None,
     max_asks: int = 200_000,
+    gap: float = FAST_GAP,
 ) -> Found:
-    """The bot of ``space`` that obtains the most under ``policy`` in ``days``.
+    """The bot of ``space`` that obtains the most under ``policy`` in ``days`` (fast
+    bots: at most ``gap`` seconds between asks).
 
     Deterministic for a ``seed`` (unless ``seconds`` cuts it short): the
     ``starts`` (default: :func:`attackers`), a third of the ``evaluations``
@@ -171,11 +176,11 @@ def search(
     tried: list[tuple[Bot, int]] = []
     for n in range(evaluations + len(starts)):
         if n < len(starts):
-            bot = _fit(starts[n], space)
+            bot = _fit(starts[n], space, gap)
         elif best is None or n < len(starts) + evaluations // 3:
-            bot = _random_bot(rng, space)
+            bot = _random_bot(rng, space, gap)
         else:
-            bot = _mutate(best.bot, rng, space)
+            bot = _mutate(best.bot, rng, space, gap)
         outcome = play(policy, bot, days=days, max_asks=max_asks)
         tried.append((bot, outcome.obtained))
         if best is None or outcome.obtained > best.outcome.obtained:
