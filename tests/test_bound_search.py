@@ -125,10 +125,14 @@ fast_bots = st.builds(
     retries=st.integers(0, 50),
     wait=st.floats(0.0, FAST_GAP),
     waits_out=st.booleans(),
-    repeats=st.sampled_from([0.0, 0.3, 0.8]),
+    repeats=st.integers(0, 3),
     same_cohort=st.sampled_from([0.0, 0.5, 1.0]),
     seed=st.integers(0, 1000),
-).map(lambda bot: replace(bot, wait=min(bot.wait, bot.gap)))
+).map(
+    lambda bot: replace(
+        bot, gap=bot.gap / (bot.repeats + 1), wait=min(bot.wait, bot.gap / (bot.repeats + 1))
+    )
+)
 
 
 @settings(

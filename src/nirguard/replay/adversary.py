@@ -69,10 +69,11 @@ class Bot:
         waits_out: on a refusal carrying ``Retry-After`` (a quota, a
             lockout), waits that long; otherwise asks again after ``gap``.
         waits_quota: also waits out refusals that start no lockout (``lookups``).
-        repeats: share of its asks that re-ask someone it already has.
+        repeats: asks for people it already has between two asks for someone
+            new (or for the refused one again), ``gap`` apart like every ask.
         same_cohort: chance that a new person shares the previous one's cohort.
         office: asks only Monday-Friday 08:00-19:00.
-        seed: seed of its choices (repeats, cohorts).
+        seed: seed of its choices (which people it repeats, cohorts).
     """
 
     gap: float = FAST_GAP
@@ -83,7 +84,7 @@ class Bot:
     wait: float = 0.0
     waits_out: bool = True
     waits_quota: bool = False
-    repeats: float = 0.0
+    repeats: int = 0
     same_cohort: float = 0.0
     office: bool = False
     seed: int = 0
@@ -94,10 +95,11 @@ class Bot:
         return self.is_fast()
 
     def is_fast(self, gap: float = FAST_GAP) -> bool:
-        """Whether it asks at least every ``gap`` seconds and waits only for lockouts."""
+        """Whether it asks for someone new (or the refused one again) at least every
+        ``gap`` seconds, repeats included, and waits only for lockouts."""
         slow_reason = self.on_reason == "wait" and self.wait > self.gap
         return (
-            self.gap <= gap
+            self.gap * (self.repeats + 1) <= gap
             and self.burst == 0
             and not slow_reason
             and not self.waits_quota
@@ -207,6 +209,7 @@ class _Run:
         self.pending: str | None = None
         self.tries = 0
         self.since_pause = 0
+        self.since_new = 0
         self.out = Outcome()
 
     def choose(self) -> tuple[str, ReasonCode | None, bool]:
@@ -218,8 +221,10 @@ class _Run:
             if b.on_reason == "wait" or (b.on_reason == "retry" and self.tries <= b.retries):
                 return self.pending, None, False
             self.pending, self.tries = None, 0
-        if self.have and self.rng.random() < b.repeats:
+        if self.have and self.since_new < b.repeats:
+            self.since_new += 1
             return self.rng.choice(self.have), None, False
+        self.since_new = 0
         return self.people.next(b.same_cohort), None, True
 
     def refused(self, person: str, error: LookupDenied) -> float | None:

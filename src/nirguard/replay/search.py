@@ -45,7 +45,7 @@ def _random_bot(rng: random.Random, space: Space, fastest: float) -> Bot:
             wait=0.0 if fast else 10 ** rng.uniform(1, 5),
             waits_out=rng.random() < 0.8,
             waits_quota=not fast and rng.random() < 0.5,
-            repeats=rng.choice((0.0, 0.0, rng.uniform(0, 0.9))),
+            repeats=rng.choice((0, 0, rng.randint(1, 5))),
             same_cohort=rng.choice((0.0, 0.0, rng.uniform(0, 1))),
             office=not fast and rng.random() < 0.2,
             seed=rng.randrange(1 << 30),
@@ -58,9 +58,10 @@ def _random_bot(rng: random.Random, space: Space, fastest: float) -> Bot:
 def _fit(bot: Bot, space: Space, fastest: float) -> Bot:
     """``bot`` held inside its space (a fast bot asks at least every ``fastest``
     seconds and never waits but for lockouts)."""
-    gap = min(max(bot.gap, 1.0), fastest if space == "fast" else 7 * DAY)
+    bot = replace(bot, repeats=min(max(bot.repeats, 0), 20))
+    fits = fastest / (bot.repeats + 1) if space == "fast" else 7 * DAY
+    gap = min(max(bot.gap, 0.1), fits)
     bot = replace(bot, gap=gap, burst=max(0, bot.burst), retries=max(0, bot.retries))
-    bot = replace(bot, repeats=min(max(bot.repeats, 0.0), 0.95))
     bot = replace(bot, same_cohort=min(max(bot.same_cohort, 0.0), 1.0))
     if space == "fast":
         bot = replace(bot, burst=0, pause=0.0, wait=min(bot.wait, gap))
@@ -83,7 +84,7 @@ def _change(bot: Bot, name: str, rng: random.Random) -> Bot:
     if name == "retries":
         return replace(bot, retries=max(0, int(bot.retries * scale) + rng.randint(-3, 3)))
     if name == "repeats":
-        return replace(bot, repeats=bot.repeats + rng.uniform(-0.3, 0.3))
+        return replace(bot, repeats=bot.repeats + rng.randint(-2, 2))
     if name == "same_cohort":
         return replace(bot, same_cohort=bot.same_cohort + rng.uniform(-0.3, 0.3))
     if name == "on_reason":
@@ -145,7 +146,7 @@ def attackers(policy: QuotaPolicy, days: float = 7) -> tuple[Bot, ...]:
         Bot(gap=5.0, on_reason="wait", wait=5.0),
         Bot(gap=5.0, burst=amount, pause=float(seconds), on_reason="reason"),
         Bot(gap=paced, on_reason="reason"),
-        Bot(gap=paced / 2, on_reason="reason", repeats=0.5, seed=1),
+        Bot(gap=paced / 2, on_reason="reason", repeats=1, seed=1),
     )
 
 
