@@ -112,6 +112,14 @@ def test_no_fast_bot_beats_the_fast_bound(name: str) -> None:
         assert found.outcome.obtained >= bound.fast * 0.9, "the search should get close"
 
 
+def test_no_bot_asking_once_a_minute_beats_its_fast_bound() -> None:
+    policy = profiles.gp()
+    bound = profiles.worst_case(policy, gap=60.0)
+    found = search(policy, space="fast", gap=60.0, evaluations=6, seed=1, max_asks=10_000)
+    assert found.bot.is_fast(60.0)
+    assert found.outcome.obtained <= bound.fast, found.bot
+
+
 def test_the_search_finds_the_fast_bound_of_a_policy_without_break_glass() -> None:
     policy = QuotaPolicy.only(distinct_patients="8/10 minutes;120/day;350/7 days")
     found = search(policy, space="fast", evaluations=8, seed=3, starts=(), max_asks=10_000)
