@@ -129,7 +129,8 @@ class Found:
 
 def attackers(policy: QuotaPolicy, days: float = 7) -> tuple[Bot, ...]:
     """Starting points: the replay's kinds of attacker as bots (a list harvest that
-    moves on, bots that retry the refused person, wait for it or state a reason,
+    moves on, bots that retry the refused person (for good, or once and then move
+    on), wait for it or state a reason,
     a burst paced under the shortest new-patient window, a script paced under the
     weekly cap)."""
     from nirguard.profiles import worst_case
@@ -143,6 +144,7 @@ def attackers(policy: QuotaPolicy, days: float = 7) -> tuple[Bot, ...]:
         Bot(gap=5.0, on_reason="reason"),
         Bot(gap=5.0, on_reason="retry", retries=100_000),
         Bot(gap=60.0, on_reason="retry", retries=100_000),
+        Bot(gap=60.0, on_reason="retry", retries=1),
         Bot(gap=5.0, on_reason="wait", wait=5.0),
         Bot(gap=5.0, burst=amount, pause=float(seconds), on_reason="reason"),
         Bot(gap=paced, on_reason="reason"),
