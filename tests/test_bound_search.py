@@ -235,3 +235,25 @@ def test_the_starting_bots_are_the_replays_kinds_of_attacker() -> None:
     starts = attackers(profiles.gp())
     assert {bot.on_reason for bot in starts} == {"move_on", "retry", "reason", "wait"}
     assert any(not bot.fast for bot in starts) and any(bot.fast for bot in starts)
+
+
+def test_over_any_7_days_a_window_carried_in_adds_one_more() -> None:
+    """Windows start at their first hit: a script that opens the weekly window, waits
+    4 days, then takes 120 a day obtains nearly two weekly caps within 7 days."""
+    clock = Clock()
+    guard = LookupGuard(profiles.gp(), clock=clock, hooks="inline", alert=False)
+    start = clock.now
+    obtained: list[float] = []
+    for person in adversary_people(1_000):
+        if clock.now - start >= 11 * 86_400:
+            break
+        try:
+            with guard.lookup("dr-week", person) as lookup:
+                lookup.record({"found": True})
+            obtained.append(clock.now - start)
+        except LookupDenied:
+            pass
+        clock.advance(4 * 86_400 if len(obtained) == 1 and clock.now == start else 720)
+    within = [t for t in obtained if 4 * 86_400 <= t < 11 * 86_400]
+    bound = profiles.worst_case(profiles.gp())
+    assert bound.paced < len(within) <= bound.any_week
