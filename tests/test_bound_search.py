@@ -95,7 +95,8 @@ def test_no_schedule_beats_the_paced_bound_and_the_search_reaches_it(name: str) 
     bound = profiles.worst_case(policy)
     found = search(policy, space="any", evaluations=10, seed=0, max_asks=20_000)
     assert found.outcome.obtained <= bound.paced, found.bot
-    assert found.outcome.obtained >= bound.paced - 2, "the search should get close"
+    if getattr(policy, "baseline", None) is None:  # detection of paced scripts lowers it
+        assert found.outcome.obtained >= bound.paced - 2, "the search should get close"
 
 
 @pytest.mark.parametrize("name", NAMES)
