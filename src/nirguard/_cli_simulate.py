@@ -22,7 +22,7 @@ DEFAULT_SCALE: Final = 0.05
 #: What ``--full`` costs on a 2-core machine.
 FULL_COST: Final = "about 9 minutes of CPU, shared by 2 cores; 2 GB"
 #: ``--quick``: fewer days, fewer strategies (for large scales).
-QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread", "spread-parallel")
+QUICK_STRATEGIES: Final = ("enumeration", "list", "spread-parallel", "retry-fast", "move-on", "owner")
 QUICK_HISTORY: Final = 2
 QUICK_DAYS: Final = 2
 
@@ -63,14 +63,15 @@ def _scales(text: str) -> list[float]:
 
 def _strategies_help() -> str:
     """What each strategy does, for ``simulate --help``."""
-    from nirguard.replay.attacks import DESCRIPTIONS
+    from nirguard.replay.attacks import DEMO, DESCRIPTIONS, PACED
 
     width = max(len(name) for name in DESCRIPTIONS)
-    lines = ["strategies (the attack scripts; --strategy NAME, default all):"]
+    lines = ["strategies (the attack scripts; --strategy NAME):"]
     lines.extend(f"  {name.ljust(width)}  {text}" for name, text in DESCRIPTIONS.items())
     lines += [
-        "The fast attacks are all but slow, gp-paced, owner, owner-24-7 and padded (paced like",
-        "a practitioner); owner and owner-24-7 run on 19 GPs' own accounts, the GPs still working.",
+        "By default: " + ", ".join(DEMO) + " (--all: every one).",
+        "The fast attacks are all but " + ", ".join(PACED) + " (paced like a practitioner);",
+        "owner and owner-24-7 run on 19 GPs' own accounts, the GPs still working.",
     ]
     return "\n".join(lines)
 
@@ -136,7 +137,10 @@ def _world_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=STRATEGIES,
         metavar="NAME",
-        help="attack strategy, repeat for several (default: all; the list is below)",
+        help="attack strategy, repeat for several (the list is below)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every strategy (default: one of each kind, below)"
     )
     parser.add_argument(
         "--jobs", type=_positive, default=None, help="worker processes (default: CPUs, at most 2)"
@@ -249,11 +253,13 @@ def _policies(args: argparse.Namespace) -> tuple[QuotaPolicy | None, QuotaPolicy
 def _settings(
     args: argparse.Namespace, scale: float, policy: QuotaPolicy | None, desk: QuotaPolicy | None
 ) -> ReplaySettings:
-    from nirguard.replay.attacks import STRATEGIES
+    from nirguard.replay.attacks import DEMO, STRATEGIES
     from nirguard.replay.runner import default_jobs
     from nirguard.replay.world import ReplaySettings
 
-    strategies = args.strategy or (QUICK_STRATEGIES if args.quick else STRATEGIES)
+    strategies = args.strategy or (
+        STRATEGIES if args.all else QUICK_STRATEGIES if args.quick else DEMO
+    )
     history = args.history_weeks
     if history is None:
         history = QUICK_HISTORY if args.quick else 3

@@ -40,6 +40,7 @@ from nirguard.replay.walks import (
 )
 
 __all__ = [
+    "DEMO",
     "DESCRIPTIONS",
     "FAST",
     "OWNED",
@@ -74,9 +75,16 @@ STRATEGIES: Final = tuple(DESCRIPTIONS)
 #: Strategies run on legitimate GPs' accounts, whose owners keep working.
 OWNED: Final = ("owner", "owner-24-7")
 #: Harvests paced like a practitioner (the per-account targets; the rest are the fast ones).
-PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded")
+#: ``slow-down`` is one of them: after its first refusal it is ``slow``.
+PACED: Final = ("slow", "slow-down", "gp-paced", "owner", "owner-24-7", "padded")
 #: The fast attacks of the targets: at most 510 identities in the week across the accounts.
 FAST: Final = tuple(s for s in STRATEGIES if s not in PACED)
+#: What ``nirguard simulate`` runs by default: one strategy of each kind issue 17 names
+#: (``--all`` runs every strategy).
+DEMO: Final = (
+    "enumeration", "list", "spread", "spread-wide", "break-glass",
+    "retry-fast", "move-on", "gp-paced", "owner", "padded",
+)  # fmt: skip
 
 _BURST: Final = 40
 _BURST_GAP: Final = 1.5
