@@ -725,9 +725,14 @@ def test_help_describes_every_strategy(capsys):
 
 def test_readme_table_explains_every_strategy():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    rows = {m.group(1) for m in re.finditer(r"^\| `([a-z0-9-]+)` \|", readme, re.MULTILINE)}
-    assert rows >= set(STRATEGIES)
-    assert "0 exposed" in readme or "0 identities" in readme
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `([a-z0-9-]+)`(?: \*)? \| ([^|]+) \|", readme, re.MULTILINE)
+    }
+    assert set(rows) >= set(STRATEGIES)
+    for strategy in STRATEGIES:
+        assert rows[strategy].strip() == DESCRIPTIONS[strategy]
+    assert "**0** (as for `spread-random`) means" in " ".join(readme.split())
 
 
 def test_a_stricter_weekly_cap_holds_a_paced_harvester_to_fewer_per_account():
