@@ -137,14 +137,10 @@ def _median_alert(o: Outcome) -> float:
 
 
 def _late_alert(o: Outcome) -> float:
-    """Hours from a stolen account's first refusal to its first alert: the worst account
-    (``inf``: refused and never alerted)."""
-    worst = 0.0
-    for refused, alert in zip(o.refusal_hours, o.alert_after_refusal_hours, strict=False):
-        if refused is None:
-            continue
-        worst = max(worst, _NEVER if alert is None else alert)
-    return worst
+    """Hours from a stolen account's first refusal to its first alert: the slowest
+    account (``inf``: refused and never alerted; 0: none refused)."""
+    latest = o.after_refusal()[1]
+    return 0.0 if latest is None else latest
 
 
 def _fast(fast: list[Outcome]) -> list[Target]:
