@@ -124,7 +124,15 @@ def build_portal(
 
 
 _LOCKS = frozenset(
-    {"distinct_patients", "invalid_nirs", "misses", "cohort", "portal_cohort", "miss_ratio"}
+    {
+        "distinct_patients",
+        "invalid_nirs",
+        "misses",
+        "cohort",
+        "portal_cohort",
+        "miss_ratio",
+        "strikes",
+    }
 )
 
 

@@ -117,7 +117,11 @@ def test_refusal_table_per_field_and_accounts(logs):
     assert ENUMERATOR in gp.set_aside and "cohort" in gp.set_aside[ENUMERATOR]
     aside = gp.candidate_set_aside
     assert aside.accounts == aside.accounts_refused == 1
-    assert aside.fields["cohort"].lockouts == 2 and aside.fields["cohort"].locked > 500
+    cohort, strikes = aside.fields["cohort"], aside.fields["strikes"]
+    # locked out at its cohort walk; back, it finds the day's lookups spent by its refusals
+    # while locked, and its refusals of `lookups` lock it out again (strikes, escalated)
+    assert cohort.lockouts == 1 and strikes.lockouts == 1
+    assert cohort.locked + strikes.locked > 500
     kept = gp.candidate_kept
     assert kept.accounts == 31 and kept.accounts_refused == 1  # gp-busy, past 100/day
     assert set(kept.fields) == {"distinct_patients"}
@@ -251,7 +255,8 @@ def test_proposal_loads_and_refuses_no_more_than_the_target(portal, shadow_resul
         enforce=True,
         policy=lambda who: proposed["desk" if who.startswith("desk") else "gp"],
     )
-    assert caught.fields.get("cohort", [0, 0, 0])[2] > 500
+    locked = [caught.fields.get(name, [0, 0, 0])[2] for name in ("cohort", "strikes")]
+    assert locked[0] > 0 and sum(locked) > 500  # locked at its walk, then at its strikes
 
 
 def test_proposal_is_raised_after_replay_when_the_target_is_missed(logs):

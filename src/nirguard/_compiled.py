@@ -28,6 +28,7 @@ ACCOUNT_QUOTAS: Final = (
     "misses",
     "portal_cohort",
     "break_glass",
+    "strikes",
 )
 
 
@@ -83,6 +84,7 @@ class CompiledPolicy:
     new_patients: tuple[Window, ...]
     portal: tuple[Window, ...]
     break_glass: tuple[Window, ...]
+    strikes: tuple[Window, ...]
     seen: float
     lockout_steps: tuple[float, ...]
     lockout_memory: float
@@ -127,6 +129,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
     misses = _windows(policy, "misses")
     portal = _windows(policy, "portal")
     break_glass = _windows(policy, "break_glass")
+    strikes = _windows(policy, "strikes")
     seen = float(max((w.seconds for w in (*distinct, *cohort, *portal_cohort)), default=0))
     steps = [parse_duration(policy.lockout)]
     steps += [-1.0 if s is None else parse_duration(s) for s in policy.lockout_escalation]
@@ -137,7 +140,18 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
     # Grants exist only with a break-glass budget: then patient records must outlive them.
     access = parse_duration(policy.break_glass_access) if break_glass else 0.0
     longest = max(
-        (w.seconds for w in (*lookups, *distinct, *invalid, *misses, *portal_cohort, *break_glass)),
+        (
+            w.seconds
+            for w in (
+                *lookups,
+                *distinct,
+                *invalid,
+                *misses,
+                *portal_cohort,
+                *break_glass,
+                *strikes,
+            )
+        ),
         default=0,
     )
     keep = (
@@ -167,6 +181,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         policy.hot_cohort_action,
         _number(access),
         _number(keep),
+        _spec(strikes),
     )
     return CompiledPolicy(
         policy=policy,
@@ -180,6 +195,7 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         new_patients=new_patients,
         portal=portal,
         break_glass=break_glass,
+        strikes=strikes,
         seen=seen,
         lockout_steps=tuple(steps),
         lockout_memory=lockout_memory,

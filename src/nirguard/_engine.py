@@ -176,6 +176,11 @@ class Decision:
 
     ``outcome`` is ``allowed``, ``break_glass``, ``invalid`` (an invalid NIR,
     counted), ``denied``, ``locked``, ``suspected`` or ``reason_required``.
+
+    ``incident`` is the store-clock time the account's open incident started
+    (on every decision of the account while it is open, allowed ones too;
+    ``None`` when none is open), and ``alert`` is true on the one decision
+    that opened it: the first lockout start or signal of the incident.
     """
 
     outcome: str
@@ -190,6 +195,8 @@ class Decision:
     break_glass_left: int | None = None
     count: int | None = None
     limit: int | None = None
+    incident: float | None = None
+    alert: bool = False
 
     def denial(self) -> LookupDenied | None:
         """The exception this decision refuses with, or ``None`` when it lets through."""

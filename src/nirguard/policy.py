@@ -54,6 +54,7 @@ RATE_FIELDS: Final = (
     "misses",
     "portal",
     "break_glass",
+    "strikes",
 )
 # Fields holding durations.
 DURATION_FIELDS: Final = (
@@ -160,6 +161,12 @@ class QuotaPolicy(BaseModel):
             new-patient breach locks out at once).
         break_glass_access: how long a break-glass grant opens that one
             patient to that one practitioner.
+        strikes: refusals of one practitioner that are not lockouts (a
+            ``lookups`` denial, a request for a reason, break-glass refused)
+            (lockout-class): every refusal also counts against ``lookups``,
+            and the refusal past this quota is a lockout instead. A client
+            that keeps asking after being refused is locked within a few
+            attempts; a clinician who states a reason is not.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -186,6 +193,7 @@ class QuotaPolicy(BaseModel):
     miss_ratio_window: str | float = "1 day"
     break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
+    strikes: str | None = "3/hour;6/day"
 
     def __init__(self, **data: Any) -> None:
         try:

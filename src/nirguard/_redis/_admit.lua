@@ -101,11 +101,30 @@ local function quota_step(P, K, now)
 end
 
 -- the account: lockout, budgets, new patients, break-glass --------------------------------
-local function save_account(P, K, record, changes, now)
-  local at = now + P.keep
-  local until_ = changes.lockout or record.lockout
+-- A: the account's record while one call decides it (read once, written once): P, K, the
+-- record, its changes, x (what the reply carries), now, and whether a refusal counts
+-- against `lookups` (a lookup; not an invalid NIR). Every refusal of the account counts
+-- against `lookups`; a refusal that is not a lockout is a strike, and the strike past the
+-- `strikes` quota is a lockout instead (docs/guard.md, "What a refusal costs").
+local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true}
+
+local function account_of(P, K, x, now, lookups)
+  return {P = P, K = K, record = load(K, 1, P.account), changes = {}, x = x, now = now,
+    lookups = lookups}
+end
+
+-- a field as this call leaves it (its change, else the stored value)
+local function get(A, name)
+  local v = A.changes[name]
+  if v == nil then v = A.record[name] end
+  return v
+end
+
+local function save_account(A)
+  local at = A.now + A.P.keep
+  local until_ = get(A, "lockout")
   if until_ and until_ + 60 > at then at = until_ + 60 end
-  save(K[1], record, changes, at, now, P.account)
+  save(A.K[1], A.record, A.changes, at, A.now, A.P.account)
 end
 
 local function level_of(record, now)
@@ -114,117 +133,161 @@ local function level_of(record, now)
   return 0
 end
 
-local function lock(P, K, record, changes, quota, count, limit, x, now)
+-- open the account's incident (unless one is open) and keep it open to `until_`
+local function incident(A, until_)
+  local ends = get(A, "incident:e") or 0
+  if ends <= A.now then
+    A.changes.incident = A.now
+    A.x.opens = true
+    ends = 0
+  end
+  A.changes["incident:e"] = math.max(ends, until_)
+end
+
+-- the account's open incident into `out` (the reply's x), if any
+local function incident_of(A, out)
+  if (get(A, "incident:e") or 0) > A.now then out.incident = get(A, "incident") end
+  return out
+end
+
+-- start a lockout (escalated), counted against `lookups`; it opens an incident
+local function lock(A, quota, count, limit)
+  local P, now, record, changes, x = A.P, A.now, A.record, A.changes, A.x
   local level = level_of(record, now)
   local step = P.lockout[math.min(level + 1, #P.lockout)]
   local seconds = nil
   if step >= 0 then seconds = step end
-  changes.lockout = now + (seconds or INDEFINITE)
+  local until_ = now + (seconds or INDEFINITE)
+  changes.lockout = until_
   changes.lockout_level = level + 1
   changes["lockout_level:e"] = now + P.lockout_memory
   changes["pending:e"] = 0
-  save_account(P, K, record, changes, now)
+  if A.lookups then hit(record, P.lookups, changes, now) end
+  incident(A, math.max(until_, now + P.lockout_memory))
+  save_account(A)
   local outcome = "denied"
-  if quota == "cohort" or quota == "portal_cohort" or quota == "miss_ratio" then
-    outcome = "suspected"
-  end
+  if SIGNAL[quota] then outcome = "suspected" end
   x.count, x.limit = count, limit
-  return reply(outcome, quota, seconds, true, level + 1, x)
+  return reply(outcome, quota, seconds, true, level + 1, incident_of(A, x))
 end
 
-local function locked(record, now)
+-- a refusal that is not a lockout: it counts against `lookups` and `strikes`; the strike
+-- past the `strikes` quota is a lockout instead
+local function strike(A, outcome, quota, retry, count, limit)
+  local P, now, record, changes, x = A.P, A.now, A.record, A.changes, A.x
+  local w, c = overflow(record, P.strikes, now)
+  if w then return lock(A, "strikes", c, w.amount) end
+  hit(record, P.lookups, changes, now)
+  hit(record, P.strikes, changes, now)
+  save_account(A)
+  x.count, x.limit = count, limit
+  return reply(outcome, quota, retry, false, level_of(record, now), incident_of(A, x))
+end
+
+-- the refusal of a locked account (counted against `lookups` only: the lockout is not
+-- extended), or nil
+local function locked(A)
+  local record, now = A.record, A.now
   local until_ = record.lockout
-  if until_ and until_ > now then
-    local retry = until_ - now
-    if retry > INDEFINITE / 2 then retry = nil end
-    return reply("locked", "locked", retry, false, level_of(record, now), NOTHING)
+  if not (until_ and until_ > now) then return nil end
+  local retry = until_ - now
+  if retry > INDEFINITE / 2 then retry = nil end
+  if A.lookups and #A.P.lookups > 0 then
+    hit(record, A.P.lookups, A.changes, now)
+    save_account(A)
   end
-  return nil
+  return reply("locked", "locked", retry, false, level_of(record, now), incident_of(A, {}))
 end
 
-local function account_step(P, K, flags, patient_id, x, seen, now)
-  local record = load(K, 1, P.account)
-  local changes = {}
-  local refused = locked(record, now)
-  if refused then return refused end
+-- the account's budgets before any lookup: misses, miss ratio, `lookups`
+local function budgets(A)
+  local P, now, record = A.P, A.now, A.record
   for i = 1, #P.misses do
     local w = P.misses[i]
     local count = used(record, w, now)
-    if count >= w.amount then return lock(P, K, record, changes, "misses", count, w.amount, x, now) end
+    if count >= w.amount then return lock(A, "misses", count, w.amount) end
   end
   if P.ratio then
     local n, m = 0, 0
     if (record["miss_ratio:n:e"] or 0) > now then n = record["miss_ratio:n"] or 0 end
     if (record["miss_ratio:m:e"] or 0) > now then m = record["miss_ratio:m"] or 0 end
-    if n >= P.ratio_min and m / n > P.ratio then
-      return lock(P, K, record, changes, "miss_ratio", m, n, x, now)
-    end
+    if n >= P.ratio_min and m / n > P.ratio then return lock(A, "miss_ratio", m, n) end
   end
   local w = overflow(record, P.lookups, now)
-  if w then
-    return reply("denied", "lookups", record[w.ends] - now, false, level_of(record, now), x)
-  end
-  local r, granted, new = seen.r, seen.granted, seen.new
+  if w then return strike(A, "denied", "lookups", record[w.ends] - now) end
+  return nil
+end
+
+-- the first quota or signal a new patient would break, its count and limit, and the
+-- walk of its cohort (read when the cohort quota is on)
+local function breach_of(A, flags, r)
+  local P, now, record = A.P, A.now, A.record
   local walked = {}
-  local breach, count, limit = nil, nil, nil
-  if new then
-    local over, c = overflow(record, P.distinct, now)
-    if over then breach, count, limit = "distinct_patients", c, over.amount end
-    if not breach and flags.cohort and #P.cohort > 0 then
-      walked = walk_of(r, flags.cfp, P.cohort, now)
-      over, c = overflow(walked, P.cohort, now)
-      if over then breach, count, limit = "cohort", c, over.amount end
-    end
-    if not breach and x.hot then
-      for i = 1, #P.portal_cohort do
-        local pw = P.portal_cohort[i]
-        local hot_new = used(record, pw, now) + 1
-        local all_new = used(record, P.new[i], now) + 1
-        if hot_new > pw.amount and hot_new >= P.share * all_new then
-          breach, count, limit = "portal_cohort", hot_new, pw.amount
-          break
-        end
-      end
-      if not breach and P.hot_reason then breach = "hot_cohort" end
-    end
+  local over, c = overflow(record, P.distinct, now)
+  if over then return "distinct_patients", c, over.amount, walked end
+  if flags.cohort and #P.cohort > 0 then
+    walked = walk_of(r, flags.cfp, P.cohort, now)
+    over, c = overflow(walked, P.cohort, now)
+    if over then return "cohort", c, over.amount, walked end
   end
-  if breach then
-    if #P.break_glass == 0 then
-      return lock(P, K, record, changes, breach, count, limit, x, now)
-    end
-    if flags.reason then
-      if overflow(record, P.break_glass, now) then
-        if breach == "hot_cohort" then
-          return reply("denied", "break_glass", nil, false, level_of(record, now), x)
-        end
-        return lock(P, K, record, changes, breach, count, limit, x, now)
+  if A.x.hot then
+    for i = 1, #P.portal_cohort do
+      local pw = P.portal_cohort[i]
+      local hot_new = used(record, pw, now) + 1
+      local all_new = used(record, P.new[i], now) + 1
+      if hot_new > pw.amount and hot_new >= P.share * all_new then
+        return "portal_cohort", hot_new, pw.amount, walked
       end
-      x.bg_left = left(record, P.break_glass, now) - 1
-      hit(record, P.lookups, changes, now)
-      hit(record, P.break_glass, changes, now)
-      changes["pending:e"] = 0 -- the question was answered
-      if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
-      save_account(P, K, record, changes, now)
-      r.grants = add(r.grants, patient_id, now + P.access, now)
-      save_recent(K[2], r, now + P.access, now)
-      x.count, x.limit = count, limit
-      return reply("break_glass", breach, nil, false, level_of(record, now), x)
     end
-    if breach ~= "hot_cohort" then
-      local pending = record.pending
-      if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id then
-        return lock(P, K, record, changes, breach, count, limit, x, now)
-      end
-      changes.pending = patient_id
-      changes["pending:e"] = now + P.lockout[1]
-      save_account(P, K, record, changes, now)
-    end
-    x.count, x.limit = count, limit
-    return reply("reason_required", breach, nil, false, level_of(record, now), x)
+    if P.hot_reason then return "hot_cohort", nil, nil, walked end
   end
+  return nil, nil, nil, walked
+end
+
+-- let a new patient past a quota through with a stated reason (break-glass)
+local function grant(A, r, patient_id, breach, count, limit)
+  local P, now, record, changes, x = A.P, A.now, A.record, A.changes, A.x
+  x.bg_left = left(record, P.break_glass, now) - 1
+  hit(record, P.lookups, changes, now)
+  hit(record, P.break_glass, changes, now)
+  changes["pending:e"] = 0 -- the question was answered
+  if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
+  save_account(A)
+  r.grants = add(r.grants, patient_id, now + P.access, now)
+  save_recent(A.K[2], r, now + P.access, now)
+  x.count, x.limit = count, limit
+  return reply("break_glass", breach, nil, false, level_of(record, now), incident_of(A, x))
+end
+
+-- a new patient past a quota or signal: a lockout, a break-glass grant, or a strike (the
+-- question "state a reason", or break-glass refused)
+local function breached(A, flags, r, patient_id, breach, count, limit)
+  local P, now, record, changes = A.P, A.now, A.record, A.changes
+  if SIGNAL[breach] then incident(A, now + P.lockout_memory) end
+  local spent = overflow(record, P.break_glass, now) ~= nil
+  if breach ~= "hot_cohort" and (#P.break_glass == 0 or spent) then
+    return lock(A, breach, count, limit)
+  end
+  if spent then return strike(A, "denied", "break_glass") end -- a hot cohort's question
+  if flags.reason then return grant(A, r, patient_id, breach, count, limit) end
+  if breach ~= "hot_cohort" then
+    local pending = record.pending
+    if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id then
+      return lock(A, breach, count, limit)
+    end
+    changes.pending = patient_id
+    changes["pending:e"] = now + P.lockout[1]
+  end
+  return strike(A, "reason_required", breach, nil, count, limit)
+end
+
+-- let the lookup through and count it
+local function allow(A, flags, seen, patient_id, walked)
+  local P, now, record, changes, x = A.P, A.now, A.record, A.changes, A.x
+  local r = seen.r
   hit(record, P.lookups, changes, now)
   if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
-  if new then
+  if seen.new then
     hit(record, P.distinct, changes, now)
     hit(record, P.new, changes, now)
     if x.hot then hit(record, P.portal_cohort, changes, now) end
@@ -235,39 +298,52 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
       last = math.max(last, save_walk(r, flags.cfp, walked, wchanges, P.cohort, now))
     end
     r.seen = add(r.seen, patient_id, now + P.seen, now)
-    save_recent(K[2], r, last, now)
+    save_recent(A.K[2], r, last, now)
   end
-  save_account(P, K, record, changes, now)
+  save_account(A)
   local quota = nil
-  if granted then quota = "break_glass" end
-  return reply("allowed", quota, nil, false, level_of(record, now), x)
+  if seen.granted then quota = "break_glass" end
+  return reply("allowed", quota, nil, false, level_of(record, now), incident_of(A, x))
+end
+
+-- lockout, budgets, then a new patient's quotas and signals, then the lookup
+local function account_step(P, K, flags, patient_id, x, seen, now)
+  local A = account_of(P, K, x, now, true)
+  local refused = locked(A) or budgets(A)
+  if refused then return refused end
+  local walked = {}
+  if seen.new then
+    local breach, count, limit
+    breach, count, limit, walked = breach_of(A, flags, seen.r)
+    if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end
+  end
+  return allow(A, flags, seen, patient_id, walked)
 end
 
 -- the other calls ------------------------------------------------------------------------
 local function invalid_step(P, K, now)
-  local record = load(K, 1, P.account)
-  local refused = locked(record, now)
+  local A = account_of(P, K, {}, now, false)
+  local refused = locked(A)
   if refused then return refused end
-  local changes = {}
-  local w, count = overflow(record, P.invalid, now)
-  if w then return lock(P, K, record, changes, "invalid_nirs", count, w.amount, {}, now) end
-  hit(record, P.invalid, changes, now)
-  save_account(P, K, record, changes, now)
-  return reply("invalid", "invalid_nirs", nil, false, level_of(record, now), NOTHING)
+  local w, count = overflow(A.record, P.invalid, now)
+  if w then return lock(A, "invalid_nirs", count, w.amount) end
+  hit(A.record, P.invalid, A.changes, now)
+  save_account(A)
+  return reply("invalid", "invalid_nirs", nil, false, level_of(A.record, now), incident_of(A, {}))
 end
 
 local function miss_step(P, K, now)
-  local record = load(K, 1, P.account)
-  local changes = {}
-  hit(record, P.misses, changes, now)
-  if P.ratio then bump(record, changes, "miss_ratio:m", P.ratio_window, now) end
-  save_account(P, K, record, changes, now)
+  local A = account_of(P, K, {}, now, true)
+  hit(A.record, P.misses, A.changes, now)
+  if P.ratio then bump(A.record, A.changes, "miss_ratio:m", P.ratio_window, now) end
+  save_account(A)
   return {"miss"}
 end
 
-local STATUS = {"lookups", "distinct", "invalid", "misses", "portal_cohort", "break_glass"}
+local STATUS = {"lookups", "distinct", "invalid", "misses", "portal_cohort", "break_glass",
+  "strikes"}
 local STATUS_NAMES = {"lookups", "distinct_patients", "invalid_nirs", "misses",
-  "portal_cohort", "break_glass"}
+  "portal_cohort", "break_glass", "strikes"}
 
 local function status_step(P, K, portal_keys, now)
   local record = load(K, 1, P.account)
@@ -291,7 +367,7 @@ end
 
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
-  pending = true, miss_ratio = true}
+  pending = true, miss_ratio = true, strikes = true, incident = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])

@@ -47,8 +47,8 @@ def decision(reply: Reply) -> Decision:
     """The script's reply: two strings, then integers (-1 for "none"; times in ms)."""
     items = _items(reply)
     outcome, quota = _text(items[0]), _text(items[1])
-    retry, started, level, hot, alert, heat, expected, left, count, limit = (
-        int(_text(v)) for v in items[2:12]
+    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
+        int(_text(v)) for v in items[2:14]
     )
     return Decision(
         outcome=outcome,
@@ -63,6 +63,8 @@ def decision(reply: Reply) -> Decision:
         break_glass_left=left if left >= 0 else None,
         count=count if count >= 0 else None,
         limit=limit if limit >= 0 else None,
+        incident=incident / 1000 if incident >= 0 else None,
+        alert=opens == 1,
     )
 
 
@@ -73,6 +75,7 @@ _STATUS_QUOTAS = (
     "misses",
     "portal_cohort",
     "break_glass",
+    "strikes",
     "portal",
 )
 
