@@ -747,3 +747,22 @@ def test_a_stricter_weekly_cap_holds_a_paced_harvester_to_fewer_per_account():
     assert strict.per_account <= 30 + 2  # the cap and the break-glass budget
     table = format_tradeoff(points)
     assert "cap 30" in table and "false alerts" in table
+
+
+def test_a_lockout_is_counted_from_the_refusals_with_the_quota_that_started_it():
+    """An alert names a lockout only when it opens a case: the replay also reads lockouts
+    from the refusals, a "locked" answer after the refusal that started it."""
+    from nirguard.replay.simulation import Pass
+    from nirguard.replay.tallies import LegitTally
+
+    p = Pass.__new__(Pass)
+    p._last_quota = {}
+    tally = LegitTally()
+    p._locked(3, ("denied", "portal_cohort", 3600.0), tally)
+    assert tally.locked == {}
+    p._locked(3, ("locked", "locked", 3500.0), tally)
+    p._locked(3, ("denied", "lookups", 60.0), tally)
+    p._locked(3, ("locked", "locked", 50.0), tally)
+    assert tally.locked == {3: "portal_cohort"}  # the first lockout, by what started it
+    p._locked(4, ("locked", "locked", None), tally)
+    assert tally.locked[4] == "locked"

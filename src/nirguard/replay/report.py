@@ -186,7 +186,7 @@ def _alerts(result: ReplayResult) -> list[str]:
                 f"{g.never_alerted}",
                 hours(median),
                 hours(latest),
-                hours(g.alert_median_hours) if g.alerted else "never",
+                "never" if g.alert_median_hours is None else hours(g.alert_median_hours),
                 hours(g.alert_max_hours),
                 f"{g.accounts_stopped}",
             )
