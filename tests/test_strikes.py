@@ -84,6 +84,42 @@ def test_a_bot_that_moves_on_is_locked_at_its_first_move(engine: Engine) -> None
         assert d.look(who, "a").outcome == "locked"
 
 
+def _harvest(d: Driver, who: str, *, retry: bool, pace: float, asks: int) -> int:
+    """New patients a bot gets in ``asks`` asks ``pace`` seconds apart: after a refusal it
+    asks for the refused patient again (``retry``), or for the next one."""
+    got, k = 0, 0
+    for _ in range(asks):
+        decision = d.look(who, f"p{k}")
+        if decision.outcome == "allowed":
+            got += 1
+        if decision.outcome == "allowed" or not retry:
+            k += 1
+        d.wait(pace)
+    return got
+
+
+@pytest.mark.parametrize("pace", [1.0, 60.0, 300.0])
+def test_a_bot_that_retries_never_gets_more_than_one_that_moves_on(
+    engine: Engine, pace: float
+) -> None:
+    policy = gp_policy(distinct_patients="8/10 minutes;120/day", lookups="30/minute")
+    retried = _harvest(Driver(engine, policy), "retry", retry=True, pace=pace, asks=150)
+    moved = _harvest(Driver(engine, policy), "move", retry=False, pace=pace, asks=150)
+    assert retried <= moved
+
+
+def test_the_question_stays_asked_after_its_window_ends(engine: Engine) -> None:
+    d = Driver(engine, gp_policy(distinct_patients="2/10 minutes"))
+    d.look("bot", "a")
+    d.look("bot", "b")
+    assert d.look("bot", "x").outcome == "reason_required"
+    d.wait(601)  # the window that raised the question has ended
+    again = d.look("bot", "x")
+    assert (again.outcome, again.quota) == ("reason_required", "distinct_patients")
+    assert d.look("bot", "y").outcome == "allowed"  # another patient: the new window's
+    assert d.look("bot", "x", reason=True).outcome == "break_glass"  # answered: stated
+
+
 def test_a_clinician_who_states_the_reason_is_not_locked(engine: Engine) -> None:
     d = Driver(engine, gp_policy())
     d.look("gp", "a")

@@ -118,7 +118,7 @@ class MemoryEngine:
             return refused
         walked: dict[str, Any] = {}
         if patient[3]:
-            breach = account.breach(req, patient[0], walked)
+            breach = account.breach(req, patient[0], walked) or account.pending(patient[1])
             if breach is not None:
                 return account.breached(req, patient, breach)
         return account.allow(req, patient, walked)

@@ -1,6 +1,6 @@
 """The memory engine's account step: one practitioner's record, decided under the lock.
 
-The twin of ``account_step`` and its helpers in ``_admit.lua``: the same checks
+The twin of ``account_step`` and its helpers in ``_account.lua``: the same checks
 in the same order, the same fields written. Every refusal of the account counts
 against ``lookups``; a refusal that is not a lockout is a *strike* (``strikes``),
 and the strike past the quota is a lockout instead (docs/guard.md, "What a
@@ -203,6 +203,15 @@ class Account:
                 return "hot_cohort", None, None
         return None
 
+    def pending(self, fp: bytes) -> Breach | None:
+        """The question still pending about this patient: it stays asked until answered
+        or expired, even when the window that raised it has ended since (a client that
+        retries the refused patient gets no more than one that moves on)."""
+        record = self.record
+        if record.get("pending:e", 0) > self.now and record.get("pending") == fp:
+            return record.get("pending:q", "distinct_patients"), None, None
+        return None
+
     def breached(self, req: Request, patient: Patient, breach: Breach) -> Decision:
         """A new patient past a quota or signal: a lockout, a break-glass grant, a strike
         (the question "state a reason", or break-glass refused)."""
@@ -222,7 +231,7 @@ class Account:
             pending = record.get("pending")
             if record.get("pending:e", 0) > now and pending is not None and pending != fp:
                 return self.lock(quota, count, limit)
-            changes["pending"] = fp
+            changes["pending"], changes["pending:q"] = fp, quota
             changes["pending:e"] = now + p.lockout_steps[0]
         return self.strike("reason_required", quota, None, count, limit)
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from nirguard._durations import parse_duration
+from nirguard._policy_load import describe, env_fields, toml_fields
 from nirguard.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -35,15 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["QuotaPolicy", "parse_duration"]
 
-_UNITS: Final = {
-    "second": 1,
-    "minute": 60,
-    "hour": 3600,
-    "day": 86400,
-    "week": 7 * 86400,
-}
 _NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,40}", re.ASCII)
-_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*", re.ASCII)
 # Fields holding rates, in the order a lookup meets them.
 RATE_FIELDS: Final = (
     "lookups",
@@ -65,29 +57,6 @@ DURATION_FIELDS: Final = (
     "hot_cohort_baseline",
     "break_glass_access",
 )
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds in ``value``: a number of seconds, or ``"<n> <unit>"`` (second..week).
-
-    Raises:
-        ValueError: not a positive duration.
-
-    >>> parse_duration("1 hour"), parse_duration("90 seconds"), parse_duration("day")
-    (3600.0, 90.0, 86400.0)
-    """
-    if isinstance(value, bool):
-        raise ValueError("not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.fullmatch(value.lower())
-        if match is None or match.group(2) not in _UNITS:
-            raise ValueError("not a duration (e.g. '1 hour', '30 minutes', '2 days')")
-        seconds = float(match.group(1) or 1) * _UNITS[match.group(2)]
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("a duration must be positive")
-    return seconds
 
 
 def _check_rate(value: str | None) -> str | None:
@@ -199,7 +168,7 @@ class QuotaPolicy(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise PolicyError(_describe(exc)) from None
+            raise PolicyError(describe(exc)) from None
 
     @field_validator(*RATE_FIELDS, mode="before")
     @classmethod
@@ -347,25 +316,7 @@ class QuotaPolicy(BaseModel):
         Raises:
             PolicyError: not TOML, no such table, or an invalid policy.
         """
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError:
-                raise PolicyError(
-                    "invalid quota policy: reading TOML needs Python 3.11+ or the tomli package"
-                ) from None
-        text = Path(source).read_text("utf-8") if isinstance(source, os.PathLike) else source
-        try:
-            data: Any = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
-            raise PolicyError("invalid quota policy: not valid TOML") from None
-        for part in table.split(".") if table else ():
-            if not isinstance(data, dict) or part not in data:
-                raise PolicyError(f"invalid quota policy: no table {table!r}")
-            data = data[part]
-        return cls.from_dict(_offs(data))
+        return cls.from_dict(toml_fields(source, table))
 
     @classmethod
     def from_env(
@@ -383,56 +334,5 @@ class QuotaPolicy(BaseModel):
         >>> QuotaPolicy.from_env(environ={"NIRGUARD_POLICY_LOOKUPS": "5/minute"}).lookups
         '5/minute'
         """
-        env = os.environ if environ is None else environ
-        data: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
-            raw = env.get(prefix + name.upper())
-            if raw is None:
-                continue
-            raw = raw.strip()
-            if name == "lockout_escalation":
-                data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
-            elif raw.lower() in ("off", "none") and field.default is not None:
-                data[name] = None
-            elif name in ("miss_ratio", "hot_cohort"):
-                data[name] = None if raw.lower() in ("off", "none") else _number(name, raw)
-            elif name in ("miss_ratio_min_lookups", "hot_cohort_min", "portal_cohort_share"):
-                data[name] = _number(name, raw)
-            else:
-                data[name] = _off(raw)
-        return cls(**data)
-
-
-def _off(value: str) -> str | None:
-    return None if value.lower() in ("off", "none") else value
-
-
-def _offs(data: Any) -> Any:
-    if not isinstance(data, dict):
-        return data
-    out = {
-        k: (None if isinstance(v, str) and v.lower() in ("off", "none") else v)
-        for k, v in data.items()
-    }
-    steps = out.get("lockout_escalation")
-    if isinstance(steps, list):
-        out["lockout_escalation"] = tuple(
-            None if isinstance(s, str) and s.lower() in ("off", "none") else s for s in steps
-        )
-    return out
-
-
-def _number(name: str, raw: str) -> float:
-    try:
-        return float(raw) if "." in raw else int(raw)
-    except ValueError:
-        raise PolicyError(f"invalid quota policy: {name}: not a number") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "policy"
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "invalid quota policy: " + "; ".join(parts)
+        defaults = {name: field.default for name, field in cls.model_fields.items()}
+        return cls(**env_fields(defaults, prefix, environ))

@@ -26,7 +26,7 @@ end
 
 local ACCOUNT_FIXED = {
   {"lockout", "L"}, {"lockout_level", "V"}, {"lockout_level:e", "Ve"}, {"pending", "P"},
-  {"pending:e", "Pe"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
+  {"pending:e", "Pe"}, {"pending:q", "Pq"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
   {"miss_ratio:m", "Rm"}, {"miss_ratio:m:e", "Rme"}, {"incident", "I"}, {"incident:e", "Ie"},
 }
 local function longest(group)
