@@ -22,7 +22,14 @@ DEFAULT_SCALE: Final = 0.05
 #: What ``--full`` costs on a 2-core machine.
 FULL_COST: Final = "about 9 minutes of CPU, shared by 2 cores; 2 GB"
 #: ``--quick``: fewer days, fewer strategies (for large scales).
-QUICK_STRATEGIES: Final = ("enumeration", "list", "spread-parallel", "retry-fast", "move-on", "owner")
+QUICK_STRATEGIES: Final = (
+    "enumeration",
+    "list",
+    "spread-parallel",
+    "retry-fast",
+    "move-on",
+    "owner",
+)
 QUICK_HISTORY: Final = 2
 QUICK_DAYS: Final = 2
 
