@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from nirguard.replay.outcome import ReplayResult
     from nirguard.replay.world import ReplaySettings
 
-#: The default world: small enough for a first run (about 22 s of CPU, under 300 MB).
+#: The default world: small enough for a first run (36 s of CPU with the default strategies).
 DEFAULT_SCALE: Final = 0.05
 #: What ``--full`` costs on a 2-core machine.
 FULL_COST: Final = "about 9 minutes of CPU, shared by 2 cores; 2 GB"
