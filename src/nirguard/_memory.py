@@ -231,9 +231,10 @@ class MemoryEngine:
         """Forget every record."""
         self._store.reset()
 
-    def _snapshot(self) -> State:
+    def snapshot(self) -> State:
         """A deep copy of the state (the replay reuses a history this way)."""
         return self._store.snapshot()
 
-    def _restore(self, state: State) -> None:
+    def restore(self, state: State) -> None:
+        """Put back a state :meth:`snapshot` took."""
         self._store.restore(state)
