@@ -159,23 +159,7 @@ def test_hypothesis_targets_the_most_new_patients_of_a_fast_bot(bot: Bot) -> Non
 # -- refusals are strikes -----------------------------------------------------------------------
 
 
-_HYBRID = (
-    "engine at 9a58c2f: asking every 60 s, a bot that retries the refused patient once"
-    " then moves on gets 48 (a new patient is allowed once the 10-minute window resets,"
-    " although another is pending), one that moves on at once 24"
-)
-
-
-@pytest.mark.parametrize(
-    "patience",
-    [
-        1.0,
-        5.0,
-        FAST_GAP,
-        pytest.param(60.0, marks=pytest.mark.xfail(strict=True, reason=_HYBRID)),
-        300.0,
-    ],
-)
+@pytest.mark.parametrize("patience", [1.0, 5.0, FAST_GAP, 60.0, 300.0])
 def test_a_bot_that_retries_the_refused_patient_never_gets_more_than_one_that_moves_on(
     patience: float,
 ) -> None:
