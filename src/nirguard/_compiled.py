@@ -20,6 +20,8 @@ __all__ = ["INDEFINITE", "CompiledPolicy", "Window", "compile_policy"]
 
 #: Seconds a lockout "until unlock()" is stored for (ten years); the Lua script agrees.
 INDEFINITE: Final = 315_360_000.0
+#: How long an account record is kept with ``baseline`` on: its history outlives holidays.
+BASELINE_KEEP: Final = 35 * 86_400.0
 #: Quotas whose windows live in the practitioner's account record, by policy field.
 ACCOUNT_QUOTAS: Final = (
     "lookups",
@@ -96,6 +98,16 @@ class CompiledPolicy:
     hot_baseline: float
     hot_reason: bool
     break_glass_access: float
+    #: ``baseline``: the CUSUM's threshold (``None``: off), slack, the peers' prior
+    #: (mean, sd, weight in days), the weight of off-hours new patients, the local
+    #: day's offset from UTC in seconds (see :mod:`nirguard._baseline`)
+    baseline: float | None
+    baseline_slack: float
+    baseline_mean: float
+    baseline_sd: float
+    baseline_prior_days: float
+    baseline_off_hours: float
+    baseline_offset: float
     keep: float
     #: how long the portal quota's record is kept
     portal_keep: float
@@ -143,7 +155,11 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
     keep = (
         max(float(longest), lockout_memory, ratio_window if policy.miss_ratio else 0, steps[0]) + 60
     )
+    if policy.baseline is not None:
+        keep = max(keep, BASELINE_KEEP + 60)
     hot = policy.hot_cohort
+    mean, sd = (float(v) for v in policy.baseline_prior)
+    offset = float(policy.baseline_utc_offset) * 3600.0
     lua_parts = (
         _spec(lookups),
         _spec(distinct),
@@ -167,6 +183,13 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         policy.hot_cohort_action,
         _number(access),
         _number(keep),
+        "" if policy.baseline is None else _number(policy.baseline),
+        _number(policy.baseline_slack),
+        _number(mean),
+        _number(sd),
+        _number(policy.baseline_prior_days),
+        _number(policy.baseline_off_hours),
+        _number(offset),
     )
     return CompiledPolicy(
         policy=policy,
@@ -193,6 +216,13 @@ def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
         hot_baseline=hot_baseline,
         hot_reason=policy.hot_cohort_action == "reason",
         break_glass_access=access,
+        baseline=None if policy.baseline is None else float(policy.baseline),
+        baseline_slack=float(policy.baseline_slack),
+        baseline_mean=mean,
+        baseline_sd=sd,
+        baseline_prior_days=float(policy.baseline_prior_days),
+        baseline_off_hours=float(policy.baseline_off_hours),
+        baseline_offset=offset,
         keep=keep,
         portal_keep=float(max((w.seconds for w in portal), default=0)) + 60,
         heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],

@@ -60,13 +60,14 @@ __all__ = [
 ]
 
 #: Detection signals: a breach of one of these is "suspected", not "denied".
-SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio"})
+SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio", "baseline"})
 PORTAL_TAG: Final = "{%portal}"
 #: How evidence names the count behind each quota or signal.
 _EVIDENCE: Final = {
     "cohort": "cohort_patients",
     "portal_cohort": "portal_cohort_patients",
     "hot_cohort": "cohort_patients",
+    "baseline": "new_patients_today",
 }
 
 
@@ -190,6 +191,10 @@ class Decision:
     break_glass_left: int | None = None
     count: int | None = None
     limit: int | None = None
+    #: ``baseline``: new patients a day expected, days of history, off-hours new patients
+    usual: float = 0.0
+    history: int | None = None
+    off_hours: int = 0
 
     def denial(self) -> LookupDenied | None:
         """The exception this decision refuses with, or ``None`` when it lets through."""
@@ -216,6 +221,9 @@ class Decision:
                 label = _EVIDENCE.get(self.quota or "", self.quota or "count")
                 out[label] = self.count
                 out["limit"] = self.limit
+        if self.history is not None:
+            out.update(expected=round(self.usual, 1), days_of_history=self.history)
+            out["off_hours_new_patients"] = self.off_hours
         if self.lockout_started:
             out["lockout_level"] = self.level
         if self.hot:
@@ -232,6 +240,8 @@ class RawStatus:
     remaining: dict[str, int | None] = field(default_factory=dict)
     locked_for: float | None = None
     level: int = 0
+    #: the account's own normal (:func:`nirguard._baseline.summary`), when kept
+    baseline: dict[str, float] | None = None
 
 
 class Engine(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nirguard import _baseline as baseline
 from nirguard._compiled import INDEFINITE, CompiledPolicy
 from nirguard._engine import SIGNALS, Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_records import (
@@ -169,6 +170,10 @@ class MemoryEngine:
             base.retry_after, base.level = record[over[0].ends] - now, level_of(record, now)
             return base
         recent, fp, granted, new = patient
+        slot = 0
+        if p.baseline is not None:  # the baseline's day rolls (nirguard._baseline)
+            day, slot = baseline.clock(p, now)
+            changes.update(baseline.roll(record, p, day))
         cohort_fp = b""
         walked: dict[str, Any] = {}
         breach: str | None = None
@@ -193,6 +198,11 @@ class MemoryEngine:
                         break
                 if breach is None and p.hot_reason:
                     breach = "hot_cohort"
+            if breach is None and p.baseline is not None:
+                found_bl = baseline.breach({**record, **changes}, p, slot)
+                if found_bl is not None:
+                    breach, count, limit = "baseline", found_bl[0], found_bl[1]
+                    base.usual, base.history, base.off_hours = found_bl[2:]
         if breach is not None:
             if not p.break_glass:
                 return self._lock(keys.account, record, changes, p, breach, count, limit, base, now)
@@ -234,6 +244,8 @@ class MemoryEngine:
         hit(record, p.lookups, changes, now)
         if p.miss_ratio is not None:
             bump(record, changes, "miss_ratio:n", p.miss_ratio_window, now)
+        if p.baseline is not None:
+            baseline.count({**record, **changes}, changes, new, slot)
         if new:
             hit(record, p.distinct_patients, changes, now)
             hit(record, p.new_patients, changes, now)
@@ -338,6 +350,8 @@ class MemoryEngine:
             if until is not None and until > now:
                 out.locked_for = until - now
             out.level = level_of(record, now)
+            if policy.baseline is not None:
+                out.baseline = baseline.summary(record, policy, now)
             return out
 
     async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus:
@@ -355,7 +369,13 @@ class MemoryEngine:
             gone = ("distinct_patients", "invalid_nirs", "misses", "portal_cohort", "new_patients")
             for name in list(record):
                 head = name.split(":", 1)[0]
-                if head in gone or head in ("lockout", "lockout_level", "pending", "miss_ratio"):
+                if head in gone or head in (
+                    "lockout",
+                    "lockout_level",
+                    "pending",
+                    "miss_ratio",
+                    "blc",
+                ):
                     del record[name]
 
     async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None:

@@ -160,6 +160,18 @@ class QuotaPolicy(BaseModel):
             new-patient breach locks out at once).
         break_glass_access: how long a break-glass grant opens that one
             patient to that one practitioner.
+        baseline: each account against its own normal (detection,
+            lockout-class; ``None``: off): a new patient is refused when a
+            CUSUM over days of (new patients - expected) / sd -
+            ``baseline_slack`` passes this many standard deviations. The
+            expected day blends the account's own history with
+            ``baseline_prior`` (mean, sd of new patients a day of its kind),
+            its own weighing ``days / (days + baseline_prior_days)``; a new
+            patient at hours the account does not work weighs
+            ``baseline_off_hours``; days start at ``baseline_utc_offset``
+            hours from UTC (docs/guard.md, "Each account against its own normal").
+        baseline_slack, baseline_prior, baseline_prior_days,
+            baseline_off_hours, baseline_utc_offset: see ``baseline``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -186,6 +198,12 @@ class QuotaPolicy(BaseModel):
     miss_ratio_window: str | float = "1 day"
     break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
+    baseline: float | None = None
+    baseline_slack: float = 1.0
+    baseline_prior: tuple[float, float] = (18.0, 10.0)
+    baseline_prior_days: float = 7.0
+    baseline_off_hours: float = 3.0
+    baseline_utc_offset: float = 1.0
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -255,6 +273,22 @@ class QuotaPolicy(BaseModel):
             raise ValueError("miss_ratio must be in (0, 1]")
         return value
 
+    @model_validator(mode="after")
+    def _baseline(self) -> QuotaPolicy:
+        mean, sd = self.baseline_prior
+        checks = (
+            (self.baseline is None or 0 < self.baseline < 1e6, "baseline must be positive"),
+            (0 <= self.baseline_slack < 1e6, "baseline_slack must be 0 or more"),
+            (0 <= mean < 1e6 and 0 < sd < 1e6, "baseline_prior must be (mean >= 0, sd > 0)"),
+            (0 < self.baseline_prior_days < 1e6, "baseline_prior_days must be positive"),
+            (1 <= self.baseline_off_hours < 1e6, "baseline_off_hours must be at least 1"),
+            (-14 <= self.baseline_utc_offset <= 14, "baseline_utc_offset must be in [-14, 14]"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
     @field_validator("miss_ratio_min_lookups")
     @classmethod
     def _min_lookups(cls, value: int) -> int:
@@ -299,6 +333,7 @@ class QuotaPolicy(BaseModel):
         off: dict[str, Any] = {name: None for name in RATE_FIELDS}
         off["miss_ratio"] = None
         off["hot_cohort"] = None
+        off["baseline"] = None
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------
@@ -325,8 +360,9 @@ class QuotaPolicy(BaseModel):
             data = json.loads(text)
         except ValueError:
             raise PolicyError("invalid quota policy: not valid JSON") from None
-        if isinstance(data, dict) and isinstance(data.get("lockout_escalation"), list):
-            data["lockout_escalation"] = tuple(data["lockout_escalation"])
+        for name in ("lockout_escalation", "baseline_prior"):
+            if isinstance(data, dict) and isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
         return cls.from_dict(data)
 
     @classmethod
@@ -386,13 +422,26 @@ class QuotaPolicy(BaseModel):
                 data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
             elif raw.lower() in ("off", "none") and field.default is not None:
                 data[name] = None
-            elif name in ("miss_ratio", "hot_cohort"):
+            elif name == "baseline_prior":
+                data[name] = tuple(_number(name, part.strip()) for part in raw.split(","))
+            elif name in ("miss_ratio", "hot_cohort", "baseline"):
                 data[name] = None if raw.lower() in ("off", "none") else _number(name, raw)
-            elif name in ("miss_ratio_min_lookups", "hot_cohort_min", "portal_cohort_share"):
+            elif name in _NUMBERS:
                 data[name] = _number(name, raw)
             else:
                 data[name] = _off(raw)
         return cls(**data)
+
+
+_NUMBERS: Final = (
+    "miss_ratio_min_lookups",
+    "hot_cohort_min",
+    "portal_cohort_share",
+    "baseline_slack",
+    "baseline_prior_days",
+    "baseline_off_hours",
+    "baseline_utc_offset",
+)
 
 
 def _off(value: str) -> str | None:

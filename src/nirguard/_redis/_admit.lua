@@ -125,7 +125,8 @@ local function lock(P, K, record, changes, quota, count, limit, x, now)
   changes["pending:e"] = 0
   save_account(P, K, record, changes, now)
   local outcome = "denied"
-  if quota == "cohort" or quota == "portal_cohort" or quota == "miss_ratio" then
+  if quota == "cohort" or quota == "portal_cohort" or quota == "miss_ratio"
+    or quota == "baseline" then
     outcome = "suspected"
   end
   x.count, x.limit = count, limit
@@ -165,6 +166,12 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
     return reply("denied", "lookups", record[w.ends] - now, false, level_of(record, now), x)
   end
   local r, granted, new = seen.r, seen.granted, seen.new
+  local slot = 0
+  if P.baseline then -- the baseline's day rolls (_baseline.lua)
+    local day
+    day, slot = bl_clock(P, now)
+    for name, value in pairs(bl_roll(record, P, day)) do changes[name] = value end
+  end
   local walked = {}
   local breach, count, limit = nil, nil, nil
   if new then
@@ -186,6 +193,13 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
         end
       end
       if not breach and P.hot_reason then breach = "hot_cohort" end
+    end
+    if not breach and P.baseline then
+      local b = bl_breach(bl_merged(record, changes), P, slot)
+      if b then
+        breach, count, limit = "baseline", b.n, b.limit
+        x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
+      end
     end
   end
   if breach then
@@ -224,6 +238,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
   end
   hit(record, P.lookups, changes, now)
   if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
+  if P.baseline then bl_count(bl_merged(record, changes), changes, new, slot) end
   if new then
     hit(record, P.distinct, changes, now)
     hit(record, P.new, changes, now)
@@ -286,12 +301,13 @@ local function status_step(P, K, portal_keys, now)
   out[#out + 1] = (until_ and until_ > now) and tostring(until_ - now) or ""
   out[#out + 1] = "level"
   out[#out + 1] = tostring(level_of(record, now))
+  if P.baseline then bl_summary(record, P, now, out) end
   return out
 end
 
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
-  pending = true, miss_ratio = true}
+  pending = true, miss_ratio = true, blc = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+from nirguard._baseline import shown
 from nirguard._compiled import INDEFINITE, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._redis.script import KEYS, Call, Reply
@@ -50,6 +51,7 @@ def decision(reply: Reply) -> Decision:
     retry, started, level, hot, alert, heat, expected, left, count, limit = (
         int(_text(v)) for v in items[2:12]
     )
+    usual, history, off = (int(_text(v)) for v in items[12:15]) if len(items) > 12 else (0, -1, 0)
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -63,6 +65,9 @@ def decision(reply: Reply) -> Decision:
         break_glass_left=left if left >= 0 else None,
         count=count if count >= 0 else None,
         limit=limit if limit >= 0 else None,
+        usual=usual / 1000,
+        history=history if history >= 0 else None,
+        off_hours=off,
     )
 
 
@@ -92,6 +97,8 @@ def status(reply: Reply, policy: CompiledPolicy) -> RawStatus:
     if out.locked_for is not None and out.locked_for > INDEFINITE / 2:
         out.locked_for = float("inf")
     out.level = int(pairs.get("level", "0"))
+    if pairs.get("baseline"):
+        out.baseline = shown(tuple(float(v) for v in pairs["baseline"].split()))
     return out
 
 
