@@ -53,13 +53,27 @@ __all__ = [
 #: Weight of the newest day in the EWMAs once the account has 21 days of history.
 ALPHA: Final = 1 / 21
 #: The account record's baseline fields (see the module docstring).
-FIELDS: Final = ("bl:d", "bl:n", "bl:l", "bl:o", "bl:h", "bl:m", "bl:v", "bl:r", "bl:p", "blc")
+FIELDS: Final = (
+    "bl:d",
+    "bl:n",
+    "bl:l",
+    "bl:o",
+    "bl:x",
+    "bl:h",
+    "bl:m",
+    "bl:v",
+    "bl:r",
+    "bl:p",
+    "blc",
+)
 _SLOTS: Final = 24
 #: An hours profile says "usual" or not once it holds this many lookups.
 _PROFILE_MIN: Final = 60
 #: A slot is usual when it holds at least this share of the profile's lookups.
 _USUAL_SHARE: Final = 0.01
 _DAY: Final = 86400.0
+#: The least day-to-day spread assumed: Poisson noise and 20% of the mean.
+_CV: Final = 0.2
 
 
 def clock(p: CompiledPolicy, now: float) -> tuple[int, int]:
@@ -75,10 +89,10 @@ def expected(state: dict[str, Any], p: CompiledPolicy) -> tuple[float, float]:
     """New patients a day the account is expected to make, and their standard deviation:
     its own EWMAs and its peers' prior, blended by shrinkage."""
     h = state.get("bl:h", 0)
-    w = h / (h + p.baseline_prior_days)
+    w = min(1.0, h / p.baseline_prior_days)
     mu = w * state.get("bl:m", 0.0) + (1 - w) * p.baseline_mean
     var = w * state.get("bl:v", 0.0) + (1 - w) * p.baseline_sd * p.baseline_sd
-    return mu, math.sqrt(max(var, mu, 1.0))
+    return mu, math.sqrt(max(var, mu + _CV * _CV * mu * mu, 1.0))
 
 
 def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
@@ -93,13 +107,16 @@ def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
     n, h = record.get("bl:n", 0), record.get("bl:h", 0)
     mu, sd = expected(record, p)
     x = n + (p.baseline_off_hours - 1) * record.get("bl:o", 0)
+    top = 2 * (p.baseline or 0.0)
     c = record.get("blc", 0.0) + (x - mu) / sd - p.baseline_slack
-    out["blc"] = min(max(c, 0.0), 2 * (p.baseline or 0.0))
+    out["blc"] = top if record.get("bl:x") else min(max(c, 0.0), top)
+    out["bl:x"] = 0
     a = max(ALPHA, 1 / (h + 1))
     m = record.get("bl:m", 0.0)
     delta = n - m
+    up = max(delta, 0.0)  # the upper semi-variance: quiet days (a Saturday) widen nothing
     out["bl:m"] = m + a * delta
-    out["bl:v"] = (1 - a) * (record.get("bl:v", 0.0) + a * delta * delta)
+    out["bl:v"] = (1 - a) * (record.get("bl:v", 0.0) + a * 2 * up * up)
     r = record.get("bl:r", 0.0)
     out["bl:r"] = r + a * ((lookups - n) / lookups - r)
     out["bl:h"] = min(h + 1, 10_000)
@@ -123,7 +140,7 @@ def breach(
     x = n + (p.baseline_off_hours - 1) * off
     c = state.get("blc", 0.0)
     threshold = p.baseline or 0.0
-    if c + (x - mu) / sd - p.baseline_slack <= threshold:
+    if c + max(0.0, (x - mu) / sd - p.baseline_slack) <= threshold:
         return None
     limit = mu + (threshold + p.baseline_slack - c) * sd
     return n, max(0, math.floor(limit)), mu, int(state.get("bl:h", 0)), off

@@ -202,6 +202,7 @@ class MemoryEngine:
                 found_bl = baseline.breach({**record, **changes}, p, slot)
                 if found_bl is not None:
                     breach, count, limit = "baseline", found_bl[0], found_bl[1]
+                    changes["bl:x"] = 1  # the day breached: it rolls in at the CUSUM's cap
                     base.usual, base.history, base.off_hours = found_bl[2:]
         if breach is not None:
             if not p.break_glass:

@@ -198,6 +198,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
       local b = bl_breach(bl_merged(record, changes), P, slot)
       if b then
         breach, count, limit = "baseline", b.n, b.limit
+        changes["bl:x"] = 1 -- the day breached: it rolls in at the CUSUM's cap
         x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
       end
     end

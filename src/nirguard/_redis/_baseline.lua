@@ -11,8 +11,9 @@ local BL_ALPHA = 1 / 21
 local BL_SLOTS = 24
 local BL_PROFILE_MIN = 60
 local BL_USUAL = 0.01
+local BL_CV = 0.2
 local BL_FIXED = {
-  {"bl:d", "Bd"}, {"bl:n", "Bn"}, {"bl:l", "Bl"}, {"bl:o", "Bo"}, {"bl:h", "Bh"},
+  {"bl:d", "Bd"}, {"bl:n", "Bn"}, {"bl:l", "Bl"}, {"bl:o", "Bo"}, {"bl:x", "Bx"}, {"bl:h", "Bh"},
   {"bl:m", "Bm"}, {"bl:v", "Bv"}, {"bl:r", "Br"}, {"bl:p", "Bp"}, {"blc", "Bc"},
 }
 
@@ -29,10 +30,10 @@ end
 -- new patients a day expected, and their sd: own EWMAs and the peers' prior, blended
 local function bl_expected(s, P)
   local h = s["bl:h"] or 0
-  local w = h / (h + P.bl_days)
+  local w = math.min(1, h / P.bl_days)
   local mu = w * (s["bl:m"] or 0) + (1 - w) * P.bl_mean
   local var = w * (s["bl:v"] or 0) + (1 - w) * P.bl_sd * P.bl_sd
-  return mu, math.sqrt(math.max(var, mu, 1))
+  return mu, math.sqrt(math.max(var, mu + BL_CV * BL_CV * mu * mu, 1))
 end
 
 -- the fields that change when `day` starts (the day that ended into CUSUM and EWMAs)
@@ -44,13 +45,17 @@ local function bl_roll(record, P, day)
   local n, h = record["bl:n"] or 0, record["bl:h"] or 0
   local mu, sd = bl_expected(record, P)
   local x = n + (P.bl_off - 1) * (record["bl:o"] or 0)
+  local top = 2 * P.baseline
   local c = (record.blc or 0) + (x - mu) / sd - P.bl_slack
-  out.blc = math.min(math.max(c, 0), 2 * P.baseline)
+  if record["bl:x"] and record["bl:x"] ~= 0 then out.blc = top
+  else out.blc = math.min(math.max(c, 0), top) end
+  out["bl:x"] = 0
   local a = math.max(BL_ALPHA, 1 / (h + 1))
   local m = record["bl:m"] or 0
   local delta = n - m
+  local up = math.max(delta, 0) -- the upper semi-variance: quiet days widen nothing
   out["bl:m"] = m + a * delta
-  out["bl:v"] = (1 - a) * ((record["bl:v"] or 0) + a * delta * delta)
+  out["bl:v"] = (1 - a) * ((record["bl:v"] or 0) + a * 2 * up * up)
   local r = record["bl:r"] or 0
   out["bl:r"] = r + a * ((lookups - n) / lookups - r)
   out["bl:h"] = math.min(h + 1, 10000)
@@ -78,7 +83,7 @@ local function bl_breach(s, P, slot)
   if not bl_usual(s["bl:p"] or "", slot) then off = off + 1 end
   local x = n + (P.bl_off - 1) * off
   local c = s.blc or 0
-  if c + (x - mu) / sd - P.bl_slack <= P.baseline then return nil end
+  if c + math.max(0, (x - mu) / sd - P.bl_slack) <= P.baseline then return nil end
   local limit = mu + (P.baseline + P.bl_slack - c) * sd
   return {n = n, limit = math.max(0, math.floor(limit)), mu = mu, h = s["bl:h"] or 0, off = off}
 end
