@@ -5,28 +5,36 @@ step for step, on the same fields of the account record (counts and EWMAs,
 never a pseudonym):
 
 * today (a local day, ``baseline_utc_offset`` from UTC): ``bl:d`` the day,
-  ``bl:n`` new patients let through, ``bl:l`` lookups let through, ``bl:o``
-  new patients at hours the account does not work;
-* history: ``bl:h`` days with lookups, ``bl:m`` / ``bl:v`` the EWMA mean and
-  variance of new patients a day, ``bl:r`` the EWMA share of repeats;
-  ``bl:p`` an hours profile (24 bytes: 12 two-hour slots on weekdays, then 12
-  at weekends; counts of lookups, halved when one reaches 255);
-* ``blc``: a CUSUM over days of (new patients - expected) / sd - slack, where
-  a new patient at hours the account does not work weighs
-  ``baseline_off_hours`` (``unlock()`` forgets it, keeps the history).
+  ``bl:n`` new patients let through, ``bl:u`` of them born at places the
+  account seldom serves, ``bl:o`` of them at hours it does not work,
+  ``bl:l`` lookups let through, ``bl:x`` whether the day breached;
+* history: ``bl:h`` days with lookups; ``bl:m`` / ``bl:v`` the EWMA mean and
+  upper semi-variance of new patients a day, ``bl:a`` / ``bl:w`` the same of
+  new patients from unusual places; ``bl:r`` the EWMA share of repeats;
+  ``bl:p`` an hours profile (24 bytes: 12 two-hour slots on weekdays, then
+  12 at weekends) and ``bl:q`` a places profile (64 bytes: the department of
+  birth, keyed-hashed into 64 buckets by the guard), counts of lookups halved
+  when one reaches 255;
+* ``blc``: a CUSUM over days (``unlock()`` forgets it, keeps the history).
 
-The expected day blends the account's own mean and variance with its peers'
-(``baseline_prior``) by shrinkage: weight ``days / (days + baseline_prior_days)``
-on its own. A new patient is refused (``baseline``) when the CUSUM as of
-yesterday plus today so far, this patient included, passes ``baseline``.
-Days roll when the first lookup of a new day reads the record: nothing runs
-in the background, and a refused lookup writes nothing of it.
+A day's score is ``z = (x - expected) / sd`` of ``x``, the new patients from
+unusual places (those at unusual hours weigh ``baseline_off_hours``), counted
+only when the day's volume of new patients is also above its usual by one sd
+(a locum's new practice changes places, not volume; a busy day changes volume,
+not places). The expected day blends the account's own EWMAs with its peers'
+prior (``baseline_prior``), the prior fading out over ``baseline_prior_days``
+days of history. A new patient is refused (``baseline``) when
+``cusum + max(0, z - baseline_slack)``, this patient included, passes
+``baseline``; at the day's end ``cusum += z - baseline_slack`` (kept in
+``[0, 2 * baseline]``), and a day that breached rolls in at the cap, so that a
+harvester stopped late in a day is refused from the next day's first new
+patient. Nothing runs in the background: a day rolls when its next lookup
+reads the record, and a refused lookup writes nothing of it.
 
 >>> from nirguard import QuotaPolicy
 >>> p = QuotaPolicy.only(distinct_patients="1000/day", baseline=4.0)._compiled
->>> state: dict[str, object] = {}
 >>> day, slot = clock(p, 10 * 3600.0)
->>> breach(state, p, slot) is None
+>>> breach({}, p, slot, 3) is None
 True
 """
 
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALPHA",
     "FIELDS",
+    "PLACES",
     "breach",
     "clock",
     "count",
@@ -54,26 +63,20 @@ __all__ = [
 ALPHA: Final = 1 / 21
 #: The account record's baseline fields (see the module docstring).
 FIELDS: Final = (
-    "bl:d",
-    "bl:n",
-    "bl:l",
-    "bl:o",
-    "bl:x",
-    "bl:h",
-    "bl:m",
-    "bl:v",
-    "bl:r",
-    "bl:p",
-    "blc",
+    *("bl:d", "bl:n", "bl:u", "bl:o", "bl:l", "bl:x"),
+    *("bl:h", "bl:m", "bl:v", "bl:a", "bl:w", "bl:r", "bl:p", "bl:q", "blc"),
 )
+#: Buckets of the places profile (a place outside them: unknown, always unusual).
+PLACES: Final = 64
 _SLOTS: Final = 24
-#: An hours profile says "usual" or not once it holds this many lookups.
+#: A profile says "usual" or not once it holds this many lookups.
 _PROFILE_MIN: Final = 60
-#: A slot is usual when it holds at least this share of the profile's lookups.
-_USUAL_SHARE: Final = 0.01
-_DAY: Final = 86400.0
+#: An hours slot is usual from 1% of the profile's lookups, a place from 4%.
+_USUAL_HOURS: Final = 0.01
+_USUAL_PLACE: Final = 0.04
 #: The least day-to-day spread assumed: Poisson noise and 20% of the mean.
 _CV: Final = 0.2
+_DAY: Final = 86400.0
 
 
 def clock(p: CompiledPolicy, now: float) -> tuple[int, int]:
@@ -85,14 +88,33 @@ def clock(p: CompiledPolicy, now: float) -> tuple[int, int]:
     return day, min(hour, 23) // 2 + weekend
 
 
-def expected(state: dict[str, Any], p: CompiledPolicy) -> tuple[float, float]:
-    """New patients a day the account is expected to make, and their standard deviation:
-    its own EWMAs and its peers' prior, blended by shrinkage."""
-    h = state.get("bl:h", 0)
+def _blend(own: float, var: float, h: int, p: CompiledPolicy) -> tuple[float, float]:
     w = min(1.0, h / p.baseline_prior_days)
-    mu = w * state.get("bl:m", 0.0) + (1 - w) * p.baseline_mean
-    var = w * state.get("bl:v", 0.0) + (1 - w) * p.baseline_sd * p.baseline_sd
-    return mu, math.sqrt(max(var, mu + _CV * _CV * mu * mu, 1.0))
+    mu = w * own + (1 - w) * p.baseline_mean
+    v = w * var + (1 - w) * p.baseline_sd * p.baseline_sd
+    return mu, math.sqrt(max(v, mu + _CV * _CV * mu * mu, 1.0))
+
+
+def expected(state: dict[str, Any], p: CompiledPolicy) -> tuple[float, float, float, float]:
+    """New patients a day expected and their sd, then the same of new patients from
+    unusual places: the account's own EWMAs and its peers' prior, blended."""
+    h = state.get("bl:h", 0)
+    mu, sd = _blend(state.get("bl:m", 0.0), state.get("bl:v", 0.0), h, p)
+    mu_u, sd_u = _blend(state.get("bl:a", 0.0), state.get("bl:w", 0.0), h, p)
+    return mu, sd, mu_u, sd_u
+
+
+def _score(state: dict[str, Any], p: CompiledPolicy, n: int, u: int, off: int) -> float:
+    mu, sd, mu_u, sd_u = expected(state, p)
+    x = u + (p.baseline_off_hours - 1) * off
+    z = (x - mu_u) / sd_u
+    return z if n >= mu + sd else min(z, (n - mu) / sd)
+
+
+def _ewma(m: float, v: float, x: float, a: float) -> tuple[float, float]:
+    delta = x - m
+    up = max(delta, 0.0)  # the upper semi-variance: quiet days (a Saturday) widen nothing
+    return m + a * delta, (1 - a) * (v + a * 2 * up * up)
 
 
 def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
@@ -100,64 +122,76 @@ def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
     that ended goes into the CUSUM and the EWMAs, today's counts start at zero."""
     if record.get("bl:d") == day:
         return {}
-    out: dict[str, Any] = {"bl:d": day, "bl:n": 0, "bl:l": 0, "bl:o": 0}
+    out: dict[str, Any] = {"bl:d": day, "bl:n": 0, "bl:u": 0, "bl:o": 0, "bl:l": 0, "bl:x": 0}
     lookups = record.get("bl:l", 0)
     if lookups <= 0:
         return out
-    n, h = record.get("bl:n", 0), record.get("bl:h", 0)
-    mu, sd = expected(record, p)
-    x = n + (p.baseline_off_hours - 1) * record.get("bl:o", 0)
+    n, u, h = record.get("bl:n", 0), record.get("bl:u", 0), record.get("bl:h", 0)
     top = 2 * (p.baseline or 0.0)
-    c = record.get("blc", 0.0) + (x - mu) / sd - p.baseline_slack
+    c = record.get("blc", 0.0) + _score(record, p, n, u, record.get("bl:o", 0))
+    c -= p.baseline_slack
     out["blc"] = top if record.get("bl:x") else min(max(c, 0.0), top)
-    out["bl:x"] = 0
     a = max(ALPHA, 1 / (h + 1))
-    m = record.get("bl:m", 0.0)
-    delta = n - m
-    up = max(delta, 0.0)  # the upper semi-variance: quiet days (a Saturday) widen nothing
-    out["bl:m"] = m + a * delta
-    out["bl:v"] = (1 - a) * (record.get("bl:v", 0.0) + a * 2 * up * up)
+    out["bl:m"], out["bl:v"] = _ewma(record.get("bl:m", 0.0), record.get("bl:v", 0.0), n, a)
+    out["bl:a"], out["bl:w"] = _ewma(record.get("bl:a", 0.0), record.get("bl:w", 0.0), u, a)
     r = record.get("bl:r", 0.0)
     out["bl:r"] = r + a * ((lookups - n) / lookups - r)
     out["bl:h"] = min(h + 1, 10_000)
     return out
 
 
-def _usual(profile: bytes, slot: int) -> bool:
+def _usual(profile: bytes, at: int, share: float) -> bool:
+    if not 0 <= at < len(profile):
+        return False
     total = sum(profile)
-    return total < _PROFILE_MIN or profile[slot] >= _USUAL_SHARE * total
+    return total >= _PROFILE_MIN and profile[at] >= share * total
+
+
+def _unusual(state: dict[str, Any], slot: int, place: int) -> tuple[int, int]:
+    """Whether a new patient now is off-hours, and from an unusual place (0 or 1 each)."""
+    hours = state.get("bl:p", b"")
+    off = 0 if sum(hours) < _PROFILE_MIN or _usual(hours, slot, _USUAL_HOURS) else 1
+    return off, 0 if _usual(state.get("bl:q", b""), place, _USUAL_PLACE) else 1
 
 
 def breach(
-    state: dict[str, Any], p: CompiledPolicy, slot: int
+    state: dict[str, Any], p: CompiledPolicy, slot: int, place: int
 ) -> tuple[int, int, float, int, int] | None:
     """Whether one more new patient now passes the threshold (``state``: the record with
-    today's roll applied): ``(new patients today, the day's limit, expected, days of
-    history, off-hours new patients today)``, or ``None``."""
-    mu, sd = expected(state, p)
+    today's roll applied): ``(new patients today, of them from unusual places, expected
+    of those, days of history, off-hours new patients today)``, or ``None``."""
+    off, far = _unusual(state, slot, place)
     n = state.get("bl:n", 0) + 1
-    off = state.get("bl:o", 0) + (0 if _usual(state.get("bl:p", b""), slot) else 1)
-    x = n + (p.baseline_off_hours - 1) * off
+    u = state.get("bl:u", 0) + far
+    o = state.get("bl:o", 0) + off
     c = state.get("blc", 0.0)
-    threshold = p.baseline or 0.0
-    if c + max(0.0, (x - mu) / sd - p.baseline_slack) <= threshold:
+    z = _score(state, p, n, u, o)
+    if c + max(0.0, z - p.baseline_slack) <= (p.baseline or 0.0):
         return None
-    limit = mu + (threshold + p.baseline_slack - c) * sd
-    return n, max(0, math.floor(limit)), mu, int(state.get("bl:h", 0)), off
+    mu_u = expected(state, p)[2]
+    return n, u, mu_u, int(state.get("bl:h", 0)), o
 
 
-def count(state: dict[str, Any], changes: dict[str, Any], new: bool, slot: int) -> None:
-    """Count a lookup let through (a new patient or not) into today and the hours profile."""
-    profile = bytearray(state.get("bl:p", b"") or bytes(_SLOTS))
-    if new and not _usual(bytes(profile), slot):
-        changes["bl:o"] = state.get("bl:o", 0) + 1
-    if profile[slot] >= 255:
-        profile = bytearray(b // 2 for b in profile)
-    profile[slot] += 1
-    changes["bl:p"] = bytes(profile)
-    changes["bl:l"] = state.get("bl:l", 0) + 1
+def _counted(profile: bytes, size: int, at: int) -> bytes:
+    out = bytearray(profile or bytes(size))
+    if not 0 <= at < size:
+        return bytes(out)
+    if out[at] >= 255:
+        out = bytearray(b // 2 for b in out)
+    out[at] += 1
+    return bytes(out)
+
+
+def count(state: dict[str, Any], changes: dict[str, Any], new: bool, slot: int, place: int) -> None:
+    """Count a lookup let through (a new patient or not) into today and the profiles."""
     if new:
+        off, far = _unusual(state, slot, place)
         changes["bl:n"] = state.get("bl:n", 0) + 1
+        changes["bl:u"] = state.get("bl:u", 0) + far
+        changes["bl:o"] = state.get("bl:o", 0) + off
+    changes["bl:p"] = _counted(state.get("bl:p", b""), _SLOTS, slot)
+    changes["bl:q"] = _counted(state.get("bl:q", b""), PLACES, place)
+    changes["bl:l"] = state.get("bl:l", 0) + 1
 
 
 def summary(record: dict[str, Any], p: CompiledPolicy, now: float) -> dict[str, float] | None:
@@ -166,20 +200,23 @@ def summary(record: dict[str, Any], p: CompiledPolicy, now: float) -> dict[str, 
     state = {**record, **roll(record, p, day)}
     if not state.get("bl:h", 0) and not state.get("bl:l", 0):
         return None
-    mu, sd = expected(state, p)
-    values = (state.get("bl:h", 0), state.get("bl:m", 0.0), mu, sd)
-    return shown((*values, state.get("bl:r", 0.0), state.get("bl:n", 0), state.get("blc", 0.0)))
+    mu, sd, mu_u, _ = expected(state, p)
+    values = (state.get("bl:h", 0), state.get("bl:m", 0.0), mu, sd, mu_u)
+    today = (state.get("bl:n", 0), state.get("bl:u", 0), state.get("blc", 0.0))
+    return shown((*values, state.get("bl:r", 0.0), *today))
 
 
 def shown(values: tuple[float, ...]) -> dict[str, float]:
     """:func:`summary`'s dict from its values in order (the Redis engine sends them)."""
-    h, m, mu, sd, r, n, c = values
+    h, m, mu, sd, mu_u, r, n, u, c = values
     return {
         "days": float(h),
         "new_per_day": round(m, 2),
         "expected": round(mu, 2),
         "sd": round(sd, 2),
+        "expected_unusual_places": round(mu_u, 2),
         "repeat_share": round(r, 3),
         "new_today": float(n),
+        "unusual_places_today": float(u),
         "cusum": round(c, 2),
     }

@@ -67,7 +67,6 @@ _EVIDENCE: Final = {
     "cohort": "cohort_patients",
     "portal_cohort": "portal_cohort_patients",
     "hot_cohort": "cohort_patients",
-    "baseline": "new_patients_today",
 }
 
 
@@ -161,6 +160,8 @@ class Request:
         reason: whether the practitioner stated a reason (break-glass).
         now: the time to decide at; ``None`` = the engine's own clock (the
             server's, on Redis).
+        place: the bucket (0-63) of the keyed hash of the patient's department
+            of birth, when ``baseline`` is on; ``-1``: unknown.
     """
 
     practitioner: str
@@ -169,6 +170,7 @@ class Request:
     cohort: str | None = None
     reason: bool = False
     now: float | None = None
+    place: int = -1
 
 
 @dataclass(slots=True)
@@ -191,7 +193,8 @@ class Decision:
     break_glass_left: int | None = None
     count: int | None = None
     limit: int | None = None
-    #: ``baseline``: new patients a day expected, days of history, off-hours new patients
+    #: ``baseline`` (``count``: new patients today, ``limit``: of them from unusual
+    #: places): those expected a day, days of history, off-hours new patients today
     usual: float = 0.0
     history: int | None = None
     off_hours: int = 0
@@ -217,12 +220,14 @@ class Decision:
             if self.quota == "miss_ratio":
                 out.update(misses=self.count, lookups=self.limit)
                 out["ratio"] = round(self.count / self.limit, 3) if self.limit else 0.0
+            elif self.quota == "baseline":
+                out.update(new_patients_today=self.count, unusual_places_today=self.limit)
             else:
                 label = _EVIDENCE.get(self.quota or "", self.quota or "count")
                 out[label] = self.count
                 out["limit"] = self.limit
         if self.history is not None:
-            out.update(expected=round(self.usual, 1), days_of_history=self.history)
+            out.update(expected_unusual=round(self.usual, 1), days_of_history=self.history)
             out["off_hours_new_patients"] = self.off_hours
         if self.lockout_started:
             out["lockout_level"] = self.level

@@ -199,7 +199,7 @@ class MemoryEngine:
                 if breach is None and p.hot_reason:
                     breach = "hot_cohort"
             if breach is None and p.baseline is not None:
-                found_bl = baseline.breach({**record, **changes}, p, slot)
+                found_bl = baseline.breach({**record, **changes}, p, slot, req.place)
                 if found_bl is not None:
                     breach, count, limit = "baseline", found_bl[0], found_bl[1]
                     changes["bl:x"] = 1  # the day breached: it rolls in at the CUSUM's cap
@@ -246,7 +246,7 @@ class MemoryEngine:
         if p.miss_ratio is not None:
             bump(record, changes, "miss_ratio:n", p.miss_ratio_window, now)
         if p.baseline is not None:
-            baseline.count({**record, **changes}, changes, new, slot)
+            baseline.count({**record, **changes}, changes, new, slot, req.place)
         if new:
             hit(record, p.distinct_patients, changes, now)
             hit(record, p.new_patients, changes, now)

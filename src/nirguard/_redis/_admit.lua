@@ -29,7 +29,8 @@
 --     (lua_policy) comes as ARGV 8 only when the server does not know the digest yet
 --   4 flags: patient, cohort, reason ("1" or "0"), then what to do of a new
 --     patient's cohort heat: "1" its step here, "2" ask for it (the reply "heat"),
---     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing
+--     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing; then the
+--     patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
 --   5 the patient's fingerprint (12 hex digits: 6 bytes in records), 6 the cohort's
 --   7 the heat step's answer, for flag "3"
 --
@@ -195,9 +196,9 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
       if not breach and P.hot_reason then breach = "hot_cohort" end
     end
     if not breach and P.baseline then
-      local b = bl_breach(bl_merged(record, changes), P, slot)
+      local b = bl_breach(bl_merged(record, changes), P, slot, flags.place)
       if b then
-        breach, count, limit = "baseline", b.n, b.limit
+        breach, count, limit = "baseline", b.n, b.u
         changes["bl:x"] = 1 -- the day breached: it rolls in at the CUSUM's cap
         x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
       end
@@ -239,7 +240,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
   end
   hit(record, P.lookups, changes, now)
   if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
-  if P.baseline then bl_count(bl_merged(record, changes), changes, new, slot) end
+  if P.baseline then bl_count(bl_merged(record, changes), changes, new, slot, flags.place) end
   if new then
     hit(record, P.distinct, changes, now)
     hit(record, P.new, changes, now)
@@ -384,7 +385,7 @@ local function main(K, A)
   local flags = {
     patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",
     reason = string.sub(f, 3, 3) == "1", heat = string.sub(f, 4, 4), cfp = unhex(A[6]),
-    fp = unhex(A[5]),
+    fp = unhex(A[5]), place = tonumber(string.sub(f, 5, 6), 16) or 255,
   }
   return step(A[1], P, K, A, flags, now)
 end

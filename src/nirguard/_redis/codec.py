@@ -160,6 +160,7 @@ class Codec:
             + ("1" if request.cohort is not None else "0")
             + ("1" if request.reason else "0")
             + heat
+            + format(request.place & 0xFF, "02x")
         )
         patient = "" if request.patient is None else fingerprint(request.patient).hex()
         cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
