@@ -7,7 +7,7 @@ never a pseudonym):
 * today (a local day, ``baseline_utc_offset`` from UTC): ``bl:d`` the day,
   ``bl:n`` new patients let through, ``bl:u`` of them born at places the
   account seldom serves, ``bl:o`` of them at hours it does not work,
-  ``bl:l`` lookups let through, ``bl:x`` whether the day breached;
+  ``bl:l`` lookups let through, ``blx`` whether the day breached;
 * history: ``bl:h`` days with lookups; ``bl:m`` / ``bl:v`` the EWMA mean and
   upper semi-variance of new patients a day, ``bl:a`` / ``bl:w`` the same of
   new patients from unusual places; ``bl:r`` the EWMA share of repeats;
@@ -15,7 +15,8 @@ never a pseudonym):
   12 at weekends) and ``bl:q`` a places profile (64 bytes: the department of
   birth, keyed-hashed into 64 buckets by the guard), counts of lookups halved
   when one reaches 255;
-* ``blc``: a CUSUM over days (``unlock()`` forgets it, keeps the history).
+* ``blc``: a CUSUM over days; ``unlock()`` forgets it and sets ``blx`` to -1: the
+  rest of the day goes through and rolls in at zero (the history stays).
 
 A day's score is ``z = (x - expected) / sd`` of ``x``, the new patients from
 unusual places (those at unusual hours weigh ``baseline_off_hours``), counted
@@ -63,7 +64,7 @@ __all__ = [
 ALPHA: Final = 1 / 21
 #: The account record's baseline fields (see the module docstring).
 FIELDS: Final = (
-    *("bl:d", "bl:n", "bl:u", "bl:o", "bl:l", "bl:x"),
+    *("bl:d", "bl:n", "bl:u", "bl:o", "bl:l", "blx"),
     *("bl:h", "bl:m", "bl:v", "bl:a", "bl:w", "bl:r", "bl:p", "bl:q", "blc"),
 )
 #: Buckets of the places profile (a place outside them: unknown, always unusual).
@@ -122,7 +123,7 @@ def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
     that ended goes into the CUSUM and the EWMAs, today's counts start at zero."""
     if record.get("bl:d") == day:
         return {}
-    out: dict[str, Any] = {"bl:d": day, "bl:n": 0, "bl:u": 0, "bl:o": 0, "bl:l": 0, "bl:x": 0}
+    out: dict[str, Any] = {"bl:d": day, "bl:n": 0, "bl:u": 0, "bl:o": 0, "bl:l": 0, "blx": 0}
     lookups = record.get("bl:l", 0)
     if lookups <= 0:
         return out
@@ -130,7 +131,8 @@ def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
     top = 2 * (p.baseline or 0.0)
     c = record.get("blc", 0.0) + _score(record, p, n, u, record.get("bl:o", 0))
     c -= p.baseline_slack
-    out["blc"] = top if record.get("bl:x") else min(max(c, 0.0), top)
+    x = record.get("blx", 0)  # 1: the day breached; -1: unlock() forgave it
+    out["blc"] = top if x == 1 else 0.0 if x == -1 else min(max(c, 0.0), top)
     a = max(ALPHA, 1 / (h + 1))
     out["bl:m"], out["bl:v"] = _ewma(record.get("bl:m", 0.0), record.get("bl:v", 0.0), n, a)
     out["bl:a"], out["bl:w"] = _ewma(record.get("bl:a", 0.0), record.get("bl:w", 0.0), u, a)
@@ -160,6 +162,8 @@ def breach(
     """Whether one more new patient now passes the threshold (``state``: the record with
     today's roll applied): ``(new patients today, of them from unusual places, expected
     of those, days of history, off-hours new patients today)``, or ``None``."""
+    if state.get("blx", 0) == -1:  # unlocked today: the rest of the day goes through
+        return None
     off, far = _unusual(state, slot, place)
     n = state.get("bl:n", 0) + 1
     u = state.get("bl:u", 0) + far

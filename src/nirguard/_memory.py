@@ -19,6 +19,7 @@ from nirguard import _baseline as baseline
 from nirguard._compiled import INDEFINITE, CompiledPolicy
 from nirguard._engine import SIGNALS, Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_records import (
+    FORGOTTEN,
     Recent,
     Record,
     bump,
@@ -202,7 +203,7 @@ class MemoryEngine:
                 found_bl = baseline.breach({**record, **changes}, p, slot, req.place)
                 if found_bl is not None:
                     breach, count, limit = "baseline", found_bl[0], found_bl[1]
-                    changes["bl:x"] = 1  # the day breached: it rolls in at the CUSUM's cap
+                    changes["blx"] = 1  # the day breached: it rolls in at the CUSUM's cap
                     base.usual, base.history, base.off_hours = found_bl[2:]
         if breach is not None:
             if not p.break_glass:
@@ -367,17 +368,11 @@ class MemoryEngine:
             record = self._store.get(key, now)
             if record is None:
                 return
-            gone = ("distinct_patients", "invalid_nirs", "misses", "portal_cohort", "new_patients")
             for name in list(record):
-                head = name.split(":", 1)[0]
-                if head in gone or head in (
-                    "lockout",
-                    "lockout_level",
-                    "pending",
-                    "miss_ratio",
-                    "blc",
-                ):
+                if name.split(":", 1)[0] in FORGOTTEN:
                     del record[name]
+            if policy.baseline is not None:
+                record["blx"] = -1  # the baseline forgives the day (nirguard._baseline)
 
     async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None:
         """:meth:`unlock`."""

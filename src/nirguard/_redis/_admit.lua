@@ -199,7 +199,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
       local b = bl_breach(bl_merged(record, changes), P, slot, flags.place)
       if b then
         breach, count, limit = "baseline", b.n, b.u
-        changes["bl:x"] = 1 -- the day breached: it rolls in at the CUSUM's cap
+        changes["blx"] = 1 -- the day breached: it rolls in at the CUSUM's cap
         x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
       end
     end
@@ -318,6 +318,7 @@ local function unlock_step(P, K, now)
   for name, value in pairs(record) do
     if not FORGOTTEN[string.match(name, "^[^:]+")] then kept[name] = value end
   end
+  if P.baseline then kept.blx = -1 end -- the baseline forgives the day (_baseline.lua)
   local ttl = redis.call("PTTL", K[1])
   if next(kept) == nil or ttl <= 0 then
     redis.call("DEL", K[1])

@@ -17,7 +17,7 @@ local BL_USUAL_PLACE = 0.04
 local BL_CV = 0.2
 local BL_FIXED = {
   {"bl:d", "Bd"}, {"bl:n", "Bn"}, {"bl:u", "Bu"}, {"bl:o", "Bo"}, {"bl:l", "Bl"},
-  {"bl:x", "Bx"}, {"bl:h", "Bh"}, {"bl:m", "Bm"}, {"bl:v", "Bv"}, {"bl:a", "Ba"},
+  {"blx", "Bx"}, {"bl:h", "Bh"}, {"bl:m", "Bm"}, {"bl:v", "Bv"}, {"bl:a", "Ba"},
   {"bl:w", "Bw"}, {"bl:r", "Br"}, {"bl:p", "Bp"}, {"bl:q", "Bq"}, {"blc", "Bc"},
 }
 
@@ -64,14 +64,16 @@ end
 local function bl_roll(record, P, day)
   if record["bl:d"] == day then return {} end
   local out = {["bl:d"] = day, ["bl:n"] = 0, ["bl:u"] = 0, ["bl:o"] = 0, ["bl:l"] = 0,
-    ["bl:x"] = 0}
+    ["blx"] = 0}
   local lookups = record["bl:l"] or 0
   if lookups <= 0 then return out end
   local n, u, h = record["bl:n"] or 0, record["bl:u"] or 0, record["bl:h"] or 0
   local top = 2 * P.baseline
   local c = (record.blc or 0) + bl_score(record, P, n, u, record["bl:o"] or 0)
   c = c - P.bl_slack
-  if record["bl:x"] and record["bl:x"] ~= 0 then out.blc = top
+  local x = record.blx or 0 -- 1: the day breached; -1: unlock() forgave it
+  if x == 1 then out.blc = top
+  elseif x == -1 then out.blc = 0
   else out.blc = math.min(math.max(c, 0), top) end
   local a = math.max(BL_ALPHA, 1 / (h + 1))
   out["bl:m"], out["bl:v"] = bl_ewma(record["bl:m"] or 0, record["bl:v"] or 0, n, a)
@@ -112,6 +114,7 @@ end
 
 -- whether one more new patient now passes the threshold: its evidence, or nil
 local function bl_breach(s, P, slot, place)
+  if (s.blx or 0) == -1 then return nil end -- unlocked today: the rest of the day goes through
   local off, far = bl_unusual(s, slot, place)
   local n = (s["bl:n"] or 0) + 1
   local u = (s["bl:u"] or 0) + far
