@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nirguard import AuditEvent, LookupGuard, Pseudonymiser, Reason, ReasonCode, SecretKey
-from nirguard.alerts import Alert, BreakGlass
+from nirguard.alerts import Alert, BreakGlass, Notice
 from nirguard.audit_sql import SqlAuditStore
 from nirguard.console import Console, Officer
 from nirguard.testing import NIRGenerator
@@ -88,8 +88,8 @@ def build(path: Path, events: int, seed: int = 1) -> None:
                                      expires=t + 3 * DAY, budget_left=rng.randint(0, 3), quota="distinct_patients"))  # fmt: skip
     for _ in range(500):
         t = START + rng.randrange(DAYS) * DAY + rng.random() * DAY
-        store.alert(Alert(practitioner="-", signal="hot_cohort", evidence={"heat": 3.4}, time=t,
-                          retry_after=None, cohort=f"bench:{rng.getrandbits(64):016x}", lockout=False))  # fmt: skip
+        store.notice(Notice(signal="hot_cohort", cohort=f"bench:{rng.getrandbits(64):016x}",
+                            evidence={"cohort_heat": 3.4, "cohort_expected": 1.0}, time=t))  # fmt: skip
     store.close()
     with open(path.with_suffix(".nirs"), "w") as f:
         f.write("\n".join(known_nirs))

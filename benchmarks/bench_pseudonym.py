@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_of, ratio_line
 
 from nirguard import Pseudonymiser, SecretKey
+from nirguard._sealed import derive_subkey
 from nirguard.cli import main as cli_main
 from nirguard.testing import NIRGenerator
 
@@ -49,7 +50,7 @@ def bench_library(count: int, repeat: int) -> None:
 
     key = SecretKey.generate("bench")
     pseudonymiser = Pseudonymiser(key, purpose=PURPOSE)
-    subkey = key._derive(b"nirguard/v1/pseudonym/" + PURPOSE.encode(), 32)
+    subkey = derive_subkey(key, b"nirguard/v1/pseudonym/" + PURPOSE.encode(), 32)
     nirs = NIRGenerator(seed=2026).many(count)
     prevalidated = [value.encode() for value in nirs]
 

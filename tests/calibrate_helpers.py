@@ -124,7 +124,15 @@ def build_portal(
 
 
 _LOCKS = frozenset(
-    {"distinct_patients", "invalid_nirs", "misses", "cohort", "portal_cohort", "miss_ratio"}
+    {
+        "distinct_patients",
+        "invalid_nirs",
+        "misses",
+        "cohort",
+        "portal_cohort",
+        "miss_ratio",
+        "strikes",
+    }
 )
 
 
@@ -199,6 +207,13 @@ def drive(
     return out
 
 
+def event_line(**fields: object) -> str:
+    """One audit line as the guard's JSON-lines sink writes it (every field, in order)."""
+    from nirguard.audit import AuditEvent
+
+    return AuditEvent(**fields).model_dump_json()  # type: ignore[arg-type]
+
+
 def synthetic_lines(
     count: int, *, practitioners: int = 100, panel: int = 200, seed: int = 1
 ) -> Iterator[str]:
@@ -218,7 +233,8 @@ def synthetic_lines(
         if draw < 0.01:
             yield (
                 f'{{"time":"{stamp}","practitioner":"gp-{who}","patient":null,'
-                f'"outcome":"invalid","quota":"invalid_nirs","kind":"gp"}}\n'
+                f'"outcome":"invalid","quota":"invalid_nirs","retry_after":null,"cohort":null,'
+                f'"kind":"gp","reason":null,"signals":[],"evidence":null}}\n'
             )
             continue
         outcome = "miss" if draw < 0.015 else "allowed"

@@ -106,3 +106,29 @@ def test_allowed_events_carry_the_time_of_the_decision() -> None:
     with guard.lookup("dr", NIRS[0]):
         now[0] += 30  # the portal's lookup takes its time
     assert events[0].time.timestamp() == 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [(0.3, 1), (59.99970817565918, 60), (60.0000001, 60), (60.2, 61), (3600, 3600), (0, 1),
+     (float("inf"), None), (float("nan"), None), (1e300, None), (None, None)],
+)  # fmt: skip
+def test_retry_after_is_whole_seconds_rounded_up(given: float | None, said: int | None) -> None:
+    event = AuditEvent(time=0, practitioner="dr", outcome="denied", retry_after=given)  # type: ignore[arg-type]
+    assert event.retry_after == said and type(event.retry_after) is type(said)
+    assert json.loads(event.model_dump_json())["retry_after"] == said
+
+
+def test_a_refusal_in_the_trail_says_when_to_retry_in_whole_seconds() -> None:
+    now = [1_767_225_600.3]
+    events: list[AuditEvent] = []
+    guard = LookupGuard(QuotaPolicy.only(lookups="1/minute"), audit=events.append,
+                        clock=lambda: now[0], metrics=False)  # fmt: skip
+    with guard.lookup("dr", NIRS[0]) as lookup:
+        lookup.record({"name": "x"})
+    now[0] += 59.7  # 0.3 s of the minute left
+    with pytest.raises(QuotaExceeded) as caught, guard.lookup("dr", NIRS[1]):
+        pass
+    assert guard.flush(5)
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after < 1
+    assert [e.retry_after for e in events] == [None, 1]

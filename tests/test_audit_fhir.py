@@ -399,7 +399,7 @@ def test_decision_extension_carries_quota_signals_and_evidence() -> None:
     assert decision(resource) == {
         "outcome": "would_lock",
         "quota": "portal_cohort",
-        "retryAfter": 3597.858,
+        "retryAfter": 3598,  # whole seconds, rounded up (AuditEvent.retry_after)
         "kind": "gp",
         "signal": ["hot_cohort", "miss_ratio"],
         "cohort": {"system": "urn:nirguard:pseudonym:v1:guard/cohort:k2026", "value": COHORT},

@@ -131,6 +131,28 @@ def test_alerts_make_one_case_per_incident_and_a_new_alert_reopens_a_closed_case
     assert store.reader.lockouts_since(0, 10)[0]["practitioner"] == "p1"
 
 
+def test_locked_accounts_come_from_lockouts_and_link_the_latest_case(store: SqlAuditStore) -> None:
+    store.alert(Alert("p1", "cohort", {}, 100.0, 3600.0, case="case-pppppppppppppppp"))
+    store.alert(Alert("p1", "misses", {}, 9000.0, 7200.0, case="case-aaaaaaaaaaaaaaaa"))
+    store.alert(Alert("p2", "cohort", {}, 500.0, None, case="case-bbbbbbbbbbbbbbbb",
+                      lockout=False))  # fmt: skip
+    # p2's incident opened with a signal; its lockout came later, in the same incident (one
+    # alert per incident): only the trail says so. p3 has a lockout and no alert at all.
+    store.audit(_event(800.0, "p2", "k1:p9", "lockout"))
+    store.audit(_event(700.0, "p3", "k1:p9", "lockout"))
+    store.audit(_event(50.0, "p4", "k1:p9", "lockout"))  # before the window asked for
+    assert store.flush()
+    locked = store.reader.lockouts_since(60.0, 10)
+    assert [(r["practitioner"], r["time"], r["case_id"]) for r in locked] == [
+        ("p1", 9000.0, "case-aaaaaaaaaaaaaaaa"),  # the latest, not the largest id
+        ("p2", 800.0, "case-bbbbbbbbbbbbbbbb"),
+        ("p3", 700.0, None),
+    ]
+    assert [c["case_id"] for c in store.reader.cases_of("p1")] == [
+        "case-aaaaaaaaaaaaaaaa", "case-pppppppppppppppp",
+    ]  # fmt: skip
+
+
 def test_sinks_return_at_once_and_a_full_queue_drops_with_a_report(
     tmp_path: Path, caplog: Any
 ) -> None:
@@ -267,8 +289,16 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
     world = full_world()
     try:
         reader = world.store.reader
-        case = next(c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN)
+        [case] = [c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN]
         assert case["lockout"]
+        # one incident, one case: both lockouts of the attack and the refusals between them
+        # carry its id, and only the first raised an alert
+        trail = reader.account_events(STOLEN, 1000)
+        lockouts = [e for e in trail if e["outcome"] == "lockout"]
+        assert len(lockouts) == 2 and {e["case_id"] for e in lockouts} == {case["case_id"]}
+        assert {e["case_id"] for e in trail if e["outcome"] == "locked"} == {case["case_id"]}
+        assert case["alerts"] == 1 and len(reader.lockouts_since(0, 10)) == 1
+        assert reader.lockouts_since(0, 10)[0]["time"] == max(e["time"] for e in lockouts)
         opened = int(case["opened"] // 86400)
         new = reader.new_patients_per_day(STOLEN, opened - 28, opened)
         before = [n for d, n in new.items() if d < opened]
@@ -363,3 +393,29 @@ def test_no_spelling_of_a_nir_survives_masking(
         spelled = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in spelled)
     masked = mask_nirs(before + " " + spelled + " " + after) or ""
     assert_no_nir(masked, value)
+
+
+def test_the_guards_case_ids_are_kept_whole_even_when_digits_run_long(
+    store: SqlAuditStore,
+) -> None:
+    digits = "case-1234567890123456"  # an earlier guard's hex id: masking would make it case-[NIR]
+    store.alert(Alert("p1", "cohort", {}, 100.0, 3600.0, case=digits))
+    store.alert(Alert("p2", "cohort", {}, 200.0, 3600.0, case="case-6543210987654321"))
+    store.alert(Alert("p3", "cohort", {}, 300.0, 3600.0, case=f"x {NIR_IN_TEXT}"))
+    assert store.flush()
+    cases = {c["practitioner"]: c["case_id"] for c in store.reader.cases(None, 10)}
+    assert cases == {"p1": digits, "p2": "case-6543210987654321", "p3": "x [NIR]"}
+    store.record_action("o", "case", digits, "closed")
+    store.record_action("o", "unlock", NIR_IN_TEXT, "reset")
+    assert [a["target"] for a in store.reader.actions(2)] == ["[NIR]", digits]
+
+
+def test_case_ids_never_look_like_a_nir_so_masking_never_merges_two() -> None:
+    from nirguard._redact import mask_nir_runs
+    from nirguard.alerts import case_id
+
+    ids = {case_id("10003456789", 1_767_225_600.0 + n) for n in range(5000)}
+    assert len(ids) == 5000
+    assert all(mask_nirs(i) == i and mask_nir_runs(i) == i for i in ids)
+    event = AuditEvent(time=1.0, practitioner="p", outcome="lockout", case=min(ids))  # type: ignore[call-arg]
+    assert event.case == min(ids)

@@ -21,9 +21,10 @@ from nirguard._engine import Decision, Engine, Request
 from nirguard._memory import MemoryEngine
 from nirguard.errors import PolicyError
 from nirguard.testing import NIRGenerator
+from tests.engine_helpers import cleanup as _cleanup
+from tests.engine_helpers import redis_engine as _redis_engine
 from tests.guard_helpers import Clock
 from tests.redis_helpers import WORKER_PREFIX
-from tests.test_engines import _cleanup, _redis_engine
 
 MONDAY = 1_770_595_200.0  # a Monday, 00:00 UTC
 HOUR = 3600.0
@@ -270,7 +271,7 @@ def test_baseline_fields_are_checked(fields: dict[str, Any]) -> None:
 
 def test_baseline_is_off_by_default_and_loads_from_env_and_json() -> None:
     assert QuotaPolicy().baseline is None
-    assert QuotaPolicy()._compiled.lua_policy.split("|")[22] == ""
+    assert QuotaPolicy()._compiled.lua_policy.split("|")[23] == ""  # after strikes
     env = {"NIRGUARD_POLICY_BASELINE": "5", "NIRGUARD_POLICY_BASELINE_PRIOR": "20, 12.5"}
     loaded = QuotaPolicy.from_env(environ=env)
     assert (loaded.baseline, loaded.baseline_prior) == (5, (20, 12.5))

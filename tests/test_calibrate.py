@@ -8,6 +8,7 @@ import json
 import sys
 import tracemalloc
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ import pytest
 from nirguard import QuotaPolicy, nir
 from nirguard.audit import REFUSED, WOULD
 from nirguard.calibrate import LogSource, calibrate
-from nirguard.calibrate._propose import _base, ceiling, floor, over_ceiling, period_text
+from nirguard.calibrate._propose import Choice, _base, ceiling, floor, over_ceiling, period_text
 from nirguard.calibrate._read import ReadStats, read
 from nirguard.calibrate._report import format_text, policy_json, to_json
+from nirguard.calibrate._run import looser
 from nirguard.calibrate._stats import excess, percentile
 from nirguard.cli import main
 from tests.calibrate_helpers import (
@@ -29,6 +31,7 @@ from tests.calibrate_helpers import (
     Portal,
     build_portal,
     drive,
+    event_line,
     synthetic_lines,
 )
 from tests.conftest import assert_no_nir
@@ -117,7 +120,11 @@ def test_refusal_table_per_field_and_accounts(logs):
     assert ENUMERATOR in gp.set_aside and "cohort" in gp.set_aside[ENUMERATOR]
     aside = gp.candidate_set_aside
     assert aside.accounts == aside.accounts_refused == 1
-    assert aside.fields["cohort"].lockouts == 2 and aside.fields["cohort"].locked > 500
+    cohort, strikes = aside.fields["cohort"], aside.fields["strikes"]
+    # locked out at its cohort walk; back, it finds the day's lookups spent by its refusals
+    # while locked, and its refusals of `lookups` lock it out again (strikes, escalated)
+    assert cohort.lockouts == 1 and strikes.lockouts == 1
+    assert cohort.locked + strikes.locked > 500
     kept = gp.candidate_kept
     assert kept.accounts == 31 and kept.accounts_refused == 1  # gp-busy, past 100/day
     assert set(kept.fields) == {"distinct_patients"}
@@ -251,7 +258,8 @@ def test_proposal_loads_and_refuses_no_more_than_the_target(portal, shadow_resul
         enforce=True,
         policy=lambda who: proposed["desk" if who.startswith("desk") else "gp"],
     )
-    assert caught.fields.get("cohort", [0, 0, 0])[2] > 500
+    locked = [caught.fields.get(name, [0, 0, 0])[2] for name in ("cohort", "strikes")]
+    assert locked[0] > 0 and sum(locked) > 500  # locked at its walk, then at its strikes
 
 
 def test_proposal_is_raised_after_replay_when_the_target_is_missed(logs):
@@ -292,14 +300,12 @@ def test_floors_ceilings_and_set_aside():
 
 def test_fields_without_data_or_off_are_kept():
     lines = [
-        json.dumps(
-            {
-                "time": f"2026-01-0{1 + i // 10}T10:{i % 10:02d}:00Z",
-                "practitioner": "gp-1",
-                "patient": f"p:{i}",
-                "outcome": "allowed",
-                "kind": "gp",
-            }
+        event_line(
+            time=f"2026-01-0{1 + i // 10}T10:{i % 10:02d}:00Z",
+            practitioner="gp-1",
+            patient=f"p:{i}",
+            outcome="allowed",
+            kind="gp",
         )
         for i in range(40)
     ]
@@ -318,27 +324,24 @@ def test_fields_without_data_or_off_are_kept():
 
 def test_reader_replays_attempts_and_counts_what_it_skips():
     base = {"time": "2026-01-01T10:00:00Z", "practitioner": "gp-1", "kind": "gp"}
+    full = json.loads(event_line(**base, outcome="allowed"))
     lines = [
-        json.dumps({**base, "patient": "p:1", "outcome": "allowed"}),
+        event_line(**base, patient="p:1", outcome="allowed"),
         "2026-01-01 10:00:01 INFO portal.audit "
-        + json.dumps({**base, "patient": "p:2", "outcome": "miss"}),
-        json.dumps({**base, "patient": "p:3", "outcome": "reason_required", "quota": "cohort"}),
-        json.dumps({**base, "patient": "p:3", "outcome": "break_glass", "reason": "TREAT"}),
-        json.dumps({**base, "outcome": "invalid", "quota": "invalid_nirs"}),
-        json.dumps({**base, "outcome": "locked", "quota": "locked"}),
-        json.dumps(
-            {**base, "practitioner": "<invalid>", "outcome": "denied", "quota": "practitioner"}
-        ),
-        json.dumps({**base, "outcome": "denied", "quota": "reason", "patient": None}),
-        json.dumps({**base, "patient": "p:4", "outcome": "unguarded"}),
-        json.dumps({**base, "patient": "p:4", "outcome": "unavailable"}),
-        json.dumps(
-            {**base, "time": "2026-01-01T09:00:00Z", "patient": "p:5", "outcome": "would_lock"}
-        ),
+        + event_line(**base, patient="p:2", outcome="miss"),
+        event_line(**base, patient="p:3", outcome="reason_required", quota="cohort"),
+        event_line(**base, patient="p:3", outcome="break_glass", reason="TREAT"),
+        event_line(**base, outcome="invalid", quota="invalid_nirs"),
+        event_line(**base, outcome="locked", quota="locked"),
+        event_line(**{**base, "practitioner": "<invalid>"}, outcome="denied", quota="practitioner"),
+        event_line(**base, outcome="denied", quota="reason", patient=None),
+        event_line(**base, patient="p:4", outcome="unguarded"),
+        event_line(**base, patient="p:4", outcome="unavailable"),
+        event_line(**{**base, "time": "2026-01-01T09:00:00Z"}, patient="p:5", outcome="would_lock"),
         "not json at all",
         "{broken",
-        json.dumps({**base, "outcome": "teleported", "patient": "p:6"}),
-        json.dumps({**base, "time": "yesterday", "patient": "p:7", "outcome": "allowed"}),
+        json.dumps({**full, "outcome": "teleported", "patient": "p:6"}),
+        json.dumps({**full, "time": "yesterday", "patient": "p:7"}),
         "",
     ]
     stats = ReadStats()
@@ -355,6 +358,8 @@ def test_reader_replays_attempts_and_counts_what_it_skips():
     assert entries[-1].time == entries[-2].time  # an earlier event is kept in order
     assert (stats.lines, stats.entries, stats.input_refusals, stats.outages) == (16, 7, 2, 2)
     assert (stats.unreadable, stats.out_of_order) == (4, 1)
+    assert stats.skipped == {"not JSON": 2, "bad outcome": 1, "bad time": 1}
+    assert stats.locked == {"gp-1": 2}
 
 
 def test_gzip_and_several_logs_in_order(logs, tmp_path):
@@ -496,3 +501,144 @@ def test_a_million_lines_stream_in_bounded_memory():
     assert peak < 40e6, peak
     assert result.peak_pairs <= 2 * 100 * 200  # pairs seen, and cohort windows open
     assert START  # the generated log starts where the portal's does
+
+
+# -- a log nobody can poison: hostile lines, other loggers, warnings (issue 18.2) ---------------
+
+
+def _injected(days: int = 10, accounts: int = 4, per_day: int = 400) -> list[str]:
+    """JSON lines of another logger of the portal: a time, a practitioner, a patient..."""
+    out = []
+    for day in range(days):
+        for a in range(accounts):
+            for n in range(per_day):
+                stamp = START + day * DAY + 8 * 3600 + n * 60 + a
+                when = datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat()
+                out.append(
+                    json.dumps(
+                        {
+                            "time": when.replace("+00:00", "Z"),
+                            "level": "info",
+                            "logger": "portal.search",
+                            "practitioner": f"svc-{a}",
+                            "patient": f"x:{a}-{day}-{n}",
+                            "outcome": "allowed",
+                            "kind": "gp",
+                            "msg": "patient search",
+                        }
+                    )
+                    + "\n"
+                )
+    return out
+
+
+def test_lines_of_another_logger_do_not_move_the_proposal(logs):
+    clean = Path(str(logs["shadow"])).read_text().splitlines(keepends=True)
+    mixed = sorted(clean + _injected(), key=lambda line: json.loads(line)["time"])
+    before = calibrate(LogSource(lines=lambda: clean), CANDIDATES, verify=False)
+    after = calibrate(LogSource(lines=lambda: mixed), CANDIDATES, verify=False)
+    proposals = [(r.kind, r.proposed) for r in before.kinds]
+    assert [(r.kind, r.proposed) for r in after.kinds] == proposals
+    assert after.log.entries == before.log.entries
+    assert after.log.skipped == {"not a nirguard audit event": 4 * 10 * 400}
+    assert any("16,000 lines skipped" in w for w in after.warnings)
+    assert "skipped, not a nirguard audit event: 16,000" in format_text(after)
+    assert json.loads(to_json(after))["log"]["skipped"] == after.log.skipped
+
+
+HOSTILE = {
+    "deep JSON": '{"a":' * 12_000,
+    "huge time": None,  # filled below: every field right but "time": 1e308
+    "time far ahead": None,
+    "kind outside the name pattern": None,
+    "kind as a path": None,
+    "NaN retry_after": None,
+    "signals not a list": None,
+    "top-level list": "[1, 2, 3]",
+    "a string": '"allowed"',
+    "huge line": '{"note": "' + "x" * 70_000 + '"}',
+    "extra field": None,
+    "unlocked": None,
+}
+
+
+def _hostile_lines() -> dict[str, str]:
+    good = json.loads(
+        event_line(time="2026-01-01T10:00:00Z", practitioner="gp-1", patient="p:1",
+                   outcome="allowed", kind="gp")
+    )  # fmt: skip
+    lines = {name: line for name, line in HOSTILE.items() if line is not None}
+    lines["huge time"] = json.dumps({**good, "time": 1e308})
+    lines["time far ahead"] = json.dumps({**good, "time": "9999-12-31T23:59:59Z"})
+    lines["kind outside the name pattern"] = json.dumps({**good, "kind": "general practice!"})
+    lines["kind as a path"] = json.dumps({**good, "kind": "../../etc/cron.d/x"})
+    lines["NaN retry_after"] = json.dumps({**good, "retry_after": float("nan")})
+    lines["signals not a list"] = json.dumps({**good, "signals": "hot_cohort"})
+    lines["extra field"] = json.dumps({**good, "msg": "patient search"})
+    lines["unlocked"] = event_line(
+        time="2026-01-01T11:00:00Z", practitioner="gp-1", outcome="unlocked", actor="admin"
+    )
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_one_hostile_line_is_skipped_never_a_traceback(name, tmp_path, capsys):
+    good = [
+        event_line(time=f"2026-01-01T10:{i:02d}:00Z", practitioner="gp-1", patient=f"p:{i}",
+                   outcome="allowed", kind="gp")
+        for i in range(30)
+    ]  # fmt: skip
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join([*good[:15], _hostile_lines()[name], *good[15:]]) + "\n")
+    result = calibrate([log], verify=False)
+    assert result.log.entries == 30 and result.log.unreadable == 1
+    assert [r.kind for r in result.kinds] == ["gp"]
+    policies = tmp_path / "policies"
+    code = main(["calibrate", str(log), "--quiet", "--policy-dir", str(policies)])
+    out = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out.err
+    assert "lines skipped" in out.out
+    assert sorted(p.name for p in policies.iterdir()) == ["gp.json"]
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_warnings_name_locked_and_set_aside_accounts_and_a_looser_proposal(logs):
+    strict = QuotaPolicy(name="gp", distinct_patients="4/10 minutes;20/day;60/7 days")
+    result = calibrate([logs["shadow"]], {"gp": strict, "desk": DESK}, verify=False)  # type: ignore[list-item]
+    text = "\n".join(result.warnings)
+    assert result.log.locked.get(ENUMERATOR, 0) > 0
+    assert "lockout events" in text and ENUMERATOR in text.split("lockout events", 1)[1]
+    assert f"gp: 1 account(s) set aside, beyond any sane policy: {ENUMERATOR}." in text
+    (gp,) = [r for r in result.kinds if r.kind == "gp"]
+    assert gp.proposed.distinct_patients != strict.distinct_patients
+    assert "gp: the proposal is looser than the policy in force: distinct_patients per" in text
+    loose = looser(strict, gp.choices)
+    assert loose and f"the policy in force: {'; '.join(loose)}" in text
+
+
+def test_looser_compares_window_by_window():
+    gp = QuotaPolicy(name="gp", distinct_patients="8/10 minutes;100/day", miss_ratio=0.5)
+    choices = [
+        Choice("distinct_patients", 600, 8, ""),
+        Choice("distinct_patients", 86400, 120, ""),
+        Choice("miss_ratio", 86400, 0.6, ""),
+        Choice("cohort", None, None, ""),
+    ]
+    assert looser(gp, choices) == [
+        "distinct_patients per day 120 > 100",
+        "miss_ratio 0.6 > 0.5",
+    ]
+
+
+def test_events_without_a_kind_go_to_untagged(tmp_path, capsys):
+    lines = [
+        event_line(time=f"2026-01-01T10:{i:02d}:00Z", practitioner="gp-1", patient=f"p:{i}",
+                   outcome="allowed")
+        for i in range(30)
+    ]  # fmt: skip
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", str(log), "--quiet", "--policy-dir", str(tmp_path / "p")]) == 0
+    assert "== (untagged):" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["(untagged).json"]
+    QuotaPolicy.from_json((tmp_path / "p" / "(untagged).json").read_text())

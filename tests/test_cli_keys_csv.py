@@ -615,6 +615,13 @@ def test_split_point_respects_quotes() -> None:
 # -- interruption (real processes) ------------------------------------------------------------
 
 
+def _default_sigint() -> None:
+    # A shell starts a background job with SIGINT ignored, and an ignored signal stays
+    # ignored across exec: Python then installs no KeyboardInterrupt handler and the CLI
+    # never sees the Ctrl-C this test sends. The child starts with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(
     tmp_path: Path, key_file: Path, target: Path, jobs: str = "1"
 ) -> subprocess.Popen[bytes]:
@@ -626,6 +633,7 @@ def _start(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
 
 
@@ -653,6 +661,26 @@ def test_interruption_leaves_no_output(
     assert process.returncode == 130
     assert b"interrupted" in err
     assert not target.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_interruption_when_started_with_sigint_ignored(tmp_path: Path, key_file: Path) -> None:
+    # What a test runner started as a background job (`pytest &`, CI scripts) passes on.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = _start(tmp_path, key_file, tmp_path / "out.csv")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert process.stdin is not None
+    process.stdin.write(b"nir\n" + b"185057800608491\n" * 20_000)
+    process.stdin.flush()
+    _wait_for_temp(tmp_path, process)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
     assert leftovers(tmp_path) == []
 
 

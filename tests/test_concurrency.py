@@ -36,7 +36,7 @@ def storage(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         return
     url = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
     yield url, prefix
-    from tests.test_engines import _cleanup
+    from tests.engine_helpers import cleanup as _cleanup
 
     _cleanup(url, prefix)
 
@@ -194,7 +194,7 @@ def test_twins_across_processes(redis_url: str) -> None:
         with ctx.Pool(4) as pool:  # every process sends the same twenty patients
             results = pool.map(_process_worker, [(redis_url, prefix, values)] * 4)
     finally:
-        from tests.test_engines import _cleanup
+        from tests.engine_helpers import cleanup as _cleanup
 
         _cleanup(redis_url, prefix)
     assert len({n for got in results for n in got}) == 7

@@ -25,7 +25,7 @@ from nirguard import SecretKey, nir
 from nirguard.console import Console, Officer
 from nirguard.errors import ConfigurationError
 from tests.conftest import assert_no_nir
-from tests.console_world import COLLEAGUES, NIR_IN_TEXT, STOLEN, World, full_world
+from tests.console_world import NIR_IN_TEXT, STOLEN, World, full_world
 
 PAGES = ["/cases", "/locked", "/break-glass", "/patient", "/portal", "/break-glass/export.csv"]
 
@@ -178,11 +178,7 @@ def test_a_token_lasts_eight_hours_and_never_comes_from_the_future(world: World)
 
 
 def test_case_state_and_note_are_recorded_with_who(world: World, client: TestClient) -> None:
-    case = next(
-        c["case_id"]
-        for c in world.store.reader.cases(None, 50)
-        if c["practitioner"] == COLLEAGUES[0]
-    )
+    case = stolen_case(world)  # the world's one case for sure (the attack), whatever ran before
     page = client.get(f"/cases/{case}", headers=OFFICER)
     assert page.status_code == 200
     response = client.post(f"/cases/{case}", headers=OFFICER, follow_redirects=False,
@@ -376,3 +372,32 @@ def test_a_viewer_cannot_be_made_from_a_bad_role() -> None:
     with pytest.raises(ConfigurationError):
         Officer("", "officer")
     assert SecretKey.generate("k").key_id == "k"
+
+
+def test_an_accounts_cases_sit_together_latest_first_each_linked_from_the_other() -> None:
+    from nirguard.alerts import Alert, case_id
+    from tests.console_world import START, make_world
+
+    world = make_world()
+    try:
+        one, other = "10007777777", "10008888888"
+        early, late, between = case_id(one, START), case_id(one, START + 4000), case_id(other, 1)
+        for who, case, t in ((one, early, START + 100), (other, between, START + 3000),
+                             (one, late, START + 5000)):  # fmt: skip
+            world.store.alert(Alert(who, "distinct_patients", {"distinct_patients": 9.0}, t,
+                                    3600.0, case=case))  # fmt: skip
+        assert world.store.flush()
+        client = client_for(world)
+        html = client.get("/cases", headers=OFFICER).text
+        groups = re.findall(r'<tbody class="account" data-cases="(\d)">(.*?)</tbody>', html, re.S)
+        assert [n for n, _ in groups] == ["2", "1"]  # the account with the latest alert first
+        rows = re.findall(r'<tr class="case (\w+)" data-case="([^"]+)"', groups[0][1])
+        assert rows == [("latest", late), ("earlier", early)]
+        assert one in groups[0][1] and other not in groups[0][1] and "2 cases" in groups[0][1]
+        page = client.get(f"/cases/{early}", headers=OFFICER).text
+        start = page.index('id="other-cases"')
+        others = page[start : page.index("</table>", start)]
+        assert f'href="/cases/{late}"' in others and early not in others
+        assert 'id="other-cases"' not in client.get(f"/cases/{between}", headers=OFFICER).text
+    finally:
+        world.store.close()

@@ -133,11 +133,15 @@ def test_a_replayed_attack_is_a_case_the_officer_opens_and_unlocks(
     )
     page.goto(served.base + "/")
     assert page.url.endswith("/security/cases")
-    row = page.locator("#cases tr", has_text=STOLEN)
+    account = page.locator("#cases tbody.account", has_text=STOLEN)
+    [case] = served.world.store.reader.cases_of(STOLEN)  # one incident (two lockouts): one case
+    assert account.locator("tr.case").count() == 1
+    row = account.locator("tr.case.latest")
+    assert row.get_attribute("data-case") == case["case_id"]
     assert "distinct_patients" in row.inner_text() and "open" in row.inner_text()
     shot(page, "cases")
-    row.get_by_role("link", name=STOLEN).click()
-    page.wait_for_url("**/security/cases/*")
+    row.get_by_role("link", name="latest case").click()
+    page.wait_for_url(f"**/security/cases/{case['case_id']}")
     timeline = page.locator("#timeline svg").first
     assert timeline.is_visible()
     assert timeline.locator("rect").count() > 15 and timeline.locator("line.baseline").count() == 1

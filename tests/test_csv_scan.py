@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from hypothesis import strategies as st
 from nirguard import Pseudonymiser, SecretKey, Tokeniser, nir
 from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
+from nirguard._csv_io import InvalidData
+from nirguard._csv_scan import Scanner
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir, find_nirs
@@ -72,6 +76,74 @@ def spellings(canonical: str) -> list[str]:
 SPELLINGS = [*spellings(STRAY), *spellings(CORSICA), nir.format("282049741112380")]
 
 
+# -- the test's own reading of the output (independent of nirguard._csv_scan) -----------------
+
+_NIR_CHARS = frozenset("0123456789ABab")
+_JOINED = "\uffff"  # between fields joined by the test: a boundary, not a character
+
+
+def _plain(text: str) -> str:
+    """``text`` as a reader reads it: digits of any script as ASCII digits, every space,
+    dash, control or invisible character as a space."""
+    out = []
+    for char in text:
+        digit = unicodedata.decimal(char, None)
+        folded = unicodedata.normalize("NFKC", char)
+        if digit is not None:
+            out.append(str(digit))
+        elif folded in _NIR_CHARS:
+            out.append(folded)
+        elif (
+            char in ".-"
+            or folded.isspace()
+            or unicodedata.category(char) in ("Zs", "Zl", "Zp", "Cc", "Cf", "Pd")
+        ):
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def leaks(text: str, *fields: str, bodies: tuple[str, ...] = ()) -> list[str]:
+    """The NIRs a reader finds in ``text``, or in ``fields`` side by side.
+
+    In one text: a string ``nir.validate`` accepts, bounded by non-digits, or strictly
+    valid anywhere. Across fields: a strictly valid NIR starting and ending on a field
+    or digit-group boundary. ``bodies``: 13-character bodies bounded by non-digits.
+    """
+    plain = _JOINED.join(_plain(field) for field in fields) if fields else _plain(text)
+    found = []
+    for start, char in enumerate(plain):
+        if char not in "0123456789":
+            continue
+        count, crossed = 0, False
+        for index in range(start, len(plain)):
+            here = plain[index]
+            crossed = crossed or here == _JOINED
+            if here in (" ", _JOINED):
+                continue
+            if here not in _NIR_CHARS:
+                break
+            count += 1
+            if count == 15:
+                window = plain[start : index + 1].replace(_JOINED, "")
+                aligned = (start == 0 or plain[start - 1] not in "0123456789") and (
+                    index + 1 == len(plain) or plain[index + 1] not in "0123456789"
+                )
+                if crossed:
+                    bad = aligned and nir.is_valid(window)
+                else:
+                    bad = nir.is_valid(window) or (aligned and nir.is_valid(window, strict=False))
+                if bad:
+                    found.append(window)
+                break
+    for body in bodies:
+        spelt = " *".join(re.escape(char) for char in body)
+        if re.search(rf"(?<![0-9]){spelt}(?![0-9])", plain, re.IGNORECASE):
+            found.append(body)
+    return found
+
+
 # -- the scanner ------------------------------------------------------------------------------
 
 
@@ -79,7 +151,8 @@ SPELLINGS = [*spellings(STRAY), *spellings(CORSICA), nir.format("282049741112380
 @pytest.mark.parametrize("around", ["{}", "call {} today", "NIR{}", "x{}y", "({})", "{}, ref 12"])
 def test_scanner_finds_every_accepted_spelling(spelling: str, around: str) -> None:
     assert nir.is_valid(spelling)
-    assert nir._contains_nir(around.format(spelling))
+    assert Scanner(",").holds(around.format(spelling))
+    assert Scanner().holds(around.format(spelling))
 
 
 @pytest.mark.parametrize(
@@ -88,7 +161,6 @@ def test_scanner_finds_every_accepted_spelling(spelling: str, around: str) -> No
         "",
         "no digits at all",
         "172026578046134",  # wrong key
-        "1 72 02 65 780 461 34",
         "17202657804613",  # 14 digits
         "12 35 18 Dubois 2024-03-13 650.93",
         "01 23 45 67 89 01 23 45 67 89",  # phone numbers: no 15-character window
@@ -96,18 +168,71 @@ def test_scanner_finds_every_accepted_spelling(spelling: str, around: str) -> No
     ],
 )
 def test_scanner_leaves_other_text(text: str) -> None:
-    assert not nir._contains_nir(text)
+    assert not Scanner(",").holds(text)
 
 
-def test_long_digit_runs_are_not_nirs() -> None:
-    # the rule: a NIR is bounded by non-digits; a 16-digit-plus run holds none, even when
-    # one of its 15-digit windows is well keyed (here the first, and the last)
-    for run_ in (STRAY + "1", "9" + STRAY, "00000" + STRAY, STRAY + "00000"):
-        assert not nir._contains_nir(run_)
-        assert not nir._contains_nir(f"ref {run_} ok")
-    # but digit groups separated by a separator are separate: the NIR is found
-    assert nir._contains_nir(f"0000 {STRAY}")
-    assert nir._contains_nir(f"{nir.format(STRAY)} 12")
+def test_a_body_with_a_wrong_key_is_still_found() -> None:
+    # the 13 characters name the patient; only the key was mistyped
+    assert Scanner(",").holds("1 72 02 65 780 461 34")
+    assert not Scanner(",").holds("172026578046134")  # one group of 15: no body inside
+
+
+def test_a_nir_inside_a_longer_number_is_found() -> None:
+    # issue 18: a NIR followed (or preceded) by more digits is still in the output. Inside
+    # a longer run, a window counts when it is strictly valid (structure and key).
+    scanner = Scanner(",")
+    for run_ in (STRAY + "12", "9" + STRAY, "00000" + STRAY, STRAY + "00000"):
+        assert scanner.holds(run_)
+        assert scanner.holds(f"ref {run_} ok")
+    assert scanner.holds(f"0000 {STRAY}")
+    assert scanner.holds(f"{nir.format(STRAY)} 12")
+    # a longer number without a strictly valid window is not a NIR
+    plain = "12345678901234567890"
+    assert not any(nir.is_valid(plain[i : i + 15]) for i in range(6))
+    assert not scanner.holds(plain)
+
+
+# The spellings of issue 18 that `nir.validate` refuses but a reader reads as the number.
+LOOKALIKES = {
+    "fullwidth": "".join(chr(0xFF10 + int(c)) for c in STRAY),
+    "arabic-indic": "".join(chr(0x0660 + int(c)) for c in STRAY),
+    "thin space": nir.format(STRAY).replace(" ", "\u2009"),
+    "ideographic space": nir.format(STRAY).replace(" ", "\u3000"),
+    "en dash": nir.format(STRAY).replace(" ", "\u2013"),
+    "NUL inside": STRAY[:7] + "\x00" + STRAY[7:],
+    "zero-width space": STRAY[:5] + "\u200b" + STRAY[5:],
+    "line break": nir.format(STRAY).replace(" 006", "\n006"),
+    "two more digits": STRAY + "12",
+    "body without its key": STRAY[:13],
+    "spaced body": nir.format(STRAY)[:-3],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKALIKES))
+def test_scanner_finds_what_a_reader_reads_as_a_nir(name: str) -> None:
+    assert Scanner(",").holds(f"x {LOOKALIKES[name]} y")
+
+
+def test_scanner_finds_a_nir_across_adjacent_fields() -> None:
+    scanner = Scanner(",")
+    assert scanner.fields_holding(["a", STRAY[:8], STRAY[8:], "b"], ",") == [1, 2]
+    assert scanner.fields_holding(["a", STRAY[:8], "", STRAY[8:]], ",") == [1, 3]
+    assert scanner.fields_holding([STRAY[:8], "x", STRAY[8:]], ",", skip=1) == []
+    assert scanner.fields_holding(["x", STRAY], ",", skip=1) == []
+    # with a separator as the delimiter, the fields spell the NIR themselves
+    assert Scanner(" ").fields_holding(["x", *nir.format(STRAY).split()], " ") == list(range(1, 8))
+    # but numbers side by side are not taken for a body: dates, amounts, ids
+    assert not scanner.holds("2024-05-12,123.45,12,3400930000000,1")
+
+
+@pytest.mark.parametrize("delimiter", ["0", "7", "A", "b", "\uff17", "\u0663"])
+def test_delimiters_a_nir_is_made_of_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path, delimiter: str
+) -> None:
+    source = write(tmp_path / "in.csv", f"nir\n{TARGET}\n")
+    code, out, err = command(capsys, key_file, source, "--delimiter", delimiter)
+    assert code == 2 and out == ""
+    assert "cannot be the delimiter" in err
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -198,13 +323,13 @@ def test_blank_and_drop_handle_stray_nirs(
                 ["4", "", "", ""],
             ],
             "4 rows (4 lines), 3 pseudonymised, 1 invalid (blanked), "
-            "4 NIRs found outside the column (blanked)",
+            "4 fields with a NIR outside the column (blanked)",
         ),
         (
             "drop",
             [rows[0], ["1", pseudonym, "fine", "ok"]],
             "4 rows (4 lines), 3 pseudonymised, 1 invalid (dropped), "
-            "3 NIRs found outside the column (rows dropped)",
+            "3 fields with a NIR outside the column (rows dropped)",
         ),
     ]:
         target = tmp_path / f"{policy}.csv"
@@ -219,14 +344,70 @@ def test_blank_and_drop_handle_stray_nirs(
         assert_no_nir(err, TARGET, STRAY, CORSICA)
 
 
-def test_long_digit_runs_are_kept(
+# Each leak the attack review of issue 18 found: (delimiter, input). Before the fix, every
+# one came out in clear with exit status 0 and "0 invalid", whatever --on-invalid said.
+LEAKS = {
+    "space delimiter": (" ", f"nir note\n{TARGET} {nir.format(STRAY)}\n"),
+    "dot delimiter": (".", f"nir.note\n{TARGET}.{nir.format(STRAY).replace(' ', '.')}\n"),
+    "dash delimiter": ("-", f"nir-note\n{TARGET}-{nir.format(STRAY).replace(' ', '-')}\n"),
+    "body without its key": (",", f"nir,note\n{TARGET},{STRAY[:13]}\n"),
+    "split over two columns": (",", f"nir,a,b\n{TARGET},{STRAY[:8]},{STRAY[8:]}\n"),
+    "split around quotes": (",", f'nir,a,b\n{TARGET},"{STRAY[:8]}","{STRAY[8:]}"\n'),
+    "fullwidth digits": (",", f"nir,note\n{TARGET},{LOOKALIKES['fullwidth']}\n"),
+    "thin spaces": (",", f"nir,note\n{TARGET},{LOOKALIKES['thin space']}\n"),
+    "NUL inside": (",", f"nir,note\n{TARGET},{LOOKALIKES['NUL inside']}\n"),
+    "over two lines": (",", f'nir,note\n{TARGET},"{LOOKALIKES["line break"]}"\n'),
+    "two more digits": (",", f"nir,note\n{TARGET},{STRAY}12\n"),
+    "tab, split": ("\t", f"nir\ta\tb\n{TARGET}\t{STRAY[:5]}\t{STRAY[5:]}\n"),
+}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("policy", ["fail", "blank", "drop"])
+@pytest.mark.parametrize("name", sorted(LEAKS))
+def test_the_leaks_of_issue_18_are_closed(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    key_file: Path,
+    name: str,
+    policy: str,
+    jobs: str,
+) -> None:
+    delimiter, text = LEAKS[name]
+    source = write(tmp_path / "in.csv", text)
+    target = tmp_path / "out.csv"
+    code, _, err = command(
+        capsys, key_file, source, "--delimiter", delimiter, "--on-invalid", policy,
+        "--jobs", jobs, "-o", str(target),
+    )  # fmt: skip
+    assert_no_nir(err, TARGET, STRAY)
+    if policy == "fail":
+        assert code == 1, err
+        assert "row 1 (line 2), column " in err and "holds a NIR" in err
+        assert not target.exists()
+        return
+    assert code == 0, err
+    assert "with a NIR outside the column" in err
+    output = target.read_text()
+    assert leaks(output) == []
+    rows = list(csv.reader(io.StringIO(output), delimiter=delimiter))
+    assert rows[0] == text.split("\n")[0].split(delimiter)
+    if policy == "drop":
+        assert rows[1:] == []
+    else:
+        pseudonym = Pseudonymiser(KEY, purpose="p").pseudonymise(TARGET)
+        assert rows[1][0] == pseudonym and all(not field for field in rows[1][1:])
+
+
+def test_long_numbers_without_a_nir_are_kept(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
 ) -> None:
-    reference = "00000" + STRAY  # 20 digits, a well-keyed 15-digit window inside
-    source = write(tmp_path / "in.csv", f"nir,ref\n{TARGET},{reference}\n")
+    reference = "12345678901234567890"  # 20 digits, no strictly valid 15-digit window
+    dates = "2024-05-12,123.45,3400930000000"  # a date, an amount, a CIP13 drug code
+    source = write(tmp_path / "in.csv", f"nir,ref,date,amount,cip\n{TARGET},{reference},{dates}\n")
     code, out, err = command(capsys, key_file, source)
     assert code == 0, err
-    assert out.endswith(f",{reference}\n")
+    assert out.endswith(f",{reference},{dates}\n")
 
 
 def test_a_nir_in_the_header_is_refused_by_number(
@@ -326,7 +507,7 @@ def test_a_nir_outside_the_column_never_comes_out(
         error = summary = None
         try:
             summary = converter.run()
-        except cli_csv._InvalidData as exc:
+        except InvalidData as exc:
             error = str(exc)
     finally:
         csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
@@ -340,7 +521,130 @@ def test_a_nir_outside_the_column_never_comes_out(
     assert canonical not in output and canonical.lower() not in output
     assert stray.strip('ab ,;"\n:') not in output
     if summary is not None:
-        assert "found outside the column" in summary
+        assert "with a NIR outside the column" in summary
+
+
+# -- property: any delimiter, any quoting, the spellings of issue 18 -------------------------
+
+DELIMITERS = [*",;\t| .-:/#'x", "\u00a0", "\u2009", "\x1e"]
+_JUNK = st.text(alphabet=st.sampled_from(list('ab ,;"\n\té€x0123-.\u00a0#|:/')), max_size=6)
+_EDGE = st.text(alphabet=st.sampled_from(list('ab ,;"\n:x#|')), max_size=2)  # no digit
+
+
+def _spelt(canonical: str, how: str) -> str:
+    spaced = nir.format(canonical)
+    return {
+        "compact": canonical,
+        "spaced": spaced,
+        "dots": spaced.replace(" ", "."),
+        "dashes": spaced.replace(" ", "-"),
+        "no-break": spaced.replace(" ", "\u00a0"),
+        "lower": canonical.lower(),
+        "fullwidth": "".join(chr(0xFF10 + int(c)) if c.isdigit() else c for c in canonical),
+        "thin": spaced.replace(" ", "\u2009"),
+        "nul": canonical[:6] + "\x00" + canonical[6:],
+        "newline": spaced.replace(" ", "\n", 2),
+        "plus two": canonical + "12",
+        "body": canonical[:13],
+    }[how]
+
+
+SPELT = ["compact", "spaced", "dots", "dashes", "no-break", "lower", "fullwidth", "thin", "nul"]
+SPELT += ["newline", "plus two", "body", "split"]
+
+
+@st.composite
+def _table(draw: st.DrawFn) -> tuple[list[list[str]], int, tuple[str, ...], bool]:
+    """A table (header first), the converted column, the bodies planted, whether the
+    header holds one."""
+    width = draw(st.integers(3, 5))
+    column = draw(st.integers(0, width - 1))
+    header = [f"c{i}" for i in range(width)]
+    header[column] = "nir"
+    rows = [
+        [TARGET if i == column else draw(_JUNK) for i in range(width)]
+        for _ in range(draw(st.integers(1, 12)))
+    ]
+    table = [header, *rows]
+    bodies: list[str] = []
+    header_holds = False
+    for _ in range(draw(st.integers(1, 3))):
+        generator = NIRGenerator(seed=draw(st.integers(0, 10_000)))
+        canonical = generator.generate(sex=draw(st.sampled_from([1, 2])))
+        how = draw(st.sampled_from(SPELT))
+        row = draw(st.integers(0, len(rows)))  # 0: the header
+        others = [i for i in range(width) if i != column]
+        field = draw(st.sampled_from(others))
+        edge = draw(_EDGE), draw(_EDGE)
+        pairs = [i for i in others if i + 1 in others]
+        if how == "split" and not pairs:
+            how = "compact"
+        if how == "split":  # over two adjacent fields (the column between is no neighbour)
+            field = draw(st.sampled_from(pairs))
+            cut = draw(st.integers(1, 14))
+            table[row][field] = edge[0] + canonical[:cut]
+            table[row][field + 1] = canonical[cut:] + edge[1]
+        else:
+            table[row][field] = edge[0] + _spelt(canonical, how) + edge[1]
+        if how == "body":
+            bodies.append(canonical[:13])
+        header_holds = header_holds or row == 0
+    return table, column, tuple(bodies), header_holds
+
+
+@given(
+    drawn=_table(),
+    delimiter=st.sampled_from(DELIMITERS),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+    block=st.sampled_from([8, 64, 1 << 18]),
+    policy=st.sampled_from(["fail", "blank", "drop"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_nir_comes_out_whatever_the_delimiter(
+    drawn: tuple[list[list[str]], int, tuple[str, ...], bool],
+    delimiter: str,
+    quoting: int,
+    terminator: str,
+    block: int,
+    policy: str,
+) -> None:
+    table, column, bodies, header_holds = drawn
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, delimiter=delimiter, lineterminator=terminator, quoting=quoting).writerows(
+        table
+    )
+    source, sink = io.BytesIO(buffer.getvalue().encode()), io.BytesIO()
+    old_block = csv_blocks.BLOCK_BYTES
+    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
+    try:
+        converter = cli_csv._Converter(
+            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
+            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
+            policy=policy, jobs=1,
+        )  # fmt: skip
+        error = summary = None
+        try:
+            summary = converter.run()
+        except InvalidData as exc:
+            error = str(exc)
+    finally:
+        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
+    if error is not None:
+        assert policy == "fail" or header_holds, error
+        assert leaks(error) == []
+    else:
+        assert summary is not None and "with a NIR outside the column" in summary
+    output = sink.getvalue().decode()
+    pseudonyms = re.compile(r"scan-key:[0-9a-f]{32}")
+    for line in pseudonyms.sub("#", output).splitlines():  # the column breaks a line
+        assert leaks(line, bodies=bodies) == [], line
+    for row in csv.reader(io.StringIO(output, newline=""), delimiter=delimiter):
+        if row and pseudonyms.fullmatch(row[column if len(row) > column else 0]):
+            row[column] = "#"  # the converted value: not the input's text, no neighbour
+        for field in row:
+            assert leaks(field, bodies=bodies) == [], field
+        assert leaks("", *row) == [], row
 
 
 # -- rows and lines, stray quotes, partial output on stdout ------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -19,107 +18,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nirguard import QuotaPolicy
-from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, Request, escape
+from nirguard._engine import PORTAL_TAG, Decision, Engine, Keys, escape
 from nirguard._memory import MemoryEngine
-from tests.redis_helpers import WORKER_PREFIX, delete_prefixed
-
-T0 = 1_800_000_000.0
-HOUR = 3600.0
-DAY = 86400.0
-
-
-@dataclass
-class Driver:
-    """Lookups by name: practitioner, patient and cohort are short labels."""
-
-    engine: Engine
-    policy: QuotaPolicy
-    now: float = T0
-    log: list[tuple[str, ...]] = field(default_factory=list)
-
-    def request(
-        self, who: str, patient: str | None, cohort: str | None, reason: bool = False
-    ) -> Request:
-        compiled = self.policy._compiled
-        return Request(who, compiled, patient, cohort, reason, now=self.now)
-
-    def look(
-        self, who: str, patient: str, cohort: str | None = "c0", *, reason: bool = False
-    ) -> Decision:
-        decision = self.engine.decide(self.request(who, patient, cohort, reason))
-        self.log.append((who, patient, decision.outcome, decision.quota or ""))
-        return decision
-
-    def invalid(self, who: str) -> Decision:
-        return self.engine.invalid(self.request(who, None, None))
-
-    def miss(self, who: str) -> None:
-        self.engine.record_miss(self.request(who, None, None))
-
-    def status(self, who: str) -> Any:
-        return self.engine.status(who, self.policy._compiled, self.now)
-
-    def unlock(self, who: str) -> None:
-        self.engine.unlock(who, self.policy._compiled)
-
-    def wait(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _redis_engine(url: str, prefix: str) -> Engine:
-    from nirguard._redis import RedisEngine
-
-    return RedisEngine(url, prefix=prefix)
-
-
-def _cleanup(url: str, prefix: str) -> None:
-    """Delete this test's keys (SCAN + DEL of its own prefix, on every primary of a Cluster)."""
-    import redis
-
-    if url.startswith("redis+cluster://"):
-        from redis.cluster import RedisCluster
-
-        first = url.split("://", 1)[1].split(",")[0]
-        host, port = first.rsplit(":", 1)
-        client: Any = RedisCluster(host=host, port=int(port))
-        for node in client.get_primaries():
-            conn = client.get_redis_connection(node)
-            for key in list(conn.scan_iter(match=f"*{prefix}*", count=1000)):
-                conn.delete(key)
-        client.close()
-        return
-    client = redis.Redis.from_url(url)
-    try:
-        delete_prefixed(client, prefix)
-    finally:
-        client.close()
-
-
-ENGINES = ["memory", "redis", "cluster"]
+from tests.engine_helpers import (
+    DAY,
+    ENGINES,
+    HOUR,
+    T0,
+    Driver,
+    cleanup,
+    drive,
+    engines,
+    redis_engine,
+)
+from tests.redis_helpers import WORKER_PREFIX
 
 
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Every engine, each with a key namespace of its own (deleted afterwards)."""
-    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    kind = request.param
-    if kind == "memory":
-        yield MemoryEngine(lambda: T0, prefix=prefix)
-        return
-    if kind == "redis":
-        url = request.getfixturevalue("redis_url")
-    else:
-        url = request.getfixturevalue("redis_cluster_url")
-    made = _redis_engine(url, prefix)
-    try:
-        yield made
-    finally:
-        made.close()
-        _cleanup(url, prefix)
-
-
-def drive(engine: Engine, **fields: Any) -> Driver:
-    return Driver(engine, QuotaPolicy.only(**fields))
+    yield from engines(request)
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -180,12 +98,15 @@ def test_lookups_quota_refuses_then_frees_with_its_window(engine: Engine) -> Non
     assert d.look("dr", "p1").outcome == "allowed"
 
 
-def test_refused_attempts_consume_nothing(engine: Engine) -> None:
-    d = drive(engine, lookups="5/hour", distinct_patients="2/hour", break_glass=None)
+def test_every_refusal_counts_against_lookups(engine: Engine) -> None:
+    d = drive(engine, lookups="9/hour", distinct_patients="2/hour", break_glass=None)
     d.look("dr", "p1")
     d.look("dr", "p2")
     assert d.look("dr", "p3").outcome == "denied"  # distinct breach: lockout
-    assert d.status("dr").remaining["lookups"] == 3  # the refused attempt took nothing
+    assert d.status("dr").remaining["lookups"] == 6  # the lockout start counted
+    assert d.look("dr", "p1").outcome == "locked"
+    assert d.status("dr").remaining["lookups"] == 5  # so does a refusal while locked
+    assert d.status("dr").level == 1  # which never extends the lockout
 
 
 def test_distinct_patients_counts_new_patients_only(engine: Engine) -> None:
@@ -531,6 +452,7 @@ PARITY_POLICY = QuotaPolicy.only(
     miss_ratio_min_lookups=3,
     break_glass="2/day",
     portal="25/hour",
+    strikes="3/hour;5/day",
 )
 
 
@@ -548,6 +470,8 @@ def _key(decision: Decision) -> tuple[Any, ...]:
         decision.break_glass_left,
         decision.count,
         decision.limit,
+        decision.incident,
+        decision.alert,
     )
 
 
@@ -577,13 +501,13 @@ def _play(engine: Engine, ops: list[tuple[str, str, int, int, float]]) -> list[A
 @given(ops=OPS)
 def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> None:
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    redis_engine = _redis_engine(redis_url, prefix)
+    on_redis = redis_engine(redis_url, prefix)
     try:
         expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
-        got = _play(redis_engine, ops)
+        got = _play(on_redis, ops)
     finally:
-        redis_engine.close()
-        _cleanup(redis_url, prefix)
+        on_redis.close()
+        cleanup(redis_url, prefix)
     assert got == expected
 
 

@@ -195,7 +195,7 @@ def _try_it(work: Path, env: dict[str, str], port: str) -> None:
     output = glass.stdout + glass.stderr
     assert glass.returncode == 0, output
     codes = re.findall(r"^(\d{3})$", glass.stdout, flags=re.MULTILINE)
-    assert codes == ["200"] * 8 + ["428", "428", "403"], output
+    assert codes == ["200"] * 8 + ["428", "403"], output
     assert re.search(r"^HTTP/[\d.]+ 200", glass.stdout, flags=re.MULTILINE), output
     [review] = json.loads(next(line for line in glass.stdout.splitlines() if line.startswith("[")))
     assert review["reason"] == {"code": "ETREAT", "text": "unconscious at the emergency desk"}
@@ -203,8 +203,8 @@ def _try_it(work: Path, env: dict[str, str], port: str) -> None:
     alert = json.loads(glass.stdout.strip().splitlines()[-1])  # the lockout, from the alerts file
     assert (alert["practitioner"], alert["lockout"]) == ("dr-durand", True)
     assert isinstance(alert["retry_after"], int)
-    outcomes = [e["outcome"] for e in _lines(audit, 14)][2:]
-    assert outcomes[:-1] == ["allowed"] * 8 + ["reason_required", "break_glass", "reason_required"]
+    outcomes = [e["outcome"] for e in _lines(audit, 13)][2:]
+    assert outcomes[:-1] == ["allowed"] * 8 + ["reason_required", "break_glass"]
     assert outcomes[-1] == "lockout"  # the refusal that started the lockout
     assert not find_nirs(output)
     for file in ("audit.jsonl", "alerts.jsonl", "break-glass.jsonl"):

@@ -23,10 +23,11 @@ from nirguard import (
 from nirguard._engine import Request, cohort_tag, fingerprint
 from nirguard._memory import MemoryEngine
 from nirguard.testing import NIRGenerator
+from tests.engine_helpers import T0, cleanup, redis_engine
 from tests.guard_helpers import KEY, Clock, only
 from tests.redis_helpers import WORKER_PREFIX, recent_entries
 from tests.redis_tools import RedisServer
-from tests.test_engines import OPS, PARITY_POLICY, T0, _cleanup, _play, _redis_engine
+from tests.test_engines import OPS, PARITY_POLICY, _play
 
 DAY = 86400.0
 NIRS = NIRGenerator(seed=77).many(400)
@@ -189,7 +190,7 @@ def _calls(clients: list[Any]) -> list[int]:
 def cluster(redis_cluster_url: str) -> Iterator[tuple[str, str]]:
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     yield redis_cluster_url, prefix
-    _cleanup(redis_cluster_url, prefix)
+    cleanup(redis_cluster_url, prefix)
 
 
 def _masters(clients: list[Any]) -> list[Any]:
@@ -201,7 +202,7 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_three(
     cluster: tuple[str, str],
 ) -> None:
     url, prefix = cluster
-    engine = _redis_engine(url, prefix)
+    engine = redis_engine(url, prefix)
     masters = _masters(_cluster_clients(url))
     p = QuotaPolicy(lookups="1000/minute")._compiled  # the shipped checks, hot cohorts on
 
@@ -226,7 +227,7 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_three(
 @pytest.mark.redis
 def test_a_cluster_spreads_the_cohorts_over_every_master(cluster: tuple[str, str]) -> None:
     url, prefix = cluster
-    engine = _redis_engine(url, prefix)
+    engine = redis_engine(url, prefix)
     p = QuotaPolicy(lookups="1000/minute", distinct_patients="1000/day")._compiled
     patients = Pseudonymiser(KEY, purpose="guard")
     cohorts = patients.derive("cohort")
@@ -257,11 +258,11 @@ def test_a_cluster_spreads_the_cohorts_over_every_master(cluster: tuple[str, str
 @given(ops=OPS)
 def test_memory_and_a_cluster_agree_on_every_sequence(redis_cluster_url: str, ops: Any) -> None:
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    cluster_engine = _redis_engine(redis_cluster_url, prefix)
+    cluster_engine = redis_engine(redis_cluster_url, prefix)
     try:
         expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
         got = _play(cluster_engine, ops)
     finally:
         cluster_engine.close()
-        _cleanup(redis_cluster_url, prefix)
+        cleanup(redis_cluster_url, prefix)
     assert got == expected

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nirguard import NIR, InvalidNIR, NirguardError, nir
+from nirguard._nir_rules import fast_canonicals, is_keyed
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 
@@ -611,7 +612,7 @@ def test_faker_fr_ssn_validates() -> None:
 def test_fast_canonicals_decides_only_what_validate_accepts_unchanged(values: list[str]) -> None:
     # The batch fast path (pseudonym.pseudonymise_batch, the CSV commands): a value it keeps
     # is exactly validate's answer; None sends the value to validate.
-    for value, fast in zip(values, nir._fast_canonicals(values), strict=True):
+    for value, fast in zip(values, fast_canonicals(values), strict=True):
         if fast is not None:
             assert fast is value
             assert nir.validate(value) == value
@@ -623,8 +624,23 @@ def test_fast_canonicals_skips_str_subclasses_and_non_strings() -> None:
     class Sub(str):
         pass
 
-    assert nir._fast_canonicals([Sub("185057800608491"), 185057800608491, b"1"]) == [None] * 3  # type: ignore[list-item]
-    assert nir._fast_canonicals(["185057800608491", "185057800608491\n"]) == [
+    assert fast_canonicals([Sub("185057800608491"), 185057800608491, b"1"]) == [None] * 3  # type: ignore[list-item]
+    assert fast_canonicals(["185057800608491", "185057800608491\n"]) == [
         "185057800608491",
         None,
     ]
+
+
+@given(
+    st.one_of(
+        generated,
+        generated.map(nir.format),
+        st.text(alphabet="0123456789ABab .-\u00a0\u202f\t", max_size=24),
+        st.text(max_size=20),
+    )
+)
+@example("282042a12345617")
+@example("2 82 04 2B 123 456 17")
+def test_is_keyed_is_is_valid_without_the_structure(value: str) -> None:
+    # The scanners' test of a candidate (nirguard._nir_scan) is validate(strict=False).
+    assert is_keyed(value) is nir.is_valid(value, strict=False)

@@ -46,15 +46,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy
+    from nirguard._engine import Decision
 
 __all__ = [
     "ALPHA",
     "FIELDS",
     "PLACES",
     "breach",
+    "check",
     "clock",
     "count",
     "expected",
+    "open_day",
     "roll",
     "shown",
     "summary",
@@ -154,6 +157,35 @@ def _unusual(state: dict[str, Any], slot: int, place: int) -> tuple[int, int]:
     hours = state.get("bl:p", b"")
     off = 0 if sum(hours) < _PROFILE_MIN or _usual(hours, slot, _USUAL_HOURS) else 1
     return off, 0 if _usual(state.get("bl:q", b""), place, _USUAL_PLACE) else 1
+
+
+def open_day(record: dict[str, Any], changes: dict[str, Any], p: CompiledPolicy, now: float) -> int:
+    """Roll the account's day into ``changes`` when one started; the hours slot of ``now``
+    (0 with ``baseline`` off: nothing to do)."""
+    if p.baseline is None:
+        return 0
+    day, slot = clock(p, now)
+    changes.update(roll(record, p, day))
+    return slot
+
+
+def check(
+    record: dict[str, Any],
+    changes: dict[str, Any],
+    p: CompiledPolicy,
+    slot: int,
+    place: int,
+    base: Decision,
+) -> tuple[str, int | None, int | None] | None:
+    """The account step's check of a new patient: ``("baseline", new patients today, of
+    them from unusual places)`` with the rest of the evidence on ``base``, or ``None``.
+    A breach marks the day (``blx``), whatever the account step decides next."""
+    found = breach({**record, **changes}, p, slot, place)
+    if found is None:
+        return None
+    changes["blx"] = 1
+    base.usual, base.history, base.off_hours = found[2:]
+    return "baseline", found[0], found[1]
 
 
 def breach(

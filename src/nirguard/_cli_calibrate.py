@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--policy-dir",
         metavar="DIR",
-        help="also write each proposed policy to DIR/<kind>.json",
+        help="also write each proposal to DIR/<kind>.json ('(untagged).json': no kind)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
@@ -162,7 +162,8 @@ def _handle(args: argparse.Namespace) -> int:
         directory = Path(args.policy_dir)
         directory.mkdir(parents=True, exist_ok=True)
         for report in result.kinds:
-            target = directory / f"{report.kind or 'default'}.json"
+            # a kind is a policy name (letters, digits, "-", "_", "."): never "(untagged)"
+            target = directory / f"{report.kind or '(untagged)'}.json"
             target.write_text(policy_json(report) + "\n", encoding="utf-8")
             progress(f"proposed policy written to {os.fspath(target)}")
     if args.plot:

@@ -9,26 +9,25 @@ temporary file in the same directory and renamed at the end, so a failure
 or an interruption (Ctrl-C, SIGTERM) leaves no partial output; on stdout, a
 failure says that what was already written is partial.
 
-The guarantee: no valid NIR in the output outside the converted column. Every
-other field (and the header) is scanned (``nir._contains_nir``); a field that
-holds one stops the run, or is blanked or its row dropped, as ``--on-invalid``
-says.
+The guarantee: no NIR in the output outside the converted column, in any
+spelling ``nir.validate`` accepts, nor split over adjacent fields or spelt with
+the delimiter (``nirguard._csv_scan``). Every line (and the header) is
+scanned, the column cut out; the fields making up a NIR stop the run, or are
+blanked or their row dropped, as ``--on-invalid`` says. Delimiters a NIR is
+made of (digits, A/B) are refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import gc
 import os
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any, Final, NoReturn, Protocol
 
-from nirguard import _csv_blocks, nir
+from nirguard import _csv_blocks
 from nirguard._csv_blocks import (
     BlockConverter,
     BlockResult,
@@ -38,6 +37,18 @@ from nirguard._csv_blocks import (
     worker_convert,
     worker_init,
 )
+from nirguard._csv_io import (
+    AtomicOutput,
+    InvalidData,
+    Progress,
+    UsageError,
+    check_encoding,
+    failure_note,
+    open_input,
+    parse_header,
+    sigterm_as_interrupt,
+)
+from nirguard._csv_scan import Scanner, unsafe_delimiter
 
 _MODES: Final = {
     "pseudonymise": ("pseudonymised", "replace a CSV column of NIRs with keyed pseudonyms"),
@@ -45,10 +56,6 @@ _MODES: Final = {
     "detokenise": ("detokenised", "replace a CSV column of tokens with the canonical NIRs"),
 }
 _BOM: Final = b"\xef\xbb\xbf"
-
-
-class _UsageError(Exception):
-    """A usage or configuration problem (exit status 2)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,26 +125,26 @@ def _run(args: argparse.Namespace) -> int:
     from nirguard.errors import InvalidKey
 
     prog = f"nirguard {args.mode}"
-    output: _AtomicOutput | None = None
+    output: AtomicOutput | None = None
     source: IO[bytes] | None = None
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of short-lived lists, no cycles: collections only cost time
-    restore_sigterm = _sigterm_as_interrupt()
+    restore_sigterm = sigterm_as_interrupt()
     try:
         try:
             keys = _load_keys(args.key_sources)
         except InvalidKey as exc:
-            raise _UsageError(str(exc)) from None
-        if args.mode != "detokenise" and nir._contains_nir(keys[0].key_id):
+            raise UsageError(str(exc)) from None
+        if args.mode != "detokenise" and Scanner().holds(keys[0].key_id):
             # it starts every pseudonym and token written
-            raise _UsageError("the current key's id holds a NIR: make a key with another id")
+            raise UsageError("the current key's id holds a NIR: make a key with another id")
         delimiter = _delimiter(args.delimiter)
-        _check_encoding(args.encoding)
+        check_encoding(args.encoding)
         jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
         if args.jobs < 0:
-            raise _UsageError("--jobs must be 0 or more")
-        source = _open_input(args.input)
-        output = _AtomicOutput(args.output, secret=args.mode == "detokenise")
+            raise UsageError("--jobs must be 0 or more")
+        source = open_input(args.input)
+        output = AtomicOutput(args.output, secret=args.mode == "detokenise")
         summary = _Converter(
             prog=prog,
             source=source,
@@ -152,14 +159,14 @@ def _run(args: argparse.Namespace) -> int:
             jobs=jobs,
         ).run()
         output.commit()
-    except _UsageError as exc:
-        print(f"{prog}: {exc}{_failure_note(output)}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"{prog}: {exc}{failure_note(output)}", file=sys.stderr)
         return 2
     except Malformed as exc:
-        print(f"{prog}: malformed CSV: {exc}{_failure_note(output)}", file=sys.stderr)
+        print(f"{prog}: malformed CSV: {exc}{failure_note(output)}", file=sys.stderr)
         return 2
-    except _InvalidData as exc:
-        print(f"{prog}: {exc}{_failure_note(output)}", file=sys.stderr)
+    except InvalidData as exc:
+        print(f"{prog}: {exc}{failure_note(output)}", file=sys.stderr)
         return 1
     finally:
         if output is not None:
@@ -173,46 +180,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failure_note(output: _AtomicOutput | None) -> str:
-    """What became of the output, for an error message."""
-    if output is None:
-        return ""
-    if output.path is not None:
-        return "; no output file written"
-    if output.written:
-        return "; the output already on stdout is partial: discard it"
-    return "; nothing written to stdout"
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM raise KeyboardInterrupt (so the temporary output is removed);
-    returns the function that restores the previous handler."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
-
-
-class _InvalidData(Exception):
-    """An invalid value under ``--on-invalid fail`` (exit status 1)."""
-
-
 def _load_keys(sources: list[tuple[str, str]] | None) -> tuple[Any, ...]:
     from nirguard.keys import KeyRing, SecretKey
 
     if not sources:
-        raise _UsageError("a key is needed: --key-file FILE or --key-env VAR")
+        raise UsageError("a key is needed: --key-file FILE or --key-env VAR")
     keys = tuple(
         SecretKey.from_file(name) if kind == "file" else SecretKey.from_env(name)
         for kind, name in sources
@@ -225,93 +197,11 @@ def _delimiter(value: str) -> str:
     if value in ("tab", "\\t"):
         return "\t"
     if len(value) != 1 or value in '"\r\n':
-        raise _UsageError("--delimiter must be one character other than a quote or a newline")
+        raise UsageError("--delimiter must be one character other than a quote or a newline")
+    why = unsafe_delimiter(value)
+    if why is not None:
+        raise UsageError(f"--delimiter {value!r}: {why}")
     return value
-
-
-def _check_encoding(encoding: str) -> None:
-    import codecs
-
-    try:
-        info = codecs.lookup(encoding)
-    except LookupError:
-        raise _UsageError(f"unknown encoding {encoding!r}") from None
-    if "\n".encode(info.name) != b"\n" or '"'.encode(info.name) != b'"':
-        raise _UsageError(f"encoding {encoding!r} is not ASCII-compatible")
-
-
-def _open_input(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise _UsageError(f"cannot read {path}: {exc.strerror}") from None
-
-
-class _AtomicOutput:
-    """A temporary file next to the output, renamed over it on :meth:`commit`."""
-
-    def __init__(self, path: str, *, secret: bool) -> None:
-        import tempfile
-
-        self._path: str | None = None if path == "-" else path
-        self._temp: str | None = None
-        self.written = 0  # bytes written
-        if self._path is None:
-            self._handle: IO[bytes] = sys.stdout.buffer
-            return
-        if os.path.isdir(self._path):
-            raise _UsageError(f"{self._path} is a directory")
-        directory = os.path.dirname(os.path.abspath(self._path))
-        try:
-            fd, self._temp = tempfile.mkstemp(
-                dir=directory, prefix=f".{os.path.basename(self._path)}.", suffix=".tmp"
-            )
-        except OSError as exc:
-            raise _UsageError(f"cannot write in {directory}: {exc.strerror}") from None
-        self._handle = os.fdopen(fd, "wb")
-        # Detokenised output holds NIRs: keep it private. Else the usual umask mode,
-        # or the mode of the file it replaces.
-        if secret:
-            self._mode = 0o600
-        else:
-            try:
-                self._mode = os.stat(self._path).st_mode & 0o7777
-            except OSError:
-                umask = os.umask(0)
-                os.umask(umask)
-                self._mode = 0o666 & ~umask
-
-    @property
-    def path(self) -> str | None:
-        """The output file, ``None`` for stdout."""
-        return self._path
-
-    def write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self.written += len(data)
-
-    def commit(self) -> None:
-        if self._path is None or self._temp is None:
-            self._handle.flush()
-            return
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.chmod(self._temp, self._mode)
-        os.replace(self._temp, self._path)
-        self._temp = None
-
-    def discard(self) -> None:
-        if self._temp is not None:
-            self._handle.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._temp)
-            self._temp = None
-
-
-# -- reading blocks of whole records ----------------------------------------------------------
 
 
 class _Writer(Protocol):
@@ -348,7 +238,7 @@ class _Converter:
         self.rows = self.converted = self.invalid = self.lines = self.stray = 0
         self.header_lines = 0
         self._names: list[str] = []
-        self._progress = _Progress(source) if sys.stderr.isatty() else None
+        self._progress = Progress(source) if sys.stderr.isatty() else None
 
     def run(self) -> str:
         from nirguard.errors import InvalidKey
@@ -374,7 +264,7 @@ class _Converter:
             )
             converter = BlockConverter(config)  # checks the purpose before any worker starts
         except InvalidKey as exc:
-            raise _UsageError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         blocks = self._blocks(rest)
         if self.jobs <= 1:
             for block in blocks:
@@ -396,7 +286,7 @@ class _Converter:
         )
         if self.stray:
             where = {"blank": "blanked", "drop": "rows dropped"}[self.policy]
-            summary += f", {_count(self.stray, 'NIR')} found outside the column ({where})"
+            summary += f", {_count(self.stray, 'field')} with a NIR outside the column ({where})"
         return summary
 
     def _blocks(self, rest: bytes) -> Iterator[bytes]:
@@ -439,7 +329,7 @@ class _Converter:
             row, line, column, reason = result.failure
             if reason == _csv_blocks.STRAY_REASON:
                 reason = f"holds a NIR (only column {self.column_name!r} is converted)"
-            raise _InvalidData(
+            raise InvalidData(
                 f"row {self.rows + row} (line {self.lines + line + 1}), column "
                 f"{self._name(column)}: {reason}"
             )
@@ -481,31 +371,11 @@ class _Converter:
         header = data[: end + 1]
         rest = data[end + 1 :]
         if not header.strip():
-            raise _UsageError("the input is empty: a header row naming the columns is needed")
+            raise UsageError("the input is empty: a header row naming the columns is needed")
         self._terminator = "\r\n" if header.endswith(b"\r\n") else "\n"
-        try:
-            text = header.decode(self.encoding)
-        except UnicodeDecodeError:
-            raise Malformed(f"the header is not valid {self.encoding}") from None
-        try:
-            names = next(csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter))
-        except (csv.Error, StopIteration):
-            raise Malformed("cannot parse the header") from None
-        self._names = names
-        matches = [i for i, name in enumerate(names) if name == self.column_name]
-        if not matches:
-            matches = [i for i, name in enumerate(names) if name.strip() == self.column_name]
-        if not matches:
-            raise _UsageError(
-                f"column {self.column_name!r} not found in the header ({len(names)} columns; "
-                "check --column and --delimiter)"
-            )
-        if len(matches) > 1:
-            raise _UsageError(f"column {self.column_name!r} appears more than once in the header")
-        self._column = matches[0]
-        stray = [i for i, name in enumerate(names) if nir._contains_nir(name)]
-        if stray:  # by number: the name is the NIR
-            raise _InvalidData(f"the header holds a NIR (column #{stray[0] + 1})")
+        self._names, self._column = parse_header(
+            header, self.encoding, self.delimiter, self.column_name
+        )
         if not header.endswith(b"\n"):
             header += self._terminator.encode()
         return header, rest
@@ -513,36 +383,3 @@ class _Converter:
 
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
-
-
-class _Progress:
-    """A one-line progress indicator on stderr (only used when it is a terminal)."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source = source
-        self._last = 0.0
-        try:
-            self._size: int | None = os.fstat(source.fileno()).st_size or None
-        except (OSError, ValueError):
-            self._size = None
-
-    def update(self, rows: int) -> None:
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        text = f"{rows:,} rows"
-        if self._size:
-            try:
-                position = os.lseek(self._source.fileno(), 0, os.SEEK_CUR)
-                fraction = min(position / self._size, 1.0)
-                bar = "#" * int(fraction * 30)
-                text = f"[{bar:<30}] {fraction:4.0%}  {text}"
-            except (OSError, ValueError):
-                pass
-        sys.stderr.write(f"\r{text}\x1b[K")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     """Add the ``keygen`` subcommand."""
     parser = subparsers.add_parser(
         "keygen",
@@ -33,13 +33,19 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from nirguard.errors import InvalidKey
     from nirguard.keys import SecretKey
 
+    return keygen(args, SecretKey, "nirguard keygen")
+
+
+def keygen(args: argparse.Namespace, kind: Any, prog: str) -> int:
+    """Make a key of ``kind`` (a ``SecretKey`` class) as ``args`` say; also ``nirguard audit keygen``."""
+    from nirguard.errors import InvalidKey
+
     try:
-        key = SecretKey.generate(args.key_id)
+        key = kind.generate(args.key_id)
     except InvalidKey as exc:
-        print(f"nirguard keygen: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     text = key.to_text() + "\n"
     if args.output is None or args.output == "-":
@@ -51,12 +57,12 @@ def _keygen(args: argparse.Namespace) -> int:
         fd = os.open(args.output, flags, 0o600)
     except FileExistsError:
         print(
-            f"nirguard keygen: {args.output} already exists; refusing to overwrite a key",
+            f"{prog}: {args.output} already exists; refusing to overwrite a key",
             file=sys.stderr,
         )
         return 2
     except OSError as exc:
-        print(f"nirguard keygen: cannot create {args.output}: {exc.strerror}", file=sys.stderr)
+        print(f"{prog}: cannot create {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -68,7 +74,5 @@ def _keygen(args: argparse.Namespace) -> int:
     except BaseException:
         os.unlink(args.output)
         raise
-    print(
-        f"nirguard keygen: key {key.key_id} written to {args.output} (mode 0600)", file=sys.stderr
-    )
+    print(f"{prog}: key {key.key_id} written to {args.output} (mode 0600)", file=sys.stderr)
     return 0

@@ -2,21 +2,22 @@
 
 This is the one place where policy fields become windows, seconds and the
 arguments of the Redis script. A policy compiles once: the result is cached
-on the (frozen) policy itself, see :attr:`QuotaPolicy._compiled`.
+on the (frozen) policy itself, see :attr:`QuotaPolicy._compiled`. This module
+reads a policy through :class:`Source` (the fields it compiles) and imports
+nothing of :mod:`nirguard.policy`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
 
-from nirguard.policy import parse_duration
+from limits import RateLimitItem
 
-if TYPE_CHECKING:
-    from nirguard.policy import QuotaPolicy
+from nirguard._durations import parse_duration
 
-__all__ = ["INDEFINITE", "CompiledPolicy", "Window", "compile_policy"]
+__all__ = ["INDEFINITE", "CompiledPolicy", "Source", "Window", "compile_policy"]
 
 #: Seconds a lockout "until unlock()" is stored for (ten years); the Lua script agrees.
 INDEFINITE: Final = 315_360_000.0
@@ -30,7 +31,55 @@ ACCOUNT_QUOTAS: Final = (
     "misses",
     "portal_cohort",
     "break_glass",
+    "strikes",
 )
+
+
+class Source(Protocol):
+    """What compilation reads of a policy (a :class:`~nirguard.policy.QuotaPolicy`)."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def lockout(self) -> str | float: ...
+    @property
+    def lockout_escalation(self) -> tuple[str | float | None, ...]: ...
+    @property
+    def lockout_memory(self) -> str | float: ...
+    @property
+    def miss_ratio(self) -> float | None: ...
+    @property
+    def miss_ratio_min_lookups(self) -> int: ...
+    @property
+    def miss_ratio_window(self) -> str | float: ...
+    @property
+    def portal_cohort_share(self) -> float: ...
+    @property
+    def hot_cohort(self) -> float | None: ...
+    @property
+    def hot_cohort_min(self) -> int: ...
+    @property
+    def hot_cohort_window(self) -> str | float: ...
+    @property
+    def hot_cohort_baseline(self) -> str | float: ...
+    @property
+    def hot_cohort_action(self) -> str: ...
+    @property
+    def break_glass_access(self) -> str | float: ...
+    @property
+    def baseline(self) -> float | None: ...
+    @property
+    def baseline_slack(self) -> float: ...
+    @property
+    def baseline_prior(self) -> tuple[float, float]: ...
+    @property
+    def baseline_prior_days(self) -> float: ...
+    @property
+    def baseline_off_hours(self) -> float: ...
+    @property
+    def baseline_utc_offset(self) -> float: ...
+
+    def items(self, field: str) -> tuple[RateLimitItem, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +96,7 @@ class Window:
     ends: str
 
 
-def _windows(policy: QuotaPolicy, name: str, field: str | None = None) -> tuple[Window, ...]:
+def _windows(policy: Source, name: str, field: str | None = None) -> tuple[Window, ...]:
     label = field or name
     return tuple(
         Window(
@@ -74,7 +123,7 @@ class CompiledPolicy:
     ``lua_digest``; the script asks for ``lua_policy`` the first time it meets a digest,
     parses it once and keeps it."""
 
-    policy: QuotaPolicy
+    policy: Source
     name: str | None
     lookups: tuple[Window, ...]
     distinct_patients: tuple[Window, ...]
@@ -85,6 +134,7 @@ class CompiledPolicy:
     new_patients: tuple[Window, ...]
     portal: tuple[Window, ...]
     break_glass: tuple[Window, ...]
+    strikes: tuple[Window, ...]
     seen: float
     lockout_steps: tuple[float, ...]
     lockout_memory: float
@@ -99,7 +149,7 @@ class CompiledPolicy:
     hot_reason: bool
     break_glass_access: float
     #: ``baseline``: the CUSUM's threshold (``None``: off), slack, the peers' prior
-    #: (mean, sd, weight in days), the weight of off-hours new patients, the local
+    #: (mean, sd, days it fades over), the weight of off-hours new patients, the local
     #: day's offset from UTC in seconds (see :mod:`nirguard._baseline`)
     baseline: float | None
     baseline_slack: float
@@ -128,104 +178,107 @@ class CompiledPolicy:
         return None if step < 0 else step
 
 
-def compile_policy(policy: QuotaPolicy) -> CompiledPolicy:
+def _keep(policy: Source, record: tuple[Window, ...], steps: list[float], memory: float) -> float:
+    """How long an account record is kept after its last write: its longest window, the
+    escalation's memory, the miss ratio's window, the first lockout, and a minute."""
+    longest = float(max((w.seconds for w in record), default=0))
+    ratio = parse_duration(policy.miss_ratio_window) if policy.miss_ratio else 0.0
+    history = BASELINE_KEEP if policy.baseline is not None else 0.0
+    return max(longest, memory, ratio, steps[0], history) + 60
+
+
+def _lua_text(c: CompiledPolicy) -> str:
+    """The policy as the Lua library parses it (``_policy.lua``: compile)."""
+    parts = (
+        _spec(c.lookups),
+        _spec(c.distinct_patients),
+        _spec(c.invalid_nirs),
+        _spec(c.misses),
+        _spec(c.cohort),
+        _spec(c.portal_cohort),
+        _spec(c.portal),
+        _spec(c.break_glass),
+        _number(c.seen),
+        ",".join(_number(s) for s in c.lockout_steps),
+        _number(c.lockout_memory),
+        "" if c.miss_ratio is None else _number(c.miss_ratio),
+        str(c.miss_ratio_min),
+        _number(c.miss_ratio_window),
+        _number(c.portal_cohort_share),
+        "" if c.hot_cohort is None else _number(c.hot_cohort),
+        str(c.hot_cohort_min),
+        _number(c.hot_window),
+        _number(c.hot_baseline),
+        "reason" if c.hot_reason else "alert",
+        _number(c.break_glass_access),
+        _number(c.keep),
+        _spec(c.strikes),
+        "" if c.baseline is None else _number(c.baseline),
+        _number(c.baseline_slack),
+        _number(c.baseline_mean),
+        _number(c.baseline_sd),
+        _number(c.baseline_prior_days),
+        _number(c.baseline_off_hours),
+        _number(c.baseline_offset),
+    )
+    return "|".join(parts)
+
+
+def compile_policy(policy: Source) -> CompiledPolicy:
     """Compile ``policy`` (use ``policy._compiled``, which caches this)."""
-    lookups = _windows(policy, "lookups")
-    distinct = _windows(policy, "distinct_patients")
-    cohort = _windows(policy, "cohort")
-    portal_cohort = _windows(policy, "portal_cohort")
-    new_patients = _windows(policy, "portal_cohort", "new_patients")
-    invalid = _windows(policy, "invalid_nirs")
-    misses = _windows(policy, "misses")
-    portal = _windows(policy, "portal")
-    break_glass = _windows(policy, "break_glass")
+    rates = {name: _windows(policy, name) for name in (*ACCOUNT_QUOTAS, "cohort", "portal")}
+    distinct, cohort, portal_cohort = (
+        rates[n] for n in ("distinct_patients", "cohort", "portal_cohort")
+    )
     seen = float(max((w.seconds for w in (*distinct, *cohort, *portal_cohort)), default=0))
     steps = [parse_duration(policy.lockout)]
     steps += [-1.0 if s is None else parse_duration(s) for s in policy.lockout_escalation]
-    lockout_memory = parse_duration(policy.lockout_memory)
-    ratio_window = parse_duration(policy.miss_ratio_window)
+    memory = parse_duration(policy.lockout_memory)
     hot_window = parse_duration(policy.hot_cohort_window)
     hot_baseline = parse_duration(policy.hot_cohort_baseline)
-    # Grants exist only with a break-glass budget: then patient records must outlive them.
-    access = parse_duration(policy.break_glass_access) if break_glass else 0.0
-    longest = max(
-        (w.seconds for w in (*lookups, *distinct, *invalid, *misses, *portal_cohort, *break_glass)),
-        default=0,
-    )
-    keep = (
-        max(float(longest), lockout_memory, ratio_window if policy.miss_ratio else 0, steps[0]) + 60
-    )
-    if policy.baseline is not None:
-        keep = max(keep, BASELINE_KEEP + 60)
-    hot = policy.hot_cohort
-    mean, sd = (float(v) for v in policy.baseline_prior)
-    offset = float(policy.baseline_utc_offset) * 3600.0
-    lua_parts = (
-        _spec(lookups),
-        _spec(distinct),
-        _spec(invalid),
-        _spec(misses),
-        _spec(cohort),
-        _spec(portal_cohort),
-        _spec(portal),
-        _spec(break_glass),
-        _number(seen),
-        ",".join(_number(s) for s in steps),
-        _number(lockout_memory),
-        "" if policy.miss_ratio is None else _number(policy.miss_ratio),
-        str(policy.miss_ratio_min_lookups),
-        _number(ratio_window),
-        _number(policy.portal_cohort_share),
-        "" if hot is None else _number(hot),
-        str(policy.hot_cohort_min),
-        _number(hot_window),
-        _number(hot_baseline),
-        policy.hot_cohort_action,
-        _number(access),
-        _number(keep),
-        "" if policy.baseline is None else _number(policy.baseline),
-        _number(policy.baseline_slack),
-        _number(mean),
-        _number(sd),
-        _number(policy.baseline_prior_days),
-        _number(policy.baseline_off_hours),
-        _number(offset),
-    )
-    return CompiledPolicy(
+    record = tuple(w for name in ACCOUNT_QUOTAS for w in rates[name])
+    compiled = CompiledPolicy(
         policy=policy,
         name=policy.name,
-        lookups=lookups,
+        lookups=rates["lookups"],
         distinct_patients=distinct,
-        invalid_nirs=invalid,
-        misses=misses,
+        invalid_nirs=rates["invalid_nirs"],
+        misses=rates["misses"],
         cohort=cohort,
         portal_cohort=portal_cohort,
-        new_patients=new_patients,
-        portal=portal,
-        break_glass=break_glass,
+        new_patients=_windows(policy, "portal_cohort", "new_patients"),
+        portal=rates["portal"],
+        break_glass=rates["break_glass"],
+        strikes=rates["strikes"],
         seen=seen,
         lockout_steps=tuple(steps),
-        lockout_memory=lockout_memory,
+        lockout_memory=memory,
         miss_ratio=policy.miss_ratio,
         miss_ratio_min=policy.miss_ratio_min_lookups,
-        miss_ratio_window=ratio_window,
+        miss_ratio_window=parse_duration(policy.miss_ratio_window),
         portal_cohort_share=policy.portal_cohort_share,
-        hot_cohort=hot,
+        hot_cohort=policy.hot_cohort,
         hot_cohort_min=policy.hot_cohort_min,
         hot_window=hot_window,
         hot_baseline=hot_baseline,
         hot_reason=policy.hot_cohort_action == "reason",
-        break_glass_access=access,
+        # grants exist only with a break-glass budget: then patient records must outlive them
+        break_glass_access=parse_duration(policy.break_glass_access)
+        if rates["break_glass"]
+        else 0.0,
         baseline=None if policy.baseline is None else float(policy.baseline),
         baseline_slack=float(policy.baseline_slack),
-        baseline_mean=mean,
-        baseline_sd=sd,
+        baseline_mean=float(policy.baseline_prior[0]),
+        baseline_sd=float(policy.baseline_prior[1]),
         baseline_prior_days=float(policy.baseline_prior_days),
         baseline_off_hours=float(policy.baseline_off_hours),
-        baseline_offset=offset,
-        keep=keep,
-        portal_keep=float(max((w.seconds for w in portal), default=0)) + 60,
+        baseline_offset=float(policy.baseline_utc_offset) * 3600.0,
+        keep=_keep(policy, record, steps, memory),
+        portal_keep=float(max((w.seconds for w in rates["portal"]), default=0)) + 60,
         heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],
-        lua_policy="|".join(lua_parts),
-        lua_digest=hashlib.sha256("|".join(lua_parts).encode()).hexdigest()[:16],
+        lua_policy="",
+        lua_digest="",
     )
+    text = _lua_text(compiled)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return replace(compiled, lua_policy=text, lua_digest=digest)

@@ -12,10 +12,12 @@ the main process or in ``--jobs`` worker processes.
   with ``str.split``, lines with quotes go through :mod:`csv` (quoted fields,
   embedded newlines) and are re-quoted minimally; invalid values follow
   ``--on-invalid``; blank lines are kept and not counted.
-
-* Both paths scan every field but the column for NIRs (``nir._contains_nir``):
-  the quick path once over the block's other fields, handing any hit to the
-  general path, which finds the row and field and follows ``--on-invalid``.
+* Both paths scan each line, the column cut out, for NIRs
+  (:class:`nirguard._csv_scan.Scanner`: in any spelling, across adjacent
+  fields, spelt with the delimiter): the quick path once over the block,
+  handing any hit to the general path, which finds the row and the fields
+  and follows ``--on-invalid`` (the fields making up a NIR are blanked, or
+  the row dropped, until the line holds none).
 
 Blocks end at a newline with an even number of quote characters before it,
 which is a record boundary for RFC 4180 quoting; a record still open after
@@ -25,19 +27,19 @@ quotes instead of being guessed at.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Final, NamedTuple
 
-from nirguard import nir
-from nirguard._encoding import ASCII_WS
+from nirguard._csv_convert import converter, reason
+from nirguard._csv_scan import BREAK, Scanner
 
 BLOCK_BYTES: Final = 1 << 18  # 256 KiB: measured faster than 1 MiB (CPU caches)
 MAX_BLOCK_BYTES: Final = 64 << 20
-# A record that spans lines (a quoted field holding newlines) longer than this is taken
-# for a stray quote: the csv module refuses fields over 128 KiB anyway.
+# A record spanning lines longer than this is a stray quote (csv refuses fields > 128 KiB).
 MAX_RECORD_BYTES: Final = 1 << 20
 STRAY_REASON: Final = "holds a NIR outside the column converted"
 UNBALANCED: Final = (
@@ -152,28 +154,34 @@ class _Sink:
         self.write = write
 
 
+class _Parsed:
+    """The records of one block, as :meth:`BlockConverter._split` cut them."""
+
+    __slots__ = ("count", "records", "slow", "starts", "values")
+
+    def __init__(self, count: int) -> None:
+        self.count = count  # lines in the block
+        self.records: list[list[str] | None] = []  # None: a blank line, copied as is
+        self.starts: list[int] = []  # line (in the block) where each record starts
+        self.slow: set[int] = set()  # records read by csv (written back by csv)
+        self.values: list[str] = []  # the column's values, to convert
+
+    def add(self, parts: list[str], start: int, column: int) -> None:
+        self.starts.append(start)
+        if not parts:
+            self.records.append(None)
+            return
+        self.records.append(parts)
+        self.values.append(parts[column] if len(parts) > column else "")
+
+
 class BlockConverter:
     """Everything needed to convert a block; built once per process."""
 
     def __init__(self, config: Config) -> None:
-        from nirguard.keys import KeyRing, SecretKey
-
         self.config = config
-        ring = KeyRing(*(SecretKey.from_text(text) for text in config.key_texts))
-        self.convert: Callable[[list[str]], list[str | None]]
-        if config.mode == "pseudonymise":
-            from nirguard.pseudonym import Pseudonymiser, pseudonymise_batch
-
-            pseudonymiser = Pseudonymiser(ring, purpose=config.purpose)
-            self.convert = lambda values: pseudonymise_batch(pseudonymiser, values)
-        elif config.mode == "tokenise":
-            from nirguard.tokens import Tokeniser
-
-            self.convert = _tokenise_batch(Tokeniser(ring, purpose=config.purpose))
-        else:
-            from nirguard.tokens import Tokeniser
-
-            self.convert = _detokenise_batch(Tokeniser(ring, purpose=config.purpose))
+        self.convert = converter(config.mode, config.key_texts, config.purpose)
+        self.scanner = Scanner(config.delimiter)
         self.fast_split = config.delimiter in _SAFE_DELIMITERS
         self.quick: re.Pattern[str] | None = None
         if self.fast_split:
@@ -187,9 +195,6 @@ class BlockConverter:
 
     def __call__(self, block: bytes) -> BlockResult:
         config = self.config
-        term = config.terminator
-        delim = config.delimiter
-        column = config.column
         try:
             text = block.decode(config.encoding)
         except UnicodeDecodeError as exc:
@@ -201,36 +206,36 @@ class BlockConverter:
             quick = self._quick(text)
             if quick is not None:
                 return quick
+        parsed = self._split(text)
+        return self._write(parsed, self.convert(parsed.values))
+
+    def _split(self, text: str) -> _Parsed:
+        """The records of a block: lines without a quote split with ``str.split``
+        (the column and the rest of the line), the others read by :mod:`csv`."""
         # Lines as a file opened with newline="" yields them (split after "\n", "\r\n"
         # or a lone "\r", ends kept): exactly what the csv module reads from a file.
         lines = list(io.StringIO(text, newline=""))
-        count = len(lines)
-        fast_split = self.fast_split
-
-        # 1. split the records; `slow` marks rows parsed by csv (re-written by csv)
-        records: list[list[str] | None] = []  # None: a blank line, copied as is
-        starts: list[int] = []  # line (in the block) where each record starts
-        slow: set[int] = set()
-        values: list[str] = []
+        parsed = _Parsed(len(lines))
+        delim = self.config.delimiter
+        column = self.config.column
         pos = 0
         overrun = False
 
         def source() -> Iterator[str]:
             nonlocal pos, overrun
-            while pos < count:
+            while pos < len(lines):
                 line = lines[pos]
                 pos += 1
                 yield line
             overrun = True
 
         reader: Iterator[list[str]] | None = None
-        maxsplit = column + 1
-        while pos < count:
+        while pos < len(lines):
             start = pos
             line = lines[pos].rstrip("\r\n")  # a line holds no other "\r" or "\n"
-            if fast_split and '"' not in line:
+            if self.fast_split and '"' not in line:
                 pos += 1
-                parts = line.split(delim, maxsplit) if line else []
+                parts = line.split(delim, column + 1) if line else []
             else:
                 if reader is None:
                     reader = csv.reader(source(), delimiter=delim)
@@ -241,30 +246,25 @@ class BlockConverter:
                 if overrun:
                     raise Malformed(UNBALANCED, start)
                 if parts:
-                    slow.add(len(records))
-            starts.append(start)
-            if not parts:
-                records.append(None)
-                continue
-            records.append(parts)
-            values.append(parts[column] if len(parts) > column else "")
+                    parsed.slow.add(len(parsed.records))
+            parsed.add(parts, start, column)
+        return parsed
 
-        # 2. convert the column
-        converted = self.convert(values)
-
-        # 3. write the records back, with NIRs outside the column found and handled
-        strays = self._strays(records)
+    def _write(self, parsed: _Parsed, converted: list[str | None]) -> BlockResult:
+        """The block written back: the column converted, ``--on-invalid`` followed for
+        invalid values and for NIRs outside the column."""
+        config = self.config
+        delim, column, policy = config.delimiter, config.column, config.policy
+        strays = self._strays(parsed.records)
         out: list[str] = []
         append = out.append
         # lineterminator "\r\n" (cut off again): csv quotes fields holding its characters
         writer = csv.writer(
             _Sink(lambda row: append(row[:-2])), delimiter=delim, lineterminator="\r\n"
         )
-        policy = config.policy
-        contains = nir._contains_nir
         rows = invalid = done = stray = 0
         index = 0
-        for number, record in enumerate(records):
+        for number, record in enumerate(parsed.records):
             if record is None:
                 append("")
                 continue
@@ -274,8 +274,12 @@ class BlockConverter:
             if new is None or len(record) <= column:
                 invalid += 1
                 if policy == "fail":
-                    reason = self._reason(record[column] if len(record) > column else None)
-                    failure = (rows, starts[number], column, reason)
+                    why = (
+                        reason(config.mode, record[column])
+                        if len(record) > column
+                        else "the row has no such column"
+                    )
+                    failure = (rows, parsed.starts[number], column, why)
                     return BlockResult(b"", rows, done, invalid, 0, failure, stray)
                 if policy == "drop":
                     continue
@@ -285,36 +289,59 @@ class BlockConverter:
                 record[column] = new
                 done += 1
             if number in strays:
-                if number not in slow and len(record) > column + 1:
-                    record[column + 1 :] = record[column + 1].split(delim)  # the whole rest
-                fields = [i for i, field in enumerate(record) if i != column and contains(field)]
-                if fields:
-                    stray += len(fields)
-                    if policy == "fail":
-                        failure = (rows, starts[number], fields[0], STRAY_REASON)
-                        return BlockResult(b"", rows, done, invalid, 0, failure, stray)
-                    if policy == "drop":
-                        continue
-                    for i in fields:
-                        record[i] = ""
-            if number in slow or record == [""]:  # csv writes a lone empty field as ""
-                writer.writerow(record)
+                record, fields, first = self._clean(record, number in parsed.slow)
+                stray += fields
+                if fields and policy == "fail":
+                    failure = (rows, parsed.starts[number], first, STRAY_REASON)
+                    return BlockResult(b"", rows, done, invalid, 0, failure, stray)
+                if fields and policy == "drop":
+                    continue
+            if number in parsed.slow or record == [""]:
+                writer.writerow(record)  # csv quotes what needs it (and a lone "")
             else:
                 append(delim.join(record))
-        output = (term.join(out) + term) if out else ""
-        return BlockResult(output.encode(config.encoding), rows, done, invalid, count, None, stray)
+        output = (config.terminator.join(out) + config.terminator) if out else ""
+        encoded = output.encode(config.encoding)
+        return BlockResult(encoded, rows, done, invalid, parsed.count, None, stray)
+
+    def _clean(self, record: list[str], whole: bool) -> tuple[list[str], int, int]:
+        """``record`` split in full (``whole``: it is), with the fields making up NIRs
+        outside the column blanked (one NIR at a time, until none is left), how many
+        were blanked, and the first of them (-1: none)."""
+        config = self.config
+        column = config.column
+        fields = record
+        if not whole and len(record) > column + 1:  # the rest of a line without quotes
+            fields = record[: column + 1] + record[column + 1].split(config.delimiter)
+        blanked = 0
+        first = -1
+        while found := self.scanner.fields_holding(fields, config.delimiter, column):
+            first = found[0] if first < 0 else first
+            for i in found:
+                fields[i] = ""
+            blanked += len(found)
+        return fields, blanked, first
 
     def _strays(self, records: list[list[str] | None]) -> set[int]:
         """Indexes of the records holding a NIR outside the column: one scan of the
-        whole block, and one per record only when the block holds one."""
+        whole block, each NIR found traced back to its record."""
         column = self.config.column
-        others = [
-            "\n".join(record[:column] + record[column + 1 :]) if record is not None else ""
-            for record in records
-        ]
-        if not nir._contains_nir("\n".join(others)):
-            return set()
-        return {number for number, text in enumerate(others) if nir._contains_nir(text)}
+        delim = self.config.delimiter
+        numbers: list[int] = []
+        ends: list[int] = []  # where each record's text ends in the block's
+        lines: list[str] = []
+        end = -1
+        for number, record in enumerate(records):
+            if record is not None:
+                line = delim.join([*record[:column], BREAK, *record[column + 1 :]])
+                lines.append(line)
+                numbers.append(number)
+                end += len(line) + 1
+                ends.append(end)
+        return {
+            numbers[bisect.bisect_left(ends, start)]
+            for start, _ in self.scanner.find_all(BREAK.join(lines))
+        }
 
     def _quick(self, text: str) -> BlockResult | None:
         """The common case with one regex split and list slices, at C speed.
@@ -337,7 +364,7 @@ class BlockConverter:
         if '"' in body and any([rest.count('"') % 2 for rest in pieces[3::4] if '"' in rest]):
             return None
         # a NIR in another field: the general path finds its row and column
-        if nir._contains_nir("\n".join(pieces[1::4]) + "\n" + "\n".join(pieces[3::4])):
+        if self.scanner.holds(self.scanner.unquoted([*pieces[1::4], *pieces[3::4]])):
             return None
         converted = self.convert(pieces[2::4])
         if None in converted:
@@ -346,53 +373,6 @@ class BlockConverter:
         pieces.append("\n")
         output = "".join(pieces).encode(self.config.encoding)
         return BlockResult(output, lines, lines, 0, lines, None)
-
-    def _reason(self, value: str | None) -> str:
-        if value is None:
-            return "the row has no such column"
-        if self.config.mode == "detokenise":
-            return "invalid token"
-        from nirguard.errors import InvalidNIR
-
-        try:
-            nir.validate(value)
-        except InvalidNIR as exc:
-            return f"{exc} [{exc.code}]"
-        return "invalid value"  # pragma: no cover
-
-
-def _tokenise_batch(tokeniser: Any) -> Callable[[list[str]], list[str | None]]:
-    from nirguard.errors import InvalidNIR
-
-    tokenise = tokeniser.tokenise
-
-    def convert(values: list[str]) -> list[str | None]:
-        out: list[str | None] = []
-        for value in values:
-            try:
-                out.append(tokenise(value))
-            except InvalidNIR:
-                out.append(None)
-        return out
-
-    return convert
-
-
-def _detokenise_batch(tokeniser: Any) -> Callable[[list[str]], list[str | None]]:
-    from nirguard.errors import InvalidToken
-
-    detokenise = tokeniser.detokenise
-
-    def convert(values: list[str]) -> list[str | None]:
-        out: list[str | None] = []
-        for value in values:
-            try:
-                out.append(detokenise(value.strip(ASCII_WS)))
-            except InvalidToken:
-                out.append(None)
-        return out
-
-    return convert
 
 
 # -- worker processes -----------------------------------------------------------------------

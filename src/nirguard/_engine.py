@@ -19,9 +19,15 @@ per slot the lookup needs, see docs/redis.md). The steps, in order:
 4. **account**, for that new patient, the cohort's heat known:
    ``distinct_patients``, ``cohort`` (its own walk of one cohort) and
    ``portal_cohort`` (its new patients in hot cohorts); a breach is a
-   lockout, or, with a break-glass budget, a request for a reason first.
-   Nothing of the account is written unless the lookup is allowed (or a
-   lockout starts): a refused attempt consumes nothing.
+   lockout, or, while a break-glass budget has something left, a request
+   for a reason first.
+
+Every refusal of the account counts against ``lookups`` (a refusal while
+locked too, which never extends the lockout); a refusal that is not a
+lockout is a **strike**, and the strike past ``strikes`` is a lockout. The
+account record also keeps its open **incident** (:attr:`Decision.incident`):
+opened by the first lockout or signal, open while locked and until
+``lockout_memory`` after the latest one, closed by ``unlock``.
 
 Records hold pseudonyms, or 48-bit fingerprints of pseudonyms
 (:func:`fingerprint`), never a NIR. A practitioner's records carry the hash
@@ -179,6 +185,11 @@ class Decision:
 
     ``outcome`` is ``allowed``, ``break_glass``, ``invalid`` (an invalid NIR,
     counted), ``denied``, ``locked``, ``suspected`` or ``reason_required``.
+
+    ``incident`` is the store-clock time the account's open incident started
+    (on every decision of the account while it is open, allowed ones too;
+    ``None`` when none is open), and ``alert`` is true on the one decision
+    that opened it: the first lockout start or signal of the incident.
     """
 
     outcome: str
@@ -193,6 +204,8 @@ class Decision:
     break_glass_left: int | None = None
     count: int | None = None
     limit: int | None = None
+    incident: float | None = None
+    alert: bool = False
     #: ``baseline`` (``count``: new patients today, ``limit``: of them from unusual
     #: places): those expected a day, days of history, off-hours new patients today
     usual: float = 0.0

@@ -235,10 +235,8 @@ class Formatter:
         parts: list[dict[str, Any]] = [{"url": "outcome", "valueCode": event.outcome}]
         if event.quota is not None and _TOKEN(event.quota):
             parts.append({"url": "quota", "valueCode": event.quota})
-        if event.retry_after is not None and math.isfinite(event.retry_after):
-            parts.append(
-                {"url": "retryAfter", "valueDecimal": round(max(event.retry_after, 0.0), 3)}
-            )
+        if event.retry_after is not None:  # whole seconds, at least 1 (AuditEvent)
+            parts.append({"url": "retryAfter", "valueDecimal": event.retry_after})
         if event.kind is not None and _TOKEN(event.kind):
             parts.append({"url": "kind", "valueCode": event.kind})
         parts.extend({"url": "signal", "valueCode": s} for s in event.signals if _TOKEN(s))

@@ -214,12 +214,15 @@ class LookupPath:
             call.kind,
             call.reason.code if call.reason is not None else None,
         )
-        if getattr(decision, "incident", None) is not None:
+        if decision.incident is not None or decision.alert:
             said.case = reports.case(call.who, decision, said.decided)
-        if decision.lockout_started or decision.hot_alert or decision.outcome == "break_glass":
+        if (
+            decision.alert
+            or decision.lockout_started
+            or decision.hot_alert
+            or decision.outcome == "break_glass"
+        ):
             reports.signals(said, decision, call.reason, request.policy.break_glass_access)
-        if getattr(decision, "alert", False) and said.case is None:
-            said.case = reports.case(call.who, decision, said.decided)
         seconds = time.perf_counter() - start
         ticket = Ticket(said, request, call.canonical, decision, True, call.reason, seconds)
         denial = decision.denial()

@@ -13,29 +13,36 @@ and the refusal to serve a forked child).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from nirguard import _baseline as baseline
-from nirguard._compiled import INDEFINITE, CompiledPolicy
-from nirguard._engine import SIGNALS, Decision, Keys, RawStatus, Request, fingerprint
-from nirguard._memory_records import (
-    FORGOTTEN,
-    Recent,
-    Record,
-    bump,
-    heat_step,
-    hit,
-    level_of,
-    overflow,
-    remaining,
-    used,
-)
+from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
+from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
+from nirguard._memory_account import Account, Patient
+from nirguard._memory_records import bump, heat_step, hit, level_of, overflow, remaining
 from nirguard._memory_store import OnFork, State, Store
 
-#: What the account step knows of the patient (see MemoryEngine._patient).
-Patient = tuple[Recent, bytes, bool, bool]
+__all__ = ["FORGOTTEN", "MemoryEngine"]
 
-__all__ = ["MemoryEngine"]
+#: What :meth:`MemoryEngine.unlock` forgets of an account (fields by the name before
+#: ``:``): the lockout, its escalation, the open incident, and the counts that would
+#: start it again at once; ``lookups`` and ``break_glass`` stay (rates, not evidence).
+FORGOTTEN: Final = frozenset(
+    {
+        "distinct_patients",
+        "invalid_nirs",
+        "misses",
+        "portal_cohort",
+        "new_patients",
+        "strikes",
+        "lockout",
+        "lockout_level",
+        "pending",
+        "miss_ratio",
+        "incident",
+        "blc",
+    }
+)
 
 
 class MemoryEngine:
@@ -80,50 +87,7 @@ class MemoryEngine:
         if changed is not None:
             self._store.put(key, changed)
 
-    # -- the account step -----------------------------------------------------------------------
-
-    def _save_account(
-        self, key: str, record: Record, changes: dict[str, Any], p: CompiledPolicy, now: float
-    ) -> None:
-        keep = p.keep
-        until = changes.get("lockout", record.get("lockout"))
-        if until is not None and until > now:
-            keep = max(keep, until - now + 60)
-        self._store.save(key, record, changes, keep, now)
-
-    def _lock(
-        self,
-        key: str,
-        record: Record,
-        changes: dict[str, Any],
-        p: CompiledPolicy,
-        quota: str,
-        count: int | None,
-        limit: int | None,
-        base: Decision,
-        now: float,
-    ) -> Decision:
-        level = level_of(record, now)
-        seconds = p.lockout_seconds(level)
-        changes["lockout"] = now + (INDEFINITE if seconds is None else seconds)
-        changes["lockout_level"] = level + 1
-        changes["lockout_level:e"] = now + p.lockout_memory
-        changes["pending:e"] = 0
-        self._save_account(key, record, changes, p, now)
-        base.outcome = "suspected" if quota in SIGNALS else "denied"
-        base.quota, base.retry_after = quota, seconds
-        base.lockout_started, base.level = True, level + 1
-        base.count, base.limit = count, limit
-        return base
-
-    def _locked(self, record: Record, now: float) -> Decision | None:
-        until = record.get("lockout")
-        if until is not None and until > now:
-            retry: float | None = until - now
-            if retry is not None and retry > INDEFINITE / 2:
-                retry = None
-            return Decision("locked", "locked", retry, level=level_of(record, now))
-        return None
+    # -- the account step (nirguard._memory_account) -------------------------------------------
 
     def _patient(
         self, p: CompiledPolicy, keys: Keys, req: Request, base: Decision, now: float
@@ -149,121 +113,24 @@ class MemoryEngine:
         patient: Patient,
         now: float,
     ) -> Decision:
-        record = self._store.record(keys.account, now)
-        changes: dict[str, Any] = {}
-        refused = self._locked(record, now)
+        """Lockout, budgets, then a new patient's quotas and signals, then the lookup."""
+        account = Account(self._store, keys.account, p, base, now, recent_key=keys.recent)
+        refused = account.locked() or account.budgets()
         if refused is not None:
             return refused
-        for w in p.misses:
-            spent = used(record, w, now)
-            if spent >= w.amount:
-                return self._lock(
-                    keys.account, record, changes, p, "misses", spent, w.amount, base, now
-                )
-        if p.miss_ratio is not None:
-            n = record.get("miss_ratio:n", 0) if record.get("miss_ratio:n:e", 0) > now else 0
-            m = record.get("miss_ratio:m", 0) if record.get("miss_ratio:m:e", 0) > now else 0
-            if n >= p.miss_ratio_min and m / n > p.miss_ratio:
-                return self._lock(keys.account, record, changes, p, "miss_ratio", m, n, base, now)
-        over = overflow(record, p.lookups, now)
-        if over is not None:
-            base.outcome, base.quota = "denied", "lookups"
-            base.retry_after, base.level = record[over[0].ends] - now, level_of(record, now)
-            return base
-        recent, fp, granted, new = patient
-        slot = 0
-        if p.baseline is not None:  # the baseline's day rolls (nirguard._baseline)
-            day, slot = baseline.clock(p, now)
-            changes.update(baseline.roll(record, p, day))
-        cohort_fp = b""
+        slot = baseline.open_day(account.record, account.changes, p, now)
         walked: dict[str, Any] = {}
-        breach: str | None = None
-        count: int | None = None
-        limit: int | None = None
-        if new:
-            found = overflow(record, p.distinct_patients, now)
-            if found is not None:
-                breach, count, limit = "distinct_patients", found[1], found[0].amount
-            if breach is None and req.cohort is not None and p.cohort:
-                cohort_fp = fingerprint(req.cohort)
-                walked = recent.walk(cohort_fp, now)
-                found = overflow(walked, p.cohort, now)
-                if found is not None:
-                    breach, count, limit = "cohort", found[1], found[0].amount
-            if breach is None and base.hot:
-                for pw, nw in zip(p.portal_cohort, p.new_patients, strict=True):
-                    hot_new = used(record, pw, now) + 1
-                    all_new = used(record, nw, now) + 1
-                    if hot_new > pw.amount and hot_new >= p.portal_cohort_share * all_new:
-                        breach, count, limit = "portal_cohort", hot_new, pw.amount
-                        break
-                if breach is None and p.hot_reason:
-                    breach = "hot_cohort"
+        if patient[3]:
+            breach = account.breach(req, patient[0], walked)
             if breach is None and p.baseline is not None:
-                found_bl = baseline.breach({**record, **changes}, p, slot, req.place)
-                if found_bl is not None:
-                    breach, count, limit = "baseline", found_bl[0], found_bl[1]
-                    changes["blx"] = 1  # the day breached: it rolls in at the CUSUM's cap
-                    base.usual, base.history, base.off_hours = found_bl[2:]
-        if breach is not None:
-            if not p.break_glass:
-                return self._lock(keys.account, record, changes, p, breach, count, limit, base, now)
-            if req.reason:
-                if overflow(record, p.break_glass, now) is not None:
-                    if breach == "hot_cohort":
-                        base.outcome, base.quota = "denied", "break_glass"
-                        base.level = level_of(record, now)
-                        return base
-                    return self._lock(
-                        keys.account, record, changes, p, breach, count, limit, base, now
-                    )
-                left = remaining(record, p.break_glass, now)
-                hit(record, p.lookups, changes, now)
-                hit(record, p.break_glass, changes, now)
-                changes["pending:e"] = 0  # the question was answered
-                if p.miss_ratio is not None:
-                    bump(record, changes, "miss_ratio:n", p.miss_ratio_window, now)
-                self._save_account(keys.account, record, changes, p, now)
-                recent.grant(fp, now + p.break_glass_access, now)
-                self._store.put(keys.recent, recent)
-                base.outcome, base.quota, base.level = "break_glass", breach, level_of(record, now)
-                base.break_glass_left = None if left is None else left - 1
-                base.count, base.limit = count, limit
-                return base
-            if breach != "hot_cohort":
-                live = record.get("pending:e", 0) > now
-                pending = record.get("pending")
-                if live and pending is not None and pending != fp:
-                    return self._lock(
-                        keys.account, record, changes, p, breach, count, limit, base, now
-                    )
-                changes["pending"] = fp
-                changes["pending:e"] = now + p.lockout_steps[0]
-                self._save_account(keys.account, record, changes, p, now)
-            base.outcome, base.quota, base.level = "reason_required", breach, level_of(record, now)
-            base.count, base.limit = count, limit
-            return base
-        hit(record, p.lookups, changes, now)
-        if p.miss_ratio is not None:
-            bump(record, changes, "miss_ratio:n", p.miss_ratio_window, now)
+                breach = baseline.check(account.record, account.changes, p, slot, req.place, base)
+            breach = breach or account.pending(patient[1])
+            if breach is not None:
+                return account.breached(req, patient, breach)
         if p.baseline is not None:
-            baseline.count({**record, **changes}, changes, new, slot, req.place)
-        if new:
-            hit(record, p.distinct_patients, changes, now)
-            hit(record, p.new_patients, changes, now)
-            if base.hot:
-                hit(record, p.portal_cohort, changes, now)
-            if req.cohort is not None and p.cohort:
-                wchanges: dict[str, Any] = {}
-                hit(walked, p.cohort, wchanges, now)
-                recent.save_walk(cohort_fp, walked, wchanges, now)
-            recent.see(fp, now + p.seen, now)
-            self._store.put(keys.recent, recent)
-        self._save_account(keys.account, record, changes, p, now)
-        base.outcome = "allowed"
-        base.quota = "break_glass" if granted else None
-        base.level = level_of(record, now)
-        return base
+            state = {**account.record, **account.changes}
+            baseline.count(state, account.changes, patient[3], slot, req.place)
+        return account.allow(req, patient, walked)
 
     # -- the engine protocol --------------------------------------------------------------------
 
@@ -291,20 +158,17 @@ class MemoryEngine:
             now = self._store.now(request.now)
             p = request.policy
             key = self._keys(request).account
-            record = self._store.record(key, now)
-            refused = self._locked(record, now)
+            account = Account(self._store, key, p, Decision("denied"), now, lookups=False)
+            refused = account.locked()
             if refused is not None:
                 return refused
-            changes: dict[str, Any] = {}
-            over = overflow(record, p.invalid_nirs, now)
+            over = overflow(account.record, p.invalid_nirs, now)
             if over is not None:
-                base = Decision("denied")
-                return self._lock(
-                    key, record, changes, p, "invalid_nirs", over[1], over[0].amount, base, now
-                )
-            hit(record, p.invalid_nirs, changes, now)
-            self._save_account(key, record, changes, p, now)
-            return Decision("invalid", "invalid_nirs", level=level_of(record, now))
+                return account.lock("invalid_nirs", over[1], over[0].amount)
+            hit(account.record, p.invalid_nirs, account.changes, now)
+            account.save()
+            level = level_of(account.record, now)
+            return account.done(Decision("invalid", "invalid_nirs", level=level))
 
     async def ainvalid(self, request: Request) -> Decision:
         """:meth:`invalid`."""
@@ -315,13 +179,12 @@ class MemoryEngine:
         with self._store.mutex:
             now = self._store.now(request.now)
             p = request.policy
-            key = self._keys(request).account
-            record = self._store.record(key, now)
-            changes: dict[str, Any] = {}
+            account = Account(self._store, self._keys(request).account, p, Decision("miss"), now)
+            record, changes = account.record, account.changes
             hit(record, p.misses, changes, now)
             if p.miss_ratio is not None:
                 bump(record, changes, "miss_ratio:m", p.miss_ratio_window, now)
-            self._save_account(key, record, changes, p, now)
+            account.save()
 
     async def arecord_miss(self, request: Request) -> None:
         """:meth:`record_miss`."""
@@ -336,14 +199,7 @@ class MemoryEngine:
             keys = Keys(self._prefix, practitioner, None, policy.heat_suffix)
             record = self._store.record(keys.account, now)
             out = RawStatus()
-            for name in (
-                "lookups",
-                "distinct_patients",
-                "invalid_nirs",
-                "misses",
-                "portal_cohort",
-                "break_glass",
-            ):
+            for name in ACCOUNT_QUOTAS:
                 left = remaining(record, getattr(policy, name), now)
                 out.remaining[name] = None if left is None else max(0, left)
             portal = remaining(self._store.record(keys.portal, now), policy.portal, now)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from nirguard._engine import Decision
 
 __all__ = [
-    "FORGOTTEN",
     "Heat",
     "Recent",
     "Record",
@@ -47,14 +46,6 @@ __all__ = [
 ]
 
 Ends = dict[bytes, float]
-#: What ``unlock()`` forgets of an account: the breaches that would re-trigger a lockout
-#: (field names up to their first ``:``), and the baseline's CUSUM.
-FORGOTTEN = frozenset(
-    {
-        *("distinct_patients", "invalid_nirs", "misses", "portal_cohort", "new_patients"),
-        *("lockout", "lockout_level", "pending", "miss_ratio", "blc"),
-    }
-)
 
 
 class Record(dict[str, Any]):

@@ -181,15 +181,13 @@ class Reports:
 
     def case(self, practitioner: str, decision: Decision, now: float) -> str:
         """The case id of the incident ``decision`` belongs to (its own, without one)."""
-        incident = getattr(decision, "incident", None)
+        incident = decision.incident
         return case_id(practitioner, incident if incident is not None else now)
 
     def signals(self, said: Said, decision: Decision, reason: Reason | None, access: float) -> None:
         """Raise what ``decision`` calls for: the account's alert, a notice, a grant."""
         now = self.clock()
-        opens = getattr(decision, "alert", None)
-        if opens is None:  # an engine without incidents: a lockout opens the case
-            opens = decision.lockout_started
+        opens = decision.alert
         if decision.hot_alert:
             self._hot_cohort(said, decision, now)
         if opens and decision.quota is not None:

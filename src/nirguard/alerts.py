@@ -53,6 +53,9 @@ _alerts_log = logging.getLogger(ALERT_LOGGER)
 _notices_log = logging.getLogger(NOTICE_LOGGER)
 
 
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+
+
 def case_id(practitioner: str, incident: float) -> str:
     """The stable id of an account's incident: the same in every process and event.
 
@@ -61,14 +64,20 @@ def case_id(practitioner: str, incident: float) -> str:
         incident: the store-clock start of the incident (``Decision.incident``).
 
     Returns:
-        ``"case-"`` and 16 hex digits (a digest: the id is not a secret, and
-        says nothing the alert does not already say).
+        ``"case-"`` and 16 letters ``a``-``p`` (a digest, one letter per hex
+        digit: the id is not a secret, and says nothing the alert does not
+        already say). Letters, because an id with a run of 13 digits (1 in
+        ~200 hex digests) would be masked as a NIR wherever it is written,
+        and two cases would then share one id.
+
+    >>> case_id("dr-martin", 1767225600.0)[:5], len(case_id("dr-martin", 1767225600.0))
+    ('case-', 21)
     """
     digest = hashlib.blake2b(
         f"{practitioner}\x00{round(float(incident), 3)!r}".encode("utf-8", "surrogatepass"),
         digest_size=8,
     )
-    return "case-" + digest.hexdigest()
+    return "case-" + digest.hexdigest().translate(_LETTERS)
 
 
 @dataclass(frozen=True, slots=True)

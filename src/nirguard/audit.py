@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("nirguard.audit")
+#: A ``retry_after`` longer than this is no time to wait for: ``None`` (until unlocked).
+_TEN_YEARS = 10 * 365 * 86400.0
 #: A character no spelling of a NIR holds (digits, 2A/2B, the accepted separators, and
 #: the ASCII whitespace nir.validate strips at the ends).
 _NOT_A_NIR = re.compile("[^0-9ABab .\\-\u00a0\u202f\t\n\r\f\v]")
@@ -62,7 +65,10 @@ class AuditEvent(BaseModel):
             or when the lookup was refused before the NIR was read).
         outcome: see :data:`Outcome`.
         quota: the quota or detection signal involved, if any.
-        retry_after: seconds before the same lookup may be allowed, if known.
+        retry_after: whole seconds before the same lookup may be allowed, if
+            known: rounded up, and at least 1 (a refusal that ends in 0.3 s
+            says 1, never 0, as ``Retry-After`` does in :mod:`nirguard.http`);
+            ``None`` when unknown or unbounded.
         cohort: pseudonym of the patient's birth cohort (the first 10
             characters of the NIR) under the purpose ``<purpose>/cohort``;
             ``nirguard calibrate`` reads it to measure cohort concentration.
@@ -89,7 +95,7 @@ class AuditEvent(BaseModel):
     patient: str | None = None
     outcome: Outcome
     quota: str | None = None
-    retry_after: float | None = None
+    retry_after: int | None = None
     cohort: str | None = None
     kind: str | None = None
     reason: ReasonCode | None = None
@@ -103,6 +109,19 @@ class AuditEvent(BaseModel):
     @classmethod
     def _masked(cls, value: str | None) -> str | None:
         return value if value is None else mask_nir_runs(value)
+
+    @field_validator("retry_after", mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: object) -> object:
+        # Up to whole seconds, at least 1; a microsecond of clock arithmetic is not a second
+        # (59.9997 and 60.0000001 both say 60). Not finite, or over ten years: unbounded.
+        if value is None or isinstance(value, (bool, str)):
+            return value  # None stays None; the field's own check refuses the rest
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            return value
+        return max(1, math.ceil(seconds - 1e-6)) if abs(seconds) <= _TEN_YEARS else None
 
     @field_validator("patient", "cohort")
     @classmethod

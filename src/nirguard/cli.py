@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES = (
     "nirguard._cli_calibrate",
     "nirguard._cli_console",
     "nirguard._cli_ops",
+    "nirguard._cli_audit",
 )
 
 

@@ -20,6 +20,8 @@ setting                        meaning                                          
                                config also a ``QuotaPolicy``, a dict or a callable
 ``NIRGUARD_POLICY_<FIELD>``    one policy field (``NIRGUARD_POLICY_LOOKUPS``)       the field's default
 ``NIRGUARD_AUDIT_LOG``         the audit trail, a JSON-lines file (mode 0600)      none
+``NIRGUARD_AUDIT_KEY``         the audit key (``nirguard audit keygen``): seals    none (unsealed)
+                               the trail (``_FILE``: a file holding it)
 ``NIRGUARD_ALERT_LOG``         alerts, a JSON-lines file (mode 0600)               the ``nirguard.alerts``
                                                                                    logger
 ``NIRGUARD_BREAK_GLASS_LOG``   break-glass grants with their free text (0600)      none
@@ -45,6 +47,7 @@ GuardSettings(storage='redis://:***@cache:6379/0', key=None, policy=QuotaPolicy(
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -53,7 +56,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from nirguard._audit_seal import material_of
 from nirguard._hook_files import JsonLinesHook
+from nirguard.audit_chain import AuditKey, SealedAuditLog
 from nirguard.errors import ConfigurationError, InvalidKey, PolicyError
 from nirguard.guard import LookupGuard
 from nirguard.keys import SecretKey
@@ -158,22 +163,41 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, f"{name}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-def _key(read: Callable[[str], Any]) -> SecretKey | None:
-    value, path = read("NIRGUARD_KEY"), read("NIRGUARD_KEY_FILE")
+def _key(read: Callable[[str], Any], setting: str = "NIRGUARD_KEY") -> SecretKey | None:
+    """The key of ``setting`` (or ``<setting>_FILE``): a pseudonym key, or the audit key."""
+    kind = AuditKey if setting == "NIRGUARD_AUDIT_KEY" else SecretKey
+    value, path = read(setting), read(f"{setting}_FILE")
     if value not in (None, "") and path not in (None, ""):
-        raise ConfigurationError("set NIRGUARD_KEY or NIRGUARD_KEY_FILE, not both")
-    if isinstance(value, SecretKey):
+        raise ConfigurationError(f"set {setting} or {setting}_FILE, not both")
+    if isinstance(value, SecretKey) and isinstance(value, AuditKey) == (kind is AuditKey):
         return value
     try:
         if value not in (None, ""):
             if not isinstance(value, str):
-                raise ConfigurationError("NIRGUARD_KEY must be a key's text form or a SecretKey")
-            return SecretKey.from_text(value.strip())
-        file = _text("NIRGUARD_KEY_FILE", path)
-        return SecretKey.from_file(file) if file else None
+                raise ConfigurationError(
+                    f"{setting} must be a key's text form or a {kind.__name__} (the pseudonym "
+                    "key and the audit key are separate)"
+                )
+            return kind.from_text(value.strip())
+        file = _text(f"{setting}_FILE", path)
+        return kind.from_file(file) if file else None
     except InvalidKey as exc:  # its message is fixed and never holds the key
-        setting = "NIRGUARD_KEY" if value not in (None, "") else "NIRGUARD_KEY_FILE"
-        raise ConfigurationError(f"{setting}: {exc}") from None
+        which = setting if value not in (None, "") else f"{setting}_FILE"
+        raise ConfigurationError(f"{which}: {exc}") from None
+
+
+def _audit_key(read: Callable[[str], Any], key: SecretKey | None) -> AuditKey | None:
+    audit_key = _key(read, "NIRGUARD_AUDIT_KEY")
+    if (
+        audit_key is not None
+        and key is not None
+        and hmac.compare_digest(material_of(audit_key), material_of(key))
+    ):
+        raise ConfigurationError(
+            "NIRGUARD_AUDIT_KEY holds the pseudonym key (NIRGUARD_KEY): the audit trail "
+            "needs a key of its own (nirguard audit keygen)"
+        )
+    return audit_key  # type: ignore[return-value]
 
 
 def _policy_fields(read: Callable[[str], Any]) -> dict[str, str]:
@@ -251,6 +275,7 @@ class GuardSettings:
     key: SecretKey | None = None
     policy: QuotaPolicy | Callable[[str], QuotaPolicy] = field(default_factory=QuotaPolicy)
     audit_log: Path | None = None
+    audit_key: AuditKey | None = None
     alert_log: Path | None = None
     break_glass_log: Path | None = None
     enforce: bool = True
@@ -273,13 +298,15 @@ class GuardSettings:
         """
         read = _reader(source)
         prefix = _text("NIRGUARD_KEY_PREFIX", read("NIRGUARD_KEY_PREFIX")) or "nirguard"
+        key = _key(read)
         return cls(
             storage=_storage("NIRGUARD_STORAGE", read("NIRGUARD_STORAGE")),
             storage_options=_options("NIRGUARD_STORAGE_OPTIONS", read("NIRGUARD_STORAGE_OPTIONS")),
             key_prefix=prefix,
-            key=_key(read),
+            key=key,
             policy=_policy(read),
             audit_log=_path("NIRGUARD_AUDIT_LOG", read("NIRGUARD_AUDIT_LOG")),
+            audit_key=_audit_key(read, key),
             alert_log=_path("NIRGUARD_ALERT_LOG", read("NIRGUARD_ALERT_LOG")),
             break_glass_log=_path("NIRGUARD_BREAK_GLASS_LOG", read("NIRGUARD_BREAK_GLASS_LOG")),
             enforce=_flag("NIRGUARD_ENFORCE", read("NIRGUARD_ENFORCE"), True),
@@ -327,6 +354,8 @@ class GuardSettings:
         ):
             if path is not None:
                 options[name] = path if name == "audit" else JsonLinesHook(path)
+        if self.audit_log is not None and self.audit_key is not None:
+            options["audit"] = SealedAuditLog(self.audit_log, self.audit_key)
         options.update(overrides)
         try:
             return LookupGuard(**options)

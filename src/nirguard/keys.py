@@ -33,12 +33,9 @@ import secrets
 import stat
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 from nirguard._encoding import b64url_decode, b64url_encode
+from nirguard._sealed import KeyMaterial, Sealed
 from nirguard.errors import InsecureKeyFileWarning, InvalidKey
 
 __all__ = ["KEY_TEXT_PREFIX", "MIN_KEY_BYTES", "KeyRing", "SecretKey"]
@@ -53,52 +50,7 @@ KEY_TEXT_PREFIX = "nirguard-key:v1:"
 _KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
-def _refuse_pickle(obj: object) -> NoReturn:
-    raise TypeError(f"{type(obj).__name__} objects cannot be pickled: they hold secret keys")
-
-
-def _check_purpose(purpose: object) -> bytes:
-    """The UTF-8 bytes of a purpose string, which must be a non-empty ``str``."""
-    if not isinstance(purpose, str) or not purpose:
-        raise InvalidKey("invalid purpose: expected a non-empty string", code="purpose_invalid")
-    try:
-        return purpose.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKey(
-            "invalid purpose: not encodable as UTF-8", code="purpose_invalid"
-        ) from None
-
-
-class _Sealed:
-    """Immutable holder of key material: no attribute changes, copies are the
-    object itself, and pickling (the way keys leak into caches, queues and
-    crash dumps) is refused. Subclasses set their slots with ``object.__setattr__``."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __copy__(self) -> Self:
-        return self
-
-    def __deepcopy__(self, memo: object) -> Self:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __reduce__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-    def __getstate__(self) -> NoReturn:
-        _refuse_pickle(self)
-
-
-class SecretKey(_Sealed):
+class SecretKey(KeyMaterial):
     """Secret key material with a public key id.
 
     Make new keys with :meth:`generate` (or ``nirguard keygen``) and read
@@ -118,10 +70,9 @@ class SecretKey(_Sealed):
             secret), or the key id is not a string of the allowed form.
     """
 
-    __slots__ = ("_key_id", "_material")
+    __slots__ = ("_key_id",)  # and KeyMaterial's _material
 
     _key_id: str
-    _material: bytes
 
     def __init__(self, material: bytes, key_id: str) -> None:
         if not isinstance(material, (bytes, bytearray)):
@@ -242,19 +193,6 @@ class SecretKey(_Sealed):
         """The text form, **including the secret material**: store it like a password."""
         return f"{KEY_TEXT_PREFIX}{self._key_id}:{b64url_encode(self._material)}"
 
-    def _derive(self, info: bytes, length: int) -> bytes:
-        """HKDF-SHA256 (RFC 5869) of the material, no salt, with ``info``.
-
-        Internal: the pseudonymiser and tokeniser derive their sub-keys here,
-        so the material itself never leaves this module.
-        """
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(
-            self._material
-        )
-
     # -- hygiene ----------------------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -272,7 +210,7 @@ class SecretKey(_Sealed):
         return hash((SecretKey, self._key_id))
 
 
-class KeyRing(_Sealed):
+class KeyRing(Sealed):
     """The current key, which makes new pseudonyms and tokens, and previous
     keys, which are still recognised (:meth:`Pseudonymiser.matches
     <nirguard.Pseudonymiser.matches>`, :meth:`Tokeniser.detokenise
@@ -372,46 +310,3 @@ class KeyRing(_Sealed):
 
     def __hash__(self) -> int:
         return hash((KeyRing, self.key_ids))
-
-
-class _PurposeBound(_Sealed):
-    """Base of the objects that derive sub-keys from a ring for one purpose.
-
-    Holds the ring, the purpose and the current key's output prefix; the
-    subclass derives its own sub-keys from :meth:`_bind`'s ``info``.
-    """
-
-    __slots__ = ("_prefix", "_purpose", "_ring")
-
-    _ring: KeyRing
-    _purpose: str
-    _prefix: str
-
-    def _bind(self, keys: SecretKey | KeyRing, purpose: str, info_prefix: bytes) -> bytes:
-        """Set the ring, purpose and prefix; return the HKDF ``info`` for the purpose.
-
-        Raises:
-            InvalidKey: ``keys`` is not a key or ring, or ``purpose`` is not a
-                non-empty string.
-        """
-        ring = KeyRing.of(keys)
-        info = info_prefix + _check_purpose(purpose)
-        object.__setattr__(self, "_ring", ring)
-        object.__setattr__(self, "_purpose", purpose)
-        object.__setattr__(self, "_prefix", ring.current.key_id + ":")
-        return info
-
-    @property
-    def purpose(self) -> str:
-        """The purpose string the sub-keys were derived for."""
-        return self._purpose
-
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """The ids of the keys in use, current first."""
-        return self._ring.key_ids
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(purpose={self._purpose!r}, key_ids={self._ring.key_ids!r})"
-
-    __str__ = __repr__

@@ -50,10 +50,16 @@ assurance-maladie-digital/nir-validation; summarised in ``NIR-RULES.md``.
 
 from __future__ import annotations
 
-import re
-from typing import Final
-
-from nirguard._encoding import ASCII_WS
+from nirguard import _nir_scan
+from nirguard._nir_rules import BODY as _BODY
+from nirguard._nir_rules import LOOSE_MATCH as _LOOSE_MATCH
+from nirguard._nir_rules import MASK_TAIL as _MASK_TAIL
+from nirguard._nir_rules import PROVISIONAL_SEX as _PROVISIONAL_SEX
+from nirguard._nir_rules import STRICT_MATCH as _STRICT_MATCH
+from nirguard._nir_rules import check_structure as _check_structure
+from nirguard._nir_rules import groups as _groups
+from nirguard._nir_rules import key_of as _key_of
+from nirguard._nir_rules import normalise as _normalise
 from nirguard.errors import InvalidNIR
 
 __all__ = [
@@ -67,118 +73,8 @@ __all__ = [
     "validate",
 ]
 
-# ASCII whitespace accepted (and stripped) at the ends only.
-
-# Shape only: 15 characters, digits except 2A/2B at positions 6-7 (any case).
-_SHAPE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{8}", re.ASCII)
-
-# The common case, strict structure in one pass (canonical spelling only):
-# sex, month, department + commune (or country) and order; the key is checked after.
-# Provisional numbers (sex 3, 4, 7, 8) carry no birth data to check (see the rules page).
-_STRICT: Final = re.compile(
-    r"(?:"
-    r"[12][0-9]{2}"  # sex of a regular number, year
-    r"(?:0[1-9]|1[0-2]|[2-9][0-9])"  # month
-    r"(?:"
-    r"(?:0[1-9]|[1-8][0-9]|9[0-6]|2[AB])(?!000)[0-9]{3}"  # department, commune
-    r"|9[78][0-9]{3}"  # overseas: 3-digit department, 2-digit commune
-    r"|99(?!000)[0-9]{3}"  # born abroad: country code
-    r")"
-    r"(?!000)[0-9]{3}"  # order
-    r"|[3478][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}"  # provisional: any digits
-    r")"
-    r"[0-9]{2}",  # key
-    re.ASCII,
-)
-_LOOSE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[AB])[0-9]{8}", re.ASCII)
-_STRICT_MATCH: Final = _STRICT.fullmatch
-_LOOSE_MATCH: Final = _LOOSE.fullmatch
-_BODY: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2[ABab])[0-9]{6}", re.ASCII)
-_ALLOWED_CHARS: Final = re.compile(r"[0-9ABab \.\-\u00a0\u202f]*", re.ASCII)
-
-_VALID_SEX: Final = frozenset("123478")
-_PROVISIONAL_SEX_DIGITS: Final = frozenset("3478")
-_PROVISIONAL_SEX: Final = frozenset((3, 4, 7, 8))
-
-# The fast path of _fast_canonicals: _STRICT restricted to all-digit strings.
-_STRICT_DIGITS_MATCH: Final = re.compile(
-    r"(?=[0-9]{15}\Z)(?:" + _STRICT.pattern + ")", re.ASCII
-).fullmatch
-# n = 100 * body + key is well keyed iff key = 97 - body % 97, i.e. iff
-# n % 9700 = 100 * r + 97 - r for the residue r = body % 97 in 0..96.
-_KEY_RESIDUES: Final = frozenset(99 * r + 97 for r in range(97))
-
-
-def _key_of(body: str) -> int:
-    """Key of a 13-character canonical body (digits, 2A/2B at 5:7)."""
-    if body[6] == "A":
-        number = int(body[:5] + "19" + body[7:])
-    elif body[6] == "B":
-        number = int(body[:5] + "18" + body[7:])
-    else:
-        number = int(body)
-    return 97 - number % 97
-
-
-def _compact(value: str) -> str:
-    """Strip ASCII whitespace at the ends and remove separators."""
-    return (
-        value.strip(ASCII_WS)
-        .replace(" ", "")
-        .replace(".", "")
-        .replace("-", "")
-        .replace("\u00a0", "")
-        .replace("\u202f", "")
-    )
-
-
-def _normalise(value: object) -> str:
-    """Return the 15-character canonical spelling of ``value`` or raise.
-
-    Checks characters and length only; no structure, no key.
-    """
-    if not isinstance(value, str):
-        raise InvalidNIR("type")
-    compact = _compact(value)
-    if _LOOSE.fullmatch(compact) is not None:
-        return compact
-    if not compact:
-        raise InvalidNIR("empty")
-    if _ALLOWED_CHARS.fullmatch(value.strip(ASCII_WS)) is None:
-        raise InvalidNIR("characters")
-    if len(compact) != 15:
-        # A letter in the wrong place is a character error whatever the length.
-        _check_letters(compact)
-        raise InvalidNIR("length")
-    if _SHAPE.fullmatch(compact) is None:
-        raise InvalidNIR("characters")
-    return compact[:6] + compact[6].upper() + compact[7:]
-
-
-def _check_letters(compact: str) -> None:
-    for index, char in enumerate(compact):
-        if char in "ABab" and not (index == 6 and compact[5] == "2"):
-            raise InvalidNIR("characters")
-
-
-def _check_structure(canonical: str) -> None:
-    """Raise the first structural error of a 15-character canonical string."""
-    if canonical[0] not in _VALID_SEX:
-        raise InvalidNIR("sex")
-    if canonical[0] in _PROVISIONAL_SEX_DIGITS:
-        return  # provisional numbers: the key alone is checked
-    month = int(canonical[3:5])
-    if month == 0 or 13 <= month <= 19:
-        raise InvalidNIR("month")
-    department = canonical[5:7]
-    if department == "00":
-        raise InvalidNIR("department")
-    if department in ("97", "98"):
-        pass  # 3-digit department 970-989 and a 2-digit commune: all accepted (disputed codes too)
-    elif canonical[7:10] == "000":
-        raise InvalidNIR("commune")
-    if canonical[10:13] == "000":
-        raise InvalidNIR("order")
+# The name the CSV commands still call; new code imports nirguard._nir_scan.contains_nir.
+_contains_nir = _nir_scan.contains_nir
 
 
 def validate(value: str, *, strict: bool = True) -> str:
@@ -226,92 +122,6 @@ def validate(value: str, *, strict: bool = True) -> str:
     return canonical
 
 
-def _fast_canonicals(values: list[str]) -> list[str | None]:
-    """Internal fast path for batches: each value itself where it is already a
-    canonical, all-digit, strictly valid NIR, else ``None``.
-
-    ``None`` means "not decided here" (a separator, a Corsican number, an
-    invalid one...): the caller passes those to :func:`validate`, so results
-    and errors are always ``validate``'s. One regex match (``_STRICT``, digits
-    only) and one modulo (``_KEY_RESIDUES``) per value, no function call: the
-    hot path of :meth:`Pseudonymiser.pseudonymise_many
-    <nirguard.Pseudonymiser.pseudonymise_many>` and of the CSV commands.
-    """
-    fast_match = _STRICT_DIGITS_MATCH
-    key_residues = _KEY_RESIDUES
-    return [
-        value
-        if type(value) is str
-        and fast_match(value) is not None
-        and int(value) % 9700 in key_residues
-        else None
-        for value in values
-    ]
-
-
-# Finding NIRs inside free text (_contains_nir): the characters a NIR can be spelt with.
-# NBSP (U+00A0) and U+202F are C2 A0 and E2 80 AF in UTF-8: those bytes join a run too.
-_RUN_BYTES: Final = bytes(
-    1 if chr(byte) in "0123456789ABab .-" or byte in b"\xc2\xa0\xe2\x80\xaf" else 0
-    for byte in range(256)
-)
-_LONG_RUN: Final = b"\x01" * 15
-_TEXT_RUN: Final = re.compile(r"[0-9][0-9ABab .\-\u00a0\u202f]{14,}", re.ASCII)
-_DIGITS: Final = frozenset("0123456789")
-
-
-def _contains_nir(text: str) -> bool:
-    """Internal: whether ``text`` holds a valid NIR, in any spelling :func:`validate`
-    accepts, as a substring bounded by non-digits.
-
-    A candidate starts with a digit not preceded by a digit, ends with a digit
-    not followed by one, and holds 15 characters once its separators are
-    removed; it counts when ``is_valid(candidate, strict=False)`` (the key
-    checks out; the structure is not looked at). So ``"NIR185057800608491"``
-    and ``"1 85 05 78 006 084 91 12"`` hold one, but a run of 16 or more
-    digits does not: a NIR is never written inside a longer number, and every
-    20-digit reference would otherwise hold six 15-digit windows, one in 97 of
-    them well keyed by chance.
-
-    The scan of the CSV commands' output (every field but the converted one):
-    a ``bytes.translate`` and a substring search over the whole text first, so
-    that text without a run of 15 NIR characters costs no regex and no Python
-    loop.
-
-    >>> _contains_nir("call 1 85 05 78 006 084 91, ref 1234")
-    True
-    >>> _contains_nir("ref 18505780060849112"), _contains_nir("185057800608490")
-    (False, False)
-    """
-    if _LONG_RUN not in text.encode("utf-8", "surrogatepass").translate(_RUN_BYTES):
-        return False
-    return any(_run_holds_nir(run.group()) for run in _TEXT_RUN.finditer(text))
-
-
-def _run_holds_nir(run: str) -> bool:
-    """Whether a run of NIR characters (digits, A/B, separators) holds a valid NIR
-    from the first digit of a digit group to the last digit of a group, 15
-    characters long once the separators are removed."""
-    starts: list[tuple[int, int]] = []  # (index, NIR characters before it)
-    ends: dict[int, int] = {}  # NIR characters up to the end of a group -> index after it
-    count = 0
-    last = len(run) - 1
-    for index, char in enumerate(run):
-        if char in _DIGITS:
-            if index == 0 or run[index - 1] not in _DIGITS:
-                starts.append((index, count))
-            count += 1
-            if index == last or run[index + 1] not in _DIGITS:
-                ends[count] = index + 1
-        elif char in "ABab":
-            count += 1
-    for start, before in starts:
-        end = ends.get(before + 15)
-        if end is not None and is_valid(run[start:end], strict=False):
-            return True
-    return False
-
-
 def is_valid(value: object, *, strict: bool = True) -> bool:
     """Tell whether ``value`` is a valid NIR; never raises, whatever it is given.
 
@@ -350,18 +160,6 @@ def compute_key(body: str) -> int:
     return _key_of(body.upper())
 
 
-def _groups(canonical: str) -> tuple[str, ...]:
-    overseas = canonical[5:7] in ("97", "98")
-    cuts = (1, 3, 5, 8, 10, 13) if overseas else (1, 3, 5, 7, 10, 13)
-    parts = []
-    start = 0
-    for cut in cuts:
-        parts.append(canonical[start:cut])
-        start = cut
-    parts.append(canonical[13:])
-    return tuple(parts)
-
-
 def format(value: str) -> str:
     """Return the display form of a NIR, e.g. ``1 85 05 78 006 084 91``.
 
@@ -375,9 +173,6 @@ def format(value: str) -> str:
     '2 82 04 974 11 123 80'
     """
     return " ".join(_groups(validate(value, strict=False)))
-
-
-_MASK_TAIL: Final = "** ** *** *** **"
 
 
 def mask(value: str) -> str:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from nirguard._durations import parse_duration
+from nirguard._policy_load import describe, env_fields, toml_fields
 from nirguard.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -35,15 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["QuotaPolicy", "parse_duration"]
 
-_UNITS: Final = {
-    "second": 1,
-    "minute": 60,
-    "hour": 3600,
-    "day": 86400,
-    "week": 7 * 86400,
-}
 _NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,40}", re.ASCII)
-_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*", re.ASCII)
 # Fields holding rates, in the order a lookup meets them.
 RATE_FIELDS: Final = (
     "lookups",
@@ -54,6 +46,7 @@ RATE_FIELDS: Final = (
     "misses",
     "portal",
     "break_glass",
+    "strikes",
 )
 # Fields holding durations.
 DURATION_FIELDS: Final = (
@@ -64,29 +57,6 @@ DURATION_FIELDS: Final = (
     "hot_cohort_baseline",
     "break_glass_access",
 )
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds in ``value``: a number of seconds, or ``"<n> <unit>"`` (second..week).
-
-    Raises:
-        ValueError: not a positive duration.
-
-    >>> parse_duration("1 hour"), parse_duration("90 seconds"), parse_duration("day")
-    (3600.0, 90.0, 86400.0)
-    """
-    if isinstance(value, bool):
-        raise ValueError("not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.fullmatch(value.lower())
-        if match is None or match.group(2) not in _UNITS:
-            raise ValueError("not a duration (e.g. '1 hour', '30 minutes', '2 days')")
-        seconds = float(match.group(1) or 1) * _UNITS[match.group(2)]
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("a duration must be positive")
-    return seconds
 
 
 def _check_rate(value: str | None) -> str | None:
@@ -160,16 +130,24 @@ class QuotaPolicy(BaseModel):
             new-patient breach locks out at once).
         break_glass_access: how long a break-glass grant opens that one
             patient to that one practitioner.
+        strikes: refusals of one practitioner that are not lockouts (a
+            ``lookups`` denial, a request for a reason, break-glass refused)
+            (lockout-class): every refusal also counts against ``lookups``,
+            and the refusal past this quota is a lockout instead. A client
+            that keeps asking after being refused is locked within a few
+            attempts; a clinician who states a reason is not.
         baseline: each account against its own normal (detection,
-            lockout-class; ``None``: off): a new patient is refused when a
-            CUSUM over days of (new patients - expected) / sd -
-            ``baseline_slack`` passes this many standard deviations. The
-            expected day blends the account's own history with
-            ``baseline_prior`` (mean, sd of new patients a day of its kind),
-            its own weighing ``days / (days + baseline_prior_days)``; a new
-            patient at hours the account does not work weighs
-            ``baseline_off_hours``; days start at ``baseline_utc_offset``
-            hours from UTC (docs/guard.md, "Each account against its own normal").
+            lockout-class; ``None``: off). A day's score is how far its new
+            patients born at places the account seldom serves (at hours it
+            does not work: weighing ``baseline_off_hours``) exceed their
+            expected number, in sd, counted when the day's volume of new
+            patients is also above its usual; a new patient is refused when a
+            CUSUM of scores minus ``baseline_slack`` passes this. Accounts
+            with little history are compared with ``baseline_prior`` (mean,
+            sd of new patients a day of their kind), which fades out over
+            ``baseline_prior_days`` days of their own; days start at
+            ``baseline_utc_offset`` hours from UTC (docs/guard.md, "Each
+            account against its own normal").
         baseline_slack, baseline_prior, baseline_prior_days,
             baseline_off_hours, baseline_utc_offset: see ``baseline``.
     """
@@ -198,9 +176,10 @@ class QuotaPolicy(BaseModel):
     miss_ratio_window: str | float = "1 day"
     break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
+    strikes: str | None = "3/hour;6/day"
     baseline: float | None = None
     baseline_slack: float = 1.0
-    baseline_prior: tuple[float, float] = (18.0, 10.0)
+    baseline_prior: tuple[float, float] = (25.0, 15.0)
     baseline_prior_days: float = 7.0
     baseline_off_hours: float = 3.0
     baseline_utc_offset: float = 1.0
@@ -209,7 +188,7 @@ class QuotaPolicy(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise PolicyError(_describe(exc)) from None
+            raise PolicyError(describe(exc)) from None
 
     @field_validator(*RATE_FIELDS, mode="before")
     @classmethod
@@ -375,25 +354,7 @@ class QuotaPolicy(BaseModel):
         Raises:
             PolicyError: not TOML, no such table, or an invalid policy.
         """
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError:
-                raise PolicyError(
-                    "invalid quota policy: reading TOML needs Python 3.11+ or the tomli package"
-                ) from None
-        text = Path(source).read_text("utf-8") if isinstance(source, os.PathLike) else source
-        try:
-            data: Any = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
-            raise PolicyError("invalid quota policy: not valid TOML") from None
-        for part in table.split(".") if table else ():
-            if not isinstance(data, dict) or part not in data:
-                raise PolicyError(f"invalid quota policy: no table {table!r}")
-            data = data[part]
-        return cls.from_dict(_offs(data))
+        return cls.from_dict(toml_fields(source, table))
 
     @classmethod
     def from_env(
@@ -411,69 +372,5 @@ class QuotaPolicy(BaseModel):
         >>> QuotaPolicy.from_env(environ={"NIRGUARD_POLICY_LOOKUPS": "5/minute"}).lookups
         '5/minute'
         """
-        env = os.environ if environ is None else environ
-        data: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
-            raw = env.get(prefix + name.upper())
-            if raw is None:
-                continue
-            raw = raw.strip()
-            if name == "lockout_escalation":
-                data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
-            elif raw.lower() in ("off", "none") and field.default is not None:
-                data[name] = None
-            elif name == "baseline_prior":
-                data[name] = tuple(_number(name, part.strip()) for part in raw.split(","))
-            elif name in ("miss_ratio", "hot_cohort", "baseline"):
-                data[name] = None if raw.lower() in ("off", "none") else _number(name, raw)
-            elif name in _NUMBERS:
-                data[name] = _number(name, raw)
-            else:
-                data[name] = _off(raw)
-        return cls(**data)
-
-
-_NUMBERS: Final = (
-    "miss_ratio_min_lookups",
-    "hot_cohort_min",
-    "portal_cohort_share",
-    "baseline_slack",
-    "baseline_prior_days",
-    "baseline_off_hours",
-    "baseline_utc_offset",
-)
-
-
-def _off(value: str) -> str | None:
-    return None if value.lower() in ("off", "none") else value
-
-
-def _offs(data: Any) -> Any:
-    if not isinstance(data, dict):
-        return data
-    out = {
-        k: (None if isinstance(v, str) and v.lower() in ("off", "none") else v)
-        for k, v in data.items()
-    }
-    steps = out.get("lockout_escalation")
-    if isinstance(steps, list):
-        out["lockout_escalation"] = tuple(
-            None if isinstance(s, str) and s.lower() in ("off", "none") else s for s in steps
-        )
-    return out
-
-
-def _number(name: str, raw: str) -> float:
-    try:
-        return float(raw) if "." in raw else int(raw)
-    except ValueError:
-        raise PolicyError(f"invalid quota policy: {name}: not a number") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "policy"
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "invalid quota policy: " + "; ".join(parts)
+        defaults = {name: field.default for name, field in cls.model_fields.items()}
+        return cls(**env_fields(defaults, prefix, environ))

@@ -35,8 +35,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from nirguard import nir
+from nirguard._nir_rules import fast_canonicals
+from nirguard._purpose import PurposeBound, check_purpose
 from nirguard.errors import InvalidNIR
-from nirguard.keys import KeyRing, SecretKey, _check_purpose, _PurposeBound
+from nirguard.keys import KeyRing, SecretKey
 
 __all__ = ["PSEUDONYM_INFO_PREFIX", "Pseudonymiser"]
 
@@ -46,7 +48,7 @@ _SUBKEY_BYTES = 32
 _DIGEST_BYTES = 16
 
 
-class Pseudonymiser(_PurposeBound):
+class Pseudonymiser(PurposeBound):
     """Make and check keyed pseudonyms of NIRs for one purpose.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -69,10 +71,9 @@ class Pseudonymiser(_PurposeBound):
     _hmacs: dict[str, crypto_hmac.HMAC]
 
     def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
-        info = self._bind(keys, purpose, PSEUDONYM_INFO_PREFIX)
+        subkeys = self._bind(keys, purpose, PSEUDONYM_INFO_PREFIX, _SUBKEY_BYTES)
         hmacs = {
-            key.key_id: crypto_hmac.HMAC(key._derive(info, _SUBKEY_BYTES), hashes.SHA256())
-            for key in self._ring
+            key_id: crypto_hmac.HMAC(subkey, hashes.SHA256()) for key_id, subkey in subkeys.items()
         }
         object.__setattr__(self, "_hmacs", hmacs)
 
@@ -155,8 +156,32 @@ class Pseudonymiser(_PurposeBound):
         Raises:
             InvalidKey: ``purpose_suffix`` is not a non-empty string.
         """
-        _check_purpose(purpose_suffix)
+        check_purpose(purpose_suffix)
         return Pseudonymiser(self._ring, purpose=f"{self._purpose}/{purpose_suffix}")
+
+    def _pseudonymise_canonicals(
+        self, canonicals: list[str | None], complete: bool
+    ) -> list[str | None]:
+        """Pass 2 of :func:`pseudonymise_batch`: one copy of the pre-keyed HMAC per
+        canonical string, ``None`` kept where there is none (``complete``: none is)."""
+        copy = self._hmacs[self._ring.current.key_id].copy
+        prefix = self._prefix
+        out: list[str | None] = []
+        append = out.append
+        if complete:
+            for canonical in canonicals:
+                mac = copy()
+                mac.update(canonical.encode())  # type: ignore[union-attr]
+                append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
+        else:
+            for canonical in canonicals:
+                if canonical is None:
+                    append(None)
+                    continue
+                mac = copy()
+                mac.update(canonical.encode())
+                append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
+        return out
 
 
 def pseudonymise_batch(pseudonymiser: Pseudonymiser, values: list[str]) -> list[str | None]:
@@ -168,12 +193,12 @@ def pseudonymise_batch(pseudonymiser: Pseudonymiser, values: list[str]) -> list[
     one: the regex engine and the HMAC code do not evict each other from the
     CPU caches):
 
-    1. ``nir._fast_canonicals`` (validate's strict regex on all-digit input,
-       then the key); what it leaves undecided goes through
+    1. ``nirguard._nir_rules.fast_canonicals`` (validate's strict regex on
+       all-digit input, then the key); what it leaves undecided goes through
        :func:`nirguard.nir.validate` itself;
     2. one copy of the pre-keyed HMAC per item.
     """
-    canonicals = nir._fast_canonicals(values)
+    canonicals = fast_canonicals(values)
     complete = True
     if None in canonicals:
         validate = nir.validate
@@ -183,21 +208,4 @@ def pseudonymise_batch(pseudonymiser: Pseudonymiser, values: list[str]) -> list[
                     canonicals[index] = validate(values[index])
                 except InvalidNIR:
                     complete = False
-    copy = pseudonymiser._hmacs[pseudonymiser._ring.current.key_id].copy
-    prefix = pseudonymiser._prefix
-    out: list[str | None] = []
-    append = out.append
-    if complete:
-        for canonical in canonicals:
-            mac = copy()
-            mac.update(canonical.encode())  # type: ignore[union-attr]
-            append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
-    else:
-        for canonical in canonicals:
-            if canonical is None:
-                append(None)
-                continue
-            mac = copy()
-            mac.update(canonical.encode())
-            append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
-    return out
+    return pseudonymiser._pseudonymise_canonicals(canonicals, complete)

@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from nirguard import nir
 from nirguard._encoding import b64url_decode, b64url_encode
+from nirguard._purpose import PurposeBound
 from nirguard.errors import InvalidNIR, InvalidToken
-from nirguard.keys import KeyRing, SecretKey, _PurposeBound
+from nirguard.keys import KeyRing, SecretKey
 
 __all__ = ["TOKEN_INFO_PREFIX", "Tokeniser"]
 
@@ -43,7 +44,7 @@ _SUBKEY_BYTES = 64
 _MAX_TOKEN_BODY = 64
 
 
-class Tokeniser(_PurposeBound):
+class Tokeniser(PurposeBound):
     """Turn NIRs into reversible tokens for one purpose, and back.
 
     Sub-keys are derived once here, for every key of the ring.
@@ -66,8 +67,8 @@ class Tokeniser(_PurposeBound):
     _sivs: dict[str, AESSIV]
 
     def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
-        info = self._bind(keys, purpose, TOKEN_INFO_PREFIX)
-        sivs = {key.key_id: AESSIV(key._derive(info, _SUBKEY_BYTES)) for key in self._ring}
+        subkeys = self._bind(keys, purpose, TOKEN_INFO_PREFIX, _SUBKEY_BYTES)
+        sivs = {key_id: AESSIV(subkey) for key_id, subkey in subkeys.items()}
         object.__setattr__(self, "_current", sivs[self._ring.current.key_id])
         object.__setattr__(self, "_sivs", sivs)
 

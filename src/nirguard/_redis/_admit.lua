@@ -9,8 +9,9 @@
 -- on older servers the same body runs through EVALSHA (nirguard/_redis.py adds
 -- the one line that differs).
 --
--- Loaded after _records.lua (the records' formats and the portal-wide steps) and
--- _policy.lua (a policy compiled), as one library.
+-- Loaded after _records.lua (the records' formats and the portal-wide steps),
+-- _policy.lua (a policy compiled) and _account.lua (fixed windows and the account
+-- step), as one library.
 --
 -- KEYS (a call's keys are all in one slot: on a Cluster the client makes one call
 -- per slot a lookup needs, and fills the unused places with a key of that slot)
@@ -41,55 +42,6 @@
 --
 -- Reply: a flat array of strings, see nirguard/_redis/codec.py: decision.
 
--- fixed windows --------------------------------------------------------------------------
-local function used(record, w, now)
-  local ends = record[w.ends]
-  if ends and ends > now then return record[w.field] or 0 end
-  return 0
-end
-
--- the first window that one more hit would overflow, and its count after the hit
-local function overflow(record, group, now)
-  for i = 1, #group do
-    local w = group[i]
-    local count = used(record, w, now) + 1
-    if count > w.amount then return w, count end
-  end
-  return nil
-end
-
-local function hit(record, group, changes, now)
-  for i = 1, #group do
-    local w = group[i]
-    local ends = record[w.ends]
-    if ends and ends > now then
-      changes[w.field] = (record[w.field] or 0) + 1
-    else
-      changes[w.field] = 1
-      changes[w.ends] = now + w.seconds
-    end
-  end
-end
-
-local function left(record, group, now)
-  local least = nil
-  for i = 1, #group do
-    local w = group[i]
-    local rest = w.amount - used(record, w, now)
-    if least == nil or rest < least then least = rest end
-  end
-  return least
-end
-
-local function bump(record, changes, name, seconds, now)
-  if (record[name .. ":e"] or 0) > now then
-    changes[name] = (record[name] or 0) + 1
-  else
-    changes[name] = 1
-    changes[name .. ":e"] = now + seconds
-  end
-end
-
 -- the portal quota ------------------------------------------------------------------------
 local function quota_step(P, K, now)
   local record = load(K, 4, P.portal_layout)
@@ -101,190 +53,30 @@ local function quota_step(P, K, now)
   return nil
 end
 
--- the account: lockout, budgets, new patients, break-glass --------------------------------
-local function save_account(P, K, record, changes, now)
-  local at = now + P.keep
-  local until_ = changes.lockout or record.lockout
-  if until_ and until_ + 60 > at then at = until_ + 60 end
-  save(K[1], record, changes, at, now, P.account)
-end
-
-local function level_of(record, now)
-  local ends = record["lockout_level:e"]
-  if ends and ends > now then return record.lockout_level or 0 end
-  return 0
-end
-
-local function lock(P, K, record, changes, quota, count, limit, x, now)
-  local level = level_of(record, now)
-  local step = P.lockout[math.min(level + 1, #P.lockout)]
-  local seconds = nil
-  if step >= 0 then seconds = step end
-  changes.lockout = now + (seconds or INDEFINITE)
-  changes.lockout_level = level + 1
-  changes["lockout_level:e"] = now + P.lockout_memory
-  changes["pending:e"] = 0
-  save_account(P, K, record, changes, now)
-  local outcome = "denied"
-  if quota == "cohort" or quota == "portal_cohort" or quota == "miss_ratio"
-    or quota == "baseline" then
-    outcome = "suspected"
-  end
-  x.count, x.limit = count, limit
-  return reply(outcome, quota, seconds, true, level + 1, x)
-end
-
-local function locked(record, now)
-  local until_ = record.lockout
-  if until_ and until_ > now then
-    local retry = until_ - now
-    if retry > INDEFINITE / 2 then retry = nil end
-    return reply("locked", "locked", retry, false, level_of(record, now), NOTHING)
-  end
-  return nil
-end
-
-local function account_step(P, K, flags, patient_id, x, seen, now)
-  local record = load(K, 1, P.account)
-  local changes = {}
-  local refused = locked(record, now)
-  if refused then return refused end
-  for i = 1, #P.misses do
-    local w = P.misses[i]
-    local count = used(record, w, now)
-    if count >= w.amount then return lock(P, K, record, changes, "misses", count, w.amount, x, now) end
-  end
-  if P.ratio then
-    local n, m = 0, 0
-    if (record["miss_ratio:n:e"] or 0) > now then n = record["miss_ratio:n"] or 0 end
-    if (record["miss_ratio:m:e"] or 0) > now then m = record["miss_ratio:m"] or 0 end
-    if n >= P.ratio_min and m / n > P.ratio then
-      return lock(P, K, record, changes, "miss_ratio", m, n, x, now)
-    end
-  end
-  local w = overflow(record, P.lookups, now)
-  if w then
-    return reply("denied", "lookups", record[w.ends] - now, false, level_of(record, now), x)
-  end
-  local r, granted, new = seen.r, seen.granted, seen.new
-  local slot = 0
-  if P.baseline then -- the baseline's day rolls (_baseline.lua)
-    local day
-    day, slot = bl_clock(P, now)
-    for name, value in pairs(bl_roll(record, P, day)) do changes[name] = value end
-  end
-  local walked = {}
-  local breach, count, limit = nil, nil, nil
-  if new then
-    local over, c = overflow(record, P.distinct, now)
-    if over then breach, count, limit = "distinct_patients", c, over.amount end
-    if not breach and flags.cohort and #P.cohort > 0 then
-      walked = walk_of(r, flags.cfp, P.cohort, now)
-      over, c = overflow(walked, P.cohort, now)
-      if over then breach, count, limit = "cohort", c, over.amount end
-    end
-    if not breach and x.hot then
-      for i = 1, #P.portal_cohort do
-        local pw = P.portal_cohort[i]
-        local hot_new = used(record, pw, now) + 1
-        local all_new = used(record, P.new[i], now) + 1
-        if hot_new > pw.amount and hot_new >= P.share * all_new then
-          breach, count, limit = "portal_cohort", hot_new, pw.amount
-          break
-        end
-      end
-      if not breach and P.hot_reason then breach = "hot_cohort" end
-    end
-    if not breach and P.baseline then
-      local b = bl_breach(bl_merged(record, changes), P, slot, flags.place)
-      if b then
-        breach, count, limit = "baseline", b.n, b.u
-        changes["blx"] = 1 -- the day breached: it rolls in at the CUSUM's cap
-        x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
-      end
-    end
-  end
-  if breach then
-    if #P.break_glass == 0 then
-      return lock(P, K, record, changes, breach, count, limit, x, now)
-    end
-    if flags.reason then
-      if overflow(record, P.break_glass, now) then
-        if breach == "hot_cohort" then
-          return reply("denied", "break_glass", nil, false, level_of(record, now), x)
-        end
-        return lock(P, K, record, changes, breach, count, limit, x, now)
-      end
-      x.bg_left = left(record, P.break_glass, now) - 1
-      hit(record, P.lookups, changes, now)
-      hit(record, P.break_glass, changes, now)
-      changes["pending:e"] = 0 -- the question was answered
-      if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
-      save_account(P, K, record, changes, now)
-      r.grants = add(r.grants, patient_id, now + P.access, now)
-      save_recent(K[2], r, now + P.access, now)
-      x.count, x.limit = count, limit
-      return reply("break_glass", breach, nil, false, level_of(record, now), x)
-    end
-    if breach ~= "hot_cohort" then
-      local pending = record.pending
-      if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id then
-        return lock(P, K, record, changes, breach, count, limit, x, now)
-      end
-      changes.pending = patient_id
-      changes["pending:e"] = now + P.lockout[1]
-      save_account(P, K, record, changes, now)
-    end
-    x.count, x.limit = count, limit
-    return reply("reason_required", breach, nil, false, level_of(record, now), x)
-  end
-  hit(record, P.lookups, changes, now)
-  if P.ratio then bump(record, changes, "miss_ratio:n", P.ratio_window, now) end
-  if P.baseline then bl_count(bl_merged(record, changes), changes, new, slot, flags.place) end
-  if new then
-    hit(record, P.distinct, changes, now)
-    hit(record, P.new, changes, now)
-    if x.hot then hit(record, P.portal_cohort, changes, now) end
-    local last = now + P.seen
-    if flags.cohort and #P.cohort > 0 then
-      local wchanges = {}
-      hit(walked, P.cohort, wchanges, now)
-      last = math.max(last, save_walk(r, flags.cfp, walked, wchanges, P.cohort, now))
-    end
-    r.seen = add(r.seen, patient_id, now + P.seen, now)
-    save_recent(K[2], r, last, now)
-  end
-  save_account(P, K, record, changes, now)
-  local quota = nil
-  if granted then quota = "break_glass" end
-  return reply("allowed", quota, nil, false, level_of(record, now), x)
-end
-
 -- the other calls ------------------------------------------------------------------------
 local function invalid_step(P, K, now)
-  local record = load(K, 1, P.account)
-  local refused = locked(record, now)
+  local A = account_of(P, K, {}, now, false)
+  local refused = locked(A)
   if refused then return refused end
-  local changes = {}
-  local w, count = overflow(record, P.invalid, now)
-  if w then return lock(P, K, record, changes, "invalid_nirs", count, w.amount, {}, now) end
-  hit(record, P.invalid, changes, now)
-  save_account(P, K, record, changes, now)
-  return reply("invalid", "invalid_nirs", nil, false, level_of(record, now), NOTHING)
+  local w, count = overflow(A.record, P.invalid, now)
+  if w then return lock(A, "invalid_nirs", count, w.amount) end
+  hit(A.record, P.invalid, A.changes, now)
+  save_account(A)
+  return reply("invalid", "invalid_nirs", nil, false, level_of(A.record, now), incident_of(A, {}))
 end
 
 local function miss_step(P, K, now)
-  local record = load(K, 1, P.account)
-  local changes = {}
-  hit(record, P.misses, changes, now)
-  if P.ratio then bump(record, changes, "miss_ratio:m", P.ratio_window, now) end
-  save_account(P, K, record, changes, now)
+  local A = account_of(P, K, {}, now, true)
+  hit(A.record, P.misses, A.changes, now)
+  if P.ratio then bump(A.record, A.changes, "miss_ratio:m", P.ratio_window, now) end
+  save_account(A)
   return {"miss"}
 end
 
-local STATUS = {"lookups", "distinct", "invalid", "misses", "portal_cohort", "break_glass"}
+local STATUS = {"lookups", "distinct", "invalid", "misses", "portal_cohort", "break_glass",
+  "strikes"}
 local STATUS_NAMES = {"lookups", "distinct_patients", "invalid_nirs", "misses",
-  "portal_cohort", "break_glass"}
+  "portal_cohort", "break_glass", "strikes"}
 
 local function status_step(P, K, portal_keys, now)
   local record = load(K, 1, P.account)
@@ -309,7 +101,7 @@ end
 
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
-  pending = true, miss_ratio = true, blc = true}
+  pending = true, miss_ratio = true, strikes = true, incident = true, blc = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])

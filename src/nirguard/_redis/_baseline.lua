@@ -136,6 +136,24 @@ local function bl_counted(profile, size, at)
   return string.char(unpack(bytes))
 end
 
+-- roll the account's day into `changes` when one started; the hours slot of `now`
+local function bl_open_day(record, changes, P, now)
+  if not P.baseline then return 0 end
+  local day, slot = bl_clock(P, now)
+  for name, value in pairs(bl_roll(record, P, day)) do changes[name] = value end
+  return slot
+end
+
+-- the account step's check of a new patient: "baseline", new patients today, of them
+-- from unusual places (the rest of the evidence into x), or nil; a breach marks the day
+local function bl_check(record, changes, P, slot, place, x)
+  local b = bl_breach(bl_merged(record, changes), P, slot, place)
+  if not b then return nil end
+  changes.blx = 1
+  x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
+  return "baseline", b.n, b.u
+end
+
 -- count a lookup let through into today and the profiles
 local function bl_count(s, changes, new, slot, place)
   if new then

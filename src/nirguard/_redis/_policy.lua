@@ -10,7 +10,8 @@ local policy_count = 0
 
 -- short codes of the quotas, for the layout a record carries
 local CODES = {lookups = "l", distinct_patients = "d", invalid_nirs = "i", misses = "m",
-  cohort = "c", portal_cohort = "p", new_patients = "n", break_glass = "b", portal = "q"}
+  cohort = "c", portal_cohort = "p", new_patients = "n", break_glass = "b", portal = "q",
+  strikes = "s"}
 
 local function windows(spec, name, list)
   for amount, seconds in string.gmatch(spec, "(%d+)/(%d+)") do
@@ -25,8 +26,8 @@ end
 
 local ACCOUNT_FIXED = {
   {"lockout", "L"}, {"lockout_level", "V"}, {"lockout_level:e", "Ve"}, {"pending", "P"},
-  {"pending:e", "Pe"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
-  {"miss_ratio:m", "Rm"}, {"miss_ratio:m:e", "Rme"},
+  {"pending:e", "Pe"}, {"pending:q", "Pq"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
+  {"miss_ratio:m", "Rm"}, {"miss_ratio:m:e", "Rme"}, {"incident", "I"}, {"incident:e", "Ie"},
 }
 local function longest(group)
   local most = 0
@@ -36,8 +37,8 @@ end
 
 -- "lookups|distinct|invalid|misses|cohort|portal_cohort|portal|break_glass|seen|
 --  lockout steps|lockout_memory|ratio|ratio_min|ratio_window|share|hot|hot_min|
---  hot_window|hot_baseline|hot_action|access|keep|baseline|slack|prior mean|prior sd|
---  prior days|off-hours weight|offset"
+--  hot_window|hot_baseline|hot_action|access|keep|strikes|baseline|slack|prior mean|
+--  prior sd|prior days|off-hours weight|offset"
 local function compile(text)
   local parts = {}
   for part in string.gmatch(text .. "|", "([^|]*)|") do parts[#parts + 1] = part end
@@ -65,13 +66,14 @@ local function compile(text)
     hot_reason = parts[20] == "reason",
     access = tonumber(parts[21]),
     keep = tonumber(parts[22]),
-    baseline = tonumber(parts[23]),
-    bl_slack = tonumber(parts[24]),
-    bl_mean = tonumber(parts[25]),
-    bl_sd = tonumber(parts[26]),
-    bl_days = tonumber(parts[27]),
-    bl_off = tonumber(parts[28]),
-    bl_offset = tonumber(parts[29]),
+    strikes = windows(parts[23] or "", "strikes", {}),
+    baseline = tonumber(parts[24]),
+    bl_slack = tonumber(parts[25]),
+    bl_mean = tonumber(parts[26]),
+    bl_sd = tonumber(parts[27]),
+    bl_days = tonumber(parts[28]),
+    bl_off = tonumber(parts[29]),
+    bl_offset = tonumber(parts[30]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
   local fixed = ACCOUNT_FIXED
@@ -81,7 +83,8 @@ local function compile(text)
     for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
   end
   P.account = layout(fixed,
-    {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass})
+    {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,
+     P.strikes})
   P.portal_layout = layout({}, {P.portal})
   P.portal_keep = longest(P.portal) + 60
   return P

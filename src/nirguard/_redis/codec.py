@@ -48,10 +48,10 @@ def decision(reply: Reply) -> Decision:
     """The script's reply: two strings, then integers (-1 for "none"; times in ms)."""
     items = _items(reply)
     outcome, quota = _text(items[0]), _text(items[1])
-    retry, started, level, hot, alert, heat, expected, left, count, limit = (
-        int(_text(v)) for v in items[2:12]
+    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
+        int(_text(v)) for v in items[2:14]
     )
-    usual, history, off = (int(_text(v)) for v in items[12:15]) if len(items) > 12 else (0, -1, 0)
+    usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -65,6 +65,8 @@ def decision(reply: Reply) -> Decision:
         break_glass_left=left if left >= 0 else None,
         count=count if count >= 0 else None,
         limit=limit if limit >= 0 else None,
+        incident=incident / 1000 if incident >= 0 else None,
+        alert=opens == 1,
         usual=usual / 1000,
         history=history if history >= 0 else None,
         off_hours=off,
@@ -78,6 +80,7 @@ _STATUS_QUOTAS = (
     "misses",
     "portal_cohort",
     "break_glass",
+    "strikes",
     "portal",
 )
 

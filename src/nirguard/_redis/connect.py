@@ -11,6 +11,8 @@ at the first connection, never an outage (:mod:`nirguard._redis.outage`).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -40,6 +42,10 @@ _SCHEMES: Final = {
 _REPLACED: Final = ("timeout", "retry", "retry_on_timeout")
 #: Accepted for compatibility, and not needed: every call checks its connection.
 _IGNORED: Final = ("health_check_interval",)
+#: The largest number an option takes (a timeout of a day is no deadline at all).
+_HIGH: Final = 86_400.0
+#: What Redis accepts in a client name (CLIENT SETNAME): printable ASCII, no space.
+_CLIENT_NAME: Final = re.compile("[!-~]{1,256}")
 _CERT_REQS: Final = {
     "required": ssl.CERT_REQUIRED,
     "optional": ssl.CERT_OPTIONAL,
@@ -117,13 +123,19 @@ def _bool(name: str, value: object) -> bool:
     raise _fail(f"storage option {name!r} must be true or false")
 
 
-def _number(name: str, value: object, kind: type[int] | type[float], low: float) -> float:
+def _number(
+    name: str, value: object, kind: type[int] | type[float], low: float, high: float = _HIGH
+) -> float:
+    """``value`` as a ``kind`` within ``[low, high]``: NaN, infinities and text are refused here,
+    when the guard is made (NaN passed every comparison and failed each call as an outage, so
+    ``fail_open`` let every lookup through; an infinite timeout raised ``OverflowError``)."""
     try:
         number = kind(value)  # type: ignore[call-overload,arg-type]
-    except (TypeError, ValueError):
-        number = low - 1
-    if isinstance(value, bool) or number < low:
-        raise _fail(f"storage option {name!r} must be a number of at least {low}")
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not low <= number <= high:
+        shown = [str(int(x)) if float(x).is_integer() else repr(x) for x in (low, high)]
+        raise _fail(f"storage option {name!r} must be a number from {shown[0]} to {shown[1]}")
     return number
 
 
@@ -166,7 +178,7 @@ def _hosts(netloc: str, scheme: str) -> list[tuple[str, int]]:
         if not host or (host.startswith("[") != host.endswith("]")):
             host, port = part, ""
         host = host.strip("[]")
-        if not host or (port and not port.isdigit()):
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
             raise _fail(f"a {scheme}:// address is malformed")
         out.append((host, int(port) if port else 6379))
     if not out:
@@ -180,8 +192,11 @@ def _endpoint(opts: dict[str, object], **base: object) -> Endpoint:
         value = opts.pop(name, None)
         if value is not None:
             kwargs[name] = str(value)
+    client_name = kwargs.get("client_name")
+    if client_name is not None and not _CLIENT_NAME.fullmatch(str(client_name)):
+        raise _fail("storage option 'client_name' must be printable ASCII without spaces")
     if "db" in opts:
-        kwargs["db"] = int(_number("db", opts.pop("db"), int, 0))
+        kwargs["db"] = int(_number("db", opts.pop("db"), int, 0, 2**31 - 1))
     if "socket_connect_timeout" in opts:
         value = opts.pop("socket_connect_timeout")
         kwargs["connect_timeout"] = _number("socket_connect_timeout", value, float, 0.001)
@@ -240,7 +255,9 @@ def parse(uri: str, options: Mapping[str, object] | None = None) -> Target:
         opts.setdefault("username", unquote(user) or None)
         opts.setdefault("password", unquote(password) or None)
     context = _tls_of(scheme, opts)
-    max_connections = int(_number("max_connections", opts.pop("max_connections", 64), int, 1))
+    max_connections = int(
+        _number("max_connections", opts.pop("max_connections", 64), int, 1, 65_536)
+    )
     timeout = opts.pop("socket_timeout", None)
     if timeout is not None:
         timeout = _number("socket_timeout", timeout, float, 0.001)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nirguard.audit_sql._rows import DAY, mask_nirs
+from nirguard.audit_sql._rows import DAY, mask_nirs, stored_case_id
 from nirguard.audit_sql._sql import open_engine
 from nirguard.audit_sql._writer import Sealer, Writer
 from nirguard.errors import ConfigurationError
@@ -202,11 +202,13 @@ class SqlAuditStore:
                 happen unrecorded: the console refuses it then).
         """
         now = self._clock() if when is None else when
+        # a case's id is the guard's digest, kept whole; any other target is masked
+        stored = stored_case_id(target) if action == "case" else mask_nirs(target)
         row = {
             "time": now,
             "officer": mask_nirs(officer)[:256],  # type: ignore[index]
             "action": action[:32],
-            "target": None if target is None else mask_nirs(target)[:256],  # type: ignore[index]
+            "target": None if stored is None else stored[:256],
             "reason": None if reason is None else mask_nirs(reason)[:2000],  # type: ignore[index]
             "writer": self._writer_id,
         }

@@ -64,6 +64,12 @@ class Reader:
             stmt = stmt.where(c.c.state == state)
         return self._all(stmt.order_by(c.c.last_alert.desc()).limit(limit).offset(offset))
 
+    def cases_of(self, practitioner: str, limit: int = 20) -> list[dict[str, Any]]:
+        """One account's cases, whatever their state, the latest alert first."""
+        c = self._t.cases
+        stmt = select(c).where(c.c.practitioner == practitioner)
+        return self._all(stmt.order_by(c.c.last_alert.desc()).limit(limit))
+
     def case_counts(self) -> dict[str, int]:
         """Cases per state."""
         c = self._t.cases
@@ -135,18 +141,35 @@ class Reader:
     # -- locked accounts ------------------------------------------------------------------------
 
     def lockouts_since(self, since: float, limit: int) -> list[dict[str, Any]]:
-        """Accounts with a lockout alert since ``since``: the latest per account first."""
-        a = self._t.alerts
+        """Accounts whose lockout started since ``since``, the latest first: ``practitioner``,
+        ``time`` of its latest lockout, ``case_id`` of its latest alert (``None`` if none).
+
+        A lockout is read from the trail (an event ``lockout``) and from the alerts (an alert
+        that started one): a guard whose incidents span several lockouts raises one alert per
+        incident, so the alerts alone miss the later lockouts of an incident. Case ids are
+        digests: their order means nothing, the latest alert's is taken.
+        """
+        e, a = self._t.events, self._t.alerts
+        started = union_all(
+            select(e.c.practitioner, e.c.time).where(e.c.outcome == "lockout", e.c.time >= since),
+            select(a.c.practitioner, a.c.time).where(a.c.lockout.is_(True), a.c.time >= since),
+        ).subquery("started")
+        latest = a.alias("latest")
+        case = (
+            select(latest.c.case_id)
+            .where(latest.c.practitioner == started.c.practitioner)
+            .order_by(latest.c.time.desc(), latest.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         stmt = (
             select(
-                a.c.practitioner,
-                func.max(a.c.time).label("time"),
-                func.max(a.c.case_id).label("case_id"),
-                func.count().label("alerts"),
+                started.c.practitioner,
+                func.max(started.c.time).label("time"),
+                case.label("case_id"),
             )
-            .where(a.c.lockout.is_(True), a.c.time >= since)
-            .group_by(a.c.practitioner)
-            .order_by(func.max(a.c.time).desc())
+            .group_by(started.c.practitioner)
+            .order_by(func.max(started.c.time).desc())
             .limit(limit)
         )
         return self._all(stmt)

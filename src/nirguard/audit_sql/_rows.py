@@ -2,7 +2,8 @@
 
 Every string that reaches a table has its NIR-shaped runs masked (:func:`mask_nirs`):
 a practitioner id, a note or a break-glass free text that holds a NIR is stored with
-``[NIR]`` in its place. Pseudonyms (``<key id>:<hex>``) are stored as they come.
+``[NIR]`` in its place. Pseudonyms (``<key id>:<hex>``) and the guard's case ids
+(``case-<16 hex>``) are stored as they come.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Batch", "DAY", "mask_nirs"]
+__all__ = ["Batch", "DAY", "mask_nirs", "stored_case_id"]
 
 DAY = 86400.0
 
@@ -73,6 +74,19 @@ def _text(value: object, limit: int) -> str | None:
     return None if masked is None else masked[:limit]
 
 
+#: The guard's case ids (:func:`nirguard.alerts.case_id`; hex digits from earlier guards): a
+#: digest, stored as it comes.
+_CASE_ID = re.compile("case-[0-9a-p]{16}")
+
+
+def stored_case_id(value: object) -> str | None:
+    """A case id: the guard's own kept whole (1 in ~200 hex ids holds 13 digits in a row, which
+    masking would turn into ``case-[NIR]``, merging unrelated cases); anything else masked."""
+    if type(value) is str and _CASE_ID.fullmatch(value):
+        return value
+    return _text(value, 96)
+
+
 def legacy_case_id(practitioner: str, time: float) -> str:
     """A case id for an alert without one (before alerts carried ``case``): one per account
     per day, so that a day's alerts of one account make one case."""
@@ -110,7 +124,7 @@ class Batch:
             "reason": _text(event.reason, 16),
             "signals": ",".join(event.signals)[:256] or None,
             "evidence": _evidence(event.evidence),
-            "case_id": _text(extra.get("case"), 96),
+            "case_id": stored_case_id(extra.get("case")),
             "actor": _text(extra.get("actor"), 256),
             "note": _text(extra.get("note"), 2000),
             "writer": writer,
@@ -130,7 +144,7 @@ class Batch:
     def add_alert(self, alert: Any) -> None:
         time = _seconds(alert.time)
         practitioner = _text(alert.practitioner, 256) or ""
-        case_id = _text(getattr(alert, "case", None), 96) or legacy_case_id(practitioner, time)
+        case_id = stored_case_id(getattr(alert, "case", None)) or legacy_case_id(practitioner, time)
         lockout = bool(getattr(alert, "lockout", False))
         enforced = bool(getattr(alert, "enforced", True))
         signal = _text(alert.signal, 64) or "unknown"

@@ -1,10 +1,11 @@
 """Reading an audit log, one line at a time: what each event means for a replay.
 
 A log is any JSON-lines file of :class:`~nirguard.audit.AuditEvent` (what
-``LookupGuard(audit="file.jsonl")`` writes, or the JSON messages of the
-``logging`` sink, with or without a prefix before the ``{``), plain or
+``LookupGuard(audit="file.jsonl")`` writes, sealed or not, or the JSON messages
+of the ``logging`` sink, with or without a prefix before the ``{``), plain or
 gzipped, or standard input. Nothing is held but the current line: a log of
-millions of lines streams. Lines that are not events are counted and skipped.
+millions of lines streams. Lines that are not recognisably events
+(:mod:`nirguard.calibrate._recognise`) are skipped and counted per reason.
 
 Each event becomes one :class:`Entry` with an *action*:
 
@@ -27,16 +28,17 @@ store outage (``unavailable``, ``unguarded``: the store did not count them).
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
+
+from nirguard.calibrate._recognise import recognise
 
 __all__ = ["INVALID", "LOOKUP", "MISS", "Entry", "LogSource", "ReadStats", "read"]
 
@@ -50,28 +52,11 @@ PROGRESS_EVERY: Final = 50_000
 OUT_OF_ORDER: Final = 1.0
 
 _OUTAGE: Final = frozenset({"unavailable", "unguarded"})
+_LOCKOUT: Final = frozenset({"locked", "lockout", "would_lock", "would_lockout"})
+#: How far past the clock an event may be (clocks that disagree).
+CLOCK_SKEW: Final = 86400.0
 _NO_PATIENT_ATTEMPT: Final = frozenset(
     {"invalid", "denied", "locked", "lockout", "would_deny", "would_lock", "would_lockout"}
-)
-_KNOWN: Final = frozenset(
-    {
-        "allowed",
-        "miss",
-        "invalid",
-        "denied",
-        "locked",
-        "suspected",
-        "reason_required",
-        "lockout",
-        "break_glass",
-        "unavailable",
-        "unguarded",
-        "would_deny",
-        "would_lock",
-        "would_suspect",
-        "would_require_reason",
-        "would_lockout",
-    }
 )
 
 
@@ -92,11 +77,18 @@ class Entry:
 
 @dataclass(slots=True)
 class ReadStats:
-    """What one pass over the log saw besides the entries."""
+    """What one pass over the log saw besides the entries.
+
+    ``unreadable`` counts the lines skipped, ``skipped`` the same per reason;
+    ``locked``: per practitioner, the events of a lockout (``lockout``,
+    ``locked`` and their shadow twins).
+    """
 
     lines: int = 0
     entries: int = 0
     unreadable: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    locked: dict[str, int] = field(default_factory=dict)
     input_refusals: int = 0
     outages: int = 0
     out_of_order: int = 0
@@ -181,23 +173,50 @@ def _spool_stdin() -> str:
     return name
 
 
-def _timestamp(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        return None
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return moment.timestamp()
-
-
 def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _skip(stats: ReadStats, why: str) -> None:
+    stats.unreadable += 1
+    stats.skipped[why] = stats.skipped.get(why, 0) + 1
+
+
+def _entry(data: dict[str, Any], stats: ReadStats) -> Entry | None:
+    """The entry of a recognised event, or ``None`` (counted) when it is not replayed."""
+    outcome, who = data["outcome"], data["practitioner"]
+    stats.logged[outcome] = stats.logged.get(outcome, 0) + 1
+    if outcome in _LOCKOUT:
+        stats.locked[who] = stats.locked.get(who, 0) + 1
+    if outcome == "unlocked":
+        _skip(stats, "an administrator's action (unlocked)")
+        return None
+    if who == "<invalid>" or data["quota"] in ("practitioner", "reason"):
+        stats.input_refusals += 1
+        return None
+    if outcome in _OUTAGE:
+        stats.outages += 1
+        return None
+    patient = _optional_str(data["patient"])
+    if patient is None:
+        if outcome not in _NO_PATIENT_ATTEMPT:
+            _skip(stats, f"{outcome} without a patient")
+            return None
+        action = INVALID
+    else:
+        action = MISS if outcome == "miss" else LOOKUP
+    signals = data["signals"]
+    return Entry(
+        data["time"],
+        who,
+        data["kind"],
+        action,
+        patient,
+        _optional_str(data["cohort"]),
+        data["reason"] is not None or outcome == "break_glass",
+        "hot_cohort" in signals,
+        outcome == "break_glass",
+    )
 
 
 def read(
@@ -208,77 +227,40 @@ def read(
 ) -> Iterator[Entry]:
     """The replayable entries of ``source``, in order (times made non-decreasing).
 
+    Lines that are not recognisably audit events are skipped and counted
+    (``stats.skipped``), whatever they hold: nothing in a line raises.
+
     Raises:
         OSError: a file cannot be read.
     """
     size = source.size()
     done = 0
     last = float("-inf")
-    loads = json.loads
-    logged = stats.logged
+    latest = time.time() + CLOCK_SKEW
     for line in source.open():
         stats.lines += 1
         done += len(line)
         if progress is not None and stats.lines % PROGRESS_EVERY == 0:
             progress(stats.lines, min(1.0, done / size) if size else None)
-        start = line.find("{")
-        if start < 0:
+        data, why = recognise(line, latest)
+        if data is None:
             if line.strip():
-                stats.unreadable += 1
+                _skip(stats, why)
             continue
-        try:
-            data = loads(line[start:] if start else line)
-        except ValueError:
-            stats.unreadable += 1
+        entry = _entry(data, stats)
+        if entry is None:
             continue
-        if not isinstance(data, dict):
-            stats.unreadable += 1
-            continue
-        outcome = data.get("outcome")
-        who = data.get("practitioner")
-        moment = _timestamp(data.get("time"))
-        if outcome not in _KNOWN or not isinstance(who, str) or not who or moment is None:
-            stats.unreadable += 1
-            continue
-        logged[outcome] = logged.get(outcome, 0) + 1
-        quota = data.get("quota")
-        if who == "<invalid>" or quota in ("practitioner", "reason"):
-            stats.input_refusals += 1
-            continue
-        if outcome in _OUTAGE:
-            stats.outages += 1
-            continue
-        patient = _optional_str(data.get("patient"))
-        if patient is None:
-            if outcome not in _NO_PATIENT_ATTEMPT:
-                stats.unreadable += 1
-                continue
-            action = INVALID
-        else:
-            action = MISS if outcome == "miss" else LOOKUP
-        if moment < last:
-            if moment < last - OUT_OF_ORDER:
+        if entry.time < last:
+            if entry.time < last - OUT_OF_ORDER:
                 stats.out_of_order += 1
-            moment = last
-        last = moment
+            entry.time = last
+        last = entry.time
         if stats.first is None:
-            stats.first = moment
-        stats.last = moment
-        cohort = _optional_str(data.get("cohort"))
-        if cohort is not None:
+            stats.first = last
+        stats.last = last
+        if entry.cohort is not None:
             stats.cohorts += 1
-        signals = data.get("signals")
         stats.entries += 1
-        yield Entry(
-            moment,
-            who,
-            _optional_str(data.get("kind")),
-            action,
-            patient,
-            cohort,
-            data.get("reason") is not None or outcome == "break_glass",
-            isinstance(signals, list) and "hot_cohort" in signals,
-            outcome == "break_glass",
-        )
+        yield entry
     if progress is not None and stats.lines % PROGRESS_EVERY:
         progress(stats.lines, 1.0)

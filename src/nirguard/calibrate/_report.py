@@ -161,12 +161,13 @@ def format_text(result: Calibration) -> str:
         f"nirguard calibrate: {', '.join(result.sources)}",
         f"  {log.lines:,} lines, {log.entries:,} events replayed, over {days:.1f} days "
         f"({_when(log.first)} to {_when(log.last)} UTC)",
-        f"  not replayed: {log.unreadable:,} unreadable lines, {log.input_refusals:,} refused "
+        f"  not replayed: {log.unreadable:,} lines skipped, {log.input_refusals:,} refused "
         f"inputs, {log.outages:,} lookups during store outages",
         f"  target {result.target:.2%} of each kind's lookups, margin {result.margin:.0%}; "
         f"{result.passes} passes, at most {result.peak_pairs:,} practitioner-patient pairs "
         f"and {result.peak_records:,} engine records held",
     ]
+    lines += [f"    skipped, {why}: {n:,}" for why, n in sorted(log.skipped.items())]
     if result.excluded:
         lines.append(f"  excluded: {', '.join(sorted(result.excluded))}")
     for r in result.kinds:
@@ -212,6 +213,52 @@ def _distribution_json(d: Distribution) -> dict[str, Any]:
     return out
 
 
+def _kind_json(r: KindReport) -> dict[str, Any]:
+    k = r.stats
+    return {
+        "kind": r.kind,
+        "accounts": len(k.accounts),
+        "lookups": k.lookups,
+        "invalid": k.invalid,
+        "misses": k.misses,
+        "new_patients": k.new_patients,
+        "hot_new_patients": k.hot_new,
+        "hot_new_patients_logged": k.hot_new_logged,
+        "break_glass": k.break_glass,
+        "set_aside": dict(sorted(r.set_aside.items())),
+        "distributions": [_distribution_json(d) for d in r.distributions],
+        "candidate": {
+            "policy": r.candidate.model_dump(mode="json"),
+            "kept": _summary_json(r.candidate_kept),
+            "set_aside": _summary_json(r.candidate_set_aside),
+            "outcomes": {
+                f"{outcome}/{quota}": n
+                for (outcome, quota), n in sorted(
+                    r.candidate_outcomes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+                )
+            },
+        },
+        "proposed": {
+            "policy": r.proposed.model_dump(mode="json"),
+            "kept": _summary_json(r.proposed_kept),
+            "set_aside": _summary_json(r.proposed_set_aside),
+            "adjusted": list(r.adjusted),
+            "choices": [
+                {
+                    "field": c.field,
+                    "window": c.period,
+                    "value": c.value,
+                    "base": c.base,
+                    "observed": c.observed,
+                    "refused": c.refused,
+                    "how": c.how,
+                }
+                for c in r.choices
+            ],
+        },
+    }
+
+
 def to_json(result: Calibration, indent: int | None = 2) -> str:
     """The report as JSON (policies as ``QuotaPolicy.from_json`` loads them)."""
     log = result.log
@@ -221,12 +268,14 @@ def to_json(result: Calibration, indent: int | None = 2) -> str:
             "lines": log.lines,
             "events": log.entries,
             "unreadable": log.unreadable,
+            "skipped": dict(sorted(log.skipped.items())),
             "input_refusals": log.input_refusals,
             "outages": log.outages,
             "out_of_order": log.out_of_order,
             "first": _when(log.first),
             "last": _when(log.last),
             "outcomes": dict(sorted(log.logged.items())),
+            "lockouts": dict(sorted(log.locked.items())),
         },
         "target": result.target,
         "margin": result.margin,
@@ -234,55 +283,9 @@ def to_json(result: Calibration, indent: int | None = 2) -> str:
         "passes": result.passes,
         "peak_pairs": result.peak_pairs,
         "peak_engine_records": result.peak_records,
-        "kinds": [],
+        "kinds": [_kind_json(r) for r in result.kinds],
         "warnings": result.warnings,
     }
-    for r in result.kinds:
-        k = r.stats
-        data["kinds"].append(
-            {
-                "kind": r.kind,
-                "accounts": len(k.accounts),
-                "lookups": k.lookups,
-                "invalid": k.invalid,
-                "misses": k.misses,
-                "new_patients": k.new_patients,
-                "hot_new_patients": k.hot_new,
-                "hot_new_patients_logged": k.hot_new_logged,
-                "break_glass": k.break_glass,
-                "set_aside": dict(sorted(r.set_aside.items())),
-                "distributions": [_distribution_json(d) for d in r.distributions],
-                "candidate": {
-                    "policy": r.candidate.model_dump(mode="json"),
-                    "kept": _summary_json(r.candidate_kept),
-                    "set_aside": _summary_json(r.candidate_set_aside),
-                    "outcomes": {
-                        f"{outcome}/{quota}": n
-                        for (outcome, quota), n in sorted(
-                            r.candidate_outcomes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
-                        )
-                    },
-                },
-                "proposed": {
-                    "policy": r.proposed.model_dump(mode="json"),
-                    "kept": _summary_json(r.proposed_kept),
-                    "set_aside": _summary_json(r.proposed_set_aside),
-                    "adjusted": list(r.adjusted),
-                    "choices": [
-                        {
-                            "field": c.field,
-                            "window": c.period,
-                            "value": c.value,
-                            "base": c.base,
-                            "observed": c.observed,
-                            "refused": c.refused,
-                            "how": c.how,
-                        }
-                        for c in r.choices
-                    ],
-                },
-            }
-        )
     return json.dumps(data, indent=indent)
 
 

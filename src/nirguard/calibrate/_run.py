@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from nirguard.calibrate._propose import Choice, Mode, over_ceiling, propose
+from nirguard.calibrate._propose import Choice, Mode, over_ceiling, period_text, propose
 from nirguard.calibrate._read import LogSource, ReadStats, read
 from nirguard.calibrate._replay import Replay, Summary
 from nirguard.calibrate._stats import KindStats, Statistics, percentile
@@ -205,12 +205,7 @@ def run(
     result.log = _Pass(result, "distributions, candidate replay", progress).run(
         source, stats, replay
     )
-    aside: dict[str | None, dict[str, str]] = {}
-    for kind, k in stats.kinds.items():
-        for who, account in k.accounts.items():
-            why = over_ceiling(account.maxima)
-            if why is not None:
-                aside.setdefault(kind, {})[who] = why
+    aside = _set_aside(stats)
     dropped = frozenset(who for whys in aside.values() for who in whys)
     if dropped:
         # The candidates are replayed again, for the hot cohorts of the whole portal.
@@ -218,15 +213,43 @@ def run(
         _Pass(result, "distributions without the accounts set aside", progress).run(
             source, stats, Replay(compiled)
         )
+    reports = _reports(stats, replay, policies, aside, result)
+    del replay
+    if verify and reports:
+        _verify(source, result, reports, policies, target, margin, progress)
+    for report in reports.values():
+        report.distributions = _distributions(report.stats, report.candidate, report.proposed)
+    result.kinds = list(reports.values())
+    _warn(result)
+    return result
 
-    kinds = sorted(replay.kinds | set(stats.kinds), key=_sort_key)
+
+def _set_aside(stats: Statistics) -> dict[str | None, dict[str, str]]:
+    """Per kind, the accounts beyond every ceiling, and why."""
+    aside: dict[str | None, dict[str, str]] = {}
+    for kind, k in stats.kinds.items():
+        for who, account in k.accounts.items():
+            why = over_ceiling(account.maxima)
+            if why is not None:
+                aside.setdefault(kind, {})[who] = why
+    return aside
+
+
+def _reports(
+    stats: Statistics,
+    replay: Replay,
+    policies: Mapping[str | None, QuotaPolicy],
+    aside: dict[str | None, dict[str, str]],
+    result: Calibration,
+) -> dict[str | None, KindReport]:
+    """A report per kind: the candidate's replay, and a first proposal."""
     reports: dict[str | None, KindReport] = {}
-    for kind in kinds:
+    for kind in sorted(replay.kinds | set(stats.kinds), key=_sort_key):
         candidate = policies.get(kind) or policies[None]
         k = stats.kinds.get(kind) or stats.kind(kind)
         whys = aside.get(kind, {})
-        out = excluded | whys.keys()
-        proposed, choices = propose(k, candidate, target=target, margin=margin)
+        out = result.excluded | whys.keys()
+        proposed, choices = propose(k, candidate, target=result.target, margin=result.margin)
         reports[kind] = KindReport(
             kind,
             k,
@@ -239,15 +262,7 @@ def run(
             proposed,
             choices,
         )
-    del replay
-
-    if verify and reports:
-        _verify(source, result, reports, policies, target, margin, progress)
-    for report in reports.values():
-        report.distributions = _distributions(report.stats, report.candidate, report.proposed)
-    result.kinds = list(reports.values())
-    _warn(result)
-    return result
+    return reports
 
 
 def _replay_proposals(
@@ -298,8 +313,44 @@ def _verify(
         )
 
 
+def _names(accounts: Iterable[str], most: int = 10) -> str:
+    """Practitioner ids for a warning: the first ``most``, then how many more."""
+    ordered = sorted(accounts)
+    text = ", ".join(ordered[:most])
+    return text if len(ordered) <= most else f"{text} and {len(ordered) - most} more"
+
+
+def looser(candidate: QuotaPolicy, choices: Iterable[Choice]) -> list[str]:
+    """Where a proposal lets more through than ``candidate`` (the policy in force)."""
+    out = []
+    for c in choices:
+        if c.value is None:
+            continue
+        if c.field == "miss_ratio":
+            current: float | None = candidate.miss_ratio
+        else:
+            windows = {item.get_expiry(): item.amount for item in candidate.items(c.field)}
+            current = windows.get(c.period) if c.period is not None else None
+        if current is not None and c.value > current:
+            where = f" per {period_text(c.period)}" if c.field != "miss_ratio" and c.period else ""
+            out.append(f"{c.field}{where} {c.value:g} > {current:g}")
+    return out
+
+
 def _warn(result: Calibration) -> None:
     log, warnings = result.log, result.warnings
+    if log.unreadable:
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(log.skipped.items()))
+        warnings.append(
+            f"{log.unreadable:,} lines skipped, not recognisably nirguard audit events "
+            f"({reasons}): nothing in them was read"
+        )
+    if log.locked:
+        warnings.append(
+            f"the log shows {sum(log.locked.values()):,} lockout events (lockout, locked, or "
+            f"would_* in shadow mode) on {len(log.locked):,} account(s): {_names(log.locked)}. "
+            "Their attempts are in the distributions: check those accounts before you trust them"
+        )
     if log.out_of_order:
         warnings.append(
             f"{log.out_of_order:,} events are earlier than the one before them by more than "
@@ -324,7 +375,12 @@ def _warn(result: Calibration) -> None:
         if r.set_aside:
             warnings.append(
                 f"{name}: {len(r.set_aside)} account(s) set aside, beyond any sane policy: "
-                "check them before you enforce"
+                f"{_names(r.set_aside)}. Check them before you enforce"
+            )
+        loose = looser(r.candidate, r.choices)
+        if loose:
+            warnings.append(
+                f"{name}: the proposal is looser than the policy in force: {'; '.join(loose)}"
             )
         capped = sorted({c.field for c in r.choices if "CAPPED" in c.how})
         if capped:

@@ -15,7 +15,7 @@ from nirguard.console._app import Context
 from nirguard.console._charts import timeline
 from nirguard.console._security import Officer
 
-__all__ = ["case_page", "case_update", "cases_page", "locked_page", "unlock"]
+__all__ = ["by_account", "case_page", "case_update", "cases_page", "locked_page", "unlock"]
 
 _log = logging.getLogger("nirguard.console")
 DAY = 86400.0
@@ -33,8 +33,26 @@ def _evidence(raw: str | None) -> dict[str, float]:
     return json.loads(raw) if raw else {}
 
 
+def by_account(cases: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Cases grouped under their account, in the order of each account's latest case.
+
+    One row per (account, case) still, but an account's cases sit together, so that two
+    cases of one account (two incidents, or one incident that an engine without incidents
+    split at each lockout) read as one account's story, never as two unrelated accounts.
+
+    >>> rows = [{"practitioner": "a", "case_id": "c3"}, {"practitioner": "b", "case_id": "c2"},
+    ...         {"practitioner": "a", "case_id": "c1"}]
+    >>> [[c["case_id"] for c in group] for group in by_account(rows)]
+    [['c3', 'c1'], ['c2']]
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        groups.setdefault(case["practitioner"], []).append(case)
+    return list(groups.values())
+
+
 def cases_page(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
-    """Cases, latest alert first, filtered by state, 50 a page."""
+    """Cases, latest alert first, grouped under their account, filtered by state, 50 a page."""
     state = request.query_params.get("state", "open")
     page = _page_number(request)
     rows = ctx.reader.cases(None if state == "all" else state if state in STATES else "open",
@@ -42,8 +60,8 @@ def cases_page(ctx: Context, request: Request, officer: Officer, form: dict[str,
     for row in rows:
         row["link"] = quote(row["case_id"], safe="")
     return ctx.render(
-        request, officer, "cases.html", cases=rows[:PAGE], state=state, states=STATES,
-        counts=ctx.reader.case_counts(), page_no=page, more=len(rows) > PAGE,
+        request, officer, "cases.html", accounts=by_account(rows[:PAGE]), state=state,
+        states=STATES, counts=ctx.reader.case_counts(), page_no=page, more=len(rows) > PAGE,
     )  # fmt: skip
 
 
@@ -87,9 +105,12 @@ def case_page(ctx: Context, request: Request, officer: Officer, form: dict[str, 
     alerts = ctx.reader.case_alerts(case["case_id"])
     for alert in alerts:
         alert["evidence"] = _evidence(alert["evidence"])
+    others = [c for c in ctx.reader.cases_of(practitioner) if c["case_id"] != case["case_id"]]
+    for other in others:
+        other["link"] = quote(other["case_id"], safe="")
     return ctx.render(
         request, officer, "case.html", case=case, link=quote(case["case_id"], safe=""),
-        alerts=alerts, charts=charts, own=own, guard_baseline=guard_baseline,
+        alerts=alerts, others=others, charts=charts, own=own, guard_baseline=guard_baseline,
         status=status if not isinstance(status, str) else None,
         status_error=status if isinstance(status, str) else None,
         events=ctx.reader.account_events(practitioner, 20), states=STATES,
@@ -111,7 +132,7 @@ def case_update(ctx: Context, request: Request, officer: Officer, form: dict[str
 
 
 def locked_page(ctx: Context, request: Request, officer: Officer, form: dict[str, str]) -> Response:
-    """Accounts locked now (from lockout alerts of the last 30 days, checked with the guard)."""
+    """Accounts locked now (lockouts of the last 30 days in the trail, checked with the guard)."""
     now = ctx.clock()
     accounts = []
     for row in ctx.reader.lockouts_since(now - 30 * DAY, 100):
@@ -123,7 +144,7 @@ def locked_page(ctx: Context, request: Request, officer: Officer, form: dict[str
                 row["error"] = type(exc).__name__
             if row["status"] is not None and not row["status"].locked:
                 continue
-        row["link"] = quote(row["case_id"], safe="")
+        row["link"] = None if row["case_id"] is None else quote(row["case_id"], safe="")
         accounts.append(row)
     return ctx.render(
         request, officer, "locked.html", accounts=accounts, has_guard=ctx.guard is not None,

@@ -1,0 +1,117 @@
+"""The engines' test bench: a driver with explicit times, and every engine to run it on.
+
+Each test module that runs a scenario on every engine (memory, Redis, Redis
+Cluster) makes its ``engine`` fixture with :func:`engines` (``params=ENGINES``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from nirguard import QuotaPolicy
+from nirguard._engine import Decision, Engine, Request
+from nirguard._memory import MemoryEngine
+from tests.redis_helpers import WORKER_PREFIX, delete_prefixed
+
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@dataclass
+class Driver:
+    """Lookups by name: practitioner, patient and cohort are short labels."""
+
+    engine: Engine
+    policy: QuotaPolicy
+    now: float = T0
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def request(
+        self, who: str, patient: str | None, cohort: str | None, reason: bool = False
+    ) -> Request:
+        compiled = self.policy._compiled
+        return Request(who, compiled, patient, cohort, reason, now=self.now)
+
+    def look(
+        self, who: str, patient: str, cohort: str | None = "c0", *, reason: bool = False
+    ) -> Decision:
+        decision = self.engine.decide(self.request(who, patient, cohort, reason))
+        self.log.append((who, patient, decision.outcome, decision.quota or ""))
+        return decision
+
+    def invalid(self, who: str) -> Decision:
+        return self.engine.invalid(self.request(who, None, None))
+
+    def miss(self, who: str) -> None:
+        self.engine.record_miss(self.request(who, None, None))
+
+    def status(self, who: str) -> Any:
+        return self.engine.status(who, self.policy._compiled, self.now)
+
+    def unlock(self, who: str) -> None:
+        self.engine.unlock(who, self.policy._compiled)
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def redis_engine(url: str, prefix: str) -> Engine:
+    from nirguard._redis import RedisEngine
+
+    return RedisEngine(url, prefix=prefix)
+
+
+def cleanup(url: str, prefix: str) -> None:
+    """Delete this test's keys (SCAN + DEL of its own prefix, on every primary of a Cluster)."""
+    import redis
+
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import RedisCluster
+
+        first = url.split("://", 1)[1].split(",")[0]
+        host, port = first.rsplit(":", 1)
+        client: Any = RedisCluster(host=host, port=int(port))
+        for node in client.get_primaries():
+            conn = client.get_redis_connection(node)
+            for key in list(conn.scan_iter(match=f"*{prefix}*", count=1000)):
+                conn.delete(key)
+        client.close()
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        delete_prefixed(client, prefix)
+    finally:
+        client.close()
+
+
+ENGINES = ["memory", "redis", "cluster"]
+
+
+def engines(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Every engine, each with a key namespace of its own (deleted afterwards): the body
+    of a module's ``engine`` fixture, made with ``params=ENGINES``."""
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
+    kind = request.param
+    if kind == "memory":
+        yield MemoryEngine(lambda: T0, prefix=prefix)
+        return
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    made = redis_engine(url, prefix)
+    try:
+        yield made
+    finally:
+        made.close()
+        cleanup(url, prefix)
+
+
+def drive(engine: Engine, **fields: Any) -> Driver:
+    return Driver(engine, QuotaPolicy.only(**fields))
