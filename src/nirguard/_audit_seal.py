@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from nirguard._encoding import b64url_decode, b64url_encode
+from nirguard._sealed import derive_subkey
 from nirguard.errors import InvalidKey
 from nirguard.keys import KEY_TEXT_PREFIX, SecretKey
 
@@ -115,7 +116,7 @@ class AuditKey(SecretKey):
 
     def __init__(self, material: bytes, key_id: str) -> None:
         super().__init__(material, key_id)
-        subkey = self._derive(SUBKEY_INFO, 32)
+        subkey = derive_subkey(self, SUBKEY_INFO, 32)
         object.__setattr__(self, "_hmac", crypto_hmac.HMAC(subkey, hashes.SHA256()))
 
     @classmethod
