@@ -21,7 +21,7 @@ from nirguard import nir
 from nirguard.cli import main
 from nirguard.replay import ReplaySettings, run_replay
 from nirguard.replay.attacks import DESCRIPTIONS, OWNED, STRATEGIES, TACTICS, build_attack
-from nirguard.replay.outcome import QUIET
+from nirguard.replay.outcome import QUIET, Outcome, ReplayResult
 from nirguard.replay.practitioners import (
     DAY,
     LOOKUP,
@@ -638,3 +638,131 @@ def test_no_strategy_replays_a_quiet_week():
     quiet = result.outcome(QUIET, "guard")
     assert quiet.exposed == 0
     assert quiet.legit is not None and quiet.legit.total_lookups > 0
+
+
+# --------------------------------------------------------------------------- alerts, legend, trade-off
+
+
+def _outcome(strategy: str, **fields) -> Outcome:
+    return Outcome(strategy, "guard", **fields)
+
+
+def _result(*outcomes: Outcome) -> ReplayResult:
+    return ReplayResult(settings={}, world={}, features={}, history={}, outcomes=list(outcomes))
+
+
+def test_alert_times_count_refused_accounts_never_alerted():
+    o = _outcome(
+        "list",
+        refusal_hours=[0.1, 0.2, None, 0.3],
+        alert_after_refusal_hours=[0.5, None, None, -0.1],
+        alert_hours=[0.6, None, None, 0.2],
+    )
+    median, latest = o.after_refusal()
+    assert (median, latest) == (0.5, float("inf"))  # 0 (alert first), 0.5, never
+    assert o.never_alerted == 2
+    assert o.alert_max_hours == 0.6
+    data = o.to_dict()
+    assert data["alert_after_refusal_max_hours"] == "never"
+    assert data["never_alerted"] == 2
+
+
+def test_alert_targets_follow_the_slowest_stolen_account():
+    quick = _outcome(
+        "list", refusal_hours=[0.1], alert_after_refusal_hours=[0.5], alert_hours=[0.6]
+    )
+    late = _outcome("list", refusal_hours=[0.1], alert_after_refusal_hours=[2.0], alert_hours=[2.1])
+    never = _outcome(
+        "list", refusal_hours=[0.1], alert_after_refusal_hours=[None], alert_hours=[None]
+    )
+    name = "first refusal to the alert"
+    for outcome, value, met in (
+        (quick, 0.5, True),
+        (late, 2.0, False),
+        (never, float("inf"), False),
+    ):
+        (target,) = [t for t in targets(_result(outcome)) if name in t.name]
+        assert (target.value, target.met) == (value, met)
+
+
+def test_owner_targets_take_the_most_per_account_and_the_median_alert():
+    owner = _outcome(
+        "owner", exposed_per_account_max=49, alert_hours=[3.0, 30.0, None], per_account=[49, 1, 1]
+    )
+    checks = {t.name: t for t in targets(_result(owner))}
+    per_account = next(t for n, t in checks.items() if "owners' accounts" in n)
+    alert = next(t for n, t in checks.items() if "median owner" in n)
+    assert (per_account.value, per_account.met) == (49, True)
+    assert (alert.value, alert.met) == (30.0, False)
+
+
+def test_a_retrying_bot_is_measured_against_one_that_moves_on():
+    retry = _outcome("retry-paced", exposed=900)
+    move_on = _outcome("move-on", exposed=300)
+    (target,) = [t for t in targets(_result(retry, move_on)) if "retrying bot" in t.name]
+    assert (target.value, target.met) == (600, False)
+    (target,) = [t for t in targets(_result(_outcome("retry-paced", exposed=200), move_on))
+                 if "retrying bot" in t.name]  # fmt: skip
+    assert target.met
+
+
+def test_the_table_explains_every_strategy_it_prints(small_result):
+    table = format_table(small_result)
+    assert "Alerts naming the stolen accounts" in table
+    assert "false alerts" in table
+    for strategy in small_result.strategies:
+        assert re.search(rf"^  {re.escape(strategy)} +{re.escape(DESCRIPTIONS[strategy])}$",
+                         table, re.MULTILINE), strategy  # fmt: skip
+
+
+def test_help_describes_every_strategy(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for strategy, text in DESCRIPTIONS.items():
+        assert f"{strategy} {' '.join(text.split())}" in out
+
+
+def test_readme_table_explains_every_strategy():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `([a-z0-9-]+)`(?: \*)? \| ([^|]+) \|", readme, re.MULTILINE)
+    }
+    assert set(rows) >= set(STRATEGIES)
+    for strategy in STRATEGIES:
+        assert rows[strategy].strip() == DESCRIPTIONS[strategy]
+    assert "**0** (as for `spread-random`) means" in " ".join(readme.split())
+
+
+def test_a_stricter_weekly_cap_holds_a_paced_harvester_to_fewer_per_account():
+    from nirguard.replay.tradeoff import format_tradeoff, tradeoff
+
+    settings = replace(SMALL, scale=0.01, attack_days=3, strategies=("gp-paced",))
+    points = tradeoff(
+        settings, {"shipped": {}, "cap 30": {"distinct_patients": "8/10 minutes;30/day;30/7 days"}}
+    )
+    shipped, strict = points
+    assert strict.per_account < shipped.per_account
+    assert strict.per_account <= 30 + 2  # the cap and the break-glass budget
+    table = format_tradeoff(points)
+    assert "cap 30" in table and "false alerts" in table
+
+
+def test_a_lockout_is_counted_from_the_refusals_with_the_quota_that_started_it():
+    """An alert names a lockout only when it opens a case: the replay also reads lockouts
+    from the refusals, a "locked" answer after the refusal that started it."""
+    from nirguard.replay.simulation import Pass
+    from nirguard.replay.tallies import LegitTally
+
+    p = Pass.__new__(Pass)
+    p._last_quota = {}
+    tally = LegitTally()
+    p._locked(3, ("denied", "portal_cohort", 3600.0), tally)
+    assert tally.locked == {}
+    p._locked(3, ("locked", "locked", 3500.0), tally)
+    p._locked(3, ("denied", "lookups", 60.0), tally)
+    p._locked(3, ("locked", "locked", 50.0), tally)
+    assert tally.locked == {3: "portal_cohort"}  # the first lockout, by what started it
+    p._locked(4, ("locked", "locked", None), tally)
+    assert tally.locked[4] == "locked"

@@ -14,11 +14,22 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
+    from nirguard.replay.outcome import ReplayResult
+    from nirguard.replay.world import ReplaySettings
 
-#: The default world: small enough for a first run (about 22 s of CPU, under 300 MB).
+#: The default world: small enough for a first run (36 s of CPU with the default strategies).
 DEFAULT_SCALE: Final = 0.05
+#: What ``--full`` costs on a 2-core machine.
+FULL_COST: Final = "about 9 minutes of CPU, shared by 2 cores; 2 GB"
 #: ``--quick``: fewer days, fewer strategies (for large scales).
-QUICK_STRATEGIES: Final = ("enumeration", "list", "burst", "spread", "spread-parallel")
+QUICK_STRATEGIES: Final = (
+    "enumeration",
+    "list",
+    "spread-parallel",
+    "retry-fast",
+    "move-on",
+    "owner",
+)
 QUICK_HISTORY: Final = 2
 QUICK_DAYS: Final = 2
 
@@ -57,10 +68,23 @@ def _scales(text: str) -> list[float]:
     return [_scale(part) for part in text.split(",") if part.strip()]
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``simulate`` subcommand."""
-    from nirguard.replay.attacks import STRATEGIES
+def _strategies_help() -> str:
+    """What each strategy does, for ``simulate --help``."""
+    from nirguard.replay.attacks import DEMO, DESCRIPTIONS, PACED
 
+    width = max(len(name) for name in DESCRIPTIONS)
+    lines = ["strategies (the attack scripts; --strategy NAME):"]
+    lines.extend(f"  {name.ljust(width)}  {text}" for name, text in DESCRIPTIONS.items())
+    lines += [
+        "By default: " + ", ".join(DEMO) + " (--all: every one).",
+        "The fast attacks are all but " + ", ".join(PACED) + " (paced like a practitioner);",
+        "owner and owner-24-7 run on 19 GPs' own accounts, the GPs still working.",
+    ]
+    return "\n".join(lines)
+
+
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
+    """Add the ``simulate`` subcommand."""
     parser = subparsers.add_parser(
         "simulate",
         help="replay a health portal with 19 stolen accounts, with and without the guard",
@@ -68,9 +92,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Replay weeks of a health portal in simulated time: legitimate practitioners, "
             "then an attack week with 19 stolen accounts running one strategy at a time, "
             "with no guard and with LookupGuard's default policy. Prints the identities "
-            "exposed, what the guard cost practitioners, and the targets met or not."
+            "exposed, the alerts naming the stolen accounts, what the guard cost practitioners "
+            "(refusals, false alerts), and the targets met or not."
         ),
+        epilog=_strategies_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _world_options(parser)
+    _policy_options(parser)
+    parser.set_defaults(handler=_handle)
+
+
+def _world_options(parser: argparse.ArgumentParser) -> None:
+    from nirguard.replay.attacks import STRATEGIES
+
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--scale",
@@ -79,11 +114,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"portal size: 1 = 2,000 practitioners and ~2,000,000 people "
         f"(default {DEFAULT_SCALE:g}; --full: 1)",
     )
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="the big run: scale 1 (about 9 minutes of CPU, shared by 2 cores; 2 GB)",
-    )
+    parser.add_argument("--full", action="store_true", help=f"the big run: scale 1 ({FULL_COST})")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -113,8 +144,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="append",
         choices=STRATEGIES,
         metavar="NAME",
-        help=f"attack strategy, repeat for several (default: all: {', '.join(STRATEGIES)})",
+        help="attack strategy, repeat for several (the list is below)",
     )
+    parser.add_argument(
+        "--all", action="store_true", help="every strategy (default: one of each kind, below)"
+    )
+    parser.add_argument(
+        "--jobs", type=_positive, default=None, help="worker processes (default: CPUs, at most 2)"
+    )
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare-quotas",
         action="store_true",
@@ -135,7 +175,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="QuotaPolicy of hospital and pharmacy desks (default: the replay's desk policy)",
     )
     parser.add_argument(
-        "--jobs", type=_positive, default=None, help="worker processes (default: CPUs, at most 2)"
+        "--tradeoff",
+        action="store_true",
+        help="replay a few policies instead (the shipped one and stricter or looser weekly caps "
+        "on new patients) and print the trade-off: identities per stolen account against "
+        "false alerts (default strategies: list, spread-parallel, gp-paced, owner, padded)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -143,7 +187,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--no-legend", action="store_true", help="leave the legend out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-    parser.set_defaults(handler=_handle)
 
 
 def _load_policy(text: str | None) -> QuotaPolicy | None:
@@ -196,78 +239,123 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _handle(args: argparse.Namespace) -> int:
+_PLOT_EXTRA: Final = (
+    "nirguard simulate: --plot needs matplotlib: install nirguard's plot extra "
+    "(in its checkout: pip install '.[plot]')"
+)
+
+
+def _policies(args: argparse.Namespace) -> tuple[QuotaPolicy | None, QuotaPolicy | None] | str:
+    """The GP and desk policies given on the command line, or an error message."""
     from nirguard.errors import NirguardError
-    from nirguard.replay import report
-    from nirguard.replay.attacks import STRATEGIES
-    from nirguard.replay.runner import default_jobs, run_replay
-    from nirguard.replay.world import ReplaySettings
 
     try:
-        policy = _load_policy(args.policy_json)
-        desk = _load_policy(args.desk_policy_json)
+        return _load_policy(args.policy_json), _load_policy(args.desk_policy_json)
     except OSError as exc:
-        print(f"nirguard simulate: cannot read the policy file: {exc.strerror}", file=sys.stderr)
-        return 2
+        return f"nirguard simulate: cannot read the policy file: {exc.strerror}"
     except (NirguardError, ValueError) as exc:
-        print(f"nirguard simulate: invalid policy: {exc}", file=sys.stderr)
+        return f"nirguard simulate: invalid policy: {exc}"
+
+
+def _settings(
+    args: argparse.Namespace, scale: float, policy: QuotaPolicy | None, desk: QuotaPolicy | None
+) -> ReplaySettings:
+    from nirguard.replay.attacks import DEMO, STRATEGIES
+    from nirguard.replay.runner import default_jobs
+    from nirguard.replay.world import ReplaySettings
+
+    strategies = args.strategy or (
+        STRATEGIES if args.all else QUICK_STRATEGIES if args.quick else DEMO
+    )
+    history = args.history_weeks
+    if history is None:
+        history = QUICK_HISTORY if args.quick else 3
+    return ReplaySettings(
+        seed=args.seed,
+        scale=scale,
+        history_weeks=history,
+        attack_days=args.attack_days or (QUICK_DAYS if args.quick else 7),
+        attackers=args.attackers,
+        strategies=tuple(dict.fromkeys(strategies)),
+        configurations=("none", "quotas", "guard") if args.compare_quotas else ("none", "guard"),
+        shadow=not args.no_shadow,
+        policy=policy,
+        desk_policy=desk,
+        jobs=args.jobs or default_jobs(),
+    )
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from nirguard.replay.runner import run_replay
+
+    policies = _policies(args)
+    if isinstance(policies, str):
+        print(policies, file=sys.stderr)
         return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ModuleNotFoundError:
-            print(
-                "nirguard simulate: --plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
-                file=sys.stderr,
-            )
+            print(_PLOT_EXTRA, file=sys.stderr)
             return 2
-    strategies = args.strategy or (QUICK_STRATEGIES if args.quick else STRATEGIES)
-    history = args.history_weeks
-    if history is None:
-        history = QUICK_HISTORY if args.quick else 3
-    days = args.attack_days or (QUICK_DAYS if args.quick else 7)
-    configurations = ("none", "quotas", "guard") if args.compare_quotas else ("none", "guard")
-    scales = args.scales or [args.scale or (1.0 if args.full else DEFAULT_SCALE)]
+    if args.tradeoff:
+        return _tradeoff(args, *policies)
     results = []
-    for scale in scales:
-        settings = ReplaySettings(
-            seed=args.seed,
-            scale=scale,
-            history_weeks=history,
-            attack_days=days,
-            attackers=args.attackers,
-            strategies=tuple(dict.fromkeys(strategies)),
-            configurations=configurations,
-            shadow=not args.no_shadow,
-            policy=policy,
-            desk_policy=desk,
-            jobs=args.jobs or default_jobs(),
-        )
+    for scale in args.scales or [args.scale or (1.0 if args.full else DEFAULT_SCALE)]:
         bar = None if args.quiet else ProgressBar(sys.stderr, prefix=f"scale {scale:g} ")
         try:
-            result = run_replay(settings, progress=bar)
+            results.append(run_replay(_settings(args, scale, *policies), progress=bar))
         except ValueError as exc:
             print(f"nirguard simulate: {exc}", file=sys.stderr)
             return 2
         finally:
             if bar is not None:
                 bar.close()
-        results.append(result)
+    _show(args, results)
+    return 0
+
+
+def _tradeoff(
+    args: argparse.Namespace, policy: QuotaPolicy | None, desk: QuotaPolicy | None
+) -> int:
+    from dataclasses import asdict, replace
+
+    from nirguard.replay.tradeoff import STRATEGIES, format_tradeoff, tradeoff
+
+    scale = (args.scales or [args.scale or (1.0 if args.full else DEFAULT_SCALE)])[0]
+    settings = _settings(args, scale, policy, desk)
+    if not args.strategy:
+        settings = replace(settings, strategies=STRATEGIES)
+    bar = None if args.quiet else ProgressBar(sys.stderr, prefix=f"scale {scale:g} ")
+    try:
+        points = tradeoff(settings, progress=bar)
+    except ValueError as exc:
+        print(f"nirguard simulate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        import json
+
+        print(json.dumps([asdict(p) for p in points], indent=2))
+    else:
+        print(format_tradeoff(points))
+    return 0
+
+
+def _show(args: argparse.Namespace, results: list[ReplayResult]) -> None:
+    from nirguard.replay import report
+
     if args.json:
         if len(results) == 1:
             print(report.to_json(results[0]))
         else:
             import json
 
-            print(
-                json.dumps(
-                    {
-                        "scales": [report.scale_row(r) for r in results],
-                        "runs": [json.loads(report.to_json(r)) for r in results],
-                    },
-                    indent=2,
-                )
-            )
+            runs = [json.loads(report.to_json(r)) for r in results]
+            scales = [report.scale_row(r) for r in results]
+            print(json.dumps({"scales": scales, "runs": runs}, indent=2))
     elif len(results) == 1:
         print(report.format_table(results[0], legend=not args.no_legend))
     else:
@@ -279,4 +367,3 @@ def _handle(args: argparse.Namespace) -> int:
         report.plot(results[-1], args.plot)
         if not args.quiet:
             print(f"plot written to {args.plot}", file=sys.stderr)
-    return 0

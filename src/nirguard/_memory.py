@@ -124,7 +124,7 @@ class MemoryEngine:
             breach = account.breach(req, patient[0], walked)
             if breach is None and p.baseline is not None:
                 breach = baseline.check(account.record, account.changes, p, slot, req.place, base)
-            breach = breach or account.pending(patient[1])
+            breach = breach or account.pending()
             if breach is not None:
                 return account.breached(req, patient, breach)
         if p.baseline is not None:

@@ -40,6 +40,7 @@ from nirguard.replay.walks import (
 )
 
 __all__ = [
+    "DEMO",
     "DESCRIPTIONS",
     "FAST",
     "OWNED",
@@ -55,28 +56,35 @@ DESCRIPTIONS: Final = {
     "list": "a leaked list of real numbers, one lookup every 5 s per account",
     "burst": "the list, 40 lookups in a minute, then nothing until the next hour",
     "spread": "one walk shared by the 19 accounts, each under every per-account rate",
-    "spread-random": "spread, each cohort's order numbers in a random order",
+    "spread-random": "spread, each cohort's order numbers in a random order (more misses than hits)",
     "spread-parallel": "spread, 8 cohorts walked at once",
     "spread-rotating": "spread in 8-hour shifts, a third of the accounts at a time",
     "spread-wide": "spread over 256 cohorts at once, so that no cohort looks hot",
     "slow": "the list, one person per cohort per account, under every per-account rate",
-    "break-glass": "the list, stating a reason on every lookup (break-glass)",
-    "retry-fast": "the list; a refused number is asked again 1 s later, 200 times in a row",
-    "retry-paced": "the list; a refused number is asked again every 100 s",
+    "break-glass": "the list, stating a reason on every lookup, asked or not (break-glass)",
+    "retry-fast": "the list; a refused patient is asked again, no reason, 1 s later, 200 times in a row",
+    "retry-paced": "the list; a refused patient is asked again, no reason, every 100 s",
     "move-on": "the list; after any refusal, the next number 5 s later (retry_after ignored)",
     "slow-down": "the list; once refused, it slows to a pace under every per-account rate",
     "gp-paced": "new accounts, 40 new people a working day at a GP's hours",
     "owner": "gp-paced on 19 GPs' own accounts, while the GPs keep working",
     "owner-24-7": "owner, 40 new people a day around the clock, every day",
-    "padded": "gp-paced, with 40% re-lookups of people already harvested, like a practice",
+    "padded": "gp-paced, 40% of lookups re-lookups of people already harvested, like a practice",
 }
 STRATEGIES: Final = tuple(DESCRIPTIONS)
 #: Strategies run on legitimate GPs' accounts, whose owners keep working.
 OWNED: Final = ("owner", "owner-24-7")
 #: Harvests paced like a practitioner (the per-account targets; the rest are the fast ones).
-PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded")
+#: ``slow-down`` is one of them: after its first refusal it is ``slow``.
+PACED: Final = ("slow", "slow-down", "gp-paced", "owner", "owner-24-7", "padded")
 #: The fast attacks of the targets: at most 510 identities in the week across the accounts.
 FAST: Final = tuple(s for s in STRATEGIES if s not in PACED)
+#: What ``nirguard simulate`` runs by default: one strategy of each kind issue 17 names
+#: (``--all`` runs every strategy).
+DEMO: Final = (
+    "enumeration", "list", "spread", "spread-wide", "break-glass",
+    "retry-fast", "move-on", "gp-paced", "owner", "padded",
+)  # fmt: skip
 
 _BURST: Final = 40
 _BURST_GAP: Final = 1.5

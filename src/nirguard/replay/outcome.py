@@ -127,6 +127,11 @@ class ShadowCheck:
         return self.same == self.accounts and self.refused == 0
 
 
+def _finite(value: float | None) -> float | str | None:
+    """A JSON-safe number: ``"never"`` for infinity."""
+    return "never" if value == float("inf") else value
+
+
 def _hours(ends: list[float | None], starts: list[float | None]) -> list[float | None]:
     return [
         None if e is None or s is None else round((e - s) / _HOUR, 3)
@@ -158,6 +163,8 @@ class Outcome:
             first alert naming it (``None``: never alerted).
         alert_after_refusal_hours: per stolen account, hours from its first
             refusal to the first alert naming it (``None``: never refused or alerted).
+        refusal_hours: per stolen account, hours from its first attempt to its first
+            refusal (``None``: never refused).
         asked_max: the most "a reason is required" answers any stolen account got.
         owner_lookups: the owners' own lookups in the week (strategies on owners' accounts).
         owner_refused: of those, refused.
@@ -183,6 +190,7 @@ class Outcome:
     account_signal_max: int | None = None
     alert_hours: list[float | None] = field(default_factory=list)
     alert_after_refusal_hours: list[float | None] = field(default_factory=list)
+    refusal_hours: list[float | None] = field(default_factory=list)
     asked_max: int = 0
     owner_lookups: int = 0
     owner_refused: int = 0
@@ -212,6 +220,7 @@ class Outcome:
         self.account_signal_max = known[-1] if known and len(known) == len(signals) else None
         self.alert_hours = _hours(tally.first_alert, tally.started)
         self.alert_after_refusal_hours = _hours(tally.first_alert, tally.first_refusal)
+        self.refusal_hours = _hours(tally.first_refusal, tally.started)
         self.asked_max = max(tally.asked, default=0)
         self.owner_lookups = tally.owner_lookups
         self.owner_refused = tally.owner_refused
@@ -234,6 +243,29 @@ class Outcome:
         """Stolen accounts alerted on at least once."""
         return sum(1 for v in self.alert_hours if v is not None)
 
+    @property
+    def never_alerted(self) -> int:
+        """Stolen accounts no alert named in the week."""
+        return len(self.alert_hours) - self.alerted
+
+    @property
+    def alert_max_hours(self) -> float | None:
+        """Hours to the first alert of the last stolen account alerted (``None``: none was)."""
+        return max((v for v in self.alert_hours if v is not None), default=None)
+
+    def after_refusal(self) -> tuple[float | None, float | None]:
+        """Hours from a stolen account's first refusal to the first alert naming it:
+        median and max over the accounts refused (``inf``: refused, never alerted;
+        ``None``: none refused). An alert before any refusal counts as 0."""
+        values = [
+            float("inf") if alert is None else max(0.0, alert)
+            for refused, alert in zip(
+                self.refusal_hours, self.alert_after_refusal_hours, strict=False
+            )
+            if refused is not None
+        ]
+        return median(values), max(values, default=None)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         out = asdict(self)
@@ -244,6 +276,11 @@ class Outcome:
             if summary is not None:
                 out[name]["false_alerts_per_1000_weeks"] = round(summary.false_alerts, 3)
         out["alert_median_hours"] = self.alert_median_hours
+        out["alert_max_hours"] = self.alert_max_hours
+        out["never_alerted"] = self.never_alerted
+        after = self.after_refusal()
+        out["alert_after_refusal_median_hours"] = _finite(after[0])
+        out["alert_after_refusal_max_hours"] = _finite(after[1])
         return out
 
 

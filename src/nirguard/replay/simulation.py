@@ -124,6 +124,7 @@ class Pass:
         self._attacking = False
         self._cases: set[str] = set()
         self._last_alert: dict[int, float] = {}
+        self._last_quota: dict[int, str] = {}
         self.guard = self._guard(policy_for, key, storage)
         self._lookup = self.guard.lookup
 
@@ -345,3 +346,13 @@ class Pass:
             return
         tally.refused[k] += 1
         tally.by_code[refusal[1]] += 1
+        self._locked(who, refusal, tally)
+
+    def _locked(self, who: int, refusal: Refusal, tally: LegitTally) -> None:
+        """Count a legitimate account locked out, from its refusals: "locked" means a
+        lockout started, by the quota or signal of the refusal before it (an alert
+        says so only when it opens a case)."""
+        if refusal[0] != "locked":
+            self._last_quota[who] = refusal[1]
+        elif who not in tally.locked:
+            tally.locked[who] = self._last_quota.get(who, "locked")
