@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nirguard import LookupDenied, LookupGuard, QuotaPolicy, profiles
 from nirguard.errors import ConfigurationError, PractitionerLocked, ReasonRequired
@@ -159,23 +160,7 @@ def test_hypothesis_targets_the_most_new_patients_of_a_fast_bot(bot: Bot) -> Non
 # -- refusals are strikes -----------------------------------------------------------------------
 
 
-_HYBRID = (
-    "engine at 9a58c2f: asking every 60 s, a bot that retries the refused patient once"
-    " then moves on gets 48 (a new patient is allowed once the 10-minute window resets,"
-    " although another is pending), one that moves on at once 24"
-)
-
-
-@pytest.mark.parametrize(
-    "patience",
-    [
-        1.0,
-        5.0,
-        FAST_GAP,
-        pytest.param(60.0, marks=pytest.mark.xfail(strict=True, reason=_HYBRID)),
-        300.0,
-    ],
-)
+@pytest.mark.parametrize("patience", [1.0, 5.0, FAST_GAP, 60.0, 300.0])
 def test_a_bot_that_retries_the_refused_patient_never_gets_more_than_one_that_moves_on(
     patience: float,
 ) -> None:
@@ -259,3 +244,74 @@ def test_over_any_7_days_a_window_carried_in_adds_one_more() -> None:
     within = [t for t in obtained if 4 * 86_400 <= t < 11 * 86_400]
     bound = profiles.worst_case(profiles.gp())
     assert bound.paced < len(within) <= bound.any_week
+
+
+class RawMoves(RuleBasedStateMachine):
+    """Any sequence of moves by one account, within 7 days of its first ask: new
+    patients at any pace, the refused one again, with or without a reason, repeats,
+    waits of any length. Never more than the quotas' arithmetic allows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.start = self.clock.now
+        self.guard = LookupGuard(profiles.gp(), clock=self.clock, hooks="inline", alert=False)
+        self.fresh = iter(adversary_people(5_000))
+        self.held: list[str] = []
+        self.pending: str | None = None
+        self.bound = profiles.worst_case(profiles.gp())
+
+    def _ask(self, person: str, reason: str | None = None) -> None:
+        if self.clock.now - self.start >= 7 * 86_400:
+            return
+        try:
+            with self.guard.lookup("dr-moves", person, reason=reason) as lookup:
+                lookup.record({"found": True})
+        except ReasonRequired:
+            self.pending = person
+        except LookupDenied:
+            pass
+        else:
+            if person not in self.held:
+                self.held.append(person)
+            if person == self.pending:
+                self.pending = None
+
+    @rule(count=st.integers(1, 40), gap=st.sampled_from([1.0, 10.0, 60.0, 75.0, 720.0, 1728.0]))
+    def new_patients(self, count: int, gap: float) -> None:
+        for _ in range(count):
+            self._ask(next(self.fresh))
+            self.clock.advance(gap)
+
+    @rule(reason=st.sampled_from([None, "ETREAT"]))
+    def the_refused_one_again(self, reason: str | None) -> None:
+        if self.pending is not None:
+            self._ask(self.pending, reason)
+        self.clock.advance(5)
+
+    @rule()
+    def a_repeat(self) -> None:
+        if self.held:
+            self._ask(self.held[len(self.held) // 2])
+        self.clock.advance(5)
+
+    @rule(seconds=st.sampled_from([60.0, 600.0, 3_600.0, 86_400.0, 3 * 86_400.0]))
+    def wait(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def never_beyond_the_bound(self) -> None:
+        assert len(self.held) <= self.bound.paced
+
+    def teardown(self) -> None:
+        target(float(len(self.held)))  # steer towards the schedules that take the most
+
+
+RawMoves.TestCase.settings = settings(
+    derandomize=True,
+    max_examples=15,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestRawMoves = RawMoves.TestCase
