@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict
 
 from limits import RateLimitItem
 
@@ -191,6 +191,29 @@ def _keep(policy: Source, record: tuple[Window, ...], steps: list[float], memory
     return max(longest, memory, ratio, steps[0], history) + 60
 
 
+class _Baseline(TypedDict):
+    baseline: float | None
+    baseline_slack: float
+    baseline_mean: float
+    baseline_sd: float
+    baseline_prior_days: float
+    baseline_off_hours: float
+    baseline_offset: float
+
+
+def _baseline(policy: Source) -> _Baseline:
+    """The ``baseline`` fields, compiled (see :mod:`nirguard._baseline`)."""
+    return {
+        "baseline": None if policy.baseline is None else float(policy.baseline),
+        "baseline_slack": float(policy.baseline_slack),
+        "baseline_mean": float(policy.baseline_prior[0]),
+        "baseline_sd": float(policy.baseline_prior[1]),
+        "baseline_prior_days": float(policy.baseline_prior_days),
+        "baseline_off_hours": float(policy.baseline_off_hours),
+        "baseline_offset": float(policy.baseline_utc_offset) * 3600.0,
+    }
+
+
 def _lua_text(c: CompiledPolicy) -> str:
     """The policy as the Lua library parses it (``_policy.lua``: compile)."""
     parts = (
@@ -273,13 +296,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         break_glass_access=parse_duration(policy.break_glass_access)
         if rates["break_glass"]
         else 0.0,
-        baseline=None if policy.baseline is None else float(policy.baseline),
-        baseline_slack=float(policy.baseline_slack),
-        baseline_mean=float(policy.baseline_prior[0]),
-        baseline_sd=float(policy.baseline_prior[1]),
-        baseline_prior_days=float(policy.baseline_prior_days),
-        baseline_off_hours=float(policy.baseline_off_hours),
-        baseline_offset=float(policy.baseline_utc_offset) * 3600.0,
+        **_baseline(policy),
         keep=_keep(policy, record, steps, memory),
         portal_keep=float(max((w.seconds for w in rates["portal"]), default=0)) + 60,
         heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],
