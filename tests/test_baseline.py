@@ -178,6 +178,19 @@ def test_a_new_practice_is_compared_with_its_peers(engine: Engine) -> None:
     assert signals[0].evidence["new_patients_today"] <= 25 + 6 * 15 + 1
 
 
+def test_a_fresh_account_paced_around_the_clock_is_suspected(engine: Engine) -> None:
+    """No practice works at night: until an account has history of its own, its peers'
+    hours apply (a bot at 50 new people a day, one every 29 minutes, 24/7)."""
+    bot = Practice(engine, who="fresh-bot")
+    signals: list[Decision] = []
+    for i in range(3 * 50):
+        now = MONDAY + i * DAY / 50
+        signals += _signals([bot.look(f"b{i}", bot.rng.randrange(64), now)])
+    assert signals
+    assert signals[0].evidence["days_of_history"] <= 2
+    assert signals[0].evidence["off_hours_new_patients"] > 0
+
+
 def test_new_patients_at_unusual_hours_weigh_more(engine: Engine) -> None:
     office = Practice(engine, who="office")
     office.weeks(3)

@@ -81,6 +81,8 @@ _USUAL_PLACE: Final = 0.04
 #: The least day-to-day spread assumed: Poisson noise and 20% of the mean.
 _CV: Final = 0.2
 _DAY: Final = 86400.0
+#: The peers' nights: two-hour slots 22:00-06:00 (local), weekdays and weekends alike.
+_NIGHT: Final = (11, 0, 1, 2)
 
 
 def clock(p: CompiledPolicy, now: float) -> tuple[int, int]:
@@ -152,10 +154,14 @@ def _usual(profile: bytes, at: int, share: float) -> bool:
     return total >= _PROFILE_MIN and profile[at] >= share * total
 
 
-def _unusual(state: dict[str, Any], slot: int, place: int) -> tuple[int, int]:
-    """Whether a new patient now is off-hours, and from an unusual place (0 or 1 each)."""
+def _unusual(state: dict[str, Any], p: CompiledPolicy, slot: int, place: int) -> tuple[int, int]:
+    """Whether a new patient now is off-hours, and from an unusual place (0 or 1 each).
+    Until the account has ``baseline_prior_days`` days of its own, its peers' hours
+    apply too: no practice works at night (22:00-06:00 local)."""
     hours = state.get("bl:p", b"")
     off = 0 if sum(hours) < _PROFILE_MIN or _usual(hours, slot, _USUAL_HOURS) else 1
+    if state.get("bl:h", 0) < p.baseline_prior_days and slot % 12 in _NIGHT:
+        off = 1
     return off, 0 if _usual(state.get("bl:q", b""), place, _USUAL_PLACE) else 1
 
 
@@ -196,7 +202,7 @@ def breach(
     of those, days of history, off-hours new patients today)``, or ``None``."""
     if state.get("blx", 0) == -1:  # unlocked today: the rest of the day goes through
         return None
-    off, far = _unusual(state, slot, place)
+    off, far = _unusual(state, p, slot, place)
     n = state.get("bl:n", 0) + 1
     u = state.get("bl:u", 0) + far
     o = state.get("bl:o", 0) + off
@@ -218,10 +224,17 @@ def _counted(profile: bytes, size: int, at: int) -> bytes:
     return bytes(out)
 
 
-def count(state: dict[str, Any], changes: dict[str, Any], new: bool, slot: int, place: int) -> None:
+def count(
+    state: dict[str, Any],
+    changes: dict[str, Any],
+    p: CompiledPolicy,
+    new: bool,
+    slot: int,
+    place: int,
+) -> None:
     """Count a lookup let through (a new patient or not) into today and the profiles."""
     if new:
-        off, far = _unusual(state, slot, place)
+        off, far = _unusual(state, p, slot, place)
         changes["bl:n"] = state.get("bl:n", 0) + 1
         changes["bl:u"] = state.get("bl:u", 0) + far
         changes["bl:o"] = state.get("bl:o", 0) + off

@@ -137,7 +137,7 @@ class MemoryEngine:
                 return account.breached(req, patient, breach)
         if p.baseline is not None:
             state = {**account.record, **account.changes}
-            baseline.count(state, account.changes, patient[3], slot, req.place)
+            baseline.count(state, account.changes, p, patient[3], slot, req.place)
         return account.allow(req, patient, walked)
 
     # -- the engine protocol --------------------------------------------------------------------

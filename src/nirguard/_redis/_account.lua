@@ -278,7 +278,9 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
     end
     if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end
   end
-  if P.baseline then bl_count(bl_merged(A.record, A.changes), A.changes, seen.new, slot, flags.place) end
+  if P.baseline then
+    bl_count(bl_merged(A.record, A.changes), P, A.changes, seen.new, slot, flags.place)
+  end
   return allow(A, flags, seen, patient_id, walked)
 end
 

@@ -15,6 +15,7 @@ local BL_PROFILE_MIN = 60
 local BL_USUAL_HOURS = 0.01
 local BL_USUAL_PLACE = 0.04
 local BL_CV = 0.2
+local BL_NIGHT = {[11] = true, [0] = true, [1] = true, [2] = true} -- 22:00-06:00 local
 local BL_FIXED = {
   {"bl:d", "Bd"}, {"bl:n", "Bn"}, {"bl:u", "Bu"}, {"bl:o", "Bo"}, {"bl:l", "Bl"},
   {"blx", "Bx"}, {"bl:h", "Bh"}, {"bl:m", "Bm"}, {"bl:v", "Bv"}, {"bl:a", "Ba"},
@@ -103,11 +104,13 @@ local function bl_usual(profile, at, share)
   return total >= BL_PROFILE_MIN and string.byte(profile, at + 1) >= share * total
 end
 
--- whether a new patient now is off-hours, and from an unusual place (0 or 1 each)
-local function bl_unusual(s, slot, place)
+-- whether a new patient now is off-hours, and from an unusual place (0 or 1 each); until
+-- the account has `baseline_prior_days` days of its own, no practice works at night
+local function bl_unusual(s, P, slot, place)
   local hours = s["bl:p"] or ""
   local off, far = 1, 1
   if bl_total(hours) < BL_PROFILE_MIN or bl_usual(hours, slot, BL_USUAL_HOURS) then off = 0 end
+  if (s["bl:h"] or 0) < P.bl_days and BL_NIGHT[slot % 12] then off = 1 end
   if bl_usual(s["bl:q"] or "", place, BL_USUAL_PLACE) then far = 0 end
   return off, far
 end
@@ -115,7 +118,7 @@ end
 -- whether one more new patient now passes the threshold: its evidence, or nil
 local function bl_breach(s, P, slot, place)
   if (s.blx or 0) == -1 then return nil end -- unlocked today: the rest of the day goes through
-  local off, far = bl_unusual(s, slot, place)
+  local off, far = bl_unusual(s, P, slot, place)
   local n = (s["bl:n"] or 0) + 1
   local u = (s["bl:u"] or 0) + far
   local o = (s["bl:o"] or 0) + off
@@ -155,9 +158,9 @@ local function bl_check(record, changes, P, slot, place, x)
 end
 
 -- count a lookup let through into today and the profiles
-local function bl_count(s, changes, new, slot, place)
+local function bl_count(s, P, changes, new, slot, place)
   if new then
-    local off, far = bl_unusual(s, slot, place)
+    local off, far = bl_unusual(s, P, slot, place)
     changes["bl:n"] = (s["bl:n"] or 0) + 1
     changes["bl:u"] = (s["bl:u"] or 0) + far
     changes["bl:o"] = (s["bl:o"] or 0) + off
