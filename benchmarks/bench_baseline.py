@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accounts = [(p.id, p.kind) for p in work.practitioners]
     extra = json.loads(args.policy_json)
     gp = QuotaPolicy.only(**{**QUOTAS, **extra})._compiled
-    desk_fields = {**DESK_POLICY, "lockout_escalation": tuple(DESK_POLICY["lockout_escalation"])}
+    desk_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in DESK_POLICY.items()}
     desk = QuotaPolicy(**desk_fields)._compiled
     policy = [gp if kind in ("gp", "new_gp") else desk for _, kind in accounts]
     rng = random.Random(args.seed + 7)
