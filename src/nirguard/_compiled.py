@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from typing import Final, Protocol, TypedDict
 
 from limits import RateLimitItem
 
@@ -21,6 +21,8 @@ __all__ = ["INDEFINITE", "CompiledPolicy", "Source", "Window", "compile_policy"]
 
 #: Seconds a lockout "until unlock()" is stored for (ten years); the Lua script agrees.
 INDEFINITE: Final = 315_360_000.0
+#: How long an account record is kept with ``baseline`` on: its history outlives holidays.
+BASELINE_KEEP: Final = 35 * 86_400.0
 #: Quotas whose windows live in the practitioner's account record, by policy field.
 ACCOUNT_QUOTAS: Final = (
     "lookups",
@@ -66,6 +68,18 @@ class Source(Protocol):
     def break_glass_access(self) -> str | float: ...
     @property
     def hot_cohort_warmup(self) -> str | float | None: ...
+    @property
+    def baseline(self) -> float | None: ...
+    @property
+    def baseline_slack(self) -> float: ...
+    @property
+    def baseline_prior(self) -> tuple[float, float]: ...
+    @property
+    def baseline_prior_days(self) -> float: ...
+    @property
+    def baseline_off_hours(self) -> float: ...
+    @property
+    def baseline_utc_offset(self) -> float: ...
 
     def items(self, field: str) -> tuple[RateLimitItem, ...]: ...
 
@@ -138,6 +152,16 @@ class CompiledPolicy:
     #: seconds the store watches the portal before a cohort can be hot (0: none)
     hot_warmup: float
     break_glass_access: float
+    #: ``baseline``: the CUSUM's threshold (``None``: off), slack, the peers' prior
+    #: (mean, sd, days it fades over), the weight of off-hours new patients, the local
+    #: day's offset from UTC in seconds (see :mod:`nirguard._baseline`)
+    baseline: float | None
+    baseline_slack: float
+    baseline_mean: float
+    baseline_sd: float
+    baseline_prior_days: float
+    baseline_off_hours: float
+    baseline_offset: float
     keep: float
     #: how long the portal quota's record is kept
     portal_keep: float
@@ -163,7 +187,31 @@ def _keep(policy: Source, record: tuple[Window, ...], steps: list[float], memory
     escalation's memory, the miss ratio's window, the first lockout, and a minute."""
     longest = float(max((w.seconds for w in record), default=0))
     ratio = parse_duration(policy.miss_ratio_window) if policy.miss_ratio else 0.0
-    return max(longest, memory, ratio, steps[0]) + 60
+    history = BASELINE_KEEP if policy.baseline is not None else 0.0
+    return max(longest, memory, ratio, steps[0], history) + 60
+
+
+class _Baseline(TypedDict):
+    baseline: float | None
+    baseline_slack: float
+    baseline_mean: float
+    baseline_sd: float
+    baseline_prior_days: float
+    baseline_off_hours: float
+    baseline_offset: float
+
+
+def _baseline(policy: Source) -> _Baseline:
+    """The ``baseline`` fields, compiled (see :mod:`nirguard._baseline`)."""
+    return {
+        "baseline": None if policy.baseline is None else float(policy.baseline),
+        "baseline_slack": float(policy.baseline_slack),
+        "baseline_mean": float(policy.baseline_prior[0]),
+        "baseline_sd": float(policy.baseline_prior[1]),
+        "baseline_prior_days": float(policy.baseline_prior_days),
+        "baseline_off_hours": float(policy.baseline_off_hours),
+        "baseline_offset": float(policy.baseline_utc_offset) * 3600.0,
+    }
 
 
 def _lua_text(c: CompiledPolicy) -> str:
@@ -192,6 +240,13 @@ def _lua_text(c: CompiledPolicy) -> str:
         _number(c.break_glass_access),
         _number(c.keep),
         _spec(c.strikes),
+        "" if c.baseline is None else _number(c.baseline),
+        _number(c.baseline_slack),
+        _number(c.baseline_mean),
+        _number(c.baseline_sd),
+        _number(c.baseline_prior_days),
+        _number(c.baseline_off_hours),
+        _number(c.baseline_offset),
     )
     return "|".join(parts)
 
@@ -241,6 +296,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         break_glass_access=parse_duration(policy.break_glass_access)
         if rates["break_glass"]
         else 0.0,
+        **_baseline(policy),
         keep=_keep(policy, record, steps, memory),
         portal_keep=float(max((w.seconds for w in rates["portal"]), default=0)) + 60,
         heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],

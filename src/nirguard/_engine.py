@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: Detection signals: a breach of one of these is "suspected", not "denied".
-SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio"})
+SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio", "baseline"})
 PORTAL_TAG: Final = "{%portal}"
 #: How evidence names the count behind each quota or signal.
 _EVIDENCE: Final = {
@@ -171,6 +171,8 @@ class Request:
         reason: whether the practitioner stated a reason (break-glass).
         now: the time to decide at; ``None`` = the engine's own clock (the
             server's, on Redis).
+        place: the bucket (0-63) of the keyed hash of the patient's department
+            of birth, when ``baseline`` is on; ``-1``: unknown.
     """
 
     practitioner: str
@@ -179,6 +181,7 @@ class Request:
     cohort: str | None = None
     reason: bool = False
     now: float | None = None
+    place: int = -1
 
 
 @dataclass(slots=True)
@@ -208,6 +211,11 @@ class Decision:
     limit: int | None = None
     incident: float | None = None
     alert: bool = False
+    #: ``baseline`` (``count``: new patients today, ``limit``: of them from unusual
+    #: places): those expected a day, days of history, off-hours new patients today
+    usual: float = 0.0
+    history: int | None = None
+    off_hours: int = 0
 
     def denial(self) -> LookupDenied | None:
         """The exception this decision refuses with, or ``None`` when it lets through."""
@@ -230,10 +238,15 @@ class Decision:
             if self.quota == "miss_ratio":
                 out.update(misses=self.count, lookups=self.limit)
                 out["ratio"] = round(self.count / self.limit, 3) if self.limit else 0.0
+            elif self.quota == "baseline":
+                out.update(new_patients_today=self.count, unusual_places_today=self.limit)
             else:
                 label = _EVIDENCE.get(self.quota or "", self.quota or "count")
                 out[label] = self.count
                 out["limit"] = self.limit
+        if self.history is not None:
+            out.update(expected_unusual=round(self.usual, 1), days_of_history=self.history)
+            out["off_hours_new_patients"] = self.off_hours
         if self.lockout_started:
             out["lockout_level"] = self.level
         if self.hot:
@@ -250,6 +263,8 @@ class RawStatus:
     remaining: dict[str, int | None] = field(default_factory=dict)
     locked_for: float | None = None
     level: int = 0
+    #: the account's own normal (:func:`nirguard._baseline.summary`), when kept
+    baseline: dict[str, float] | None = None
 
 
 class Engine(Protocol):

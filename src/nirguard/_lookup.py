@@ -25,7 +25,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from nirguard._engine import Decision, Engine, Request, escape
+from nirguard._baseline import PLACES
+from nirguard._engine import Decision, Engine, Request, escape, fingerprint
 from nirguard._inputs import Policies, practitioner_id
 from nirguard._names import WOULD
 from nirguard._reports import Reports, Said
@@ -84,6 +85,7 @@ class LookupPath:
         "_down",
         "_engine",
         "_patients",
+        "_places",
         "fail_open",
         "folded",
         "policies",
@@ -104,6 +106,7 @@ class LookupPath:
         self.policies = policies
         self._patients = pseudonymiser
         self._cohorts = pseudonymiser.derive("cohort")
+        self._places = pseudonymiser.derive("place")
         self.reports = reports
         self.fail_open = fail_open
         self.folded = folded
@@ -148,7 +151,10 @@ class LookupPath:
         if policy.needs_cohort:
             cohort = self._cohorts.pseudonymise_canonical(canonical[:10])
         patient = self._patients.pseudonymise_canonical(canonical)
-        request = Request(key, policy, patient, cohort, stated is not None)
+        place = -1
+        if policy.baseline is not None:  # the department of birth, keyed-hashed, 64 buckets
+            place = fingerprint(self._places.pseudonymise_canonical(canonical[5:7]))[0] % PLACES
+        request = Request(key, policy, patient, cohort, stated is not None, place=place)
         return _Call(who, request, canonical, None, stated, policy.name)
 
     # -- admit ----------------------------------------------------------------------------------

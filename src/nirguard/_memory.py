@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from nirguard import _baseline as baseline
 from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_account import Account, Patient
@@ -39,6 +40,7 @@ FORGOTTEN: Final = frozenset(
         "pending",
         "miss_ratio",
         "incident",
+        "blc",
     }
 )
 
@@ -124,11 +126,18 @@ class MemoryEngine:
         refused = account.locked() or account.budgets()
         if refused is not None:
             return refused
+        slot = baseline.open_day(account.record, account.changes, p, now)
         walked: dict[str, Any] = {}
         if patient[3]:
-            breach = account.breach(req, patient[0], walked) or account.pending()
+            breach = account.breach(req, patient[0], walked)
+            if breach is None and p.baseline is not None:
+                breach = baseline.check(account.record, account.changes, p, slot, req.place, base)
+            breach = breach or account.pending()
             if breach is not None:
                 return account.breached(req, patient, breach)
+        if p.baseline is not None:
+            state = {**account.record, **account.changes}
+            baseline.count(state, account.changes, p, patient[3], slot, req.place)
         return account.allow(req, patient, walked)
 
     # -- the engine protocol --------------------------------------------------------------------
@@ -207,6 +216,8 @@ class MemoryEngine:
             if until is not None and until > now:
                 out.locked_for = until - now
             out.level = level_of(record, now)
+            if policy.baseline is not None:
+                out.baseline = baseline.summary(record, policy, now)
             return out
 
     async def astatus(self, practitioner: str, policy: CompiledPolicy) -> RawStatus:
@@ -224,6 +235,8 @@ class MemoryEngine:
             for name in list(record):
                 if name.split(":", 1)[0] in FORGOTTEN:
                     del record[name]
+            if policy.baseline is not None:
+                record["blx"] = -1  # the baseline forgives the day (nirguard._baseline)
 
     async def aunlock(self, practitioner: str, policy: CompiledPolicy) -> None:
         """:meth:`unlock`."""

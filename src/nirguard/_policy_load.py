@@ -19,13 +19,18 @@ from nirguard.errors import PolicyError
 
 __all__ = ["describe", "env_fields", "toml_fields"]
 
-#: Fields read from the environment as numbers (``off`` switches the first two off).
+#: Fields read from the environment as numbers (``off`` switches the first three off).
 _NUMBERS = (
     "miss_ratio",
     "hot_cohort",
+    "baseline",
     "miss_ratio_min_lookups",
     "hot_cohort_min",
     "portal_cohort_share",
+    "baseline_slack",
+    "baseline_prior_days",
+    "baseline_off_hours",
+    "baseline_utc_offset",
 )
 
 
@@ -76,8 +81,10 @@ def env_fields(
         raw = raw.strip()
         if name == "lockout_escalation":
             data[name] = tuple(_off(part.strip()) for part in raw.split(",") if part.strip())
-        elif raw.lower() in ("off", "none") and default is not None:
+        elif raw.lower() in ("off", "none") and (default is not None or name in _NUMBERS[:3]):
             data[name] = None
+        elif name == "baseline_prior":  # "mean, sd"
+            data[name] = tuple(_number(name, part.strip()) for part in raw.split(","))
         elif name in _NUMBERS:
             data[name] = _number(name, raw)
         else:

@@ -142,6 +142,20 @@ class QuotaPolicy(BaseModel):
             and the refusal past this quota is a lockout instead. A client
             that keeps asking after being refused is locked within a few
             attempts; a clinician who states a reason is not.
+        baseline: each account against its own normal (detection,
+            lockout-class; ``None``: off). A day's score is how far its new
+            patients born at places the account seldom serves (at hours it
+            does not work: weighing ``baseline_off_hours``) exceed their
+            expected number, in sd, counted when the day's volume of new
+            patients is also above its usual; a new patient is refused when a
+            CUSUM of scores minus ``baseline_slack`` passes this. Accounts
+            with little history are compared with ``baseline_prior`` (mean,
+            sd of new patients a day of their kind), which fades out over
+            ``baseline_prior_days`` days of their own; days start at
+            ``baseline_utc_offset`` hours from UTC (docs/guard.md, "Each
+            account against its own normal").
+        baseline_slack, baseline_prior, baseline_prior_days,
+            baseline_off_hours, baseline_utc_offset: see ``baseline``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -170,6 +184,12 @@ class QuotaPolicy(BaseModel):
     break_glass_access: str | float = "3 days"
     strikes: str | None = "3/hour;6/day"
     hot_cohort_warmup: str | float | None = "14 days"
+    baseline: float | None = None
+    baseline_slack: float = 1.0
+    baseline_prior: tuple[float, float] = (25.0, 15.0)
+    baseline_prior_days: float = 7.0
+    baseline_off_hours: float = 3.0
+    baseline_utc_offset: float = 1.0
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -246,6 +266,22 @@ class QuotaPolicy(BaseModel):
             raise ValueError("miss_ratio must be in (0, 1]")
         return value
 
+    @model_validator(mode="after")
+    def _baseline(self) -> QuotaPolicy:
+        mean, sd = self.baseline_prior
+        checks = (
+            (self.baseline is None or 0 < self.baseline < 1e6, "baseline must be positive"),
+            (0 <= self.baseline_slack < 1e6, "baseline_slack must be 0 or more"),
+            (0 <= mean < 1e6 and 0 < sd < 1e6, "baseline_prior must be (mean >= 0, sd > 0)"),
+            (0 < self.baseline_prior_days < 1e6, "baseline_prior_days must be positive"),
+            (1 <= self.baseline_off_hours < 1e6, "baseline_off_hours must be at least 1"),
+            (-14 <= self.baseline_utc_offset <= 14, "baseline_utc_offset must be in [-14, 14]"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
     @field_validator("miss_ratio_min_lookups")
     @classmethod
     def _min_lookups(cls, value: int) -> int:
@@ -291,6 +327,7 @@ class QuotaPolicy(BaseModel):
         off["miss_ratio"] = None
         off["hot_cohort"] = None
         off["hot_cohort_warmup"] = None
+        off["baseline"] = None
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------
@@ -317,8 +354,9 @@ class QuotaPolicy(BaseModel):
             data = json.loads(text)
         except ValueError:
             raise PolicyError("invalid quota policy: not valid JSON") from None
-        if isinstance(data, dict) and isinstance(data.get("lockout_escalation"), list):
-            data["lockout_escalation"] = tuple(data["lockout_escalation"])
+        for name in ("lockout_escalation", "baseline_prior"):
+            if isinstance(data, dict) and isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
         return cls.from_dict(data)
 
     @classmethod

@@ -59,7 +59,7 @@ end
 -- against `lookups` (a lookup; not an invalid NIR). Every refusal of the account counts
 -- against `lookups`; a refusal that is not a lockout is a strike, and the strike past the
 -- `strikes` quota is a lockout instead (docs/guard.md, "What a refusal costs").
-local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true}
+local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline = true}
 
 local function account_of(P, K, x, now, lookups)
   return {P = P, K = K, record = load(K, 1, P.account), changes = {}, x = x, now = now,
@@ -264,15 +264,22 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
   local A = account_of(P, K, x, now, true)
   local refused = locked(A) or budgets(A)
   if refused then return refused end
+  local slot = bl_open_day(A.record, A.changes, P, now)
   local walked = {}
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
+    if not breach and P.baseline then
+      breach, count, limit = bl_check(A.record, A.changes, P, slot, flags.place, x)
+    end
     local record = A.record
     if not breach and (record["pending:e"] or 0) > now and record.pending ~= nil then
       breach = record["pending:q"] or "distinct_patients" -- asked until answered or expired
     end
     if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end
+  end
+  if P.baseline then
+    bl_count(bl_merged(A.record, A.changes), P, A.changes, seen.new, slot, flags.place)
   end
   return allow(A, flags, seen, patient_id, walked)
 end

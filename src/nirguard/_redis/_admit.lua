@@ -32,7 +32,8 @@
 --   4 flags: patient, cohort, reason ("1" or "0"), then what to do of a new
 --     patient's cohort heat: "1" its step here, "2" ask for it (the reply "heat"),
 --     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing; then "1" while
---     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot)
+--     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot); then
+--     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
 --   5 the patient's fingerprint (12 hex digits: 6 bytes in records), 6 the cohort's
 --   7 the heat step's answer, for flag "3"
 --
@@ -96,12 +97,13 @@ local function status_step(P, K, portal_keys, now)
   out[#out + 1] = (until_ and until_ > now) and tostring(until_ - now) or ""
   out[#out + 1] = "level"
   out[#out + 1] = tostring(level_of(record, now))
+  if P.baseline then bl_summary(record, P, now, out) end
   return out
 end
 
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
-  pending = true, miss_ratio = true, strikes = true, incident = true}
+  pending = true, miss_ratio = true, strikes = true, incident = true, blc = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])
@@ -110,6 +112,7 @@ local function unlock_step(P, K, now)
   for name, value in pairs(record) do
     if not FORGOTTEN[string.match(name, "^[^:]+")] then kept[name] = value end
   end
+  if P.baseline then kept.blx = -1 end -- the baseline forgives the day (_baseline.lua)
   local ttl = redis.call("PTTL", K[1])
   if next(kept) == nil or ttl <= 0 then
     redis.call("DEL", K[1])
@@ -183,6 +186,7 @@ local function main(K, A)
     patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",
     reason = string.sub(f, 3, 3) == "1", heat = string.sub(f, 4, 4), cfp = unhex(A[6]),
     fp = unhex(A[5]), cold = string.sub(f, 5, 5) == "1",
+    place = tonumber(string.sub(f, 6, 7), 16) or 255,
   }
   return step(A[1], P, K, A, flags, now)
 end

@@ -37,7 +37,8 @@ end
 
 -- "lookups|distinct|invalid|misses|cohort|portal_cohort|portal|break_glass|seen|
 --  lockout steps|lockout_memory|ratio|ratio_min|ratio_window|share|hot|hot_min|
---  hot_window|hot_baseline|hot_action|access|keep|strikes"
+--  hot_window|hot_baseline|hot_action|access|keep|strikes|baseline|slack|prior mean|
+--  prior sd|prior days|off-hours weight|offset"
 local function compile(text)
   local parts = {}
   for part in string.gmatch(text .. "|", "([^|]*)|") do parts[#parts + 1] = part end
@@ -66,9 +67,22 @@ local function compile(text)
     access = tonumber(parts[21]),
     keep = tonumber(parts[22]),
     strikes = windows(parts[23] or "", "strikes", {}),
+    baseline = tonumber(parts[24]),
+    bl_slack = tonumber(parts[25]),
+    bl_mean = tonumber(parts[26]),
+    bl_sd = tonumber(parts[27]),
+    bl_days = tonumber(parts[28]),
+    bl_off = tonumber(parts[29]),
+    bl_offset = tonumber(parts[30]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
-  P.account = layout(ACCOUNT_FIXED,
+  local fixed = ACCOUNT_FIXED
+  if P.baseline then
+    fixed = {}
+    for _, pair in ipairs(ACCOUNT_FIXED) do fixed[#fixed + 1] = pair end
+    for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
+  end
+  P.account = layout(fixed,
     {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,
      P.strikes})
   P.portal_layout = layout({}, {P.portal})

@@ -303,7 +303,8 @@ end
 -- retry_after in ms (-1 = unknown or until unlock), lockout started, lockout level, hot,
 -- hot alert, heat and expected heat in thousandths, break-glass left, evidence count and
 -- limit (-1 = none), the start of the account's open incident in ms (-1 = none), whether
--- this decision opened it
+-- this decision opened it, the baseline's expected day in thousandths, its days of history
+-- (-1 = no baseline evidence) and off-hours new patients
 local function milli(value)
   return math.floor(value * 1000 + 0.5)
 end
@@ -313,7 +314,8 @@ local function reply(outcome, quota, retry, started, level, x)
     outcome, quota or "", retry and milli(retry) or -1, started and 1 or 0,
     level or 0, x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s or 0), milli(x.e or 0),
     x.bg_left or -1, x.count or -1, x.limit or -1,
-    x.incident and milli(x.incident) or -1, x.opens and 1 or 0,
+    x.incident and milli(x.incident) or -1, x.opens and 1 or 0, milli(x.bl_mu or 0),
+    x.bl_h or -1, x.bl_off or 0,
   }
 end
 local NOTHING = {}

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+from nirguard._baseline import shown
 from nirguard._compiled import INDEFINITE, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._redis.script import KEYS, Call, Reply
@@ -52,6 +53,7 @@ def decision(reply: Reply) -> Decision:
     retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
         int(_text(v)) for v in items[2:14]
     )
+    usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -67,6 +69,9 @@ def decision(reply: Reply) -> Decision:
         limit=limit if limit >= 0 else None,
         incident=incident / 1000 if incident >= 0 else None,
         alert=opens == 1,
+        usual=usual / 1000,
+        history=history if history >= 0 else None,
+        off_hours=off,
     )
 
 
@@ -97,6 +102,8 @@ def status(reply: Reply, policy: CompiledPolicy) -> RawStatus:
     if out.locked_for is not None and out.locked_for > INDEFINITE / 2:
         out.locked_for = float("inf")
     out.level = int(pairs.get("level", "0"))
+    if pairs.get("baseline"):
+        out.baseline = shown(tuple(float(v) for v in pairs["baseline"].split()))
     return out
 
 
@@ -167,6 +174,7 @@ class Codec:
             + ("1" if request.reason else "0")
             + heat
             + ("1" if cold else "0")
+            + format(request.place & 0xFF, "02x")
         )
         patient = "" if request.patient is None else fingerprint(request.patient).hex()
         cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
