@@ -660,3 +660,23 @@ def test_a_sealed_trail_is_read_whole_without_a_warning(tmp_path):
     assert result.log.entries == 40
     assert result.log.skipped == {"audit chain record": 2}  # its open and close records
     assert not any("skipped" in w for w in result.warnings)
+
+
+def test_the_replay_sees_hot_cohorts_from_the_logs_first_day() -> None:
+    # The log was written by a guard that had long watched the portal; calibrate replays
+    # it on a fresh store, where the store's warm-up (hot_cohort_warmup, 14 days by
+    # default) would call no cohort hot in the log's first days.
+    from nirguard._compiled import compile_policy
+    from nirguard.calibrate._read import LOOKUP, Entry
+    from nirguard.calibrate._replay import Replay
+
+    policy = QuotaPolicy(name="gp")
+    assert policy.hot_cohort_warmup is not None
+    replay = Replay({None: compile_policy(policy)})
+    hot = [
+        replay.add(
+            Entry(START + i, f"dr-{i}", None, LOOKUP, f"p{i}", "cohort-1", False, False, False)
+        )
+        for i in range(60)
+    ]
+    assert any(hot)

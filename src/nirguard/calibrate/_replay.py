@@ -16,7 +16,7 @@ without one, locks the account out, as it would for a script.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from nirguard._engine import Request, escape
@@ -96,7 +96,10 @@ class Replay:
     __slots__ = ("_engine", "_locker", "_now", "_policies", "accounts", "kinds", "outcomes")
 
     def __init__(self, policies: dict[str | None, CompiledPolicy]) -> None:
-        self._policies = policies
+        # The log was written by a guard that had already watched the portal: its replay
+        # starts on a fresh store, so the store's warm-up would hide the cohorts that the
+        # live guard saw hot in the log's first days.
+        self._policies = {k: replace(p, hot_warmup=0.0) for k, p in policies.items()}
         self._now = 0.0
         self._engine = MemoryEngine(self._clock, prefix="calibrate")
         self._locker: dict[str, str] = {}
