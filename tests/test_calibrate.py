@@ -642,3 +642,21 @@ def test_events_without_a_kind_go_to_untagged(tmp_path, capsys):
     assert "== (untagged):" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["(untagged).json"]
     QuotaPolicy.from_json((tmp_path / "p" / "(untagged).json").read_text())
+
+
+def test_a_sealed_trail_is_read_whole_without_a_warning(tmp_path):
+    from nirguard.audit import AuditEvent
+    from nirguard.audit_chain import AuditKey, SealedAuditLog
+
+    path = tmp_path / "audit.jsonl"
+    sink = SealedAuditLog(path, AuditKey.generate("audit-2026"), checkpoint=None)
+    for i in range(40):
+        sink(
+            AuditEvent(time=START + 60 * i, practitioner="gp-1", patient=f"k1:{i}",
+                       outcome="allowed", kind="gp")
+        )  # fmt: skip
+    sink.close()
+    result = calibrate([path], verify=False)
+    assert result.log.entries == 40
+    assert result.log.skipped == {"audit chain record": 2}  # its open and close records
+    assert not any("skipped" in w for w in result.warnings)

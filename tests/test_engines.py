@@ -394,6 +394,19 @@ def test_a_busy_account_with_a_few_hot_patients_is_not_suspected(engine: Engine)
     assert outcomes == ["allowed"] * 6  # six of 26 new patients: under the share
 
 
+def test_a_fresh_store_warms_up_before_any_cohort_is_hot(engine: Engine) -> None:
+    d = Driver(engine, hot_policy(hot_cohort_warmup="7 days", break_glass=None))
+    busy = [d.look(f"gp{i}", f"p{i}", "c1") for i in range(10)]  # hot, were it not warming
+    assert not any(x.hot or x.hot_alert for x in busy)
+    walked = [d.look("bot", f"b{i}", "c1").outcome for i in range(5)]
+    assert walked == ["allowed"] * 5  # no portal_cohort while no cohort can be hot
+    d.wait(7 * DAY)  # warm: the same walk of a fresh cohort heats it and is caught
+    for i in range(8):
+        d.look(f"other{i}", f"o{i}", "c2")
+    outcomes = [d.look("bot2", f"w{i}", "c2").outcome for i in range(5)]
+    assert outcomes[:4] == ["allowed"] * 3 + ["suspected"]
+
+
 def test_hot_cohort_reason_action(engine: Engine) -> None:
     d = Driver(engine, hot_policy(hot_cohort_action="reason", break_glass="1/day"))
     for i in range(8):

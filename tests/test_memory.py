@@ -69,10 +69,10 @@ def test_snapshot_and_restore() -> None:
     clock = Clock()
     engine = MemoryEngine(clock, prefix="t")
     look(engine, "dr", "a")
-    state = engine._snapshot()
+    state = engine.snapshot()
     look(engine, "dr", "b")
     assert len(engine) > 0
-    engine._restore(state)
+    engine.restore(state)
     status = engine.status("dr", POLICY._compiled)
     assert status.remaining["distinct_patients"] == 999
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nirguard import NIR, InvalidNIR, NirguardError, nir
-from nirguard._nir_rules import fast_canonicals, is_keyed
+from nirguard._nir_rules import fast_canonicals
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 
@@ -629,18 +629,3 @@ def test_fast_canonicals_skips_str_subclasses_and_non_strings() -> None:
         "185057800608491",
         None,
     ]
-
-
-@given(
-    st.one_of(
-        generated,
-        generated.map(nir.format),
-        st.text(alphabet="0123456789ABab .-\u00a0\u202f\t", max_size=24),
-        st.text(max_size=20),
-    )
-)
-@example("282042a12345617")
-@example("2 82 04 2B 123 456 17")
-def test_is_keyed_is_is_valid_without_the_structure(value: str) -> None:
-    # The scanners' test of a candidate (nirguard._nir_scan) is validate(strict=False).
-    assert is_keyed(value) is nir.is_valid(value, strict=False)

@@ -116,8 +116,41 @@ def test_the_question_stays_asked_after_its_window_ends(engine: Engine) -> None:
     d.wait(601)  # the window that raised the question has ended
     again = d.look("bot", "x")
     assert (again.outcome, again.quota) == ("reason_required", "distinct_patients")
-    assert d.look("bot", "y").outcome == "allowed"  # another patient: the new window's
-    assert d.look("bot", "x", reason=True).outcome == "break_glass"  # answered: stated
+    moved = d.look("bot", "y")  # moving on with the question pending: as within the window
+    assert (moved.quota, moved.lockout_started) == ("distinct_patients", True)
+
+
+def test_an_answered_question_frees_the_next_window(engine: Engine) -> None:
+    d = Driver(engine, gp_policy(distinct_patients="2/10 minutes", break_glass="5/day"))
+    d.look("gp", "a")
+    d.look("gp", "b")
+    assert d.look("gp", "x").outcome == "reason_required"
+    d.wait(601)
+    assert d.look("gp", "x", reason=True).outcome == "break_glass"  # answered
+    assert d.look("gp", "y").outcome == "allowed"  # the new window's first new patient
+    d.wait(HOUR)  # a question nobody answers expires with the first lockout's length
+    d.look("gp", "z")
+    d.look("gp", "w")
+    assert d.look("gp", "u").outcome == "reason_required"
+    d.wait(HOUR)
+    assert d.look("gp", "v").outcome == "allowed"
+
+
+def test_a_bot_that_retries_once_then_moves_on_gets_no_more(engine: Engine) -> None:
+    policy = gp_policy(distinct_patients="8/10 minutes;120/day", lookups="30/minute")
+    d = Driver(engine, policy)
+    got, k, retried = 0, 0, False
+    for _ in range(150):  # one ask a minute; after a 428, the same patient once, then on
+        decision = d.look("hybrid", f"p{k}")
+        if decision.outcome == "allowed":
+            got += 1
+        if decision.outcome == "allowed" or retried:
+            k, retried = k + 1, False
+        else:
+            retried = True
+        d.wait(60)
+    moved = _harvest(Driver(engine, policy), "move", retry=False, pace=60, asks=150)
+    assert got <= moved
 
 
 def test_a_clinician_who_states_the_reason_is_not_locked(engine: Engine) -> None:

@@ -124,14 +124,14 @@ class Admin:
 
     def snapshot(self) -> Any:
         engine = self._engine
-        take = getattr(engine, "snapshot", None) or getattr(engine, "_snapshot", None)
+        take = getattr(engine, "snapshot", None)
         if engine.kind != "memory" or take is None:
             raise ConfigurationError("only a memory:// guard can be snapshot")
         return take()
 
     def restore(self, state: Any) -> None:
         engine = self._engine
-        put = getattr(engine, "restore", None) or getattr(engine, "_restore", None)
+        put = getattr(engine, "restore", None)
         if engine.kind != "memory" or put is None:
             raise ConfigurationError("only a memory:// guard can be restored")
         put(state)

@@ -93,8 +93,8 @@ class Report:
         head = (
             f"{self.lines} lines, {self.sealed} sealed, {self.verified} verified, "
             + (f"{self.foreign} of other writers, " if self.foreign else "")
-            + f"{len(self.writers)} writers: "
-            + ("OK" if self.ok else f"{len(self.problems) + self.unlisted} problems")
+            + f"{_count(len(self.writers), 'writer')}: "
+            + ("OK" if self.ok else _count(len(self.problems) + self.unlisted, "problem"))
         )
         out = [head, *[str(problem) for problem in self.problems[:shown]]]
         if len(self.problems) + self.unlisted > shown:
@@ -118,6 +118,10 @@ class _Chain:
     every: float | None = None
     every_seq: int = 0
     close: tuple[int, int] | None = None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _iso(seconds: float) -> str:
@@ -287,7 +291,7 @@ class _Verifier:
         if before != ABSENT:
             end = self.where(after) if after != ABSENT else "the end"
             where = f"between {self.where(before)} and {end}"
-        detail = f"seq {first}..{last} missing ({last - first + 1} records) {where}"
+        detail = f"seq {first}..{last} missing ({_count(last - first + 1, 'record')}) {where}"
         self.problem("removed", after if after != ABSENT else None, writer, detail)
 
     def ending(self, writer: str, chain: _Chain, ref: float | None, closed: bool) -> None:

@@ -39,7 +39,7 @@ def _margin(text: str) -> float:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     """Add the ``calibrate`` subcommand."""
     parser = subparsers.add_parser(
         "calibrate",

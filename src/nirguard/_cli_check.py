@@ -16,7 +16,7 @@ from nirguard import nir
 from nirguard.errors import InvalidNIR
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     parser = subparsers.add_parser(
         "check",
         help="validate NIRs (arguments, or one per line on stdin)",

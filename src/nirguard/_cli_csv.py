@@ -58,7 +58,7 @@ _MODES: Final = {
 _BOM: Final = b"\xef\xbb\xbf"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private name)
     """Add the ``pseudonymise``, ``tokenise`` and ``detokenise`` subcommands."""
     for mode, (_done, help_text) in _MODES.items():
         parser = subparsers.add_parser(

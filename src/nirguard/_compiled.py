@@ -64,6 +64,8 @@ class Source(Protocol):
     def hot_cohort_action(self) -> str: ...
     @property
     def break_glass_access(self) -> str | float: ...
+    @property
+    def hot_cohort_warmup(self) -> str | float | None: ...
 
     def items(self, field: str) -> tuple[RateLimitItem, ...]: ...
 
@@ -133,6 +135,8 @@ class CompiledPolicy:
     hot_window: float
     hot_baseline: float
     hot_reason: bool
+    #: seconds the store watches the portal before a cohort can be hot (0: none)
+    hot_warmup: float
     break_glass_access: float
     keep: float
     #: how long the portal quota's record is kept
@@ -230,6 +234,9 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         hot_window=hot_window,
         hot_baseline=hot_baseline,
         hot_reason=policy.hot_cohort_action == "reason",
+        hot_warmup=0.0
+        if policy.hot_cohort_warmup is None
+        else parse_duration(policy.hot_cohort_warmup),
         # grants exist only with a break-glass budget: then patient records must outlive them
         break_glass_access=parse_duration(policy.break_glass_access)
         if rates["break_glass"]

@@ -148,6 +148,11 @@ class Keys:
         return f"{self._prefix}:{PORTAL_TAG}:portal"
 
     @property
+    def since(self) -> str:
+        """When the store started watching the portal (``hot_cohort_warmup``)."""
+        return f"{self._prefix}:{PORTAL_TAG}:since"
+
+    @property
     def heat(self) -> str:
         tag = cohort_tag(self._cohort or "-")
         return f"{self._prefix}:{{%c{tag}}}:h{self._heat_suffix}"

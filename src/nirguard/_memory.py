@@ -18,7 +18,7 @@ from typing import Any, Final
 from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_account import Account, Patient
-from nirguard._memory_records import bump, heat_step, hit, level_of, overflow, remaining
+from nirguard._memory_records import Record, bump, heat_step, hit, level_of, overflow, remaining
 from nirguard._memory_store import OnFork, State, Store
 
 __all__ = ["FORGOTTEN", "MemoryEngine"]
@@ -81,7 +81,15 @@ class MemoryEngine:
         """The cohort's heat, counting a patient new to the practitioner (see
         :func:`~nirguard._memory_records.heat_step`)."""
         key = keys.heat
-        changed = heat_step(self._store.get(key, now), p, fp, base, now)
+        warm = True
+        if p.hot_warmup:
+            since = self._store.get(keys.since, now)
+            if since is None:  # the store's first look at the portal
+                since = Record()
+                since["t"], since.expires = now, float("inf")
+                self._store.put(keys.since, since)
+            warm = now - since["t"] >= p.hot_warmup
+        changed = heat_step(self._store.get(key, now), p, fp, base, now, warm)
         if changed is not None:
             self._store.put(key, changed)
 
@@ -118,7 +126,7 @@ class MemoryEngine:
             return refused
         walked: dict[str, Any] = {}
         if patient[3]:
-            breach = account.breach(req, patient[0], walked) or account.pending(patient[1])
+            breach = account.breach(req, patient[0], walked) or account.pending()
             if breach is not None:
                 return account.breached(req, patient, breach)
         return account.allow(req, patient, walked)
@@ -231,9 +239,10 @@ class MemoryEngine:
         """Forget every record."""
         self._store.reset()
 
-    def _snapshot(self) -> State:
+    def snapshot(self) -> State:
         """A deep copy of the state (the replay reuses a history this way)."""
         return self._store.snapshot()
 
-    def _restore(self, state: State) -> None:
+    def restore(self, state: State) -> None:
+        """Put back a state :meth:`snapshot` took."""
         self._store.restore(state)

@@ -203,12 +203,13 @@ class Account:
                 return "hot_cohort", None, None
         return None
 
-    def pending(self, fp: bytes) -> Breach | None:
-        """The question still pending about this patient: it stays asked until answered
-        or expired, even when the window that raised it has ended since (a client that
-        retries the refused patient gets no more than one that moves on)."""
+    def pending(self) -> Breach | None:
+        """The question still pending (a 428 not answered): until it is answered or
+        expires, every new patient is a breach of the quota that asked it, even when
+        the window that raised it has ended since: the same patient is asked again, a
+        different one starts the lockout. Waiting out a window after a 428 buys nothing."""
         record = self.record
-        if record.get("pending:e", 0) > self.now and record.get("pending") == fp:
+        if record.get("pending:e", 0) > self.now and record.get("pending") is not None:
             return record.get("pending:q", "distinct_patients"), None, None
         return None
 

@@ -154,11 +154,11 @@ def forgotten(heat: Heat, p: CompiledPolicy) -> float:
 
 
 def heat_step(
-    heat: Heat | None, p: CompiledPolicy, fp: bytes, base: Decision, now: float
+    heat: Heat | None, p: CompiledPolicy, fp: bytes, base: Decision, now: float, warm: bool = True
 ) -> Heat | None:
     """Count a patient new to the practitioner in its cohort's heat (once per heat
     window, portal-wide); whether the cohort is hot, and its first alert, into
-    ``base``. The record to keep, or ``None`` when nothing changed."""
+    ``base`` (never while the store is warming up: ``warm`` false). The record to keep, or ``None`` when nothing changed."""
     window, baseline = p.hot_window, p.hot_baseline
     if heat is None or (heat.t is not None and now > forgotten(heat, p)):
         heat = Heat()
@@ -175,7 +175,7 @@ def heat_step(
         changed = True
     expected = l_ * window / baseline
     base.heat, base.expected = s, expected
-    if s > (p.hot_cohort or 0.0) * expected + p.hot_cohort_min:
+    if warm and s > (p.hot_cohort or 0.0) * expected + p.hot_cohort_min:
         base.hot = True
         if heat.a <= now:
             base.hot_alert = True

@@ -1,4 +1,4 @@
-"""Package-internal: the grammar of a NIR, shared by :mod:`nirguard.nir` and the scanners.
+"""Package-internal: the grammar of a NIR, behind :mod:`nirguard.nir`.
 
 Spellings (separators, 2A/2B), the strict structure, the control key, the
 display grouping, and the batch fast path. The public contract and its
@@ -11,8 +11,6 @@ documentation are :mod:`nirguard.nir`'s; the rules themselves are listed in
 (91, 17)
 >>> fast_canonicals(["185057800608491", "1 85 05 78 006 084 91", "185057800608490"])
 ['185057800608491', None, None]
->>> is_keyed("1 85 05 78 006 084 91"), is_keyed("185057800608490")
-(True, False)
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ __all__ = [
     "check_structure",
     "fast_canonicals",
     "groups",
-    "is_keyed",
     "key_of",
     "normalise",
 ]
@@ -148,17 +145,6 @@ def check_structure(canonical: str) -> None:
         raise InvalidNIR("commune")
     if canonical[10:13] == "000":
         raise InvalidNIR("order")
-
-
-def is_keyed(value: str) -> bool:
-    """Whether ``value`` spells a NIR whose key checks out: what
-    ``nir.is_valid(value, strict=False)`` says of a string, without the
-    structure (the scanners' test of a candidate). Never raises for a ``str``."""
-    try:
-        canonical = normalise(value)
-    except InvalidNIR:
-        return False
-    return key_of(canonical[:13]) == int(canonical[13:])
 
 
 def fast_canonicals(values: list[str]) -> list[str | None]:

@@ -25,7 +25,7 @@ True
 >>> lines = path.read_text().splitlines()
 >>> del lines[2]                                 # someone erases one lookup
 >>> print(verify_lines(lines, key).problems[0])  # doctest: +ELLIPSIS
-line 3: removed: writer ...: seq 3..3 missing (1 records) between line 2 and line 3
+line 3: removed: writer ...: seq 3..3 missing (1 record) between line 2 and line 3
 
 What it cannot see: a writer's last records cut before its next checkpoint
 (within two checkpoint periods of the end of the trail), and anything done by

@@ -50,7 +50,6 @@ assurance-maladie-digital/nir-validation; summarised in ``NIR-RULES.md``.
 
 from __future__ import annotations
 
-from nirguard import _nir_scan
 from nirguard._nir_rules import BODY as _BODY
 from nirguard._nir_rules import LOOSE_MATCH as _LOOSE_MATCH
 from nirguard._nir_rules import MASK_TAIL as _MASK_TAIL
@@ -72,9 +71,6 @@ __all__ = [
     "parse",
     "validate",
 ]
-
-# The name the CSV commands still call; new code imports nirguard._nir_scan.contains_nir.
-_contains_nir = _nir_scan.contains_nir
 
 
 def validate(value: str, *, strict: bool = True) -> str:

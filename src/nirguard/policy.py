@@ -116,6 +116,12 @@ class QuotaPolicy(BaseModel):
             it holds whatever the portal's size. A hot cohort alerts and is
             audited; on its own it never locks anyone out.
         hot_cohort_min: see ``hot_cohort``.
+        hot_cohort_warmup: how long the store watches the portal before any
+            cohort can be hot: cohorts' heat and baselines are learned from
+            the first decision on, but until the baselines hold this much
+            history no cohort is hot (no notice, no ``portal_cohort``, no
+            question). ``None``: hot from the first day (:meth:`only` sets it
+            so unless given).
         hot_cohort_window: see ``hot_cohort``.
         hot_cohort_baseline: see ``hot_cohort``.
         hot_cohort_action: ``"alert"`` (default) or ``"reason"``: also ask
@@ -163,6 +169,7 @@ class QuotaPolicy(BaseModel):
     break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
     strikes: str | None = "3/hour;6/day"
+    hot_cohort_warmup: str | float | None = "7 days"
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -179,6 +186,13 @@ class QuotaPolicy(BaseModel):
     @classmethod
     def _duration(cls, value: str | float) -> str | float:
         parse_duration(value)
+        return value
+
+    @field_validator("hot_cohort_warmup")
+    @classmethod
+    def _warmup(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @field_validator("name")
@@ -276,6 +290,7 @@ class QuotaPolicy(BaseModel):
         off: dict[str, Any] = {name: None for name in RATE_FIELDS}
         off["miss_ratio"] = None
         off["hot_cohort"] = None
+        off["hot_cohort_warmup"] = None
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------

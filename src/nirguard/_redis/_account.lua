@@ -269,7 +269,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
     local record = A.record
-    if not breach and (record["pending:e"] or 0) > now and record.pending == patient_id then
+    if not breach and (record["pending:e"] or 0) > now and record.pending ~= nil then
       breach = record["pending:q"] or "distinct_patients" -- asked until answered or expired
     end
     if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end

@@ -23,14 +23,16 @@
 -- ARGV
 --   1 mode: admit (every step, one call), or on a Cluster: quota (the portal
 --     quota's slot), account (the practitioner's), heat (the cohort's); and
---     invalid, miss, status, unlock
+--     invalid, miss, status, unlock, since (when the store started watching the
+--     portal: set once, read by each process now and then)
 --   2 now in seconds, or "" for the server's clock (TIME); with simulated time,
 --     "<now> <shift>": expiries are shifted by `shift` onto the server's clock
 --   3 the policy's digest (nirguard/_compiled.py: lua_digest); the policy itself
 --     (lua_policy) comes as ARGV 8 only when the server does not know the digest yet
 --   4 flags: patient, cohort, reason ("1" or "0"), then what to do of a new
 --     patient's cohort heat: "1" its step here, "2" ask for it (the reply "heat"),
---     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing
+--     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing; then "1" while
+--     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot)
 --   5 the patient's fingerprint (12 hex digits: 6 bytes in records), 6 the cohort's
 --   7 the heat step's answer, for flag "3"
 --
@@ -136,7 +138,7 @@ local function step(mode, P, K, A, flags, now)
       if denied then return denied end
     end
     fetch(K, 1, 2)
-    local x = {hot = false}
+    local x = {hot = false, cold = flags.cold}
     local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
     return asked or account_step(P, K, flags, flags.fp, x, seen, now)
   elseif mode == "account" then
@@ -149,9 +151,14 @@ local function step(mode, P, K, A, flags, now)
     local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
     return asked or account_step(P, K, flags, flags.fp, x, seen, now)
   elseif mode == "heat" then
-    local x = {hot = false}
+    local x = {hot = false, cold = flags.cold}
     heat_step(P, K[3], redis.call("GET", K[3]), flags.fp, x, now)
     return reply("heat", nil, nil, false, 0, x)
+  elseif mode == "since" then -- when the store started watching the portal (warm-up)
+    local kept = redis.call("GET", K[1]) or string.format("%.3f", now)
+    local how, when = expiry(now + 4 * P.hot_baseline, now) -- each read keeps it
+    redis.call("SET", K[1], kept, how, when)
+    return {"since", kept}
   elseif mode == "quota" then
     return quota_step(P, K, now) or reply("quota", nil, nil, false, 0, NOTHING)
   elseif mode == "invalid" then
@@ -175,7 +182,7 @@ local function main(K, A)
   local flags = {
     patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",
     reason = string.sub(f, 3, 3) == "1", heat = string.sub(f, 4, 4), cfp = unhex(A[6]),
-    fp = unhex(A[5]),
+    fp = unhex(A[5]), cold = string.sub(f, 5, 5) == "1",
   }
   return step(A[1], P, K, A, flags, now)
 end

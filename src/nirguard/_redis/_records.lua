@@ -204,7 +204,7 @@ local function heat_step(P, key, raw, fp, x, now)
   end
   local expected = dl * P.hot_window / P.hot_baseline
   x.s, x.e = ds, expected
-  if ds > P.hot * expected + P.hot_min then
+  if not x.cold and ds > P.hot * expected + P.hot_min then -- cold: warming up, never hot
     x.hot = true
     if a <= now then
       x.alert = true

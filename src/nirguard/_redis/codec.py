@@ -29,6 +29,8 @@ from nirguard.errors import ConfigurationError
 __all__ = ["Codec", "Plan", "decision", "simulated_clock", "status"]
 
 T = TypeVar("T")
+#: Seconds between two reads of when the store started watching the portal.
+REREAD = 3600.0
 #: Yields calls, receives each call's reply, returns the operation's result.
 Plan = Generator[Call, Reply, T]
 
@@ -121,7 +123,7 @@ class Codec:
     """The plans of one engine: its key prefix, whether the store is a Cluster, and the
     simulated clock it decides on, if any (see :class:`~nirguard._redis.RedisEngine`)."""
 
-    __slots__ = ("_shift", "clock", "cluster", "prefix")
+    __slots__ = ("_read", "_shift", "_since", "clock", "cluster", "prefix")
 
     def __init__(
         self, prefix: str, *, cluster: bool, clock: Callable[[], float] | None = None
@@ -130,6 +132,8 @@ class Codec:
         self.cluster = cluster
         self.clock = clock
         self._shift: float | None = None
+        self._since: float | None = None  # when the store started watching the portal
+        self._read = 0.0  # when this process last read it (monotonic)
 
     # -- arguments ------------------------------------------------------------------------------
 
@@ -149,13 +153,20 @@ class Codec:
         return f"{now!r} {self._shift!r}"
 
     def _call(
-        self, mode: str, request: Request, keys: Sequence[str], heat: str = "0", given: str = ""
+        self,
+        mode: str,
+        request: Request,
+        keys: Sequence[str],
+        heat: str = "0",
+        given: str = "",
+        cold: bool = False,
     ) -> Call:
         flags = (
             ("1" if request.patient is not None else "0")
             + ("1" if request.cohort is not None else "0")
             + ("1" if request.reason else "0")
             + heat
+            + ("1" if cold else "0")
         )
         patient = "" if request.patient is None else fingerprint(request.patient).hex()
         cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
@@ -168,6 +179,23 @@ class Codec:
 
     # -- plans ----------------------------------------------------------------------------------
 
+    def _cold(self, request: Request) -> Plan[bool]:
+        """Whether the store is still warming up (``hot_cohort_warmup``): its start is
+        read once per process, then at most hourly (a flushed store warms up again)."""
+        warmup = request.policy.hot_warmup
+        if not warmup:
+            return False
+        if self._since is None or time.monotonic() - self._read > REREAD:
+            k = self._keys(request)
+            reply = _items((yield self._call("since", request, (k.since,) * KEYS)))
+            self._since, self._read = float(_text(reply[1])), time.monotonic()
+        clock = self.clock
+        if request.now is not None:
+            now = request.now
+        else:
+            now = clock() if clock is not None else time.time()
+        return now - self._since < warmup
+
     def decide(self, request: Request) -> Plan[Decision]:
         """Decide a lookup of a valid NIR: one call on a single node; on a Cluster, one
         call per slot the lookup needs: the portal quota's (only when ``portal`` is set),
@@ -177,9 +205,12 @@ class Codec:
         k = self._keys(request)
         heat = p.hot_cohort is not None and request.cohort is not None
         heat = heat and request.patient is not None
+        cold = (yield from self._cold(request)) if heat else False
         if not self.cluster:
             keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
-            return decision((yield self._call("admit", request, keys, "1" if heat else "0")))
+            return decision(
+                (yield self._call("admit", request, keys, "1" if heat else "0", "", cold))
+            )
         if p.portal:
             quota = decision((yield self._call("quota", request, (k.portal,) * KEYS)))
             if quota.outcome != "quota":
@@ -188,7 +219,7 @@ class Codec:
         result = decision((yield self._call("account", request, own, "2" if heat else "0")))
         if result.outcome != "heat":
             return result
-        found = decision((yield self._call("heat", request, (k.heat,) * KEYS)))
+        found = decision((yield self._call("heat", request, (k.heat,) * KEYS, "0", "", cold)))
         given = f"{int(found.hot)} {found.heat!r} {found.expected!r}"
         result = decision((yield self._call("account", request, own, "3", given)))
         result.hot_alert = found.hot_alert

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from nirguard._compiled import compile_policy
 from nirguard.calibrate._propose import Choice, Mode, over_ceiling, period_text, propose
 from nirguard.calibrate._read import LogSource, ReadStats, read
 from nirguard.calibrate._replay import Replay, Summary
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["Calibration", "Distribution", "KindReport", "run"]
 
 QUANTILES: Final = (50.0, 90.0, 99.0, 99.9)
+#: Lines of nirguard's own that are not lookups: skipped without a warning.
+_EXPECTED_SKIPS: Final = frozenset({"audit chain record", "an administrator's action (unlocked)"})
 _ADJUSTABLE: Final = frozenset(
     {
         "lookups",
@@ -172,7 +175,7 @@ def _distributions(
 
 
 def _compiled(policies: Mapping[str | None, QuotaPolicy]) -> dict[str | None, CompiledPolicy]:
-    return {kind: policy._compiled for kind, policy in policies.items()}
+    return {kind: compile_policy(policy) for kind, policy in policies.items()}
 
 
 def _sort_key(kind: str | None) -> tuple[bool, str]:
@@ -339,10 +342,11 @@ def looser(candidate: QuotaPolicy, choices: Iterable[Choice]) -> list[str]:
 
 def _warn(result: Calibration) -> None:
     log, warnings = result.log, result.warnings
-    if log.unreadable:
-        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(log.skipped.items()))
+    foreign = {why: n for why, n in log.skipped.items() if why not in _EXPECTED_SKIPS}
+    if foreign:
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(foreign.items()))
         warnings.append(
-            f"{log.unreadable:,} lines skipped, not recognisably nirguard audit events "
+            f"{sum(foreign.values()):,} lines skipped, not recognisably nirguard audit events "
             f"({reasons}): nothing in them was read"
         )
     if log.locked:

@@ -1,19 +1,20 @@
 """The replay's policies: which policy each kind of account gets, and their variants.
 
-The GPs' policy is ``QuotaPolicy()`` as shipped. High-volume desks
-(hospital admissions, pharmacies) get :data:`DESK_POLICY`, unless
-:mod:`nirguard.profiles` ships a profile for their kind, which then wins:
-:func:`profile` looks a kind up there first. :func:`without_detection` makes
+The GPs' policy is ``QuotaPolicy()`` as shipped (:func:`nirguard.profiles.gp`).
+High-volume desks (hospital admissions, pharmacies) get the desk profile,
+:func:`nirguard.profiles.desk` (:data:`DESK_POLICY` holds its fields);
+:func:`profile` looks a kind up in :mod:`nirguard.profiles`. :func:`without_detection` makes
 the ``quotas`` configuration (plain rate limits).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from nirguard.policy import QuotaPolicy
+from nirguard.errors import ConfigurationError
+from nirguard.policy import QuotaPolicy
+from nirguard.profiles import desk as _desk
+from nirguard.profiles import for_kind
 
 __all__ = [
     "DESK_POLICY",
@@ -26,23 +27,14 @@ __all__ = [
     "without_detection",
 ]
 
-#: Policy of the high-volume desks (hospital admissions, pharmacies): a desk
-#: serves hundreds of different people a day, so volume quotas are an order
-#: of magnitude above a GP's and the cohort signal tolerates more people per
-#: cohort. Fields not named keep ``QuotaPolicy()``'s defaults.
+#: Policy of the high-volume desks (hospital admissions, pharmacies) as JSON-like
+#: fields: :func:`nirguard.profiles.desk`'s fields that differ from
+#: ``QuotaPolicy()``'s, and its name. The profile lives in :mod:`nirguard.profiles`.
+_DEFAULT: Final = QuotaPolicy().model_dump(mode="json")
 DESK_POLICY: Final[dict[str, Any]] = {
-    "name": "desk",
-    "lookups": "60/minute;1500/day",
-    "distinct_patients": "1000/day",
-    "invalid_nirs": "20/hour",
-    "misses": "30/hour",
-    "portal": None,
-    "lockout": "1 hour",
-    "lockout_escalation": ["1 day", None],
-    "cohort": "8/day",
-    "portal_cohort": "30/day",
-    "miss_ratio": 0.5,
-    "miss_ratio_min_lookups": 50,
+    name: value
+    for name, value in _desk().model_dump(mode="json").items()
+    if name == "name" or value != _DEFAULT[name]
 }
 #: Policy fields the ``quotas`` configuration keeps; every other field that can
 #: be switched off (``None``, or an empty escalation) is switched off.
@@ -70,8 +62,6 @@ def policy_from(data: dict[str, Any]) -> QuotaPolicy:
     Raises:
         PolicyError: the installed ``QuotaPolicy`` refuses it.
     """
-    from nirguard.policy import QuotaPolicy
-
     known = set(QuotaPolicy.model_fields)
     fields = {k: v for k, v in data.items() if k in known}
     for name, value in fields.items():
@@ -81,28 +71,21 @@ def policy_from(data: dict[str, Any]) -> QuotaPolicy:
 
 
 def desk_policy() -> QuotaPolicy:
-    """The replay's policy of hospital and pharmacy desks, as a ``QuotaPolicy``.
-
-    Raises:
-        PolicyError: the installed ``QuotaPolicy`` refuses it.
-    """
-    return policy_from(DESK_POLICY)
+    """The replay's policy of hospital and pharmacy desks: :func:`nirguard.profiles.desk`."""
+    return _desk()
 
 
 def profile(name: str) -> QuotaPolicy | None:
-    """The profile ``name`` shipped by :mod:`nirguard.profiles` (by attribute, upper
-    case, or through a ``get``/``PROFILES`` mapping); ``None`` when there is none."""
-    try:
-        module = importlib.import_module("nirguard.profiles")
-    except ImportError:
-        return None
-    from nirguard.policy import QuotaPolicy
+    """The profile of an account kind or profile name (:func:`nirguard.profiles.for_kind`);
+    ``None`` when :mod:`nirguard.profiles` ships none for it.
 
-    found: object = getattr(module, name.upper(), None)
-    table = getattr(module, "PROFILES", None)
-    if found is None and isinstance(table, dict):
-        found = table.get(name)
-    return found if isinstance(found, QuotaPolicy) else None
+    >>> profile("pharmacy").name, profile("submarine")
+    ('desk', None)
+    """
+    try:
+        return for_kind(name)
+    except ConfigurationError:
+        return None
 
 
 def policy_dict(policy: QuotaPolicy) -> dict[str, Any]:
@@ -112,7 +95,6 @@ def policy_dict(policy: QuotaPolicy) -> dict[str, Any]:
 
 def named(policy: QuotaPolicy, name: str) -> QuotaPolicy:
     """``policy`` with ``name`` set, unless it already has one."""
-    from nirguard.policy import QuotaPolicy
 
     if policy.name is not None:
         return policy
@@ -127,7 +109,6 @@ def without_detection(policy: QuotaPolicy) -> QuotaPolicy:
     that cannot be off (such as ``miss_ratio_min_lookups``) are kept.
     """
     from nirguard.errors import PolicyError
-    from nirguard.policy import QuotaPolicy
 
     data = policy.model_dump()
     for name in data:

@@ -1,0 +1,49 @@
+"""Print the worst case per profile (docs/default-policy.md, "The worst case per account").
+
+For each shipped profile: the analytic bounds of :func:`nirguard.profiles.worst_case`
+and what the adversarial search (:func:`nirguard.replay.search.search`, seeded) finds
+through the real guard on ``memory://`` with a simulated clock: bots of every kind
+(``any``), fast bots asking at least every 10 s, and at least every minute.
+
+    python docs/scripts/worst_case.py [evaluations]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from nirguard import profiles
+from nirguard.replay.search import search
+
+
+def main(evaluations: int = 40) -> None:
+    print(
+        "| profile | analytic: any schedule | searched | analytic: fast (10 s) | searched "
+        "| searched: fast (1 min) | 19 accounts, fast (10 s / 1 min) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, policy in sorted(profiles.PROFILES.items()):
+        started = time.perf_counter()
+        bound = profiles.worst_case(policy)
+        found = {
+            label: search(policy, space=space, evaluations=evaluations, seed=0, gap=gap)
+            for label, space, gap in (
+                ("any", "any", 10.0),
+                ("fast", "fast", 10.0),
+                ("minute", "fast", 60.0),
+            )
+        }
+        fast, minute = found["fast"].outcome.obtained, found["minute"].outcome.obtained
+        print(
+            f"| {name} | {bound.paced:,} | {found['any'].outcome.obtained:,} | {bound.fast:,} "
+            f"| {fast:,} | {minute:,} | {19 * fast:,} / {19 * minute:,} |",
+            flush=True,
+        )
+        for label, result in found.items():
+            print(f"<!-- {name} {label}: {result.bot} {dict(result.outcome.answers)} -->")
+        print(f"<!-- {name}: {time.perf_counter() - started:.0f} s -->", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)
