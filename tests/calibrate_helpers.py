@@ -32,11 +32,17 @@ from nirguard.testing import NIRGenerator
 
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC, a Thursday
 DAY = 86400.0
+# The scenarios' logs are days long and start on a fresh store: hot cohorts from the
+# first day (no warm-up), as a portal's guard with weeks of history would see them.
 GP = QuotaPolicy(  # the scenarios' GP policy: 100 new patients a day, 3 break-glass grants
-    name="gp", distinct_patients="8/10 minutes;100/day;300/7 days", break_glass="3/day;10/7 days"
+    name="gp",
+    distinct_patients="8/10 minutes;100/day;300/7 days",
+    break_glass="3/day;10/7 days",
+    hot_cohort_warmup=None,
 )
 DESK = QuotaPolicy(
     name="desk",
+    hot_cohort_warmup=None,
     lookups="60/minute;1000/day",
     distinct_patients="30/10 minutes;500/day;2000/7 days",
     cohort="15/day",

@@ -169,7 +169,7 @@ class QuotaPolicy(BaseModel):
     break_glass: str | None = "1/day;2/7 days"
     break_glass_access: str | float = "3 days"
     strikes: str | None = "3/hour;6/day"
-    hot_cohort_warmup: str | float | None = "7 days"
+    hot_cohort_warmup: str | float | None = "14 days"
 
     def __init__(self, **data: Any) -> None:
         try:
