@@ -766,3 +766,15 @@ def test_a_lockout_is_counted_from_the_refusals_with_the_quota_that_started_it()
     assert tally.locked == {3: "portal_cohort"}  # the first lockout, by what started it
     p._locked(4, ("locked", "locked", None), tally)
     assert tally.locked[4] == "locked"
+
+
+def test_cli_tradeoff_prints_one_point_per_policy(capsys):
+    from nirguard.replay.tradeoff import CANDIDATES
+
+    args = ["--scale", "0.01", "--history-weeks", "1", "--attack-days", "3", "--jobs", "1"]
+    code = main(["simulate", "--tradeoff", *args, "--strategy", "gp-paced", "--json", "--quiet"])
+    assert code == 0
+    points = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert list(points) == list(CANDIDATES)
+    assert all(p["worst"] == "gp-paced" for p in points.values())
+    assert points["week cap 80"]["per_account"] < points["shipped"]["per_account"]

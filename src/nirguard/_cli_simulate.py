@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: The default world: small enough for a first run (36 s of CPU with the default strategies).
 DEFAULT_SCALE: Final = 0.05
 #: What ``--full`` costs on a 2-core machine.
-FULL_COST: Final = "about 9 minutes of CPU, shared by 2 cores; 2 GB"
+FULL_COST: Final = "about 10 minutes of CPU, shared by 2 cores; 0.3 GB a process"
 #: ``--quick``: fewer days, fewer strategies (for large scales).
 QUICK_STRATEGIES: Final = (
     "enumeration",
