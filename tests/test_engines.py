@@ -637,3 +637,24 @@ def test_a_grant_answers_the_question(engine: Engine) -> None:
     assert d.look("dr", "b", reason=True).outcome == "break_glass"
     assert d.look("dr", "c").outcome == "reason_required"  # asked, not locked
     assert d.look("dr", "c", reason=True).outcome == "break_glass"
+
+
+def test_a_locked_account_heats_no_cohort(engine: Engine) -> None:
+    # A bot locked out keeps asking for new people: were its attempts evidence about
+    # their cohorts, it would make them hot and trip the ordinary accounts that look
+    # people of those cohorts up (portal_cohort). Only accounts not locked heat cohorts.
+    d = Driver(
+        engine,
+        hot_policy(distinct_patients="2/hour", break_glass=None, hot_cohort_window="1 day"),
+    )
+    assert [d.look("bot", f"p{i}", "c1").outcome for i in range(3)] == [
+        "allowed",
+        "allowed",
+        "denied",
+    ]
+    heat = d.look("dr", "q0", "c1").heat  # the bot's three asks and this lookup
+    for i in range(3, 40):
+        d.wait(1)
+        assert d.look("bot", f"p{i}", "c1").outcome == "locked"
+    after = d.look("dr", "q1", "c1").heat
+    assert after == pytest.approx(heat + 1, abs=0.01)  # only dr's own new patient

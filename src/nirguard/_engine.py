@@ -15,7 +15,9 @@ per slot the lookup needs, see docs/redis.md). The steps, in order:
    patients of the cohort across the portal, decayed over
    ``hot_cohort_window`` against its trailing baseline over
    ``hot_cohort_baseline``). What this step records stands whatever the
-   account decides next: it is evidence about the cohort.
+   account decides next: it is evidence about the cohort. A locked account's
+   attempts heat nothing: a bot asking on while locked would make cohorts hot
+   and trip the ordinary accounts that look their people up.
 4. **account**, for that new patient, the cohort's heat known:
    ``distinct_patients``, ``cohort`` (its own walk of one cohort) and
    ``portal_cohort`` (its new patients in hot cohorts); a breach is a

@@ -101,15 +101,20 @@ class MemoryEngine:
         self, p: CompiledPolicy, keys: Keys, req: Request, base: Decision, now: float
     ) -> Patient:
         """The practitioner's recent patients, the patient's fingerprint, whether a grant
-        opens it, whether it is new to the practitioner; for a new patient, the cohort's
-        heat first (evidence about the cohort, whatever the account decides)."""
+        opens it, whether it is new to the practitioner; for a new patient of an account
+        that is not locked, the cohort's heat first (evidence about the cohort, whatever
+        the account decides)."""
         recent = self._store.recent(keys.recent, now)
         fp = fingerprint(req.patient) if req.patient is not None else b""
         person = recent.person(fp)
         granted = person["g"] > now
         new = req.patient is not None and not granted and person["s"] <= now
         if new and req.cohort is not None and p.hot_cohort is not None:
-            self._heat(p, keys, fp, base, now)
+            # a locked account's attempts are no evidence about the cohort: a bot that
+            # keeps asking while locked would heat cohorts and trip ordinary accounts
+            until = self._store.record(keys.account, now).get("lockout")
+            if until is None or until <= now:
+                self._heat(p, keys, fp, base, now)
         return recent, fp, granted, new
 
     def _account(

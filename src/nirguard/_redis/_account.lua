@@ -66,6 +66,13 @@ local function account_of(P, K, x, now, lookups)
     lookups = lookups}
 end
 
+-- whether the account is locked now: a locked account's attempts are no evidence about
+-- cohorts (a bot that keeps asking while locked would heat them and trip ordinary accounts)
+local function is_locked(P, K, now)
+  local until_ = load(K, 1, P.account).lockout
+  return until_ ~= nil and until_ > now
+end
+
 -- a field as this call leaves it (its change, else the stored value)
 local function get(A, name)
   local v = A.changes[name]

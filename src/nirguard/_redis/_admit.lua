@@ -141,11 +141,13 @@ local function step(mode, P, K, A, flags, now)
       if denied then return denied end
     end
     fetch(K, 1, 2)
+    if flags.heat ~= "0" and is_locked(P, K, now) then flags.heat = "0" end
     local x = {hot = false, cold = flags.cold}
     local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
     return asked or account_step(P, K, flags, flags.fp, x, seen, now)
   elseif mode == "account" then
     fetch(K, 1, 2)
+    if flags.heat == "2" and is_locked(P, K, now) then flags.heat = "0" end
     local x = {hot = false}
     if flags.heat == "3" then
       local hot, s, e = string.match(A[7], "^(%S+) (%S+) (%S+)$")
