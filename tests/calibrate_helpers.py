@@ -39,6 +39,9 @@ GP = QuotaPolicy(  # the scenarios' GP policy: 100 new patients a day, 3 break-g
     distinct_patients="8/10 minutes;100/day;300/7 days",
     break_glass="3/day;10/7 days",
     hot_cohort_warmup=None,
+    # The walk is refused from its 5th person (cohort 4/day), and a locked account's
+    # attempts heat nothing: a cohort is hot here from 5 new people of it in a day.
+    hot_cohort_min=4,
 )
 DESK = QuotaPolicy(
     name="desk",

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,13 @@ def _try_it(work: Path, env: dict[str, str], port: str) -> None:
     alert = json.loads(glass.stdout.strip().splitlines()[-1])  # the lockout, from the alerts file
     assert (alert["practitioner"], alert["lockout"]) == ("dr-durand", True)
     assert isinstance(alert["retry_after"], int)
-    outcomes = [e["outcome"] for e in _lines(audit, 13)][2:]
+    # the portal's workers write their audit lines off the request path, each at its own
+    # pace: the trail's order is the decisions' times, not the file's lines
+    events = sorted(
+        _lines(audit, 13),
+        key=lambda e: datetime.fromisoformat(e["time"].replace("Z", "+00:00")),
+    )
+    outcomes = [e["outcome"] for e in events][2:]
     assert outcomes[:-1] == ["allowed"] * 8 + ["reason_required", "break_glass"]
     assert outcomes[-1] == "lockout"  # the refusal that started the lockout
     assert not find_nirs(output)
