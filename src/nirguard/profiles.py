@@ -80,13 +80,14 @@ def desk() -> QuotaPolicy:
     return QuotaPolicy(**_DESK)
 
 
-#: Every shipped profile by name (read-only).
 PROFILES: Final[Mapping[str, QuotaPolicy]] = MappingProxyType({"gp": gp(), "desk": desk()})
-#: The profile each kind of account the replay models gets: GPs, new GPs (new
-#: practices and locums), hospital admission desks, pharmacies.
+"""Every shipped profile by name (read-only)."""
+
 KINDS: Final[Mapping[str, str]] = MappingProxyType(
     {"gp": "gp", "new_gp": "gp", "hospital": "desk", "pharmacy": "desk"}
 )
+"""The profile each kind of account the replay models gets: GPs, new GPs (new practices
+and locums), hospital admission desks, pharmacies."""
 
 
 def for_kind(kind: str) -> QuotaPolicy:
