@@ -291,11 +291,12 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
         reader = world.store.reader
         [case] = [c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN]
         assert case["lockout"]
-        # one incident, one case: both lockouts of the attack and the refusals between them
-        # carry its id, and only the first raised an alert
+        # one incident, one case: the lockouts of the attack (it asks on while locked, so
+        # each 4th attempt escalates, up to the one until unlock()) and the refusals between
+        # them carry its id, and only the first raised an alert
         trail = reader.account_events(STOLEN, 1000)
         lockouts = [e for e in trail if e["outcome"] == "lockout"]
-        assert len(lockouts) == 2 and {e["case_id"] for e in lockouts} == {case["case_id"]}
+        assert len(lockouts) == 3 and {e["case_id"] for e in lockouts} == {case["case_id"]}
         assert {e["case_id"] for e in trail if e["outcome"] == "locked"} == {case["case_id"]}
         assert case["alerts"] == 1 and len(reader.lockouts_since(0, 10)) == 1
         assert reader.lockouts_since(0, 10)[0]["time"] == max(e["time"] for e in lockouts)
@@ -303,7 +304,7 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
         new = reader.new_patients_per_day(STOLEN, opened - 28, opened)
         before = [n for d, n in new.items() if d < opened]
         assert before and max(before) <= 16  # an ordinary GP's days
-        assert new[opened] > max(before)  # the walk
+        assert new[opened] == 8  # the walk, stopped in its first window (8/10 minutes)
         assert reader.refusals_per_day(STOLEN, opened, opened)[opened] > 0
     finally:
         world.store.close()

@@ -58,14 +58,16 @@ def test_a_burst_for_one_refused_patient_gets_three_428_then_a_lockout(engine: E
     lockout = burst[3]
     assert (lockout.outcome, lockout.quota, lockout.lockout_started) == ("denied", "strikes", True)
     assert lockout.evidence == {"strikes": 4, "limit": 3, "lockout_level": 1}
-    assert outcomes == {"reason_required": 3, "denied": 1, "locked": 196}
+    # asking on while locked: the 4th attempt escalates (1 day), 4 more: until unlock()
+    started = [(i, x.level) for i, x in enumerate(burst) if x.lockout_started]
+    assert started == [(3, 1), (7, 2), (11, 3)]
+    assert burst[7].retry_after == pytest.approx(DAY) and burst[11].retry_after is None
+    assert outcomes == {"reason_required": 3, "denied": 3, "locked": 194}
     assert [x.alert for x in burst].count(True) == 1 and lockout.alert
     assert {x.incident for x in burst[3:]} == {T0}
     assert all(x.incident is None for x in burst[:3])  # a question is not an incident
-    assert d.status("bot").remaining["lookups"] == 0  # the locked refusals spent the day
-    d.wait(HOUR)
-    after = d.look("bot", "a")  # the lockout ended: a repeat, but the day's lookups are gone
-    assert (after.outcome, after.quota) == ("denied", "lookups")
+    d.wait(30 * DAY)
+    assert d.look("bot", "a").outcome == "locked"  # until an administrator unlocks it
 
 
 def test_a_bot_that_moves_on_is_locked_at_its_first_move(engine: Engine) -> None:
@@ -192,20 +194,91 @@ def test_without_strikes_a_lookups_denial_never_locks(engine: Engine) -> None:
     assert d.status("dr").remaining["strikes"] is None
 
 
-def test_refusals_while_locked_spend_lookups_but_never_extend_the_lockout(engine: Engine) -> None:
+def test_a_clinician_locked_by_accident_may_try_three_times_in_the_hour(engine: Engine) -> None:
     d = Driver(engine, QuotaPolicy.only(lookups="5/day", invalid_nirs="1/hour", strikes="3/hour"))
     d.invalid("dr")
     locked = d.invalid("dr")
     assert (locked.lockout_started, locked.retry_after) == (True, pytest.approx(HOUR))
     d.wait(600)
-    refused = [d.look("dr", f"p{i}") for i in range(5)]
-    assert {x.outcome for x in refused} == {"locked"}
+    refused = [d.look("dr", f"p{i}") for i in range(3)]  # three tries: no escalation
+    assert {(x.outcome, x.lockout_started) for x in refused} == {("locked", False)}
     assert refused[-1].retry_after == pytest.approx(HOUR - 600)  # not extended
     status = d.status("dr")
-    assert (status.remaining["lookups"], status.remaining["strikes"], status.level) == (0, 3, 1)
+    assert (status.remaining["lookups"], status.remaining["strikes"], status.level) == (2, 0, 1)
     d.wait(HOUR)
-    after = d.look("dr", "p0")
-    assert (after.outcome, after.quota) == ("denied", "lookups")
+    after = d.look("dr", "p0")  # the lockout ended: the account works again
+    assert after.outcome == "allowed"
+
+
+def test_the_attempt_past_strikes_while_locked_escalates(engine: Engine) -> None:
+    d = Driver(engine, QuotaPolicy.only(invalid_nirs="1/hour", strikes="3/hour"))
+    d.invalid("dr")
+    first = d.invalid("dr")
+    assert (first.level, first.alert) == (1, True)
+    tries = [d.invalid("dr") for _ in range(4)]  # invalid numbers while locked: strikes too
+    assert [x.outcome for x in tries[:3]] == ["locked"] * 3
+    escalated = tries[3]
+    assert (escalated.outcome, escalated.quota, escalated.lockout_started) == (
+        "denied",
+        "strikes",
+        True,
+    )
+    assert (escalated.level, escalated.retry_after) == (2, pytest.approx(DAY))
+    assert (escalated.alert, escalated.incident) == (False, T0)  # the same case
+    again = [d.look("dr", f"p{i}") for i in range(4)]
+    assert (again[-1].level, again[-1].retry_after) == (3, None)  # until unlock()
+    forever = [d.look("dr", f"p{i}") for i in range(20)]
+    assert {(x.outcome, x.lockout_started) for x in forever} == {("locked", False)}
+    d.unlock("dr")
+    assert d.look("dr", "p0").outcome == "allowed"
+
+
+def test_without_strikes_attempts_while_locked_never_escalate(engine: Engine) -> None:
+    d = Driver(engine, QuotaPolicy.only(invalid_nirs="1/hour"))
+    d.invalid("dr")
+    d.invalid("dr")
+    tries = [d.look("dr", f"p{i}") for i in range(50)]
+    assert {(x.outcome, x.lockout_started) for x in tries} == {("locked", False)}
+    assert tries[-1].retry_after == pytest.approx(HOUR)  # never extended
+
+
+# -- the question outlives the lockout ------------------------------------------------------------
+
+
+def test_a_lockout_does_not_answer_the_question(engine: Engine) -> None:
+    """Moving on with a question pending locks; when the lockout ends the question is asked
+    again of the next new patient (whoever it is), and moving on again escalates."""
+    d = Driver(engine, gp_policy())
+    d.look("bot", "a")
+    d.look("bot", "b")
+    assert d.look("bot", "x").outcome == "reason_required"
+    d.wait(1800)  # the bot slows down: it asks under every rate from now on
+    moved = d.look("bot", "y")
+    assert (moved.lockout_started, moved.level, moved.alert) == (True, 1, True)
+    d.wait(HOUR + 1)  # the lockout ended: a fresh day's window, but the question stands
+    asked = d.look("bot", "z")
+    assert (asked.outcome, asked.quota) == ("reason_required", "distinct_patients")
+    d.wait(1800)
+    again = d.look("bot", "w")
+    assert (again.lockout_started, again.level, again.alert) == (True, 2, False)
+    d.wait(DAY + 1)
+    assert d.look("bot", "v").outcome == "reason_required"
+    d.wait(1800)
+    assert d.look("bot", "u").retry_after is None  # the third lockout: until unlock()
+
+
+def test_a_clinician_back_from_a_lockout_answers_once_and_goes_on(engine: Engine) -> None:
+    d = Driver(engine, gp_policy())
+    d.look("gp", "a")
+    d.look("gp", "b")
+    assert d.look("gp", "x").outcome == "reason_required"
+    assert d.look("gp", "y").lockout_started  # moved on without answering
+    d.wait(HOUR + 1)
+    assert d.look("gp", "a").outcome == "allowed"  # repeats are never asked
+    assert d.look("gp", "z").outcome == "reason_required"
+    assert d.look("gp", "z", reason=True).outcome == "break_glass"  # answered
+    d.wait(DAY)
+    assert [d.look("gp", p).outcome for p in ("c", "d")] == ["allowed"] * 2
 
 
 # -- break-glass spent: no 428 --------------------------------------------------------------------
@@ -346,8 +419,9 @@ def test_a_retrying_client_raises_one_alert_and_one_case() -> None:
         except LookupDenied as exc:
             answers.append(type(exc).__name__ if isinstance(exc, ReasonRequired) else exc.code)
     assert answers[:4] == ["ReasonRequired"] * 3 + ["strikes"]
+    assert answers[7] == answers[11] == "strikes"  # asking on while locked escalates
     assert len(alerts) == 1
     assert (alerts[0].signal, alerts[0].lockout) == ("strikes", True)
     outcomes = Counter(e.outcome for e in events)
-    assert (outcomes["reason_required"], outcomes["lockout"], outcomes["locked"]) == (3, 1, 46)
+    assert (outcomes["reason_required"], outcomes["lockout"], outcomes["locked"]) == (3, 3, 44)
     assert {e.case for e in events if e.outcome in ("lockout", "locked")} == {alerts[0].case}

@@ -3,15 +3,16 @@
 The twin of ``account_step`` and its helpers in ``_account.lua``: the same checks
 in the same order, the same fields written. Every refusal of the account counts
 against ``lookups``; a refusal that is not a lockout is a *strike* (``strikes``),
-and the strike past the quota is a lockout instead (docs/guard.md, "What a
-refusal costs"). The record also keeps the account's open *incident*: when it
+and the strike past the quota is a lockout instead; an attempt while locked is a
+strike too, and the strike past the quota while locked escalates the lockout
+(docs/guard.md, "What a refusal costs"). The record also keeps the account's open *incident*: when it
 opened and until when it stays open (:attr:`~nirguard._engine.Decision.incident`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from nirguard._compiled import INDEFINITE
 from nirguard._engine import SIGNALS, Decision, fingerprint
@@ -31,13 +32,15 @@ if TYPE_CHECKING:
     from nirguard._engine import Request
     from nirguard._memory_store import Store
 
-__all__ = ["Account", "Breach", "Patient"]
+__all__ = ["ASK_AGAIN", "Account", "Breach", "Patient"]
 
 #: What the account step knows of the patient: the practitioner's recent patients,
 #: the patient's fingerprint, whether a grant opens it, whether it is new.
 Patient = tuple[Recent, bytes, bool, bool]
 #: A new patient past a quota or signal: its name, the count and the limit.
 Breach = tuple[str, int | None, int | None]
+#: The pending question after a lockout: asked again of the next new patient.
+ASK_AGAIN: Final = b""
 
 
 def _milli(value: float) -> float:
@@ -114,7 +117,14 @@ class Account:
         changes["lockout"] = until
         changes["lockout_level"] = level + 1
         changes["lockout_level:e"] = now + p.lockout_memory
-        changes["pending:e"] = 0
+        for w in p.strikes:  # the lockout is the price of the strikes before it
+            changes[w.field], changes[w.ends] = 0, 0.0
+        if record.get("pending:e", 0) > now and record.get("pending") is not None:
+            # a lockout does not answer the question: it is asked again when it ends
+            changes["pending"] = ASK_AGAIN
+            changes["pending:e"] = until + max(p.lockout_steps[0], 0.0)
+        else:
+            changes["pending:e"] = 0
         if self.lookups:
             hit(record, p.lookups, changes, now)
         self.incident(max(until, now + p.lockout_memory))
@@ -148,17 +158,24 @@ class Account:
         return self.done(base)
 
     def locked(self) -> Decision | None:
-        """The refusal of a locked account (counted against ``lookups`` only: the lockout
-        is not extended), or ``None``."""
-        now, record = self.now, self.record
+        """The refusal of a locked account, or ``None``. It counts against ``lookups``
+        (a lookup) and, while the lockout can still escalate, as a strike: the strike
+        past ``strikes`` while locked starts the next lockout of the escalation."""
+        p, now, record, changes = self.p, self.now, self.record, self.changes
         until = record.get("lockout")
         if until is None or until <= now:
             return None
         retry: float | None = until - now
         if retry is not None and retry > INDEFINITE / 2:
             retry = None
-        if self.lookups and self.p.lookups:
-            hit(record, self.p.lookups, self.changes, now)
+        elif p.strikes:
+            over = overflow(record, p.strikes, now)
+            if over is not None:
+                return self.lock("strikes", over[1], over[0].amount)
+            hit(record, p.strikes, changes, now)
+        if self.lookups and p.lookups:
+            hit(record, p.lookups, changes, now)
+        if changes:
             self.save()
         return self.done(Decision("locked", "locked", retry, level=level_of(record, now)))
 
@@ -230,7 +247,7 @@ class Account:
         if quota != "hot_cohort":
             fp = patient[1]
             pending = record.get("pending")
-            if record.get("pending:e", 0) > now and pending is not None and pending != fp:
+            if record.get("pending:e", 0) > now and pending not in (None, fp, ASK_AGAIN):
                 return self.lock(quota, count, limit)
             changes["pending"], changes["pending:q"] = fp, quota
             changes["pending:e"] = now + p.lockout_steps[0]

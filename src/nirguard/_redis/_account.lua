@@ -60,6 +60,8 @@ end
 -- against `lookups`; a refusal that is not a lockout is a strike, and the strike past the
 -- `strikes` quota is a lockout instead (docs/guard.md, "What a refusal costs").
 local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline = true}
+-- the pending question after a lockout: asked again of the next new patient
+local ASK_AGAIN = ""
 
 local function account_of(P, K, x, now, lookups)
   return {P = P, K = K, record = load(K, 1, P.account), changes = {}, x = x, now = now,
@@ -121,7 +123,16 @@ local function lock(A, quota, count, limit)
   changes.lockout = until_
   changes.lockout_level = level + 1
   changes["lockout_level:e"] = now + P.lockout_memory
-  changes["pending:e"] = 0
+  for i = 1, #P.strikes do -- the lockout is the price of the strikes before it
+    changes[P.strikes[i].field], changes[P.strikes[i].ends] = 0, 0
+  end
+  if (record["pending:e"] or 0) > now and record.pending ~= nil then
+    -- a lockout does not answer the question: it is asked again when it ends
+    changes.pending = ASK_AGAIN
+    changes["pending:e"] = until_ + math.max(P.lockout[1], 0)
+  else
+    changes["pending:e"] = 0
+  end
   if A.lookups then hit(record, P.lookups, changes, now) end
   incident(A, math.max(until_, now + P.lockout_memory))
   save_account(A)
@@ -144,18 +155,23 @@ local function strike(A, outcome, quota, retry, count, limit)
   return reply(outcome, quota, retry, false, level_of(record, now), incident_of(A, x))
 end
 
--- the refusal of a locked account (counted against `lookups` only: the lockout is not
--- extended), or nil
+-- the refusal of a locked account, or nil. It counts against `lookups` (a lookup) and,
+-- while the lockout can still escalate, as a strike: the strike past `strikes` while
+-- locked starts the next lockout of the escalation
 local function locked(A)
-  local record, now = A.record, A.now
+  local P, record, now, changes = A.P, A.record, A.now, A.changes
   local until_ = record.lockout
   if not (until_ and until_ > now) then return nil end
   local retry = until_ - now
-  if retry > INDEFINITE / 2 then retry = nil end
-  if A.lookups and #A.P.lookups > 0 then
-    hit(record, A.P.lookups, A.changes, now)
-    save_account(A)
+  if retry > INDEFINITE / 2 then
+    retry = nil
+  elseif #P.strikes > 0 then
+    local w, c = overflow(record, P.strikes, now)
+    if w then return lock(A, "strikes", c, w.amount) end
+    hit(record, P.strikes, changes, now)
   end
+  if A.lookups and #P.lookups > 0 then hit(record, P.lookups, changes, now) end
+  if next(changes) ~= nil then save_account(A) end
   return reply("locked", "locked", retry, false, level_of(record, now), incident_of(A, {}))
 end
 
@@ -232,7 +248,8 @@ local function breached(A, flags, r, patient_id, breach, count, limit)
   if flags.reason then return grant(A, r, patient_id, breach, count, limit) end
   if breach ~= "hot_cohort" then
     local pending = record.pending
-    if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id then
+    if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id
+        and pending ~= ASK_AGAIN then
       return lock(A, breach, count, limit)
     end
     changes.pending, changes["pending:q"] = patient_id, breach
