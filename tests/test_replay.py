@@ -20,7 +20,15 @@ import pytest
 from nirguard import nir
 from nirguard.cli import main
 from nirguard.replay import ReplaySettings, run_replay
-from nirguard.replay.attacks import DESCRIPTIONS, OWNED, STRATEGIES, TACTICS, build_attack
+from nirguard.replay.attacks import (
+    DESCRIPTIONS,
+    FAST,
+    OWNED,
+    RETRY_PAIRS,
+    STRATEGIES,
+    TACTICS,
+    build_attack,
+)
 from nirguard.replay.outcome import QUIET, Outcome, ReplayResult
 from nirguard.replay.practitioners import (
     DAY,
@@ -314,6 +322,9 @@ def test_the_answer_to_a_refusal_is_a_parameter(registry):
     assert paced.after_refusal(0, 0.0, False, 3600.0) == (True, 100.0)
     moving = build_attack("move-on", registry, accounts=2, seed=1)
     assert moving.after_refusal(0, 0.0, False, 3600.0) == (False, FAST_INTERVAL)
+    moving = build_attack("move-on-paced", registry, accounts=2, seed=1)
+    assert moving.after_refusal(0, 0.0, False, 3600.0) == (False, 100.0)
+    assert moving.after_refusal(0, 0.0, True, None) == (False, 100.0)
     policy = {"distinct_patients": "8/10 minutes;120/day;350/7 days"}
     slowing = build_attack("slow-down", registry, accounts=2, seed=1, policy=policy)
     assert slowing.next_time(0, 0.0) == FAST_INTERVAL
@@ -696,14 +707,27 @@ def test_owner_targets_take_the_most_per_account_and_the_median_alert():
     assert (alert.value, alert.met) == (30.0, False)
 
 
-def test_a_retrying_bot_is_measured_against_one_that_moves_on():
+def test_a_retrying_bot_is_measured_against_one_that_moves_on_at_its_pace():
     retry = _outcome("retry-paced", exposed=900)
-    move_on = _outcome("move-on", exposed=300)
+    move_on = _outcome("move-on-paced", exposed=300)
     (target,) = [t for t in targets(_result(retry, move_on)) if "retrying bot" in t.name]
     assert (target.value, target.met) == (600, False)
+    assert "move-on-paced: 300" in target.name
     (target,) = [t for t in targets(_result(_outcome("retry-paced", exposed=200), move_on))
                  if "retrying bot" in t.name]  # fmt: skip
     assert target.met
+    fast = _result(_outcome("retry-fast", exposed=500), _outcome("move-on", exposed=100), retry)
+    (target,) = [t for t in targets(fast) if "retrying bot" in t.name]
+    assert (target.value, target.detail) == (400, "worst: retry-fast")
+    # another pace is not like with like: no comparison
+    assert not [t for t in targets(_result(retry, _outcome("move-on", exposed=0)))
+                if "retrying bot" in t.name]  # fmt: skip
+
+
+def test_slow_down_is_a_fast_attack_until_its_first_refusal():
+    assert "slow-down" in FAST and "slow" not in FAST
+    assert ("retry-paced", "move-on-paced") in RETRY_PAIRS
+    assert TACTICS["move-on-paced"].wait == TACTICS["retry-paced"].wait
 
 
 def test_the_table_explains_every_strategy_it_prints(small_result):

@@ -3,7 +3,8 @@
 For each shipped profile: the analytic bounds of :func:`nirguard.profiles.worst_case`
 and what the adversarial search (:func:`nirguard.replay.search.search`, seeded) finds
 through the real guard on ``memory://`` with a simulated clock: bots of every kind
-(``any``), fast bots asking at least every 10 s, and at least every minute.
+(``any``), fast bots asking at least every 10 s, and at least every minute; and
+bots that keep asking while locked (every 10 s or 100 s, never waiting a lockout out).
 
     python docs/scripts/worst_case.py [evaluations]
 """
@@ -13,16 +14,27 @@ from __future__ import annotations
 import sys
 import time
 
-from nirguard import profiles
+from nirguard import QuotaPolicy, profiles
+from nirguard.replay.adversary import Bot, play
 from nirguard.replay.search import search
+
+
+def _insisting(policy: QuotaPolicy, gap: float) -> int:
+    """The most a bot asking every ``gap`` seconds, locked or not, obtains (it moves on,
+    retries the refused patient, or states a reason)."""
+    return max(
+        play(policy, Bot(gap=gap, on_reason=how, retries=100_000, waits_out=False)).obtained
+        for how in ("move_on", "retry", "reason")
+    )
 
 
 def main(evaluations: int = 40) -> None:
     print(
         "| profile | analytic: any schedule | searched | analytic: fast (10 s) | searched "
-        "| searched: fast (1 min) | 19 accounts, fast (10 s / 1 min) |"
+        "| searched: fast (1 min) | 19 accounts, fast (10 s / 1 min) "
+        "| asking while locked (10 s / 100 s): analytic | played |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, policy in sorted(profiles.PROFILES.items()):
         started = time.perf_counter()
         bound = profiles.worst_case(policy)
@@ -35,9 +47,12 @@ def main(evaluations: int = 40) -> None:
             )
         }
         fast, minute = found["fast"].outcome.obtained, found["minute"].outcome.obtained
+        paced = profiles.worst_case(policy, gap=100.0)
         print(
             f"| {name} | {bound.paced:,} | {found['any'].outcome.obtained:,} | {bound.fast:,} "
-            f"| {fast:,} | {minute:,} | {19 * fast:,} / {19 * minute:,} |",
+            f"| {fast:,} | {minute:,} | {19 * fast:,} / {19 * minute:,} "
+            f"| {bound.insisting:,} / {paced.insisting:,} "
+            f"| {_insisting(policy, 10.0):,} / {_insisting(policy, 100.0):,} |",
             flush=True,
         )
         for label, result in found.items():

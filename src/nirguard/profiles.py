@@ -131,6 +131,12 @@ class Bound:
         any_week: ``paced`` over any ``days`` of an account's life rather than
             from its first lookup: a window already running when they start
             adds one more window of each quota (up to twice a weekly cap).
+        insisting: most new patients for a fast script that also keeps asking
+            while locked (every ``gap`` seconds, never waiting a lockout out):
+            an attempt while locked is a strike, and the strike past the quota
+            escalates the lockout, so when every finite lockout outlasts the
+            strikes at that pace, it gets one episode and that episode's
+            grants (the smallest ``break_glass`` window); else ``fast``.
     """
 
     paced: int
@@ -140,6 +146,7 @@ class Bound:
     per_episode: int
     grants: int
     strikes: bool
+    insisting: int
 
 
 def _windows(value: object) -> list[tuple[int, float]]:
@@ -198,7 +205,8 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
       the end of this one (counted with the longest episodes and the earliest
       windows). Lockouts escalate to one that lasts until ``unlock()``.
       ``fast = min(paced, amount * windows + grants)`` for the tightest such
-      window. Without strikes, a refusal that asks for a reason costs
+      window.
+    * ``insisting``: a fast script that also asks while locked: see :class:`Bound`. Without strikes, a refusal that asks for a reason costs
       nothing, and neither does a ``lookups`` refusal: retrying paces the
       script for free, and ``fast = paced``.
 
@@ -212,6 +220,8 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
     (352, 3, 8, 2)
     >>> bound.fast == (26 if bound.strikes else 352)
     True
+    >>> bound.insisting  # 8 new patients, 1 grant, then locked for good
+    9
     """
     if not days > 0 or not gap > 0:
         raise ValueError("days and gap must be positive")
@@ -227,9 +237,13 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
     lockouts = _lockouts(policy, horizon)
     fast_new = _fast_new(policy, strikes_rate, grants, gap, lockouts)
     if ((policy.break_glass or policy.lookups) and not strikes_rate) or fast_new is None:
-        fast = paced
+        fast = insisting = paced
     else:
         fast = min(paced, fast_new[0] + grants)
+        insisting = fast
+        if _escalates_while_locked(strikes_rate, gap, lockouts):
+            first = min((a for a, _ in _windows(policy.break_glass)), default=0)
+            insisting = min(fast, fast_new[1] + min(first, grants))
     return Bound(
         paced=paced,
         fast=fast,
@@ -238,6 +252,17 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
         per_episode=fast_new[1] if fast_new is not None else paced,
         grants=grants,
         strikes=bool(strikes_rate),
+        insisting=insisting,
+    )
+
+
+def _escalates_while_locked(strikes_rate: object, gap: float, lockouts: list[float]) -> bool:
+    """Whether a script asking every ``gap`` seconds while locked strikes past the quota
+    within every finite lockout (strikes start again at each lockout): then each
+    lockout escalates before it ends, up to the one that lasts until ``unlock()``."""
+    windows = _windows(strikes_rate)
+    return bool(windows) and all(
+        any(gap * (n + 1) < min(s, length) for n, s in windows) for length in lockouts
     )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "FAST",
     "OWNED",
     "PACED",
+    "RETRY_PAIRS",
     "STRATEGIES",
     "TACTICS",
     "build_attack",
@@ -65,6 +66,7 @@ DESCRIPTIONS: Final = {
     "retry-fast": "the list; a refused patient is asked again, no reason, 1 s later, 200 times in a row",
     "retry-paced": "the list; a refused patient is asked again, no reason, every 100 s",
     "move-on": "the list; after any refusal, the next number 5 s later (retry_after ignored)",
+    "move-on-paced": "move-on at retry-paced's pace: after any refusal, the next number 100 s later",
     "slow-down": "the list; once refused, it slows to a pace under every per-account rate",
     "gp-paced": "new accounts, 40 new people a working day at a GP's hours",
     "owner": "gp-paced on 19 GPs' own accounts, while the GPs keep working",
@@ -75,8 +77,12 @@ STRATEGIES: Final = tuple(DESCRIPTIONS)
 #: Strategies run on legitimate GPs' accounts, whose owners keep working.
 OWNED: Final = ("owner", "owner-24-7")
 #: Harvests paced like a practitioner (the per-account targets; the rest are the fast ones).
-#: ``slow-down`` is one of them: after its first refusal it is ``slow``.
-PACED: Final = ("slow", "slow-down", "gp-paced", "owner", "owner-24-7", "padded")
+#: ``slow-down`` is not one of them: it runs the list at full speed until its first
+#: refusal, and only then slows down (a bot that adapts), so it is a fast attack.
+PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded")
+#: Each bot that retries the refused patient, and the bot that moves on at its pace
+#: (the target: retrying never gets more than moving on).
+RETRY_PAIRS: Final = (("retry-fast", "move-on"), ("retry-paced", "move-on-paced"))
 #: The fast attacks of the targets: at most 510 identities in the week across the accounts.
 FAST: Final = tuple(s for s in STRATEGIES if s not in PACED)
 #: What ``nirguard simulate`` runs by default: one strategy of each kind issue 17 names
@@ -94,13 +100,15 @@ _WIDE: Final = 256
 _SHIFTS: Final = 3
 _GP_DAY: Final = 40.0
 _PADDING: Final = 0.4
+_RETRY_PACE: Final = 100.0
 
 #: The answer to a refusal of each strategy that does not answer as the default does.
 TACTICS: Final[dict[str, Tactics]] = {
     "break-glass": Tactics(on_reason="reason", always_reason=True),
     "retry-fast": Tactics(on_reason="retry", wait=1.0, insist=200),
-    "retry-paced": Tactics(on_reason="retry", wait=100.0),
+    "retry-paced": Tactics(on_reason="retry", wait=_RETRY_PACE),
     "move-on": Tactics(on_denied="drop", wait=FAST_INTERVAL),
+    "move-on-paced": Tactics(on_denied="drop", wait=_RETRY_PACE),
     "slow-down": Tactics(slow_down=True),
 }
 

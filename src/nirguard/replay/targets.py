@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from nirguard.replay.attacks import FAST, OWNED
+from nirguard.replay.attacks import FAST, OWNED, RETRY_PAIRS
 from nirguard.replay.outcome import Outcome, ReplayResult
 
 __all__ = [
@@ -168,14 +168,13 @@ def _fast(fast: list[Outcome]) -> list[Target]:
         ),
     ]
     by_name = {o.strategy: o for o in fast}
-    moving = by_name.get("move-on")
-    retries = [by_name[s] for s in ("retry-fast", "retry-paced") if s in by_name]
-    if moving is not None and retries:
-        retry = max(retries, key=lambda o: o.exposed)
+    pairs = [(by_name[r], by_name[m]) for r, m in RETRY_PAIRS if r in by_name and m in by_name]
+    if pairs:
+        retry, moving = max(pairs, key=lambda pair: pair[0].exposed - pair[1].exposed)
         out.append(
             Target(
-                "identities a retrying bot gets beyond a bot that moves on (move-on: "
-                f"{moving.exposed:,})",
+                "identities a retrying bot gets beyond a bot that moves on at its pace "
+                f"({moving.strategy}: {moving.exposed:,})",
                 max(0, retry.exposed - moving.exposed),
                 0,
                 _where(retry.strategy),
