@@ -205,10 +205,10 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
       the end of this one (counted with the longest episodes and the earliest
       windows). Lockouts escalate to one that lasts until ``unlock()``.
       ``fast = min(paced, amount * windows + grants)`` for the tightest such
-      window.
-    * ``insisting``: a fast script that also asks while locked: see :class:`Bound`. Without strikes, a refusal that asks for a reason costs
+      window. Without strikes, a refusal that asks for a reason costs
       nothing, and neither does a ``lookups`` refusal: retrying paces the
       script for free, and ``fast = paced``.
+    * ``insisting``: a fast script that also asks while locked (:class:`Bound`).
 
     The search (:mod:`nirguard.replay.search`) must never beat these numbers.
 
@@ -226,13 +226,8 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
     if not days > 0 or not gap > 0:
         raise ValueError("days and gap must be positive")
     horizon = days * 86_400.0
-    grants = _finite(_cap(_windows(policy.break_glass), horizon)) if policy.break_glass else 0
+    grants, any_grants = (_grants(policy, horizon, carried=c) for c in (False, True))
     paced = _paced(policy, horizon, grants, carried=False)
-    any_grants = (
-        _finite(_cap(_windows(policy.break_glass), horizon, carried=True))
-        if policy.break_glass
-        else 0
-    )
     strikes_rate = getattr(policy, "strikes", None)
     lockouts = _lockouts(policy, horizon)
     fast_new = _fast_new(policy, strikes_rate, grants, gap, lockouts)
@@ -240,10 +235,7 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
         fast = insisting = paced
     else:
         fast = min(paced, fast_new[0] + grants)
-        insisting = fast
-        if _escalates_while_locked(strikes_rate, gap, lockouts):
-            first = min((a for a, _ in _windows(policy.break_glass)), default=0)
-            insisting = min(fast, fast_new[1] + min(first, grants))
+        insisting = _insisting(policy, fast, fast_new[1], grants, gap, lockouts)
     return Bound(
         paced=paced,
         fast=fast,
@@ -254,6 +246,24 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
         strikes=bool(strikes_rate),
         insisting=insisting,
     )
+
+
+def _grants(policy: QuotaPolicy, horizon: float, *, carried: bool) -> int:
+    """Break-glass grants within ``horizon`` (``carried``: a window carried in)."""
+    if not policy.break_glass:
+        return 0
+    return _finite(_cap(_windows(policy.break_glass), horizon, carried=carried))
+
+
+def _insisting(
+    policy: QuotaPolicy, fast: int, per_episode: int, grants: int, gap: float, lockouts: list[float]
+) -> int:
+    """:attr:`Bound.insisting`: one episode and its grants when asking while locked
+    escalates every finite lockout at this pace, else ``fast``."""
+    if not _escalates_while_locked(policy.strikes, gap, lockouts):
+        return fast
+    first = min((a for a, _ in _windows(policy.break_glass)), default=0)
+    return min(fast, per_episode + min(first, grants))
 
 
 def _escalates_while_locked(strikes_rate: object, gap: float, lockouts: list[float]) -> bool:
