@@ -242,6 +242,28 @@ def test_a_stated_reason_vouches_for_the_day(engine: Engine) -> None:
     assert practice.look("monday", 1, MONDAY + 22 * DAY + 9 * HOUR).outcome == "allowed"
 
 
+def test_a_reason_the_day_after_a_breach_vouches_for_the_days_before(engine: Engine) -> None:
+    """A day that breached rolls in at the cap; the clinician who states a reason the next
+    morning vouches for it too (the CUSUM carried counts at most 0.8 times ``baseline``
+    for the rest of that day): their ordinary day goes on, and is not locked."""
+    short = QuotaPolicy.only(
+        distinct_patients="1000/day",
+        break_glass="1/day;2/7 days",
+        baseline=5.0,
+        baseline_prior=(25.0, 15.0),
+        lockout="1 minute",
+        lockout_escalation=("1 minute",),
+    )
+    practice = Practice(engine, policy=short)
+    practice.weeks(3)
+    practice.day(21, 15, harvest=40)
+    assert practice.status(22).baseline["cusum"] == 10.0
+    practice.refused.clear()
+    day = _mixed_day(practice, 22, 12, 10.0)
+    assert [(d.outcome, d.quota) for d in practice.refused] == [("reason_required", "baseline")]
+    assert [d.outcome for d in _signals(day)] == ["break_glass"]
+
+
 def test_a_bot_stating_a_reason_each_time_is_bounded_by_break_glass(engine: Engine) -> None:
     """1.5 times ``baseline`` the same day, or a vouch past the budget, locks: a harvest
     that states reasons gets at most ``break_glass`` grants and is locked."""

@@ -18,8 +18,9 @@ never a pseudonym):
 * ``blc``: a CUSUM over days; ``unlock()`` forgets it and sets ``blx`` to -1: the
   rest of the day goes through and rolls in at zero (the history stays); a reason
   that the account step grants for a breach sets it to -2 (vouched): the rest of
-  the day breaches again only past 1.5 times ``baseline``, and it rolls in at most
-  at 0.8 times ``baseline``.
+  the day breaches again only past 1.5 times ``baseline``, with the CUSUM carried
+  from the days before counted at most at 0.8 times ``baseline``, and it rolls in at
+  most at that.
 
 A day's score is ``z = (x - expected) / sd`` of ``x``, the new patients from
 unusual places (those at unusual hours weigh ``baseline_off_hours``), counted
@@ -268,6 +269,8 @@ def breach(
     c = state.get("blc", 0.0)
     z = _score(state, p, n, u, o, so_far(state, slot))
     bar = (p.baseline or 0.0) * (_VOUCHED_BAR if x == _VOUCHED else 1.0)
+    if x == _VOUCHED:  # the reason vouches for the days before too, as the roll will
+        c = min(c, (p.baseline or 0.0) * _VOUCHED_ROLL)
     if c + max(0.0, z - p.baseline_slack) <= bar:
         return None
     mu_u = expected(state, p)[2]

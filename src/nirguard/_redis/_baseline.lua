@@ -158,7 +158,10 @@ local function bl_breach(s, P, slot, place)
   local c = s.blc or 0
   local z = bl_score(s, P, n, u, o, bl_so_far(s, slot))
   local bar = P.baseline
-  if x == BL_VOUCHED then bar = BL_VOUCHED_BAR * P.baseline end
+  if x == BL_VOUCHED then -- the reason vouches for the days before too, as the roll will
+    bar = BL_VOUCHED_BAR * P.baseline
+    c = math.min(c, BL_VOUCHED_ROLL * P.baseline)
+  end
   if c + math.max(0, z - P.bl_slack) <= bar then return nil end
   local _, _, mu_u = bl_expected(s, P)
   return {n = n, u = u, mu = mu_u, h = s["bl:h"] or 0, off = o}
