@@ -15,8 +15,9 @@ It prints, as JSON: false incidents (legitimate accounts refused by ``baseline``
 refusals more than a day apart counted apart) per 1,000 practitioner-weeks, by
 kind; legitimate lookups refused, by kind (``gp-stolen``: the owners of the
 harvested accounts in the attack week); identities each harvester got in the week
-(median, max); and hours from the harvest's start to its first ``baseline``
-refusal (median, max).
+(median, max); hours from the harvest's start to its first ``baseline``
+refusal, and to the first ``baseline`` signal on the account (its alert, whether the
+harvester or the owner met it), median and max.
 
     python benchmarks/bench_baseline.py [--scale 1] [--weeks 4] [--harvest 40]
         [--policy-json '{"baseline": 5.0}']
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     total: Counter[str] = Counter()
     got: Counter[int] = Counter()
     first: dict[int, float] = {}
+    alerted: dict[int, float] = {}  # the first baseline signal on the account, whoever asked
     started = time.perf_counter()
     for n, (t, harvest, x) in enumerate(events):
         now = EPOCH + t
@@ -108,6 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             got[x] += d.outcome in ("allowed", "break_glass")
             if d.quota == "baseline" and x not in first:
                 first[x] = (t - attack_start) / HOUR
+            if d.quota == "baseline" and x not in alerted:
+                alerted[x] = (t - attack_start) / HOUR
             continue
         who, kind = work.who[x], work.kind[x]
         if kind == TYPO:
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         refused[label] += d.outcome not in ("allowed", "break_glass")
         if d.quota == "baseline" and not owner:
             breaches[who].append(t)
+        if d.quota == "baseline" and owner and who not in alerted:  # the account's case opens
+            alerted[who] = (t - attack_start) / HOUR
     incidents: Counter[str] = Counter()
     for who, times in breaches.items():
         last = -1e18
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kinds = Counter(k for _, k in accounts)
     harvested = [got[s] for s in stolen]
     hours = sorted(first.get(s, float("inf")) for s in stolen)
+    alerts = sorted(alerted.get(s, float("inf")) for s in stolen)
     return {
         "policy": extra,
         "scale": args.scale,
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "legitimate_refused_percent": {k: round(100 * refused[k] / total[k], 3) for k in total},
         "harvested_per_account": {"median": statistics.median(harvested), "max": max(harvested)},
         "hours_to_first_refusal": {"median": statistics.median(hours), "max": hours[-1]},
+        "hours_to_first_alert": {"median": statistics.median(alerts), "max": alerts[-1]},
     }
 
 

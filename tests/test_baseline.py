@@ -202,6 +202,94 @@ def test_new_patients_at_unusual_hours_weigh_more(engine: Engine) -> None:
     assert by_night and by_night[0].evidence["off_hours_new_patients"] > 0
 
 
+def _mixed_day(practice: Practice, day: int, count: int, hours: float) -> list[Decision]:
+    """``count`` new people over ``hours`` from 08:00 UTC: a third the practice's own, the
+    rest from anywhere; a refusal that asks for a reason gets one (a clinician)."""
+    out = []
+    for i in range(count):
+        now = MONDAY + day * DAY + (8 + hours * (i + 0.5) / count) * HOUR
+        own = i % 3 == 0
+        patient = f"d{day}-{i}"
+        place = practice.rng.choice((1, 2, 3)) if own else practice.rng.randrange(64)
+        decision = practice.look(patient, place, now)
+        if decision.outcome == "reason_required":
+            decision = practice.look(patient, place, now, reason=True)
+        out.append(decision)
+    return out
+
+
+def test_a_day_ahead_of_its_hours_is_suspected_before_it_ends(engine: Engine) -> None:
+    """Today so far against what the account's hours profile expects by now: 30 new
+    people by 11:00 is suspected at once, the same 30 over the working day is not."""
+    early, spread = Practice(engine, who="early"), Practice(engine, who="spread")
+    for practice in (early, spread):
+        practice.weeks(3)
+    first = _signals(_mixed_day(early, 21, 30, 3.0))
+    assert first and first[0].evidence["new_patients_today"] < 30
+    assert _signals(_mixed_day(spread, 21, 30, 10.0)) == []
+
+
+def test_a_stated_reason_vouches_for_the_day(engine: Engine) -> None:
+    """A clinician who states a reason on a busy day is not locked by it: the reason is
+    granted (break-glass), the rest of the day goes through up to 1.5 times
+    ``baseline``, and the day rolls in under ``baseline`` (at most 0.8 times it)."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    day = _mixed_day(practice, 21, 36, 10.0)
+    assert [d.outcome for d in _signals(day)] == ["break_glass"]
+    assert [(d.outcome, d.quota) for d in practice.refused] == [("reason_required", "baseline")]
+    assert 0.0 < practice.status(22).baseline["cusum"] <= 0.8 * 5.0
+    assert practice.look("monday", 1, MONDAY + 22 * DAY + 9 * HOUR).outcome == "allowed"
+
+
+def test_a_reason_the_day_after_a_breach_vouches_for_the_days_before(engine: Engine) -> None:
+    """A day that breached rolls in at the cap; the clinician who states a reason the next
+    morning vouches for it too (the CUSUM carried counts at most 0.8 times ``baseline``
+    for the rest of that day): their ordinary day goes on, and is not locked."""
+    short = QuotaPolicy.only(
+        distinct_patients="1000/day",
+        break_glass="1/day;2/7 days",
+        baseline=5.0,
+        baseline_prior=(25.0, 15.0),
+        lockout="1 minute",
+        lockout_escalation=("1 minute",),
+    )
+    practice = Practice(engine, policy=short)
+    practice.weeks(3)
+    practice.day(21, 15, harvest=40)
+    assert practice.status(22).baseline["cusum"] == 10.0
+    practice.refused.clear()
+    day = _mixed_day(practice, 22, 12, 10.0)
+    assert [(d.outcome, d.quota) for d in practice.refused] == [("reason_required", "baseline")]
+    assert [d.outcome for d in _signals(day)] == ["break_glass"]
+
+
+def test_a_bot_stating_a_reason_each_time_is_bounded_by_break_glass(engine: Engine) -> None:
+    """1.5 times ``baseline`` the same day, or a vouch past the budget, locks: a harvest
+    that states reasons gets at most ``break_glass`` grants and is locked."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    week = [d for day in range(21, 26) for d in _mixed_day(practice, day, 60, 10.0)]
+    grants = [d for d in week if d.outcome == "break_glass"]
+    assert 1 <= len(grants) <= 2  # break_glass="1/day;2/7 days"
+    assert any(d.outcome == "suspected" and d.lockout_started for d in week)
+
+
+def test_a_harvested_day_does_not_widen_the_normal(engine: Engine) -> None:
+    """A day enters the EWMAs at most two sd above its expected: the next day is measured
+    against the practice's normal, not one that the harvest widened."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    before = practice.status(21).baseline
+    practice.policy = QuotaPolicy.only(distinct_patients="1000/day", baseline=1000.0)
+    practice.day(21, 15, harvest=80)  # nothing refuses it: the whole day rolls in
+    practice.policy = POLICY
+    assert practice.refused == []
+    after = practice.status(22).baseline
+    assert after["sd"] <= before["sd"] + 2
+    assert after["expected"] <= before["expected"] + 2 * before["sd"] / 21 + 0.5
+
+
 def test_the_engines_agree_on_a_month_of_random_traffic(redis_url: str) -> None:
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     redis_engine = _redis_engine(redis_url, prefix)

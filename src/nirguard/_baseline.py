@@ -16,7 +16,11 @@ never a pseudonym):
   birth, keyed-hashed into 64 buckets by the guard), counts of lookups halved
   when one reaches 255;
 * ``blc``: a CUSUM over days; ``unlock()`` forgets it and sets ``blx`` to -1: the
-  rest of the day goes through and rolls in at zero (the history stays).
+  rest of the day goes through and rolls in at zero (the history stays); a reason
+  that the account step grants for a breach sets it to -2 (vouched): the rest of
+  the day breaches again only past 1.5 times ``baseline``, with the CUSUM carried
+  from the days before counted at most at 0.8 times ``baseline``, and it rolls in at
+  most at that.
 
 A day's score is ``z = (x - expected) / sd`` of ``x``, the new patients from
 unusual places (those at unusual hours weigh ``baseline_off_hours``), counted
@@ -24,12 +28,17 @@ only when the day's volume of new patients is also above its usual by one sd
 (a locum's new practice changes places, not volume; a busy day changes volume,
 not places). The expected day blends the account's own EWMAs with its peers'
 prior (``baseline_prior``), the prior fading out over ``baseline_prior_days``
-days of history. A new patient is refused (``baseline``) when
-``cusum + max(0, z - baseline_slack)``, this patient included, passes
-``baseline``; at the day's end ``cusum += z - baseline_slack`` (kept in
+days of history. Within the day, today so far is compared with the share of the
+day that the account's hours profile has done by the end of this two-hour slot
+(at least a third; the whole day until the profile holds enough lookups): the
+share's mean, and an sd of at least its Poisson noise. A new patient is refused
+(``baseline``) when ``cusum + max(0, z - baseline_slack)``, this patient included,
+passes ``baseline``; at the day's end ``cusum += z - baseline_slack`` (kept in
 ``[0, 2 * baseline]``), and a day that breached rolls in at the cap, so that a
 harvester stopped late in a day is refused from the next day's first new
-patient. Nothing runs in the background: a day rolls when its next lookup
+patient. A day enters the EWMAs at most two sd above what was expected of it, so
+that one harvested day does not widen the normal the next is measured against.
+Nothing runs in the background: a day rolls when its next lookup
 reads the record, and a refused lookup writes nothing of it.
 
 >>> from nirguard import QuotaPolicy
@@ -60,6 +69,8 @@ __all__ = [
     "open_day",
     "roll",
     "shown",
+    "so_far",
+    "state_of",
     "summary",
 ]
 
@@ -83,6 +94,19 @@ _CV: Final = 0.2
 _DAY: Final = 86400.0
 #: The peers' nights: two-hour slots 22:00-06:00 (local), weekdays and weekends alike.
 _NIGHT: Final = (11, 0, 1, 2)
+#: Within a day, the least share of it counted as done: a score at 07:00 compares
+#: with a third of the day, not with a sliver of it.
+_SO_FAR_MIN: Final = 1 / 3
+#: ``blx`` of a day that a stated reason vouched for: the rest of it breaches again
+#: only past ``_VOUCHED_BAR`` times ``baseline``, and it rolls in at most at
+#: ``_VOUCHED_ROLL`` times ``baseline`` (not at the cap: the next day does not start
+#: refused; measured in docs/guard.md).
+_VOUCHED: Final = -2
+_VOUCHED_BAR: Final = 1.5
+_VOUCHED_ROLL: Final = 0.8
+#: A day goes into the EWMAs at most this many sd above what was expected: one
+#: harvested day must not widen the normal that the next day is measured against.
+_CLIP: Final = 2.0
 
 
 def clock(p: CompiledPolicy, now: float) -> tuple[int, int]:
@@ -110,8 +134,32 @@ def expected(state: dict[str, Any], p: CompiledPolicy) -> tuple[float, float, fl
     return mu, sd, mu_u, sd_u
 
 
-def _score(state: dict[str, Any], p: CompiledPolicy, n: int, u: int, off: int) -> float:
+def _part(mu: float, sd: float, f: float) -> tuple[float, float]:
+    """The share ``f`` of a day's mean and its sd (Poisson noise of the part, at least)."""
+    if f >= 1.0:
+        return mu, sd
+    m = f * mu
+    return m, math.sqrt(max(f * sd * sd, m + _CV * _CV * m * m, 1.0))
+
+
+def so_far(state: dict[str, Any], slot: int) -> float:
+    """The share of the account's day that is done by the end of ``slot``: its hours
+    profile's lookups in this day's slots up to ``slot``, over all of this day's
+    (weekdays or weekends); 1 until that profile holds ``_PROFILE_MIN`` lookups."""
+    hours: bytes = state.get("bl:p", b"")
+    first = slot - slot % 12
+    total = sum(hours[first : first + 12])
+    if total < _PROFILE_MIN:
+        return 1.0
+    return max(_SO_FAR_MIN, sum(hours[first : slot + 1]) / total)
+
+
+def _score(
+    state: dict[str, Any], p: CompiledPolicy, n: int, u: int, off: int, f: float = 1.0
+) -> float:
     mu, sd, mu_u, sd_u = expected(state, p)
+    mu, sd = _part(mu, sd, f)
+    mu_u, sd_u = _part(mu_u, sd_u, f)
     x = u + (p.baseline_off_hours - 1) * off
     z = (x - mu_u) / sd_u
     return z if n >= mu + sd else min(z, (n - mu) / sd)
@@ -136,11 +184,14 @@ def roll(record: dict[str, Any], p: CompiledPolicy, day: int) -> dict[str, Any]:
     top = 2 * (p.baseline or 0.0)
     c = record.get("blc", 0.0) + _score(record, p, n, u, record.get("bl:o", 0))
     c -= p.baseline_slack
-    x = record.get("blx", 0)  # 1: the day breached; -1: unlock() forgave it
-    out["blc"] = top if x == 1 else 0.0 if x == -1 else min(max(c, 0.0), top)
+    x = record.get("blx", 0)  # 1: breached; -1: unlock() forgave it; -2: a reason vouched
+    cap = (p.baseline or 0.0) * _VOUCHED_ROLL if x == _VOUCHED else top
+    out["blc"] = top if x == 1 else 0.0 if x == -1 else min(max(c, 0.0), cap)
     a = max(ALPHA, 1 / (h + 1))
-    out["bl:m"], out["bl:v"] = _ewma(record.get("bl:m", 0.0), record.get("bl:v", 0.0), n, a)
-    out["bl:a"], out["bl:w"] = _ewma(record.get("bl:a", 0.0), record.get("bl:w", 0.0), u, a)
+    mu, sd, mu_u, sd_u = expected(record, p)
+    n_in, u_in = min(n, mu + _CLIP * sd), min(u, mu_u + _CLIP * sd_u)
+    out["bl:m"], out["bl:v"] = _ewma(record.get("bl:m", 0.0), record.get("bl:v", 0.0), n_in, a)
+    out["bl:a"], out["bl:w"] = _ewma(record.get("bl:a", 0.0), record.get("bl:w", 0.0), u_in, a)
     r = record.get("bl:r", 0.0)
     out["bl:r"] = r + a * ((lookups - n) / lookups - r)
     out["bl:h"] = min(h + 1, 10_000)
@@ -175,6 +226,11 @@ def open_day(record: dict[str, Any], changes: dict[str, Any], p: CompiledPolicy,
     return slot
 
 
+def state_of(record: dict[str, Any], changes: dict[str, Any]) -> int:
+    """The day's ``blx`` as this call leaves it."""
+    return int(changes.get("blx", record.get("blx", 0)))
+
+
 def check(
     record: dict[str, Any],
     changes: dict[str, Any],
@@ -182,14 +238,17 @@ def check(
     slot: int,
     place: int,
     base: Decision,
+    vouched: bool = False,
 ) -> tuple[str, int | None, int | None] | None:
     """The account step's check of a new patient: ``("baseline", new patients today, of
     them from unusual places)`` with the rest of the evidence on ``base``, or ``None``.
-    A breach marks the day (``blx``), whatever the account step decides next."""
+    A breach marks the day (``blx``), whatever the account step decides next: breached,
+    or, when ``vouched`` (a reason stated with break-glass budget left: the account step
+    grants it), acknowledged: the rest of the day goes through and rolls in at zero."""
     found = breach({**record, **changes}, p, slot, place)
     if found is None:
         return None
-    changes["blx"] = 1
+    changes["blx"] = _VOUCHED if vouched and state_of(record, changes) != _VOUCHED else 1
     base.usual, base.history, base.off_hours = found[2:]
     return "baseline", found[0], found[1]
 
@@ -200,15 +259,19 @@ def breach(
     """Whether one more new patient now passes the threshold (``state``: the record with
     today's roll applied): ``(new patients today, of them from unusual places, expected
     of those, days of history, off-hours new patients today)``, or ``None``."""
-    if state.get("blx", 0) == -1:  # unlocked today: the rest of the day goes through
+    x = state.get("blx", 0)
+    if x == -1:  # unlocked today: the rest of the day goes through
         return None
     off, far = _unusual(state, p, slot, place)
     n = state.get("bl:n", 0) + 1
     u = state.get("bl:u", 0) + far
     o = state.get("bl:o", 0) + off
     c = state.get("blc", 0.0)
-    z = _score(state, p, n, u, o)
-    if c + max(0.0, z - p.baseline_slack) <= (p.baseline or 0.0):
+    z = _score(state, p, n, u, o, so_far(state, slot))
+    bar = (p.baseline or 0.0) * (_VOUCHED_BAR if x == _VOUCHED else 1.0)
+    if x == _VOUCHED:  # the reason vouches for the days before too, as the roll will
+        c = min(c, (p.baseline or 0.0) * _VOUCHED_ROLL)
+    if c + max(0.0, z - p.baseline_slack) <= bar:
         return None
     mu_u = expected(state, p)[2]
     return n, u, mu_u, int(state.get("bl:h", 0)), o

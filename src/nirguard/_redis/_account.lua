@@ -293,8 +293,10 @@ local function account_step(P, K, flags, patient_id, x, seen, now)
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
-    if not breach and P.baseline then
-      breach, count, limit = bl_check(A.record, A.changes, P, slot, flags.place, x)
+    if not breach and P.baseline then -- a reason granted below vouches for the day
+      local vouched = flags.reason and #P.break_glass > 0
+        and overflow(A.record, P.break_glass, now) == nil
+      breach, count, limit = bl_check(A.record, A.changes, P, slot, flags.place, x, vouched)
     end
     local record = A.record
     if not breach and (record["pending:e"] or 0) > now and record.pending ~= nil then

@@ -15,6 +15,11 @@ local BL_PROFILE_MIN = 60
 local BL_USUAL_HOURS = 0.01
 local BL_USUAL_PLACE = 0.04
 local BL_CV = 0.2
+local BL_SO_FAR_MIN = 1 / 3 -- within a day, the least share of it counted as done
+-- blx of a day that a reason vouched for: the rest of it breaches past BL_VOUCHED_BAR
+-- times baseline, and it rolls in at most at BL_VOUCHED_ROLL times baseline
+local BL_VOUCHED, BL_VOUCHED_BAR, BL_VOUCHED_ROLL = -2, 1.5, 0.8
+local BL_CLIP = 2 -- a day goes into the EWMAs at most this many sd above its expected
 local BL_NIGHT = {[11] = true, [0] = true, [1] = true, [2] = true} -- 22:00-06:00 local
 local BL_FIXED = {
   {"bl:d", "Bd"}, {"bl:n", "Bn"}, {"bl:u", "Bu"}, {"bl:o", "Bo"}, {"bl:l", "Bl"},
@@ -47,8 +52,32 @@ local function bl_expected(s, P)
   return mu, sd, mu_u, sd_u
 end
 
-local function bl_score(s, P, n, u, off)
+-- the share f of a day's mean and its sd (Poisson noise of the part, at least)
+local function bl_part(mu, sd, f)
+  if f >= 1 then return mu, sd end
+  local m = f * mu
+  return m, math.sqrt(math.max(f * sd * sd, m + BL_CV * BL_CV * m * m, 1))
+end
+
+-- the share of the account's day done by the end of `slot` (its hours profile's lookups
+-- in this day's slots so far over all of this day's); 1 while that profile is too thin
+local function bl_so_far(s, slot)
+  local hours = s["bl:p"] or ""
+  local first = slot - slot % 12
+  local total, done = 0, 0
+  for i = first + 1, math.min(first + 12, #hours) do
+    local b = string.byte(hours, i)
+    total = total + b
+    if i <= slot + 1 then done = done + b end
+  end
+  if total < BL_PROFILE_MIN then return 1 end
+  return math.max(BL_SO_FAR_MIN, done / total)
+end
+
+local function bl_score(s, P, n, u, off, f)
   local mu, sd, mu_u, sd_u = bl_expected(s, P)
+  mu, sd = bl_part(mu, sd, f or 1)
+  mu_u, sd_u = bl_part(mu_u, sd_u, f or 1)
   local x = u + (P.bl_off - 1) * off
   local z = (x - mu_u) / sd_u
   if n >= mu + sd then return z end
@@ -72,13 +101,16 @@ local function bl_roll(record, P, day)
   local top = 2 * P.baseline
   local c = (record.blc or 0) + bl_score(record, P, n, u, record["bl:o"] or 0)
   c = c - P.bl_slack
-  local x = record.blx or 0 -- 1: the day breached; -1: unlock() forgave it
+  local x = record.blx or 0 -- 1: breached; -1: unlock() forgave it; -2: a reason vouched
   if x == 1 then out.blc = top
   elseif x == -1 then out.blc = 0
+  elseif x == BL_VOUCHED then out.blc = math.min(math.max(c, 0), BL_VOUCHED_ROLL * P.baseline)
   else out.blc = math.min(math.max(c, 0), top) end
   local a = math.max(BL_ALPHA, 1 / (h + 1))
-  out["bl:m"], out["bl:v"] = bl_ewma(record["bl:m"] or 0, record["bl:v"] or 0, n, a)
-  out["bl:a"], out["bl:w"] = bl_ewma(record["bl:a"] or 0, record["bl:w"] or 0, u, a)
+  local mu, sd, mu_u, sd_u = bl_expected(record, P)
+  local n_in, u_in = math.min(n, mu + BL_CLIP * sd), math.min(u, mu_u + BL_CLIP * sd_u)
+  out["bl:m"], out["bl:v"] = bl_ewma(record["bl:m"] or 0, record["bl:v"] or 0, n_in, a)
+  out["bl:a"], out["bl:w"] = bl_ewma(record["bl:a"] or 0, record["bl:w"] or 0, u_in, a)
   local r = record["bl:r"] or 0
   out["bl:r"] = r + a * ((lookups - n) / lookups - r)
   out["bl:h"] = math.min(h + 1, 10000)
@@ -117,13 +149,20 @@ end
 
 -- whether one more new patient now passes the threshold: its evidence, or nil
 local function bl_breach(s, P, slot, place)
-  if (s.blx or 0) == -1 then return nil end -- unlocked today: the rest of the day goes through
+  local x = s.blx or 0
+  if x == -1 then return nil end -- unlocked today: the rest of the day goes through
   local off, far = bl_unusual(s, P, slot, place)
   local n = (s["bl:n"] or 0) + 1
   local u = (s["bl:u"] or 0) + far
   local o = (s["bl:o"] or 0) + off
   local c = s.blc or 0
-  if c + math.max(0, bl_score(s, P, n, u, o) - P.bl_slack) <= P.baseline then return nil end
+  local z = bl_score(s, P, n, u, o, bl_so_far(s, slot))
+  local bar = P.baseline
+  if x == BL_VOUCHED then -- the reason vouches for the days before too, as the roll will
+    bar = BL_VOUCHED_BAR * P.baseline
+    c = math.min(c, BL_VOUCHED_ROLL * P.baseline)
+  end
+  if c + math.max(0, z - P.bl_slack) <= bar then return nil end
   local _, _, mu_u = bl_expected(s, P)
   return {n = n, u = u, mu = mu_u, h = s["bl:h"] or 0, off = o}
 end
@@ -149,10 +188,13 @@ end
 
 -- the account step's check of a new patient: "baseline", new patients today, of them
 -- from unusual places (the rest of the evidence into x), or nil; a breach marks the day
-local function bl_check(record, changes, P, slot, place, x)
+-- (`vouched`: a reason that the account step grants; the rest of the day goes through)
+local function bl_check(record, changes, P, slot, place, x, vouched)
   local b = bl_breach(bl_merged(record, changes), P, slot, place)
   if not b then return nil end
-  changes.blx = 1
+  local was = changes.blx
+  if was == nil then was = record.blx or 0 end
+  if vouched and was ~= BL_VOUCHED then changes.blx = BL_VOUCHED else changes.blx = 1 end
   x.bl_mu, x.bl_h, x.bl_off = b.mu, b.h, b.off
   return "baseline", b.n, b.u
 end
