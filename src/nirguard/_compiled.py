@@ -55,6 +55,8 @@ class Source(Protocol):
     @property
     def portal_cohort_share(self) -> float: ...
     @property
+    def sequence_share(self) -> float: ...
+    @property
     def hot_cohort(self) -> float | None: ...
     @property
     def hot_cohort_min(self) -> int: ...
@@ -134,6 +136,10 @@ class CompiledPolicy:
     cohort: tuple[Window, ...]
     portal_cohort: tuple[Window, ...]
     new_patients: tuple[Window, ...]
+    #: ``sequence``: new patients next to someone, and new patients, over its windows
+    sequence: tuple[Window, ...]
+    sequence_new: tuple[Window, ...]
+    sequence_share: float
     portal: tuple[Window, ...]
     break_glass: tuple[Window, ...]
     strikes: tuple[Window, ...]
@@ -247,13 +253,16 @@ def _lua_text(c: CompiledPolicy) -> str:
         _number(c.baseline_prior_days),
         _number(c.baseline_off_hours),
         _number(c.baseline_offset),
+        _spec(c.sequence),
+        _number(c.sequence_share),
     )
     return "|".join(parts)
 
 
 def compile_policy(policy: Source) -> CompiledPolicy:
     """Compile ``policy`` (use ``policy._compiled``, which caches this)."""
-    rates = {name: _windows(policy, name) for name in (*ACCOUNT_QUOTAS, "cohort", "portal")}
+    names = (*ACCOUNT_QUOTAS, "cohort", "portal", "sequence")
+    rates = {name: _windows(policy, name) for name in names}
     distinct, cohort, portal_cohort = (
         rates[n] for n in ("distinct_patients", "cohort", "portal_cohort")
     )
@@ -263,7 +272,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
     memory = parse_duration(policy.lockout_memory)
     hot_window = parse_duration(policy.hot_cohort_window)
     hot_baseline = parse_duration(policy.hot_cohort_baseline)
-    record = tuple(w for name in ACCOUNT_QUOTAS for w in rates[name])
+    record = tuple(w for name in (*ACCOUNT_QUOTAS, "sequence") for w in rates[name])
     compiled = CompiledPolicy(
         policy=policy,
         name=policy.name,
@@ -274,6 +283,9 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         cohort=cohort,
         portal_cohort=portal_cohort,
         new_patients=_windows(policy, "portal_cohort", "new_patients"),
+        sequence=rates["sequence"],
+        sequence_new=_windows(policy, "sequence", "sequence_new"),
+        sequence_share=policy.sequence_share,
         portal=rates["portal"],
         break_glass=rates["break_glass"],
         strikes=rates["strikes"],
