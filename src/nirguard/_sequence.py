@@ -39,7 +39,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from nirguard._engine import fingerprint
-from nirguard.nir import compute_key
 
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy, Window
@@ -52,6 +51,7 @@ __all__ = ["TWINS", "check", "count", "near", "neighbours", "own"]
 
 #: Bytes of one neighbour's fingerprint in :attr:`Request.neighbours`.
 FP: Final = 6
+_CORSICA: Final = {"2A": "19", "2B": "18"}
 #: Seconds within which an account's own neighbours are twins (looked up together), not
 #: evidence; ``_sequence.lua`` agrees.
 TWINS: Final = 600.0
@@ -61,14 +61,15 @@ def neighbours(patients: Pseudonymiser, canonical: str) -> bytes:
     """The fingerprints of the patient pseudonyms of the two numbers next to
     ``canonical`` in its cohort (order ``n - 1`` then ``n + 1``, those in 001-999),
     concatenated: 6 or 12 bytes. Nothing of the number itself."""
-    body = canonical[:13]
-    order = int(body[10:13])
+    prefix, order = canonical[:10], int(canonical[10:13])
+    place = canonical[5:7]
+    # the body as a number (2A read as 19, 2B as 18: docs/rules.md), without its order
+    base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
     out = b""
     for other in (order - 1, order + 1):
         if 1 <= other <= 999:
-            near_body = f"{body[:10]}{other:03d}"
-            pseudonym = patients.pseudonymise_canonical(f"{near_body}{compute_key(near_body):02d}")
-            out += fingerprint(pseudonym)
+            key = 97 - (base + other) % 97
+            out += fingerprint(patients.pseudonymise_canonical(f"{prefix}{other:03d}{key:02d}"))
     return out
 
 
