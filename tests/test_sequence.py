@@ -19,12 +19,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
-from nirguard._engine import Decision, Engine, Request, fingerprint
+from nirguard._engine import Decision, Engine, Keys, Request, fingerprint
 from nirguard._memory import MemoryEngine
 from nirguard._sequence import TWINS, neighbours
 from nirguard.errors import EnumerationSuspected, PolicyError, PractitionerLocked
 from nirguard.nir import compute_key
-from tests.engine_helpers import DAY, ENGINES, HOUR, T0, engines
+from tests.engine_helpers import DAY, ENGINES, HOUR, T0, cleanup, engines, redis_engine
+from tests.redis_helpers import WORKER_PREFIX
 
 LIMIT = 3
 POLICY = QuotaPolicy.only(
@@ -311,3 +312,39 @@ def test_the_policy_checks_its_fields() -> None:
         QuotaPolicy(sequence="five a day")
     assert QuotaPolicy(sequence="5/day")._compiled.sequence[0].amount == 5
     assert "5/86400" in QuotaPolicy(sequence="5/day")._compiled.lua_policy
+
+
+@pytest.mark.redis
+def test_the_account_record_grows_by_its_counters_only(redis_url: str) -> None:
+    """Nothing more is kept portal-wide (the cohorts' heat already remembers who it saw);
+    an account record holds two counts and an end per window (``MEMORY USAGE``)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    sizes: dict[bool, int] = {}
+    try:
+        for on in (False, True):
+            policy = QuotaPolicy(sequence="6/day;8/7 days" if on else None, sequence_share=0.3)
+            prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
+            engine = redis_engine(redis_url, prefix)
+            try:
+                now = T0
+                for i in range(60):  # a GP's two days of new patients
+                    cohort, order = i % 30, 1 + 2 * (i // 30)
+                    near = b"".join(
+                        fingerprint(_label("m", cohort, m)) for m in (order - 1, order + 1)
+                    )
+                    request = Request(
+                        "dr", policy._compiled, _label("m", cohort, order), f"m-{cohort}",
+                        now=now, neighbours=near if on else b"",
+                    )  # fmt: skip
+                    assert engine.decide(request).outcome == "allowed"
+                    now += 900.0
+                keys = Keys(prefix, "dr", None, policy._compiled.heat_suffix)
+                sizes[on] = client.memory_usage(keys.account, samples=0) or 0
+            finally:
+                engine.close()
+                cleanup(redis_url, prefix)
+    finally:
+        client.close()
+    assert 0 < sizes[True] - sizes[False] <= 160, sizes
