@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
+from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey, profiles
 from nirguard._engine import Decision, Engine, Keys, Request, fingerprint
 from nirguard._memory import MemoryEngine
 from nirguard._sequence import TWINS, neighbours
@@ -311,6 +311,11 @@ def test_the_policy_checks_its_fields() -> None:
     with pytest.raises(PolicyError):
         QuotaPolicy(sequence="five a day")
     assert QuotaPolicy(sequence="5/day")._compiled.sequence[0].amount == 5
+    # on by default, and off (not an error) when hot_cohort is, unless asked for
+    assert QuotaPolicy()._compiled.sequence and QuotaPolicy().sequence_share == 0.3
+    assert QuotaPolicy(hot_cohort=None)._compiled.sequence == ()
+    assert QuotaPolicy(hot_cohort=None)._compiled.lua_policy.split("|")[-2] == ""  # Lua too
+    assert profiles.desk().sequence is None
     assert "5/86400" in QuotaPolicy(sequence="5/day")._compiled.lua_policy
 
 

@@ -283,8 +283,11 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         cohort=cohort,
         portal_cohort=portal_cohort,
         new_patients=_windows(policy, "portal_cohort", "new_patients"),
-        sequence=rates["sequence"],
-        sequence_new=_windows(policy, "sequence", "sequence_new"),
+        # it reads the cohorts' heat: off without it
+        sequence=rates["sequence"] if policy.hot_cohort is not None else (),
+        sequence_new=_windows(policy, "sequence", "sequence_new")
+        if policy.hot_cohort is not None
+        else (),
         sequence_share=policy.sequence_share,
         portal=rates["portal"],
         break_glass=rates["break_glass"],
