@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Final, Protocol, TypedDict
+from typing import Any, Final, Protocol, TypedDict
 
 from limits import RateLimitItem
 
@@ -220,6 +220,17 @@ def _baseline(policy: Source) -> _Baseline:
     }
 
 
+def _sequence(policy: Source, rates: dict[str, tuple[Window, ...]]) -> dict[str, Any]:
+    """``sequence``: its windows, the new patients' over the same, and its share; no
+    windows without ``hot_cohort`` (it reads the cohorts' heat)."""
+    on = policy.hot_cohort is not None
+    return {
+        "sequence": rates["sequence"] if on else (),
+        "sequence_new": _windows(policy, "sequence", "sequence_new") if on else (),
+        "sequence_share": policy.sequence_share,
+    }
+
+
 def _lua_text(c: CompiledPolicy) -> str:
     """The policy as the Lua library parses it (``_policy.lua``: compile)."""
     parts = (
@@ -283,12 +294,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         cohort=cohort,
         portal_cohort=portal_cohort,
         new_patients=_windows(policy, "portal_cohort", "new_patients"),
-        # it reads the cohorts' heat: off without it
-        sequence=rates["sequence"] if policy.hot_cohort is not None else (),
-        sequence_new=_windows(policy, "sequence", "sequence_new")
-        if policy.hot_cohort is not None
-        else (),
-        sequence_share=policy.sequence_share,
+        **_sequence(policy, rates),
         portal=rates["portal"],
         break_glass=rates["break_glass"],
         strikes=rates["strikes"],
