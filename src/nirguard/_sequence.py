@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy, Window
     from nirguard._engine import Decision
     from nirguard._memory_account import Breach
-    from nirguard._memory_records import Ends, Heat, Recent
+    from nirguard._memory_records import Heat, Recent
     from nirguard.pseudonym import Pseudonymiser
 
 __all__ = ["TWINS", "check", "count", "near", "neighbours", "own"]
@@ -73,23 +73,15 @@ def neighbours(patients: Pseudonymiser, canonical: str) -> bytes:
     return out
 
 
-def _split(fps: bytes) -> list[bytes]:
-    return [fps[i : i + FP] for i in range(0, len(fps) - FP + 1, FP)]
-
-
-def _seen(entries: Ends, fp: bytes, now: float) -> bool:
-    return entries.get(fp, 0.0) > now
-
-
 def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:
     """Which neighbours the cohort's heat saw within its window, as bits of
     ``base.adjacent`` (1: the first of ``fps``, 2: the second)."""
     if heat is None:
         return
-    mask = 0
-    for i, fp in enumerate(_split(fps)):
-        if _seen(heat.seen, fp, now):
-            mask |= 1 << i
+    seen, mask = heat.seen, 0
+    for i in range(0, len(fps) - FP + 1, FP):
+        if seen.get(fps[i : i + FP], 0.0) > now:
+            mask |= 1 << (i // FP)
     base.adjacent = mask
 
 
@@ -98,10 +90,12 @@ def own(base: Decision, recent: Recent, p: CompiledPolicy, fps: bytes, now: floa
     account's own looked up at least :data:`TWINS` ago (twins are looked up together;
     an account walking its own cohorts side by side is not)."""
     mask = base.adjacent
+    if not mask:
+        return False
     # an own patient's entry ends p.seen after it was looked up
-    latest = now + max(0.0, p.seen - TWINS)
-    for i, fp in enumerate(_split(fps)):
-        if mask & (1 << i) and recent.seen.get(fp, 0.0) <= latest:
+    latest, seen = now + max(0.0, p.seen - TWINS), recent.seen
+    for i in range(0, len(fps) - FP + 1, FP):
+        if mask & (1 << (i // FP)) and seen.get(fps[i : i + FP], 0.0) <= latest:
             return True
     return False
 
