@@ -54,6 +54,7 @@ def decision(reply: Reply) -> Decision:
         int(_text(v)) for v in items[2:14]
     )
     usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
+    adjacent = int(_text(items[17])) if len(items) > 17 else 0
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -72,6 +73,7 @@ def decision(reply: Reply) -> Decision:
         usual=usual / 1000,
         history=history if history >= 0 else None,
         off_hours=off,
+        adjacent=adjacent,
     )
 
 
@@ -177,6 +179,7 @@ class Codec:
             + format(request.place & 0xFF, "02x")
         )
         patient = "" if request.patient is None else fingerprint(request.patient).hex()
+        patient += request.neighbours.hex()  # sequence: the neighbours' fingerprints
         cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
         policy = request.policy
         args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
@@ -228,7 +231,7 @@ class Codec:
         if result.outcome != "heat":
             return result
         found = decision((yield self._call("heat", request, (k.heat,) * KEYS, "0", "", cold)))
-        given = f"{int(found.hot)} {found.heat!r} {found.expected!r}"
+        given = f"{int(found.hot)} {found.heat!r} {found.expected!r} {found.adjacent}"
         result = decision((yield self._call("account", request, own, "3", given)))
         result.hot_alert = found.hot_alert
         return result
