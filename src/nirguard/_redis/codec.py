@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nirguard._baseline import shown
 from nirguard._compiled import INDEFINITE, CompiledPolicy
@@ -40,6 +40,16 @@ def _text(value: Reply) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _fingerprint_hex(pseudonym: str) -> str:
+    """``fingerprint(pseudonym).hex()``: a keyed pseudonym's own last 12 hex digits when
+    they are lowercase hex (what :class:`~nirguard.Pseudonymiser` makes), without the
+    round trip through bytes."""
+    tail = pseudonym[-12:]
+    if len(pseudonym) >= 32 and not tail.strip("0123456789abcdef"):
+        return tail
+    return fingerprint(pseudonym).hex()
+
+
 def _items(reply: Reply) -> Sequence[Reply]:
     if not isinstance(reply, list):
         raise TypeError("nirguard: the library answered something other than an array")
@@ -47,13 +57,20 @@ def _items(reply: Reply) -> Sequence[Reply]:
 
 
 def decision(reply: Reply) -> Decision:
-    """The script's reply: two strings, then integers (-1 for "none"; times in ms)."""
+    """The script's reply: two strings, then integers (-1 for "none"; times in ms).
+
+    The integers come as RESP integers (or their decimal text: ``int`` reads both), read
+    without going through ``str``: this runs on every lookup.
+    """
     items = _items(reply)
     outcome, quota = _text(items[0]), _text(items[1])
-    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
-        int(_text(v)) for v in items[2:14]
+    numbers = cast("list[bytes | int]", items[2:17])
+    if len(items) == 14:  # a reply without the baseline's three
+        numbers += (0, -1, 0)
+    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = map(
+        int, numbers[:12]
     )
-    usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
+    usual, history, off = map(int, numbers[12:15])
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -176,8 +193,8 @@ class Codec:
             + ("1" if cold else "0")
             + format(request.place & 0xFF, "02x")
         )
-        patient = "" if request.patient is None else fingerprint(request.patient).hex()
-        cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
+        patient = "" if request.patient is None else _fingerprint_hex(request.patient)
+        cohort = "" if request.cohort is None else _fingerprint_hex(request.cohort)
         policy = request.policy
         args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
         return Call(tuple(keys), args, (*args, policy.lua_policy))
