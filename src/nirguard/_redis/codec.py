@@ -204,6 +204,20 @@ class Codec:
 
     # -- plans ----------------------------------------------------------------------------------
 
+    def _warming(self, request: Request) -> bool | None:
+        """:meth:`_cold` without a call, when it needs none; ``None`` when it does."""
+        if not request.policy.hot_warmup:
+            return False
+        if self._since is None or time.monotonic() - self._read > REREAD:
+            return None
+        return self._now_seconds(request) - self._since < request.policy.hot_warmup
+
+    def _now_seconds(self, request: Request) -> float:
+        if request.now is not None:
+            return request.now
+        clock = self.clock
+        return clock() if clock is not None else time.time()
+
     def _cold(self, request: Request) -> Plan[bool]:
         """Whether the store is still warming up (``hot_cohort_warmup``): its start is
         read once per process, then at most hourly (a flushed store warms up again)."""
@@ -214,12 +228,7 @@ class Codec:
             k = self._keys(request)
             reply = _items((yield self._call("since", request, (k.since,) * KEYS)))
             self._since, self._read = float(_text(reply[1])), time.monotonic()
-        clock = self.clock
-        if request.now is not None:
-            now = request.now
-        else:
-            now = clock() if clock is not None else time.time()
-        return now - self._since < warmup
+        return self._now_seconds(request) - self._since < warmup
 
     def decide(self, request: Request) -> Plan[Decision]:
         """Decide a lookup of a valid NIR: one call on a single node; on a Cluster, one
@@ -230,7 +239,10 @@ class Codec:
         k = self._keys(request)
         heat = p.hot_cohort is not None and request.cohort is not None
         heat = heat and request.patient is not None
-        cold = (yield from self._cold(request)) if heat else False
+        cold = False
+        if heat:  # the warm-up's start, read once and then hourly: no call in between
+            warming = self._warming(request)
+            cold = (yield from self._cold(request)) if warming is None else warming
         if not self.cluster:
             keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
             return decision(
