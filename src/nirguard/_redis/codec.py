@@ -40,16 +40,6 @@ def _text(value: Reply) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _fingerprint_hex(pseudonym: str) -> str:
-    """``fingerprint(pseudonym).hex()``: a keyed pseudonym's own last 12 hex digits when
-    they are lowercase hex (what :class:`~nirguard.Pseudonymiser` makes), without the
-    round trip through bytes."""
-    tail = pseudonym[-12:]
-    if len(pseudonym) >= 32 and not tail.strip("0123456789abcdef"):
-        return tail
-    return fingerprint(pseudonym).hex()
-
-
 def _items(reply: Reply) -> Sequence[Reply]:
     if not isinstance(reply, list):
         raise TypeError("nirguard: the library answered something other than an array")
@@ -57,20 +47,13 @@ def _items(reply: Reply) -> Sequence[Reply]:
 
 
 def decision(reply: Reply) -> Decision:
-    """The script's reply: two strings, then integers (-1 for "none"; times in ms).
-
-    The integers come as RESP integers (or their decimal text: ``int`` reads both), read
-    without going through ``str``: this runs on every lookup.
-    """
+    """The script's reply: two strings, then integers (-1 for "none"; times in ms)."""
     items = _items(reply)
     outcome, quota = _text(items[0]), _text(items[1])
-    numbers = cast("list[bytes | int]", items[2:17])
-    if len(items) == 14:  # a reply without the baseline's three
-        numbers += (0, -1, 0)
-    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = map(
-        int, numbers[:12]
+    retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
+        int(v) for v in cast("list[bytes | int]", items[2:14])
     )
-    usual, history, off = map(int, numbers[12:15])
+    usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -193,8 +176,8 @@ class Codec:
             + ("1" if cold else "0")
             + format(request.place & 0xFF, "02x")
         )
-        patient = "" if request.patient is None else _fingerprint_hex(request.patient)
-        cohort = "" if request.cohort is None else _fingerprint_hex(request.cohort)
+        patient = "" if request.patient is None else fingerprint(request.patient).hex()
+        cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
         policy = request.policy
         args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
         return Call(tuple(keys), args, (*args, policy.lua_policy))
@@ -203,20 +186,6 @@ class Codec:
         return self._call(mode, request, (self._keys(request).account,) * KEYS)
 
     # -- plans ----------------------------------------------------------------------------------
-
-    def _warming(self, request: Request) -> bool | None:
-        """:meth:`_cold` without a call, when it needs none; ``None`` when it does."""
-        if not request.policy.hot_warmup:
-            return False
-        if self._since is None or time.monotonic() - self._read > REREAD:
-            return None
-        return self._now_seconds(request) - self._since < request.policy.hot_warmup
-
-    def _now_seconds(self, request: Request) -> float:
-        if request.now is not None:
-            return request.now
-        clock = self.clock
-        return clock() if clock is not None else time.time()
 
     def _cold(self, request: Request) -> Plan[bool]:
         """Whether the store is still warming up (``hot_cohort_warmup``): its start is
@@ -228,7 +197,12 @@ class Codec:
             k = self._keys(request)
             reply = _items((yield self._call("since", request, (k.since,) * KEYS)))
             self._since, self._read = float(_text(reply[1])), time.monotonic()
-        return self._now_seconds(request) - self._since < warmup
+        clock = self.clock
+        if request.now is not None:
+            now = request.now
+        else:
+            now = clock() if clock is not None else time.time()
+        return now - self._since < warmup
 
     def decide(self, request: Request) -> Plan[Decision]:
         """Decide a lookup of a valid NIR: one call on a single node; on a Cluster, one
@@ -239,10 +213,7 @@ class Codec:
         k = self._keys(request)
         heat = p.hot_cohort is not None and request.cohort is not None
         heat = heat and request.patient is not None
-        cold = False
-        if heat:  # the warm-up's start, read once and then hourly: no call in between
-            warming = self._warming(request)
-            cold = (yield from self._cold(request)) if warming is None else warming
+        cold = (yield from self._cold(request)) if heat else False
         if not self.cluster:
             keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
             return decision(
