@@ -152,6 +152,8 @@ def event_json(
     Raises:
         pydantic.ValidationError: as :class:`AuditEvent` would (a NIR as a pseudonym,
             an unknown outcome, ...).
+        pydantic_core.PydanticSerializationError: a text the model cannot write (a
+            lone surrogate), as ``model_dump_json`` would.
     """
     if evidence is None:
         line = fast_json(
