@@ -442,14 +442,17 @@ def table(cells: list[Cell], repeat: int) -> str:
     header = (
         f"{'portal':<16}{'conns':>6}{'ok/s':>7}{'runs':>13}{'x bare':>7}{'x slowapi':>10}"
         f"{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'2xx':>7}{'404':>6}{'403/429':>8}{'503':>7}"
-        f"{'other':>6}{'sock err':>9}{'redis us':>9}{'app us':>7}"
+        f"{'other':>6}{'sock err':>9}{'redis us':>9}{'app us':>7}{'cpu x bare':>11}"
     )
     for workers in sorted({c.workers for c in cells}):
         lines.append(
             f"\nuvicorn --workers {workers}; {repeat} run(s) per cell. ok/s = correct answers "
             "(2xx, 404, 403/429) per second, mean (each run); x bare / x slowapi on ok/s;\n"
             "req/s = all answers, 503 included; p50 = mean, p99 = worst run; counts summed; "
-            "redis us / app us = CPU per request of Redis / of the portal's processes"
+            "redis us / app us = CPU per request of Redis / of the portal's processes;\n"
+            "cpu x bare = the bare portal's CPU per request / this portal's (the ratio of req/s "
+            "a portal that has a core to itself would reach; other processes sharing the "
+            "cores move req/s far more than it)"
         )
         lines.append(header)
         for conns in sorted({c.conns for c in cells if c.workers == workers}):
@@ -476,8 +479,17 @@ def table(cells: list[Cell], repeat: int) -> str:
                     f"{cls['other']:>6}{sock:>9}"
                     f"{(f'{statistics.mean(redis_us):.0f}' if redis_us else '-'):>9}"
                     f"{(f'{statistics.mean(app_us):.0f}' if app_us else '-'):>7}"
+                    f"{_cpu_ratio(group.get('bare', []), app_us):>11}"
                 )
     return "\n".join(lines)
+
+
+def _cpu_ratio(bare: list[Cell], app_us: list[float]) -> str:
+    """The bare portal's CPU per request over this portal's (means of the runs)."""
+    bare_us = [c.app_us_per_req for c in bare if c.app_us_per_req]
+    if not bare_us or not app_us:
+        return "-"
+    return f"{statistics.mean(bare_us) / statistics.mean(app_us):.2f}"
 
 
 def compare(after: list[Cell], before: list[Cell]) -> str:

@@ -81,7 +81,7 @@ _EVIDENCE: Final = {
 
 def escape(practitioner: str) -> str:
     """A practitioner id made safe for a store key: no ``%``, ``:``, ``{`` or ``}`` left."""
-    if any(c in practitioner for c in "%:{}"):
+    if "%" in practitioner or ":" in practitioner or "{" in practitioner or "}" in practitioner:
         return (
             practitioner.replace("%", "%25")
             .replace(":", "%3A")

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["DEFAULT_CAPACITY", "Hook", "flush_all"]
+__all__ = ["DEFAULT_CAPACITY", "Hook", "flush_all", "forks"]
 
 _log = logging.getLogger("nirguard.hooks")
 
@@ -44,6 +44,23 @@ DEFAULT_CAPACITY: Final = 65_536
 """Items a hook's queue holds before it drops (about a minute of a busy portal's audit)."""
 _DROP_LOG_EVERY: Final = 60.0
 _FLUSH_AT_EXIT: Final = 5.0
+
+#: Forks of this process so far (a child counts one more than its parent): a hook made
+#: before a fork starts empty in the child. Cheaper than ``os.getpid()`` on every item.
+_forks = [0]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def forks() -> int:
+    """How many forks made this process (0 in the first): what a process-bound
+    object compares to tell that it was inherited across a fork."""
+    return _forks[0]
 
 
 class _Channel:
@@ -90,9 +107,17 @@ class _Runner:
             for item in items:
                 self.one(item)
             return
+        prepare = self.prepare
+        if prepare is not None:  # one item that cannot be prepared never costs the others
+            ready = []
+            for item in items:
+                try:
+                    ready.append(prepare(item))
+                except Exception as exc:
+                    self.fail(exc)
+            items = ready
         try:
-            prepare = self.prepare
-            self.batch(items if prepare is None else [prepare(item) for item in items])
+            self.batch(items)
         except Exception as exc:
             self.fail(exc)
 
@@ -158,10 +183,10 @@ class Hook:
         "_capacity",
         "_channel",
         "_drop_logged",
+        "_forks",
         "_linger",
         "_lock",
         "_note_drop",
-        "_pid",
         "_runner",
         "background",
         "dropped",
@@ -189,7 +214,7 @@ class Hook:
         self.dropped = 0
         self._drop_logged = -_DROP_LOG_EVERY
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._channel = _Channel()
         if self.background:
             _HOOKS.add(self)
@@ -211,7 +236,7 @@ class Hook:
             runner.one(item)
             return
         channel = self._channel
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:
             channel = self._after_fork()
         if len(channel.items) >= self._capacity:
             self._drop()
@@ -252,7 +277,7 @@ class Hook:
 
     def _after_fork(self) -> _Channel:
         # The parent's queue and thread stay the parent's: the child starts empty.
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._lock = threading.Lock()
         self._channel = _Channel()
         weakref.finalize(self, _stop, self._channel)
@@ -260,7 +285,7 @@ class Hook:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every item handed over so far has run; ``False`` on timeout."""
-        if not self.background or self._pid != os.getpid():
+        if not self.background or self._forks != _forks[0]:
             return True
         channel = self._channel
         end = None if timeout is None else time.monotonic() + timeout

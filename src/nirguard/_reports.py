@@ -19,7 +19,7 @@ from nirguard._engine import Decision
 from nirguard._hooks import DEFAULT_CAPACITY, Hook
 from nirguard._redact import mask_nir_runs
 from nirguard.alerts import Alert, BreakGlass, Notice, case_id, log_alert, log_notice
-from nirguard.audit import AuditEvent, does_io
+from nirguard.audit import AuditEvent, JsonLinesSink, does_io, event_json
 from nirguard.reasons import Reason, ReasonCode
 
 __all__ = ["BREAK_GLASS_ALERT_LEFT", "Metrics", "Reports", "Said"]
@@ -86,6 +86,37 @@ def _event(item: tuple[Any, ...]) -> AuditEvent:
     )
 
 
+def _line(item: tuple[Any, ...]) -> str:
+    """The event's JSON line, made on the hook worker without the model when it can be
+    (:func:`~nirguard.audit.event_json`): the audit file's way."""
+    said, outcome, quota, retry_after, signals, evidence, actor, note = item
+    return event_json(
+        said.decided,
+        said.practitioner,
+        outcome,
+        patient=said.patient,
+        quota=quota,
+        retry_after=retry_after,
+        cohort=said.cohort,
+        kind=said.kind,
+        reason=said.reason,
+        signals=signals,
+        evidence=evidence,
+        case=said.case,
+        actor=actor,
+        note=note,
+    )
+
+
+def _audit_hook(sink: Callable[[AuditEvent], object] | None) -> dict[str, Any]:
+    """How the audit hook delivers to ``sink``: the JSON-lines file gets its lines made
+    directly; any other sink gets :class:`~nirguard.audit.AuditEvent` objects."""
+    if type(sink) is JsonLinesSink:
+        lines = sink.write_lines
+        return {"func": lambda line: lines([line]), "prepare": _line, "batch": lines}
+    return {"func": sink, "prepare": _event, "batch": _sink_batch(sink)}
+
+
 def _sink_batch(sink: object) -> Callable[[list[Any]], object] | None:
     write_many = getattr(sink, "write_many", None)
     return write_many if callable(write_many) else None
@@ -120,14 +151,12 @@ class Reports:
             )
 
         self._audit = Hook(
-            audit,
-            "audit",
+            what="audit",
             background=background and does_io(audit),
             capacity=capacity,
             dropped=dropped,
-            prepare=_event,
-            batch=_sink_batch(audit),
             linger=AUDIT_LINGER,
+            **_audit_hook(audit),
         )
         self._alert = hook(log_alert if alert is None or alert is True else alert or None, "alert")
         self._notice = hook(

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import re
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from nirguard._audit_json import NOT_A_NIR, fast_json, whole_seconds
 from nirguard._names import REFUSED, WOULD, Outcome
 from nirguard._redact import mask_nir_runs
 from nirguard.reasons import ReasonCode
@@ -44,15 +43,11 @@ __all__ = [
     "OffPath",
     "Outcome",
     "does_io",
+    "event_json",
     "make_sink",
 ]
 
 _log = logging.getLogger("nirguard.audit")
-#: A ``retry_after`` longer than this is no time to wait for: ``None`` (until unlocked).
-_TEN_YEARS = 10 * 365 * 86400.0
-#: A character no spelling of a NIR holds (digits, 2A/2B, the accepted separators, and
-#: the ASCII whitespace nir.validate strips at the ends).
-_NOT_A_NIR = re.compile("[^0-9ABab .\\-\u00a0\u202f\t\n\r\f\v]")
 
 
 class AuditEvent(BaseModel):
@@ -113,15 +108,7 @@ class AuditEvent(BaseModel):
     @field_validator("retry_after", mode="before")
     @classmethod
     def _whole_seconds(cls, value: object) -> object:
-        # Up to whole seconds, at least 1; a microsecond of clock arithmetic is not a second
-        # (59.9997 and 60.0000001 both say 60). Not finite, or over ten years: unbounded.
-        if value is None or isinstance(value, (bool, str)):
-            return value  # None stays None; the field's own check refuses the rest
-        try:
-            seconds = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            return value
-        return max(1, math.ceil(seconds - 1e-6)) if abs(seconds) <= _TEN_YEARS else None
+        return whole_seconds(value)
 
     @field_validator("patient", "cohort")
     @classmethod
@@ -129,13 +116,68 @@ class AuditEvent(BaseModel):
         # Defence in depth: a patient field that validates as a NIR is refused. A value
         # holding any character no NIR spelling has (a pseudonym's ":", its hex letters)
         # cannot be one: the full check runs only on what could be.
-        if value is None or _NOT_A_NIR.search(value):
+        if value is None or NOT_A_NIR.search(value):
             return value
         from nirguard.nir import is_valid
 
         if is_valid(value, strict=False):
             raise ValueError("patient must be a pseudonym, never a NIR")
         return value
+
+
+def event_json(
+    time: float,
+    practitioner: str,
+    outcome: str,
+    *,
+    patient: str | None = None,
+    quota: str | None = None,
+    retry_after: float | None = None,
+    cohort: str | None = None,
+    kind: str | None = None,
+    reason: ReasonCode | None = None,
+    signals: tuple[str, ...] = (),
+    evidence: dict[str, float] | None = None,
+    case: str | None = None,
+    actor: str | None = None,
+    note: str | None = None,
+) -> str:
+    """The JSON of the :class:`AuditEvent` of these fields (``time`` in POSIX seconds):
+    what ``AuditEvent(...).model_dump_json()`` gives, character for character.
+
+    The audit worker's way of writing a lookup's event: the common event (no evidence)
+    is formatted directly, with the model's checks (NIR-shaped runs masked, no NIR as a
+    pseudonym, ``retry_after`` in whole seconds); any other goes through the model.
+
+    Raises:
+        pydantic.ValidationError: as :class:`AuditEvent` would (a NIR as a pseudonym,
+            an unknown outcome, ...).
+        pydantic_core.PydanticSerializationError: a text the model cannot write (a
+            lone surrogate), as ``model_dump_json`` would.
+    """
+    if evidence is None:
+        line = fast_json(
+            time, practitioner, outcome, patient, quota, retry_after, cohort, kind, reason,
+            signals, case, actor, note,
+        )  # fmt: skip
+        if line is not None:
+            return line
+    return AuditEvent(
+        time=datetime.fromtimestamp(time, tz=timezone.utc),
+        practitioner=practitioner,
+        patient=patient,
+        outcome=outcome,  # type: ignore[arg-type]
+        quota=quota,
+        retry_after=retry_after,  # type: ignore[arg-type]
+        cohort=cohort,
+        kind=kind,
+        reason=reason,
+        signals=signals,
+        evidence=evidence,
+        case=case,
+        actor=actor,
+        note=note,
+    ).model_dump_json()
 
 
 AuditSink = Callable[[AuditEvent], object]
@@ -176,17 +218,22 @@ class JsonLinesSink:
         return fd
 
     def __call__(self, event: AuditEvent) -> None:
-        line = (event.model_dump_json() + "\n").encode("utf-8")
-        with self._lock:
-            os.write(self._open(), line)
+        self.write_lines([event.model_dump_json()])
 
     def write_many(self, events: list[AuditEvent]) -> None:
-        """Append several events, one ``write`` per batch (the hook worker's call).
+        """Append several events, one ``write`` per batch (see :meth:`write_lines`)."""
+        self.write_lines([event.model_dump_json() for event in events])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append events already in JSON (:func:`event_json`), one per line, in one
+        ``write`` (the guard's audit worker writes its batches this way).
 
         Each line is whole: a batch is written with ``O_APPEND`` in one call,
         so lines of other processes appending to the file never fall inside one.
         """
-        data = "".join([event.model_dump_json() + "\n" for event in events]).encode("utf-8")
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8")
         with self._lock:
             fd = self._open()
             view = memoryview(data)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nirguard._baseline import shown
 from nirguard._compiled import INDEFINITE, CompiledPolicy
@@ -51,7 +51,7 @@ def decision(reply: Reply) -> Decision:
     items = _items(reply)
     outcome, quota = _text(items[0]), _text(items[1])
     retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
-        int(_text(v)) for v in items[2:14]
+        int(v) for v in cast("list[bytes | int]", items[2:14])
     )
     usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
     adjacent = int(_text(items[17])) if len(items) > 17 else 0

@@ -30,12 +30,12 @@ counters and returned nothing, the only failure shape the guard accepts.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from typing import Final, cast
 
+from nirguard._hooks import forks
 from nirguard._redis.connect import Endpoint
 from nirguard._redis.outage import StoreUnavailable, classify, connect_error
 from nirguard._redis.wire import (
@@ -149,7 +149,7 @@ class _Connection(asyncio.Protocol):
             future.set_exception(self.closed)
             return future
         now = self.loop.time()
-        self._outbox.append(pack(list(commands)))
+        self._outbox.append(pack(commands))
         self.expect.append(_Batch(future, len(commands), now, self._clock, budget))
         if not self._flushing:
             self._flushing = True
@@ -209,7 +209,7 @@ class _Connection(asyncio.Protocol):
 class Channel:
     """The calls of one event loop to one server, on one connection at a time."""
 
-    __slots__ = ("_connecting", "_deadline", "_watch", "conn", "endpoint", "loop", "pid")
+    __slots__ = ("_connecting", "_deadline", "_watch", "conn", "endpoint", "forks", "loop")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, endpoint: Endpoint, deadline: float
@@ -220,7 +220,7 @@ class Channel:
         self.conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._watch: AsyncGenerator[None, None] | None = None
-        self.pid = os.getpid()
+        self.forks = forks()  # a channel made before a fork is the parent's
 
     async def call(self, commands: Sequence[Command], budget: float) -> list[Reply]:
         """The replies of ``commands`` (error replies as values).
@@ -231,10 +231,11 @@ class Channel:
         """
         conn = self.conn
         if conn is None or conn.closed is not None:
-            conn = await self._connect(budget)
+            conn = await self.connect(budget)
         return await conn.send(commands, budget)
 
-    async def _connect(self, budget: float) -> _Connection:
+    async def connect(self, budget: float) -> _Connection:
+        """The connection, opened (or being opened by another call) within ``budget``."""
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._open(budget))
         return await asyncio.shield(self._connecting)
@@ -297,11 +298,12 @@ class Channel:
 class LoopNodes:
     """The async transport: a channel per (event loop, server), made on first use."""
 
-    __slots__ = ("_channels", "deadline")
+    __slots__ = ("_channels", "_last", "deadline")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self._channels: dict[tuple[int, Endpoint], Channel] = {}
+        self._last: Channel | None = None  # the channel of the latest call
 
     def channels(self) -> list[Channel]:
         """The channels open now (for tests and close)."""
@@ -310,14 +312,28 @@ class LoopNodes:
     async def arun(self, node: Endpoint, commands: Sequence[Command], budget: float) -> list[Reply]:
         """``commands`` on ``node`` (see :meth:`Channel.call`)."""
         loop = asyncio.get_running_loop()
+        channel = self._last  # most calls go where the previous one went: no hashing
+        if (
+            channel is None
+            or channel.endpoint is not node
+            or channel.loop is not loop
+            or channel.forks != forks()
+        ):
+            channel = self._last = self._channel(loop, node)
+        conn = channel.conn
+        if conn is None or conn.closed is not None:
+            conn = await channel.connect(budget)
+        return await conn.send(commands, budget)
+
+    def _channel(self, loop: asyncio.AbstractEventLoop, node: Endpoint) -> Channel:
         key = (id(loop), node)
         channel = self._channels.get(key)
-        if channel is None or channel.loop is not loop or channel.pid != os.getpid():
+        if channel is None or channel.loop is not loop or channel.forks != forks():
             for old_key, old in list(self._channels.items()):
-                if old.loop.is_closed() or old.pid != os.getpid():
+                if old.loop.is_closed() or old.forks != forks():
                     self._channels.pop(old_key, None)  # another thread may have pruned it
             channel = self._channels[key] = Channel(loop, node, self.deadline)
-        return await channel.call(commands, budget)
+        return channel
 
     def close(self) -> None:
         """Close every channel: on its own loop, or at once when that loop has stopped."""
@@ -325,6 +341,7 @@ class LoopNodes:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        self._last = None
         for key, channel in list(self._channels.items()):
             if self._channels.pop(key, None) is None:
                 continue  # another thread closed it

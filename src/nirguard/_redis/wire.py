@@ -13,6 +13,7 @@ somebody else's answer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 from nirguard._redis.outage import StoreUnavailable, classify
@@ -63,17 +64,15 @@ def reader() -> Reader:
     return made
 
 
-def _bulk(arg: str | bytes) -> bytes:
-    data = arg.encode("utf-8") if isinstance(arg, str) else arg
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def pack(commands: list[Command]) -> bytes:
+def pack(commands: Sequence[Command]) -> bytes:
     """Commands as one RESP2 byte string (arrays of bulk strings)."""
     parts: list[bytes] = []
+    add = parts.append
     for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
-        parts.extend(_bulk(arg) for arg in command)
+        add(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg.encode("utf-8") if isinstance(arg, str) else arg
+            add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
 

@@ -179,7 +179,7 @@ def install_exception_handlers(
 
 async def _resolve(getter: Callable[[Request], Any], request: Request) -> Any:
     value = getter(request)
-    if inspect.isawaitable(value):
+    if type(value) is not str and value is not None and inspect.isawaitable(value):
         value = await value
     return value
 
