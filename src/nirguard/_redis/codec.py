@@ -5,8 +5,9 @@ one at a time, receives each call's reply, and returns the operation's result.
 A single node (or Sentinel) decides a lookup in one call (``admit``); on a
 Cluster a lookup makes one call per slot it needs: a repeat (a patient the
 practitioner already has) one call, to the practitioner's slot; a new patient
-three, the practitioner's, the cohort's heat, the practitioner's again
-(docs/redis.md, "Redis Cluster").
+three, the practitioner's, the cohort's heat, the practitioner's again, or while
+the store warms up (no cohort can be hot) two, the practitioner's, then the
+cohort's heat (docs/redis.md, "Redis Cluster").
 
 The engine (:mod:`nirguard._redis.engine`) drives plans over a transport, sync or
 async; the function/script protocol (:mod:`nirguard._redis.script`) turns each
@@ -224,6 +225,8 @@ class Codec:
             if quota.outcome != "quota":
                 return quota
         own = (k.account, k.recent, k.account, k.account)
+        if heat and cold:  # no cohort is hot yet: the heat decides nothing, counted after
+            return (yield from self._cold_lookup(request, own, k.heat))
         result = decision((yield self._call("account", request, own, "2" if heat else "0")))
         if result.outcome != "heat":
             return result
@@ -231,6 +234,19 @@ class Codec:
         given = f"{int(found.hot)} {found.heat!r} {found.expected!r}"
         result = decision((yield self._call("account", request, own, "3", given)))
         result.hot_alert = found.hot_alert
+        return result
+
+    def _cold_lookup(self, request: Request, own: Sequence[str], heat: str) -> Plan[Decision]:
+        """A lookup on a Cluster while the store warms up: no cohort can be hot, so the
+        practitioner's call decides at once, and says whether the patient's heat is to be
+        counted (a new patient of an account that was not locked); the cohort's call then
+        counts it. Two calls at most, the single node's decision and records."""
+        raw = _items((yield self._call("account", request, own, "4")))
+        result = decision(raw)
+        if len(raw) > 17 and _text(raw[17]) == "1":
+            found = decision((yield self._call("heat", request, (heat,) * KEYS, "0", "", True)))
+            result.hot, result.hot_alert = found.hot, found.hot_alert
+            result.heat, result.expected = found.heat, found.expected
         return result
 
     def invalid(self, request: Request) -> Plan[Decision]:
