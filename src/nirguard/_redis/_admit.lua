@@ -44,7 +44,8 @@
 -- window's end. Every key expires, for garbage collection only: decisions read
 -- the stored ends, so a test clock works as well as the server's.
 --
--- Reply: a flat array of strings, see nirguard/_redis/codec.py: decision.
+-- Reply: a flat array of strings, see nirguard/_redis/codec.py: decision; the mode heat's
+-- and the question for the heat are shorter (codec.py: heat).
 
 -- the portal quota ------------------------------------------------------------------------
 local function quota_step(P, K, now)
@@ -164,7 +165,7 @@ local function step(mode, P, K, A, flags, now)
   elseif mode == "heat" then
     local x = {hot = false, cold = flags.cold}
     heat_step(P, K[3], redis.call("GET", K[3]), flags.fp, x, now)
-    return reply("heat", nil, nil, false, 0, x)
+    return {"heat", x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s), milli(x.e)}
   elseif mode == "since" then -- when the store started watching the portal (warm-up)
     local kept = redis.call("GET", K[1]) or string.format("%.3f", now)
     local how, when = expiry(now + 4 * P.hot_baseline, now) -- each read keeps it

@@ -333,7 +333,7 @@ local function patient_step(P, K, flags, patient_id, x, now)
   local granted = flags.patient and ends(r.grants, patient_id) > now
   local new = flags.patient and not granted and ends(r.seen, patient_id) <= now
   if new and flags.heat == "2" then
-    return nil, reply("heat", nil, nil, false, 0, NOTHING)
+    return nil, {"heat"}
   elseif new and flags.heat == "4" then
     x.want = true
   elseif new and flags.heat == "1" then

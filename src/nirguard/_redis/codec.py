@@ -76,6 +76,19 @@ def decision(reply: Reply) -> Decision:
     )
 
 
+def _heat_of(reply: Reply) -> tuple[bool, bool, float, float]:
+    """The mode heat's reply: "heat", then hot, alert, heat and expected heat (in
+    thousandths)."""
+    hot, alert, found, expected = (int(_text(v)) for v in _items(reply)[1:5])
+    return hot == 1, alert == 1, found / 1000, expected / 1000
+
+
+def _asks_heat(reply: Reply) -> bool:
+    """Whether the practitioner's call asks for the cohort's heat first (the reply "heat")."""
+    items = _items(reply)
+    return len(items) == 1 and _text(items[0]) == "heat"
+
+
 _STATUS_QUOTAS = (
     "lookups",
     "distinct_patients",
@@ -227,13 +240,13 @@ class Codec:
         own = (k.account, k.recent, k.account, k.account)
         if heat and cold:  # no cohort is hot yet: the heat decides nothing, counted after
             return (yield from self._cold_lookup(request, own, k.heat))
-        result = decision((yield self._call("account", request, own, "2" if heat else "0")))
-        if result.outcome != "heat":
-            return result
-        found = decision((yield self._call("heat", request, (k.heat,) * KEYS, "0", "", cold)))
-        given = f"{int(found.hot)} {found.heat!r} {found.expected!r}"
+        raw = yield self._call("account", request, own, "2" if heat else "0")
+        if not _asks_heat(raw):
+            return decision(raw)
+        hot, alert, found, expected = _heat_of((yield self._heat(request, k.heat, cold)))
+        given = f"{int(hot)} {found!r} {expected!r}"
         result = decision((yield self._call("account", request, own, "3", given)))
-        result.hot_alert = found.hot_alert
+        result.hot_alert = alert
         return result
 
     def _cold_lookup(self, request: Request, own: Sequence[str], heat: str) -> Plan[Decision]:
@@ -244,10 +257,13 @@ class Codec:
         raw = _items((yield self._call("account", request, own, "4")))
         result = decision(raw)
         if len(raw) > 17 and _text(raw[17]) == "1":
-            found = decision((yield self._call("heat", request, (heat,) * KEYS, "0", "", True)))
-            result.hot, result.hot_alert = found.hot, found.hot_alert
-            result.heat, result.expected = found.heat, found.expected
+            found = _heat_of((yield self._heat(request, heat, True)))
+            result.hot, result.hot_alert, result.heat, result.expected = found
         return result
+
+    def _heat(self, request: Request, key: str, cold: bool) -> Call:
+        """The call that counts a new patient in its cohort's heat (the mode heat)."""
+        return self._call("heat", request, (key,) * KEYS, "0", "", cold)
 
     def invalid(self, request: Request) -> Plan[Decision]:
         """Count an invalid NIR (after the lockout check)."""
