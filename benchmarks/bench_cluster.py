@@ -10,6 +10,16 @@ not refuse in a working day). Several client processes (``--clients``)
 drive the Redis engine directly, each with many lookups in flight (the
 async path: pipelined), so that Redis, not the client, sets the pace.
 
+Every deployment gets the same clients and the same lookups in flight: 3 x
+384 by default, 64 per master on the 6-master Cluster per client. A server's
+CPU per call falls as its pipeline deepens (one read of a socket brings more
+calls, and they run on a warm cache): with 3 x 64 in flight the one node read
+about 33 calls per socket read and each master of 6 about 9, and the Cluster
+paid up to half as much again per lookup for that alone, which a loaded
+Cluster, its masters' queues as deep as the one node's, does not pay. The
+one node too is measured at 3 x 384, where it is cheaper per lookup than at
+3 x 64: the ratios are not flattered by a shallow baseline.
+
 For each deployment the script reads every master's CPU (``used_cpu_user`` +
 ``used_cpu_sys`` from ``INFO``) and memory (``used_memory``) before and after
 the measured lookups, and reports:
@@ -19,8 +29,13 @@ the measured lookups, and reports:
 * each node's share of the CPU and of the memory, against its fair share
   (1 / masters); the busiest as a multiple of fair;
 * Redis CPU per lookup, summed over the masters (a Cluster should cost about
-  what one node costs), and the library calls per lookup (``INFO
-  commandstats``).
+  what one node costs), the library calls per lookup and the time inside them
+  (``INFO commandstats``: wall time, inflated when the host is loaded), the
+  kernel's share of the CPU and the socket reads per lookup (how deep the
+  pipelines were).
+
+One node runs first and last (``--masters 1,3,6,1``): ratios are against the
+mean of its runs, so a host whose load drifts during the run shows it.
 
 Targets (issue 20): 3 masters >= 2.5x one node, 6 masters >= 4.5x, no node
 above 1.5x its fair share of CPU or memory.
@@ -31,7 +46,7 @@ watch 30 days earlier, the steady state, where a Cluster asks a new patient's he
 before it decides (one call more per new patient).
 
     python benchmarks/bench_cluster.py [--masters 1,3,6,1] [--lookups 300000]
-        [--warm 200000] [--clients 3] [--inflight 64] [--repeats 0.8] [--seasoned]
+        [--warm 200000] [--clients 3] [--inflight 384] [--repeats 0.8] [--seasoned]
 """
 
 from __future__ import annotations
@@ -203,6 +218,7 @@ def _snapshot(clients: list[Any]) -> list[dict[str, float]]:
         cpu = client.info("cpu")
         memory = client.info("memory")
         stats = client.info("commandstats")
+        reads = client.info("stats")["total_reads_processed"]
         scripts = [
             v for k, v in stats.items() if k.removeprefix("cmdstat_").upper() in SCRIPT_CALLS
         ]
@@ -211,6 +227,8 @@ def _snapshot(clients: list[Any]) -> list[dict[str, float]]:
         out.append(
             {
                 "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+                "sys": float(cpu["used_cpu_sys"]),
+                "reads": float(reads),
                 "memory": float(memory["used_memory"]),
                 "calls": float(calls),
                 "script": usec / 1e6,
@@ -228,6 +246,8 @@ class Measured:
     memory: list[float]  # per node, bytes held at the end (above an empty node)
     calls: float  # library calls per lookup
     script: float  # seconds inside the library's calls (INFO commandstats), all masters
+    sys: float  # seconds of the CPU in the kernel (used_cpu_sys), all masters
+    reads: float  # reads from client sockets (total_reads_processed), all masters
     keys: list[float]
     seconds: float
     outcomes: dict[str, int]
@@ -298,6 +318,8 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
             calls=sum(a["calls"] - b["calls"] for a, b in zip(after, before, strict=True))
             / measured,
             script=sum(a["script"] - b["script"] for a, b in zip(after, before, strict=True)),
+            sys=sum(a["sys"] - b["sys"] for a, b in zip(after, before, strict=True)),
+            reads=sum(a["reads"] - b["reads"] for a, b in zip(after, before, strict=True)),
             keys=[a["records"] for a in after],
             seconds=seconds,
             outcomes=outcomes,
@@ -333,7 +355,9 @@ def report(results: list[Measured]) -> None:
         print(
             f"   {r.masters} master(s): {r.lookups:,} lookups in {r.seconds:.1f} s "
             f"({r.lookups / r.seconds:,.0f}/s with these clients on this host); "
-            f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}"
+            f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}; "
+            f"kernel {r.sys / sum(r.cpu):.0%} of the CPU; {r.reads / r.lookups:.2f} socket reads "
+            f"per lookup"
         )
     print(
         "   capacity: measured lookups / CPU seconds of the busiest master (one core there);\n"
@@ -355,7 +379,7 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=300_000)
     parser.add_argument("--repeats", type=float, default=0.8)
     parser.add_argument("--clients", type=int, default=3)
-    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--inflight", type=int, default=384)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--seasoned",

@@ -254,8 +254,8 @@ class Codec:
         practitioner's call decides at once, and says whether the patient's heat is to be
         counted (a new patient of an account that was not locked); the cohort's call then
         counts it. Two calls at most, the single node's decision and records."""
-        raw = _items((yield self._call("account", request, own, "4")))
-        result = decision(raw)
+        reply = yield self._call("account", request, own, "4")
+        result, raw = decision(reply), _items(reply)
         if len(raw) > 17 and _text(raw[17]) == "1":
             found = _heat_of((yield self._heat(request, heat, True)))
             result.hot, result.hot_alert, result.heat, result.expected = found
