@@ -11,14 +11,14 @@ drive the Redis engine directly, each with many lookups in flight (the
 async path: pipelined), so that Redis, not the client, sets the pace.
 
 Every deployment gets the same clients and the same lookups in flight: 3 x
-384 by default, 64 per master on the 6-master Cluster per client. A server's
-CPU per call falls as its pipeline deepens (one read of a socket brings more
-calls, and they run on a warm cache): with 3 x 64 in flight the one node read
-about 33 calls per socket read and each master of 6 about 9, and the Cluster
-paid up to half as much again per lookup for that alone, which a loaded
-Cluster, its masters' queues as deep as the one node's, does not pay. The
-one node too is measured at 3 x 384, where it is cheaper per lookup than at
-3 x 64: the ratios are not flattered by a shallow baseline.
+384 by default (per client, 64 per master of the 6-master Cluster). A
+server's CPU per call falls as its pipeline deepens (one read of a socket
+brings more calls): with 3 x 64 in flight the one node read about 33 calls
+per socket read and each master of 6 about 9, and the Cluster paid up to half
+as much again per lookup for that alone, which a loaded Cluster, its masters'
+queues as deep as the one node's, does not pay. The one node's pipeline is
+deep at either setting and its cost per lookup about the same at both
+(docs/redis.md, "Capacity of a Cluster").
 
 For each deployment the script reads every master's CPU (``used_cpu_user`` +
 ``used_cpu_sys`` from ``INFO``) and memory (``used_memory``) before and after
