@@ -215,8 +215,9 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_two_or_three(
     # past the warm-up (no hot_cohort_warmup): the heat may decide the account
     warm = QuotaPolicy(lookups="1000/minute", hot_cohort_warmup=None)._compiled
     quota = QuotaPolicy(portal="1000/minute")._compiled  # the portal quota: one more, always
+    plain = QuotaPolicy(lookups="1000/minute", sequence=None)._compiled
     for i in range(30):  # every master learns the policies (a first call sends them)
-        for policy in (p, warm, quota):
+        for policy in (p, warm, quota, plain):
             engine.decide(Request(f"w{i}", policy, f"k:{i:032x}", f"k:{i:032x}", now=T0))
 
     def new(who: str, policy: CompiledPolicy, now: float) -> Request:
@@ -224,8 +225,10 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_two_or_three(
 
     assert calls_for(new("dr", warm, T0)) == 3  # the practitioner's, the heat, the practitioner's
     assert calls_for(new("dr", warm, T0 + 60)) == 1  # a repeat
-    assert calls_for(new("dr2", p, T0)) == 2  # warming up: the practitioner's, then the heat
+    assert calls_for(new("dr2", p, T0)) == 3  # sequence on: the heat's neighbours decide too
     assert calls_for(new("dr2", p, T0 + 60)) == 1
+    assert calls_for(new("dr3", plain, T0)) == 2  # warming up: the practitioner's, the heat
+    assert calls_for(new("dr3", plain, T0 + 60)) == 1
     assert calls_for(new("dr", quota, T0 + 90)) == 2
     engine.close()
     for client in masters:

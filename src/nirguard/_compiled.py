@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Final, Protocol, TypedDict
+from typing import Any, Final, Protocol, TypedDict
 
 from limits import RateLimitItem
 
@@ -54,6 +54,8 @@ class Source(Protocol):
     def miss_ratio_window(self) -> str | float: ...
     @property
     def portal_cohort_share(self) -> float: ...
+    @property
+    def sequence_share(self) -> float: ...
     @property
     def hot_cohort(self) -> float | None: ...
     @property
@@ -134,6 +136,10 @@ class CompiledPolicy:
     cohort: tuple[Window, ...]
     portal_cohort: tuple[Window, ...]
     new_patients: tuple[Window, ...]
+    #: ``sequence``: new patients next to someone, and new patients, over its windows
+    sequence: tuple[Window, ...]
+    sequence_new: tuple[Window, ...]
+    sequence_share: float
     portal: tuple[Window, ...]
     break_glass: tuple[Window, ...]
     strikes: tuple[Window, ...]
@@ -214,6 +220,17 @@ def _baseline(policy: Source) -> _Baseline:
     }
 
 
+def _sequence(policy: Source, rates: dict[str, tuple[Window, ...]]) -> dict[str, Any]:
+    """``sequence``: its windows, the new patients' over the same, and its share; no
+    windows without ``hot_cohort`` (it reads the cohorts' heat)."""
+    on = policy.hot_cohort is not None
+    return {
+        "sequence": rates["sequence"] if on else (),
+        "sequence_new": _windows(policy, "sequence", "sequence_new") if on else (),
+        "sequence_share": policy.sequence_share,
+    }
+
+
 def _lua_text(c: CompiledPolicy) -> str:
     """The policy as the Lua library parses it (``_policy.lua``: compile)."""
     parts = (
@@ -247,13 +264,16 @@ def _lua_text(c: CompiledPolicy) -> str:
         _number(c.baseline_prior_days),
         _number(c.baseline_off_hours),
         _number(c.baseline_offset),
+        _spec(c.sequence),
+        _number(c.sequence_share),
     )
     return "|".join(parts)
 
 
 def compile_policy(policy: Source) -> CompiledPolicy:
     """Compile ``policy`` (use ``policy._compiled``, which caches this)."""
-    rates = {name: _windows(policy, name) for name in (*ACCOUNT_QUOTAS, "cohort", "portal")}
+    names = (*ACCOUNT_QUOTAS, "cohort", "portal", "sequence")
+    rates = {name: _windows(policy, name) for name in names}
     distinct, cohort, portal_cohort = (
         rates[n] for n in ("distinct_patients", "cohort", "portal_cohort")
     )
@@ -263,7 +283,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
     memory = parse_duration(policy.lockout_memory)
     hot_window = parse_duration(policy.hot_cohort_window)
     hot_baseline = parse_duration(policy.hot_cohort_baseline)
-    record = tuple(w for name in ACCOUNT_QUOTAS for w in rates[name])
+    record = tuple(w for name in (*ACCOUNT_QUOTAS, "sequence") for w in rates[name])
     compiled = CompiledPolicy(
         policy=policy,
         name=policy.name,
@@ -274,6 +294,7 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         cohort=cohort,
         portal_cohort=portal_cohort,
         new_patients=_windows(policy, "portal_cohort", "new_patients"),
+        **_sequence(policy, rates),
         portal=rates["portal"],
         break_glass=rates["break_glass"],
         strikes=rates["strikes"],

@@ -68,13 +68,14 @@ __all__ = [
 ]
 
 #: Detection signals: a breach of one of these is "suspected", not "denied".
-SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio", "baseline"})
+SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio", "baseline", "sequence"})
 PORTAL_TAG: Final = "{%portal}"
 #: How evidence names the count behind each quota or signal.
 _EVIDENCE: Final = {
     "cohort": "cohort_patients",
     "portal_cohort": "portal_cohort_patients",
     "hot_cohort": "cohort_patients",
+    "sequence": "sequence_patients",
 }
 
 
@@ -175,6 +176,8 @@ class Request:
             server's, on Redis).
         place: the bucket (0-63) of the keyed hash of the patient's department
             of birth, when ``baseline`` is on; ``-1``: unknown.
+        neighbours: fingerprints of the patient pseudonyms of the numbers next to
+            the patient's in its cohort, when ``sequence`` is on (:mod:`nirguard._sequence`).
     """
 
     practitioner: str
@@ -184,6 +187,7 @@ class Request:
     reason: bool = False
     now: float | None = None
     place: int = -1
+    neighbours: bytes = b""
 
 
 @dataclass(slots=True)
@@ -218,6 +222,8 @@ class Decision:
     usual: float = 0.0
     history: int | None = None
     off_hours: int = 0
+    #: ``sequence``: which neighbours the cohort's heat saw lately (bits, see _sequence)
+    adjacent: int = 0
 
     def denial(self) -> LookupDenied | None:
         """The exception this decision refuses with, or ``None`` when it lets through."""

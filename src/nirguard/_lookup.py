@@ -30,6 +30,7 @@ from nirguard._engine import Decision, Engine, Request, escape, fingerprint
 from nirguard._inputs import Policies, practitioner_id
 from nirguard._names import WOULD
 from nirguard._reports import Reports, Said
+from nirguard._sequence import neighbours
 from nirguard.errors import GuardUnavailable, InvalidNIR, InvalidPractitioner, InvalidReason
 from nirguard.nir import validate
 from nirguard.pseudonym import Pseudonymiser
@@ -154,7 +155,12 @@ class LookupPath:
         place = -1
         if policy.baseline is not None:  # the department of birth, keyed-hashed, 64 buckets
             place = fingerprint(self._places.pseudonymise_canonical(canonical[5:7]))[0] % PLACES
-        request = Request(key, policy, patient, cohort, stated is not None, place=place)
+        near = b""
+        if policy.sequence and policy.hot_cohort is not None:  # the walk's neighbours, by pseudonym
+            near = neighbours(self._patients, canonical)
+        request = Request(
+            key, policy, patient, cohort, stated is not None, place=place, neighbours=near
+        )
         return _Call(who, request, canonical, None, stated, policy.name)
 
     # -- admit ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from nirguard import _baseline as baseline
+from nirguard import _sequence as sequence
 from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_account import Account, Patient
@@ -41,6 +42,8 @@ FORGOTTEN: Final = frozenset(
         "miss_ratio",
         "incident",
         "blc",
+        "sequence",
+        "sequence_new",
     }
 )
 
@@ -115,6 +118,8 @@ class MemoryEngine:
             until = self._store.record(keys.account, now).get("lockout")
             if until is None or until <= now:
                 self._heat(p, keys, fp, base, now)
+                if p.sequence:
+                    sequence.near(self._store.get(keys.heat, now), req.neighbours, base, now)
         return recent, fp, granted, new
 
     def _account(
@@ -133,8 +138,12 @@ class MemoryEngine:
             return refused
         slot = baseline.open_day(account.record, account.changes, p, now)
         walked: dict[str, Any] = {}
+        adjacent = False
         if patient[3]:
             breach = account.breach(req, patient[0], walked)
+            if p.sequence:
+                adjacent = sequence.own(base, patient[0], p, req.neighbours, now)
+                breach = breach or sequence.check(account.record, p, adjacent, now)
             if breach is None and p.baseline is not None:
                 breach = baseline.check(account.record, account.changes, p, slot, req.place, base)
             breach = breach or account.pending()
@@ -143,6 +152,8 @@ class MemoryEngine:
         if p.baseline is not None:
             state = {**account.record, **account.changes}
             baseline.count(state, account.changes, p, patient[3], slot, req.place)
+        if p.sequence and patient[3]:
+            sequence.count(account.record, account.changes, p, adjacent, now)
         return account.allow(req, patient, walked)
 
     # -- the engine protocol --------------------------------------------------------------------

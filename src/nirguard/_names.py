@@ -85,6 +85,7 @@ QUOTAS: Final = frozenset(
         "hot_cohort",
         "strikes",
         "baseline",
+        "sequence",
         "locked",
         # input the guard refuses before deciding
         "practitioner",

@@ -27,6 +27,7 @@ _NUMBERS = (
     "miss_ratio_min_lookups",
     "hot_cohort_min",
     "portal_cohort_share",
+    "sequence_share",
     "baseline_slack",
     "baseline_prior_days",
     "baseline_off_hours",

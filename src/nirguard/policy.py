@@ -47,6 +47,7 @@ RATE_FIELDS: Final = (
     "portal",
     "break_glass",
     "strikes",
+    "sequence",
 )
 # Fields holding durations.
 DURATION_FIELDS: Final = (
@@ -108,6 +109,9 @@ class QuotaPolicy(BaseModel):
             practitioner's new patients in the same window: a desk that
             serves a busy maternity is not an enumerator.
         portal_cohort_share: see ``portal_cohort``.
+        sequence, sequence_share: new patients next to someone (same cohort, order number one
+            off) the portal saw lately, not its own: a walk shared by accounts (detection,
+            lockout-class; off without ``hot_cohort``), if ``sequence_share`` of them or more.
         hot_cohort: portal-wide evidence about a cohort: a cohort is hot
             when its new patients across the portal over
             ``hot_cohort_window`` exceed ``hot_cohort`` times what its share
@@ -172,6 +176,8 @@ class QuotaPolicy(BaseModel):
     cohort: str | None = "4/day"
     portal_cohort: str | None = "5/day;10/7 days"
     portal_cohort_share: float = 0.5
+    sequence: str | None = "6/day;8/7 days"
+    sequence_share: float = 0.3
     hot_cohort: float | None = 3.0
     hot_cohort_min: int = 12
     hot_cohort_window: str | float = "1 day"
@@ -269,6 +275,7 @@ class QuotaPolicy(BaseModel):
     @model_validator(mode="after")
     def _baseline(self) -> QuotaPolicy:
         mean, sd = self.baseline_prior
+        explicit = self.sequence is not None and "sequence" in self.model_fields_set
         checks = (
             (self.baseline is None or 0 < self.baseline < 1e6, "baseline must be positive"),
             (0 <= self.baseline_slack < 1e6, "baseline_slack must be 0 or more"),
@@ -276,6 +283,8 @@ class QuotaPolicy(BaseModel):
             (0 < self.baseline_prior_days < 1e6, "baseline_prior_days must be positive"),
             (1 <= self.baseline_off_hours < 1e6, "baseline_off_hours must be at least 1"),
             (-14 <= self.baseline_utc_offset <= 14, "baseline_utc_offset must be in [-14, 14]"),
+            (0 <= self.sequence_share <= 1, "sequence_share must be in [0, 1]"),
+            (self.hot_cohort is not None or not explicit, "sequence needs hot_cohort"),
         )
         for ok, message in checks:
             if not ok:

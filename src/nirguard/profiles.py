@@ -56,6 +56,8 @@ _DESK: Final[Mapping[str, Any]] = MappingProxyType(
         "lockout_escalation": ("1 day", None),
         "cohort": "8/day",
         "portal_cohort": "30/day",
+        # a maternity's desks look its newborns up in the order they were registered
+        "sequence": None,
         "miss_ratio": 0.5,
         "miss_ratio_min_lookups": 50,
     }

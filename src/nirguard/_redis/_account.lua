@@ -59,7 +59,8 @@ end
 -- against `lookups` (a lookup; not an invalid NIR). Every refusal of the account counts
 -- against `lookups`; a refusal that is not a lockout is a strike, and the strike past the
 -- `strikes` quota is a lockout instead (docs/guard.md, "What a refusal costs").
-local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline = true}
+local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline = true,
+  sequence = true}
 
 -- `record`: the account's record when this call already loaded it (see is_locked)
 local function account_of(P, K, x, now, lookups, record)
@@ -275,10 +276,14 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
   local refused = locked(A) or budgets(A)
   if refused then return refused end
   local slot = bl_open_day(A.record, A.changes, P, now)
-  local walked = {}
+  local walked, adjacent = {}, false
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
+    if #P.seq > 0 then
+      adjacent = seq_own(x.adj or 0, seen.r, P, flags.nb, now)
+      if not breach then breach, count, limit = seq_check(A.record, P, adjacent, now) end
+    end
     if not breach and P.baseline then
       breach, count, limit = bl_check(A.record, A.changes, P, slot, flags.place, x)
     end
@@ -291,6 +296,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
   if P.baseline then
     bl_count(bl_merged(A.record, A.changes), P, A.changes, seen.new, slot, flags.place)
   end
+  if #P.seq > 0 and seen.new then seq_count(A.record, A.changes, P, adjacent, now) end
   return allow(A, flags, seen, patient_id, walked)
 end
 

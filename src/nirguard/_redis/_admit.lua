@@ -31,13 +31,15 @@
 --     (lua_policy) comes as ARGV 8 only when the server does not know the digest yet
 --   4 flags: patient, cohort, reason ("1" or "0"), then what to do of a new
 --     patient's cohort heat: "1" its step here, "2" ask for it (the reply "heat"),
---     "3" it is given in ARGV 7 ("hot heat expected"), "4" decide without it and say
---     whether it is to be counted (while the store warms up no cohort is hot, so the
---     heat changes nothing the account decides), "0" nothing; then "1" while
+--     "3" it is given in ARGV 7 ("hot heat expected neighbours"), "4" decide without it
+--     and say whether it is to be counted (while the store warms up no cohort is hot, so
+--     the heat changes nothing the account decides; not with `sequence` on, whose
+--     neighbours come from the heat record), "0" nothing; then "1" while
 --     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot); then
 --     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
---   5 the patient's fingerprint (12 hex digits: 6 bytes in records), 6 the cohort's
---   7 the heat step's answer, for flag "3"
+--   5 the patient's fingerprint (12 hex digits: 6 bytes in records), then its neighbours'
+--     when `sequence` is on (_sequence.lua), 6 the cohort's
+--   7 the heat step's answer, for flag "3" ("hot heat expected neighbours")
 --
 -- Counters are fixed windows that start at their first hit (as in `limits`):
 -- member "<quota>:<seconds>" holds the count and "<quota>:<seconds>:e" the
@@ -106,7 +108,8 @@ end
 
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
-  pending = true, miss_ratio = true, strikes = true, incident = true, blc = true}
+  pending = true, miss_ratio = true, strikes = true, incident = true, blc = true,
+  sequence = true, sequence_new = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])
@@ -152,8 +155,8 @@ local function lookup_step(mode, P, K, A, flags, now)
     if locked_now then flags.heat = "0" end
   end
   if flags.heat == "3" then
-    local hot, s, e = string.match(A[7], "^(%S+) (%S+) (%S+)$")
-    x.hot, x.s, x.e = hot == "1", tonumber(s), tonumber(e)
+    local hot, s, e, adj = string.match(A[7], "^(%S+) (%S+) (%S+) (%S+)$")
+    x.hot, x.s, x.e, x.adj = hot == "1", tonumber(s), tonumber(e), tonumber(adj)
   end
   local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
   return asked or account_step(P, K, flags, flags.fp, x, seen, now, record)
@@ -164,8 +167,10 @@ local function step(mode, P, K, A, flags, now)
     return lookup_step(mode, P, K, A, flags, now)
   elseif mode == "heat" then
     local x = {hot = false, cold = flags.cold}
-    heat_step(P, K[3], redis.call("GET", K[3]), flags.fp, x, now)
-    return {"heat", x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s), milli(x.e)}
+    local raw = redis.call("GET", K[3])
+    if #P.seq > 0 then x.adj = seq_near(raw, flags.nb, now) end
+    heat_step(P, K[3], raw, flags.fp, x, now)
+    return {"heat", x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s), milli(x.e), x.adj or 0}
   elseif mode == "since" then -- when the store started watching the portal (warm-up)
     local kept = redis.call("GET", K[1]) or string.format("%.3f", now)
     local how, when = expiry(now + 4 * P.hot_baseline, now) -- each read keeps it
@@ -194,7 +199,7 @@ local function main(K, A)
   local flags = {
     patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",
     reason = string.sub(f, 3, 3) == "1", heat = string.sub(f, 4, 4), cfp = unhex(A[6]),
-    fp = unhex(A[5]), cold = string.sub(f, 5, 5) == "1",
+    fp = unhex(string.sub(A[5], 1, 12)), nb = unhex(string.sub(A[5], 13)), cold = string.sub(f, 5, 5) == "1",
     place = tonumber(string.sub(f, 6, 7), 16) or 255,
   }
   return step(A[1], P, K, A, flags, now)

@@ -11,7 +11,7 @@ local policy_count = 0
 -- short codes of the quotas, for the layout a record carries
 local CODES = {lookups = "l", distinct_patients = "d", invalid_nirs = "i", misses = "m",
   cohort = "c", portal_cohort = "p", new_patients = "n", break_glass = "b", portal = "q",
-  strikes = "s"}
+  strikes = "s", sequence = "x", sequence_new = "y"}
 
 local function windows(spec, name, list)
   for amount, seconds in string.gmatch(spec, "(%d+)/(%d+)") do
@@ -38,7 +38,7 @@ end
 -- "lookups|distinct|invalid|misses|cohort|portal_cohort|portal|break_glass|seen|
 --  lockout steps|lockout_memory|ratio|ratio_min|ratio_window|share|hot|hot_min|
 --  hot_window|hot_baseline|hot_action|access|keep|strikes|baseline|slack|prior mean|
---  prior sd|prior days|off-hours weight|offset"
+--  prior sd|prior days|off-hours weight|offset|sequence|sequence share"
 local function compile(text)
   local parts = {}
   for part in string.gmatch(text .. "|", "([^|]*)|") do parts[#parts + 1] = part end
@@ -74,6 +74,9 @@ local function compile(text)
     bl_days = tonumber(parts[28]),
     bl_off = tonumber(parts[29]),
     bl_offset = tonumber(parts[30]),
+    seq = windows(parts[31] or "", "sequence", {}),
+    seq_new = windows(parts[31] or "", "sequence_new", {}),
+    seq_share = tonumber(parts[32]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
   local fixed = ACCOUNT_FIXED
@@ -84,7 +87,7 @@ local function compile(text)
   end
   P.account = layout(fixed,
     {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,
-     P.strikes})
+     P.strikes, P.seq, P.seq_new})
   P.portal_layout = layout({}, {P.portal})
   P.portal_keep = longest(P.portal) + 60
   return P

@@ -18,6 +18,7 @@
 -- dropped from the front whenever the list is written.
 
 local ENTRY = 14
+local seq_near, seq_own, seq_check, seq_count -- the sequence signal: _sequence.lua
 local BYTE = nil -- "00".."ff" -> the byte (fingerprints come as hex text); made on first
                  -- use: a library being loaded may not call the string library
 
@@ -304,8 +305,9 @@ end
 -- hot alert, heat and expected heat in thousandths, break-glass left, evidence count and
 -- limit (-1 = none), the start of the account's open incident in ms (-1 = none), whether
 -- this decision opened it, the baseline's expected day in thousandths, its days of history
--- (-1 = no baseline evidence) and off-hours new patients; then, only when the patient's
--- heat is still to be counted (heat flag "4": a new patient of an account not locked), 1
+-- (-1 = no baseline evidence) and off-hours new patients, then the neighbours the heat saw;
+-- then, only when the patient's heat is still to be counted (heat flag "4": a new patient
+-- of an account not locked), 1
 local function milli(value)
   return math.floor(value * 1000 + 0.5)
 end
@@ -316,9 +318,9 @@ local function reply(outcome, quota, retry, started, level, x)
     level or 0, x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s or 0), milli(x.e or 0),
     x.bg_left or -1, x.count or -1, x.limit or -1,
     x.incident and milli(x.incident) or -1, x.opens and 1 or 0, milli(x.bl_mu or 0),
-    x.bl_h or -1, x.bl_off or 0,
+    x.bl_h or -1, x.bl_off or 0, x.adj or 0,
   }
-  if x.want then out[18] = 1 end
+  if x.want then out[19] = 1 end
   return out
 end
 local NOTHING = {}
@@ -337,7 +339,9 @@ local function patient_step(P, K, flags, patient_id, x, now)
   elseif new and flags.heat == "4" then
     x.want = true
   elseif new and flags.heat == "1" then
-    heat_step(P, K[3], raw_of(K, 3), patient_id, x, now)
+    local raw = raw_of(K, 3)
+    if #P.seq > 0 then x.adj = seq_near(raw, flags.nb, now) end
+    heat_step(P, K[3], raw, patient_id, x, now)
   elseif not new then
     x.hot, x.s, x.e = false, 0, 0 -- a repeat: nothing portal-wide applies
   end

@@ -55,6 +55,7 @@ def decision(reply: Reply) -> Decision:
         int(_text(v)) for v in items[2:14]
     )
     usual, history, off = (int(_text(v)) for v in items[14:17]) if len(items) > 14 else (0, -1, 0)
+    adjacent = int(_text(items[17])) if len(items) > 17 else 0
     return Decision(
         outcome=outcome,
         quota=quota or None,
@@ -73,14 +74,15 @@ def decision(reply: Reply) -> Decision:
         usual=usual / 1000,
         history=history if history >= 0 else None,
         off_hours=off,
+        adjacent=adjacent,
     )
 
 
-def _heat_of(reply: Reply) -> tuple[bool, bool, float, float]:
+def _heat_of(reply: Reply) -> tuple[bool, bool, float, float, int]:
     """The mode heat's reply: "heat", then hot, alert, heat and expected heat (in
-    thousandths)."""
-    hot, alert, found, expected = (int(_text(v)) for v in _items(reply)[1:5])
-    return hot == 1, alert == 1, found / 1000, expected / 1000
+    thousandths), and the neighbours it saw (``sequence``: bits)."""
+    hot, alert, found, expected, adjacent = (int(_text(v)) for v in _items(reply)[1:6])
+    return hot == 1, alert == 1, found / 1000, expected / 1000, adjacent
 
 
 def _asks_heat(reply: Reply) -> bool:
@@ -191,6 +193,7 @@ class Codec:
             + format(request.place & 0xFF, "02x")
         )
         patient = "" if request.patient is None else fingerprint(request.patient).hex()
+        patient += request.neighbours.hex()  # sequence: the neighbours' fingerprints
         cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
         policy = request.policy
         args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
@@ -238,27 +241,28 @@ class Codec:
             if quota.outcome != "quota":
                 return quota
         own = (k.account, k.recent, k.account, k.account)
-        if heat and cold:  # no cohort is hot yet: the heat decides nothing, counted after
+        if heat and cold and not p.sequence:  # no cohort is hot yet: the heat decides nothing
             return (yield from self._cold_lookup(request, own, k.heat))
         raw = yield self._call("account", request, own, "2" if heat else "0")
         if not _asks_heat(raw):
             return decision(raw)
-        hot, alert, found, expected = _heat_of((yield self._heat(request, k.heat, cold)))
-        given = f"{int(hot)} {found!r} {expected!r}"
+        hot, alert, found, expected, adjacent = _heat_of((yield self._heat(request, k.heat, cold)))
+        given = f"{int(hot)} {found!r} {expected!r} {adjacent}"
         result = decision((yield self._call("account", request, own, "3", given)))
         result.hot_alert = alert
         return result
 
     def _cold_lookup(self, request: Request, own: Sequence[str], heat: str) -> Plan[Decision]:
-        """A lookup on a Cluster while the store warms up: no cohort can be hot, so the
-        practitioner's call decides at once, and says whether the patient's heat is to be
-        counted (a new patient of an account that was not locked); the cohort's call then
-        counts it. Two calls at most, the single node's decision and records."""
+        """A lookup on a Cluster while the store warms up, ``sequence`` off: no cohort can
+        be hot, so the practitioner's call decides at once, and says whether the patient's
+        heat is to be counted (a new patient of an account that was not locked); the
+        cohort's call then counts it. Two calls at most, the single node's decision and
+        records."""
         reply = yield self._call("account", request, own, "4")
         result, raw = decision(reply), _items(reply)
-        if len(raw) > 17 and _text(raw[17]) == "1":
+        if len(raw) > 18 and _text(raw[18]) == "1":
             found = _heat_of((yield self._heat(request, heat, True)))
-            result.hot, result.hot_alert, result.heat, result.expected = found
+            result.hot, result.hot_alert, result.heat, result.expected = found[:4]
         return result
 
     def _heat(self, request: Request, key: str, cold: bool) -> Call:

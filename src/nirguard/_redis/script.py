@@ -36,7 +36,14 @@ __all__ = ["FUNCTION", "KEYS", "Call", "Library", "Reply"]
 #: (in that order).
 BODY: Final = "\n".join(
     files("nirguard._redis").joinpath(name).read_text("utf-8")
-    for name in ("_records.lua", "_baseline.lua", "_policy.lua", "_account.lua", "_admit.lua")
+    for name in (
+        "_records.lua",
+        "_baseline.lua",
+        "_policy.lua",
+        "_account.lua",
+        "_sequence.lua",
+        "_admit.lua",
+    )
 )
 #: The library and function name carry the code's digest: two versions of nirguard
 #: on one Redis (a rolling deploy) each find their own.

@@ -173,7 +173,13 @@ class Pass:
 
             enforced = {v: k for k, v in WOULD.items()}.get(outcome, outcome)
             if enforced == "lockout":  # the refusal that starts a lockout: which one it is
-                signal = str(event.quota) in ("cohort", "portal_cohort", "miss_ratio", "baseline")
+                signal = str(event.quota) in (
+                    "cohort",
+                    "portal_cohort",
+                    "miss_ratio",
+                    "baseline",
+                    "sequence",
+                )
                 enforced = "suspected" if signal else "denied"
             self._would = (enforced, str(event.quota or enforced), event.retry_after)
 

@@ -22,7 +22,7 @@ __all__ = [
 #: POSIX time of the replay's day 0, a Monday (2026-02-09 00:00 UTC).
 EPOCH: Final = 1_770_595_200.0
 #: Signals that are evidence about the portal (a cohort), not about one account.
-PORTAL_SIGNALS: Final = frozenset({"hot_cohort", "portal_cohort"})
+PORTAL_SIGNALS: Final = frozenset({"hot_cohort", "portal_cohort", "sequence"})
 
 #: ``(outcome, quota or signal, retry_after)``: outcome is ``denied``, ``suspected``,
 #: ``locked`` or ``reason_required`` (the audit trail's words).
