@@ -10,6 +10,16 @@ not refuse in a working day). Several client processes (``--clients``)
 drive the Redis engine directly, each with many lookups in flight (the
 async path: pipelined), so that Redis, not the client, sets the pace.
 
+Every deployment gets the same clients and the same lookups in flight: 3 x
+384 by default (per client, 64 per master of the 6-master Cluster). A
+server's CPU per call falls as its pipeline deepens (one read of a socket
+brings more calls): with 3 x 64 in flight the one node read about 33 calls
+per socket read and each master of 6 about 9, and the Cluster paid up to half
+as much again per lookup for that alone, which a loaded Cluster, its masters'
+queues as deep as the one node's, does not pay. The one node's pipeline is
+deep at either setting and its cost per lookup about the same at both
+(docs/redis.md, "Capacity of a Cluster").
+
 For each deployment the script reads every master's CPU (``used_cpu_user`` +
 ``used_cpu_sys`` from ``INFO``) and memory (``used_memory``) before and after
 the measured lookups, and reports:
@@ -19,14 +29,24 @@ the measured lookups, and reports:
 * each node's share of the CPU and of the memory, against its fair share
   (1 / masters); the busiest as a multiple of fair;
 * Redis CPU per lookup, summed over the masters (a Cluster should cost about
-  what one node costs), and the library calls per lookup (``INFO
-  commandstats``).
+  what one node costs), the library calls per lookup and the time inside them
+  (``INFO commandstats``: wall time, inflated when the host is loaded), the
+  kernel's share of the CPU and the socket reads per lookup (how deep the
+  pipelines were).
+
+One node runs first and last (``--masters 1,3,6,1``): ratios are against the
+mean of its runs, so a host whose load drifts during the run shows it.
 
 Targets (issue 20): 3 masters >= 2.5x one node, 6 masters >= 4.5x, no node
 above 1.5x its fair share of CPU or memory.
 
-    python benchmarks/bench_cluster.py [--masters 1,3,6] [--lookups 300000]
-        [--warm 200000] [--clients 3] [--inflight 64] [--repeats 0.8]
+A fresh store is still in the shipped policy's 14-day ``hot_cohort_warmup`` (no cohort
+can be hot; the run spans hours of simulated time); ``--seasoned`` starts the store's
+watch 30 days earlier, the steady state, where a Cluster asks a new patient's heat
+before it decides (one call more per new patient).
+
+    python benchmarks/bench_cluster.py [--masters 1,3,6,1] [--lookups 300000]
+        [--warm 200000] [--clients 3] [--inflight 384] [--repeats 0.8] [--seasoned]
 """
 
 from __future__ import annotations
@@ -69,6 +89,7 @@ class Settings:
     clients: int
     inflight: int
     seed: int
+    seasoned: bool  # the store watched the portal for longer than hot_cohort_warmup
 
 
 # -- the lookups ------------------------------------------------------------------------------
@@ -197,16 +218,20 @@ def _snapshot(clients: list[Any]) -> list[dict[str, float]]:
         cpu = client.info("cpu")
         memory = client.info("memory")
         stats = client.info("commandstats")
-        calls = sum(
-            int(v["calls"])
-            for k, v in stats.items()
-            if k.removeprefix("cmdstat_").upper() in SCRIPT_CALLS
-        )
+        reads = client.info("stats")["total_reads_processed"]
+        scripts = [
+            v for k, v in stats.items() if k.removeprefix("cmdstat_").upper() in SCRIPT_CALLS
+        ]
+        calls = sum(int(v["calls"]) for v in scripts)
+        usec = sum(float(v["usec"]) for v in scripts)
         out.append(
             {
                 "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+                "sys": float(cpu["used_cpu_sys"]),
+                "reads": float(reads),
                 "memory": float(memory["used_memory"]),
                 "calls": float(calls),
+                "script": usec / 1e6,
                 "records": float(client.dbsize()),
             }
         )
@@ -220,6 +245,9 @@ class Measured:
     cpu: list[float]  # per node, seconds, measured phase
     memory: list[float]  # per node, bytes held at the end (above an empty node)
     calls: float  # library calls per lookup
+    script: float  # seconds inside the library's calls (INFO commandstats), all masters
+    sys: float  # seconds of the CPU in the kernel (used_cpu_sys), all masters
+    reads: float  # reads from client sockets (total_reads_processed), all masters
     keys: list[float]
     seconds: float
     outcomes: dict[str, int]
@@ -233,6 +261,19 @@ class Measured:
         return sum(self.cpu) / self.lookups
 
 
+def _season(url: str, prefix: str, registry: Registry) -> None:
+    """Make the store's watch of the portal start 30 days before the lookups (past the
+    shipped 14-day ``hot_cohort_warmup``): the steady state, where a cohort's heat can
+    decide a new patient, and a Cluster asks for it before it decides."""
+    from nirguard._redis import RedisEngine
+
+    patient, cohort = Pseudonyms(registry).of(0)
+    engine = RedisEngine(url, prefix=prefix, deadline=30.0)
+    policy = QuotaPolicy()._compiled
+    engine.decide(Request("bench-season", policy, patient, cohort, False, now=T0 - 30 * 86400))
+    engine.close()
+
+
 def measure(masters: int, settings: Settings, registry: Registry, planned: Plan) -> Measured:
     import redis
 
@@ -243,6 +284,8 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
         barrier = context.Barrier(settings.clients + 1)
         results = context.Queue()
         prefix = f"bench-cap-{os.getpid()}"
+        if settings.seasoned:
+            _season(url, prefix, registry)
         lookups, warm_each = planned
         workers = [
             context.Process(
@@ -274,6 +317,9 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
             memory=[a["memory"] - e for a, e in zip(after, empty, strict=True)],
             calls=sum(a["calls"] - b["calls"] for a, b in zip(after, before, strict=True))
             / measured,
+            script=sum(a["script"] - b["script"] for a, b in zip(after, before, strict=True)),
+            sys=sum(a["sys"] - b["sys"] for a, b in zip(after, before, strict=True)),
+            reads=sum(a["reads"] - b["reads"] for a, b in zip(after, before, strict=True)),
             keys=[a["records"] for a in after],
             seconds=seconds,
             outcomes=outcomes,
@@ -284,10 +330,12 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
 
 
 def report(results: list[Measured]) -> None:
-    base = results[0].capacity if results and results[0].masters == 1 else None
+    ones = [r.capacity for r in results if r.masters == 1]
+    base = sum(ones) / len(ones) if ones else None  # one node, every run of it (interleaved)
     print(
         f"{'deployment':<12}{'capacity/s':>12}{'x one node':>11}{'Redis CPU us':>14}"
-        f"{'calls':>7}{'busiest CPU':>13}{'busiest mem':>13}   CPU shares / memory shares"
+        f"{'script us':>11}{'calls':>7}{'busiest CPU':>13}{'busiest mem':>13}"
+        "   CPU shares / memory shares"
     )
     for r in results:
         fair = 1 / r.masters
@@ -297,7 +345,8 @@ def report(results: list[Measured]) -> None:
         name = "one node" if r.masters == 1 else f"{r.masters} masters"
         print(
             f"{name:<12}{r.capacity:>12,.0f}{ratio:>11}{r.cpu_per_lookup * 1e6:>14.1f}"
-            f"{r.calls:>7.2f}{max(cpu_share) / fair:>12.2f}x{max(mem_share) / fair:>12.2f}x   "
+            f"{r.script / r.lookups * 1e6:>11.1f}{r.calls:>7.2f}"
+            f"{max(cpu_share) / fair:>12.2f}x{max(mem_share) / fair:>12.2f}x   "
             + " ".join(f"{s:.2f}" for s in cpu_share)
             + " / "
             + " ".join(f"{s:.2f}" for s in mem_share)
@@ -306,27 +355,37 @@ def report(results: list[Measured]) -> None:
         print(
             f"   {r.masters} master(s): {r.lookups:,} lookups in {r.seconds:.1f} s "
             f"({r.lookups / r.seconds:,.0f}/s with these clients on this host); "
-            f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}"
+            f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}; "
+            f"kernel {r.sys / sum(r.cpu):.0%} of the CPU; {r.reads / r.lookups:.2f} socket reads "
+            f"per lookup"
         )
     print(
         "   capacity: measured lookups / CPU seconds of the busiest master (one core there);\n"
-        "   Redis CPU us: CPU of all masters per lookup; calls: library calls (FCALL/EVALSHA)\n"
-        "   per lookup; busiest CPU / mem: the busiest master's share as a multiple of its fair\n"
-        "   share (target <= 1.5x); targets: 3 masters >= 2.5x one node, 6 masters >= 4.5x"
+        "   x one node: against the mean of the one-node runs (--masters 1,3,6,1 brackets the\n"
+        "   Clusters); Redis CPU us: CPU of all masters per lookup; script us: of it, the time\n"
+        "   inside the library's calls (INFO commandstats; the rest is the servers' I/O);\n"
+        "   calls: library calls (FCALL/EVALSHA) per lookup; busiest CPU / mem: the busiest\n"
+        "   master's share as a multiple of its fair share (target <= 1.5x); targets: 3 masters\n"
+        "   >= 2.5x one node, 6 masters >= 4.5x"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--masters", default="1,3,6")
+    parser.add_argument("--masters", default="1,3,6,1")
     parser.add_argument("--practitioners", type=int, default=20_000)
     parser.add_argument("--scale", type=float, default=0.5, help="registry scale (0.5: ~1M)")
     parser.add_argument("--warm", type=int, default=200_000)
     parser.add_argument("--lookups", type=int, default=300_000)
     parser.add_argument("--repeats", type=float, default=0.8)
     parser.add_argument("--clients", type=int, default=3)
-    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--inflight", type=int, default=384)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seasoned",
+        action="store_true",
+        help="a store past hot_cohort_warmup (default: a fresh store, still warming up)",
+    )
     args = parser.parse_args()
     why = missing_redis_binaries(cluster=True)
     if why is not None:
@@ -341,6 +400,7 @@ def main() -> None:
         args.clients,
         args.inflight,
         args.seed,
+        args.seasoned,
     )
     registry = build_registry(args.scale, seed=args.seed)
     lookups = plan(settings, registry)
@@ -348,8 +408,9 @@ def main() -> None:
         f"{args.practitioners:,} practitioners, {len(registry):,} people in "
         f"{registry.cohorts:,} cohorts, {args.repeats:.0%} repeats, shipped policy, "
         f"{args.clients} client processes x {args.inflight} lookups in flight; "
-        f"{args.warm:,} lookups to warm up, {args.lookups:,} measured; load average "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        f"{args.warm:,} lookups to warm up, {args.lookups:,} measured; "
+        f"{'a store past its warm-up' if args.seasoned else 'a fresh store (warming up)'}; "
+        "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
     results = []
     for masters in (int(m) for m in args.masters.split(",")):

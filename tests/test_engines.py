@@ -451,7 +451,7 @@ OPS = st.lists(
     ),
     max_size=40,
 )
-PARITY_POLICY = QuotaPolicy.only(
+PARITY: dict[str, Any] = dict(
     lookups="6/10 minutes;20/day",
     distinct_patients="3/hour;8/day",
     invalid_nirs="2/hour",
@@ -467,6 +467,7 @@ PARITY_POLICY = QuotaPolicy.only(
     portal="25/hour",
     strikes="3/hour;5/day",
 )
+PARITY_POLICY = QuotaPolicy.only(**PARITY)
 
 
 def _key(decision: Decision) -> tuple[Any, ...]:
@@ -480,6 +481,7 @@ def _key(decision: Decision) -> tuple[Any, ...]:
         decision.hot,
         decision.hot_alert,
         round(decision.heat, 3),
+        round(decision.expected, 3),
         decision.break_glass_left,
         decision.count,
         decision.limit,
@@ -488,8 +490,10 @@ def _key(decision: Decision) -> tuple[Any, ...]:
     )
 
 
-def _play(engine: Engine, ops: list[tuple[str, str, int, int, float]]) -> list[Any]:
-    d = Driver(engine, PARITY_POLICY)
+def _play(
+    engine: Engine, ops: list[tuple[str, str, int, int, float]], policy: QuotaPolicy = PARITY_POLICY
+) -> list[Any]:
+    d = Driver(engine, policy)
     out: list[Any] = []
     for op, who, patient, cohort, seconds in ops:
         if op in ("look", "reason"):
@@ -521,6 +525,31 @@ def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> N
     finally:
         on_redis.close()
         cleanup(redis_url, prefix)
+    assert got == expected
+
+
+#: The parity policy on a store that is still warming up: no cohort can be hot, and a Cluster
+#: decides a new patient before it counts its heat (two calls instead of three).
+WARMING_POLICY = QuotaPolicy.only(**PARITY, hot_cohort_warmup=30 * DAY)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("policy", [PARITY_POLICY, WARMING_POLICY], ids=["warm", "warming"])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_memory_and_a_cluster_agree_on_every_sequence(
+    redis_cluster_url: str, policy: QuotaPolicy, ops: Any
+) -> None:
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
+    on_cluster = redis_engine(redis_cluster_url, prefix)
+    try:
+        expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops, policy)
+        got = _play(on_cluster, ops, policy)
+    finally:
+        on_cluster.close()
+        cleanup(redis_cluster_url, prefix)
     assert got == expected
 
 

@@ -20,6 +20,7 @@ from nirguard import (
     QuotaExceeded,
     QuotaPolicy,
 )
+from nirguard._compiled import CompiledPolicy
 from nirguard._engine import Request, cohort_tag, fingerprint
 from nirguard._memory import MemoryEngine
 from nirguard.testing import NIRGenerator
@@ -198,7 +199,7 @@ def _masters(clients: list[Any]) -> list[Any]:
 
 
 @pytest.mark.redis
-def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_three(
+def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_two_or_three(
     cluster: tuple[str, str],
 ) -> None:
     url, prefix = cluster
@@ -211,14 +212,24 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_three(
         engine.decide(request)
         return sum(_calls(masters)) - sum(before)
 
+    # past the warm-up (no hot_cohort_warmup): the heat may decide the account
+    warm = QuotaPolicy(lookups="1000/minute", hot_cohort_warmup=None)._compiled
+    quota = QuotaPolicy(portal="1000/minute")._compiled  # the portal quota: one more, always
+    plain = QuotaPolicy(lookups="1000/minute", sequence=None)._compiled
     for i in range(30):  # every master learns the policies (a first call sends them)
-        for policy in (p, QuotaPolicy(portal="1000/minute")._compiled):
+        for policy in (p, warm, quota, plain):
             engine.decide(Request(f"w{i}", policy, f"k:{i:032x}", f"k:{i:032x}", now=T0))
 
-    assert calls_for(Request("dr", p, "k:" + "1" * 32, "k:" + "2" * 32, now=T0)) == 3
-    assert calls_for(Request("dr", p, "k:" + "1" * 32, "k:" + "2" * 32, now=T0 + 60)) == 1
-    quota = QuotaPolicy(portal="1000/minute")._compiled  # the portal quota: one more, always
-    assert calls_for(Request("dr", quota, "k:" + "1" * 32, "k:" + "2" * 32, now=T0 + 90)) == 2
+    def new(who: str, policy: CompiledPolicy, now: float) -> Request:
+        return Request(who, policy, "k:" + "1" * 32, "k:" + "2" * 32, now=now)
+
+    assert calls_for(new("dr", warm, T0)) == 3  # the practitioner's, the heat, the practitioner's
+    assert calls_for(new("dr", warm, T0 + 60)) == 1  # a repeat
+    assert calls_for(new("dr2", p, T0)) == 3  # sequence on: the heat's neighbours decide too
+    assert calls_for(new("dr2", p, T0 + 60)) == 1
+    assert calls_for(new("dr3", plain, T0)) == 2  # warming up: the practitioner's, the heat
+    assert calls_for(new("dr3", plain, T0 + 60)) == 1
+    assert calls_for(new("dr", quota, T0 + 90)) == 2
     engine.close()
     for client in masters:
         client.close()

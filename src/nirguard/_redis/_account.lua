@@ -64,16 +64,19 @@ local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline
 -- the pending question after a lockout: asked again of the next new patient
 local ASK_AGAIN = ""
 
-local function account_of(P, K, x, now, lookups)
-  return {P = P, K = K, record = load(K, 1, P.account), changes = {}, x = x, now = now,
-    lookups = lookups}
+-- `record`: the account's record when this call already loaded it (see is_locked)
+local function account_of(P, K, x, now, lookups, record)
+  return {P = P, K = K, record = record or load(K, 1, P.account), changes = {}, x = x,
+    now = now, lookups = lookups}
 end
 
--- whether the account is locked now: a locked account's attempts are no evidence about
--- cohorts (a bot that keeps asking while locked would heat them and trip ordinary accounts)
+-- whether the account is locked now, and its record (loaded once: the account step takes
+-- it): a locked account's attempts are no evidence about cohorts (a bot that keeps asking
+-- while locked would heat them and trip ordinary accounts)
 local function is_locked(P, K, now)
-  local until_ = load(K, 1, P.account).lockout
-  return until_ ~= nil and until_ > now
+  local record = load(K, 1, P.account)
+  local until_ = record.lockout
+  return until_ ~= nil and until_ > now, record
 end
 
 -- a field as this call leaves it (its change, else the stored value)
@@ -285,8 +288,8 @@ local function allow(A, flags, seen, patient_id, walked)
 end
 
 -- lockout, budgets, then a new patient's quotas and signals, then the lookup
-local function account_step(P, K, flags, patient_id, x, seen, now)
-  local A = account_of(P, K, x, now, true)
+local function account_step(P, K, flags, patient_id, x, seen, now, record)
+  local A = account_of(P, K, x, now, true, record)
   local refused = locked(A) or budgets(A)
   if refused then return refused end
   local slot = bl_open_day(A.record, A.changes, P, now)

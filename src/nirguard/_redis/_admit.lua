@@ -31,7 +31,10 @@
 --     (lua_policy) comes as ARGV 8 only when the server does not know the digest yet
 --   4 flags: patient, cohort, reason ("1" or "0"), then what to do of a new
 --     patient's cohort heat: "1" its step here, "2" ask for it (the reply "heat"),
---     "3" it is given in ARGV 7 ("hot heat expected"), "0" nothing; then "1" while
+--     "3" it is given in ARGV 7 ("hot heat expected neighbours"), "4" decide without it
+--     and say whether it is to be counted (while the store warms up no cohort is hot, so
+--     the heat changes nothing the account decides; not with `sequence` on, whose
+--     neighbours come from the heat record), "0" nothing; then "1" while
 --     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot); then
 --     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
 --   5 the patient's fingerprint (12 hex digits: 6 bytes in records), then its neighbours'
@@ -43,7 +46,8 @@
 -- window's end. Every key expires, for garbage collection only: decisions read
 -- the stored ends, so a test clock works as well as the server's.
 --
--- Reply: a flat array of strings, see nirguard/_redis/codec.py: decision.
+-- Reply: a flat array of strings, see nirguard/_redis/codec.py: decision; the mode heat's
+-- and the question for the heat are shorter (codec.py: heat).
 
 -- the portal quota ------------------------------------------------------------------------
 local function quota_step(P, K, now)
@@ -136,33 +140,37 @@ local function clock(A)
   return tonumber(now)
 end
 
+-- a lookup's practitioner step (with the portal quota first on a single node): the lockout
+-- is read once, before the heat is asked for (a locked account heats nothing) and its
+-- record handed to the account step
+local function lookup_step(mode, P, K, A, flags, now)
+  if mode == "admit" and #P.portal > 0 then
+    local denied = quota_step(P, K, now)
+    if denied then return denied end
+  end
+  fetch(K, 1, 2)
+  local x, record, locked_now = {hot = false, cold = flags.cold}, nil, false
+  if flags.heat ~= "0" and flags.heat ~= "3" then
+    locked_now, record = is_locked(P, K, now)
+    if locked_now then flags.heat = "0" end
+  end
+  if flags.heat == "3" then
+    local hot, s, e, adj = string.match(A[7], "^(%S+) (%S+) (%S+) (%S+)$")
+    x.hot, x.s, x.e, x.adj = hot == "1", tonumber(s), tonumber(e), tonumber(adj)
+  end
+  local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
+  return asked or account_step(P, K, flags, flags.fp, x, seen, now, record)
+end
+
 local function step(mode, P, K, A, flags, now)
-  if mode == "admit" then
-    if #P.portal > 0 then
-      local denied = quota_step(P, K, now)
-      if denied then return denied end
-    end
-    fetch(K, 1, 2)
-    if flags.heat ~= "0" and is_locked(P, K, now) then flags.heat = "0" end
-    local x = {hot = false, cold = flags.cold}
-    local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
-    return asked or account_step(P, K, flags, flags.fp, x, seen, now)
-  elseif mode == "account" then
-    fetch(K, 1, 2)
-    if flags.heat == "2" and is_locked(P, K, now) then flags.heat = "0" end
-    local x = {hot = false}
-    if flags.heat == "3" then
-      local hot, s, e, adj = string.match(A[7], "^(%S+) (%S+) (%S+) (%S+)$")
-      x.hot, x.s, x.e, x.adj = hot == "1", tonumber(s), tonumber(e), tonumber(adj)
-    end
-    local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
-    return asked or account_step(P, K, flags, flags.fp, x, seen, now)
+  if mode == "admit" or mode == "account" then
+    return lookup_step(mode, P, K, A, flags, now)
   elseif mode == "heat" then
     local x = {hot = false, cold = flags.cold}
     local raw = redis.call("GET", K[3])
     if #P.seq > 0 then x.adj = seq_near(raw, flags.nb, now) end
     heat_step(P, K[3], raw, flags.fp, x, now)
-    return reply("heat", nil, nil, false, 0, x)
+    return {"heat", x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s), milli(x.e), x.adj or 0}
   elseif mode == "since" then -- when the store started watching the portal (warm-up)
     local kept = redis.call("GET", K[1]) or string.format("%.3f", now)
     local how, when = expiry(now + 4 * P.hot_baseline, now) -- each read keeps it

@@ -305,19 +305,23 @@ end
 -- hot alert, heat and expected heat in thousandths, break-glass left, evidence count and
 -- limit (-1 = none), the start of the account's open incident in ms (-1 = none), whether
 -- this decision opened it, the baseline's expected day in thousandths, its days of history
--- (-1 = no baseline evidence) and off-hours new patients, then the neighbours the heat saw
+-- (-1 = no baseline evidence) and off-hours new patients, then the neighbours the heat saw;
+-- then, only when the patient's heat is still to be counted (heat flag "4": a new patient
+-- of an account not locked), 1
 local function milli(value)
   return math.floor(value * 1000 + 0.5)
 end
 
 local function reply(outcome, quota, retry, started, level, x)
-  return {
+  local out = {
     outcome, quota or "", retry and milli(retry) or -1, started and 1 or 0,
     level or 0, x.hot and 1 or 0, x.alert and 1 or 0, milli(x.s or 0), milli(x.e or 0),
     x.bg_left or -1, x.count or -1, x.limit or -1,
     x.incident and milli(x.incident) or -1, x.opens and 1 or 0, milli(x.bl_mu or 0),
     x.bl_h or -1, x.bl_off or 0, x.adj or 0,
   }
+  if x.want then out[19] = 1 end
+  return out
 end
 local NOTHING = {}
 
@@ -325,12 +329,15 @@ local NOTHING = {}
 -- the practitioner's recent patients, whether a grant opens the patient, whether it
 -- is new to the practitioner; for a new patient, the cohort's heat first (evidence
 -- about the cohort, whatever the account decides), or on a Cluster the reply "heat"
+-- (the heat decides), or the mark that the heat is to be counted (it decides nothing)
 local function patient_step(P, K, flags, patient_id, x, now)
   local r = load_recent(raw_of(K, 2))
   local granted = flags.patient and ends(r.grants, patient_id) > now
   local new = flags.patient and not granted and ends(r.seen, patient_id) <= now
   if new and flags.heat == "2" then
-    return nil, reply("heat", nil, nil, false, 0, NOTHING)
+    return nil, {"heat"}
+  elseif new and flags.heat == "4" then
+    x.want = true
   elseif new and flags.heat == "1" then
     local raw = raw_of(K, 3)
     if #P.seq > 0 then x.adj = seq_near(raw, flags.nb, now) end

@@ -5,8 +5,9 @@ one at a time, receives each call's reply, and returns the operation's result.
 A single node (or Sentinel) decides a lookup in one call (``admit``); on a
 Cluster a lookup makes one call per slot it needs: a repeat (a patient the
 practitioner already has) one call, to the practitioner's slot; a new patient
-three, the practitioner's, the cohort's heat, the practitioner's again
-(docs/redis.md, "Redis Cluster").
+three, the practitioner's, the cohort's heat, the practitioner's again, or while
+the store warms up (no cohort can be hot) two, the practitioner's, then the
+cohort's heat (docs/redis.md, "Redis Cluster").
 
 The engine (:mod:`nirguard._redis.engine`) drives plans over a transport, sync or
 async; the function/script protocol (:mod:`nirguard._redis.script`) turns each
@@ -75,6 +76,19 @@ def decision(reply: Reply) -> Decision:
         off_hours=off,
         adjacent=adjacent,
     )
+
+
+def _heat_of(reply: Reply) -> tuple[bool, bool, float, float, int]:
+    """The mode heat's reply: "heat", then hot, alert, heat and expected heat (in
+    thousandths), and the neighbours it saw (``sequence``: bits)."""
+    hot, alert, found, expected, adjacent = (int(_text(v)) for v in _items(reply)[1:6])
+    return hot == 1, alert == 1, found / 1000, expected / 1000, adjacent
+
+
+def _asks_heat(reply: Reply) -> bool:
+    """Whether the practitioner's call asks for the cohort's heat first (the reply "heat")."""
+    items = _items(reply)
+    return len(items) == 1 and _text(items[0]) == "heat"
 
 
 _STATUS_QUOTAS = (
@@ -227,14 +241,33 @@ class Codec:
             if quota.outcome != "quota":
                 return quota
         own = (k.account, k.recent, k.account, k.account)
-        result = decision((yield self._call("account", request, own, "2" if heat else "0")))
-        if result.outcome != "heat":
-            return result
-        found = decision((yield self._call("heat", request, (k.heat,) * KEYS, "0", "", cold)))
-        given = f"{int(found.hot)} {found.heat!r} {found.expected!r} {found.adjacent}"
+        if heat and cold and not p.sequence:  # no cohort is hot yet: the heat decides nothing
+            return (yield from self._cold_lookup(request, own, k.heat))
+        raw = yield self._call("account", request, own, "2" if heat else "0")
+        if not _asks_heat(raw):
+            return decision(raw)
+        hot, alert, found, expected, adjacent = _heat_of((yield self._heat(request, k.heat, cold)))
+        given = f"{int(hot)} {found!r} {expected!r} {adjacent}"
         result = decision((yield self._call("account", request, own, "3", given)))
-        result.hot_alert = found.hot_alert
+        result.hot_alert = alert
         return result
+
+    def _cold_lookup(self, request: Request, own: Sequence[str], heat: str) -> Plan[Decision]:
+        """A lookup on a Cluster while the store warms up, ``sequence`` off: no cohort can
+        be hot, so the practitioner's call decides at once, and says whether the patient's
+        heat is to be counted (a new patient of an account that was not locked); the
+        cohort's call then counts it. Two calls at most, the single node's decision and
+        records."""
+        reply = yield self._call("account", request, own, "4")
+        result, raw = decision(reply), _items(reply)
+        if len(raw) > 18 and _text(raw[18]) == "1":
+            found = _heat_of((yield self._heat(request, heat, True)))
+            result.hot, result.hot_alert, result.heat, result.expected = found[:4]
+        return result
+
+    def _heat(self, request: Request, key: str, cold: bool) -> Call:
+        """The call that counts a new patient in its cohort's heat (the mode heat)."""
+        return self._call("heat", request, (key,) * KEYS, "0", "", cold)
 
     def invalid(self, request: Request) -> Plan[Decision]:
         """Count an invalid NIR (after the lockout check)."""
