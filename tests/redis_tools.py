@@ -96,6 +96,15 @@ def _ping(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def _answers_as(port: int, pid: int) -> bool:
+    """Whether the server answering on ``port`` is the process ``pid`` (not a neighbour's)."""
+    try:
+        info = _command(port, "INFO", "server", timeout=0.5)
+    except (OSError, RuntimeError, ValueError):  # not listening yet, or still loading
+        return False
+    return f"process_id:{pid}\r\n" in info
+
+
 def _command(port: int, *args: str, timeout: float = 2.0) -> str:
     """One command through redis-cli-free raw RESP; the reply as text (enough for INFO)."""
     payload = f"*{len(args)}\r\n".encode() + b"".join(
@@ -137,6 +146,7 @@ class RedisServer:
         directory: str | os.PathLike[str] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        self._own_port = port is None
         self.port = port if port is not None else free_port()
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="nirguard-redis-"))
@@ -154,6 +164,21 @@ class RedisServer:
         return f"redis://{_LOCAL}:{self.port}/{db}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and wait until it answers, as itself.
+
+        A free port is only free when looked at: another xdist worker's server (or an outgoing
+        connection) may take it before this one binds it. The server that answers must then be
+        this process (INFO's process_id), never a neighbour on the same port (its test would
+        share this one's keys, FLUSH and passwords); a port found taken is replaced by another.
+        """
+        for _ in range(20 if self._own_port else 1):
+            if self._launch(timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"redis-server on port {self.port} did not start: port in use")
+
+    def _launch(self, timeout: float) -> bool:
+        """True once this server answers; False when its own port was taken by another."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(missing_redis_binaries())
@@ -180,14 +205,17 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not _ping(self.port):
+        while not _answers_as(self.port, self.process.pid):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 log = self.directory / f"redis-{self.port}.log"
                 tail = log.read_text()[-500:] if log.exists() else ""
+                if self._own_port and "already in use" in tail:
+                    self.stop(keep_directory=True)
+                    return False
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not start: {tail}")
             time.sleep(0.02)
-        return self
+        return True
 
     def command(self, *args: str) -> str:
         """Send one command (plain text arguments) and return the reply as text."""
@@ -220,7 +248,7 @@ class RedisServer:
         finally:
             self.resume()
 
-    def stop(self) -> None:
+    def stop(self, *, keep_directory: bool = False) -> None:
         process, self.process = self.process, None
         if process is not None:
             if self._paused:
@@ -232,7 +260,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self._own_dir:
+        if self._own_dir and not keep_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -36,7 +37,22 @@ from nirguard.integrations.django import (
 from nirguard.nir import format as format_nir
 from nirguard.reasons import Reason, ReasonCode
 from tests import integration_helpers as shared
+from tests.example_helpers import load_example
 from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
+
+
+@pytest.fixture(autouse=True)
+def _django_settings() -> Iterator[None]:
+    """Django's settings, configured by every test itself, with its own files.
+
+    The example portal's import configures them once per process, from the environment of
+    the test that imports it first. Under xdist a worker may run a test below that builds its
+    own views before any portal test, and find the settings not configured; and a test's
+    break-glass review queue would be the file of whichever test came first in the process.
+    """
+    portal = load_example("django_portal")
+    with override_settings(**portal.nirguard_settings()):
+        yield
 
 
 def _portal(policy: QuotaPolicy, *, storage: str = "memory://") -> shared.Portal:
