@@ -26,6 +26,13 @@ the measured lookups, and reports:
 
 * **capacity**: lookups per second that one core would serve on the busiest
   node (lookups / that node's CPU seconds), and its ratio to one node;
+* the same **net of each node's idle CPU** (its cron and, on a Cluster, the
+  bus's gossip: read over ``IDLE`` seconds with the clients warmed up and
+  waiting, about 1.4 ms a second per node on the shared host), taken off each
+  node's CPU for the measured phase's length. A node at one core spends a
+  negligible share on it, but a node that the clients keep at a few percent
+  (six masters on a loaded host) spends several percent of its measured CPU
+  on it, so the raw ratio falls as the host's load stretches the run;
 * each node's share of the CPU and of the memory, against its fair share
   (1 / masters); the busiest as a multiple of fair;
 * Redis CPU per lookup, summed over the masters (a Cluster should cost about
@@ -77,6 +84,8 @@ KEY = SecretKey(bytes(range(32)), "bench")
 STEP = 0.05
 T0 = 1_800_000_000.0
 SCRIPT_CALLS = ("FCALL", "EVALSHA", "EVAL")
+#: Seconds over which each node's idle CPU is read (clients warmed up, waiting).
+IDLE = 5.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,7 @@ class Measured:
     masters: int
     lookups: int
     cpu: list[float]  # per node, seconds, measured phase
+    idle: list[float]  # per node, CPU seconds a second with no lookups (cron, bus)
     memory: list[float]  # per node, bytes held at the end (above an empty node)
     calls: float  # library calls per lookup
     script: float  # seconds inside the library's calls (INFO commandstats), all masters
@@ -255,6 +265,12 @@ class Measured:
     @property
     def capacity(self) -> float:
         return self.lookups / max(self.cpu)
+
+    @property
+    def net_capacity(self) -> float:
+        """The capacity with each node's idle CPU for the run's length taken off."""
+        net = [c - i * self.seconds for c, i in zip(self.cpu, self.idle, strict=True)]
+        return self.lookups / max(max(net), 1e-9)
 
     @property
     def cpu_per_lookup(self) -> float:
@@ -297,7 +313,10 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
         for worker in workers:
             worker.start()
         barrier.wait()  # warmed up
+        quiet = _snapshot(clients)
+        time.sleep(IDLE)
         before = _snapshot(clients)
+        idle = [(b["cpu"] - q["cpu"]) / IDLE for b, q in zip(before, quiet, strict=True)]
         barrier.wait()  # go
         start = time.perf_counter()
         barrier.wait()  # measured
@@ -314,6 +333,7 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
             masters=masters,
             lookups=measured,
             cpu=[a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True)],
+            idle=idle,
             memory=[a["memory"] - e for a, e in zip(after, empty, strict=True)],
             calls=sum(a["calls"] - b["calls"] for a, b in zip(after, before, strict=True))
             / measured,
@@ -332,8 +352,10 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
 def report(results: list[Measured]) -> None:
     ones = [r.capacity for r in results if r.masters == 1]
     base = sum(ones) / len(ones) if ones else None  # one node, every run of it (interleaved)
+    nets = [r.net_capacity for r in results if r.masters == 1]
+    net_base = sum(nets) / len(nets) if nets else None
     print(
-        f"{'deployment':<12}{'capacity/s':>12}{'x one node':>11}{'Redis CPU us':>14}"
+        f"{'deployment':<12}{'capacity/s':>12}{'x one node':>11}{'net':>7}{'Redis CPU us':>14}"
         f"{'script us':>11}{'calls':>7}{'busiest CPU':>13}{'busiest mem':>13}"
         "   CPU shares / memory shares"
     )
@@ -342,9 +364,10 @@ def report(results: list[Measured]) -> None:
         cpu_share = [c / sum(r.cpu) for c in r.cpu]
         mem_share = [m / sum(r.memory) for m in r.memory]
         ratio = f"{r.capacity / base:.2f}x" if base else "-"
+        net = f"{r.net_capacity / net_base:.2f}x" if net_base else "-"
         name = "one node" if r.masters == 1 else f"{r.masters} masters"
         print(
-            f"{name:<12}{r.capacity:>12,.0f}{ratio:>11}{r.cpu_per_lookup * 1e6:>14.1f}"
+            f"{name:<12}{r.capacity:>12,.0f}{ratio:>11}{net:>7}{r.cpu_per_lookup * 1e6:>14.1f}"
             f"{r.script / r.lookups * 1e6:>11.1f}{r.calls:>7.2f}"
             f"{max(cpu_share) / fair:>12.2f}x{max(mem_share) / fair:>12.2f}x   "
             + " ".join(f"{s:.2f}" for s in cpu_share)
@@ -357,12 +380,14 @@ def report(results: list[Measured]) -> None:
             f"({r.lookups / r.seconds:,.0f}/s with these clients on this host); "
             f"keys per node {', '.join(f'{k:,.0f}' for k in r.keys)}; outcomes {r.outcomes}; "
             f"kernel {r.sys / sum(r.cpu):.0%} of the CPU; {r.reads / r.lookups:.2f} socket reads "
-            f"per lookup"
+            f"per lookup; idle CPU {', '.join(f'{i * 1e3:.1f}' for i in r.idle)} ms/s "
+            f"({sum(i * r.seconds for i in r.idle) / sum(r.cpu):.1%} of the measured CPU)"
         )
     print(
         "   capacity: measured lookups / CPU seconds of the busiest master (one core there);\n"
         "   x one node: against the mean of the one-node runs (--masters 1,3,6,1 brackets the\n"
-        "   Clusters); Redis CPU us: CPU of all masters per lookup; script us: of it, the time\n"
+        "   Clusters); net: the same ratio with each node's idle CPU (cron, Cluster bus) over\n"
+        "   the run taken off; Redis CPU us: CPU of all masters per lookup; script us: the time\n"
         "   inside the library's calls (INFO commandstats; the rest is the servers' I/O);\n"
         "   calls: library calls (FCALL/EVALSHA) per lookup; busiest CPU / mem: the busiest\n"
         "   master's share as a multiple of its fair share (target <= 1.5x); targets: 3 masters\n"

@@ -8,6 +8,9 @@ shipped policy. The portal is a sample of France: the replay's registry keeps
 whole birth cohorts with their real sizes, and the number of accounts keeps the
 national ratio of accounts to people (by default 400,000 accounts for 68
 million people), so that each cohort sees the traffic it would see nationally.
+The shipped policy has ``sequence`` on (its counts live in the account record);
+``--baseline 5.0`` turns the opt-in ``baseline`` on as well (its fields, the
+hours and places profiles among them, live in the account record too).
 
 At the end of each sampled week the script reads every key: ``MEMORY USAGE``
 (what Redis holds for it, key and value), its type (account, recent patients,
@@ -23,6 +26,7 @@ plus Redis's own overhead per key (``used_memory`` against the sum of
 
     python benchmarks/bench_memory_model.py [--scale 0.05] [--weeks 16]
         [--samples 1,2,4,8,16] [--national-accounts 400000] [--national-people 68e6]
+        [--baseline 5.0]
 """
 
 from __future__ import annotations
@@ -166,12 +170,14 @@ def run(args: argparse.Namespace) -> None:
         f"{len(workload):,} events built in {time.perf_counter() - started:.0f} s; "
         "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
+    policy = QuotaPolicy(baseline=args.baseline)
+    print(f"policy: the shipped one, sequence {policy.sequence!r}, baseline {policy.baseline!r}")
     weeks = sorted({int(w) for w in args.samples.split(",") if int(w) <= args.weeks})
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url())
         clock = Clock()
         guard = LookupGuard(
-            QuotaPolicy(),
+            policy,
             storage=server.url(),
             key_prefix=PREFIX,
             pseudonymiser=Pseudonymiser(SecretKey(bytes(range(32)), "model"), purpose="guard"),
@@ -289,6 +295,7 @@ def main() -> None:
     parser.add_argument("--national-accounts", type=int, default=400_000)
     parser.add_argument("--national-people", type=float, default=68e6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", type=float, default=None, help="e.g. 5.0 (opt-in)")
     args = parser.parse_args()
     why = missing_redis_binaries()
     if why is not None:

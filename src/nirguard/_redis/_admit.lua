@@ -140,21 +140,31 @@ local function clock(A)
   return tonumber(now)
 end
 
--- a lookup's practitioner step (with the portal quota first on a single node): the lockout
--- is read once, before the heat is asked for (a locked account heats nothing) and its
--- record handed to the account step
+-- a lookup's practitioner step (with the portal quota first on a single node). A locked
+-- account heats nothing: its lockout is read before the heat is counted or asked for. On
+-- a Cluster the question for the heat (flag "2") reads the patient first: a repeat is
+-- decided at once, and for a new patient only the lockout field is read, not the whole
+-- record (the call after the heat loads it); otherwise the record is loaded once
 local function lookup_step(mode, P, K, A, flags, now)
   if mode == "admit" and #P.portal > 0 then
     local denied = quota_step(P, K, now)
     if denied then return denied end
   end
   fetch(K, 1, 2)
-  local x, record, locked_now = {hot = false, cold = flags.cold}, nil, false
-  if flags.heat ~= "0" and flags.heat ~= "3" then
+  local x, record = {hot = false, cold = flags.cold}, nil
+  if flags.heat == "2" then
+    local seen, asked = patient_step(P, K, flags, flags.fp, x, now)
+    local until_ = asked and field(K, 1, P.account, "lockout")
+    if not asked or (until_ or 0) <= now then
+      return asked or account_step(P, K, flags, flags.fp, x, seen, now)
+    end
+    flags.heat = "0" -- locked: decided here, and the patient heats nothing
+    return account_step(P, K, flags, flags.fp, x, seen, now)
+  elseif flags.heat == "1" or flags.heat == "4" then
+    local locked_now
     locked_now, record = is_locked(P, K, now)
     if locked_now then flags.heat = "0" end
-  end
-  if flags.heat == "3" then
+  elseif flags.heat == "3" then
     local hot, s, e, adj = string.match(A[7], "^(%S+) (%S+) (%S+) (%S+)$")
     x.hot, x.s, x.e, x.adj = hot == "1", tonumber(s), tonumber(e), tonumber(adj)
   end

@@ -238,8 +238,12 @@ local function layout(fixed, groups)
       codes[#codes + 1] = w.code .. "e"
     end
   end
-  for i = 1, #names do by_code[codes[i]] = names[i] end
-  return {names = names, n = #names, sig = table.concat(codes, ","), by_code = by_code}
+  local index, code_of = {}, {}
+  for i = 1, #names do
+    by_code[codes[i]], index[names[i]], code_of[names[i]] = names[i], i, codes[i]
+  end
+  return {names = names, n = #names, sig = table.concat(codes, ","), by_code = by_code,
+    index = index, code_of = code_of}
 end
 
 -- read once (one MGET for a step's keys), written once
@@ -280,6 +284,26 @@ local function load(K, i, L)
     end
   end
   return record
+end
+
+-- one field of record K[i], without building the record (`load` names every value)
+local function field(K, i, L, name)
+  local raw = raw_of(K, i)
+  if not raw then return nil end
+  local a = cmsgpack.unpack(raw)
+  local j = nil
+  if a[1] == L.sig then
+    j = L.index[name]
+  else -- written under another layout: find the field's code
+    local k, code = 0, L.code_of[name]
+    for c in string.gmatch(a[1], "[^,]+") do
+      k = k + 1
+      if c == code then j = k end
+    end
+  end
+  local v = j and a[j + 1]
+  if v == false then return nil end
+  return v
 end
 
 local function save(key, record, changes, at, now, L)
@@ -329,13 +353,15 @@ local NOTHING = {}
 -- the practitioner's recent patients, whether a grant opens the patient, whether it
 -- is new to the practitioner; for a new patient, the cohort's heat first (evidence
 -- about the cohort, whatever the account decides), or on a Cluster the reply "heat"
--- (the heat decides), or the mark that the heat is to be counted (it decides nothing)
+-- (the heat decides; the patient's facts come with it), or the mark that the heat is to
+-- be counted (it decides nothing)
 local function patient_step(P, K, flags, patient_id, x, now)
   local r = load_recent(raw_of(K, 2))
   local granted = flags.patient and ends(r.grants, patient_id) > now
   local new = flags.patient and not granted and ends(r.seen, patient_id) <= now
+  local seen = {r = r, granted = granted, new = new}
   if new and flags.heat == "2" then
-    return nil, {"heat"}
+    return seen, {"heat"}
   elseif new and flags.heat == "4" then
     x.want = true
   elseif new and flags.heat == "1" then
@@ -345,5 +371,5 @@ local function patient_step(P, K, flags, patient_id, x, now)
   elseif not new then
     x.hot, x.s, x.e = false, 0, 0 -- a repeat: nothing portal-wide applies
   end
-  return {r = r, granted = granted, new = new}
+  return seen
 end
