@@ -29,6 +29,14 @@ is at least ``sequence_share`` of the account's new patients in the window: a
 walker's are nearly all next to someone, a practice's a few percent. Both
 counts share one fixed window per rate, which starts at the first new patient.
 
+An account that breached ``sequence`` is remembered for ``lockout_memory``
+(:data:`HISTORY` in its record): its evidence is already in, so its next new
+patient next to someone breaches again, with no new quota's worth of fresh
+evidence. Without it a walk that waits out the one-day lockout comes back to
+cohorts whose neighbours have aged out of ``hot_cohort_window`` and needs a
+quota and a share of new evidence, a second round of identities, before it is
+seen again.
+
 The Redis twin is ``seq_*`` in ``_records.lua`` and ``_account.lua``; on a
 Cluster the heat step's answer (which neighbours it saw) reaches the account
 step of the same lookup, in the second call's arguments.
@@ -47,7 +55,7 @@ if TYPE_CHECKING:
     from nirguard._memory_records import Heat, Recent
     from nirguard.pseudonym import Pseudonymiser
 
-__all__ = ["TWINS", "check", "count", "near", "neighbours", "own"]
+__all__ = ["HISTORY", "TWINS", "check", "count", "near", "neighbours", "own"]
 
 #: Bytes of one neighbour's fingerprint in :attr:`Request.neighbours`.
 FP: Final = 6
@@ -55,6 +63,9 @@ _CORSICA: Final = {"2A": "19", "2B": "18"}
 #: Seconds within which an account's own neighbours are twins (looked up together), not
 #: evidence; ``_sequence.lua`` agrees.
 TWINS: Final = 600.0
+#: The account record's field that says until when the account is remembered as having
+#: breached ``sequence`` (``lockout_memory`` after its last breach); ``unlock()`` forgets it.
+HISTORY: Final = "sequence:h"
 
 
 def neighbours(patients: Pseudonymiser, canonical: str) -> bytes:
@@ -109,16 +120,30 @@ def _window(record: dict[str, Any], sw: Window, nw: Window, now: float) -> tuple
     return 0, 0
 
 
-def check(record: dict[str, Any], p: CompiledPolicy, adjacent: bool, now: float) -> Breach | None:
+def check(
+    record: dict[str, Any],
+    changes: dict[str, Any],
+    p: CompiledPolicy,
+    adjacent: bool,
+    now: float,
+) -> Breach | None:
     """The breach of a new patient next to someone: past the quota, and at least
-    ``sequence_share`` of the account's new patients of the window."""
+    ``sequence_share`` of the account's new patients of the window; or at once, when the
+    account breached ``sequence`` within ``lockout_memory`` (limit 0). A breach is
+    remembered (:data:`HISTORY`, in ``changes``)."""
     if not adjacent:
         return None
+    found: Breach | None = None
     for sw, nw in zip(p.sequence, p.sequence_new, strict=True):
         walked, new = _window(record, sw, nw, now)
         if walked + 1 > sw.amount and walked + 1 >= p.sequence_share * (new + 1):
-            return "sequence", walked + 1, sw.amount
-    return None
+            found = "sequence", walked + 1, sw.amount
+            break
+    if found is None and record.get(HISTORY, 0.0) > now:
+        found = "sequence", _window(record, p.sequence[0], p.sequence_new[0], now)[0] + 1, 0
+    if found is not None:
+        changes[HISTORY] = now + p.lockout_memory
+    return found
 
 
 def count(

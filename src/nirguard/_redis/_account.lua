@@ -299,7 +299,9 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
     breach, count, limit, walked = breach_of(A, flags, seen.r)
     if #P.seq > 0 then
       adjacent = seq_own(x.adj or 0, seen.r, P, flags.nb, now)
-      if not breach then breach, count, limit = seq_check(A.record, P, adjacent, now) end
+      if not breach then
+        breach, count, limit = seq_check(A.record, A.changes, P, adjacent, now)
+      end
     end
     if not breach and P.baseline then -- a reason granted below vouches for the day
       local vouched = flags.reason and #P.break_glass > 0

@@ -10,10 +10,13 @@
 -- not one the account itself looked up within SEQ_TWINS (twins looked up together). The account
 -- counts, over the `sequence` windows, its new patients next to someone and its new
 -- patients (`sequence_new`); a new patient next to someone past the quota, and at least
--- `sequence_share` of the window's new patients, is a breach.
+-- `sequence_share` of the window's new patients, is a breach. An account that breached
+-- `sequence` is remembered for `lockout_memory` (SEQ_HISTORY in its record): its next new
+-- patient next to someone breaches at once, with no new quota's worth of evidence.
 
 local SEQ_FP = 6
 local SEQ_TWINS = 600 -- seconds: own neighbours looked up closer than this are twins
+local SEQ_HISTORY = "sequence:h" -- until when the account is remembered as a walker
 
 -- the neighbours (packed fingerprints) the heat record `raw` counted lately, as bits
 seq_near = function(raw, nb, now)
@@ -48,17 +51,25 @@ local function seq_window(record, sw, nw, now)
   return 0, 0
 end
 
--- the breach of a new patient next to someone: its count and limit
-seq_check = function(record, P, adjacent, now)
+-- the breach of a new patient next to someone: its count and limit; at once (limit 0) for
+-- an account that breached within `lockout_memory`. A breach is remembered (in changes).
+seq_check = function(record, changes, P, adjacent, now)
   if not adjacent then return nil end
+  local count, limit = nil, nil
   for i = 1, #P.seq do
     local sw = P.seq[i]
     local walked, new = seq_window(record, sw, P.seq_new[i], now)
     if walked + 1 > sw.amount and walked + 1 >= P.seq_share * (new + 1) then
-      return "sequence", walked + 1, sw.amount
+      count, limit = walked + 1, sw.amount
+      break
     end
   end
-  return nil
+  if not count and (record[SEQ_HISTORY] or 0) > now then
+    count, limit = seq_window(record, P.seq[1], P.seq_new[1], now) + 1, 0
+  end
+  if not count then return nil end
+  changes[SEQ_HISTORY] = now + P.lockout_memory
+  return "sequence", count, limit
 end
 
 -- count a new patient let through (next to someone or not)
