@@ -195,6 +195,46 @@ def test_an_account_that_walked_breaches_again_at_its_next_neighbour(engine: Eng
     assert (late.outcome, late.quota) == ("allowed", None)
 
 
+def test_a_question_answered_with_a_reason_is_not_remembered(engine: Engine) -> None:
+    """Only a lockout by ``sequence`` is remembered: an account that answers the question
+    with a reason (break-glass) is judged on the quota and the share again later, where
+    one that moved on to another patient was locked and breaches at its next neighbour."""
+    policy = QuotaPolicy.only(
+        sequence=f"{LIMIT}/day;{10 * LIMIT}/7 days",
+        sequence_share=0.5,
+        hot_cohort=3.0,
+        hot_cohort_min=1_000_000,
+        distinct_patients="100000/7 days",
+        break_glass="5/day;10/7 days",
+    )._compiled
+    run, now = uuid.uuid4().hex[:8], T0
+
+    def ask(who: str, cohort: int, order: int, at: float, reason: bool = False) -> Decision:
+        near = b"".join(fingerprint(_label(run, cohort, m)) for m in (order - 1, order + 1))
+        return engine.decide(
+            Request(f"{run}-{who}", policy, _label(run, cohort, order), f"{run}-c{cohort}",
+                    reason=reason, now=at, neighbours=near)
+        )  # fmt: skip
+
+    for who, cohort in (("gp", 0), ("bot", 1)):  # each next to "x"'s patients until asked
+        for order in range(1, 20):
+            ask(f"x{order}", cohort, 2 * order, now)  # nobody else's walk: x1, x2, ...
+            first = ask(who, cohort, 2 * order + 1, now + 1.0)
+            now += 60.0
+            if first.outcome != "allowed":
+                break
+        assert (first.outcome, first.quota) == ("reason_required", "sequence")
+    assert ask("gp", 0, 2 * order + 1, now, reason=True).outcome == "break_glass"
+    moved = ask("bot", 1, 99, now)  # another patient, the question unanswered
+    assert (moved.outcome, moved.quota, moved.lockout_started) == ("suspected", "sequence", True)
+    now += 2 * DAY  # past the lockout and the day window
+    ask("y", 2, 10, now)
+    ask("y", 3, 10, now)
+    assert ask("gp", 2, 11, now + 1.0).quota is None  # under the quota again
+    again = ask("bot", 3, 11, now + 1.0)
+    assert (again.outcome, again.quota, again.limit) == ("reason_required", "sequence", 0)
+
+
 def test_unlock_forgets_that_an_account_walked(engine: Engine) -> None:
     run, now = uuid.uuid4().hex[:8], T0
     for order in range(1, 20):  # "a" alone next to "x"'s patients: trips within LIMIT + 1

@@ -143,7 +143,7 @@ class MemoryEngine:
             breach = account.breach(req, patient[0], walked)
             if p.sequence:
                 adjacent = sequence.own(base, patient[0], p, req.neighbours, now)
-                breach = breach or sequence.check(account.record, account.changes, p, adjacent, now)
+                breach = breach or sequence.check(account.record, p, adjacent, now)
             if breach is None and p.baseline is not None:
                 # a reason that the account step grants vouches for the day (docs/guard.md)
                 record, changes = account.record, account.changes

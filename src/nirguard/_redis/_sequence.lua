@@ -10,8 +10,8 @@
 -- not one the account itself looked up within SEQ_TWINS (twins looked up together). The account
 -- counts, over the `sequence` windows, its new patients next to someone and its new
 -- patients (`sequence_new`); a new patient next to someone past the quota, and at least
--- `sequence_share` of the window's new patients, is a breach. An account that breached
--- `sequence` is remembered for `lockout_memory` (SEQ_HISTORY in its record): its next new
+-- `sequence_share` of the window's new patients, is a breach. An account that `sequence`
+-- locked is remembered for `lockout_memory` (SEQ_HISTORY in its record): its next new
 -- patient next to someone breaches at once, with no new quota's worth of evidence.
 
 local SEQ_FP = 6
@@ -52,24 +52,25 @@ local function seq_window(record, sw, nw, now)
 end
 
 -- the breach of a new patient next to someone: its count and limit; at once (limit 0) for
--- an account that breached within `lockout_memory`. A breach is remembered (in changes).
-seq_check = function(record, changes, P, adjacent, now)
+-- an account that `sequence` locked within `lockout_memory`
+seq_check = function(record, P, adjacent, now)
   if not adjacent then return nil end
-  local count, limit = nil, nil
   for i = 1, #P.seq do
     local sw = P.seq[i]
     local walked, new = seq_window(record, sw, P.seq_new[i], now)
     if walked + 1 > sw.amount and walked + 1 >= P.seq_share * (new + 1) then
-      count, limit = walked + 1, sw.amount
-      break
+      return "sequence", walked + 1, sw.amount
     end
   end
-  if not count and (record[SEQ_HISTORY] or 0) > now then
-    count, limit = seq_window(record, P.seq[1], P.seq_new[1], now) + 1, 0
+  if (record[SEQ_HISTORY] or 0) > now then
+    return "sequence", seq_window(record, P.seq[1], P.seq_new[1], now) + 1, 0
   end
-  if not count then return nil end
-  changes[SEQ_HISTORY] = now + P.lockout_memory
-  return "sequence", count, limit
+  return nil
+end
+
+-- a lockout by `sequence` (not a question answered with a reason) is remembered
+seq_remember = function(changes, P, quota, now)
+  if quota == "sequence" then changes[SEQ_HISTORY] = now + P.lockout_memory end
 end
 
 -- count a new patient let through (next to someone or not)
