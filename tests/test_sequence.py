@@ -71,12 +71,15 @@ class _Account:
     locked: float = 0.0
     level: int = 0
     level_end: float = 0.0
+    history: float = 0.0  # until when it is remembered as having breached `sequence`
 
 
 @dataclass
 class Model:
     """The portal's recent people (a day), each account's own (7 days), the two windows
-    (a day, a week: new patients next to someone, new patients), lockouts."""
+    (a day, a week: new patients next to someone, new patients), lockouts, and whether
+    the account breached `sequence` in the last 7 days (then any new patient next to
+    someone breaches)."""
 
     portal: dict[tuple[int, int], float] = field(default_factory=dict)
     accounts: dict[str, _Account] = field(default_factory=dict)
@@ -97,7 +100,9 @@ class Model:
         rates = ((LIMIT, DAY), (2 * LIMIT, 7 * DAY))
         for w, (amount, _) in zip(a.windows, rates):
             walked, new = (w[1], w[2]) if w[0] > t else (0, 0)
-            if adjacent and walked + 1 > amount and walked + 1 >= 0.5 * (new + 1):
+            over = walked + 1 > amount and walked + 1 >= 0.5 * (new + 1)
+            if adjacent and (over or a.history > t):
+                a.history = t + 7 * DAY
                 level = a.level if a.level_end > t else 0
                 step = STEPS[min(level, 2)]
                 a.locked = t + (step if step is not None else 1e12)
@@ -137,8 +142,9 @@ def test_every_engine_decides_as_the_model(
         decision = engine.decide(_request(run, f"a{who}", cohort, order, now))
         assert (decision.outcome, decision.quota or "") == model.look(f"a{who}", cohort, order, now)
         if decision.quota == "sequence":
-            assert decision.evidence["sequence_patients"] == decision.count > LIMIT
-            assert decision.alert and decision.lockout_started
+            assert decision.evidence["sequence_patients"] == decision.count
+            assert decision.count > LIMIT or decision.limit == 0  # the quota, or history
+            assert decision.lockout_started
 
 
 def test_a_walk_shared_by_accounts_is_refused_with_the_evidence(engine: Engine) -> None:
@@ -160,6 +166,89 @@ def test_a_walk_shared_by_accounts_is_refused_with_the_evidence(engine: Engine) 
         assert decision.evidence["sequence_patients"] == LIMIT + 1
     # each account got its first patient (no neighbour seen yet, or only its own) and LIMIT more
     assert max(got.values()) <= LIMIT + 1
+
+
+def test_an_account_that_walked_breaches_again_at_its_next_neighbour(engine: Engine) -> None:
+    """Back from its lockouts, a day later, the walker's evidence has aged out of the
+    windows and its neighbours out of the heat; its next new patient next to someone
+    breaches at once (limit 0), where an account with no history is let through."""
+    run, now, tripped = uuid.uuid4().hex[:8], T0, set()
+    for order in range(1, 40):  # "w1" and "w2" share a walk of cohort 0 until both trip
+        who = f"w{order % 2 + 1}"
+        if who not in tripped:
+            decision = engine.decide(_request(run, who, 0, order, now))
+            if decision.quota == "sequence":
+                tripped.add(who)
+        now += 120.0
+    assert tripped == {"w1", "w2"}
+    now += 2 * DAY  # past the lockout, the day window and the heat window
+    engine.decide(_request(run, "x", 2, 10, now))  # somebody else's patients: 10 and 20
+    engine.decide(_request(run, "x", 2, 20, now))
+    fresh = engine.decide(_request(run, "y", 2, 11, now + 60.0))
+    assert (fresh.outcome, fresh.quota) == ("allowed", None)  # no history: under the quota
+    walker = engine.decide(_request(run, "w1", 2, 21, now + 60.0))
+    assert (walker.outcome, walker.quota, walker.limit) == ("suspected", "sequence", 0)
+    assert walker.count == 1 and walker.lockout_started
+    now += 8 * DAY  # "w2"'s history ended 7 days after its breach: treated as anyone's
+    engine.decide(_request(run, "x", 3, 10, now))
+    late = engine.decide(_request(run, "w2", 3, 11, now + 60.0))
+    assert (late.outcome, late.quota) == ("allowed", None)
+
+
+def test_a_question_answered_with_a_reason_is_not_remembered(engine: Engine) -> None:
+    """Only a lockout by ``sequence`` is remembered: an account that answers the question
+    with a reason (break-glass) is judged on the quota and the share again later, where
+    one that moved on to another patient was locked and breaches at its next neighbour."""
+    policy = QuotaPolicy.only(
+        sequence=f"{LIMIT}/day;{10 * LIMIT}/7 days",
+        sequence_share=0.5,
+        hot_cohort=3.0,
+        hot_cohort_min=1_000_000,
+        distinct_patients="100000/7 days",
+        break_glass="5/day;10/7 days",
+    )._compiled
+    run, now = uuid.uuid4().hex[:8], T0
+
+    def ask(who: str, cohort: int, order: int, at: float, reason: bool = False) -> Decision:
+        near = b"".join(fingerprint(_label(run, cohort, m)) for m in (order - 1, order + 1))
+        return engine.decide(
+            Request(f"{run}-{who}", policy, _label(run, cohort, order), f"{run}-c{cohort}",
+                    reason=reason, now=at, neighbours=near)
+        )  # fmt: skip
+
+    for who, cohort in (("gp", 0), ("bot", 1)):  # each next to "x"'s patients until asked
+        for order in range(1, 20):
+            ask(f"x{order}", cohort, 2 * order, now)  # nobody else's walk: x1, x2, ...
+            first = ask(who, cohort, 2 * order + 1, now + 1.0)
+            now += 60.0
+            if first.outcome != "allowed":
+                break
+        assert (first.outcome, first.quota) == ("reason_required", "sequence")
+    assert ask("gp", 0, 2 * order + 1, now, reason=True).outcome == "break_glass"
+    moved = ask("bot", 1, 99, now)  # another patient, the question unanswered
+    assert (moved.outcome, moved.quota, moved.lockout_started) == ("suspected", "sequence", True)
+    now += 2 * DAY  # past the lockout and the day window
+    ask("y", 2, 10, now)
+    ask("y", 3, 10, now)
+    assert ask("gp", 2, 11, now + 1.0).quota is None  # under the quota again
+    again = ask("bot", 3, 11, now + 1.0)
+    assert (again.outcome, again.quota, again.limit) == ("reason_required", "sequence", 0)
+
+
+def test_unlock_forgets_that_an_account_walked(engine: Engine) -> None:
+    run, now = uuid.uuid4().hex[:8], T0
+    for order in range(1, 20):  # "a" alone next to "x"'s patients: trips within LIMIT + 1
+        engine.decide(_request(run, "x", 0, 2 * order, now))
+        decision = engine.decide(_request(run, "a", 0, 2 * order + 1, now + 1.0))
+        now += 60.0
+        if decision.quota == "sequence":
+            break
+    assert decision.quota == "sequence"
+    engine.unlock(f"{run}-a", POLICY._compiled)
+    now += 2 * DAY  # past the day window: the week's holds LIMIT, under 2 * LIMIT
+    engine.decide(_request(run, "x", 1, 5, now))
+    after = engine.decide(_request(run, "a", 1, 6, now + 1.0))
+    assert (after.outcome, after.quota) == ("allowed", None)
 
 
 def test_twins_and_a_practice_s_own_neighbours_are_no_evidence(engine: Engine) -> None:

@@ -32,13 +32,15 @@ if TYPE_CHECKING:
     from nirguard._engine import Request
     from nirguard._memory_store import Store
 
-__all__ = ["ASK_AGAIN", "Account", "Breach", "Patient"]
+__all__ = ["ASK_AGAIN", "SEQUENCE_HISTORY", "Account", "Breach", "Patient"]
 
 #: What the account step knows of the patient: the practitioner's recent patients,
 #: the patient's fingerprint, whether a grant opens it, whether it is new.
 Patient = tuple[Recent, bytes, bool, bool]
 #: A new patient past a quota or signal: its name, the count and the limit.
 Breach = tuple[str, int | None, int | None]
+#: Until when an account that ``sequence`` locked is remembered (nirguard/_sequence.py).
+SEQUENCE_HISTORY: Final = "sequence:h"
 #: The pending question after a lockout: asked again of the next new patient.
 ASK_AGAIN: Final = b""
 
@@ -117,6 +119,8 @@ class Account:
         changes["lockout"] = until
         changes["lockout_level"] = level + 1
         changes["lockout_level:e"] = now + p.lockout_memory
+        if p.sequence and quota == "sequence":  # remembered: _sequence.py
+            changes[SEQUENCE_HISTORY] = now + p.lockout_memory
         for w in p.strikes:  # the lockout is the price of the strikes before it
             changes[w.field], changes[w.ends] = 0, 0.0
         if record.get("pending:e", 0) > now and record.get("pending") is not None:

@@ -29,6 +29,15 @@ is at least ``sequence_share`` of the account's new patients in the window: a
 walker's are nearly all next to someone, a practice's a few percent. Both
 counts share one fixed window per rate, which starts at the first new patient.
 
+An account that ``sequence`` locked is remembered for ``lockout_memory``
+(:data:`HISTORY` in its record, written by the lockout): its evidence is already in, so
+its next new patient next to someone breaches again, with no new quota's worth of
+fresh evidence. A question answered with a reason is not remembered: a GP who
+states one for a patient next to someone is judged on the quota and share again. Without it a walk that waits out the one-day lockout comes back to
+cohorts whose neighbours have aged out of ``hot_cohort_window`` and needs a
+quota and a share of new evidence, a second round of identities, before it is
+seen again.
+
 The Redis twin is ``seq_*`` in ``_records.lua`` and ``_account.lua``; on a
 Cluster the heat step's answer (which neighbours it saw) reaches the account
 step of the same lookup, in the second call's arguments.
@@ -39,15 +48,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from nirguard._engine import fingerprint
+from nirguard._memory_account import SEQUENCE_HISTORY, Breach
 
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy, Window
     from nirguard._engine import Decision
-    from nirguard._memory_account import Breach
     from nirguard._memory_records import Heat, Recent
     from nirguard.pseudonym import Pseudonymiser
 
-__all__ = ["TWINS", "check", "count", "near", "neighbours", "own"]
+__all__ = ["HISTORY", "TWINS", "check", "count", "near", "neighbours", "own"]
 
 #: Bytes of one neighbour's fingerprint in :attr:`Request.neighbours`.
 FP: Final = 6
@@ -55,6 +64,10 @@ _CORSICA: Final = {"2A": "19", "2B": "18"}
 #: Seconds within which an account's own neighbours are twins (looked up together), not
 #: evidence; ``_sequence.lua`` agrees.
 TWINS: Final = 600.0
+#: The account record's field that says until when the account is remembered as one that
+#: ``sequence`` locked (``lockout_memory`` after the lockout, written by the account step's
+#: ``lock``); ``unlock()`` forgets it.
+HISTORY: Final = SEQUENCE_HISTORY
 
 
 def neighbours(patients: Pseudonymiser, canonical: str) -> bytes:
@@ -111,13 +124,16 @@ def _window(record: dict[str, Any], sw: Window, nw: Window, now: float) -> tuple
 
 def check(record: dict[str, Any], p: CompiledPolicy, adjacent: bool, now: float) -> Breach | None:
     """The breach of a new patient next to someone: past the quota, and at least
-    ``sequence_share`` of the account's new patients of the window."""
+    ``sequence_share`` of the account's new patients of the window; or at once, when
+    ``sequence`` locked the account within ``lockout_memory`` (limit 0)."""
     if not adjacent:
         return None
     for sw, nw in zip(p.sequence, p.sequence_new, strict=True):
         walked, new = _window(record, sw, nw, now)
         if walked + 1 > sw.amount and walked + 1 >= p.sequence_share * (new + 1):
             return "sequence", walked + 1, sw.amount
+    if record.get(HISTORY, 0.0) > now:
+        return "sequence", _window(record, p.sequence[0], p.sequence_new[0], now)[0] + 1, 0
     return None
 
 

@@ -127,6 +127,7 @@ local function lock(A, quota, count, limit)
   changes.lockout = until_
   changes.lockout_level = level + 1
   changes["lockout_level:e"] = now + P.lockout_memory
+  if #P.seq > 0 then seq_remember(changes, P, quota, now) end
   for i = 1, #P.strikes do -- the lockout is the price of the strikes before it
     changes[P.strikes[i].field], changes[P.strikes[i].ends] = 0, 0
   end
@@ -299,7 +300,9 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
     breach, count, limit, walked = breach_of(A, flags, seen.r)
     if #P.seq > 0 then
       adjacent = seq_own(x.adj or 0, seen.r, P, flags.nb, now)
-      if not breach then breach, count, limit = seq_check(A.record, P, adjacent, now) end
+      if not breach then
+        breach, count, limit = seq_check(A.record, P, adjacent, now)
+      end
     end
     if not breach and P.baseline then -- a reason granted below vouches for the day
       local vouched = flags.reason and #P.break_glass > 0

@@ -80,10 +80,13 @@ local function compile(text)
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
   local fixed = ACCOUNT_FIXED
-  if P.baseline then
+  if P.baseline or #P.seq > 0 then
     fixed = {}
     for _, pair in ipairs(ACCOUNT_FIXED) do fixed[#fixed + 1] = pair end
-    for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
+    if #P.seq > 0 then fixed[#fixed + 1] = {"sequence:h", "Xh"} end -- _sequence.lua
+    if P.baseline then
+      for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
+    end
   end
   P.account = layout(fixed,
     {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,

@@ -18,7 +18,7 @@
 -- dropped from the front whenever the list is written.
 
 local ENTRY = 14
-local seq_near, seq_own, seq_check, seq_count -- the sequence signal: _sequence.lua
+local seq_near, seq_own, seq_check, seq_count, seq_remember -- _sequence.lua
 local BYTE = nil -- "00".."ff" -> the byte (fingerprints come as hex text); made on first
                  -- use: a library being loaded may not call the string library
 

@@ -10,10 +10,13 @@
 -- not one the account itself looked up within SEQ_TWINS (twins looked up together). The account
 -- counts, over the `sequence` windows, its new patients next to someone and its new
 -- patients (`sequence_new`); a new patient next to someone past the quota, and at least
--- `sequence_share` of the window's new patients, is a breach.
+-- `sequence_share` of the window's new patients, is a breach. An account that `sequence`
+-- locked is remembered for `lockout_memory` (SEQ_HISTORY in its record): its next new
+-- patient next to someone breaches at once, with no new quota's worth of evidence.
 
 local SEQ_FP = 6
 local SEQ_TWINS = 600 -- seconds: own neighbours looked up closer than this are twins
+local SEQ_HISTORY = "sequence:h" -- until when the account is remembered as a walker
 
 -- the neighbours (packed fingerprints) the heat record `raw` counted lately, as bits
 seq_near = function(raw, nb, now)
@@ -48,7 +51,8 @@ local function seq_window(record, sw, nw, now)
   return 0, 0
 end
 
--- the breach of a new patient next to someone: its count and limit
+-- the breach of a new patient next to someone: its count and limit; at once (limit 0) for
+-- an account that `sequence` locked within `lockout_memory`
 seq_check = function(record, P, adjacent, now)
   if not adjacent then return nil end
   for i = 1, #P.seq do
@@ -58,7 +62,15 @@ seq_check = function(record, P, adjacent, now)
       return "sequence", walked + 1, sw.amount
     end
   end
+  if (record[SEQ_HISTORY] or 0) > now then
+    return "sequence", seq_window(record, P.seq[1], P.seq_new[1], now) + 1, 0
+  end
   return nil
+end
+
+-- a lockout by `sequence` (not a question answered with a reason) is remembered
+seq_remember = function(changes, P, quota, now)
+  if quota == "sequence" then changes[SEQ_HISTORY] = now + P.lockout_memory end
 end
 
 -- count a new patient let through (next to someone or not)
