@@ -8,7 +8,7 @@ shipped policy. The portal is a sample of France: the replay's registry keeps
 whole birth cohorts with their real sizes, and the number of accounts keeps the
 national ratio of accounts to people (by default 400,000 accounts for 68
 million people), so that each cohort sees the traffic it would see nationally.
-The shipped policy has ``sequence`` on (its counts live in the account record);
+The shipped policy has ``sequence`` off (opt-in; its counts live in the account record);
 ``--baseline 5.0`` turns the opt-in ``baseline`` on as well (its fields, the
 hours and places profiles among them, live in the account record too).
 

@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("nirguard").setLevel(logging.CRITICAL)  # the alerts of the lockouts
     nirs = NIRGenerator(seed=1).many(1000)
-    off, on = QuotaPolicy(sequence=None), QuotaPolicy()
+    off, on = QuotaPolicy(), QuotaPolicy(sequence="6/day;8/7 days")  # off as shipped; on
     ratios = []
     for r in range(args.rounds):
         if r % 2:

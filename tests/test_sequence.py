@@ -420,8 +420,9 @@ def test_the_policy_checks_its_fields() -> None:
     with pytest.raises(PolicyError):
         QuotaPolicy(sequence="five a day")
     assert QuotaPolicy(sequence="5/day")._compiled.sequence[0].amount == 5
-    # on by default, and off (not an error) when hot_cohort is, unless asked for
-    assert QuotaPolicy()._compiled.sequence and QuotaPolicy().sequence_share == 0.3
+    # off by default (a dense portal's GPs would trip it), its share 0.3 when asked for
+    assert QuotaPolicy().sequence is None and QuotaPolicy()._compiled.sequence == ()
+    assert QuotaPolicy().sequence_share == 0.3
     assert QuotaPolicy(hot_cohort=None)._compiled.sequence == ()
     assert QuotaPolicy(hot_cohort=None)._compiled.lua_policy.split("|")[-2] == ""  # Lua too
     assert profiles.desk().sequence is None
