@@ -8,6 +8,7 @@ out of range was an outage; a client name with a space was a server error at eac
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -75,7 +76,9 @@ def test_an_unusable_option_is_refused_when_the_guard_is_made(
             make(url, options, fail_open=fail_open)
         message = str(caught.value)
         assert option in message
-        assert PASSWORD not in message and str(port) not in message
+        assert PASSWORD not in message
+        # the port as a number of its own (a random port can be part of 2147483647)
+        assert re.search(rf"(?<!\d){port}(?!\d)", message) is None
         assert value not in message or value == "0"  # "0" is in the range it states
 
 
