@@ -65,47 +65,37 @@ class Said:
     case: str | None = None
 
 
+def _fields(item: tuple[Any, ...]) -> dict[str, Any]:
+    """The event's fields but its time and practitioner, from the request path's tuple."""
+    said, outcome, quota, retry_after, signals, evidence, actor, note = item
+    return {
+        "outcome": outcome,
+        "patient": said.patient,
+        "quota": quota,
+        "retry_after": retry_after,
+        "cohort": said.cohort,
+        "kind": said.kind,
+        "reason": said.reason,
+        "signals": signals,
+        "evidence": evidence,
+        "case": said.case,
+        "actor": actor,
+        "note": note,
+    }
+
+
 def _event(item: tuple[Any, ...]) -> AuditEvent:
     """Build the event on the hook worker (the request path only made the tuple)."""
-    said, outcome, quota, retry_after, signals, evidence, actor, note = item
-    return AuditEvent(
-        time=datetime.fromtimestamp(said.decided, tz=timezone.utc),
-        practitioner=said.practitioner,
-        patient=said.patient,
-        outcome=outcome,
-        quota=quota,
-        retry_after=retry_after,
-        cohort=said.cohort,
-        kind=said.kind,
-        reason=said.reason,
-        signals=signals,
-        evidence=evidence,
-        case=said.case,
-        actor=actor,
-        note=note,
-    )
+    said = item[0]
+    time = datetime.fromtimestamp(said.decided, tz=timezone.utc)
+    return AuditEvent(time=time, practitioner=said.practitioner, **_fields(item))
 
 
 def _line(item: tuple[Any, ...]) -> str:
     """The event's JSON line, made on the hook worker without the model when it can be
     (:func:`~nirguard.audit.event_json`): the audit file's way."""
-    said, outcome, quota, retry_after, signals, evidence, actor, note = item
-    return event_json(
-        said.decided,
-        said.practitioner,
-        outcome,
-        patient=said.patient,
-        quota=quota,
-        retry_after=retry_after,
-        cohort=said.cohort,
-        kind=said.kind,
-        reason=said.reason,
-        signals=signals,
-        evidence=evidence,
-        case=said.case,
-        actor=actor,
-        note=note,
-    )
+    said = item[0]
+    return event_json(said.decided, said.practitioner, **_fields(item))
 
 
 def _audit_hook(sink: Callable[[AuditEvent], object] | None) -> dict[str, Any]:
