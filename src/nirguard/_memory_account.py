@@ -6,8 +6,9 @@ against ``lookups``; a refusal that is not a lockout is a *strike* (``strikes``)
 and the strike past the quota is a lockout instead; while locked, a *retry* (an
 attempt for a patient refused during this lockout: :data:`STRUCK`) is a strike too,
 and the strike past the quota while locked escalates the lockout; moving on to other
-patients while locked is refused, and no strike (docs/guard.md, "What a refusal costs"). The record also keeps the account's open *incident*: when it
-opened and until when it stays open (:attr:`~nirguard._engine.Decision.incident`).
+patients while locked is refused, and no strike (docs/guard.md, "What a refusal
+costs"). The record also keeps the account's open *incident*: when it opened and
+until when it stays open (:attr:`~nirguard._engine.Decision.incident`).
 """
 
 from __future__ import annotations
