@@ -291,12 +291,14 @@ def test_a_replayed_attack_lands_as_a_case_with_its_timeline() -> None:
         reader = world.store.reader
         [case] = [c for c in reader.cases(None, 10) if c["practitioner"] == STOLEN]
         assert case["lockout"]
-        # one incident, one case: the lockouts of the attack (it asks on while locked, so
-        # each 4th attempt escalates, up to the one until unlock()) and the refusals between
-        # them carry its id, and only the first raised an alert
+        # one incident, one case: the lockouts of the attack (it asks on for new numbers
+        # while locked: no strike; when the hour ends the question the lockout left pending
+        # is asked again, and moving on locks it for a day) and the refusals between them
+        # carry its id, and only the first raised an alert
         trail = reader.account_events(STOLEN, 1000)
         lockouts = [e for e in trail if e["outcome"] == "lockout"]
-        assert len(lockouts) == 3 and {e["case_id"] for e in lockouts} == {case["case_id"]}
+        assert [e["quota"] for e in lockouts] == ["distinct_patients"] * 2
+        assert {e["case_id"] for e in lockouts} == {case["case_id"]}
         assert {e["case_id"] for e in trail if e["outcome"] == "locked"} == {case["case_id"]}
         assert case["alerts"] == 1 and len(reader.lockouts_since(0, 10)) == 1
         assert reader.lockouts_since(0, 10)[0]["time"] == max(e["time"] for e in lockouts)

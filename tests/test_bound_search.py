@@ -223,24 +223,41 @@ def test_without_strikes_a_retrying_bot_beats_the_strikes_bound() -> None:
 
 
 @pytest.mark.parametrize("gap", [1.0, FAST_GAP, 60.0, 100.0, 300.0, 600.0])
-def test_a_bot_that_keeps_asking_while_locked_gets_one_episode(gap: float) -> None:
-    """Attempts while locked are strikes, and the strike past the quota escalates: a bot
-    that never waits a lockout out (it retries, moves on or states reasons every ``gap``
-    seconds, locked or not) is locked for good after its first episode. The check can
-    fail: when attempts while locked cost only ``lookups`` (the engine before this rule),
-    such a bot lives through every lockout and takes 162 to 240 at 100-600 s."""
+def test_a_bot_that_keeps_retrying_while_locked_gets_one_episode(gap: float) -> None:
+    """A retry while locked (the patient refused) is a strike, and the strike past the
+    quota escalates: a bot that never waits a lockout out and retries the refused patient
+    every ``gap`` seconds, locked or not, is locked for good within its first lockout,
+    never living through one. The check can fail: when attempts while locked cost only
+    ``lookups`` (the engine before #17), the lockouts end and it meets them again."""
     policy = profiles.gp()
     bound = profiles.worst_case(policy, gap=gap)
     assert bound.insisting == bound.per_episode + 1 < bound.fast  # one day's grant
-    got = []
-    for on_reason in ("move_on", "retry", "reason"):
-        bot = Bot(gap=gap, on_reason=on_reason, retries=100_000, waits_out=False)
-        outcome = play(policy, bot, max_asks=20_000)
-        assert outcome.locked_for_good, on_reason
-        got.append(outcome.obtained)
-    assert max(got) <= bound.insisting, got
-    if gap != 60.0:  # at 60 s the analytic bound is loose: the bots meet the 10-minute window
-        assert max(got) == bound.insisting, "the bot that states a reason reaches it"
+    bot = Bot(gap=gap, on_reason="retry", retries=100_000, waits_out=False)
+    outcome = play(policy, bot, max_asks=20_000)
+    assert outcome.locked_for_good
+    assert outcome.obtained <= bound.insisting
+    # its first lockout, 2 escalations: no more than 3 lockouts, and no lockout lived through
+    lockouts = outcome.answers["strikes"] + outcome.answers["distinct_patients"]
+    assert lockouts == 3, dict(outcome.answers)
+    first = outcome.first_refusal or 0.0
+    assert outcome.stopped - first < 3_600 + 86_400, "it never waits out its first lockout"
+
+
+@pytest.mark.parametrize("gap", [1.0, FAST_GAP, 60.0, 100.0, 300.0, 600.0])
+def test_a_bot_asking_for_others_while_locked_gets_no_more_than_one_that_waits(gap: float) -> None:
+    """Asking for other patients while locked is refused and no strike (docs/guard.md,
+    "Lockout and escalation"): it gains nothing while locked, and spends ``lookups``. Each
+    bot that asks on while locked (moving on, or stating a reason at each question) gets no
+    more than the same bot waiting its lockouts out, which the fast bound holds."""
+    policy = profiles.gp()
+    bound = profiles.worst_case(policy, gap=gap)
+    for on_reason in ("move_on", "reason"):
+        asking, waiting = (
+            play(policy, Bot(gap=gap, on_reason=on_reason, waits_out=w), max_asks=20_000)
+            for w in (False, True)
+        )
+        assert asking.answers["locked"] > 0
+        assert asking.obtained <= waiting.obtained <= bound.fast, (on_reason, gap)
 
 
 def test_the_starting_bots_are_the_replays_kinds_of_attacker() -> None:

@@ -1,7 +1,8 @@
 """Refusals are strikes; an account's incident; on every engine (issue 17, items 1 and 4).
 
 Every refusal of an account counts against ``lookups``; a refusal that is not a
-lockout is a strike, and the strike past ``strikes`` is a lockout. A 428 is
+lockout is a strike, and the strike past ``strikes`` is a lockout. While locked,
+only a retry (a patient refused during this lockout) is a strike. A 428 is
 offered only while a reason can help. An incident opens at the first lockout or
 signal and carries one alert.
 """
@@ -24,7 +25,7 @@ from nirguard import (
     SecretKey,
     nir,
 )
-from nirguard._engine import Engine
+from nirguard._engine import Decision, Engine
 from nirguard.errors import LookupDenied
 from tests.engine_helpers import DAY, ENGINES, HOUR, T0, Driver, engines
 
@@ -200,9 +201,12 @@ def test_a_clinician_locked_by_accident_may_try_three_times_in_the_hour(engine: 
     locked = d.invalid("dr")
     assert (locked.lockout_started, locked.retry_after) == (True, pytest.approx(HOUR))
     d.wait(600)
-    refused = [d.look("dr", f"p{i}") for i in range(3)]  # three tries: no escalation
+    refused = [d.invalid("dr") for _ in range(3)]  # three retries: no escalation
     assert {(x.outcome, x.lockout_started) for x in refused} == {("locked", False)}
     assert refused[-1].retry_after == pytest.approx(HOUR - 600)  # not extended
+    assert d.status("dr").remaining["strikes"] == 0
+    moved = [d.look("dr", f"p{i}") for i in range(3)]  # other patients: no strike
+    assert {(x.outcome, x.lockout_started) for x in moved} == {("locked", False)}
     status = d.status("dr")
     assert (status.remaining["lookups"], status.remaining["strikes"], status.level) == (2, 0, 1)
     d.wait(HOUR)
@@ -215,7 +219,7 @@ def test_the_attempt_past_strikes_while_locked_escalates(engine: Engine) -> None
     d.invalid("dr")
     first = d.invalid("dr")
     assert (first.level, first.alert) == (1, True)
-    tries = [d.invalid("dr") for _ in range(4)]  # invalid numbers while locked: strikes too
+    tries = [d.invalid("dr") for _ in range(4)]  # invalid numbers: retries of the one refused
     assert [x.outcome for x in tries[:3]] == ["locked"] * 3
     escalated = tries[3]
     assert (escalated.outcome, escalated.quota, escalated.lockout_started) == (
@@ -225,12 +229,111 @@ def test_the_attempt_past_strikes_while_locked_escalates(engine: Engine) -> None
     )
     assert (escalated.level, escalated.retry_after) == (2, pytest.approx(DAY))
     assert (escalated.alert, escalated.incident) == (False, T0)  # the same case
-    again = [d.look("dr", f"p{i}") for i in range(4)]
+    moved = [d.look("dr", f"p{i}") for i in range(10)]  # other patients: not strikes
+    assert {(x.outcome, x.lockout_started, x.level) for x in moved} == {("locked", False, 2)}
+    again = [d.invalid("dr") for _ in range(4)]
     assert (again[-1].level, again[-1].retry_after) == (3, None)  # until unlock()
     forever = [d.look("dr", f"p{i}") for i in range(20)]
     assert {(x.outcome, x.lockout_started) for x in forever} == {("locked", False)}
     d.unlock("dr")
     assert d.look("dr", "p0").outcome == "allowed"
+
+
+# -- while locked, only retries are strikes ------------------------------------------------------
+
+
+def _locked_by_moving_on(d: Driver, who: str) -> Decision:
+    """Two new patients, a third asks for a reason, a fourth (moving on) locks: ``y``."""
+    d.look(who, "a")
+    d.look(who, "b")
+    assert d.look(who, "x").outcome == "reason_required"
+    d.wait(60)
+    lockout = d.look(who, "y")
+    assert (lockout.quota, lockout.lockout_started, lockout.level) == ("distinct_patients", True, 1)
+    return lockout
+
+
+def test_a_clinician_who_keeps_working_while_locked_is_not_escalated(engine: Engine) -> None:
+    """Locked once, a GP goes on through the hour's consultations: 10 other patients, one
+    every 5 minutes, refused ``locked``; no strike, no escalation, one case."""
+    d = Driver(engine, gp_policy())
+    lockout = _locked_by_moving_on(d, "gp")
+    refused = []
+    for i in range(10):
+        d.wait(300)
+        refused.append(d.look("gp", f"c{i}"))
+    assert {(x.outcome, x.lockout_started, x.level) for x in refused} == {("locked", False, 1)}
+    assert refused[-1].retry_after == pytest.approx(HOUR - 3000)  # not extended
+    assert not any(x.alert for x in refused) and {x.incident for x in refused} == {T0 + 60}
+    status = d.status("gp")
+    assert (status.remaining["strikes"], status.level) == (3, 1)
+    assert lockout.alert
+    d.wait(HOUR - 3000)  # the lockout ends: the question it left pending is asked again
+    assert d.look("gp", "a").outcome == "allowed"
+    assert d.look("gp", "z").outcome == "reason_required"
+    assert d.look("gp", "z", reason=True).outcome == "break_glass"
+
+
+def test_a_bot_that_retries_the_refused_patient_while_locked_is_escalated(engine: Engine) -> None:
+    d = Driver(engine, gp_policy())
+    _locked_by_moving_on(d, "bot")
+    tries = []
+    for _ in range(8):  # the patient whose refusal started the lockout, every 10 s
+        d.wait(10)
+        tries.append(d.look("bot", "y"))
+    started = [(i, x.level, x.quota) for i, x in enumerate(tries) if x.lockout_started]
+    assert started == [(3, 2, "strikes"), (7, 3, "strikes")]
+    assert tries[3].retry_after == pytest.approx(DAY) and tries[7].retry_after is None
+    assert not any(x.alert for x in tries)  # the same case
+
+
+def test_a_patient_refused_while_locked_is_retried_at_a_strike(engine: Engine) -> None:
+    d = Driver(engine, gp_policy())
+    _locked_by_moving_on(d, "bot")
+    assert d.look("bot", "c").outcome == "locked"  # moving on: no strike
+    assert d.status("bot").remaining["strikes"] == 3
+    assert d.look("bot", "c").outcome == "locked"  # refused during this lockout: a strike
+    assert d.status("bot").remaining["strikes"] == 2
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+def test_a_bot_cycling_refused_patients_while_locked_is_escalated(engine: Engine, k: int) -> None:
+    """A bot cycling ``k`` patients while locked, one ask every 10 s: the patients refused
+    during the lockout (the first 4 kept) are retried, and the retries escalate; it is
+    locked until ``unlock()`` within a few cycles, and obtains nothing meanwhile."""
+    d = Driver(engine, gp_policy())
+    _locked_by_moving_on(d, "bot")
+    cycle = [f"c{i}" for i in range(k)]
+    answers = []
+    for i in range(12 * k + 12):
+        d.wait(10)
+        answers.append(d.look("bot", cycle[i % k]))
+    assert {x.outcome for x in answers} <= {"locked", "denied"}
+    levels = [x.level for x in answers if x.lockout_started]
+    assert levels == [2, 3] and answers[-1].retry_after is None
+    first = next(i for i, x in enumerate(answers) if x.lockout_started)
+    assert first < k + 3 * min(k, 3) + 1  # a second pass, at most a third one
+    assert not any(x.alert for x in answers)
+
+
+def test_a_bot_asking_new_patients_while_locked_gains_nothing(engine: Engine) -> None:
+    """Each ask for a new patient while locked is refused, and spends ``lookups``: such a
+    bot is worse off than one that waits the lockout out (which meets the question again
+    when it ends); it need not escalate."""
+    asking, waiting = Driver(engine, gp_policy()), Driver(engine, gp_policy())
+    for d, who in ((asking, "asks"), (waiting, "waits")):
+        _locked_by_moving_on(d, who)
+    answers = []
+    for i in range(359):  # every 10 s, a patient never asked before
+        asking.wait(10)
+        answers.append(asking.look("asks", f"n{i}"))
+    assert {x.outcome for x in answers} == {"locked"}
+    asking.wait(11)
+    waiting.wait(HOUR + 1)
+    waited = waiting.look("waits", "z")
+    assert (waited.outcome, waited.quota) == ("reason_required", "distinct_patients")
+    asked = asking.look("asks", "z")  # 200 lookups a day, spent while locked
+    assert (asked.outcome, asked.quota, asked.lockout_started) == ("denied", "lookups", False)
 
 
 def test_without_strikes_attempts_while_locked_never_escalate(engine: Engine) -> None:

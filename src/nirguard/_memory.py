@@ -132,7 +132,9 @@ class MemoryEngine:
         now: float,
     ) -> Decision:
         """Lockout, budgets, then a new patient's quotas and signals, then the lookup."""
-        account = Account(self._store, keys.account, p, base, now, recent_key=keys.recent)
+        account = Account(
+            self._store, keys.account, p, base, now, recent_key=keys.recent, patient=patient[1]
+        )
         refused = account.locked() or account.budgets()
         if refused is not None:
             return refused

@@ -3,10 +3,12 @@
 The twin of ``account_step`` and its helpers in ``_account.lua``: the same checks
 in the same order, the same fields written. Every refusal of the account counts
 against ``lookups``; a refusal that is not a lockout is a *strike* (``strikes``),
-and the strike past the quota is a lockout instead; an attempt while locked is a
-strike too, and the strike past the quota while locked escalates the lockout
-(docs/guard.md, "What a refusal costs"). The record also keeps the account's open *incident*: when it
-opened and until when it stays open (:attr:`~nirguard._engine.Decision.incident`).
+and the strike past the quota is a lockout instead; while locked, a *retry* (an
+attempt for a patient refused during this lockout: :data:`STRUCK`) is a strike too,
+and the strike past the quota while locked escalates the lockout; moving on to other
+patients while locked is refused, and no strike (docs/guard.md, "What a refusal
+costs"). The record also keeps the account's open *incident*: when it opened and
+until when it stays open (:attr:`~nirguard._engine.Decision.incident`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ if TYPE_CHECKING:
     from nirguard._engine import Request
     from nirguard._memory_store import Store
 
-__all__ = ["ASK_AGAIN", "SEQUENCE_HISTORY", "Account", "Breach", "Patient"]
+__all__ = [
+    "ASK_AGAIN",
+    "INVALID",
+    "SEQUENCE_HISTORY",
+    "STRUCK",
+    "STRUCK_MAX",
+    "Account",
+    "Breach",
+    "Patient",
+]
 
 #: What the account step knows of the patient: the practitioner's recent patients,
 #: the patient's fingerprint, whether a grant opens it, whether it is new.
@@ -43,6 +54,15 @@ Breach = tuple[str, int | None, int | None]
 SEQUENCE_HISTORY: Final = "sequence:h"
 #: The pending question after a lockout: asked again of the next new patient.
 ASK_AGAIN: Final = b""
+#: The patients refused during the account's lockout, whose retries while it lasts are
+#: strikes: the fingerprint of the one whose refusal started it, then of those refused
+#: while locked, up to :data:`STRUCK_MAX` (the first ones kept), 6 bytes each; written
+#: anew at each lockout. Named ``strikes:...``: ``unlock()`` forgets it with the strikes.
+STRUCK: Final = "strikes:p"
+#: Fingerprints :data:`STRUCK` holds at most.
+STRUCK_MAX: Final = 4
+#: The fingerprint of an invalid number: every invalid number is one patient here.
+INVALID: Final = bytes(6)
 
 
 def _milli(value: float) -> float:
@@ -53,7 +73,18 @@ def _milli(value: float) -> float:
 class Account:
     """One account's record while one call decides it: read once, written once."""
 
-    __slots__ = ("base", "changes", "key", "lookups", "now", "p", "recent_key", "record", "store")
+    __slots__ = (
+        "base",
+        "changes",
+        "fp",
+        "key",
+        "lookups",
+        "now",
+        "p",
+        "recent_key",
+        "record",
+        "store",
+    )
 
     def __init__(
         self,
@@ -65,6 +96,7 @@ class Account:
         *,
         recent_key: str = "",
         lookups: bool = True,
+        patient: bytes = INVALID,
     ) -> None:
         self.store = store
         self.key = key
@@ -76,6 +108,8 @@ class Account:
         self.now = now
         #: whether a refusal counts against ``lookups`` (a lookup; not an invalid NIR)
         self.lookups = lookups
+        #: the patient's fingerprint (:data:`INVALID` for an invalid number)
+        self.fp = patient
 
     def get(self, name: str, default: Any = None) -> Any:
         """A field as this call leaves it (its change, else the stored value)."""
@@ -123,6 +157,8 @@ class Account:
             changes[SEQUENCE_HISTORY] = now + p.lockout_memory
         for w in p.strikes:  # the lockout is the price of the strikes before it
             changes[w.field], changes[w.ends] = 0, 0.0
+        if p.strikes:  # retrying the patient refused now is a strike while locked
+            changes[STRUCK] = self.fp
         if record.get("pending:e", 0) > now and record.get("pending") is not None:
             # a lockout does not answer the question: it is asked again when it ends
             changes["pending"] = ASK_AGAIN
@@ -163,8 +199,9 @@ class Account:
 
     def locked(self) -> Decision | None:
         """The refusal of a locked account, or ``None``. It counts against ``lookups``
-        (a lookup) and, while the lockout can still escalate, as a strike: the strike
-        past ``strikes`` while locked starts the next lockout of the escalation."""
+        (a lookup) and, while the lockout can still escalate, a retry (a patient refused
+        during this lockout) is a strike: the strike past ``strikes`` while locked starts
+        the next lockout of the escalation. Any other patient joins :data:`STRUCK`."""
         p, now, record, changes = self.p, self.now, self.record, self.changes
         until = record.get("lockout")
         if until is None or until <= now:
@@ -173,10 +210,14 @@ class Account:
         if retry is not None and retry > INDEFINITE / 2:
             retry = None
         elif p.strikes:
-            over = overflow(record, p.strikes, now)
-            if over is not None:
-                return self.lock("strikes", over[1], over[0].amount)
-            hit(record, p.strikes, changes, now)
+            struck, fp = record.get(STRUCK, b""), self.fp
+            if any(struck[i : i + 6] == fp for i in range(0, len(struck), 6)):
+                over = overflow(record, p.strikes, now)
+                if over is not None:
+                    return self.lock("strikes", over[1], over[0].amount)
+                hit(record, p.strikes, changes, now)
+            elif len(struck) < 6 * STRUCK_MAX:
+                changes[STRUCK] = struck + fp
         if self.lookups and p.lookups:
             hit(record, p.lookups, changes, now)
         if changes:

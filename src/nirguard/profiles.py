@@ -133,12 +133,16 @@ class Bound:
         any_week: ``paced`` over any ``days`` of an account's life rather than
             from its first lookup: a window already running when they start
             adds one more window of each quota (up to twice a weekly cap).
-        insisting: most new patients for a fast script that also keeps asking
-            while locked (every ``gap`` seconds, never waiting a lockout out):
-            an attempt while locked is a strike, and the strike past the quota
-            escalates the lockout, so when every finite lockout outlasts the
-            strikes at that pace, it gets one episode and that episode's
-            grants (the smallest ``break_glass`` window); else ``fast``.
+        insisting: most new patients for a fast script that also keeps
+            retrying while locked (every ``gap`` seconds, never waiting a
+            lockout out) a patient refused during the lockout: such a retry is
+            a strike, and the strike past the quota escalates the lockout, so
+            when every finite lockout outlasts the strikes at that pace, it
+            gets one episode and that episode's grants (the smallest
+            ``break_glass`` window); else ``fast``. A script that asks for
+            other patients while locked is refused and spends ``lookups``, but
+            strikes nothing: it gets no more than the same script waiting its
+            lockouts out, so ``fast`` bounds it.
     """
 
     paced: int
@@ -210,7 +214,7 @@ def worst_case(policy: QuotaPolicy, *, days: float = 7, gap: float = 10.0) -> Bo
       window. Without strikes, a refusal that asks for a reason costs
       nothing, and neither does a ``lookups`` refusal: retrying paces the
       script for free, and ``fast = paced``.
-    * ``insisting``: a fast script that also asks while locked (:class:`Bound`).
+    * ``insisting``: a fast script that also retries while locked (:class:`Bound`).
 
     The search (:mod:`nirguard.replay.search`) must never beat these numbers.
 
@@ -260,7 +264,7 @@ def _grants(policy: QuotaPolicy, horizon: float, *, carried: bool) -> int:
 def _insisting(
     policy: QuotaPolicy, fast: int, per_episode: int, grants: int, gap: float, lockouts: list[float]
 ) -> int:
-    """:attr:`Bound.insisting`: one episode and its grants when asking while locked
+    """:attr:`Bound.insisting`: one episode and its grants when retrying while locked
     escalates every finite lockout at this pace, else ``fast``."""
     if not _escalates_while_locked(policy.strikes, gap, lockouts):
         return fast
@@ -269,7 +273,7 @@ def _insisting(
 
 
 def _escalates_while_locked(strikes_rate: object, gap: float, lockouts: list[float]) -> bool:
-    """Whether a script asking every ``gap`` seconds while locked strikes past the quota
+    """Whether a script retrying every ``gap`` seconds while locked strikes past the quota
     within every finite lockout (strikes start again at each lockout): then each
     lockout escalates before it ends, up to the one that lasts until ``unlock()``."""
     windows = _windows(strikes_rate)

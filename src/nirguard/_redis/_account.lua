@@ -63,11 +63,19 @@ local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline
   sequence = true}
 -- the pending question after a lockout: asked again of the next new patient
 local ASK_AGAIN = ""
+-- the patients refused during the account's lockout, whose retries while it lasts are
+-- strikes: the fingerprint of the one whose refusal started it, then of those refused
+-- while locked, up to STRUCK_MAX (the first ones kept), 6 bytes each; written anew at
+-- each lockout (the twin of nirguard/_memory_account.py: STRUCK)
+local STRUCK, STRUCK_MAX = "strikes:p", 4
+-- the fingerprint of an invalid number: every invalid number is one patient here
+local INVALID = "\0\0\0\0\0\0"
 
--- `record`: the account's record when this call already loaded it (see is_locked)
-local function account_of(P, K, x, now, lookups, record)
+-- `record`: the account's record when this call already loaded it (see is_locked); `fp`:
+-- the patient's fingerprint (INVALID for an invalid number)
+local function account_of(P, K, x, now, lookups, record, fp)
   return {P = P, K = K, record = record or load(K, 1, P.account), changes = {}, x = x,
-    now = now, lookups = lookups}
+    now = now, lookups = lookups, fp = fp or INVALID}
 end
 
 -- whether the account is locked now, and its record (loaded once: the account step takes
@@ -131,6 +139,7 @@ local function lock(A, quota, count, limit)
   for i = 1, #P.strikes do -- the lockout is the price of the strikes before it
     changes[P.strikes[i].field], changes[P.strikes[i].ends] = 0, 0
   end
+  if #P.strikes > 0 then changes[STRUCK] = A.fp end -- its retries while locked: strikes
   if (record["pending:e"] or 0) > now and record.pending ~= nil then
     -- a lockout does not answer the question: it is asked again when it ends
     changes.pending = ASK_AGAIN
@@ -160,9 +169,18 @@ local function strike(A, outcome, quota, retry, count, limit)
   return reply(outcome, quota, retry, false, level_of(record, now), incident_of(A, x))
 end
 
+-- whether fingerprint `fp` is one of the 6-byte fingerprints packed in `list`
+local function struck(list, fp)
+  for i = 1, #list, 6 do
+    if string.sub(list, i, i + 5) == fp then return true end
+  end
+  return false
+end
+
 -- the refusal of a locked account, or nil. It counts against `lookups` (a lookup) and,
--- while the lockout can still escalate, as a strike: the strike past `strikes` while
--- locked starts the next lockout of the escalation
+-- while the lockout can still escalate, a retry (a patient refused during this lockout)
+-- is a strike: the strike past `strikes` while locked starts the next lockout of the
+-- escalation. Any other patient joins STRUCK
 local function locked(A)
   local P, record, now, changes = A.P, A.record, A.now, A.changes
   local until_ = record.lockout
@@ -171,9 +189,14 @@ local function locked(A)
   if retry > INDEFINITE / 2 then
     retry = nil
   elseif #P.strikes > 0 then
-    local w, c = overflow(record, P.strikes, now)
-    if w then return lock(A, "strikes", c, w.amount) end
-    hit(record, P.strikes, changes, now)
+    local list = record[STRUCK] or ""
+    if struck(list, A.fp) then
+      local w, c = overflow(record, P.strikes, now)
+      if w then return lock(A, "strikes", c, w.amount) end
+      hit(record, P.strikes, changes, now)
+    elseif #list < 6 * STRUCK_MAX then
+      changes[STRUCK] = list .. A.fp
+    end
   end
   if A.lookups and #P.lookups > 0 then hit(record, P.lookups, changes, now) end
   if next(changes) ~= nil then save_account(A) end
@@ -290,7 +313,7 @@ end
 
 -- lockout, budgets, then a new patient's quotas and signals, then the lookup
 local function account_step(P, K, flags, patient_id, x, seen, now, record)
-  local A = account_of(P, K, x, now, true, record)
+  local A = account_of(P, K, x, now, true, record, patient_id)
   local refused = locked(A) or budgets(A)
   if refused then return refused end
   local slot = bl_open_day(A.record, A.changes, P, now)

@@ -28,6 +28,7 @@ local ACCOUNT_FIXED = {
   {"lockout", "L"}, {"lockout_level", "V"}, {"lockout_level:e", "Ve"}, {"pending", "P"},
   {"pending:e", "Pe"}, {"pending:q", "Pq"}, {"miss_ratio:n", "Rn"}, {"miss_ratio:n:e", "Rne"},
   {"miss_ratio:m", "Rm"}, {"miss_ratio:m:e", "Rme"}, {"incident", "I"}, {"incident:e", "Ie"},
+  {"strikes:p", "Sp"}, -- the patients refused during the lockout (_account.lua: STRUCK)
 }
 local function longest(group)
   local most = 0
