@@ -116,7 +116,8 @@ local function unlock_step(P, K, now)
   if not raw then return {"unlocked"} end
   local record, kept = load(K, 1, P.account), {}
   for name, value in pairs(record) do
-    if not FORGOTTEN[string.match(name, "^[^:]+")] then kept[name] = value end
+    local quota = P.account.quota[name] or string.match(name, "^[^:]+")
+    if not FORGOTTEN[quota] then kept[name] = value end
   end
   if P.baseline then kept.blx = -1 end -- the baseline forgives the day (_baseline.lua)
   local ttl = redis.call("PTTL", K[1])
