@@ -358,10 +358,16 @@ local function load(K, i, L)
   return decode(raw, L)
 end
 
--- one field of record K[i]
+-- one field of record K[i] (a name shorter than 32 bytes). A map (first byte 0x8_, or
+-- 0xde) holds the field only if it holds its key, a fixstr: without it, nothing is decoded
 local function field(K, i, L, name)
   local raw = raw_of(K, i)
   if not raw then return nil end
+  local b = string.byte(raw, 1)
+  if (b == 0xde or (b >= 0x80 and b <= 0x8f))
+      and not string.find(raw, string.char(0xa0 + #name) .. name, 1, true) then
+    return nil
+  end
   return decode(raw, L)[name]
 end
 
