@@ -20,16 +20,6 @@
 
 local ENTRY = 14
 local seq_near, seq_own, seq_check, seq_count, seq_remember -- _sequence.lua
-local BYTE = nil -- "00".."ff" -> the byte (fingerprints come as hex text); made on first
-                 -- use: a library being loaded may not call the string library
-
-local function unhex(text)
-  if not BYTE then
-    BYTE = {}
-    for i = 0, 255 do BYTE[string.format("%02x", i)] = string.char(i) end
-  end
-  return (string.gsub(text, "..", BYTE))
-end
 local SHIFT = nil -- simulated time: expiries shifted onto the server's clock (ARGV 8)
 
 -- SET's expiry for a record that holds nothing a decision reads after `at`
