@@ -38,6 +38,7 @@ BODY: Final = "\n".join(
     files("nirguard._redis").joinpath(name).read_text("utf-8")
     for name in (
         "_records.lua",
+        "_walks.lua",
         "_baseline.lua",
         "_policy.lua",
         "_account.lua",
