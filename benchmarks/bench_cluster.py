@@ -52,8 +52,12 @@ can be hot; the run spans hours of simulated time); ``--seasoned`` starts the st
 watch 30 days earlier, the steady state, where a Cluster asks a new patient's heat
 before it decides (one call more per new patient).
 
+``--sequence "6/day;8/7 days"`` turns the opt-in ``sequence`` signal on (a new patient is
+then three calls on a fresh store too).
+
     python benchmarks/bench_cluster.py [--masters 1,3,6,1] [--lookups 300000]
         [--warm 200000] [--clients 3] [--inflight 384] [--repeats 0.8] [--seasoned]
+        [--sequence WINDOWS]
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nirguard import Pseudonymiser, QuotaPolicy, SecretKey
 from nirguard._engine import Request, escape
+from nirguard._sequence import neighbours
 from nirguard.replay.registry import Registry, build_registry
 from tests.redis_tools import RedisCluster, RedisServer, missing_redis_binaries
 
@@ -99,6 +104,7 @@ class Settings:
     inflight: int
     seed: int
     seasoned: bool  # the store watched the portal for longer than hot_cohort_warmup
+    sequence: str | None = None  # QuotaPolicy(sequence=...): the opt-in signal on
 
 
 # -- the lookups ------------------------------------------------------------------------------
@@ -151,8 +157,19 @@ class Pseudonyms:
             self._cache[person] = found
         return found
 
+    def near(self, person: int) -> bytes:
+        """The fingerprints of the person's two neighbours in its cohort (``sequence``)."""
+        return neighbours(self._patients, self.registry.nir(person))
+
 
 # -- the clients ------------------------------------------------------------------------------
+
+
+def shipped(sequence: str | None) -> Any:
+    """The shipped policy, compiled; with ``sequence`` on when it is given."""
+    if sequence is None:
+        return QuotaPolicy()._compiled
+    return QuotaPolicy(sequence=sequence)._compiled
 
 
 def _client(
@@ -164,15 +181,19 @@ def _client(
     registry: Registry,
     barrier: Any,
     results: Any,
+    sequence: str | None,
 ) -> None:
     from nirguard._redis import RedisEngine
 
-    policy = QuotaPolicy()._compiled
+    policy = shipped(sequence)
     names = Pseudonyms(registry)
     requests = []
     for who, person, now in lookups:
         patient, cohort = names.of(person)
-        requests.append(Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now))
+        near = names.near(person) if sequence else b""  # as the guard sends them (_lookup.py)
+        requests.append(
+            Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now, neighbours=near)
+        )
     # A deadline for a host the benchmark loads to the full: the run measures CPU, not latency.
     engine = RedisEngine(url, prefix=prefix, deadline=30.0)
     outcomes: dict[str, int] = {}
@@ -277,7 +298,7 @@ class Measured:
         return sum(self.cpu) / self.lookups
 
 
-def _season(url: str, prefix: str, registry: Registry) -> None:
+def _season(url: str, prefix: str, registry: Registry, sequence: str | None) -> None:
     """Make the store's watch of the portal start 30 days before the lookups (past the
     shipped 14-day ``hot_cohort_warmup``): the steady state, where a cohort's heat can
     decide a new patient, and a Cluster asks for it before it decides."""
@@ -285,7 +306,7 @@ def _season(url: str, prefix: str, registry: Registry) -> None:
 
     patient, cohort = Pseudonyms(registry).of(0)
     engine = RedisEngine(url, prefix=prefix, deadline=30.0)
-    policy = QuotaPolicy()._compiled
+    policy = shipped(sequence)
     engine.decide(Request("bench-season", policy, patient, cohort, False, now=T0 - 30 * 86400))
     engine.close()
 
@@ -301,12 +322,22 @@ def measure(masters: int, settings: Settings, registry: Registry, planned: Plan)
         results = context.Queue()
         prefix = f"bench-cap-{os.getpid()}"
         if settings.seasoned:
-            _season(url, prefix, registry)
+            _season(url, prefix, registry, settings.sequence)
         lookups, warm_each = planned
         workers = [
             context.Process(
                 target=_client,
-                args=(url, prefix, part, warm, settings.inflight, registry, barrier, results),
+                args=(
+                    url,
+                    prefix,
+                    part,
+                    warm,
+                    settings.inflight,
+                    registry,
+                    barrier,
+                    results,
+                    settings.sequence,
+                ),
             )
             for part, warm in zip(lookups, warm_each, strict=True)
         ]
@@ -411,6 +442,12 @@ def main() -> None:
         action="store_true",
         help="a store past hot_cohort_warmup (default: a fresh store, still warming up)",
     )
+    parser.add_argument(
+        "--sequence",
+        default=None,
+        metavar="WINDOWS",
+        help='turn the opt-in sequence signal on with these windows (e.g. "6/day;8/7 days")',
+    )
     args = parser.parse_args()
     why = missing_redis_binaries(cluster=True)
     if why is not None:
@@ -426,6 +463,7 @@ def main() -> None:
         args.inflight,
         args.seed,
         args.seasoned,
+        args.sequence,
     )
     registry = build_registry(args.scale, seed=args.seed)
     lookups = plan(settings, registry)
@@ -435,6 +473,7 @@ def main() -> None:
         f"{args.clients} client processes x {args.inflight} lookups in flight; "
         f"{args.warm:,} lookups to warm up, {args.lookups:,} measured; "
         f"{'a store past its warm-up' if args.seasoned else 'a fresh store (warming up)'}; "
+        f"sequence {args.sequence or 'off (shipped)'}; "
         "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
     results = []

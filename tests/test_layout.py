@@ -138,6 +138,42 @@ def test_a_practitioners_patients_are_one_record_on_redis(private_redis: RedisSe
     guard.close()
 
 
+#: An account record in the format before issue 20's second round (one array: its layout's
+#: codes, then the values, false = absent), made on the server, and the record's format now.
+_OLD_RECORD = """
+redis.call("SET", KEYS[1], cmsgpack.pack({ARGV[1], tonumber(ARGV[2]), false,
+  tonumber(ARGV[3]), tonumber(ARGV[4])}))
+"""
+_IS_MAP = "return cmsgpack.unpack(redis.call('GET', KEYS[1]))._ ~= nil and 1 or 0"
+
+
+def test_an_account_record_in_the_format_before_is_read_by_its_codes(
+    private_redis: RedisServer,
+) -> None:
+    """A store written by the version before (arrays led by their layout) keeps its
+    lockouts and windows: the first decision reads it by its codes and writes a map."""
+    import redis
+
+    from nirguard._engine import Keys
+
+    client = redis.Redis.from_url(private_redis.url())
+    policy = only(distinct_patients="2/day", lockout="1 hour")
+    engine = redis_engine(private_redis.url(), "old")
+    locked, counted = (Keys("old", who, None, "").account for who in ("locked", "counted"))
+    # a lockout ("L") and an unknown code ("Zz": a field this version does not know)
+    client.eval(_OLD_RECORD, 1, locked, "L,Zz,d86400,d86400e", T0 + 60, 0, 0)
+    client.eval(_OLD_RECORD, 1, counted, "L,Zz,d86400,d86400e", 0, 2, T0 + 60)
+    try:
+        decide = lambda who, p: engine.decide(Request(who, policy._compiled, p, None, now=T0))  # noqa: E731
+        assert decide("locked", "a").outcome == "locked"
+        assert decide("counted", "a").quota == "distinct_patients"  # its 2 of 2 kept
+        assert client.eval(_IS_MAP, 1, counted) == 1  # written back in the format now
+        assert decide("counted", "b").outcome == "locked"  # and read again
+    finally:
+        engine.close()
+        client.close()
+
+
 def _heat(engine: Any, cohort: str, now: float) -> Any:
     key = f"t:{{%c{cohort_tag(cohort)}}}:h{PARITY_POLICY._compiled.heat_suffix}"
     return engine._store.get(key, now)

@@ -37,7 +37,7 @@
 --     neighbours come from the heat record), "0" nothing; then "1" while
 --     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot); then
 --     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
---   5 the patient's fingerprint (12 hex digits: 6 bytes in records), then its neighbours'
+--   5 the patient's fingerprint (6 bytes, as records hold it), then its neighbours'
 --     when `sequence` is on (_sequence.lua), 6 the cohort's
 --   7 the heat step's answer, for flag "3" ("hot heat expected neighbours")
 --
@@ -116,7 +116,8 @@ local function unlock_step(P, K, now)
   if not raw then return {"unlocked"} end
   local record, kept = load(K, 1, P.account), {}
   for name, value in pairs(record) do
-    if not FORGOTTEN[string.match(name, "^[^:]+")] then kept[name] = value end
+    local quota = P.account.quota[name] or string.match(name, "^[^:]+")
+    if not FORGOTTEN[quota] then kept[name] = value end
   end
   if P.baseline then kept.blx = -1 end -- the baseline forgives the day (_baseline.lua)
   local ttl = redis.call("PTTL", K[1])
@@ -135,9 +136,13 @@ local function clock(A)
     local t = redis.call("TIME")
     return tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
-  local now, shift = string.match(A[2], "^(%S+)%s*(%S*)$")
-  set_shift(shift)
-  return tonumber(now)
+  local space = string.find(A[2], " ", 1, true) -- "<now> <shift>", or "<now>"
+  if not space then
+    set_shift(nil)
+    return tonumber(A[2])
+  end
+  set_shift(string.sub(A[2], space + 1))
+  return tonumber(string.sub(A[2], 1, space - 1))
 end
 
 -- a lookup's practitioner step (with the portal quota first on a single node). A locked
@@ -206,11 +211,11 @@ local function main(K, A)
   local P = policy_of(A[3], A[8])
   if P == nil then return redis.error_reply("NOPOLICY nirguard: send the policy") end
   local f = A[4]
+  local patient, cohort, reason, _, cold = string.byte(f, 1, 5) -- 49: "1"
   local flags = {
-    patient = string.sub(f, 1, 1) == "1", cohort = string.sub(f, 2, 2) == "1",
-    reason = string.sub(f, 3, 3) == "1", heat = string.sub(f, 4, 4), cfp = unhex(A[6]),
-    fp = unhex(string.sub(A[5], 1, 12)), nb = unhex(string.sub(A[5], 13)), cold = string.sub(f, 5, 5) == "1",
-    place = tonumber(string.sub(f, 6, 7), 16) or 255,
+    patient = patient == 49, cohort = cohort == 49, reason = reason == 49,
+    heat = string.sub(f, 4, 4), cfp = A[6], fp = string.sub(A[5], 1, 6),
+    nb = string.sub(A[5], 7), cold = cold == 49, place = tonumber(string.sub(f, 6, 7), 16) or 255,
   }
   return step(A[1], P, K, A, flags, now)
 end

@@ -17,8 +17,8 @@ local function windows(spec, name, list)
   for amount, seconds in string.gmatch(spec, "(%d+)/(%d+)") do
     list[#list + 1] = {
       amount = tonumber(amount), seconds = tonumber(seconds),
-      field = name .. ":" .. seconds, ends = name .. ":" .. seconds .. ":e",
-      code = CODES[name] .. seconds,
+      quota = name, code = CODES[name] .. seconds,
+      field = CODES[name] .. seconds, ends = CODES[name] .. seconds .. "e", -- record keys
     }
   end
   return list

@@ -5,7 +5,8 @@
 -- cohort's heat). docs/redis.md ("What is stored") gives the layout and the
 -- memory each record takes.
 --
---   account  one MessagePack array: its layout (short codes), then its values
+--   account  one MessagePack map: the fields it holds (windows by short code), "_" its
+--            layout's id
 --   recent   one MessagePack array: "r1", recent patients, break-glass grants,
 --            the walks' layout, the walks, the latest end any of them holds
 --   heat     one MessagePack array: s, l, t, a, the patients counted lately
@@ -19,16 +20,6 @@
 
 local ENTRY = 14
 local seq_near, seq_own, seq_check, seq_count, seq_remember -- _sequence.lua
-local BYTE = nil -- "00".."ff" -> the byte (fingerprints come as hex text); made on first
-                 -- use: a library being loaded may not call the string library
-
-local function unhex(text)
-  if not BYTE then
-    BYTE = {}
-    for i = 0, 255 do BYTE[string.format("%02x", i)] = string.char(i) end
-  end
-  return (string.gsub(text, "..", BYTE))
-end
 local SHIFT = nil -- simulated time: expiries shifted onto the server's clock (ARGV 8)
 
 -- SET's expiry for a record that holds nothing a decision reads after `at`
@@ -89,87 +80,16 @@ local function save_recent(key, r, at, now)
   redis.call("SET", key, packed, how, when)
 end
 
--- walks: per cohort its fingerprint, then for each window of the cohort quota (in the
--- order `wsig` lists their lengths) its count (uint32) and end (double)
-local function walk_layout(group)
-  local lengths = {}
-  for i, w in ipairs(group) do lengths[i] = tostring(w.seconds) end
-  return table.concat(lengths, ",")
-end
-
-local function walk_size(wsig)
-  local n = 0
-  for _ in string.gmatch(wsig, "[^,]+") do n = n + 1 end
-  return 6 + 12 * n
-end
-
--- one walk entry as a record of the group's windows (fields and ends by name)
-local function decode_walk(r, i, group)
-  local out, j, last = {}, 0, 0
-  local by_seconds = {}
-  for _, w in ipairs(group) do by_seconds[tostring(w.seconds)] = w end
-  for seconds in string.gmatch(r.wsig, "[^,]+") do
-    local count, e = struct.unpack("<I4d", r.walks, i + 6 + 12 * j)
-    j = j + 1
-    if e > last then last = e end
-    local w = by_seconds[seconds]
-    if w then out[w.field], out[w.ends] = count, e end
-  end
-  return out, last
-end
-
--- the walk of cohort `cfp` (empty once every window it holds has ended)
-local function walk_of(r, cfp, group, now)
-  if r.wsig == "" then return {} end
-  local size, from = walk_size(r.wsig), 1
-  while true do
-    local i = string.find(r.walks, cfp, from, true)
-    if not i then return {} end
-    if (i - 1) % size == 0 then
-      local walk, last = decode_walk(r, i, group)
-      if last <= now then return {} end
-      return walk
-    end
-    from = i + 1
-  end
-end
-
-local function encode_walk(cfp, walk, group)
-  local parts = {cfp}
-  for _, w in ipairs(group) do
-    parts[#parts + 1] = struct.pack("<I4d", walk[w.field] or 0, walk[w.ends] or 0)
-  end
-  return table.concat(parts)
-end
-
--- r's walks under the group's layout, cfp's entry last, the dead dropped from the front
-local function save_walk(r, cfp, walk, changes, group, now)
-  for name, value in pairs(changes) do walk[name] = value end
-  local wsig, kept = walk_layout(group), {}
-  local size = walk_size(r.wsig)
-  for i = 1, #r.walks - size + 1, size do
-    local fp = string.sub(r.walks, i, i + 5)
-    if fp ~= cfp then
-      local old, last = decode_walk(r, i, group)
-      if wsig == r.wsig then old = string.sub(r.walks, i, i + size - 1)
-      else old = encode_walk(fp, old, group) end
-      kept[#kept + 1] = {old, last}
-    end
-  end
-  local first = 1
-  while kept[first] and kept[first][2] <= now do first = first + 1 end
-  local parts = {}
-  for k = first, #kept do parts[#parts + 1] = kept[k][1] end
-  parts[#parts + 1] = encode_walk(cfp, walk, group)
-  r.wsig, r.walks = wsig, table.concat(parts)
-  local last = 0
-  for _, w in ipairs(group) do
-    if (walk[w.ends] or 0) > last then last = walk[w.ends] end
-  end
-  return last
-end
-
 -- heat: one cohort's decayed counts -------------------------------------------------------
+-- a heat record decoded: {s, l, t, a, seen}. The last one is kept (by its text: the same
+-- text decodes the same), so a call that reads it twice (`sequence`'s neighbours, then the
+-- heat step) decodes it once; nobody changes the table it returns
+local heat_raw, heat_decoded = nil, nil
+local function heat_of(raw)
+  if raw ~= heat_raw then heat_raw, heat_decoded = raw, cmsgpack.unpack(raw) end
+  return heat_decoded
+end
+
 -- when a cohort's record is forgotten: its baseline decayed to one patient, and at
 -- least a heat window after its last new patient, and its alert window over
 local function forgotten(P, t, l, a)
@@ -183,7 +103,7 @@ end
 local function heat_step(P, key, raw, fp, x, now)
   local s, l, t, a, seen = 0, 0, nil, 0, ""
   if raw then
-    local h = cmsgpack.unpack(raw)
+    local h = heat_of(raw)
     s, l, t, a, seen = h[1], h[2], h[3], h[4], h[5]
     if now > forgotten(P, t, l, a) then s, l, t, a, seen = 0, 0, nil, 0, "" end
   end
@@ -220,12 +140,16 @@ local function heat_step(P, key, raw, fp, x, now)
 end
 
 -- account and portal records ------------------------------------------------------------
--- A record is one MessagePack array: its layout (short codes, comma-separated), then
--- its values in that order (false = absent). Arrays are several times cheaper to pack,
--- unpack and move than maps keyed by long names. A record written under another
--- layout (the policy changed) is read by its codes, so nothing is lost.
+-- A record is one MessagePack map of the fields it holds (an absent field is not stored):
+-- a window's count and end under its short code ("l60", "l60e"), the other fields under
+-- their names, and "_" the layout's id (a digest of its codes). Unpacked, the map is the
+-- record: nothing is copied or renamed on a read, and nothing absent is packed on a write.
+-- A record written under another layout (the policy changed) keeps what this one knows:
+-- the windows the two share (same code) and the named fields. A record in the format
+-- before (one array: its layout's codes, then the values in that order, false = absent)
+-- is read by its codes and written back as a map.
 local function layout(fixed, groups)
-  local names, codes, by_code = {}, {}, {}
+  local names, codes, by_code, known, quota = {}, {}, {}, {}, {}
   for _, pair in ipairs(fixed) do
     names[#names + 1] = pair[1]
     codes[#codes + 1] = pair[2]
@@ -236,14 +160,13 @@ local function layout(fixed, groups)
       codes[#codes + 1] = w.code
       names[#names + 1] = w.ends
       codes[#codes + 1] = w.code .. "e"
+      quota[w.field], quota[w.ends] = w.quota, w.quota
     end
   end
-  local index, code_of = {}, {}
-  for i = 1, #names do
-    by_code[codes[i]], index[names[i]], code_of[names[i]] = names[i], i, codes[i]
-  end
-  return {names = names, n = #names, sig = table.concat(codes, ","), by_code = by_code,
-    index = index, code_of = code_of}
+  for i = 1, #names do by_code[codes[i]], known[names[i]] = names[i], true end
+  local sig = table.concat(codes, ",")
+  return {sig = sig, id = string.sub(redis.sha1hex(sig), 1, 8), by_code = by_code,
+    known = known, quota = quota}
 end
 
 -- read once (one MGET for a step's keys), written once
@@ -264,63 +187,62 @@ local function raw_of(K, i)
   return raw
 end
 
-local function load(K, i, L)
-  local raw = raw_of(K, i)
+-- a stored record as this layout reads it
+local function decode(raw, L)
+  local r = cmsgpack.unpack(raw)
+  if r._ == L.id then
+    r._ = nil
+    return r
+  end
   local record = {}
-  if not raw then return record end
-  local a = cmsgpack.unpack(raw)
-  if a[1] == L.sig then
-    local names = L.names
-    for j = 1, L.n do
-      local v = a[j + 1]
-      if v ~= false then record[names[j]] = v end
-    end
-  else -- written under another layout: read what this one knows, by code
+  if r[1] ~= nil then -- the format before: an array led by its layout's codes
     local j = 1
-    for code in string.gmatch(a[1], "[^,]+") do
+    for code in string.gmatch(r[1], "[^,]+") do
       j = j + 1
       local name = L.by_code[code]
-      if name and a[j] ~= false and a[j] ~= nil then record[name] = a[j] end
+      if name and r[j] ~= false and r[j] ~= nil then record[name] = r[j] end
+    end
+  else -- written under another layout: what this one knows
+    local known = L.known
+    for name, v in pairs(r) do
+      if known[name] then record[name] = v end
     end
   end
   return record
 end
 
--- one field of record K[i], without building the record (`load` names every value)
+local function load(K, i, L)
+  local raw = raw_of(K, i)
+  if not raw then return {} end
+  return decode(raw, L)
+end
+
+-- one field of record K[i] (a name shorter than 32 bytes). A map (first byte 0x8_, or
+-- 0xde) holds the field only if it holds its key, a fixstr: without it, nothing is decoded
 local function field(K, i, L, name)
   local raw = raw_of(K, i)
   if not raw then return nil end
-  local a = cmsgpack.unpack(raw)
-  local j = nil
-  if a[1] == L.sig then
-    j = L.index[name]
-  else -- written under another layout: find the field's code
-    local k, code = 0, L.code_of[name]
-    for c in string.gmatch(a[1], "[^,]+") do
-      k = k + 1
-      if c == code then j = k end
-    end
+  local b = string.byte(raw, 1)
+  if (b == 0xde or (b >= 0x80 and b <= 0x8f))
+      and not string.find(raw, string.char(0xa0 + #name) .. name, 1, true) then
+    return nil
   end
-  local v = j and a[j + 1]
-  if v == false then return nil end
-  return v
+  return decode(raw, L)[name]
 end
 
+-- `record` with its changes (a name this layout does not know is not stored), written
 local function save(key, record, changes, at, now, L)
-  local any = false
+  local any, known = false, L.known
   for name, value in pairs(changes) do
-    record[name] = value
+    if known[name] then record[name] = value end
     any = true
   end
   if not any then return end
-  local a, names = {L.sig}, L.names
-  for j = 1, L.n do
-    local v = record[names[j]]
-    if v == nil then v = false end
-    a[j + 1] = v
-  end
+  record._ = L.id
+  local packed = cmsgpack.pack(record)
+  record._ = nil
   local how, when = expiry(at, now)
-  redis.call("SET", key, cmsgpack.pack(a), how, when)
+  redis.call("SET", key, packed, how, when)
 end
 
 -- replies --------------------------------------------------------------------------------

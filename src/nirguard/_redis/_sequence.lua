@@ -21,7 +21,7 @@ local SEQ_HISTORY = "sequence:h" -- until when the account is remembered as a wa
 -- the neighbours (packed fingerprints) the heat record `raw` counted lately, as bits
 seq_near = function(raw, nb, now)
   if not raw or nb == "" then return 0 end
-  local seen = cmsgpack.unpack(raw)[5]
+  local seen = heat_of(raw)[5] -- decoded once a call (_records.lua)
   local mask, bit = 0, 1
   for i = 1, #nb - SEQ_FP + 1, SEQ_FP do
     if ends(seen, string.sub(nb, i, i + SEQ_FP - 1)) > now then mask = mask + bit end

@@ -192,9 +192,10 @@ class Codec:
             + ("1" if cold else "0")
             + format(request.place & 0xFF, "02x")
         )
-        patient = "" if request.patient is None else fingerprint(request.patient).hex()
-        patient += request.neighbours.hex()  # sequence: the neighbours' fingerprints
-        cohort = "" if request.cohort is None else fingerprint(request.cohort).hex()
+        # fingerprints as the records hold them (6 bytes each): the library decodes nothing
+        patient = b"" if request.patient is None else fingerprint(request.patient)
+        patient += request.neighbours  # sequence: the neighbours' fingerprints
+        cohort = b"" if request.cohort is None else fingerprint(request.cohort)
         policy = request.policy
         args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
         return Call(tuple(keys), args, (*args, policy.lua_policy))

@@ -38,6 +38,7 @@ BODY: Final = "\n".join(
     files("nirguard._redis").joinpath(name).read_text("utf-8")
     for name in (
         "_records.lua",
+        "_walks.lua",
         "_baseline.lua",
         "_policy.lua",
         "_account.lua",
@@ -68,8 +69,8 @@ class Call:
     policy's text, sent instead when the server does not know the policy's digest."""
 
     keys: tuple[str, ...]
-    args: tuple[str, ...]
-    full: tuple[str, ...]
+    args: tuple[str | bytes, ...]
+    full: tuple[str | bytes, ...]
 
 
 def _missing(error: Exception) -> str | None:
@@ -118,7 +119,7 @@ class Library:
         self._loaded_at = now
         return [load, self.command(call, call.full)]
 
-    def command(self, call: Call, args: tuple[str, ...]) -> Command:
+    def command(self, call: Call, args: tuple[str | bytes, ...]) -> Command:
         """The command that runs ``call`` with ``args``."""
         if self.functions:
             return ("FCALL", FUNCTION, str(len(call.keys)), *call.keys, *args)
