@@ -132,14 +132,13 @@ def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
     # the body as a number (2A read as 19, 2B as 18: docs/rules.md), without its order
     base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
     d = spacing(patient)
-    out = b""
-    for other in (order - 1, order + 1, order - d, order + d):
-        if 1 <= other <= 999:
-            key = 97 - (base + other) % 97
-            out += fingerprint(patients.pseudonymise_canonical(f"{prefix}{other:03d}{key:02d}"))
-        else:
-            out += ABSENT
-    return out
+    orders = (order - 1, order + 1, order - d, order + d)
+    canonicals = [
+        f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders
+    ]
+    # one pass over the pre-keyed HMAC (pseudonymise_batch's), the numbers outside kept None
+    pseudonyms = patients._pseudonymise_canonicals(canonicals, False)
+    return b"".join(ABSENT if q is None else fingerprint(q) for q in pseudonyms)
 
 
 def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:
