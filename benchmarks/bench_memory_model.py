@@ -253,7 +253,7 @@ def _gb(value: float) -> str:
 
 def report(samples: list[Sample], outcomes: Counter[str], people: int, a: Any) -> None:
     factor_people = a.national_people / people
-    accounts = Counter(k.split(": ", 1)[0] for k in outcomes if k.startswith("account locked"))
+    accounts = Counter(k[18:].split(":")[0] for k in outcomes if k.startswith("account locked"))
     for name in [k for k in outcomes if k.startswith("account locked")]:
         del outcomes[name]
     print(f"lookups: {dict(outcomes)}")

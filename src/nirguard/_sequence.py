@@ -63,7 +63,6 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
-from nirguard._engine import fingerprint
 from nirguard._memory_account import SEQUENCE_HISTORY, Breach
 
 if TYPE_CHECKING:
@@ -133,12 +132,10 @@ def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
     base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
     d = spacing(patient)
     orders = (order - 1, order + 1, order - d, order + d)
-    canonicals = [
-        f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders
-    ]
-    # one pass over the pre-keyed HMAC (pseudonymise_batch's), the numbers outside kept None
-    pseudonyms = patients._pseudonymise_canonicals(canonicals, False)
-    return b"".join(ABSENT if q is None else fingerprint(q) for q in pseudonyms)
+    return patients._fingerprints_canonical(
+        (f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders),
+        ABSENT,
+    )
 
 
 def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:

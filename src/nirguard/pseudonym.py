@@ -183,6 +183,21 @@ class Pseudonymiser(PurposeBound):
                 append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
         return out
 
+    def _fingerprints_canonical(self, canonicals: Iterable[str | None], absent: bytes) -> bytes:
+        """Package-internal (``nirguard._sequence``): for each canonical string, the 6 bytes
+        that stand for its pseudonym in a record (:func:`nirguard._engine.fingerprint`, the
+        end of its digest), ``absent`` for ``None``, concatenated; no hex on the way."""
+        copy = self._hmacs[self._ring.current.key_id].copy
+        out = []
+        for canonical in canonicals:
+            if canonical is None:
+                out.append(absent)
+                continue
+            mac = copy()
+            mac.update(canonical.encode())
+            out.append(mac.finalize()[_DIGEST_BYTES - 6 : _DIGEST_BYTES])
+        return b"".join(out)
+
 
 def pseudonymise_batch(pseudonymiser: Pseudonymiser, values: list[str]) -> list[str | None]:
     """Package-internal: the pseudonym of each value under ``pseudonymiser``'s
