@@ -8,7 +8,9 @@ shipped policy. The portal is a sample of France: the replay's registry keeps
 whole birth cohorts with their real sizes, and the number of accounts keeps the
 national ratio of accounts to people (by default 400,000 accounts for 68
 million people), so that each cohort sees the traffic it would see nationally.
-The shipped policy has ``sequence`` off (opt-in; its counts live in the account record);
+The shipped policy has ``sequence`` on (its counts live in the account record;
+``--sequence ""`` turns it off, ``--sequence "6/day;8/7 days"`` names it); the lookups
+refused and the lockouts by signal per 1,000 practitioner-weeks are printed at the end;
 ``--baseline 5.0`` turns the opt-in ``baseline`` on as well (its fields, the
 hours and places profiles among them, live in the account record too).
 
@@ -26,7 +28,7 @@ plus Redis's own overhead per key (``used_memory`` against the sum of
 
     python benchmarks/bench_memory_model.py [--scale 0.05] [--weeks 16]
         [--samples 1,2,4,8,16] [--national-accounts 400000] [--national-people 68e6]
-        [--baseline 5.0]
+        [--baseline 5.0] [--sequence SPEC]
 """
 
 from __future__ import annotations
