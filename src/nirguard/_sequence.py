@@ -64,6 +64,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
 from nirguard._memory_account import SEQUENCE_HISTORY, Breach
+from nirguard.pseudonym import fingerprints_canonical
 
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy
@@ -132,7 +133,8 @@ def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
     base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
     d = spacing(patient)
     orders = (order - 1, order + 1, order - d, order + d)
-    return patients._fingerprints_canonical(
+    return fingerprints_canonical(
+        patients,
         (f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders),
         ABSENT,
     )

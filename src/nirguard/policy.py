@@ -109,10 +109,9 @@ class QuotaPolicy(BaseModel):
             practitioner's new patients in the same window: a desk that
             serves a busy maternity is not an enumerator.
         portal_cohort_share: see ``portal_cohort``.
-        sequence, sequence_share: new patients next to someone the portal saw lately, in
-            excess of those whose keyed control was seen (a walk shared by accounts;
-            lockout-class; needs ``hot_cohort``), if the excess is ``sequence_share`` of
-            them or more; holds at any density (docs/guard.md).
+        sequence, sequence_share: new patients next to someone the portal saw lately, in excess
+            of those whose keyed control was seen (a walk shared by accounts; lockout-class;
+            needs ``hot_cohort``), if the excess is ``sequence_share`` of them or more.
         hot_cohort: portal-wide evidence about a cohort: a cohort is hot
             when its new patients across the portal over
             ``hot_cohort_window`` exceed ``hot_cohort`` times what its share
