@@ -211,11 +211,18 @@ def count(
     now: float,
 ) -> None:
     """Count a new patient let through: with a neighbour only, a control only, or neither
-    (or both) as evidence."""
-    for i, nw in enumerate(p.sequence_new):
-        nb, ctl, new = _window(record, p, i, now)
-        if record.get(nw.ends, 0.0) <= now:
+    (or both) as evidence. A count is written when it changes (the window's first new
+    patient resets all three); the record ends as ``seq_count`` leaves it."""
+    get = record.get
+    for sw, cw, nw in zip(p.sequence, p.sequence_ctl, p.sequence_new, strict=True):
+        if get(nw.ends, 0.0) > now:
+            changes[nw.field] = int(get(nw.field, 0)) + 1
+            if found == NEIGHBOUR:
+                changes[sw.field] = int(get(sw.field, 0)) + 1
+            elif found == CONTROL:
+                changes[cw.field] = int(get(cw.field, 0)) + 1
+        else:
             changes[nw.ends] = now + nw.seconds
-        changes[nw.field] = new + 1
-        changes[p.sequence[i].field] = nb + (1 if found == NEIGHBOUR else 0)
-        changes[p.sequence_ctl[i].field] = ctl + (1 if found == CONTROL else 0)
+            changes[nw.field] = 1
+            changes[sw.field] = int(found == NEIGHBOUR)
+            changes[cw.field] = int(found == CONTROL)
