@@ -8,7 +8,9 @@ shipped policy. The portal is a sample of France: the replay's registry keeps
 whole birth cohorts with their real sizes, and the number of accounts keeps the
 national ratio of accounts to people (by default 400,000 accounts for 68
 million people), so that each cohort sees the traffic it would see nationally.
-The shipped policy has ``sequence`` off (opt-in; its counts live in the account record);
+The shipped policy has ``sequence`` on (its counts live in the account record;
+``--sequence ""`` turns it off, ``--sequence "6/day;8/7 days"`` names it); the lookups
+refused and the lockouts by signal per 1,000 practitioner-weeks are printed at the end;
 ``--baseline 5.0`` turns the opt-in ``baseline`` on as well (its fields, the
 hours and places profiles among them, live in the account record too).
 
@@ -26,7 +28,7 @@ plus Redis's own overhead per key (``used_memory`` against the sum of
 
     python benchmarks/bench_memory_model.py [--scale 0.05] [--weeks 16]
         [--samples 1,2,4,8,16] [--national-accounts 400000] [--national-people 68e6]
-        [--baseline 5.0]
+        [--baseline 5.0] [--sequence SPEC]
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nirguard import LookupDenied, LookupGuard, Pseudonymiser, QuotaPolicy, SecretKey
-from nirguard.errors import InvalidNIR
+from nirguard.errors import EnumerationSuspected, InvalidNIR
 from nirguard.replay.practitioners import LOOKUP, TYPO, UNKNOWN, Workload, build_workload
 from nirguard.replay.registry import Registry, build_registry
 from tests.redis_tools import RedisServer, missing_redis_binaries
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> None:
         registry, accounts, history_weeks=args.weeks - 1, attack_days=7, seed=args.seed
     )
     gps = {i for i, p in enumerate(workload.practitioners) if p.kind in GP_KINDS}
+    args.gps = len(gps)
     print(
         f"sample portal: {people:,} people in {registry.cohorts:,} whole cohorts "
         f"({people / args.national_people:.3%} of {args.national_people:,.0f}), {accounts:,} "
@@ -170,7 +173,8 @@ def run(args: argparse.Namespace) -> None:
         f"{len(workload):,} events built in {time.perf_counter() - started:.0f} s; "
         "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
-    policy = QuotaPolicy(baseline=args.baseline)
+    extra = {} if args.sequence is None else {"sequence": args.sequence or None}
+    policy = QuotaPolicy(baseline=args.baseline, **extra)
     print(f"policy: the shipped one, sequence {policy.sequence!r}, baseline {policy.baseline!r}")
     weeks = sorted({int(w) for w in args.samples.split(",") if int(w) <= args.weeks})
     with RedisServer() as server:
@@ -231,6 +235,9 @@ def drive(
             outcomes["invalid" if kind == TYPO else "invalid?"] += 1
         except LookupDenied as refused:
             outcomes[type(refused).__name__] += 1
+            if isinstance(refused, EnumerationSuspected):  # a lockout-class signal's lockout
+                outcomes[f"lockout: {refused.signal}"] += 1
+                outcomes[f"account locked by {refused.signal}: {names[who]}"] = 1
         if first:
             startup = float(client.info("memory")["used_memory"]) - sum(
                 int(client.memory_usage(k, samples=0) or 0)
@@ -248,7 +255,23 @@ def _gb(value: float) -> str:
 
 def report(samples: list[Sample], outcomes: Counter[str], people: int, a: Any) -> None:
     factor_people = a.national_people / people
+    accounts = Counter(k[18:].split(":")[0] for k in outcomes if k.startswith("account locked"))
+    for name in [k for k in outcomes if k.startswith("account locked")]:
+        del outcomes[name]
     print(f"lookups: {dict(outcomes)}")
+    total = sum(n for k, n in outcomes.items() if not k.startswith("lockout"))
+    refused = total - outcomes["allowed"] - outcomes["invalid"] - outcomes["invalid?"]
+    weeks = a.weeks * a.gps
+    print(
+        f"GPs' lookups refused: {refused:,} of {total:,} ({refused / max(total, 1):.3%}); "
+        f"accounts locked by a signal: {dict(accounts)}; signals' lockouts per 1,000 "
+        f"practitioner-weeks ({weeks:,}): "
+        + ", ".join(
+            f"{k.split(': ')[1]} {1000 * n / max(weeks, 1):.2f}"
+            for k, n in sorted(outcomes.items())
+            if k.startswith("lockout")
+        )
+    )
     last = samples[-1]
     print(f"-- week {last.week}: per key type (records alive on the simulated clock)")
     print(f"{'key type':<26}{'records':>10}{'bytes':>14}{'per record':>12}   entries per record")
@@ -296,6 +319,9 @@ def main() -> None:
     parser.add_argument("--national-people", type=float, default=68e6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", type=float, default=None, help="e.g. 5.0 (opt-in)")
+    parser.add_argument(
+        "--sequence", default=None, help='e.g. "6/day;8/7 days"; "" off (default: as shipped)'
+    )
     args = parser.parse_args()
     why = missing_redis_binaries()
     if why is not None:

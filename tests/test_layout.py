@@ -241,8 +241,8 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_two_or_three(
     url, prefix = cluster
     engine = redis_engine(url, prefix)
     masters = _masters(_cluster_clients(url))
-    # the shipped checks, hot cohorts on, and the opt-in sequence signal
-    p = QuotaPolicy(lookups="1000/minute", sequence="6/day;8/7 days")._compiled
+    # the shipped checks, hot cohorts and the sequence signal on
+    p = QuotaPolicy(lookups="1000/minute")._compiled
 
     def calls_for(request: Request) -> int:
         before = _calls(masters)
@@ -252,7 +252,7 @@ def test_a_repeat_is_one_call_on_a_cluster_and_a_new_patient_two_or_three(
     # past the warm-up (no hot_cohort_warmup): the heat may decide the account
     warm = QuotaPolicy(lookups="1000/minute", hot_cohort_warmup=None)._compiled
     quota = QuotaPolicy(portal="1000/minute")._compiled  # the portal quota: one more, always
-    plain = QuotaPolicy(lookups="1000/minute")._compiled  # sequence off, as shipped
+    plain = QuotaPolicy(lookups="1000/minute", sequence=None)._compiled  # sequence off
     for i in range(30):  # every master learns the policies (a first call sends them)
         for policy in (p, warm, quota, plain):
             engine.decide(Request(f"w{i}", policy, f"k:{i:032x}", f"k:{i:032x}", now=T0))

@@ -136,9 +136,11 @@ class CompiledPolicy:
     cohort: tuple[Window, ...]
     portal_cohort: tuple[Window, ...]
     new_patients: tuple[Window, ...]
-    #: ``sequence``: new patients next to someone, and new patients, over its windows
+    #: ``sequence``: new patients with a neighbour only, with a control only, and new
+    #: patients, over its windows (nirguard/_sequence.py)
     sequence: tuple[Window, ...]
     sequence_new: tuple[Window, ...]
+    sequence_ctl: tuple[Window, ...]
     sequence_share: float
     portal: tuple[Window, ...]
     break_glass: tuple[Window, ...]
@@ -221,12 +223,13 @@ def _baseline(policy: Source) -> _Baseline:
 
 
 def _sequence(policy: Source, rates: dict[str, tuple[Window, ...]]) -> dict[str, Any]:
-    """``sequence``: its windows, the new patients' over the same, and its share; no
-    windows without ``hot_cohort`` (it reads the cohorts' heat)."""
+    """``sequence``: its windows, the new patients' and the controls' over the same, and
+    its share; no windows without ``hot_cohort`` (it reads the cohorts' heat)."""
     on = policy.hot_cohort is not None
     return {
         "sequence": rates["sequence"] if on else (),
         "sequence_new": _windows(policy, "sequence", "sequence_new") if on else (),
+        "sequence_ctl": _windows(policy, "sequence", "sequence_ctl") if on else (),
         "sequence_share": policy.sequence_share,
     }
 

@@ -75,7 +75,6 @@ _EVIDENCE: Final = {
     "cohort": "cohort_patients",
     "portal_cohort": "portal_cohort_patients",
     "hot_cohort": "cohort_patients",
-    "sequence": "sequence_patients",
 }
 
 
@@ -177,7 +176,8 @@ class Request:
         place: the bucket (0-63) of the keyed hash of the patient's department
             of birth, when ``baseline`` is on; ``-1``: unknown.
         neighbours: fingerprints of the patient pseudonyms of the numbers next to
-            the patient's in its cohort, when ``sequence`` is on (:mod:`nirguard._sequence`).
+            the patient's in its cohort, then of its two controls, when ``sequence`` is
+            on (:mod:`nirguard._sequence`).
     """
 
     practitioner: str
@@ -222,7 +222,7 @@ class Decision:
     usual: float = 0.0
     history: int | None = None
     off_hours: int = 0
-    #: ``sequence``: which neighbours the cohort's heat saw lately (bits, see _sequence)
+    #: ``sequence``: which probes the cohort's heat saw lately (bits, see _sequence)
     adjacent: int = 0
 
     def denial(self) -> LookupDenied | None:
@@ -248,6 +248,8 @@ class Decision:
                 out["ratio"] = round(self.count / self.limit, 3) if self.limit else 0.0
             elif self.quota == "baseline":
                 out.update(new_patients_today=self.count, unusual_places_today=self.limit)
+            elif self.quota == "sequence":  # the window's discordant new patients
+                out.update(neighbour_only=self.count, control_only=self.limit)
             else:
                 label = _EVIDENCE.get(self.quota or "", self.quota or "count")
                 out[label] = self.count

@@ -157,7 +157,7 @@ class LookupPath:
             place = fingerprint(self._places.pseudonymise_canonical(canonical[5:7]))[0] % PLACES
         near = b""
         if policy.sequence and policy.hot_cohort is not None:  # the walk's neighbours, by pseudonym
-            near = neighbours(self._patients, canonical)
+            near = neighbours(self._patients, canonical, patient)
         request = Request(
             key, policy, patient, cohort, stated is not None, place=place, neighbours=near
         )

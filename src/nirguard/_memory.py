@@ -44,6 +44,7 @@ FORGOTTEN: Final = frozenset(
         "blc",
         "sequence",
         "sequence_new",
+        "sequence_ctl",
     }
 )
 
@@ -140,7 +141,7 @@ class MemoryEngine:
             return refused
         slot = baseline.open_day(account.record, account.changes, p, now)
         walked: dict[str, Any] = {}
-        adjacent = False
+        adjacent = 0
         if patient[3]:
             breach = account.breach(req, patient[0], walked)
             if p.sequence:

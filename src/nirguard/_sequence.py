@@ -1,62 +1,92 @@
-"""The ``sequence`` signal: new patients next to people the portal saw lately.
+"""The ``sequence`` signal: new patients next to people the portal saw lately,
+compared with a keyed control.
 
 An enumerator walks a cohort's order numbers (001, 002, 003 ...); spread over
 many stolen accounts and many cohorts at once, each account sees about one
 person per cohort and no cohort looks hot, but the walk still shows at the
 portal: the people of one cohort are looked up **in order**, each next to one
 looked up a moment before, by another account. Legitimate lookups land on
-order numbers at random, so a new patient is rarely next to someone the
-portal saw within the heat window (the share of the population looked up in a
-day, times two: about 5% on the replay's portal).
+order numbers at random, so a new patient is next to someone the portal saw
+within the heat window about as often as any other number of its cohort is:
+a few percent on a small portal, about 0.3 on a national one.
+
+So each new patient is compared with a **control**: two numbers of the same
+cohort, ``d`` away (order ``n - d`` and ``n + d``, ``d`` in :data:`SPACING`, chosen
+by a byte of the patient's keyed pseudonym: nobody without the key knows it).
+Per new patient, ``nb`` says a neighbour is evidence and ``ctl`` that a control
+is (the same rule, :func:`own`). Under legitimate traffic the two are
+exchangeable; a walk that looks up a cohort a few numbers a window makes
+``nb`` nearly always true and ``ctl`` no likelier than for anyone (to cancel
+the control it must look up ``d`` numbers around each patient within the
+window, which is what heats a cohort). The account counts, per window, the
+discordant new patients: ``nb`` only and ``ctl`` only. A new patient with a
+neighbour only breaches when the excess ``e = nb_only - ctl_only`` (this one
+counted) passes the quota, a one-sided sign test (McNemar: ``e * e >= Z2 *
+(nb_only + ctl_only)``, z = 4) **and** ``sequence_share`` of the window's new
+patients (a bias that grows with the count, such as the controls that fall
+outside a small cohort more often than the neighbours, is held by the share;
+chance, which grows with its square root, by the test).
 
 How it is kept pseudonymous and cheap:
 
-* the guard computes the two neighbours of the patient's number (the same
-  cohort, order ``n - 1`` and ``n + 1``, their control keys recomputed) and
-  sends the 6-byte fingerprints of their **patient pseudonyms**
-  (:attr:`~nirguard._engine.Request.neighbours`): never an order number or a NIR;
+* the guard computes the four probes (their control keys recomputed) and sends
+  the 6-byte fingerprints of their **patient pseudonyms**
+  (:attr:`~nirguard._engine.Request.neighbours`, :data:`ABSENT` for a number
+  outside 001-999): never an order number or a NIR; the cohort is the patient's,
+  so the probes read the same heat key (one slot, one call);
 * the cohort's heat record already remembers, by the same fingerprints, the
   people of the cohort new to some account within ``hot_cohort_window``
-  (docs/guard.md, "Hot cohorts"): the heat step reads whether a neighbour is
-  there (:func:`near`). Nothing more is stored portal-wide;
-* the account step drops the neighbours the account itself looked up within the
-  last ten minutes (twins are looked up together: :func:`own`), then counts, per account,
-  its new patients still next to someone (``sequence``, windows in the account
-  record) and the new patients of the same windows (``sequence_new``).
-
-A new patient next to someone breaches when the count passes the quota **and**
-is at least ``sequence_share`` of the account's new patients in the window: a
-walker's are nearly all next to someone, a practice's a few percent. Both
-counts share one fixed window per rate, which starts at the first new patient.
+  (docs/guard.md, "Hot cohorts"): the heat step reads which probes are there
+  (:func:`near`). Nothing more is stored portal-wide;
+* the account step drops the probes the account itself looked up within the
+  last ten minutes (twins are looked up together: :func:`own`), then counts, per
+  account, its new patients with a neighbour only (``sequence``), with a control
+  only (``sequence_ctl``) and all its new patients (``sequence_new``); the three
+  share one fixed window per rate, which starts at the first new patient.
 
 An account that ``sequence`` locked is remembered for ``lockout_memory``
-(:data:`HISTORY` in its record, written by the lockout): its evidence is already in, so
-its next new patient next to someone breaches again, with no new quota's worth of
-fresh evidence. A question answered with a reason is not remembered: a GP who
-states one for a patient next to someone is judged on the quota and share again. Without it a walk that waits out the one-day lockout comes back to
+(:data:`HISTORY` in its record, written by the lockout): its evidence is already
+in, so its next new patient with a neighbour only breaches again, with no new
+quota's worth of fresh evidence. A question answered with a reason is not
+remembered: a GP who states one is judged on the quota, the test and the share
+again. Without it a walk that waits out the one-day lockout comes back to
 cohorts whose neighbours have aged out of ``hot_cohort_window`` and needs a
-quota and a share of new evidence, a second round of identities, before it is
-seen again.
+quota of new evidence, a second round of identities, before it is seen again.
 
 The Redis twin is ``seq_*`` in ``_records.lua`` and ``_account.lua``; on a
-Cluster the heat step's answer (which neighbours it saw) reaches the account
+Cluster the heat step's answer (which probes it saw) reaches the account
 step of the same lookup, in the second call's arguments.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
-from nirguard._engine import fingerprint
 from nirguard._memory_account import SEQUENCE_HISTORY, Breach
+from nirguard.pseudonym import fingerprints_canonical
 
 if TYPE_CHECKING:
-    from nirguard._compiled import CompiledPolicy, Window
+    from nirguard._compiled import CompiledPolicy
     from nirguard._engine import Decision
     from nirguard._memory_records import Heat, Recent
     from nirguard.pseudonym import Pseudonymiser
 
-__all__ = ["HISTORY", "TWINS", "check", "count", "near", "neighbours", "own"]
+__all__ = [
+    "ABSENT",
+    "CONTROL",
+    "HISTORY",
+    "NEIGHBOUR",
+    "SPACING",
+    "TWINS",
+    "Z2",
+    "check",
+    "count",
+    "near",
+    "neighbours",
+    "own",
+    "spacing",
+]
 
 #: Bytes of one neighbour's fingerprint in :attr:`Request.neighbours`.
 FP: Final = 6
@@ -68,27 +98,51 @@ TWINS: Final = 600.0
 #: ``sequence`` locked (``lockout_memory`` after the lockout, written by the account step's
 #: ``lock``); ``unlock()`` forgets it.
 HISTORY: Final = SEQUENCE_HISTORY
+#: The fingerprint that stands for a number outside 001-999 (no record holds it).
+ABSENT: Final = bytes(FP)
+#: The lowest and highest distance of the control probes from the patient's number.
+SPACING: Final = (4, 8)
+#: The sign test's z, squared (``_sequence.lua`` agrees): the excess ``e`` of new patients
+#: with a neighbour only over those with a control only breaches when ``e * e >= Z2 * n``,
+#: ``n`` the two counts' sum (one-sided, z = 4).
+Z2: Final = 16
+#: :func:`own`'s answer: a neighbour is evidence (bit 1), a control is (bit 2).
+NEIGHBOUR: Final = 1
+CONTROL: Final = 2
 
 
-def neighbours(patients: Pseudonymiser, canonical: str) -> bytes:
-    """The fingerprints of the patient pseudonyms of the two numbers next to
-    ``canonical`` in its cohort (order ``n - 1`` then ``n + 1``, those in 001-999),
-    concatenated: 6 or 12 bytes. Nothing of the number itself."""
+def spacing(patient: str) -> int:
+    """The keyed distance ``d`` of a patient's control probes, :data:`SPACING` apart from
+    the lowest: from a byte of its pseudonym that its fingerprint does not hold, so that
+    nobody without the key knows it (and no record reveals it)."""
+    try:
+        byte = int(patient[-14:-12], 16)
+    except ValueError:
+        byte = hashlib.blake2b(patient.encode(), digest_size=1).digest()[0]
+    return SPACING[0] + byte % (SPACING[1] - SPACING[0] + 1)
+
+
+def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
+    """The fingerprints of the patient pseudonyms of four numbers of ``canonical``'s
+    cohort: its neighbours (order ``n - 1``, ``n + 1``) then its controls (``n - d``,
+    ``n + d``, ``d`` from :func:`spacing` of ``patient``, its pseudonym), concatenated:
+    24 bytes, :data:`ABSENT` for a number outside 001-999. Nothing of the number itself."""
     prefix, order = canonical[:10], int(canonical[10:13])
     place = canonical[5:7]
     # the body as a number (2A read as 19, 2B as 18: docs/rules.md), without its order
     base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
-    out = b""
-    for other in (order - 1, order + 1):
-        if 1 <= other <= 999:
-            key = 97 - (base + other) % 97
-            out += fingerprint(patients.pseudonymise_canonical(f"{prefix}{other:03d}{key:02d}"))
-    return out
+    d = spacing(patient)
+    orders = (order - 1, order + 1, order - d, order + d)
+    return fingerprints_canonical(
+        patients,
+        (f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders),
+        ABSENT,
+    )
 
 
 def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:
-    """Which neighbours the cohort's heat saw within its window, as bits of
-    ``base.adjacent`` (1: the first of ``fps``, 2: the second)."""
+    """Which of the four probes the cohort's heat saw within its window, as bits of
+    ``base.adjacent`` (1, 2: the neighbours; 4, 8: the controls)."""
     if heat is None:
         return
     seen, mask = heat.seen, 0
@@ -98,42 +152,54 @@ def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:
     base.adjacent = mask
 
 
-def own(base: Decision, recent: Recent, p: CompiledPolicy, fps: bytes, now: float) -> bool:
-    """Whether a neighbour the portal saw is evidence: somebody else's patient, or the
+def own(base: Decision, recent: Recent, p: CompiledPolicy, fps: bytes, now: float) -> int:
+    """Which probes the portal saw are evidence: somebody else's patient, or the
     account's own looked up at least :data:`TWINS` ago (twins are looked up together;
-    an account walking its own cohorts side by side is not)."""
+    an account walking its own cohorts side by side is not). :data:`NEIGHBOUR` when a
+    neighbour is, plus :data:`CONTROL` when a control is."""
     mask = base.adjacent
     if not mask:
-        return False
+        return 0
     # an own patient's entry ends p.seen after it was looked up
-    latest, seen = now + max(0.0, p.seen - TWINS), recent.seen
+    latest, seen, found = now + max(0.0, p.seen - TWINS), recent.seen, 0
     for i in range(0, len(fps) - FP + 1, FP):
         if mask & (1 << (i // FP)) and seen.get(fps[i : i + FP], 0.0) <= latest:
-            return True
-    return False
+            found |= NEIGHBOUR if i < 2 * FP else CONTROL
+    return found
 
 
-def _window(record: dict[str, Any], sw: Window, nw: Window, now: float) -> tuple[int, int]:
-    """New patients next to someone, and new patients, in one window. The two counts
-    share one window, ``nw``'s (it starts at the first new patient): a share of counts
-    over windows that started at different times would mean nothing."""
+def _window(record: dict[str, Any], p: CompiledPolicy, i: int, now: float) -> tuple[int, int, int]:
+    """New patients with a neighbour only, with a control only, and new patients, in
+    window ``i``. The three share one window, ``sequence_new``'s (it starts at the first
+    new patient): counts over windows that started at different times would not compare."""
+    nw = p.sequence_new[i]
     if record.get(nw.ends, 0.0) > now:
-        return int(record.get(sw.field, 0)), int(record.get(nw.field, 0))
-    return 0, 0
+        get = record.get
+        return (
+            int(get(p.sequence[i].field, 0)),
+            int(get(p.sequence_ctl[i].field, 0)),
+            int(get(nw.field, 0)),
+        )
+    return 0, 0, 0
 
 
-def check(record: dict[str, Any], p: CompiledPolicy, adjacent: bool, now: float) -> Breach | None:
-    """The breach of a new patient next to someone: past the quota, and at least
-    ``sequence_share`` of the account's new patients of the window; or at once, when
-    ``sequence`` locked the account within ``lockout_memory`` (limit 0)."""
-    if not adjacent:
+def check(record: dict[str, Any], p: CompiledPolicy, found: int, now: float) -> Breach | None:
+    """The breach of a new patient with a neighbour but no control as evidence: the
+    excess of such patients over those with a control only passes the quota, the
+    sign test (:data:`Z2`) and ``sequence_share`` of the window's new patients; or at
+    once, when ``sequence`` locked the account within ``lockout_memory``. Its count and
+    limit are the window's patients with a neighbour only and with a control only."""
+    if found != NEIGHBOUR:
         return None
-    for sw, nw in zip(p.sequence, p.sequence_new, strict=True):
-        walked, new = _window(record, sw, nw, now)
-        if walked + 1 > sw.amount and walked + 1 >= p.sequence_share * (new + 1):
-            return "sequence", walked + 1, sw.amount
+    for i, sw in enumerate(p.sequence):
+        nb, ctl, new = _window(record, p, i, now)
+        excess = nb + 1 - ctl
+        tested = excess * excess >= Z2 * (nb + 1 + ctl)
+        if excess > sw.amount and tested and excess >= p.sequence_share * (new + 1):
+            return "sequence", nb + 1, ctl
     if record.get(HISTORY, 0.0) > now:
-        return "sequence", _window(record, p.sequence[0], p.sequence_new[0], now)[0] + 1, 0
+        nb, ctl, _ = _window(record, p, 0, now)
+        return "sequence", nb + 1, ctl
     return None
 
 
@@ -141,13 +207,22 @@ def count(
     record: dict[str, Any],
     changes: dict[str, Any],
     p: CompiledPolicy,
-    adjacent: bool,
+    found: int,
     now: float,
 ) -> None:
-    """Count a new patient let through (next to someone or not) in the account record."""
-    for sw, nw in zip(p.sequence, p.sequence_new, strict=True):
-        walked, new = _window(record, sw, nw, now)
-        if record.get(nw.ends, 0.0) <= now:
+    """Count a new patient let through: with a neighbour only, a control only, or neither
+    (or both) as evidence. A count is written when it changes (the window's first new
+    patient resets all three); the record ends as ``seq_count`` leaves it."""
+    get = record.get
+    for sw, cw, nw in zip(p.sequence, p.sequence_ctl, p.sequence_new, strict=True):
+        if get(nw.ends, 0.0) > now:
+            changes[nw.field] = int(get(nw.field, 0)) + 1
+            if found == NEIGHBOUR:
+                changes[sw.field] = int(get(sw.field, 0)) + 1
+            elif found == CONTROL:
+                changes[cw.field] = int(get(cw.field, 0)) + 1
+        else:
             changes[nw.ends] = now + nw.seconds
-        changes[nw.field] = new + 1
-        changes[sw.field] = walked + (1 if adjacent else 0)
+            changes[nw.field] = 1
+            changes[sw.field] = int(found == NEIGHBOUR)
+            changes[cw.field] = int(found == CONTROL)

@@ -109,9 +109,9 @@ class QuotaPolicy(BaseModel):
             practitioner's new patients in the same window: a desk that
             serves a busy maternity is not an enumerator.
         portal_cohort_share: see ``portal_cohort``.
-        sequence, sequence_share: new patients next to someone the portal saw lately (a walk
-            shared by accounts; lockout-class; needs ``hot_cohort``), if ``sequence_share`` of
-            them or more. Off by default: too noisy on a portal as dense as a national one.
+        sequence, sequence_share: new patients next to someone the portal saw lately, in excess
+            of those whose keyed control was seen (a walk shared by accounts; lockout-class;
+            needs ``hot_cohort``), if the excess is ``sequence_share`` of them or more.
         hot_cohort: portal-wide evidence about a cohort: a cohort is hot
             when its new patients across the portal over
             ``hot_cohort_window`` exceed ``hot_cohort`` times what its share
@@ -176,7 +176,7 @@ class QuotaPolicy(BaseModel):
     cohort: str | None = "4/day"
     portal_cohort: str | None = "5/day;10/7 days"
     portal_cohort_share: float = 0.5
-    sequence: str | None = None
+    sequence: str | None = "6/day;8/7 days"
     sequence_share: float = 0.3
     hot_cohort: float | None = 3.0
     hot_cohort_min: int = 12

@@ -159,6 +159,19 @@ class Pseudonymiser(PurposeBound):
         check_purpose(purpose_suffix)
         return Pseudonymiser(self._ring, purpose=f"{self._purpose}/{purpose_suffix}")
 
+    def _fingerprints_canonical(self, canonicals: Iterable[str | None], absent: bytes) -> bytes:
+        """:func:`fingerprints_canonical`: one copy of the pre-keyed HMAC per string."""
+        copy = self._hmacs[self._ring.current.key_id].copy
+        out = []
+        for canonical in canonicals:
+            if canonical is None:
+                out.append(absent)
+                continue
+            mac = copy()
+            mac.update(canonical.encode())
+            out.append(mac.finalize()[_DIGEST_BYTES - 6 : _DIGEST_BYTES])
+        return b"".join(out)
+
     def _pseudonymise_canonicals(
         self, canonicals: list[str | None], complete: bool
     ) -> list[str | None]:
@@ -182,6 +195,16 @@ class Pseudonymiser(PurposeBound):
                 mac.update(canonical.encode())
                 append(prefix + mac.finalize()[:_DIGEST_BYTES].hex())
         return out
+
+
+def fingerprints_canonical(
+    pseudonymiser: Pseudonymiser, canonicals: Iterable[str | None], absent: bytes
+) -> bytes:
+    """Package-internal (``nirguard._sequence``): for each canonical string, the 6 bytes
+    that stand for its pseudonym under ``pseudonymiser``'s current key in a record
+    (:func:`nirguard._engine.fingerprint`: the end of its digest), ``absent`` for
+    ``None``, concatenated; no hex on the way."""
+    return pseudonymiser._fingerprints_canonical(canonicals, absent)
 
 
 def pseudonymise_batch(pseudonymiser: Pseudonymiser, values: list[str]) -> list[str | None]:

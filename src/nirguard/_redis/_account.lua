@@ -317,7 +317,7 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
   local refused = locked(A) or budgets(A)
   if refused then return refused end
   local slot = bl_open_day(A.record, A.changes, P, now)
-  local walked, adjacent = {}, false
+  local walked, adjacent = {}, 0
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)

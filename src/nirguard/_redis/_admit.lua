@@ -109,7 +109,7 @@ end
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
   pending = true, miss_ratio = true, strikes = true, incident = true, blc = true,
-  sequence = true, sequence_new = true}
+  sequence = true, sequence_new = true, sequence_ctl = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])

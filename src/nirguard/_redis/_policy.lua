@@ -11,7 +11,7 @@ local policy_count = 0
 -- short codes of the quotas, for the layout a record carries
 local CODES = {lookups = "l", distinct_patients = "d", invalid_nirs = "i", misses = "m",
   cohort = "c", portal_cohort = "p", new_patients = "n", break_glass = "b", portal = "q",
-  strikes = "s", sequence = "x", sequence_new = "y"}
+  strikes = "s", sequence = "x", sequence_new = "y", sequence_ctl = "z"}
 
 local function windows(spec, name, list)
   for amount, seconds in string.gmatch(spec, "(%d+)/(%d+)") do
@@ -77,6 +77,7 @@ local function compile(text)
     bl_offset = tonumber(parts[30]),
     seq = windows(parts[31] or "", "sequence", {}),
     seq_new = windows(parts[31] or "", "sequence_new", {}),
+    seq_ctl = windows(parts[31] or "", "sequence_ctl", {}),
     seq_share = tonumber(parts[32]),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
@@ -91,7 +92,7 @@ local function compile(text)
   end
   P.account = layout(fixed,
     {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,
-     P.strikes, P.seq, P.seq_new})
+     P.strikes, P.seq, P.seq_new, P.seq_ctl})
   P.portal_layout = layout({}, {P.portal})
   P.portal_keep = longest(P.portal) + 60
   return P
