@@ -52,8 +52,9 @@ can be hot; the run spans hours of simulated time); ``--seasoned`` starts the st
 watch 30 days earlier, the steady state, where a Cluster asks a new patient's heat
 before it decides (one call more per new patient).
 
-``--sequence "6/day;8/7 days"`` turns the opt-in ``sequence`` signal on (a new patient is
-then three calls on a fresh store too).
+The shipped policy has the ``sequence`` signal on (a new patient is then three calls on a
+fresh store too); ``--sequence off`` turns it off, ``--sequence "6/day;8/7 days"`` sets
+its windows. The lookups carry the four probes the guard sends (``_lookup.py``).
 
     python benchmarks/bench_cluster.py [--masters 1,3,6,1] [--lookups 300000]
         [--warm 200000] [--clients 3] [--inflight 384] [--repeats 0.8] [--seasoned]
@@ -104,7 +105,7 @@ class Settings:
     inflight: int
     seed: int
     seasoned: bool  # the store watched the portal for longer than hot_cohort_warmup
-    sequence: str | None = None  # QuotaPolicy(sequence=...): the opt-in signal on
+    sequence: str | None = None  # QuotaPolicy(sequence=...): None the shipped, "off" none
 
 
 # -- the lookups ------------------------------------------------------------------------------
@@ -158,18 +159,18 @@ class Pseudonyms:
         return found
 
     def near(self, person: int) -> bytes:
-        """The fingerprints of the person's two neighbours in its cohort (``sequence``)."""
-        return neighbours(self._patients, self.registry.nir(person))
+        """The fingerprints of the person's four probes in its cohort (``sequence``)."""
+        return neighbours(self._patients, self.registry.nir(person), self.of(person)[0])
 
 
 # -- the clients ------------------------------------------------------------------------------
 
 
 def shipped(sequence: str | None) -> Any:
-    """The shipped policy, compiled; with ``sequence`` on when it is given."""
+    """The shipped policy, compiled; ``sequence`` ``"off"`` or other windows when given."""
     if sequence is None:
         return QuotaPolicy()._compiled
-    return QuotaPolicy(sequence=sequence)._compiled
+    return QuotaPolicy(sequence=None if sequence == "off" else sequence)._compiled
 
 
 def _client(
@@ -190,7 +191,7 @@ def _client(
     requests = []
     for who, person, now in lookups:
         patient, cohort = names.of(person)
-        near = names.near(person) if sequence else b""  # as the guard sends them (_lookup.py)
+        near = names.near(person) if policy.sequence else b""  # as the guard sends (_lookup.py)
         requests.append(
             Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now, neighbours=near)
         )
@@ -446,7 +447,7 @@ def main() -> None:
         "--sequence",
         default=None,
         metavar="WINDOWS",
-        help='turn the opt-in sequence signal on with these windows (e.g. "6/day;8/7 days")',
+        help='the sequence signal: "off", or these windows (default: the shipped policy\'s)',
     )
     args = parser.parse_args()
     why = missing_redis_binaries(cluster=True)
@@ -473,7 +474,7 @@ def main() -> None:
         f"{args.clients} client processes x {args.inflight} lookups in flight; "
         f"{args.warm:,} lookups to warm up, {args.lookups:,} measured; "
         f"{'a store past its warm-up' if args.seasoned else 'a fresh store (warming up)'}; "
-        f"sequence {args.sequence or 'off (shipped)'}; "
+        f"sequence {args.sequence or 'shipped'}; "
         "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
     results = []
