@@ -190,6 +190,15 @@ def simulated_clock(
     return rest, clock
 
 
+def _counts_heat(request: Request) -> bool:
+    """Whether the lookup counts in its cohort's heat (a valid NIR, ``hot_cohort`` on)."""
+    return (
+        request.policy.hot_cohort is not None
+        and request.cohort is not None
+        and request.patient is not None
+    )
+
+
 class Codec:
     """The plans of one engine: its key prefix, whether the store is a Cluster, and the
     simulated clock it decides on, if any (see :class:`~nirguard._redis.RedisEngine`)."""
@@ -252,22 +261,50 @@ class Codec:
 
     # -- plans ----------------------------------------------------------------------------------
 
-    def _cold(self, request: Request) -> Plan[bool]:
-        """Whether the store is still warming up (``hot_cohort_warmup``): its start is
-        read once per process, then at most hourly (a flushed store warms up again)."""
+    def _warming(self, request: Request) -> bool | None:
+        """Whether the store is still warming up (``hot_cohort_warmup``), or ``None`` when
+        its start is to be read first: once per process, then at most hourly (a flushed
+        store warms up again)."""
         warmup = request.policy.hot_warmup
         if not warmup:
             return False
-        if self._since is None or time.monotonic() - self._read > REREAD:
-            k = self._keys(request)
-            reply = _items((yield self._call("since", request, (k.since,) * KEYS)))
-            self._since, self._read = float(_text(reply[1])), time.monotonic()
+        since = self._since
+        if since is None or time.monotonic() - self._read > REREAD:
+            return None
         clock = self.clock
         if request.now is not None:
             now = request.now
         else:
             now = clock() if clock is not None else time.time()
-        return now - self._since < warmup
+        return now - since < warmup
+
+    def _cold(self, request: Request) -> Plan[bool]:
+        """:meth:`_warming`, reading the store's start when it is due."""
+        cold = self._warming(request)
+        if cold is None:
+            k = self._keys(request)
+            reply = _items((yield self._call("since", request, (k.since,) * KEYS)))
+            self._since, self._read = float(_text(reply[1])), time.monotonic()
+            cold = bool(self._warming(request))
+        return cold
+
+    def admit(self, request: Request) -> Call | None:
+        """The one call of :meth:`decide` on a single node, made without a plan (the
+        engine's quick path); ``None`` on a Cluster, or when the store's start is due to
+        be read first: then run :meth:`decide`."""
+        if self.cluster:
+            return None
+        heat = _counts_heat(request)
+        cold = self._warming(request) if heat else False
+        if cold is None:
+            return None
+        return self._admit(request, heat, cold)
+
+    def _admit(self, request: Request, heat: bool, cold: bool) -> Call:
+        """The single node's call that decides a lookup (mode ``admit``)."""
+        k = self._keys(request)
+        keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
+        return self._call("admit", request, keys, "1" if heat else "0", "", cold)
 
     def decide(self, request: Request) -> Plan[Decision]:
         """Decide a lookup of a valid NIR: one call on a single node; on a Cluster, one
@@ -275,15 +312,11 @@ class Codec:
         the practitioner's, and for a patient new to the practitioner the cohort's heat,
         then the practitioner's again, told what the cohort's step found."""
         p = request.policy
-        k = self._keys(request)
-        heat = p.hot_cohort is not None and request.cohort is not None
-        heat = heat and request.patient is not None
+        heat = _counts_heat(request)
         cold = (yield from self._cold(request)) if heat else False
         if not self.cluster:
-            keys = (k.account, k.recent, k.heat if heat else k.account, k.portal)
-            return decision(
-                (yield self._call("admit", request, keys, "1" if heat else "0", "", cold))
-            )
+            return decision((yield self._admit(request, heat, cold)))
+        k = self._keys(request)
         if p.portal:
             quota = decision((yield self._call("quota", request, (k.portal,) * KEYS)))
             if quota.outcome != "quota":
