@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from nirguard._baseline import shown
 from nirguard._compiled import INDEFINITE, CompiledPolicy
@@ -35,6 +35,8 @@ T = TypeVar("T")
 REREAD = 3600.0
 #: Yields calls, receives each call's reply, returns the operation's result.
 Plan = Generator[Call, Reply, T]
+#: The types of the numbers of a reply the library wrote (hiredis reads them as ``int``).
+_INTEGERS: Final = {int}
 
 
 def _text(value: Reply) -> str:
@@ -52,7 +54,7 @@ def decision(reply: Reply) -> Decision:
     items = _items(reply)
     if len(items) >= 18 and type(items[0]) is bytes and type(items[1]) is bytes:
         numbers = items[2:18]
-        if all(type(v) is int for v in numbers):  # what the library sends: no conversions
+        if set(map(type, numbers)) == _INTEGERS:  # what the library sends: no conversions
             return _decided(items[0].decode(), items[1].decode(), *numbers)  # type: ignore[arg-type]
     outcome, quota = _text(items[0]), _text(items[1])
     retry, started, level, hot, alert, heat, expected, left, count, limit, incident, opens = (
