@@ -1,17 +1,22 @@
-"""The Redis request path's own encoding, held to its slow twin: commands packed by
-hiredis as by Python, and the library's replies read on the fast path as on the
-general one."""
+"""The Redis request path's shortcuts, held to their general twins: commands packed by
+hiredis as by Python, the library's replies read on the fast path as on the general one,
+and a lookup on one server decided without the plan once the warm-up is known."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nirguard._redis.codec import decision
+from nirguard import LookupGuard, Pseudonymiser, QuotaPolicy
+from nirguard._redis.codec import Codec, decision
 from nirguard._redis.wire import pack, pack_python
+from nirguard.testing import NIRGenerator
+from tests.guard_helpers import KEY
+from tests.redis_tools import RedisServer
 
 
 def test_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
@@ -68,3 +73,43 @@ def test_a_short_reply_is_read_with_its_defaults() -> None:
     found = decision([b"allowed", b"", *([0] * 12)])
     assert found.outcome == "allowed" and found.history is None
     assert found.usual == 0.0 and found.adjacent == 0
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_past_the_warm_up_read_a_lookup_on_one_server_runs_no_plan(
+    private_redis: RedisServer, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The quick path is what a lookup costs the portal (docs/redis.md, "Under load"): on a
+    # single server only the first lookup of a process, which reads when the store started
+    # watching the portal (hot_cohort_warmup), runs Codec.decide's plan; the rest go
+    # straight to the transport, and decide as the plan would.
+    guard = LookupGuard(
+        QuotaPolicy(),
+        storage=private_redis.url(),
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        key_prefix="quick",
+    )
+    planned: list[str] = []
+    plan = Codec.decide
+
+    def spied(self: Codec, request: Any) -> Any:
+        planned.append(request.practitioner)
+        return plan(self, request)
+
+    monkeypatch.setattr(Codec, "decide", spied)
+
+    def look(who: str, value: str) -> str | None:
+        if path == "sync":
+            with guard.lookup(who, value) as lookup:
+                return lookup.outcome
+
+        async def one() -> str | None:
+            async with guard.lookup(who, value) as lookup:
+                return lookup.outcome
+
+        return asyncio.run(one())
+
+    outcomes = [look(f"dr{i}", value) for i, value in enumerate(NIRGenerator(seed=9).many(4))]
+    assert outcomes == ["allowed"] * 4
+    assert planned == ["dr0"]
+    guard.close()

@@ -81,7 +81,7 @@ _packer: Final = _pack_command()
 def pack(commands: Sequence[Command]) -> bytes:
     """Commands as one RESP2 byte string (arrays of bulk strings): packed by hiredis in C
     when it can (a command's ~14 arguments cost ~3 us in Python, ~1 us there), else by
-    :func:`pack_python`, byte for byte the same (tests/test_channel.py holds them to it)."""
+    :func:`pack_python`, byte for byte the same (tests/test_redis_codec.py holds them to it)."""
     packer = _packer
     if packer is None:
         return pack_python(commands)
