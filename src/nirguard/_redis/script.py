@@ -132,10 +132,19 @@ class Library:
             StoreUnavailable, ConfigurationError: as the reply says
                 (:func:`~nirguard._redis.outage.classify`); a bug's error reply as itself.
         """
-        key = call.keys[0]
-        batch: list[Command] = [self.command(call, call.args)]
+        replies = yield from routing(call.keys[0], [self.command(call, call.args)])
+        return (yield from self.settle(call, routing, replies))
+
+    def settle(
+        self, call: Call, routing: Routing, replies: list[Reply]
+    ) -> Generator[Hop, list[Reply], Reply]:
+        """The reply of ``call``, from the ``replies`` of its first write on: loads what
+        the server lacks and makes the call again (see :meth:`exchange`).
+
+        Raises:
+            StoreUnavailable, ConfigurationError: as the reply says.
+        """
         for attempt in range(_ATTEMPTS):
-            replies = yield from routing(key, batch)
             for reply in replies[:-1]:
                 _loaded(reply)
             reply = replies[-1]
@@ -153,4 +162,7 @@ class Library:
                 batch = self._load(("SCRIPT", "LOAD", SCRIPT), call, attempt == 0)
             else:
                 batch = [self.command(call, call.full)]
+            if attempt == _ATTEMPTS - 1:
+                break
+            replies = yield from routing(call.keys[0], batch)
         raise classify(ReplyError("nirguard: the library could not be loaded"))

@@ -72,9 +72,13 @@ def run(work: Work[T], transport: SyncTransport, deadline: float) -> T:
         work.close()
 
 
-async def arun(work: Work[T], transport: AsyncTransport, deadline: float) -> T:
-    """Run ``work`` on ``transport`` from the running loop, within about ``deadline``."""
-    start = time.monotonic()
+async def arun(
+    work: Work[T], transport: AsyncTransport, deadline: float, start: float | None = None
+) -> T:
+    """Run ``work`` on ``transport`` from the running loop, within about ``deadline``
+    counted from ``start`` (``time.monotonic()``; default: now)."""
+    if start is None:
+        start = time.monotonic()
     try:
         node, commands = next(work)
         while True:

@@ -13,7 +13,7 @@ somebody else's answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
 from nirguard._redis.outage import StoreUnavailable, classify
@@ -29,6 +29,7 @@ __all__ = [
     "fenced",
     "unfenced",
     "pack",
+    "pack_python",
     "reader",
 ]
 
@@ -64,8 +65,33 @@ def reader() -> Reader:
     return made
 
 
+def _pack_command() -> Callable[[Command], bytes] | None:
+    """hiredis's packer (C; hiredis 2.1 and later), or ``None`` (then :func:`pack_python`)."""
+    try:
+        import hiredis
+    except ModuleNotFoundError:  # pragma: no cover - the redis extra brings it
+        return None
+    packer: Callable[[Command], bytes] | None = getattr(hiredis, "pack_command", None)
+    return packer
+
+
+_packer: Final = _pack_command()
+
+
 def pack(commands: Sequence[Command]) -> bytes:
-    """Commands as one RESP2 byte string (arrays of bulk strings)."""
+    """Commands as one RESP2 byte string (arrays of bulk strings): packed by hiredis in C
+    when it can (a command's ~14 arguments cost ~3 us in Python, ~1 us there), else by
+    :func:`pack_python`, byte for byte the same (tests/test_redis_codec.py holds them to it)."""
+    packer = _packer
+    if packer is None:
+        return pack_python(commands)
+    if len(commands) == 1:
+        return packer(commands[0])
+    return b"".join([packer(command) for command in commands])
+
+
+def pack_python(commands: Sequence[Command]) -> bytes:
+    """:func:`pack` in Python (hiredis before 2.1)."""
     parts: list[bytes] = []
     add = parts.append
     for command in commands:
