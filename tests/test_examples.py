@@ -92,6 +92,10 @@ def _reader(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         if not k.startswith(("NIRGUARD_", "PYTEST_", "PORTAL_", "OTEL_", "XDG_"))
     }
     env["HOME"] = str(tmp_path / "home")
+    # the page's commands on a host the whole suite loads: a fresh CLI process's first decision
+    # can take longer than the 0.5 s default deadline there (a refusal the page does not
+    # expect); the deadline has tests of its own (test_redis_faults.py)
+    env["NIRGUARD_DEADLINE"] = "10"
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     Path(env["HOME"]).mkdir()
     done = _bash(SETUP.code + '\nenv -0 > "$HOME/.env"', work, env)
