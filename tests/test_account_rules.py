@@ -234,3 +234,29 @@ def test_portal_cohort_fires_at_half_of_the_new_patients(
         True,
     )
     assert (fired.count, fired.limit) == (fires_at, 2)
+
+
+def test_a_lookup_without_a_cohort_is_outside_every_cohort_quota(engine: Engine) -> None:
+    """A lookup whose cohort is unknown (``None``) is counted against no cohort: the
+    ``cohort`` quota never refuses it, and it leaves the cohorts' walks as they were."""
+    d = Driver(engine, QuotaPolicy.only(cohort="2/day"))
+    assert [d.look("dr", f"n{i}", None).outcome for i in range(5)] == ["allowed"] * 5
+    assert [d.look("dr", f"c{i}", "c1").outcome for i in range(2)] == ["allowed"] * 2
+    refused = d.look("dr", "c9", "c1")
+    assert (refused.quota, refused.count, refused.limit) == ("cohort", 3, 2)
+
+
+def test_the_question_expires_at_its_instant(engine: Engine) -> None:
+    """A 428 is pending for the first lockout's length (1 hour), not a moment more: at
+    that exact instant another patient is asked anew, not locked out."""
+    d = Driver(engine, gp_policy())
+    d.look("gp", "a")
+    d.look("gp", "b")
+    assert d.look("gp", "x").outcome == "reason_required"
+    d.wait(HOUR)
+    asked = d.look("gp", "y")
+    assert (asked.outcome, asked.quota, asked.lockout_started) == (
+        "reason_required",
+        "distinct_patients",
+        False,
+    )
