@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -537,6 +539,7 @@ def test_grant_and_lockout_alerts_say_what_happened_and_share_the_open_case() ->
     assert grant.patient and (grant.time, grant.budget_left) == (t0 + 10, 0)
     assert grant.expires > grant.time
     denied = next(e for e in portal.events if e.outcome == "lockout")
+    assert portal.events[0].time == datetime.fromtimestamp(t0, tz=timezone.utc)  # aware, UTC
     assert denied.evidence == lockout.evidence
     capture = portal.capture
     assert capture.value(LOCKOUTS, quota="distinct_patients", lockout_level="1", enforced=True) == 1
@@ -581,3 +584,32 @@ def test_the_audit_file_names_the_practitioner_masked(tmp_path: Path) -> None:
     assert lines[0]["practitioner"] == lines[2]["practitioner"] == "dr-martin"
     assert lines[2]["evidence"] == {"distinct_patients": 2, "limit": 1, "lockout_level": 1}
     assert_no_nir(text, NIRS[9])
+
+
+@pytest.mark.parametrize("setting", [None, True, False])
+def test_alerts_and_notices_go_to_their_loggers_unless_turned_off(
+    setting: bool | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Default (``None``) and ``True``: the ``nirguard.alerts`` / ``nirguard.notices``
+    loggers; ``False``: nowhere (docs/guard.md)."""
+    policy = QuotaPolicy.only(distinct_patients="1/day", hot_cohort=4.0, hot_cohort_min=1)
+    prefix = "1850578006"
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
+    guard = LookupGuard(
+        policy,
+        clock=Clock(),
+        audit=None,
+        alert=setting,
+        notice=setting,
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        hooks="inline",
+    )
+    lookup = guard.protect(practitioner="who", nir="value")(lambda who, value: {"ok": True})
+    caplog.set_level(logging.INFO)
+    lookup("dr", same[0])
+    lookup("dr2", same[1])
+    with pytest.raises(LookupDenied):
+        lookup("dr", same[2])
+    names = {r.name for r in caplog.records}
+    expected = set() if setting is False else {"nirguard.alerts", "nirguard.notices"}
+    assert names & {"nirguard.alerts", "nirguard.notices"} == expected
