@@ -34,7 +34,7 @@ from nirguard import (
     nir,
 )
 from nirguard.alerts import BreakGlass, Notice
-from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, LOCKOUTS, NOTICES
+from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, DURATION, LOCKOUTS, NOTICES
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 from tests.guard_helpers import KEY, Clock
@@ -613,3 +613,19 @@ def test_alerts_and_notices_go_to_their_loggers_unless_turned_off(
     names = {r.name for r in caplog.records}
     expected = set() if setting is False else {"nirguard.alerts", "nirguard.notices"}
     assert names & {"nirguard.alerts", "nirguard.notices"} == expected
+
+
+def test_the_guards_metrics_say_shadow_kind_and_duration_of_each_decision() -> None:
+    """Through the guard (not only the recorder): a lockout in shadow mode is counted
+    with ``enforced=False`` and its kind, its alert too, and every decision's time."""
+    policy = QuotaPolicy.only(name="gp", distinct_patients="1/day", break_glass=None)
+    portal = Portal(policy, enforce=False)
+    portal.lookup("dr", NIRS[0])
+    portal.lookup("dr", NIRS[1])  # would lock out
+    capture = portal.capture
+    assert capture.value(LOCKOUTS, quota="distinct_patients", kind="gp", enforced=False) == 1
+    assert capture.value(LOCKOUTS, enforced=True) == 0
+    assert capture.value(ALERTS, signal="distinct_patients", kind="gp", enforced=False) == 1
+    assert capture.value(ALERTS, enforced=True) == 0
+    durations = [p.value for p in capture.points() if p.name == DURATION]
+    assert sum(d.count for d in durations) == 2
