@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,13 +34,14 @@ from nirguard import (
     nir,
 )
 from nirguard.alerts import BreakGlass, Notice
-from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, LOCKOUTS, NOTICES
+from nirguard.metrics import ALERTS, BREAK_GLASS, DECISIONS, DURATION, LOCKOUTS, NOTICES
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
 from tests.guard_helpers import KEY, Clock
 from tests.metrics_helpers import MetricsCapture
 
 NIRS = NIRGenerator(seed=77).many(200)
+DAY = 86400.0
 
 
 class Portal:
@@ -487,3 +491,141 @@ def test_an_outage_is_measured_and_fail_open_still_hands_over_the_number() -> No
     with pytest.raises(GuardUnavailable), closed.lookup("dr", NIRS[0]):
         pass
     assert capture.value(DECISIONS, outcome="unavailable") == 1
+
+
+# -- what the reports say (found by mutation testing: docs/testing.md) -----------------------------
+
+
+def test_grant_and_lockout_alerts_say_what_happened_and_share_the_open_case() -> None:
+    """A break-glass alert (budget spent) is no lockout and has no retry; the lockout's
+    alert has both; a grant while the lockout's incident is open joins its case. The
+    grant record, the metrics and the audit evidence say the same."""
+    portal = Portal(
+        QuotaPolicy.only(distinct_patients="1/day", break_glass="1/day", lockout="1 hour")
+    )
+    t0 = portal.clock.now
+    portal.lookup("dr", NIRS[0])
+    portal.clock.advance(10)
+    portal.lookup("dr", NIRS[1], "ETREAT")  # a grant; none left: an alert
+    portal.clock.advance(10)
+    with pytest.raises(LookupDenied):
+        portal.lookup("dr", NIRS[2])  # the budget spent: a lockout
+    portal.clock.advance(DAY)
+    portal.lookup("dr", NIRS[3])
+    portal.lookup("dr", NIRS[4], "ETREAT")  # the incident is still open (lockout_memory)
+    first, lockout, second = portal.alerts
+    assert (first.signal, first.evidence, first.time) == (
+        "break_glass",
+        {"break_glass_left": 0},
+        t0 + 10,
+    )
+    assert (first.lockout, first.retry_after, first.practitioner) == (False, None, "dr")
+    assert (lockout.signal, lockout.lockout, lockout.retry_after) == (
+        "distinct_patients",
+        True,
+        3600,
+    )
+    assert lockout.evidence == {"distinct_patients": 2, "limit": 1, "lockout_level": 1}
+    assert lockout.time == t0 + 20
+    assert (second.signal, second.lockout, second.retry_after) == ("break_glass", False, None)
+    assert second.case == lockout.case != first.case
+    grant = portal.grants[0]
+    granted = next(e for e in portal.events if e.outcome == "break_glass")
+    assert (grant.practitioner, grant.patient, grant.quota) == (
+        "dr",
+        granted.patient,
+        "distinct_patients",
+    )
+    assert grant.patient and (grant.time, grant.budget_left) == (t0 + 10, 0)
+    assert grant.expires > grant.time
+    denied = next(e for e in portal.events if e.outcome == "lockout")
+    assert portal.events[0].time == datetime.fromtimestamp(t0, tz=timezone.utc)  # aware, UTC
+    assert denied.evidence == lockout.evidence
+    capture = portal.capture
+    assert capture.value(LOCKOUTS, quota="distinct_patients", lockout_level="1", enforced=True) == 1
+    assert capture.value(ALERTS, signal="break_glass", enforced=True) == 2
+
+
+def test_a_hot_cohort_notice_carries_the_decisions_evidence() -> None:
+    policy = QuotaPolicy.only(
+        distinct_patients="1/day", break_glass="1/day", hot_cohort=4.0, hot_cohort_min=1
+    )
+    prefix = "1850578006"
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
+    portal = Portal(policy)
+    portal.lookup("dr", same[0])
+    portal.clock.advance(5)
+    portal.lookup("dr2", same[1], "ETREAT")
+    notice = portal.notices[0]
+    event = next(e for e in portal.events if "hot_cohort" in e.signals)
+    assert event.evidence is not None
+    assert notice.evidence == {k: event.evidence[k] for k in ("cohort_heat", "cohort_expected")}
+    assert (notice.time, notice.cohort) == (portal.clock.now, event.cohort)
+
+
+def test_the_audit_file_names_the_practitioner_masked(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="1/day", break_glass=None),
+        clock=Clock(),
+        audit=str(path),
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        hooks="inline",
+    )
+    lookup = guard.protect(practitioner="who", nir="value")(lambda who, value: {"ok": True})
+    lookup("dr-martin", NIRS[0])
+    lookup("dr-" + NIRS[9], NIRS[0])
+    with pytest.raises(LookupDenied):
+        lookup("dr-martin", NIRS[1])
+    guard.close()
+    text = path.read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [x["practitioner"][:3] for x in lines] == ["dr-"] * 3
+    assert lines[0]["practitioner"] == lines[2]["practitioner"] == "dr-martin"
+    assert lines[2]["evidence"] == {"distinct_patients": 2, "limit": 1, "lockout_level": 1}
+    assert_no_nir(text, NIRS[9])
+
+
+@pytest.mark.parametrize("setting", [None, True, False])
+def test_alerts_and_notices_go_to_their_loggers_unless_turned_off(
+    setting: bool | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Default (``None``) and ``True``: the ``nirguard.alerts`` / ``nirguard.notices``
+    loggers; ``False``: nowhere (docs/guard.md)."""
+    policy = QuotaPolicy.only(distinct_patients="1/day", hot_cohort=4.0, hot_cohort_min=1)
+    prefix = "1850578006"
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
+    guard = LookupGuard(
+        policy,
+        clock=Clock(),
+        audit=None,
+        alert=setting,
+        notice=setting,
+        pseudonymiser=Pseudonymiser(KEY, purpose="guard"),
+        hooks="inline",
+    )
+    lookup = guard.protect(practitioner="who", nir="value")(lambda who, value: {"ok": True})
+    caplog.set_level(logging.INFO)
+    lookup("dr", same[0])
+    lookup("dr2", same[1])
+    with pytest.raises(LookupDenied):
+        lookup("dr", same[2])
+    names = {r.name for r in caplog.records}
+    expected = set() if setting is False else {"nirguard.alerts", "nirguard.notices"}
+    assert names & {"nirguard.alerts", "nirguard.notices"} == expected
+
+
+def test_the_guards_metrics_say_shadow_kind_and_duration_of_each_decision() -> None:
+    """Through the guard (not only the recorder): a lockout in shadow mode is counted
+    with ``enforced=False`` and its kind, its alert too, and every decision's time."""
+    policy = QuotaPolicy.only(name="gp", distinct_patients="1/day", break_glass=None)
+    portal = Portal(policy, enforce=False)
+    portal.lookup("dr", NIRS[0])
+    portal.lookup("dr", NIRS[1])  # would lock out
+    capture = portal.capture
+    assert capture.value(LOCKOUTS, quota="distinct_patients", kind="gp", enforced=False) == 1
+    assert capture.value(LOCKOUTS, enforced=True) == 0
+    assert capture.value(ALERTS, signal="distinct_patients", kind="gp", enforced=False) == 1
+    assert capture.value(ALERTS, enforced=True) == 0
+    durations = [p.value for p in capture.points() if p.name == DURATION]
+    assert sum(d.count for d in durations) == 2

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from nirguard import AuditEvent, LookupGuard, QuotaPolicy
-from nirguard._audit_json import fast_json
+from nirguard._audit_json import fast_json, whole_seconds
 from nirguard._names import OUTCOMES
 from nirguard.audit import event_json
 from nirguard.reasons import ReasonCode
@@ -151,3 +151,53 @@ def test_one_event_that_cannot_be_written_costs_no_other(tmp_path: Path) -> None
     assert [line["outcome"] for line in lines] == ["allowed", "miss"]
     assert NIRS[1] not in path.read_text()
     guard.close()
+
+
+#: The text fields the model masks (NIR-shaped runs), in fast_json's argument order.
+MASKED_FIELDS = ("practitioner", "quota", "kind", "case", "actor", "note")
+
+
+def _fast(**fields: Any) -> str | None:
+    """``fast_json`` with every field named (``None``/``()`` unless given)."""
+    names = ("time", "practitioner", "outcome", "patient", "quota", "retry_after", "cohort")
+    rest = ("kind", "reason", "signals", "case", "actor", "note")
+    values = {"time": 0.0, "practitioner": "dr", "outcome": "denied", "signals": (), **fields}
+    return fast_json(*(values.get(name) for name in names + rest))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", MASKED_FIELDS)
+def test_a_nir_in_any_text_field_is_masked_on_the_direct_path(field: str) -> None:
+    """Each free-text field is masked by the direct path itself (not only by the model):
+    its line holds no NIR and is the model's line."""
+    for _ in range(2):  # the second time from the cache of masked texts
+        line = _fast(**{field: "dr-" + NIRS[1]})
+        assert line is not None
+        assert NIRS[1] not in line and NIRS[1][:13] not in line
+        assert line == _model_json({"time": 0.0, "practitioner": "dr", "outcome": "denied",
+                                    field: "dr-" + NIRS[1]})  # fmt: skip
+
+
+def test_a_refusal_with_a_reason_and_a_note_to_escape_takes_the_direct_path() -> None:
+    """A 428's event (a float ``retry_after``, a reason code, a note the JSON must escape)
+    is formatted directly, twice (cached texts), as the model formats it."""
+    event: dict[str, Any] = {
+        "time": 1_800_000_000.5,
+        "practitioner": "dr-martin",
+        "outcome": "reason_required",
+        "quota": "distinct_patients",
+        "retry_after": 59.9997,
+        "reason": ReasonCode.ETREAT,
+        "note": 'said "urgent"\\\n\ttwice',
+    }
+    for _ in range(2):
+        line = _fast(**event)
+        assert line is not None
+        assert line == _model_json(event)
+        assert json.loads(line)["retry_after"] == 60
+
+
+def test_ten_years_is_still_a_retry_after_longer_is_none() -> None:
+    ten_years = 10 * 365 * 86400
+    assert whole_seconds(float(ten_years)) == ten_years
+    assert whole_seconds(ten_years + 1.0) is None
+    assert whole_seconds(float("inf")) is None

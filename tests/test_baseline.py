@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nirguard import LookupGuard, QuotaPolicy
+from nirguard._baseline import clock
 from nirguard._engine import Decision, Engine, Request
 from nirguard._memory import MemoryEngine
 from nirguard.errors import PolicyError
@@ -405,3 +406,23 @@ def test_the_guard_passes_places_and_refuses_with_the_signal() -> None:
     assert status is not None and status["new_today"] < 60
     assert status["unusual_places_today"] == status["new_today"]  # no history: all unusual
     guard.close()
+
+
+@pytest.mark.parametrize(
+    ("offset", "slot"),
+    [
+        (0.0, 0),  # Monday 00:00
+        (2 * HOUR - 1, 0),
+        (2 * HOUR, 1),  # each slot is two hours
+        (DAY - 1, 11),  # Monday 23:59:59
+        (5 * DAY, 12),  # Saturday 00:00: the weekend slots
+        (6 * DAY + 23 * HOUR, 23),  # Sunday 23:00
+        (7 * DAY, 0),  # Monday again
+    ],
+)
+def test_the_clock_slots_two_hours_weekdays_then_weekends(offset: float, slot: int) -> None:
+    """``clock`` gives the local day and the two-hour slot of the week's profile: 0-11 on
+    weekdays, 12-23 at weekends (here at UTC, ``baseline_utc_offset=0``)."""
+    p = QuotaPolicy.only(baseline=5.0, baseline_utc_offset=0.0)._compiled
+    day, got = clock(p, MONDAY + offset)
+    assert (day, got) == (int((MONDAY + offset) // DAY), slot)
