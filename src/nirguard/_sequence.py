@@ -53,8 +53,8 @@ again. Without it a walk that waits out the one-day lockout comes back to
 cohorts whose neighbours have aged out of ``hot_cohort_window`` and needs a
 quota of new evidence, a second round of identities, before it is seen again.
 
-The Redis twin is ``seq_*`` in ``_records.lua`` and ``_account.lua``; on a
-Cluster the heat step's answer (which probes it saw) reaches the account
+The Redis twin is ``seq_*`` in ``_sequence.lua`` (called by ``_records.lua``,
+``_admit.lua`` and ``_account.lua``); on a Cluster the heat step's answer (which probes it saw) reaches the account
 step of the same lookup, in the second call's arguments.
 """
 

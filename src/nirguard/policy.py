@@ -111,14 +111,14 @@ class QuotaPolicy(BaseModel):
         portal_cohort_share: see ``portal_cohort``.
         sequence, sequence_share: new patients next to someone the portal saw lately, in excess
             of those whose keyed control was seen (a walk shared by accounts; lockout-class;
-            needs ``hot_cohort``), if the excess is ``sequence_share`` of them or more.
-        hot_cohort: portal-wide evidence about a cohort: a cohort is hot
-            when its new patients across the portal over
-            ``hot_cohort_window`` exceed ``hot_cohort`` times what its share
-            of the portal's traffic over ``hot_cohort_baseline`` predicts,
-            plus ``hot_cohort_min``. Relative to the portal's own traffic, so
-            it holds whatever the portal's size. A hot cohort alerts and is
-            audited; on its own it never locks anyone out.
+            needs ``hot_cohort``; on by default), if the excess passes the rate, a sign test
+            and ``sequence_share`` of the window's new patients.
+        hot_cohort: portal-wide evidence about a cohort: a cohort is hot when its new
+            patients across the portal over ``hot_cohort_window`` exceed ``hot_cohort``
+            times what its share of the portal's traffic over ``hot_cohort_baseline``
+            predicts, plus ``hot_cohort_min``. Relative to the portal's own traffic, so it
+            holds whatever the portal's size. A hot cohort is a notice (naming nobody) and
+            is audited; on its own it never locks anyone out.
         hot_cohort_min: see ``hot_cohort``.
         hot_cohort_warmup: how long the store watches the portal before any
             cohort can be hot: cohorts' heat and baselines are learned from
@@ -140,12 +140,12 @@ class QuotaPolicy(BaseModel):
             new-patient breach locks out at once).
         break_glass_access: how long a break-glass grant opens that one
             patient to that one practitioner.
-        strikes: refusals of one practitioner that are not lockouts (a
-            ``lookups`` denial, a request for a reason, break-glass refused)
-            (lockout-class): every refusal also counts against ``lookups``,
-            and the refusal past this quota is a lockout instead. A client
-            that keeps asking after being refused is locked within a few
-            attempts; a clinician who states a reason is not.
+        strikes: refusals of one practitioner that are not lockouts (a ``lookups`` denial,
+            a request for a reason, break-glass refused) (lockout-class): every refusal also
+            counts against ``lookups``, and the refusal past this quota is a lockout instead;
+            while locked, only a retry of a patient refused during the lockout is, and
+            escalates it. A script that keeps asking is locked within a few attempts; a
+            clinician who states a reason, or goes on with others, is not.
         baseline: each account against its own normal (detection,
             lockout-class; ``None``: off). A day's score is how far its new
             patients born at places the account seldom serves (at hours it

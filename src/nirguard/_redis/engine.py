@@ -59,7 +59,8 @@ def _hiredis() -> None:
 
 
 class RedisEngine:
-    """Decides lookups on Redis, one Lua call each (two on a Cluster)."""
+    """Decides lookups on Redis, one Lua call each (on a Cluster, one per slot a lookup
+    needs: a repeat one, a new patient up to three, a portal quota one more)."""
 
     kind = "redis"
 
