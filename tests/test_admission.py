@@ -546,7 +546,8 @@ def test_grant_and_lockout_alerts_say_what_happened_and_share_the_open_case() ->
     assert capture.value(ALERTS, signal="break_glass", enforced=True) == 2
 
 
-def test_a_hot_cohort_notice_carries_the_decisions_evidence() -> None:
+@pytest.mark.parametrize("gap", [5, 7 * 3600])  # 7 h: a heat of 1.747... (decayed a day)
+def test_a_hot_cohort_notice_carries_the_decisions_evidence(gap: int) -> None:
     policy = QuotaPolicy.only(
         distinct_patients="1/day", break_glass="1/day", hot_cohort=4.0, hot_cohort_min=1
     )
@@ -554,12 +555,14 @@ def test_a_hot_cohort_notice_carries_the_decisions_evidence() -> None:
     same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
     portal = Portal(policy)
     portal.lookup("dr", same[0])
-    portal.clock.advance(5)
+    portal.clock.advance(gap)
     portal.lookup("dr2", same[1], "ETREAT")
     notice = portal.notices[0]
     event = next(e for e in portal.events if "hot_cohort" in e.signals)
     assert event.evidence is not None
     assert notice.evidence == {k: event.evidence[k] for k in ("cohort_heat", "cohort_expected")}
+    for value in notice.evidence.values():  # in hundredths, as the audit event has them
+        assert type(value) is float and value == round(value, 2)
     assert (notice.time, notice.cohort) == (portal.clock.now, event.cohort)
 
 
