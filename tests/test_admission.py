@@ -566,6 +566,27 @@ def test_a_hot_cohort_notice_carries_the_decisions_evidence(gap: int) -> None:
     assert (notice.time, notice.cohort) == (portal.clock.now, event.cohort)
 
 
+def test_a_failing_notice_hook_is_logged_by_name_and_the_lookups_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(notice: Notice) -> None:
+        raise RuntimeError("SIEM down")
+
+    policy = QuotaPolicy.only(hot_cohort=4.0, hot_cohort_min=1)
+    prefix = "1850578006"
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2)]
+    guard = LookupGuard(policy, clock=Clock(), notice=broken, metrics=False)
+    with caplog.at_level(logging.ERROR, logger="nirguard.hooks"):
+        for who, value in zip(("dr", "dr2"), same):
+            with guard.lookup(who, value) as lookup:
+                lookup.record({"name": "x"})
+        assert guard.flush(5)
+    failed = [r.getMessage() for r in caplog.records if r.name == "nirguard.hooks"]
+    assert failed == [
+        "nirguard notice hook failed (RuntimeError); further failures are not reported"
+    ]
+
+
 def test_the_audit_file_names_the_practitioner_masked(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     guard = LookupGuard(
