@@ -224,3 +224,33 @@ def test_close_returns_after_its_five_seconds_however_stuck_the_sink() -> None:
     assert stuck.seen == []
     timer.join()
     assert guard.flush(5) and len(stuck.seen) == 1
+
+
+class _Batches:
+    """A sink that does I/O and writes many events at once: blocks on its first write."""
+
+    background = True
+
+    def __init__(self) -> None:
+        self.stuck = _Stuck()
+        self.calls: list[int] = []
+
+    def __call__(self, event: AuditEvent) -> None:
+        self.write_many([event])
+
+    def write_many(self, events: list[AuditEvent]) -> None:
+        self.stuck(None)
+        self.calls.append(len(events))
+
+
+def test_a_sink_that_writes_many_gets_what_gathered_in_one_call() -> None:
+    sink = _Batches()
+    guard = LookupGuard(QuotaPolicy.only(lookups="10/hour"), audit=sink, metrics=False)
+    for i, value in enumerate(NIRS[:6]):
+        with guard.lookup("dr", value) as lookup:
+            lookup.record({"x": 1})
+        if i == 0:
+            assert sink.stuck.entered.wait(5)  # the first write holds the worker
+    sink.stuck.release.set()
+    assert guard.flush(5)
+    assert sink.calls == [1, 5]  # the five that waited: one write, not five
