@@ -546,7 +546,8 @@ def test_grant_and_lockout_alerts_say_what_happened_and_share_the_open_case() ->
     assert capture.value(ALERTS, signal="break_glass", enforced=True) == 2
 
 
-def test_a_hot_cohort_notice_carries_the_decisions_evidence() -> None:
+@pytest.mark.parametrize("gap", [5, 7 * 3600])  # 7 h: a heat of 1.747... (decayed a day)
+def test_a_hot_cohort_notice_carries_the_decisions_evidence(gap: int) -> None:
     policy = QuotaPolicy.only(
         distinct_patients="1/day", break_glass="1/day", hot_cohort=4.0, hot_cohort_min=1
     )
@@ -554,13 +555,36 @@ def test_a_hot_cohort_notice_carries_the_decisions_evidence() -> None:
     same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2, 3)]
     portal = Portal(policy)
     portal.lookup("dr", same[0])
-    portal.clock.advance(5)
+    portal.clock.advance(gap)
     portal.lookup("dr2", same[1], "ETREAT")
     notice = portal.notices[0]
     event = next(e for e in portal.events if "hot_cohort" in e.signals)
     assert event.evidence is not None
     assert notice.evidence == {k: event.evidence[k] for k in ("cohort_heat", "cohort_expected")}
+    for value in notice.evidence.values():  # in hundredths, as the audit event has them
+        assert type(value) is float and value == round(value, 2)
     assert (notice.time, notice.cohort) == (portal.clock.now, event.cohort)
+
+
+def test_a_failing_notice_hook_is_logged_by_name_and_the_lookups_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(notice: Notice) -> None:
+        raise RuntimeError("SIEM down")
+
+    policy = QuotaPolicy.only(hot_cohort=4.0, hot_cohort_min=1)
+    prefix = "1850578006"
+    same = [f"{prefix}{o:03d}{nir.compute_key(f'{prefix}{o:03d}'):02d}" for o in (1, 2)]
+    guard = LookupGuard(policy, clock=Clock(), notice=broken, metrics=False)
+    with caplog.at_level(logging.ERROR, logger="nirguard.hooks"):
+        for who, value in zip(("dr", "dr2"), same):
+            with guard.lookup(who, value) as lookup:
+                lookup.record({"name": "x"})
+        assert guard.flush(5)
+    failed = [r.getMessage() for r in caplog.records if r.name == "nirguard.hooks"]
+    assert failed == [
+        "nirguard notice hook failed (RuntimeError); further failures are not reported"
+    ]
 
 
 def test_the_audit_file_names_the_practitioner_masked(tmp_path: Path) -> None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from nirguard import AuditEvent, LookupGuard, QuotaExceeded, QuotaPolicy
-from nirguard.audit import JsonLinesSink, make_sink
+from nirguard.audit import JsonLinesSink, OffPath, make_sink
+from nirguard.metrics import DROPPED
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
+from tests.metrics_helpers import MetricsCapture
 
 NIRS = NIRGenerator(seed=11).many(10)
 
@@ -132,3 +137,120 @@ def test_a_refusal_in_the_trail_says_when_to_retry_in_whole_seconds() -> None:
     assert guard.flush(5)
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after < 1
     assert [e.retry_after for e in events] == [None, 1]
+
+
+# -- hooks that fall behind (docs/guard.md, "Hooks run off the request path") --------------------
+
+
+class _Stuck:
+    """A hook that blocks on its first item until released: ``entered`` says it is blocked."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.seen: list[Any] = []
+
+    def __call__(self, item: Any) -> None:
+        self.entered.set()
+        self.release.wait(20)
+        self.seen.append(item)
+
+
+def _refused(guard: LookupGuard, who: str) -> None:
+    """Two new patients under a one-patient budget: one allowed, one refused (an alert)."""
+    with guard.lookup(who, NIRS[0]) as lookup:
+        lookup.record({"x": 1})
+    with pytest.raises(QuotaExceeded), guard.lookup(who, NIRS[1]):
+        pass
+
+
+def test_a_full_hook_queue_drops_counts_exactly_and_never_holds_a_lookup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    audit, alert = _Stuck(), _Stuck()
+    capture = MetricsCapture()
+    guard = LookupGuard(
+        QuotaPolicy.only(distinct_patients="1/hour", break_glass=None),
+        audit=OffPath(audit), alert=alert, metrics=capture.metrics, hook_queue=1,
+    )  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="nirguard.hooks"):
+        _refused(guard, "dr-0")  # 2 events, 1 alert: each worker blocks on its first
+        assert audit.entered.wait(5) and alert.entered.wait(5)
+        for who in ("dr-1", "dr-2", "dr-3", "dr-4"):  # 8 events, 4 alerts more
+            _refused(guard, who)
+        # every lookup came back while both hooks were still blocked: none waited
+        assert audit.seen == [] and alert.seen == []
+    # queued behind the blocked one: 1 event (dr-0's refusal) and 1 alert (dr-1's)
+    assert capture.value(DROPPED, hook="audit") == 8
+    assert capture.value(DROPPED, hook="alert") == 3
+    assert capture.value(DROPPED) == 11  # nothing else dropped
+    behind = [r.getMessage() for r in caplog.records if "hook is behind" in r.getMessage()]
+    assert behind == [  # the first drop of each hook, then at most once a minute
+        "nirguard audit hook is behind: its queue of 1 is full; 1 item(s) dropped so far",
+        "nirguard alert hook is behind: its queue of 1 is full; 1 item(s) dropped so far",
+    ]
+    audit.release.set()
+    alert.release.set()
+    assert guard.flush(5)
+    assert [e.outcome for e in audit.seen] == ["allowed", "lockout"]
+    assert [a.practitioner for a in alert.seen] == ["dr-0", "dr-1"]
+
+
+def _stuck_guard(stuck: Callable[[Any], None]) -> LookupGuard:
+    guard = LookupGuard(QuotaPolicy.only(lookups="10/hour"), audit=OffPath(stuck), metrics=False)
+    with guard.lookup("dr", NIRS[0]) as lookup:
+        lookup.record({"x": 1})
+    return guard
+
+
+def test_flush_gives_up_on_a_stuck_sink_at_its_timeout() -> None:
+    stuck = _Stuck()
+    guard = _stuck_guard(stuck)
+    assert stuck.entered.wait(5)
+    assert guard.flush(0.05) is False  # not waiting for the sink: it is still blocked
+    assert stuck.seen == []
+    stuck.release.set()
+    assert guard.flush(5) is True
+    assert len(stuck.seen) == 1
+
+
+def test_close_returns_after_its_five_seconds_however_stuck_the_sink() -> None:
+    stuck = _Stuck()
+    guard = _stuck_guard(stuck)
+    assert stuck.entered.wait(5)
+    timer = threading.Timer(5.5, stuck.release.set)  # the sink answers after 5.5 s
+    timer.start()
+    guard.close()  # 5 s, then it stops waiting: the sink has not answered yet
+    assert stuck.seen == []
+    timer.join()
+    assert guard.flush(5) and len(stuck.seen) == 1
+
+
+class _Batches:
+    """A sink that does I/O and writes many events at once: blocks on its first write."""
+
+    background = True
+
+    def __init__(self) -> None:
+        self.stuck = _Stuck()
+        self.calls: list[int] = []
+
+    def __call__(self, event: AuditEvent) -> None:
+        self.write_many([event])
+
+    def write_many(self, events: list[AuditEvent]) -> None:
+        self.stuck(None)
+        self.calls.append(len(events))
+
+
+def test_a_sink_that_writes_many_gets_what_gathered_in_one_call() -> None:
+    sink = _Batches()
+    guard = LookupGuard(QuotaPolicy.only(lookups="10/hour"), audit=sink, metrics=False)
+    for i, value in enumerate(NIRS[:6]):
+        with guard.lookup("dr", value) as lookup:
+            lookup.record({"x": 1})
+        if i == 0:
+            assert sink.stuck.entered.wait(5)  # the first write holds the worker
+    sink.stuck.release.set()
+    assert guard.flush(5)
+    assert sink.calls == [1, 5]  # the five that waited: one write, not five
