@@ -121,6 +121,21 @@ def test_an_own_patient_the_account_still_knows_is_a_twin(engine: Engine) -> Non
     assert (decision.outcome, decision.quota, decision.count) == ("suspected", "sequence", Z2)
 
 
+def test_an_own_patient_looked_up_twins_ago_is_evidence(engine: Engine) -> None:
+    """An account's own patient looked up :data:`TWINS` ago or more is evidence (an
+    account walking its own cohorts side by side), one looked up a second less long ago
+    is a twin."""
+    for wait, breach in ((TWINS - 1.0, False), (TWINS, True)):
+        portal = Portal(engine, _policy(share=0.0))  # its own patients have no evidence
+        now = T0
+        for cohort in range(Z2):
+            assert portal.ask("gp", cohort, 10, now).outcome == "allowed"
+            decision = portal.ask("gp", cohort, 11, now + wait)
+            now += 2 * TWINS
+        assert (decision.quota == "sequence") is breach, wait
+        assert decision.count == (Z2 if breach else None)
+
+
 def test_a_neighbour_seen_exactly_the_heat_window_ago_is_forgotten(engine: Engine) -> None:
     """The heat remembers a person for ``hot_cohort_window``, its end excluded: a neighbour
     seen exactly that long ago is no evidence (the Z2-th neighbour does not breach),
@@ -141,6 +156,10 @@ def test_the_window_ends_at_its_exact_end(engine: Engine) -> None:
     portal.evidence("a", Z2 - 1, 100, T0 - 1.0)  # the first new patient at T0
     at_end = portal.next_to_x("a", 200, T0 + DAY - 1.0)
     assert (at_end.outcome, at_end.quota) == ("allowed", None)
+    # ... and counts this patient: Z2 - 2 more pass, the next breaches with Z2
+    now = portal.evidence("a", Z2 - 2, 300, T0 + DAY + 60.0)
+    again = portal.next_to_x("a", 400, now)
+    assert (again.outcome, again.quota, again.count) == ("suspected", "sequence", Z2)
     before = Portal(engine)
     before.evidence("a", Z2 - 1, 100, T0 - 1.0)
     inside = before.next_to_x("a", 200, T0 + DAY - 2.0)
