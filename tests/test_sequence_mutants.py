@@ -142,7 +142,11 @@ def test_a_neighbour_seen_exactly_the_heat_window_ago_is_forgotten(engine: Engin
     one seen a second less long ago is."""
     portal = Portal(engine)
     now = portal.evidence("a", Z2 - 1, 100, T0)
-    late = portal.next_to_x("a", 200, now, wait=HOT)
+    assert portal.ask("x", 200, 10, now).outcome == "allowed"
+    # somebody else looked up "a"'s patient a minute later: the heat, which knows it
+    # already, is not touched by "a"'s lookup and still holds number 10's entry
+    assert portal.ask("y", 200, 11, now + 60.0).outcome == "allowed"
+    late = portal.ask("a", 200, 11, now + HOT)
     assert (late.outcome, late.quota) == ("allowed", None)
     now += HOT + 60.0
     decision = portal.next_to_x("a", 201, now, wait=HOT - 1.0)
