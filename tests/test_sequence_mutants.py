@@ -92,6 +92,19 @@ def test_the_sign_test_alone_holds_a_walk_under_z2(engine: Engine) -> None:
     assert (decision.count, decision.limit) == (Z2, 0)
 
 
+def test_the_upper_neighbour_is_evidence_as_the_lower_is(engine: Engine) -> None:
+    """A walk down a cohort: each new patient next to number ``n + 1``, seen by somebody
+    else; no control seen. The Z2-th breaches as a walk up does."""
+    portal = Portal(engine)
+    now = T0
+    for cohort in range(Z2):
+        assert portal.ask("x", cohort, 12, now).outcome == "allowed"
+        decision = portal.ask("a", cohort, 11, now + 1.0)
+        now += 60.0
+    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
+    assert (decision.count, decision.limit) == (Z2, 0)
+
+
 def test_twins_looked_up_together_are_no_evidence(engine: Engine) -> None:
     """A practice looks up numbers 10 and 11 of fresh cohorts together: 11 is next to the
     account's own patient of a moment ago (a twin), which is no evidence however often."""
