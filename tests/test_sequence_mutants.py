@@ -218,6 +218,25 @@ def test_new_patients_with_a_control_only_count_against_the_neighbours(
     assert (decision.count, decision.limit) == (22, 2)
 
 
+def test_a_new_patient_with_a_neighbour_and_a_control_counts_for_neither(
+    engine: Engine,
+) -> None:
+    """Two new patients next to somebody else's patient with their control seen too
+    (numbers 10 and 20): evidence both ways, counted as neither; the Z2-th new patient
+    with a neighbour only then breaches as if they had not been, its limit 0."""
+    portal = Portal(engine)
+    now = T0
+    for cohort in (300, 301):
+        assert portal.ask("x", cohort, 10, now).outcome == "allowed"
+        assert portal.ask("x", cohort, 20, now).outcome == "allowed"
+        assert portal.ask("a", cohort, 11, now + 1.0, control=20).quota is None
+        now += 60.0
+    now = portal.evidence("a", Z2 - 1, 100, now)
+    decision = portal.next_to_x("a", 200, now)
+    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
+    assert (decision.count, decision.limit) == (Z2, 0)
+
+
 def test_the_quota_must_be_exceeded_not_reached(engine: Engine) -> None:
     """Under a quota of ``Z2`` a day, the Z2-th new patient with a neighbour only passes
     (the excess equals the quota), the next breaches."""
