@@ -173,6 +173,22 @@ def shipped(sequence: str | None) -> Any:
     return QuotaPolicy(sequence=None if sequence == "off" else sequence)._compiled
 
 
+def requests_for(
+    lookups: list[tuple[int, int, float]], registry: Registry, policy: Any
+) -> list[Request]:
+    """The engine's requests for ``lookups`` (practitioner, person, time), with the probes the
+    guard sends when the policy has ``sequence`` (``_lookup.py``)."""
+    names = Pseudonyms(registry)
+    requests = []
+    for who, person, now in lookups:
+        patient, cohort = names.of(person)
+        near = names.near(person) if policy.sequence else b""
+        requests.append(
+            Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now, neighbours=near)
+        )
+    return requests
+
+
 def _client(
     url: str,
     prefix: str,
@@ -186,15 +202,7 @@ def _client(
 ) -> None:
     from nirguard._redis import RedisEngine
 
-    policy = shipped(sequence)
-    names = Pseudonyms(registry)
-    requests = []
-    for who, person, now in lookups:
-        patient, cohort = names.of(person)
-        near = names.near(person) if policy.sequence else b""  # as the guard sends (_lookup.py)
-        requests.append(
-            Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now, neighbours=near)
-        )
+    requests = requests_for(lookups, registry, shipped(sequence))
     # A deadline for a host the benchmark loads to the full: the run measures CPU, not latency.
     engine = RedisEngine(url, prefix=prefix, deadline=30.0)
     outcomes: dict[str, int] = {}

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cluster as cluster
 
-from nirguard._engine import Request, escape
+from nirguard._engine import Request
 from tests.redis_tools import RedisServer, missing_redis_binaries
 
 PRACTITIONERS = 4000
@@ -60,15 +60,7 @@ def requests(args: argparse.Namespace) -> tuple[list[Request], int, Any]:
         args.sequence,
     )  # fmt: skip
     (lookups,), (warm,) = cluster.plan(settings, registry)
-    policy = cluster.shipped(args.sequence)
-    names = cluster.Pseudonyms(registry)
-    out = []
-    for who, person, now in lookups:
-        patient, cohort = names.of(person)
-        near = names.near(person) if policy.sequence else b""
-        out.append(
-            Request(escape(f"rpps-{who}"), policy, patient, cohort, False, now=now, neighbours=near)
-        )
+    out = cluster.requests_for(lookups, registry, cluster.shipped(args.sequence))
     return out, warm, registry
 
 

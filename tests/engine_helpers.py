@@ -115,3 +115,14 @@ def engines(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 def drive(engine: Engine, **fields: Any) -> Driver:
     return Driver(engine, QuotaPolicy.only(**fields))
+
+
+def gp_policy(**fields: Any) -> QuotaPolicy:
+    """A GP's quotas with break-glass and strikes (the shipped values, fewer signals)."""
+    base: dict[str, Any] = {
+        "lookups": "30/minute;200/day",
+        "distinct_patients": "2/day",
+        "break_glass": "1/day;2/7 days",
+        "strikes": "3/hour;6/day",
+    }
+    return QuotaPolicy.only(**{**base, **fields})

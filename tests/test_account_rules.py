@@ -9,30 +9,18 @@ a break-glass grant leaves behind (docs/guard.md, docs/rules.md; docs/testing.md
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from nirguard import QuotaPolicy
 from nirguard._engine import Decision, Engine
 from nirguard._memory_account import STRUCK_MAX
-from tests.engine_helpers import DAY, ENGINES, HOUR, Driver, engines
+from tests.engine_helpers import DAY, ENGINES, HOUR, Driver, engines, gp_policy
 
 
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield from engines(request)
-
-
-def gp_policy(**fields: Any) -> QuotaPolicy:
-    """A GP's quotas with break-glass and strikes (as in test_strikes.py)."""
-    base: dict[str, Any] = {
-        "lookups": "30/minute;200/day",
-        "distinct_patients": "2/day",
-        "break_glass": "1/day;2/7 days",
-        "strikes": "3/hour;6/day",
-    }
-    return QuotaPolicy.only(**{**base, **fields})
 
 
 def _locked_by_moving_on(d: Driver, who: str) -> Decision:

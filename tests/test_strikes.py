@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -27,23 +26,12 @@ from nirguard import (
 )
 from nirguard._engine import Decision, Engine
 from nirguard.errors import LookupDenied
-from tests.engine_helpers import DAY, ENGINES, HOUR, T0, Driver, engines
+from tests.engine_helpers import DAY, ENGINES, HOUR, T0, Driver, engines, gp_policy
 
 
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield from engines(request)
-
-
-def gp_policy(**fields: Any) -> QuotaPolicy:
-    """A GP's quotas with break-glass and strikes (the shipped values, fewer signals)."""
-    base: dict[str, Any] = {
-        "lookups": "30/minute;200/day",
-        "distinct_patients": "2/day",
-        "break_glass": "1/day;2/7 days",
-        "strikes": "3/hour;6/day",
-    }
-    return QuotaPolicy.only(**{**base, **fields})
 
 
 # -- a refused patient asked for again ------------------------------------------------------------
