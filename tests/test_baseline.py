@@ -76,9 +76,12 @@ class Practice:
             self.refused.append(decision)
         return decision
 
-    def day(self, day: int, new: int, *, harvest: int = 0, start: float = 8.0) -> list[Decision]:
+    def day(
+        self, day: int, new: int, *, harvest: int = 0, start: float = 8.0, local: bool = False
+    ) -> list[Decision]:
         """``new`` new patients of the practice, a few repeats, and ``harvest`` new people
-        from anywhere, spread over 10 hours from ``start`` (UTC) of day ``day``."""
+        from anywhere (``local``: born at the practice's usual places), spread over 10
+        hours from ``start`` (UTC) of day ``day``."""
         rng = self.rng
         kinds = ["new"] * new + ["repeat"] * (new // 5) + ["harvest"] * harvest
         rng.shuffle(kinds)
@@ -92,7 +95,8 @@ class Practice:
                 patient = f"p{self.made}"
                 place = rng.choice((1, 2, 3)) if rng.random() < 0.8 else rng.randrange(64)
             else:
-                patient, place = f"h{self.made}", rng.randrange(64)
+                place = rng.choice((1, 2, 3)) if local else rng.randrange(64)
+                patient = f"h{self.made}"
             out.append(self.look(patient, place, now))
         return out
 
@@ -117,6 +121,31 @@ def test_a_practice_is_never_suspected_over_weeks(engine: Engine) -> None:
     assert normal["days"] == 20
     assert 14 <= normal["new_per_day"] <= 16
     assert normal["expected_unusual_places"] < normal["expected"]  # most places are usual
+
+
+def test_a_harvest_born_at_the_owners_places_is_suspected_by_its_volume(engine: Engine) -> None:
+    """The owner keeps working and the harvest is born where the owner's patients are:
+    the places' score sees nothing, the day's volume does (``baseline_volume``)."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    day = practice.day(21, 15, harvest=40, local=True)
+    first = _signals(day)[0]
+    assert (first.outcome, first.quota) == ("reason_required", "baseline")
+    assert first.evidence["new_patients_today"] < 55  # refused before the day's end
+
+
+def test_without_the_volume_the_same_harvest_goes_unseen(engine: Engine) -> None:
+    policy = POLICY.model_copy(update={"baseline_volume": None})
+    practice = Practice(engine, QuotaPolicy(**policy.model_dump()))
+    practice.weeks(3)
+    assert _signals(practice.day(21, 15, harvest=40, local=True)) == []
+
+
+def test_a_busy_day_of_the_practice_itself_is_not_suspected(engine: Engine) -> None:
+    """Half as many new patients again as usual, from its usual places: not a harvest."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    assert _signals(practice.day(21, 22)) == []
 
 
 def test_a_harvest_on_an_established_account_is_suspected(engine: Engine) -> None:
@@ -291,13 +320,17 @@ def test_a_harvested_day_does_not_widen_the_normal(engine: Engine) -> None:
     assert after["expected"] <= before["expected"] + 2 * before["sd"] / 21 + 0.5
 
 
-def test_the_engines_agree_on_a_month_of_random_traffic(redis_url: str) -> None:
+@pytest.mark.parametrize("volume", [1.0, 0.0, None])
+def test_the_engines_agree_on_a_month_of_random_traffic(
+    redis_url: str, volume: float | None
+) -> None:
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     redis_engine = _redis_engine(redis_url, prefix)
     memory = MemoryEngine(lambda: MONDAY, prefix=prefix)
     policy = QuotaPolicy.only(
-        distinct_patients="1000/day", break_glass="2/day", baseline=2.0, baseline_prior=(8, 4)
-    )
+        distinct_patients="1000/day", break_glass="2/day", baseline=2.0, baseline_prior=(8, 4),
+        baseline_volume=volume,
+    )  # fmt: skip
     rng = random.Random(5)
     try:
         for day in range(35):
@@ -364,6 +397,7 @@ def test_an_account_takes_at_most_8_kb_on_redis_after_weeks_of_a_busy_gp(redis_u
         {"baseline_prior_days": 0},
         {"baseline_off_hours": 0.5},
         {"baseline_utc_offset": 15},
+        {"baseline_volume": -0.5},
     ],
 )
 def test_baseline_fields_are_checked(fields: dict[str, Any]) -> None:

@@ -26,7 +26,10 @@ A day's score is ``z = (x - expected) / sd`` of ``x``, the new patients from
 unusual places (those at unusual hours weigh ``baseline_off_hours``), counted
 only when the day's volume of new patients is also above its usual by one sd
 (a locum's new practice changes places, not volume; a busy day changes volume,
-not places). The expected day blends the account's own EWMAs with its peers'
+not places). The volume alone also scores, ``baseline_volume`` sd less than it
+measures: ``z = max(z, (n - expected) / sd - baseline_volume)``, so that a harvest
+on a working owner's account, born where the owner's patients are, still counts
+as the volume the owner never did (``None``: the volume only gates). The expected day blends the account's own EWMAs with its peers'
 prior (``baseline_prior``), the prior fading out over ``baseline_prior_days``
 days of history. Within the day, today so far is compared with the share of the
 day that the account's hours profile has done by the end of this two-hour slot
@@ -162,7 +165,10 @@ def _score(
     mu_u, sd_u = _part(mu_u, sd_u, f)
     x = u + (p.baseline_off_hours - 1) * off
     z = (x - mu_u) / sd_u
-    return z if n >= mu + sd else min(z, (n - mu) / sd)
+    zn = (n - mu) / sd
+    if n < mu + sd:
+        z = min(z, zn)
+    return z if p.baseline_volume is None else max(z, zn - p.baseline_volume)
 
 
 def _ewma(m: float, v: float, x: float, a: float) -> tuple[float, float]:

@@ -82,6 +82,8 @@ class Source(Protocol):
     def baseline_off_hours(self) -> float: ...
     @property
     def baseline_utc_offset(self) -> float: ...
+    @property
+    def baseline_volume(self) -> float | None: ...
 
     def items(self, field: str) -> tuple[RateLimitItem, ...]: ...
 
@@ -162,7 +164,8 @@ class CompiledPolicy:
     break_glass_access: float
     #: ``baseline``: the CUSUM's threshold (``None``: off), slack, the peers' prior
     #: (mean, sd, days it fades over), the weight of off-hours new patients, the local
-    #: day's offset from UTC in seconds (see :mod:`nirguard._baseline`)
+    #: day's offset from UTC in seconds, the volume's offset (``None``: volume only
+    #: gates) (see :mod:`nirguard._baseline`)
     baseline: float | None
     baseline_slack: float
     baseline_mean: float
@@ -170,6 +173,7 @@ class CompiledPolicy:
     baseline_prior_days: float
     baseline_off_hours: float
     baseline_offset: float
+    baseline_volume: float | None
     keep: float
     #: how long the portal quota's record is kept
     portal_keep: float
@@ -207,10 +211,12 @@ class _Baseline(TypedDict):
     baseline_prior_days: float
     baseline_off_hours: float
     baseline_offset: float
+    baseline_volume: float | None
 
 
 def _baseline(policy: Source) -> _Baseline:
     """The ``baseline`` fields, compiled (see :mod:`nirguard._baseline`)."""
+    volume = policy.baseline_volume
     return {
         "baseline": None if policy.baseline is None else float(policy.baseline),
         "baseline_slack": float(policy.baseline_slack),
@@ -219,6 +225,7 @@ def _baseline(policy: Source) -> _Baseline:
         "baseline_prior_days": float(policy.baseline_prior_days),
         "baseline_off_hours": float(policy.baseline_off_hours),
         "baseline_offset": float(policy.baseline_utc_offset) * 3600.0,
+        "baseline_volume": None if volume is None else float(volume),
     }
 
 
@@ -269,6 +276,7 @@ def _lua_text(c: CompiledPolicy) -> str:
         _number(c.baseline_offset),
         _spec(c.sequence),
         _number(c.sequence_share),
+        "" if c.baseline_volume is None else _number(c.baseline_volume),
     )
     return "|".join(parts)
 

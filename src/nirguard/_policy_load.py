@@ -32,6 +32,7 @@ _NUMBERS = (
     "baseline_prior_days",
     "baseline_off_hours",
     "baseline_utc_offset",
+    "baseline_volume",
 )
 
 

@@ -150,16 +150,16 @@ class QuotaPolicy(BaseModel):
             lockout-class; ``None``: off). A day's score is how far its new
             patients born at places the account seldom serves (at hours it
             does not work: weighing ``baseline_off_hours``) exceed their
-            expected number, in sd, counted when the day's volume of new
-            patients is also above its usual; a new patient is refused when a
-            CUSUM of scores minus ``baseline_slack`` passes this. Accounts
-            with little history are compared with ``baseline_prior`` (mean,
-            sd of new patients a day of their kind), which fades out over
-            ``baseline_prior_days`` days of their own; days start at
-            ``baseline_utc_offset`` hours from UTC (docs/guard.md, "Each
-            account against its own normal").
+            expected number, in sd, when its volume of new patients is also
+            above its usual, or that volume's own excess less
+            ``baseline_volume`` sd (``None``: the volume only gates); a new
+            patient is refused when a CUSUM of scores minus ``baseline_slack``
+            passes this. Accounts with little history are compared with
+            ``baseline_prior`` (mean, sd of new patients a day of their kind),
+            fading out over ``baseline_prior_days`` days of their own; days
+            start at ``baseline_utc_offset`` hours from UTC (docs/guard.md).
         baseline_slack, baseline_prior, baseline_prior_days,
-            baseline_off_hours, baseline_utc_offset: see ``baseline``.
+            baseline_off_hours, baseline_utc_offset, baseline_volume: see ``baseline``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -196,6 +196,7 @@ class QuotaPolicy(BaseModel):
     baseline_prior_days: float = 7.0
     baseline_off_hours: float = 3.0
     baseline_utc_offset: float = 1.0
+    baseline_volume: float | None = 1.0
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -283,6 +284,7 @@ class QuotaPolicy(BaseModel):
             (0 < self.baseline_prior_days < 1e6, "baseline_prior_days must be positive"),
             (1 <= self.baseline_off_hours < 1e6, "baseline_off_hours must be at least 1"),
             (-14 <= self.baseline_utc_offset <= 14, "baseline_utc_offset must be in [-14, 14]"),
+            (0 <= (self.baseline_volume or 0) < 1e6, "baseline_volume must be 0 or more"),
             (0 <= self.sequence_share <= 1, "sequence_share must be in [0, 1]"),
             (self.hot_cohort is not None or not explicit, "sequence needs hot_cohort"),
         )
@@ -333,10 +335,7 @@ class QuotaPolicy(BaseModel):
         True
         """
         off: dict[str, Any] = {name: None for name in RATE_FIELDS}
-        off["miss_ratio"] = None
-        off["hot_cohort"] = None
-        off["hot_cohort_warmup"] = None
-        off["baseline"] = None
+        off.update(miss_ratio=None, hot_cohort=None, hot_cohort_warmup=None, baseline=None)
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------

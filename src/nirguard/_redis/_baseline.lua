@@ -80,8 +80,10 @@ local function bl_score(s, P, n, u, off, f)
   mu_u, sd_u = bl_part(mu_u, sd_u, f or 1)
   local x = u + (P.bl_off - 1) * off
   local z = (x - mu_u) / sd_u
-  if n >= mu + sd then return z end
-  return math.min(z, (n - mu) / sd)
+  local zn = (n - mu) / sd
+  if n < mu + sd then z = math.min(z, zn) end
+  if P.bl_volume then z = math.max(z, zn - P.bl_volume) end
+  return z
 end
 
 local function bl_ewma(m, v, x, a)

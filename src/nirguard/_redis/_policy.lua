@@ -79,6 +79,7 @@ local function compile(text)
     seq_new = windows(parts[31] or "", "sequence_new", {}),
     seq_ctl = windows(parts[31] or "", "sequence_ctl", {}),
     seq_share = tonumber(parts[32]),
+    bl_volume = tonumber(parts[33] or ""),
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
   local fixed = ACCOUNT_FIXED
