@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nirguard._plot import pyplot
 from nirguard.calibrate._propose import period_text
 from nirguard.calibrate._replay import Summary
 from nirguard.calibrate._run import QUANTILES, Calibration, Distribution, KindReport
@@ -296,16 +297,7 @@ def plot(result: Calibration, path: str | Path) -> None:
         ModuleNotFoundError: matplotlib is not installed (it comes with the
             ``plot`` extra).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "--plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
-            name="matplotlib",
-        ) from exc
+    plt = pyplot()
     kinds = result.kinds or []
     rows = max(1, 2 * len(kinds))
     fig, axes = plt.subplots(rows, 4, figsize=(16, 3.4 * rows), squeeze=False)

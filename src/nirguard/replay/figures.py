@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+from nirguard._plot import pyplot
 from nirguard.replay.attacks import DESCRIPTIONS
 from nirguard.replay.outcome import QUIET, ReplayResult
 from nirguard.replay.targets import guarded, worst_rate
@@ -109,16 +110,7 @@ def plot(result: ReplayResult, path: str | Path) -> None:
         ModuleNotFoundError: matplotlib is not installed (it comes with the
             ``plot`` extra).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "--plot needs matplotlib: install nirguard's plot extra (in its checkout: pip install '.[plot]')",
-            name="matplotlib",
-        ) from exc
+    plt = pyplot()
     strategies = result.strategies
     columns = min(3, len(strategies))
     rows = (len(strategies) + columns - 1) // columns
