@@ -408,9 +408,16 @@ def test_baseline_fields_are_checked(fields: dict[str, Any]) -> None:
 def test_baseline_is_off_by_default_and_loads_from_env_and_json() -> None:
     assert QuotaPolicy().baseline is None
     assert QuotaPolicy()._compiled.lua_policy.split("|")[23] == ""  # after strikes
+    parts = QuotaPolicy(baseline=5.0, baseline_volume=None)._compiled.lua_policy.split("|")
+    assert (len(parts), parts[32]) == (33, "")  # the volume last: "" is off
+    assert QuotaPolicy(baseline=5.0)._compiled.lua_policy.split("|")[32] == "1.0"
     env = {"NIRGUARD_POLICY_BASELINE": "5", "NIRGUARD_POLICY_BASELINE_PRIOR": "20, 12.5"}
     loaded = QuotaPolicy.from_env(environ=env)
     assert (loaded.baseline, loaded.baseline_prior) == (5, (20, 12.5))
+    volume = {"NIRGUARD_POLICY_BASELINE_VOLUME": "off"}
+    assert QuotaPolicy.from_env(environ=volume).baseline_volume is None
+    volume = {"NIRGUARD_POLICY_BASELINE_VOLUME": "0.5"}
+    assert QuotaPolicy.from_env(environ=volume).baseline_volume == 0.5
     assert QuotaPolicy.from_json('{"baseline_prior": [30, 10]}').baseline_prior == (30, 10)
     assert QuotaPolicy.from_env(environ={"NIRGUARD_POLICY_BASELINE": "off"}).baseline is None
     compiled = loaded._compiled
