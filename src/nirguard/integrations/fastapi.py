@@ -306,15 +306,13 @@ def lookup_dependency(
     if miss_on is not not_found:
         # A test of the endpoint's own exceptions: only a yield dependency sees them all.
         return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
-    field = nir if isinstance(nir, str) else None
-    return _returning(guard, practitioner, field, get_nir, get_reason, is_miss, miss_on)
+    return _returning(guard, practitioner, nir, get_reason, is_miss, miss_on)
 
 
 def _returning(
     guard: LookupGuard,
     practitioner: Callable[[Request], Any],
-    field: str | None,
-    get_nir: Callable[[Request], Any],
+    nir: str | Callable[[Request], Any],
     get_reason: Callable[[Request], Any],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
@@ -322,6 +320,8 @@ def _returning(
     # What _resolve(practitioner), _resolve(get_nir) and _resolve(get_reason) give, read
     # inline where they are the usual kinds (a sync reader, a body field, the default
     # reason): the same values, without three coroutines per request.
+    field = nir if isinstance(nir, str) else None
+    get_nir = nir if not isinstance(nir, str) else _body_field(nir)
     default_reason = get_reason is request_reason
     open_lookup = guard.open_lookup
 
