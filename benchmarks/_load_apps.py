@@ -10,12 +10,14 @@ synthetic registry, 404 problem for an unknown patient.
 
 Environment (set by bench_load.py): BENCH_REGISTRY_SIZE, BENCH_REGISTRY_SEED, BENCH_STORAGE
 (nirguard: ``memory://`` or a Redis URL), BENCH_REDIS_URL (slowapi), BENCH_SLOWAPI_LIMIT,
-BENCH_PREFIX (key namespace of this run), BENCH_POLICY (``default-scaled`` | ``default``).
+BENCH_PREFIX (key namespace of this run), BENCH_POLICY (``default-scaled`` | ``default``),
+BENCH_POLICY_JSON (fields of the policy to change, e.g. ``{"sequence": null}``: for attribution).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -141,10 +143,13 @@ def slowapi_app() -> FastAPI:
 def _policy() -> QuotaPolicy:
     name = os.environ.get("BENCH_POLICY", "default-scaled")
     if name == "default":
-        return QuotaPolicy()
-    if name == "default-scaled":
-        return default_scaled()
-    raise ValueError(f"unknown BENCH_POLICY {name!r}")
+        policy = QuotaPolicy()
+    elif name == "default-scaled":
+        policy = default_scaled()
+    else:
+        raise ValueError(f"unknown BENCH_POLICY {name!r}")
+    changes = json.loads(os.environ.get("BENCH_POLICY_JSON") or "{}")
+    return QuotaPolicy(**{**policy.model_dump(), **changes}) if changes else policy
 
 
 def nirguard_app() -> FastAPI:

@@ -4,9 +4,13 @@
 by 2x between runs, and a sampling profiler there samples wall time (a process preempted by
 the load generator or by Redis looks busy). This script calls the same ASGI apps
 (``_load_apps.py``) directly, ``--concurrency`` requests in flight on uvloop, and reads the
-process's CPU time (all its threads: the audit worker's too) over ``--requests`` requests:
-a number other processes on the host move little. HTTP parsing is not in it (uvicorn adds
-about 20 us per request to every portal alike).
+process's CPU time (all its threads: the audit worker's too) over ``--requests`` requests,
+in ``--batches`` equal slices: a number other processes on the host move little, and the
+cheapest slice (``min``) even less (a slice the host's other processes slowed is not
+the cheapest). HTTP parsing is not in it (uvicorn adds about 20 us per request to every
+portal alike). Rows: the bare endpoint, the guarded portal on the memory store and on
+Redis, and on Redis with the ``sequence`` signal off (what the shipped policy's
+``sequence`` costs: four more keyed hashes and their fingerprints in the call).
 
 Then it knocks parts of the guarded request out, one more each row, to attribute the guard's
 extra CPU (``--parts``):
@@ -22,7 +26,7 @@ extra CPU (``--parts``):
 The knock-outs patch private internals: they are for attribution here, nothing else.
 
     python benchmarks/bench_request_cpu.py [--requests 20000] [--concurrency 50] [--rounds 2]
-        [--parts] [--redis URL]
+        [--batches 5] [--parts] [--redis URL]
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ async def _one(app: Callable[..., Awaitable[None]], body: bytes, practitioner: b
     return status[0]
 
 
-def child(variant: str, parts: set[str], requests: int, concurrency: int) -> None:
+def child(variant: str, parts: set[str], requests: int, concurrency: int, batches: int = 1) -> None:
     """One measurement in this (fresh) process: prints one JSON line."""
     import logging
 
@@ -151,33 +155,78 @@ def child(variant: str, parts: set[str], requests: int, concurrency: int) -> Non
         for _ in range(requests + 200)
     ]
 
-    async def run() -> tuple[float, dict[int, int]]:
+    size = requests // batches
+
+    async def run() -> tuple[list[float], dict[int, int]]:
         for body, who in work[:200]:  # warm-up: connections, the library, caches
             await _one(app, body, who)
-        todo = iter(work[200:])
         counts: dict[int, int] = {}
+        spent = []
+        for n in range(batches):
+            todo = iter(work[200 + n * size : 200 + (n + 1) * size])
 
-        async def worker() -> None:
-            for body, who in todo:
-                code = await _one(app, body, who)
-                counts[code] = counts.get(code, 0) + 1
+            async def worker() -> None:
+                for body, who in todo:  # noqa: B023 - each batch's workers share its todo
+                    code = await _one(app, body, who)
+                    counts[code] = counts.get(code, 0) + 1
 
-        start = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.process_time() - start, counts
+            start = time.process_time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            spent.append(time.process_time() - start)
+        return spent, counts
 
-    seconds, counts = uvloop.run(run())
-    print(json.dumps({"us": seconds / requests * 1e6, "statuses": counts}))
+    spent, counts = uvloop.run(run())
+    us = sum(spent) / (size * batches) * 1e6
+    print(json.dumps({"us": us, "min": min(spent) / size * 1e6, "statuses": counts}))
 
 
-def measure(variant: str, parts: list[str], args: argparse.Namespace) -> float:
-    command = [sys.executable, __file__, "--child", variant, "--knock-out", ",".join(parts)]
+#: Each variant's portal and environment (the nirguard ones: the demo portal's create_app).
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "bare": ("bare", {}),
+    "memory": ("nirguard", {"BENCH_STORAGE": "memory://"}),
+    "redis": ("nirguard", {}),
+    "redis-sequence-off": ("nirguard", {"BENCH_POLICY_JSON": '{"sequence": null}'}),
+}
+
+
+def measure(variant: str, parts: list[str], args: argparse.Namespace) -> tuple[float, float]:
+    """Mean and cheapest batch's CPU us per request of one fresh child process."""
+    portal, env = VARIANTS[variant]
+    command = [sys.executable, __file__, "--child", portal, "--knock-out", ",".join(parts)]
     command += ["--requests", str(args.requests), "--concurrency", str(args.concurrency)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ)
+    command += ["--batches", str(args.batches)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, env={**os.environ, **env}
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise SystemExit(f"{variant} {parts}: {done.stderr[-1500:]}")
-    return float(json.loads(lines[-1])["us"])
+    found = json.loads(lines[-1])
+    return float(found["us"]), float(found["min"])
+
+
+def _table(
+    rows: list[tuple[str, str, list[str]]], found: dict[str, list[tuple[float, float]]]
+) -> None:
+    def mean(label: str) -> float:
+        return statistics.mean(v for v, _ in found[label])
+
+    def least(label: str) -> float:
+        return min(m for _, m in found[label])
+
+    bare, bare_min = mean("bare endpoint"), least("bare endpoint")
+    head = f"{'portal':<32}{'CPU us/request':>15}{'runs':>16}{'over bare':>10}{'part':>7}"
+    print(f"\n{head}{'min':>8}{'over bare':>10}{'x bare':>8}")
+    previous = None
+    for label, _, parts in rows:
+        value, low = mean(label), least(label)
+        runs = "/".join(f"{v:.0f}" for v, _ in found[label])
+        part = "" if previous is None or not parts else f"{previous - value:.1f}"
+        print(
+            f"{label:<32}{value:>15.1f}{runs:>16}{value - bare:>10.1f}{part:>7}"
+            f"{low:>8.1f}{low - bare_min:>10.1f}{bare_min / low:>8.2f}"
+        )
+        previous = value if label == "nirguard on Redis" or parts else None
 
 
 def main() -> None:
@@ -185,6 +234,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=5, help="timed slices per process")
     parser.add_argument("--parts", action="store_true", help="also knock parts out, one by one")
     parser.add_argument("--redis", default=None, help="Redis URL (default: a private server)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -192,9 +242,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         parts = {p for p in args.knock_out.split(",") if p}
-        child(args.child, parts, args.requests, args.concurrency)
+        child(args.child, parts, args.requests, args.concurrency, args.batches)
         return
     rows: list[tuple[str, str, list[str]]] = [("bare endpoint", "bare", [])]
+    rows.append(("nirguard on memory", "memory", []))
+    rows.append(("nirguard on Redis, no sequence", "redis-sequence-off", []))
     rows.append(("nirguard on Redis", "redis", []))
     if args.parts:
         for n, part in enumerate(PARTS, 1):
@@ -215,23 +267,16 @@ def main() -> None:
     load = os.getloadavg()
     print(f"bench_request_cpu: load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before")
     print(f"{args.requests} requests, {args.concurrency} in flight, {args.rounds} round(s)")
+    print(f"{args.batches} timed batches per process; min: the cheapest batch of any round")
     try:
-        found: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        found: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in rows}
         for _ in range(args.rounds):  # rounds: the host's noise shows as spread
-            for label, variant, parts in rows:
-                found[label].append(measure(variant, parts, args))
+            for label, variant, knocked in rows:
+                found[label].append(measure(variant, knocked, args))
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    bare = statistics.mean(found["bare endpoint"])
-    print(f"\n{'portal':<28}{'CPU us/request':>16}{'runs':>16}{'over bare':>11}{'part':>7}")
-    previous = None
-    for label, _, _ in rows:
-        mean = statistics.mean(found[label])
-        runs = "/".join(f"{v:.0f}" for v in found[label])
-        part = "" if previous is None or label == "bare endpoint" else f"{previous - mean:.1f}"
-        print(f"{label:<28}{mean:>16.1f}{runs:>16}{mean - bare:>11.1f}{part:>7}")
-        previous = None if label == "bare endpoint" else mean
+    _table(rows, found)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

@@ -308,6 +308,54 @@ def test_guarded_lookup_uses_the_async_guard_and_path_parameters() -> None:
     assert ran == ["abc"]  # the endpoint never ran on the denial
 
 
+def _stated(options: HttpOptions | None, body: object, **headers: str) -> tuple[object, object]:
+    """What the default dependency hands the guard (practitioner and NIR from a sync reader
+    and a body field, the reason where ``options`` say) for one POST."""
+    guard = _AsyncOnlyGuard()
+    app = FastAPI()
+    install_exception_handlers(app, options=options)
+    guarded = lookup_dependency(
+        guard,  # type: ignore[arg-type]
+        practitioner=lambda request: request.headers["X-Practitioner"],
+        nir="nir",
+    )
+
+    @app.post("/lookup")
+    async def endpoint(lookup: Annotated[Any, Depends(guarded)]) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    response = TestClient(app).post(
+        "/lookup", json=body, headers={"X-Practitioner": "dr", **headers}
+    )
+    assert response.status_code == 200
+    [(who, nir, reason)] = guard.calls
+    assert who == "dr"
+    return nir, reason
+
+
+def test_the_dependency_reads_the_reason_only_after_a_code() -> None:
+    # The quick path (no reason header: no reason) must answer as stated_reason does.
+    assert _stated(None, {"nir": "n1", "reason_text": "urgence"}) == ("n1", None)
+    assert _stated(None, {"nir": "n1"}, **{"X-Nirguard-Reason": "  "}) == ("n1", None)
+    nir, reason = _stated(
+        None, {"nir": "n1", "reason_text": "urgence"}, **{"X-Nirguard-Reason": "ETREAT"}
+    )
+    assert nir == "n1"
+    assert (reason.code.value, reason.text) == ("ETREAT", "urgence")  # type: ignore[attr-defined]
+    # a code in the body when the header is absent: the body is read for it
+    by_field = HttpOptions(reason_field="why")
+    nir, reason = _stated(by_field, {"nir": "n2", "why": "ETREAT"})
+    assert (nir, reason.code.value, reason.text) == ("n2", "ETREAT", None)  # type: ignore[attr-defined]
+    # no header at all read for a code: the body only
+    body_only = HttpOptions(reason_header=None, reason_field="why")
+    assert _stated(body_only, {"nir": "n3"}, **{"X-Nirguard-Reason": "ETREAT"}) == ("n3", None)
+    # an unknown code is handed on as a value the guard refuses, never as None
+    nir, reason = _stated(None, {"nir": "n4"}, **{"X-Nirguard-Reason": "NOT-A-CODE"})
+    assert nir == "n4" and reason is not None and not isinstance(reason, str)
+    # a body that is no JSON object: the NIR is None (refused by the guard as invalid)
+    assert _stated(None, ["n5"]) == (None, None)
+
+
 def test_guard_protect_on_an_endpoint_keeps_its_signature_for_fastapi() -> None:
     guard = LookupGuard(QuotaPolicy.only(lookups="2/hour"), clock=lambda: START)
     calls: list[str] = []

@@ -243,20 +243,25 @@ class Codec:
         given: str = "",
         cold: bool = False,
     ) -> Call:
-        flags = (
-            ("1" if request.patient is not None else "0")
-            + ("1" if request.cohort is not None else "0")
-            + ("1" if request.reason else "0")
-            + heat
-            + ("1" if cold else "0")
-            + format(request.place & 0xFF, "02x")
+        patient, cohort = request.patient, request.cohort
+        flags = (  # one f-string (five concatenations and a format() cost ~0.5 us more)
+            f"{'0' if patient is None else '1'}{'0' if cohort is None else '1'}"
+            f"{'1' if request.reason else '0'}{heat}{'1' if cold else '0'}{request.place & 0xFF:02x}"
         )
         # fingerprints as the records hold them (6 bytes each): the library decodes nothing
-        patient = b"" if request.patient is None else fingerprint(request.patient)
-        patient += request.neighbours  # sequence: the neighbours' fingerprints
-        cohort = b"" if request.cohort is None else fingerprint(request.cohort)
+        found = b"" if patient is None else fingerprint(patient)
+        if request.neighbours:  # sequence: the neighbours' fingerprints
+            found += request.neighbours
         policy = request.policy
-        args = (mode, self._now(request), policy.lua_digest, flags, patient, cohort, given)
+        args = (
+            mode,
+            self._now(request),
+            policy.lua_digest,
+            flags,
+            found,
+            b"" if cohort is None else fingerprint(cohort),
+            given,
+        )
         return Call(tuple(keys), args, (*args, policy.lua_policy))
 
     def _own(self, request: Request, mode: str) -> Call:

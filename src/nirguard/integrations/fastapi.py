@@ -217,6 +217,8 @@ async def request_reason(request: Request) -> object:
         :class:`~nirguard.reasons.Reason`, or a value the guard refuses.
     """
     options = _options(request)
+    if _states_none(options, request):
+        return None
     payload = None
     if options.reason_field or options.reason_text_field:
         payload = await _payload(request)
@@ -231,6 +233,18 @@ async def request_reason(request: Request) -> object:
     return stated_reason(
         options, header, lambda name: None if payload is None else payload.get(name)
     )
+
+
+def _states_none(options: HttpOptions, request: Request) -> bool:
+    """Whether ``request`` surely states no reason: the code is read from a header alone and
+    that header is absent or blank (then :func:`~nirguard.http.stated_reason` reads nothing
+    else: the text only counts after a code). Nearly every request, answered without
+    parsing the body nor awaiting anything."""
+    name = options.reason_header
+    if not name or options.reason_field:
+        return False
+    found = request.headers.getlist(name)
+    return not found or not found[0].strip()
 
 
 def lookup_dependency(
@@ -292,24 +306,45 @@ def lookup_dependency(
     if miss_on is not not_found:
         # A test of the endpoint's own exceptions: only a yield dependency sees them all.
         return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
-    return _returning(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
+    return _returning(guard, practitioner, nir, get_reason, is_miss, miss_on)
 
 
 def _returning(
     guard: LookupGuard,
     practitioner: Callable[[Request], Any],
-    get_nir: Callable[[Request], Any],
+    nir: str | Callable[[Request], Any],
     get_reason: Callable[[Request], Any],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
 ) -> Callable[[Request], Awaitable[GuardedLookup]]:
+    # What _resolve(practitioner), _resolve(get_nir) and _resolve(get_reason) give, read
+    # inline where they are the usual kinds (a sync reader, a body field, the default
+    # reason): the same values, without three coroutines per request.
+    field = nir if isinstance(nir, str) else None
+    get_nir = nir if not isinstance(nir, str) else _body_field(nir)
+    default_reason = get_reason is request_reason
+    open_lookup = guard.open_lookup
+
     async def guarded_lookup(request: Request) -> GuardedLookup:
-        who = await _resolve(practitioner, request)
-        value = await _resolve(get_nir, request)
-        stated = await _resolve(get_reason, request)
-        lookup = await guard.open_lookup(
-            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
-        )
+        who = practitioner(request)
+        if type(who) is not str and who is not None and inspect.isawaitable(who):
+            who = await who
+        if field is None:
+            value = await _resolve(get_nir, request)
+        else:
+            params = request.scope.get("path_params")
+            if params and field in params:
+                value = params[field]
+            else:
+                payload = await _payload(request)
+                value = None if payload is None else payload.get(field)
+        if not default_reason:
+            stated = await _resolve(get_reason, request)
+        elif _states_none(_options(request), request):
+            stated = None
+        else:
+            stated = await request_reason(request)
+        lookup = await open_lookup(who, value, is_miss=is_miss, miss_on=miss_on, reason=stated)
         request.scope[_LOOKUP] = lookup  # the HTTPException handler finishes it
         return lookup
 
