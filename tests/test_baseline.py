@@ -141,6 +141,23 @@ def test_without_the_volume_the_same_harvest_goes_unseen(engine: Engine) -> None
     assert _signals(practice.day(21, 15, harvest=40, local=True)) == []
 
 
+def test_a_practice_whose_patients_come_from_new_places_is_not_suspected(
+    engine: Engine,
+) -> None:
+    """Its usual volume, every new patient from a place it never served: places alone
+    are not a harvest (the volume gates them: a locum's new practice)."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    normal = practice.status(21).baseline
+    new = int(normal["expected"] + normal["sd"])  # as many as a day can be, no more
+    practice.policy = QuotaPolicy(**{**POLICY.model_dump(), "baseline": 3.0})  # and a low bar
+    for i in range(new):
+        now = MONDAY + 21 * DAY + (8 + 10 * (i + 0.5) / new) * HOUR
+        practice.look(f"moved{i}", 40 + i % 20, now)
+    assert practice.refused == []
+    assert practice.status(21.9).baseline["unusual_places_today"] == new
+
+
 def test_a_busy_day_of_the_practice_itself_is_not_suspected(engine: Engine) -> None:
     """Half as many new patients again as usual, from its usual places: not a harvest."""
     practice = Practice(engine)
