@@ -97,11 +97,13 @@ class Account:
         recent_key: str = "",
         lookups: bool = True,
         patient: bytes = INVALID,
+        record: Record | None = None,
     ) -> None:
         self.store = store
         self.key = key
         self.recent_key = recent_key
-        self.record: Record = store.record(key, now)
+        #: ``store.record(key, now)``, or that record when the caller has read it already
+        self.record: Record = store.record(key, now) if record is None else record
         self.changes: dict[str, Any] = {}
         self.p = p
         self.base = base

@@ -86,11 +86,6 @@ class Recent:
         self.expires = 0.0
         self.queued = 0.0
 
-    def person(self, fp: bytes) -> dict[str, float]:
-        """What the account step reads of one patient: ``s``, the end of its
-        new-patient window, and ``g``, the end of a break-glass grant (0 = none)."""
-        return {"s": self.seen.get(fp, 0.0), "g": self.grants.get(fp, 0.0)}
-
     def see(self, fp: bytes, end: float, now: float) -> None:
         _add(self.seen, fp, end, now)
         self.expires = max(self.expires, end + 60)
