@@ -182,6 +182,25 @@ class AtScale(NamedTuple):
     cpu_p50: float
     cpu_p99: float
     keys: int
+    #: garbage collections during the samples, by generation, and their wall time
+    collections: tuple[int, int, int]
+    gc_seconds: float
+
+
+class _Collections:
+    """Counts the garbage collections by generation, and times them (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.counts[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._start
 
 
 def latency_at_scale(
@@ -199,17 +218,31 @@ def latency_at_scale(
     timings: list[float] = []
     cpu_timings: list[float] = []
     perf, cpu = time.perf_counter, time.thread_time
-    for _ in range(samples):
-        who = f"rpps-{rng.randrange(practitioners)}"
-        value = patients[rng.randrange(len(patients))]
-        start, start_cpu = perf(), cpu()
-        wrapped(who, value)
-        cpu_timings.append(cpu() - start_cpu)
-        timings.append(perf() - start)
+    collections = _Collections()
+    gc.callbacks.append(collections)
+    try:
+        for _ in range(samples):
+            who = f"rpps-{rng.randrange(practitioners)}"
+            value = patients[rng.randrange(len(patients))]
+            start, start_cpu = perf(), cpu()
+            wrapped(who, value)
+            cpu_timings.append(cpu() - start_cpu)
+            timings.append(perf() - start)
+    finally:
+        gc.callbacks.remove(collections)
     timings.sort()
     cpu_timings.sort()
     p50, p99 = len(timings) // 2, int(len(timings) * 0.99)
-    return AtScale(timings[p50], timings[p99], cpu_timings[p50], cpu_timings[p99], keys)
+    counts = collections.counts
+    return AtScale(
+        timings[p50],
+        timings[p99],
+        cpu_timings[p50],
+        cpu_timings[p99],
+        keys,
+        (counts[0], counts[1], counts[2]),
+        collections.seconds,
+    )
 
 
 def _at_scale_lines(args: argparse.Namespace, label: str, at: AtScale, base_call: float) -> None:
@@ -218,6 +251,11 @@ def _at_scale_lines(args: argparse.Namespace, label: str, at: AtScale, base_call
         f"({at.keys:,} keys), {label}: p50 {at.p50 * 1e3:.3f} ms, p99 {at.p99 * 1e3:.3f} ms "
         f"(target p99 <= 0.07 ms); thread CPU time p50 {at.cpu_p50 * 1e3:.3f} ms, "
         f"p99 {at.cpu_p99 * 1e3:.3f} ms; load {os.getloadavg()[0]:.1f}"
+    )
+    gen0, gen1, gen2 = at.collections
+    print(
+        f"  garbage collections during the samples: {gen0} / {gen1} / {gen2} (generations "
+        f"0 / 1 / 2), {at.gc_seconds * 1e3:.1f} ms in all"
     )
     print(ratio_line(f"at scale, {label}: p50 / limits-direct call", at.p50 / base_call, "report"))
     print(ratio_line(f"at scale, {label}: p99 / limits-direct call", at.p99 / base_call, "report"))

@@ -107,8 +107,11 @@ class Recent:
         """Write a walk: its windows' counts and ends, and ``e``, the last of its ends
         (``changes`` holds every window: a walk is written when each one counts a hit)."""
         walk = {**walk, **changes}
-        end = max((v for k, v in changes.items() if k.endswith(":e")), default=0.0)
-        walk["e"] = end = max(end, walk.get("e", 0.0))
+        end = walk.get("e", 0.0)
+        for name, value in changes.items():
+            if value > end and name.endswith(":e"):
+                end = value
+        walk["e"] = end
         walks = self.walks
         walks.pop(cohort, None)
         walks[cohort] = walk
