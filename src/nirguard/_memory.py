@@ -20,7 +20,16 @@ from nirguard import _sequence as sequence
 from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_account import Account, Patient
-from nirguard._memory_records import Record, bump, heat_step, hit, level_of, overflow, remaining
+from nirguard._memory_records import (
+    Heat,
+    Record,
+    bump,
+    heat_step,
+    hit,
+    level_of,
+    overflow,
+    remaining,
+)
 from nirguard._memory_store import OnFork, State, Store
 
 __all__ = ["FORGOTTEN", "MemoryEngine"]
@@ -56,13 +65,15 @@ class MemoryEngine:
     kind = "memory"
     outages: tuple[type[BaseException], ...] = ()
 
-    __slots__ = ("_prefix", "_store")
+    __slots__ = ("_portal", "_prefix", "_since", "_store")
 
     def __init__(
         self, clock: Callable[[], float], *, prefix: str, on_fork: OnFork = "refuse"
     ) -> None:
         self._store = Store(clock, on_fork)
         self._prefix = prefix
+        keys = Keys(prefix, "", None, "")
+        self._portal, self._since = keys.portal, keys.since  # the same for every lookup
 
     def __len__(self) -> int:
         return len(self._store)
@@ -73,55 +84,61 @@ class MemoryEngine:
 
     # -- the portal quota and the cohort's heat -------------------------------------------------
 
-    def _quota(self, p: CompiledPolicy, keys: Keys, now: float) -> Decision | None:
-        record = self._store.record(keys.portal, now)
+    def _quota(self, p: CompiledPolicy, now: float) -> Decision | None:
+        record = self._store.record(self._portal, now)
         over = overflow(record, p.portal, now)
         if over is not None:
             return Decision("denied", "portal", record[over[0].ends] - now)
         changes: dict[str, Any] = {}
         hit(record, p.portal, changes, now)
-        self._store.save(keys.portal, record, changes, p.portal_keep, now)
+        self._store.save(self._portal, record, changes, p.portal_keep, now)
         return None
 
-    def _heat(self, p: CompiledPolicy, keys: Keys, fp: bytes, base: Decision, now: float) -> None:
+    def _heat(
+        self, p: CompiledPolicy, key: str, fp: bytes, base: Decision, now: float
+    ) -> Heat | None:
         """The cohort's heat, counting a patient new to the practitioner (see
-        :func:`~nirguard._memory_records.heat_step`)."""
-        key = keys.heat
+        :func:`~nirguard._memory_records.heat_step`); the record as it stands after."""
         warm = True
         if p.hot_warmup:
-            since = self._store.get(keys.since, now)
+            since = self._store.get(self._since, now)
             if since is None:  # the store's first look at the portal
                 since = Record()
                 since["t"], since.expires = now, float("inf")
-                self._store.put(keys.since, since)
+                self._store.put(self._since, since)
             warm = now - since["t"] >= p.hot_warmup
-        changed = heat_step(self._store.get(key, now), p, fp, base, now, warm)
-        if changed is not None:
-            self._store.put(key, changed)
+        heat: Heat | None = self._store.get(key, now)
+        changed = heat_step(heat, p, fp, base, now, warm)
+        if changed is None:
+            return heat  # live, unchanged
+        self._store.put(key, changed)
+        return changed
 
     # -- the account step (nirguard._memory_account) -------------------------------------------
 
     def _patient(
         self, p: CompiledPolicy, keys: Keys, req: Request, base: Decision, now: float
-    ) -> Patient:
+    ) -> tuple[Patient, Record]:
         """The practitioner's recent patients, the patient's fingerprint, whether a grant
         opens it, whether it is new to the practitioner; for a new patient of an account
         that is not locked, the cohort's heat first (evidence about the cohort, whatever
-        the account decides)."""
-        recent = self._store.recent(keys.recent, now)
-        fp = fingerprint(req.patient) if req.patient is not None else b""
-        person = recent.person(fp)
-        granted = person["g"] > now
-        new = req.patient is not None and not granted and person["s"] <= now
+        the account decides). And the account's record, read once for the lookup."""
+        store = self._store
+        recent = store.recent(keys.recent, now)
+        account = store.record(keys.account, now)
+        patient = req.patient
+        fp = fingerprint(patient) if patient is not None else b""
+        granted = recent.grants.get(fp, 0.0) > now
+        new = patient is not None and not granted and recent.seen.get(fp, 0.0) <= now
         if new and req.cohort is not None and p.hot_cohort is not None:
             # a locked account's attempts are no evidence about the cohort: a bot that
             # keeps asking while locked would heat cohorts and trip ordinary accounts
-            until = self._store.record(keys.account, now).get("lockout")
+            until = account.get("lockout")
             if until is None or until <= now:
-                self._heat(p, keys, fp, base, now)
+                heat = self._heat(p, keys.heat, fp, base, now)
                 if p.sequence:
-                    sequence.near(self._store.get(keys.heat, now), req.neighbours, base, now)
-        return recent, fp, granted, new
+                    sequence.near(heat, req.neighbours, base, now)
+        return (recent, fp, granted, new), account
 
     def _account(
         self,
@@ -130,11 +147,19 @@ class MemoryEngine:
         req: Request,
         base: Decision,
         patient: Patient,
+        record: Record,
         now: float,
     ) -> Decision:
         """Lockout, budgets, then a new patient's quotas and signals, then the lookup."""
         account = Account(
-            self._store, keys.account, p, base, now, recent_key=keys.recent, patient=patient[1]
+            self._store,
+            keys.account,
+            p,
+            base,
+            now,
+            recent_key=keys.recent,
+            patient=patient[1],
+            record=record,
         )
         refused = account.locked() or account.budgets()
         if refused is not None:
@@ -172,12 +197,12 @@ class MemoryEngine:
             keys = self._keys(request)
             p = request.policy
             if p.portal:
-                refused = self._quota(p, keys, now)
+                refused = self._quota(p, now)
                 if refused is not None:
                     return refused
             base = Decision("portal")
-            patient = self._patient(p, keys, request, base, now)
-            return self._account(p, keys, request, base, patient, now)
+            patient, record = self._patient(p, keys, request, base, now)
+            return self._account(p, keys, request, base, patient, record, now)
 
     async def adecide(self, request: Request) -> Decision:
         """:meth:`decide`: in-process, it never waits on I/O."""

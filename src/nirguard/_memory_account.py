@@ -76,6 +76,7 @@ class Account:
     __slots__ = (
         "base",
         "changes",
+        "cohort",
         "fp",
         "key",
         "lookups",
@@ -97,11 +98,13 @@ class Account:
         recent_key: str = "",
         lookups: bool = True,
         patient: bytes = INVALID,
+        record: Record | None = None,
     ) -> None:
         self.store = store
         self.key = key
         self.recent_key = recent_key
-        self.record: Record = store.record(key, now)
+        #: ``store.record(key, now)``, or that record when the caller has read it already
+        self.record: Record = store.record(key, now) if record is None else record
         self.changes: dict[str, Any] = {}
         self.p = p
         self.base = base
@@ -110,6 +113,8 @@ class Account:
         self.lookups = lookups
         #: the patient's fingerprint (:data:`INVALID` for an invalid number)
         self.fp = patient
+        #: the cohort's fingerprint, once :meth:`breach` has read its walk
+        self.cohort = b""
 
     def get(self, name: str, default: Any = None) -> Any:
         """A field as this call leaves it (its change, else the stored value)."""
@@ -251,7 +256,8 @@ class Account:
         if found is not None:
             return "distinct_patients", found[1], found[0].amount
         if req.cohort is not None and p.cohort:
-            walked.update(recent.walk(fingerprint(req.cohort), now))
+            self.cohort = fingerprint(req.cohort)
+            walked.update(recent.walk(self.cohort, now))
             found = overflow(walked, p.cohort, now)
             if found is not None:
                 return "cohort", found[1], found[0].amount
@@ -331,7 +337,8 @@ class Account:
             if req.cohort is not None and p.cohort:
                 wchanges: dict[str, Any] = {}
                 hit(walked, p.cohort, wchanges, now)
-                recent.save_walk(fingerprint(req.cohort), walked, wchanges, now)
+                cohort = self.cohort or fingerprint(req.cohort)
+                recent.save_walk(cohort, walked, wchanges, now)
             recent.see(fp, now + p.seen, now)
             self.store.put(self.recent_key, recent)
         self.save()

@@ -86,11 +86,6 @@ class Recent:
         self.expires = 0.0
         self.queued = 0.0
 
-    def person(self, fp: bytes) -> dict[str, float]:
-        """What the account step reads of one patient: ``s``, the end of its
-        new-patient window, and ``g``, the end of a break-glass grant (0 = none)."""
-        return {"s": self.seen.get(fp, 0.0), "g": self.grants.get(fp, 0.0)}
-
     def see(self, fp: bytes, end: float, now: float) -> None:
         _add(self.seen, fp, end, now)
         self.expires = max(self.expires, end + 60)
@@ -112,8 +107,11 @@ class Recent:
         """Write a walk: its windows' counts and ends, and ``e``, the last of its ends
         (``changes`` holds every window: a walk is written when each one counts a hit)."""
         walk = {**walk, **changes}
-        end = max((v for k, v in changes.items() if k.endswith(":e")), default=0.0)
-        walk["e"] = end = max(end, walk.get("e", 0.0))
+        end = walk.get("e", 0.0)
+        for name, value in changes.items():
+            if value > end and name.endswith(":e"):
+                end = value
+        walk["e"] = end
         walks = self.walks
         walks.pop(cohort, None)
         walks[cohort] = walk

@@ -106,6 +106,9 @@ SPACING: Final = (4, 8)
 #: with a neighbour only over those with a control only breaches when ``e * e >= Z2 * n``,
 #: ``n`` the two counts' sum (one-sided, z = 4).
 Z2: Final = 16
+#: The order numbers 000-999 and the check keys 00-97, as the ASCII bytes of a NIR.
+_ORDERS: Final = tuple(b"%03d" % m for m in range(1000))
+_CHECKS: Final = tuple(b"%02d" % k for k in range(98))
 #: :func:`own`'s answer: a neighbour is evidence (bit 1), a control is (bit 2).
 NEIGHBOUR: Final = 1
 CONTROL: Final = 2
@@ -126,16 +129,28 @@ def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
     """The fingerprints of the patient pseudonyms of four numbers of ``canonical``'s
     cohort: its neighbours (order ``n - 1``, ``n + 1``) then its controls (``n - d``,
     ``n + d``, ``d`` from :func:`spacing` of ``patient``, its pseudonym), concatenated:
-    24 bytes, :data:`ABSENT` for a number outside 001-999. Nothing of the number itself."""
-    prefix, order = canonical[:10], int(canonical[10:13])
+    24 bytes, :data:`ABSENT` for a number outside 001-999. Nothing of the number itself.
+
+    >>> from nirguard import Pseudonymiser, SecretKey
+    >>> from nirguard._engine import fingerprint
+    >>> p = Pseudonymiser(SecretKey(bytes(range(32)), "k"), purpose="guard")
+    >>> near = neighbours(p, "185057800608491", p.pseudonymise_canonical("185057800608491"))
+    >>> n = 1850578006085  # the body of the next order number, 085
+    >>> len(near), near[6:12] == fingerprint(p.pseudonymise_canonical(f"{n}{97 - n % 97:02d}"))
+    (24, True)
+    """
+    order = int(canonical[10:13])
     place = canonical[5:7]
     # the body as a number (2A read as 19, 2B as 18: docs/rules.md), without its order
-    base = int(prefix[:5] + _CORSICA.get(place, place) + prefix[7:]) * 1000
+    rest = int(canonical[:5] + _CORSICA.get(place, place) + canonical[7:10]) * 1000 % 97
+    prefix = canonical[:10].encode()
     d = spacing(patient)
-    orders = (order - 1, order + 1, order - d, order + d)
     return fingerprints_canonical(
         patients,
-        (f"{prefix}{m:03d}{97 - (base + m) % 97:02d}" if 1 <= m <= 999 else None for m in orders),
+        (
+            prefix + _ORDERS[m] + _CHECKS[97 - (rest + m) % 97] if 1 <= m <= 999 else None
+            for m in (order - 1, order + 1, order - d, order + d)
+        ),
         ABSENT,
     )
 

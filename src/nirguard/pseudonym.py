@@ -159,7 +159,7 @@ class Pseudonymiser(PurposeBound):
         check_purpose(purpose_suffix)
         return Pseudonymiser(self._ring, purpose=f"{self._purpose}/{purpose_suffix}")
 
-    def _fingerprints_canonical(self, canonicals: Iterable[str | None], absent: bytes) -> bytes:
+    def _fingerprints_canonical(self, canonicals: Iterable[bytes | None], absent: bytes) -> bytes:
         """:func:`fingerprints_canonical`: one copy of the pre-keyed HMAC per string."""
         copy = self._hmacs[self._ring.current.key_id].copy
         out = []
@@ -168,7 +168,7 @@ class Pseudonymiser(PurposeBound):
                 out.append(absent)
                 continue
             mac = copy()
-            mac.update(canonical.encode())
+            mac.update(canonical)
             out.append(mac.finalize()[_DIGEST_BYTES - 6 : _DIGEST_BYTES])
         return b"".join(out)
 
@@ -198,9 +198,10 @@ class Pseudonymiser(PurposeBound):
 
 
 def fingerprints_canonical(
-    pseudonymiser: Pseudonymiser, canonicals: Iterable[str | None], absent: bytes
+    pseudonymiser: Pseudonymiser, canonicals: Iterable[bytes | None], absent: bytes
 ) -> bytes:
-    """Package-internal (``nirguard._sequence``): for each canonical string, the 6 bytes
+    """Package-internal (``nirguard._sequence``): for each canonical string (its ASCII
+    bytes: the caller builds them so, with no str on the way), the 6 bytes
     that stand for its pseudonym under ``pseudonymiser``'s current key in a record
     (:func:`nirguard._engine.fingerprint`: the end of its digest), ``absent`` for
     ``None``, concatenated; no hex on the way."""
