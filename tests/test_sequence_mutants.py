@@ -335,6 +335,14 @@ def test_the_control_s_distance_is_one_byte_of_the_pseudonym_outside_its_fingerp
     assert sorted(counts.values()) == [51, 51, 51, 51, 52], counts
 
 
+def test_the_control_s_distance_is_four_plus_the_byte_mod_five() -> None:
+    """The documented mapping, byte by byte: guards of two releases probe the same
+    controls only if it never changes."""
+    patient = PATIENTS.pseudonymise_canonical(_nir("1850578006001"))
+    for byte in range(256):
+        assert spacing(f"{patient[:-14]}{byte:02x}{patient[-12:]}") == 4 + byte % 5
+
+
 def test_a_label_that_is_no_pseudonym_still_gets_a_spread_distance() -> None:
     """A label with no hex digest (a test's, a derived purpose's) is hashed, like its
     fingerprint (:func:`nirguard._engine.fingerprint`): its distances are spread too."""

@@ -117,7 +117,14 @@ CONTROL: Final = 2
 def spacing(patient: str) -> int:
     """The keyed distance ``d`` of a patient's control probes, :data:`SPACING` apart from
     the lowest: from a byte of its pseudonym that its fingerprint does not hold, so that
-    nobody without the key knows it (and no record reveals it)."""
+    nobody without the key knows it (and no record reveals it). With ``b`` the byte
+    written by the pseudonym's hex digits ``[-14:-12]`` (a label without them: the
+    first byte of its BLAKE2b), ``d = 4 + b mod 5``: the guards of every process, old and
+    new, probe the same controls.
+
+    >>> spacing("k1:" + "0" * 50 + "07" + "0" * 12)
+    6
+    """
     try:
         byte = int(patient[-14:-12], 16)
     except ValueError:
