@@ -289,10 +289,14 @@ def test_a_stated_reason_vouches_for_the_day(engine: Engine) -> None:
     assert practice.look("monday", 1, MONDAY + 22 * DAY + 9 * HOUR).outcome == "allowed"
 
 
-def test_a_reason_the_day_after_a_breach_vouches_for_the_days_before(engine: Engine) -> None:
+@pytest.mark.parametrize("new", [12, 26])
+def test_a_reason_the_day_after_a_breach_vouches_for_the_days_before(
+    engine: Engine, new: int
+) -> None:
     """A day that breached rolls in at the cap; the clinician who states a reason the next
     morning vouches for it too (the CUSUM carried counts at most 0.8 times ``baseline``
-    for the rest of that day): their ordinary day goes on, and is not locked."""
+    for the rest of that day): their ordinary day goes on, and is not locked; nor is a
+    busy one (26 new patients: carried at 1.25 times ``baseline`` it would be)."""
     short = QuotaPolicy.only(
         distinct_patients="1000/day",
         break_glass="1/day;2/7 days",
@@ -306,7 +310,7 @@ def test_a_reason_the_day_after_a_breach_vouches_for_the_days_before(engine: Eng
     practice.day(21, 15, harvest=40)
     assert practice.status(22).baseline["cusum"] == 10.0
     practice.refused.clear()
-    day = _mixed_day(practice, 22, 12, 10.0)
+    day = _mixed_day(practice, 22, new, 10.0)
     assert [(d.outcome, d.quota) for d in practice.refused] == [("reason_required", "baseline")]
     assert [d.outcome for d in _signals(day)] == ["break_glass"]
 
