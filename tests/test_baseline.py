@@ -207,11 +207,22 @@ def test_unlock_forgets_the_cusum_and_keeps_the_history(engine: Engine) -> None:
     practice.weeks(3)
     practice.day(21, 15, harvest=40)
     practice.engine.unlock(practice.who, practice.policy._compiled)
-    later = MONDAY + 21 * DAY + 20 * HOUR
-    assert practice.look("fresh", 40, later).outcome == "allowed"  # the day is forgiven
-    after = practice.status(22).baseline
+    for i in range(30):  # the rest of the day is forgiven, however far it goes
+        later = MONDAY + 21 * DAY + (19 + i / 30) * HOUR
+        assert practice.look(f"fresh{i}", 30 + i, later).outcome == "allowed"
+    assert practice.status(21.9).baseline["unusual_places_today"] > 30
+    after = practice.status(22).baseline  # and it rolls in at zero
     assert (after["cusum"], after["days"]) == (0.0, 16)
     assert practice.look("fresh2", 1, MONDAY + 22 * DAY + 9 * HOUR).outcome == "allowed"
+
+
+def test_a_day_with_a_single_lookup_is_a_day_of_history(engine: Engine) -> None:
+    """Days without lookups are not history; a day with one is."""
+    practice = Practice(engine, who="quiet")
+    practice.look("only", 1, MONDAY + 9 * HOUR)
+    assert practice.status(2).baseline["days"] == 1
+    practice.look("next", 1, MONDAY + 2 * DAY + 9 * HOUR)
+    assert practice.status(5).baseline["days"] == 2
 
 
 def test_a_new_practice_is_compared_with_its_peers(engine: Engine) -> None:
