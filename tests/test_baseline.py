@@ -225,6 +225,15 @@ def test_a_day_with_a_single_lookup_is_a_day_of_history(engine: Engine) -> None:
     assert practice.status(5).baseline["days"] == 2
 
 
+def test_a_day_that_does_not_breach_carries_its_whole_cusum(engine: Engine) -> None:
+    """Only a vouched day rolls in at most at 0.8 times ``baseline``: a day short of a
+    breach carries all of its score, so that the next one starts close to the bar."""
+    practice = Practice(engine)
+    practice.weeks(3)
+    assert practice.day(21, 15, harvest=19) and practice.refused == []
+    assert 0.8 * 5.0 < practice.status(22).baseline["cusum"] <= 5.0
+
+
 def test_a_new_practice_is_compared_with_its_peers(engine: Engine) -> None:
     locum = Practice(engine, who="locum")  # every patient new, every place unusual
     for day in range(5):
