@@ -76,7 +76,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import drive
 
 from nirguard import Pseudonymiser, QuotaPolicy, SecretKey
 from nirguard._engine import Request, escape
@@ -207,29 +210,20 @@ def _client(
     engine = RedisEngine(url, prefix=prefix, deadline=30.0)
     outcomes: dict[str, int] = {}
 
-    async def drive(batch: list[Request]) -> None:
-        position = 0
-
-        async def worker() -> None:
-            nonlocal position
-            while position < len(batch):
-                request = batch[position]
-                position += 1
-                try:
-                    outcome = (await engine.adecide(request)).outcome
-                except engine.outages:
-                    outcome = "store unavailable"
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(inflight)))
+    async def decide(request: Request) -> None:
+        try:
+            outcome = (await engine.adecide(request)).outcome
+        except engine.outages:
+            outcome = "store unavailable"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        await drive(requests[:warm])
+        await drive(requests[:warm], inflight, decide)
         await loop.run_in_executor(None, barrier.wait)  # warmed up: the parent reads INFO
         await loop.run_in_executor(None, barrier.wait)  # ... and lets go
         outcomes.clear()
-        await drive(requests[warm:])
+        await drive(requests[warm:], inflight, decide)
         await loop.run_in_executor(None, barrier.wait)
         await engine.aclose()
 
