@@ -65,6 +65,13 @@ class Portal:
         assert self.ask("x", cohort, 10, at).outcome == "allowed"
         return self.ask(who, cohort, 11, at + wait)
 
+    def breach(self, who: str, cohort: int, now: float) -> tuple[int | None, int | None]:
+        """``who``'s next new patient with a neighbour only (:meth:`next_to_x`) breaches
+        ``sequence``: the breach's count and limit."""
+        decision = self.next_to_x(who, cohort, now)
+        assert (decision.outcome, decision.quota) == ("suspected", "sequence")
+        return decision.count, decision.limit
+
     def controls(self, who: str, seen: tuple[int, ...], now: float) -> float:
         """``x`` looks up numbers ``seen`` of cohorts 300 and 301, ``who`` number 11 of
         each a second later with number 20 as its control, let through; the time after."""
@@ -90,9 +97,7 @@ def test_the_sign_test_alone_holds_a_walk_under_z2(engine: Engine) -> None:
     (over the quota, under the test), the Z2-th breaches and reports them all."""
     portal = Portal(engine)
     now = portal.evidence("a", Z2 - 1, 100, T0)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (Z2, 0)
+    assert portal.breach("a", 200, now) == (Z2, 0)
 
 
 def test_the_upper_neighbour_is_evidence_as_the_lower_is(engine: Engine) -> None:
@@ -198,9 +203,7 @@ def test_the_share_holds_an_account_whose_new_patients_are_mostly_without_eviden
         assert portal.ask("a", cohort, 500, now).outcome == "allowed"
         now += 60.0
     now = portal.evidence("a", 29, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (30, 0)
+    assert portal.breach("a", 200, now) == (30, 0)
 
 
 def test_new_patients_with_a_control_only_count_against_the_neighbours(
@@ -212,9 +215,7 @@ def test_new_patients_with_a_control_only_count_against_the_neighbours(
     portal = Portal(engine)
     now = portal.controls("a", (20,), T0)  # only the control seen
     now = portal.evidence("a", 21, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (22, 2)
+    assert portal.breach("a", 200, now) == (22, 2)
 
 
 def test_a_new_patient_with_a_neighbour_and_a_control_counts_for_neither(
@@ -226,9 +227,7 @@ def test_a_new_patient_with_a_neighbour_and_a_control_counts_for_neither(
     portal = Portal(engine)
     now = portal.controls("a", (10, 20), T0)  # the neighbour and the control seen
     now = portal.evidence("a", Z2 - 1, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (Z2, 0)
+    assert portal.breach("a", 200, now) == (Z2, 0)
 
 
 def test_the_quota_must_be_exceeded_not_reached(engine: Engine) -> None:
@@ -236,8 +235,7 @@ def test_the_quota_must_be_exceeded_not_reached(engine: Engine) -> None:
     (the excess equals the quota), the next breaches."""
     portal = Portal(engine, _policy(limit=Z2))
     now = portal.evidence("a", Z2, 100, T0)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota, decision.count) == ("suspected", "sequence", Z2 + 1)
+    assert portal.breach("a", 200, now)[0] == Z2 + 1
 
 
 def test_the_history_ends_lockout_memory_after_the_breach(engine: Engine) -> None:
