@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nirguard import KeyRing, Pseudonymiser, SecretKey, Tokeniser, nir
-from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
+from tests.csv_helpers import blocks_of, pseudonymising
 
 KEY = SecretKey(bytes(range(32)), "cli-key")
 OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
@@ -765,21 +765,13 @@ def test_random_csv_round_trip(
     except csv.Error:
         parsed = None
     source, sink = io.BytesIO(text.encode()), io.BytesIO()
-    old_block = csv_blocks.BLOCK_BYTES
-    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
-    try:
-        converter = cli_csv._Converter(
-            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
-            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
-            policy=policy, jobs=1,
-        )  # fmt: skip
+    with blocks_of(block):
+        converter = pseudonymising(KEY, source, sink, delimiter=delimiter, policy=policy)
         if parsed is None:
             with pytest.raises(csv_blocks.Malformed):
                 converter.run()
             return
         summary = converter.run()
-    finally:
-        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
     column = header.index("nir")
     pseudonymiser = Pseudonymiser(KEY, purpose="prop")
     expected = [header]
