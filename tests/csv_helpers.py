@@ -1,16 +1,36 @@
-"""The CLI's CSV converter driven in process, for the CSV tests (``nirguard pseudonymise``)."""
+"""The CLI driven in process for the CSV tests (``nirguard pseudonymise``): the command
+line, a key file, and the converter alone."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
+
+import pytest
 
 from nirguard import SecretKey
 from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
+from nirguard.cli import main
 
-__all__ = ["blocks_of", "pseudonymising"]
+__all__ = ["blocks_of", "key_file_at", "pseudonymising", "run"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``nirguard *argv``: its exit code, stdout and stderr."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def key_file_at(path: Path, key: SecretKey) -> Path:
+    """``key`` written to ``path`` as the CLI reads it, readable by its owner alone (a
+    group-readable key file gets an InsecureKeyFileWarning)."""
+    path.write_text(key.to_text() + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def pseudonymising(

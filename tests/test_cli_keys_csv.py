@@ -21,7 +21,7 @@ from nirguard import _csv_blocks as csv_blocks
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
-from tests.csv_helpers import blocks_of, pseudonymising
+from tests.csv_helpers import blocks_of, key_file_at, pseudonymising, run
 
 KEY = SecretKey(bytes(range(32)), "cli-key")
 OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
@@ -29,16 +29,7 @@ OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "cli.key"
-    path.write_text(KEY.to_text() + "\n")
-    path.chmod(0o600)  # a group-readable key file gets an InsecureKeyFileWarning
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return key_file_at(tmp_path / "cli.key", KEY)
 
 
 def read_rows(path: Path, delimiter: str = ",") -> list[list[str]]:

@@ -21,10 +21,9 @@ from nirguard import Pseudonymiser, SecretKey, Tokeniser, nir
 from nirguard import _csv_blocks as csv_blocks
 from nirguard._csv_io import InvalidData
 from nirguard._csv_scan import Scanner
-from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir, find_nirs
-from tests.csv_helpers import blocks_of, pseudonymising
+from tests.csv_helpers import blocks_of, key_file_at, pseudonymising, run
 
 KEY = SecretKey(bytes(range(32)), "scan-key")
 TARGET = "297076749841517"  # the converted column's NIR
@@ -34,16 +33,7 @@ CORSICA = "282042A12345617"
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "scan.key"
-    path.write_text(KEY.to_text() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return key_file_at(tmp_path / "scan.key", KEY)
 
 
 def command(
