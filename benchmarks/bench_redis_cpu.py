@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cluster as cluster
+from _common import drive
 
 from nirguard._engine import Request
 from tests.redis_tools import RedisServer, missing_redis_binaries
@@ -85,25 +86,13 @@ def run(args: argparse.Namespace) -> None:
         engine._codec.cluster = args.mode == "cluster"  # every slot on this one node
         client = redis.Redis(port=server.port)
 
-        async def drive(batch: list[Request]) -> None:
-            position = 0
-
-            async def worker() -> None:
-                nonlocal position
-                while position < len(batch):
-                    request = batch[position]
-                    position += 1
-                    await engine.adecide(request)
-
-            await asyncio.gather(*(worker() for _ in range(INFLIGHT)))
-
         async def main() -> None:
-            await drive(lookups[:warm])
+            await drive(lookups[:warm], INFLIGHT, engine.adecide)
             if args.noop:
                 client.execute_command("FUNCTION", "LOAD", NOOP)
                 script.FUNCTION = "nirguard_noop"  # type: ignore[misc]
             before, start = cpu(client), time.perf_counter()
-            await drive(lookups[warm:])
+            await drive(lookups[warm:], INFLIGHT, engine.adecide)
             after, seconds = cpu(client), time.perf_counter() - start
             measured = len(lookups) - warm
             print(

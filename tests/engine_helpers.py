@@ -126,3 +126,26 @@ def gp_policy(**fields: Any) -> QuotaPolicy:
         "strikes": "3/hour;6/day",
     }
     return QuotaPolicy.only(**{**base, **fields})
+
+
+def sequence_policy(
+    sequence: str,
+    *,
+    share: float = 0.5,
+    heat: str | None = "2 hours",
+    seen: str = "7 days",
+    **fields: Any,
+) -> QuotaPolicy:
+    """The ``sequence`` signal's windows with ``share``, and a heat that never turns hot
+    (it only remembers whom it saw, for ``heat``; the policy's default when None); new
+    patients known for ``seen``; ``fields`` any other quota (``break_glass``)."""
+    if heat is not None:
+        fields["hot_cohort_window"] = heat
+    return QuotaPolicy.only(
+        sequence=sequence,
+        sequence_share=share,
+        hot_cohort=3.0,
+        hot_cohort_min=1_000_000,
+        distinct_patients=f"100000/{seen}",
+        **fields,
+    )

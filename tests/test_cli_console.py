@@ -28,26 +28,17 @@ def test_it_refuses_to_start_without_officers_or_authorize(
     assert main(["console", "--audit", url, "--authorize", "no_colon_here"]) == 2
 
 
+def _add_officer(path: Path, name: str, *options: str) -> int:
+    """``nirguard console --add-officer name`` on the officers file ``path``: its exit code."""
+    where = ["--audit", "sqlite://", "--officers", str(path)]
+    return main(["console", *where, "--add-officer", name, *options])
+
+
 def test_add_officer_prints_the_token_once_and_keeps_its_hash(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "officers"
-    assert (
-        main(
-            [
-                "console",
-                "--audit",
-                "sqlite://",
-                "--officers",
-                str(path),
-                "--add-officer",
-                "m.dupont",
-                "--role",
-                "officer",
-            ]
-        )
-        == 0
-    )
+    assert _add_officer(path, "m.dupont", "--role", "officer") == 0
     token = capsys.readouterr().out.strip().rsplit(" ", 1)[-1]
     text = path.read_text()
     assert token not in text and text.startswith("m.dupont:officer:")
@@ -70,20 +61,7 @@ def test_add_officer_prints_the_token_once_and_keeps_its_hash(
     ):
         assert officers.authorize(Request(header)) is None
     # a second token for the same person replaces the first
-    assert (
-        main(
-            [
-                "console",
-                "--audit",
-                "sqlite://",
-                "--officers",
-                str(path),
-                "--add-officer",
-                "m.dupont",
-            ]
-        )
-        == 0
-    )
+    assert _add_officer(path, "m.dupont") == 0
     assert officers.check("m.dupont", token) is None
     assert len(path.read_text().splitlines()) == 1
     path.write_text("m.dupont:root:abc\n")

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nirguard import KeyRing, Pseudonymiser, SecretKey, Tokeniser, nir
-from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
 from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir
+from tests.csv_helpers import blocks_of, key_file_at, pseudonymising, run
 
 KEY = SecretKey(bytes(range(32)), "cli-key")
 OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
@@ -29,16 +29,7 @@ OLD_KEY = SecretKey(bytes(range(1, 33)), "old-key")
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "cli.key"
-    path.write_text(KEY.to_text() + "\n")
-    path.chmod(0o600)  # a group-readable key file gets an InsecureKeyFileWarning
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return key_file_at(tmp_path / "cli.key", KEY)
 
 
 def read_rows(path: Path, delimiter: str = ",") -> list[list[str]]:
@@ -765,21 +756,13 @@ def test_random_csv_round_trip(
     except csv.Error:
         parsed = None
     source, sink = io.BytesIO(text.encode()), io.BytesIO()
-    old_block = csv_blocks.BLOCK_BYTES
-    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
-    try:
-        converter = cli_csv._Converter(
-            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
-            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
-            policy=policy, jobs=1,
-        )  # fmt: skip
+    with blocks_of(block):
+        converter = pseudonymising(KEY, source, sink, delimiter=delimiter, policy=policy)
         if parsed is None:
             with pytest.raises(csv_blocks.Malformed):
                 converter.run()
             return
         summary = converter.run()
-    finally:
-        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
     column = header.index("nir")
     pseudonymiser = Pseudonymiser(KEY, purpose="prop")
     expected = [header]

@@ -18,13 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nirguard import Pseudonymiser, SecretKey, Tokeniser, nir
-from nirguard import _cli_csv as cli_csv
 from nirguard import _csv_blocks as csv_blocks
 from nirguard._csv_io import InvalidData
 from nirguard._csv_scan import Scanner
-from nirguard.cli import main
 from nirguard.testing import NIRGenerator
 from tests.conftest import assert_no_nir, find_nirs
+from tests.csv_helpers import blocks_of, key_file_at, pseudonymising, run
 
 KEY = SecretKey(bytes(range(32)), "scan-key")
 TARGET = "297076749841517"  # the converted column's NIR
@@ -34,16 +33,7 @@ CORSICA = "282042A12345617"
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "scan.key"
-    path.write_text(KEY.to_text() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return key_file_at(tmp_path / "scan.key", KEY)
 
 
 def command(
@@ -496,21 +486,13 @@ def test_a_nir_outside_the_column_never_comes_out(
     csv.writer(buffer, delimiter=delimiter, lineterminator=terminator).writerows(table)
     text = buffer.getvalue()
     source, sink = io.BytesIO(text.encode()), io.BytesIO()
-    old_block = csv_blocks.BLOCK_BYTES
-    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
-    try:
-        converter = cli_csv._Converter(
-            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
-            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
-            policy=policy, jobs=1,
-        )  # fmt: skip
+    with blocks_of(block):
+        converter = pseudonymising(KEY, source, sink, delimiter=delimiter, policy=policy)
         error = summary = None
         try:
             summary = converter.run()
         except InvalidData as exc:
             error = str(exc)
-    finally:
-        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
     if error is not None:
         assert policy == "fail"
         assert f"row {row} " in error and "holds a NIR" in error
@@ -615,21 +597,13 @@ def test_no_nir_comes_out_whatever_the_delimiter(
         table
     )
     source, sink = io.BytesIO(buffer.getvalue().encode()), io.BytesIO()
-    old_block = csv_blocks.BLOCK_BYTES
-    csv_blocks.BLOCK_BYTES = block  # type: ignore[misc]
-    try:
-        converter = cli_csv._Converter(
-            prog="test", source=source, sink=sink, mode="pseudonymise", keys=(KEY,),
-            purpose="prop", column_name="nir", delimiter=delimiter, encoding="utf-8",
-            policy=policy, jobs=1,
-        )  # fmt: skip
+    with blocks_of(block):
+        converter = pseudonymising(KEY, source, sink, delimiter=delimiter, policy=policy)
         error = summary = None
         try:
             summary = converter.run()
         except InvalidData as exc:
             error = str(exc)
-    finally:
-        csv_blocks.BLOCK_BYTES = old_block  # type: ignore[misc]
     if error is not None:
         assert policy == "fail" or header_holds, error
         assert leaks(error) == []
@@ -682,11 +656,7 @@ class _CountingReader(io.BytesIO):
 def test_a_stray_quote_fails_within_a_megabyte(jobs: int) -> None:
     data = _big_csv(200_000, stray_at=2)  # about 11 MB
     source = _CountingReader(data)
-    converter = cli_csv._Converter(
-        prog="test", source=source, sink=io.BytesIO(), mode="pseudonymise", keys=(KEY,),
-        purpose="p", column_name="nir", delimiter=",", encoding="utf-8", policy="fail",
-        jobs=jobs,
-    )  # fmt: skip
+    converter = pseudonymising(KEY, source, io.BytesIO(), purpose="p", jobs=jobs)
     with pytest.raises(csv_blocks.Malformed, match=r"unbalanced quotes .*\(line 4\)$"):
         converter.run()
     assert len(data) > 8 * csv_blocks.MAX_RECORD_BYTES
@@ -706,11 +676,7 @@ def test_a_stray_quote_near_the_end_is_found_too(
 def test_a_stray_quote_in_the_header_fails_fast() -> None:
     data = b'id,"nir,name\n' + _big_csv(100_000, stray_at=None)
     source = _CountingReader(data)
-    converter = cli_csv._Converter(
-        prog="test", source=source, sink=io.BytesIO(), mode="pseudonymise", keys=(KEY,),
-        purpose="p", column_name="nir", delimiter=",", encoding="utf-8", policy="fail",
-        jobs=1,
-    )  # fmt: skip
+    converter = pseudonymising(KEY, source, io.BytesIO(), purpose="p")
     with pytest.raises(csv_blocks.Malformed, match="the header never ends"):
         converter.run()
     assert source.consumed <= csv_blocks.MAX_RECORD_BYTES + 2 * csv_blocks.BLOCK_BYTES

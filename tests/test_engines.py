@@ -511,20 +511,25 @@ def _play(
     return out
 
 
+def play_twice(url: str, ops: Any) -> tuple[list[Any], list[Any]]:
+    """``ops`` played on the memory engine, then on the Redis engine at ``url`` (the same
+    prefix; its keys deleted afterwards): what each answered."""
+    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
+    on_redis = redis_engine(url, prefix)
+    try:
+        return _play(MemoryEngine(lambda: T0, prefix=prefix), ops), _play(on_redis, ops)
+    finally:
+        on_redis.close()
+        cleanup(url, prefix)
+
+
 @pytest.mark.redis
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
 def test_memory_and_redis_agree_on_every_sequence(redis_url: str, ops: Any) -> None:
-    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    on_redis = redis_engine(redis_url, prefix)
-    try:
-        expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
-        got = _play(on_redis, ops)
-    finally:
-        on_redis.close()
-        cleanup(redis_url, prefix)
+    expected, got = play_twice(redis_url, ops)
     assert got == expected
 
 

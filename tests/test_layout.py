@@ -28,7 +28,7 @@ from tests.engine_helpers import T0, cleanup, redis_engine
 from tests.guard_helpers import KEY, Clock, only
 from tests.redis_helpers import WORKER_PREFIX, recent_entries
 from tests.redis_tools import RedisServer
-from tests.test_engines import OPS, PARITY_POLICY, _play
+from tests.test_engines import OPS, PARITY_POLICY, play_twice
 
 DAY = 86400.0
 NIRS = NIRGenerator(seed=77).many(400)
@@ -305,12 +305,5 @@ def test_a_cluster_spreads_the_cohorts_over_every_master(cluster: tuple[str, str
 )
 @given(ops=OPS)
 def test_memory_and_a_cluster_agree_on_every_sequence(redis_cluster_url: str, ops: Any) -> None:
-    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    cluster_engine = redis_engine(redis_cluster_url, prefix)
-    try:
-        expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
-        got = _play(cluster_engine, ops)
-    finally:
-        cluster_engine.close()
-        cleanup(redis_cluster_url, prefix)
+    expected, got = play_twice(redis_cluster_url, ops)
     assert got == expected

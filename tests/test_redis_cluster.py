@@ -163,6 +163,20 @@ def _fault_guard(url: str, prefix: str, **kwargs: Any) -> LookupGuard:
     )
 
 
+def _timed_sync(guard: LookupGuard, who: list[str], value: str) -> list[tuple[str, float]]:
+    """Each of ``who`` in turn looks up ``value`` on the sync path: outcome and seconds."""
+    results = []
+    for name in who:
+        start = time.monotonic()
+        try:
+            with guard.lookup(name, value):
+                outcome = "allowed"
+        except GuardUnavailable:
+            outcome = "unavailable"
+        results.append((outcome, time.monotonic() - start))
+    return results
+
+
 def _timed_async(guard: LookupGuard, who: list[str]) -> list[tuple[str, float]]:
     async def one(name: str, value: str) -> tuple[str, float]:
         start = time.monotonic()
@@ -198,15 +212,7 @@ def test_a_stalled_node_holds_only_the_practitioners_of_its_slots(
         if path == "async":
             results = _timed_async(guard, mine + others)
         else:
-            results = []
-            for name in mine + others:
-                start = time.monotonic()
-                try:
-                    with guard.lookup(name, NIRS[50]):
-                        outcome = "allowed"
-                except GuardUnavailable:
-                    outcome = "unavailable"
-                results.append((outcome, time.monotonic() - start))
+            results = _timed_sync(guard, mine + others, NIRS[50])
     stalled, healthy = results[: len(mine)], results[len(mine) :]
     assert {outcome for outcome, _ in stalled} == {"unavailable"}
     assert max(took for _, took in stalled) < 0.3 + 0.3
@@ -245,15 +251,10 @@ def test_a_stopped_node_is_refused_within_the_deadline(path: str) -> None:
         guard = _fault_guard(cluster.url, "stopped")
         assert {o for o, _ in _timed_async(guard, mine + others)} == {"allowed"}
         node.stop()
-        results = _timed_async(guard, mine + others) if path == "async" else []
-        for name in (mine + others) if path == "sync" else ():
-            start = time.monotonic()
-            try:
-                with guard.lookup(name, NIRS[60]):
-                    outcome = "allowed"
-            except GuardUnavailable:
-                outcome = "unavailable"
-            results.append((outcome, time.monotonic() - start))
+        if path == "async":
+            results = _timed_async(guard, mine + others)
+        else:
+            results = _timed_sync(guard, mine + others, NIRS[60])
         assert max(took for _, took in results) < 0.3 + 0.4
         assert {o for o, _ in results[: len(mine)]} == {"unavailable"}
         assert {o for o, _ in results[len(mine) :]} == {"allowed"}

@@ -25,18 +25,22 @@ from nirguard._memory import MemoryEngine
 from nirguard._sequence import ABSENT, SPACING, TWINS, Z2, neighbours, spacing
 from nirguard.errors import EnumerationSuspected, PolicyError, PractitionerLocked
 from nirguard.nir import compute_key
-from tests.engine_helpers import DAY, ENGINES, HOUR, T0, cleanup, engines, redis_engine
+from tests.engine_helpers import (
+    DAY,
+    ENGINES,
+    HOUR,
+    T0,
+    cleanup,
+    engines,
+    redis_engine,
+    sequence_policy,
+)
 from tests.redis_helpers import WORKER_PREFIX
 
 LIMIT = 3
-POLICY = QuotaPolicy.only(
-    sequence=f"{LIMIT}/day;{2 * LIMIT}/7 days",
-    sequence_share=0.5,
-    hot_cohort=3.0,
-    hot_cohort_min=1_000_000,  # never hot: the heat only remembers who it saw
-    hot_cohort_window="2 hours",  # ... for two hours
-    distinct_patients="100000/7 days",  # new patients stay known for 7 days
-)
+#: Never hot: the heat only remembers whom it saw, for two hours; new patients stay known
+#: for 7 days.
+POLICY = sequence_policy(f"{LIMIT}/day;{2 * LIMIT}/7 days")
 HOT = 2 * HOUR
 STEPS = (HOUR, DAY, None)  # the default lockout, then its escalation
 
@@ -296,13 +300,8 @@ def test_a_question_answered_with_a_reason_is_not_remembered(engine: Engine) -> 
     with a reason (break-glass) is judged on the quota, the test and the share again
     later, where one that moved on to another patient was locked and breaches at its
     next neighbour."""
-    policy = QuotaPolicy.only(
-        sequence=f"{LIMIT}/day;{10 * LIMIT}/7 days",
-        sequence_share=0.5,
-        hot_cohort=3.0,
-        hot_cohort_min=1_000_000,
-        distinct_patients="100000/7 days",
-        break_glass="5/day;10/7 days",
+    policy = sequence_policy(
+        f"{LIMIT}/day;{10 * LIMIT}/7 days", heat=None, break_glass="5/day;10/7 days"
     )._compiled
     run, now = uuid.uuid4().hex[:8], T0
 
@@ -404,13 +403,7 @@ def _random_week(seed: int, per_day: int, accounts: int = 40, cohorts: int = 40)
     """A week of ``accounts`` accounts, ``per_day`` new patients a day each, at random over
     ``cohorts`` full cohorts (999 people each), in office hours, under the default's
     values: how many lookups ``sequence`` refused."""
-    policy = QuotaPolicy.only(
-        sequence="6/day;8/7 days",
-        sequence_share=0.3,
-        hot_cohort=3.0,
-        hot_cohort_min=1_000_000,
-        distinct_patients="100000/7 days",
-    )
+    policy = sequence_policy("6/day;8/7 days", share=0.3, heat=None)
     engine = MemoryEngine(lambda: T0, prefix="legit")
     rng = random.Random(seed)
     now, refused, daily = T0, 0, accounts * per_day

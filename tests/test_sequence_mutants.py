@@ -20,23 +20,16 @@ from nirguard import Pseudonymiser, QuotaPolicy, SecretKey
 from nirguard._engine import Decision, Engine, Request, fingerprint
 from nirguard._sequence import ABSENT, SPACING, TWINS, Z2, neighbours, spacing
 from nirguard.nir import compute_key
-from tests.engine_helpers import DAY, ENGINES, HOUR, T0, engines
+from tests.engine_helpers import DAY, ENGINES, HOUR, T0, engines, sequence_policy
 
 LIMIT = 3
 HOT = 2 * HOUR
 
 
-def _policy(share: float = 0.5, seen: str = "7 days") -> QuotaPolicy:
-    """One window (a day), ``share``, a heat that never turns hot and only remembers whom
-    it saw for :data:`HOT`; new patients known for ``seen``."""
-    return QuotaPolicy.only(
-        sequence=f"{LIMIT}/day",
-        sequence_share=share,
-        hot_cohort=3.0,
-        hot_cohort_min=1_000_000,
-        hot_cohort_window="2 hours",
-        distinct_patients=f"100000/{seen}",
-    )
+def _policy(share: float = 0.5, seen: str = "7 days", limit: int = LIMIT) -> QuotaPolicy:
+    """One window (a day) of ``limit``, ``share``, a heat that never turns hot and only
+    remembers whom it saw for :data:`HOT`; new patients known for ``seen``."""
+    return sequence_policy(f"{limit}/day", share=share, seen=seen)
 
 
 POLICY = _policy()
@@ -72,6 +65,23 @@ class Portal:
         assert self.ask("x", cohort, 10, at).outcome == "allowed"
         return self.ask(who, cohort, 11, at + wait)
 
+    def breach(self, who: str, cohort: int, now: float) -> tuple[int | None, int | None]:
+        """``who``'s next new patient with a neighbour only (:meth:`next_to_x`) breaches
+        ``sequence``: the breach's count and limit."""
+        decision = self.next_to_x(who, cohort, now)
+        assert (decision.outcome, decision.quota) == ("suspected", "sequence")
+        return decision.count, decision.limit
+
+    def controls(self, who: str, seen: tuple[int, ...], now: float) -> float:
+        """``x`` looks up numbers ``seen`` of cohorts 300 and 301, ``who`` number 11 of
+        each a second later with number 20 as its control, let through; the time after."""
+        for cohort in (300, 301):
+            for order in seen:
+                assert self.ask("x", cohort, order, now).outcome == "allowed"
+            assert self.ask(who, cohort, 11, now + 1.0, control=20).quota is None
+            now += 60.0
+        return now
+
     def evidence(self, who: str, n: int, first: int, now: float) -> float:
         """``who`` gets ``n`` new patients with a neighbour only, one a minute, in fresh
         cohorts from ``first``, all let through; the time after."""
@@ -87,9 +97,7 @@ def test_the_sign_test_alone_holds_a_walk_under_z2(engine: Engine) -> None:
     (over the quota, under the test), the Z2-th breaches and reports them all."""
     portal = Portal(engine)
     now = portal.evidence("a", Z2 - 1, 100, T0)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (Z2, 0)
+    assert portal.breach("a", 200, now) == (Z2, 0)
 
 
 def test_the_upper_neighbour_is_evidence_as_the_lower_is(engine: Engine) -> None:
@@ -195,9 +203,7 @@ def test_the_share_holds_an_account_whose_new_patients_are_mostly_without_eviden
         assert portal.ask("a", cohort, 500, now).outcome == "allowed"
         now += 60.0
     now = portal.evidence("a", 29, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (30, 0)
+    assert portal.breach("a", 200, now) == (30, 0)
 
 
 def test_new_patients_with_a_control_only_count_against_the_neighbours(
@@ -207,15 +213,9 @@ def test_new_patients_with_a_control_only_count_against_the_neighbours(
     or 12): the excess is ``k - 2`` and the sign test ``(k - 2)^2 >= Z2 * (k + 2)`` first
     holds at k = 22, which the breach reports as its count, the controls as its limit."""
     portal = Portal(engine)
-    now = T0
-    for cohort in (300, 301):
-        assert portal.ask("x", cohort, 20, now).outcome == "allowed"
-        assert portal.ask("a", cohort, 11, now + 1.0, control=20).quota is None
-        now += 60.0
+    now = portal.controls("a", (20,), T0)  # only the control seen
     now = portal.evidence("a", 21, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (22, 2)
+    assert portal.breach("a", 200, now) == (22, 2)
 
 
 def test_a_new_patient_with_a_neighbour_and_a_control_counts_for_neither(
@@ -225,33 +225,17 @@ def test_a_new_patient_with_a_neighbour_and_a_control_counts_for_neither(
     (numbers 10 and 20): evidence both ways, counted as neither; the Z2-th new patient
     with a neighbour only then breaches as if they had not been, its limit 0."""
     portal = Portal(engine)
-    now = T0
-    for cohort in (300, 301):
-        assert portal.ask("x", cohort, 10, now).outcome == "allowed"
-        assert portal.ask("x", cohort, 20, now).outcome == "allowed"
-        assert portal.ask("a", cohort, 11, now + 1.0, control=20).quota is None
-        now += 60.0
+    now = portal.controls("a", (10, 20), T0)  # the neighbour and the control seen
     now = portal.evidence("a", Z2 - 1, 100, now)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota) == ("suspected", "sequence")
-    assert (decision.count, decision.limit) == (Z2, 0)
+    assert portal.breach("a", 200, now) == (Z2, 0)
 
 
 def test_the_quota_must_be_exceeded_not_reached(engine: Engine) -> None:
     """Under a quota of ``Z2`` a day, the Z2-th new patient with a neighbour only passes
     (the excess equals the quota), the next breaches."""
-    policy = QuotaPolicy.only(
-        sequence=f"{Z2}/day",
-        sequence_share=0.5,
-        hot_cohort=3.0,
-        hot_cohort_min=1_000_000,
-        hot_cohort_window="2 hours",
-        distinct_patients="100000/7 days",
-    )
-    portal = Portal(engine, policy)
+    portal = Portal(engine, _policy(limit=Z2))
     now = portal.evidence("a", Z2, 100, T0)
-    decision = portal.next_to_x("a", 200, now)
-    assert (decision.outcome, decision.quota, decision.count) == ("suspected", "sequence", Z2 + 1)
+    assert portal.breach("a", 200, now)[0] == Z2 + 1
 
 
 def test_the_history_ends_lockout_memory_after_the_breach(engine: Engine) -> None:

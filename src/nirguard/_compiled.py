@@ -204,6 +204,10 @@ def _keep(policy: Source, record: tuple[Window, ...], steps: list[float], memory
 
 
 class _Baseline(TypedDict):
+    """:class:`CompiledPolicy`'s ``baseline`` fields as :func:`_baseline` returns them. The
+    names repeat the dataclass's on purpose: mypy checks each key and type unpacked into
+    its constructor (a misspelt key is an error there, where ``dict[str, Any]`` passes)."""
+
     baseline: float | None
     baseline_slack: float
     baseline_mean: float
