@@ -1,5 +1,5 @@
 """The ``sequence`` signal's documented edges, which the model tests of
-``tests/test_sequence.py`` reach only by chance (found by mutation testing,
+``tests/test_sequence_model.py`` reach only by chance (found by mutation testing,
 docs/testing.md): twins, the exact ends of the heat and of the window, the share,
 what a breach by the account's history reports, the last order number, and how the
 control's distance is drawn from the pseudonym.
