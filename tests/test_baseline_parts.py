@@ -1,0 +1,238 @@
+"""The ``baseline`` signal's smaller parts, pinned by known answers on every engine:
+what ``status()`` shows of the account's normal, how the profiles count, which places
+and hours are usual (found by mutation testing, docs/testing.md).
+
+Each number below is worked out by hand from the rule in ``nirguard._baseline``'s
+docstring and docs/guard.md, not read back from the code: a test fails when the
+arithmetic changes, on the memory engine and on its Lua twin alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from nirguard import QuotaPolicy
+from nirguard._engine import Decision, Engine, Request
+from tests.engine_helpers import DAY, ENGINES, HOUR, engines
+
+MONDAY = 1_770_595_200.0  # a Monday, 00:00 UTC
+#: Never refuses (``baseline`` far above any score here); a prior of 10 +- 6 new
+#: patients a day that fades out over 4 days of history; local time is UTC.
+POLICY = QuotaPolicy.only(
+    distinct_patients="1000/day",
+    baseline=50.0,
+    baseline_prior=(10.0, 6.0),
+    baseline_prior_days=4,
+    baseline_utc_offset=0.0,
+)
+
+#: The same policy with a bar that any new patient passes: a lookup under it reads
+#: today's counts back as the evidence of the breach it causes.
+PROBE = QuotaPolicy(**{**POLICY.model_dump(), "baseline": 0.01, "baseline_slack": 0.0})
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    yield from engines(request)
+
+
+def _look(engine: Engine, patient: str, place: int, now: float, who: str = "dr") -> Decision:
+    decision = engine.decide(Request(who, POLICY._compiled, patient, None, False, now, place))
+    assert decision.outcome == "allowed"
+    return decision
+
+
+def _probe(engine: Engine, who: str, place: int, now: float) -> dict[str, Any]:
+    """The evidence of one more new patient at ``place`` now (under :data:`PROBE`)."""
+    request = Request(who, PROBE._compiled, f"{who}-probe", None, False, now, place)
+    decision = engine.decide(request)
+    assert decision.quota == "baseline"
+    return decision.evidence
+
+
+def _day(engine: Engine, day: int, new: int, repeats: int, usual: int = 1) -> None:
+    """``new`` new patients from 09:00 (one a minute) born at place ``usual``, then
+    ``repeats`` of them again from 11:00."""
+    for i in range(new):
+        _look(engine, f"d{day}-{i}", usual, MONDAY + day * DAY + 9 * HOUR + i * 60)
+    for i in range(repeats):
+        _look(engine, f"d{day}-{i}", usual, MONDAY + day * DAY + 11 * HOUR + i * 60)
+
+
+def _status(engine: Engine, day: float, who: str = "dr") -> Any:
+    return engine.status(who, POLICY._compiled, MONDAY + day * DAY).baseline
+
+
+def test_status_shows_the_normal_in_its_units(engine: Engine) -> None:
+    """Days of history, the EWMA of new patients a day, the day expected (the account's
+    own EWMA blended with its peers' prior over ``baseline_prior_days``) and its sd,
+    the share of repeats, today's counts and the CUSUM, rounded as documented."""
+    assert _status(engine, 0) is None  # never seen: no normal
+    _day(engine, 0, 20, 3)
+    assert _status(engine, 0.9) == {  # the first day: the prior alone, no history
+        "days": 0.0,
+        "new_per_day": 0.0,
+        "expected": 10.0,
+        "sd": 6.0,
+        "expected_unusual_places": 10.0,  # a profile under 60 lookups: every place unusual
+        "repeat_share": 0.0,
+        "new_today": 20.0,
+        "unusual_places_today": 20.0,
+        "cusum": 0.0,
+    }
+    # Day 0 rolls in with weight 1 (a = max(1/21, 1/(0 + 1))): mean 20, semi-variance 0;
+    # its score (20 - 10) / 6 = 1.667 less the slack 1: cusum 0.667. Blended at 1 day
+    # of 4: 20/4 + 10 * 3/4 = 12.5, sd sqrt(max(0/4 + 36 * 3/4, 12.5 + 0.04 * 12.5^2)).
+    assert _status(engine, 1) == {
+        "days": 1.0,
+        "new_per_day": 20.0,
+        "expected": 12.5,
+        "sd": 5.2,  # sqrt(27)
+        "expected_unusual_places": 12.5,
+        "repeat_share": 0.13,  # 3 of 23 lookups: 0.1304, to 3 places
+        "new_today": 0.0,
+        "unusual_places_today": 0.0,
+        "cusum": 0.67,
+    }
+    _day(engine, 1, 30, 2)
+    # Day 1 enters the EWMAs clipped at 2 sd above its expected, 12.5 + 2 sqrt(27) =
+    # 22.89, with weight 1/2: mean 20 + (22.89 - 20) / 2 = 21.45, semi-variance
+    # (1 - 1/2) * (0 + 1/2 * 2 * 2.89^2) = 4.18; its score (30 - 12.5) / 5.196 = 3.368
+    # less the slack adds 2.368 to the CUSUM: 3.03. Blended at 2 days of 4: expected
+    # (21.45 + 10) / 2 = 15.72, sd sqrt(max(4.18/2 + 36/2, 15.72 + 0.04 * 15.72^2)).
+    assert _status(engine, 2) == {
+        "days": 2.0,
+        "new_per_day": 21.45,
+        "expected": 15.72,
+        "sd": 5.06,  # sqrt(25.61): the Poisson noise and 20% of the mean, not the EWMAs'
+        "expected_unusual_places": 15.72,
+        "repeat_share": 0.096,  # (0.1304 + 2/32) / 2, to 3 places
+        "new_today": 0.0,
+        "unusual_places_today": 0.0,
+        "cusum": 3.03,
+    }
+
+
+class _Places:
+    """One account's lookups on Tuesday (day 1), one a minute from 09:00, and how many
+    of its new patients so far were born at places it seldom serves."""
+
+    def __init__(self, engine: Engine, who: str) -> None:
+        self.engine, self.who, self.made = engine, who, 0
+
+    def look(self, place: int, count: int = 1, *, new: bool = True) -> float:
+        for _ in range(count):
+            self.made += 1
+            patient = f"{self.who}{self.made}" if new else f"{self.who}1"
+            _look(self.engine, patient, place, MONDAY + DAY + 9 * HOUR + self.made * 60, self.who)
+        return float(_status(self.engine, 1.9, self.who)["unusual_places_today"])
+
+
+def test_a_place_is_usual_from_4_percent_of_a_profile_of_60_lookups(engine: Engine) -> None:
+    """Until the places profile holds 60 lookups every place is unusual; then a place is
+    usual from 4% of them. Bucket 0 is a place like the others; a place outside the 64
+    buckets (-1: unknown) is always unusual and counts in none of them."""
+    exact = _Places(engine, "exact")
+    assert exact.look(0, 57) == 57  # a profile of 57, then 58, ...: all unusual
+    assert exact.look(9, 2) == 59
+    assert exact.look(9) == 60  # 59 lookups, 2 of them at 9: still under 60
+    assert exact.look(0) == 60  # 60 lookups, 57 at 0: usual
+    assert exact.look(9) == 60  # 3 of 61 (4.9%)
+    assert exact.look(33) == 61  # never seen
+    share = _Places(engine, "share")
+    assert share.look(5, 72) == 60  # usual from the 61st
+    assert share.look(7, 3) == 63  # 72 at 5, 3 at 7
+    assert share.look(7) == 63  # 3 of 75: exactly 4%, usual
+    assert share.look(-1, 20) == 83  # unknown: always unusual...
+    assert share.look(63) == 84  # ... and counted in no bucket (not in the last one)
+    assert share.look(64, 4) == 88  # past the buckets: unusual, counted nowhere
+    assert share.look(5, new=False) == 88  # a repeat counts in the profile, not today
+    assert share.look(5) == 88
+
+
+def test_a_profile_halves_its_counts_when_one_reaches_255(engine: Engine) -> None:
+    """The places profile keeps counting past 255 lookups at one place: every count is
+    halved, so that the account's recent places weigh twice its older ones (and a byte
+    never overflows)."""
+    halved = _Places(engine, "halved")
+    halved.look(1)
+    assert halved.look(1, 255, new=False) == 1.0  # 256 lookups at 1: 255 halved to 127, +1
+    # A new place is usual from 4% of 128 + k lookups: its seventh new patient (6 of 134)
+    assert halved.look(2, 6) == 7.0
+    assert halved.look(2) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("day", "hour", "cusum"),
+    [
+        (0, 2, 7.33),  # Monday 02:00-04:00
+        (5, 0, 7.33),  # Saturday 00:00: the weekend's slots have nights too
+        (6, 22, 7.33),  # Sunday 22:00
+        (0, 6, 0.67),  # Monday 06:00: the night is over
+        (0, 9, 0.67),
+    ],
+)
+def test_a_fresh_accounts_nights_are_off_hours(
+    engine: Engine, day: int, hour: int, cusum: float
+) -> None:
+    """Until it has ``baseline_prior_days`` days of its own, an account works its peers'
+    hours: a new patient between 22:00 and 06:00 weighs ``baseline_off_hours`` (3). Its
+    first day, 20 new patients from places it has no profile of yet, scores (20 + 2 x 20
+    - 10) / 6 = 8.33 at night, (20 - 10) / 6 = 1.67 in the day, less the slack (1)."""
+    for i in range(20):
+        _look(engine, f"n{i}", 1, MONDAY + day * DAY + hour * HOUR + i * 60)
+    assert _status(engine, day + 1)["cusum"] == cusum
+
+
+def test_an_account_with_days_of_its_own_works_its_own_hours(engine: Engine) -> None:
+    """From ``baseline_prior_days`` (4) days of history the peers' nights no longer
+    apply: a night shift's nights are its usual hours. An hours slot is usual from 1% of
+    the profile's lookups, once it holds 60: the first new patient in a slot the account
+    never worked is off-hours, the next ones are not (1 of 61 lookups)."""
+    for day in range(4):  # Monday to Thursday, 02:00
+        for i in range(15):
+            _look(engine, f"c{day}-{i}", 1, MONDAY + day * DAY + 2 * HOUR + i * 60, "night")
+    friday = _probe(engine, "night", 1, MONDAY + 4 * DAY + 2 * HOUR)
+    assert (friday["days_of_history"], friday["off_hours_new_patients"]) == (4, 0)
+    for day in range(5):  # Monday to Friday, 09:00: 60 lookups in one slot
+        for i in range(12):
+            _look(engine, f"d{day}-{i}", 1, MONDAY + day * DAY + 9 * HOUR + i * 60, "day")
+    for i in range(20):  # the next Monday at 14:00
+        _look(engine, f"e{i}", 1, MONDAY + 7 * DAY + 14 * HOUR + i * 60, "day")
+    monday = _probe(engine, "day", 1, MONDAY + 7 * DAY + 14 * HOUR + 30 * 60)
+    assert (monday["new_patients_today"], monday["off_hours_new_patients"]) == (21, 1)
+
+
+@pytest.mark.parametrize(("hour", "refused"), [(7, 12), (9, 16), (11, 21)])
+def test_today_so_far_is_measured_against_the_share_of_the_day_done(
+    engine: Engine, hour: int, refused: int
+) -> None:
+    """Five weekdays of 12 new patients, 3 in each two-hour slot from 09:00 to 17:00 (a
+    profile of 60 lookups, from places all unusual until it held 60: 12 of 12 expected).
+    The next Monday, new people from places it never serves from ``hour``, one a minute:
+    today is measured against the share ``f`` of the weekday that the profile, today's
+    lookups included, has done by the end of this slot (at least a third), expected
+    ``12 f`` with an sd of ``sqrt(max(17.76 f, 12 f + 0.04 (12 f)^2))``; refused once
+    ``z - 1`` passes ``baseline`` (3).
+
+    At 07:00 the profile has done nothing: a third, ``z = (n + 2 - 4) / 2.43`` (the first
+    is off-hours, the slot usual after it), refused at the 12th. At 09:00 the 16th sees
+    ``f = 30 / 75``, ``z = (16 - 4.8) / 2.67 = 4.2``; at 11:00 the 21st sees
+    ``f = 50 / 80``, ``z = (21 - 7.5) / 3.33 = 4.05``."""
+    policy = QuotaPolicy(**{**POLICY.model_dump(), "baseline": 3.0})
+    for day in range(5):
+        for slot, start in enumerate((9, 11, 13, 15)):
+            for i in range(3):
+                at = MONDAY + day * DAY + start * HOUR + i * 60
+                _look(engine, f"{day}-{slot}-{i}", 1, at)
+    quotas = []
+    for i in range(refused):
+        request = Request(
+            "dr", policy._compiled, f"x{i}", None, False, MONDAY + 7 * DAY + hour * HOUR + i * 60,
+            40 + i % 20,
+        )  # fmt: skip
+        quotas.append(engine.decide(request).quota)
+    assert quotas == [None] * (refused - 1) + ["baseline"]
