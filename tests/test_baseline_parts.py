@@ -39,8 +39,10 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield from engines(request)
 
 
-def _look(engine: Engine, patient: str, place: int, now: float, who: str = "dr") -> Decision:
-    decision = engine.decide(Request(who, POLICY._compiled, patient, None, False, now, place))
+def _look(
+    engine: Engine, patient: str, place: int, now: float, who: str = "dr", p: QuotaPolicy = POLICY
+) -> Decision:
+    decision = engine.decide(Request(who, p._compiled, patient, None, False, now, place))
     assert decision.outcome == "allowed"
     return decision
 
@@ -68,51 +70,69 @@ def _status(engine: Engine, day: float, who: str = "dr") -> Any:
 
 def test_status_shows_the_normal_in_its_units(engine: Engine) -> None:
     """Days of history, the EWMA of new patients a day, the day expected (the account's
-    own EWMA blended with its peers' prior over ``baseline_prior_days``) and its sd,
-    the share of repeats, today's counts and the CUSUM, rounded as documented."""
+    own EWMA blended with its peers' prior over ``baseline_prior_days``) and its sd (at
+    least the Poisson noise and 20% of the mean), the EWMA share of repeats, today's
+    counts and the CUSUM, rounded as documented. The places profile holds fewer than 60
+    lookups throughout: every place is unusual, so both EWMAs are the same here."""
     assert _status(engine, 0) is None  # never seen: no normal
-    _day(engine, 0, 20, 3)
+    _day(engine, 0, 5, 1)
     assert _status(engine, 0.9) == {  # the first day: the prior alone, no history
         "days": 0.0,
         "new_per_day": 0.0,
         "expected": 10.0,
         "sd": 6.0,
-        "expected_unusual_places": 10.0,  # a profile under 60 lookups: every place unusual
+        "expected_unusual_places": 10.0,
         "repeat_share": 0.0,
-        "new_today": 20.0,
-        "unusual_places_today": 20.0,
+        "new_today": 5.0,
+        "unusual_places_today": 5.0,
         "cusum": 0.0,
     }
-    # Day 0 rolls in with weight 1 (a = max(1/21, 1/(0 + 1))): mean 20, semi-variance 0;
-    # its score (20 - 10) / 6 = 1.667 less the slack 1: cusum 0.667. Blended at 1 day
-    # of 4: 20/4 + 10 * 3/4 = 12.5, sd sqrt(max(0/4 + 36 * 3/4, 12.5 + 0.04 * 12.5^2)).
+    # Day 0 rolls in with weight a = max(1/21, 1/(0 + 1)) = 1: mean 5, semi-variance
+    # 0, repeats 1 of 6; it scores (5 - 10) / 6 < 0: no CUSUM. Blended at 1 day of 4:
+    # 5/4 + 10 * 3/4 = 8.75, sd sqrt(max(0/4 + 36 * 3/4, 8.75 + 0.04 * 8.75^2)).
     assert _status(engine, 1) == {
         "days": 1.0,
-        "new_per_day": 20.0,
-        "expected": 12.5,
+        "new_per_day": 5.0,
+        "expected": 8.75,
         "sd": 5.2,  # sqrt(27)
-        "expected_unusual_places": 12.5,
-        "repeat_share": 0.13,  # 3 of 23 lookups: 0.1304, to 3 places
+        "expected_unusual_places": 8.75,
+        "repeat_share": 0.167,  # 1/6, to 3 places
         "new_today": 0.0,
         "unusual_places_today": 0.0,
-        "cusum": 0.67,
+        "cusum": 0.0,
     }
-    _day(engine, 1, 30, 2)
-    # Day 1 enters the EWMAs clipped at 2 sd above its expected, 12.5 + 2 sqrt(27) =
-    # 22.89, with weight 1/2: mean 20 + (22.89 - 20) / 2 = 21.45, semi-variance
-    # (1 - 1/2) * (0 + 1/2 * 2 * 2.89^2) = 4.18; its score (30 - 12.5) / 5.196 = 3.368
-    # less the slack adds 2.368 to the CUSUM: 3.03. Blended at 2 days of 4: expected
-    # (21.45 + 10) / 2 = 15.72, sd sqrt(max(4.18/2 + 36/2, 15.72 + 0.04 * 15.72^2)).
+    _day(engine, 1, 25, 2)
+    # Day 1 enters the EWMAs clipped at 2 sd above its expected (8.75 + 2 x 5.196 =
+    # 19.14) with a = 1/2: mean 5 + 14.14/2 = 12.07, semi-variance (1 - 1/2) (0 + 1/2 x
+    # 2 x 14.14^2) = 100.0, repeats 1/6 + (2/27 - 1/6)/2 = 0.1204; it scores
+    # (25 - 8.75) / 5.196 = 3.13, less the slack: CUSUM 2.13. Blended at 2 days of 4:
+    # 12.07/2 + 10/2 = 11.04, sd sqrt(100.0/2 + 36/2): the spread of its own days now.
     assert _status(engine, 2) == {
         "days": 2.0,
-        "new_per_day": 21.45,
-        "expected": 15.72,
-        "sd": 5.06,  # sqrt(25.61): the Poisson noise and 20% of the mean, not the EWMAs'
-        "expected_unusual_places": 15.72,
-        "repeat_share": 0.096,  # (0.1304 + 2/32) / 2, to 3 places
+        "new_per_day": 12.07,
+        "expected": 11.04,
+        "sd": 8.25,
+        "expected_unusual_places": 11.04,
+        "repeat_share": 0.12,
         "new_today": 0.0,
         "unusual_places_today": 0.0,
-        "cusum": 3.03,
+        "cusum": 2.13,
+    }
+    _day(engine, 2, 6, 3)
+    # Day 2 (a quiet day: the upper semi-variance ignores it) with a = 1/3: mean
+    # 12.07 - 6.07/3 = 10.05, semi-variance 100.0 x 2/3 = 66.7, repeats 0.1204 +
+    # (3/9 - 0.1204)/3 = 0.191; it scores (6 - 11.04) / 8.25 = -0.61: CUSUM 2.13 - 0.61
+    # - 1 = 0.52. Blended at 3 days of 4: 10.04, sd sqrt(66.7 x 3/4 + 36/4).
+    assert _status(engine, 3) == {
+        "days": 3.0,
+        "new_per_day": 10.05,
+        "expected": 10.04,
+        "sd": 7.68,
+        "expected_unusual_places": 10.04,
+        "repeat_share": 0.191,
+        "new_today": 0.0,
+        "unusual_places_today": 0.0,
+        "cusum": 0.52,
     }
 
 
@@ -236,3 +256,29 @@ def test_today_so_far_is_measured_against_the_share_of_the_day_done(
         )  # fmt: skip
         quotas.append(engine.decide(request).quota)
     assert quotas == [None] * (refused - 1) + ["baseline"]
+
+
+def test_an_account_that_sees_almost_nobody_new_allows_an_sd_of_one(engine: Engine) -> None:
+    """An account that looks up the same patient all week (new once in the
+    ``distinct_patients`` window of 7 days: 12 lookups a weekday, 3 in each two-hour
+    slot from 09:00) expects almost nobody new, 1/5 a day after five days; its sd, and
+    the sd of any share of its day, is at least 1 (a third of the day's variance, an sd
+    of 0.58, would refuse the third new patient). At 09:00 (a quarter of its profile
+    done: a third counted), expected 1/15 with an sd of 1, the fifth new person scores
+    (5 - 1/15) / 1 - 1 = 3.93 > 3."""
+    fields = {**POLICY.model_dump(), "distinct_patients": "1000/7 days"}
+    quiet = QuotaPolicy(**fields)
+    policy = QuotaPolicy(**{**fields, "baseline": 3.0})
+    for day in range(5):
+        for slot, start in enumerate((9, 11, 13, 15)):
+            for i in range(3):
+                at = MONDAY + day * DAY + start * HOUR + i * 60
+                _look(engine, "same", 1, at, p=quiet)
+    normal = _status(engine, 7)
+    assert (normal["days"], normal["expected"], normal["sd"]) == (5.0, 0.2, 1.0)
+    quotas = []
+    for i in range(5):
+        at = MONDAY + 7 * DAY + 9 * HOUR + i * 60
+        request = Request("dr", policy._compiled, f"x{i}", None, False, at, 40 + i)
+        quotas.append(engine.decide(request).quota)
+    assert quotas == [None] * 4 + ["baseline"]
