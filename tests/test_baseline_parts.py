@@ -17,6 +17,7 @@ import pytest
 from nirguard import QuotaPolicy
 from nirguard._engine import Decision, Engine, Request
 from tests.engine_helpers import DAY, ENGINES, HOUR, engines
+from tests.test_baseline import Practice
 
 MONDAY = 1_770_595_200.0  # a Monday, 00:00 UTC
 #: Never refuses (``baseline`` far above any score here); a prior of 10 +- 6 new
@@ -282,3 +283,31 @@ def test_an_account_that_sees_almost_nobody_new_allows_an_sd_of_one(engine: Engi
         request = Request("dr", policy._compiled, f"x{i}", None, False, at, 40 + i)
         quotas.append(engine.decide(request).quota)
     assert quotas == [None] * 4 + ["baseline"]
+
+
+def test_a_reason_stated_up_front_vouches_for_the_day_once(engine: Engine) -> None:
+    """A clinician who states a reason with every lookup: the first breach is granted
+    and vouches for the day; the second (past 1.5 times ``baseline``), granted too while
+    the break-glass budget lasts, marks the day breached, so that it rolls in at the
+    cap, 2 x ``baseline``, not at 0.8 x ``baseline``, even when the day ends with it.
+    (Asked first, a 428, a breach marks the day breached and the reason then vouches
+    for it again: docs/testing.md.)"""
+    policy = QuotaPolicy.only(
+        distinct_patients="1000/day",
+        break_glass="2/day;4/7 days",
+        baseline=5.0,
+        baseline_prior=(25.0, 15.0),
+    )
+    practice = Practice(engine, policy=policy)
+    practice.weeks(3)
+    granted = []
+    for i in range(60):  # up to the second grant
+        now = MONDAY + 21 * DAY + (8 + 10 * (i + 0.5) / 60) * HOUR
+        place = practice.rng.choice((1, 2, 3)) if i % 3 == 0 else practice.rng.randrange(64)
+        outcome = practice.look(f"v{i}", place, now, reason=True).outcome
+        if outcome != "allowed":
+            granted.append(outcome)
+            if len(granted) == 2:
+                break
+    assert granted == ["break_glass", "break_glass"]
+    assert practice.status(22).baseline["cusum"] == 10.0
