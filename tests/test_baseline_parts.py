@@ -65,8 +65,8 @@ def _day(engine: Engine, day: int, new: int, repeats: int, usual: int = 1) -> No
         _look(engine, f"d{day}-{i}", usual, MONDAY + day * DAY + 11 * HOUR + i * 60)
 
 
-def _status(engine: Engine, day: float, who: str = "dr") -> Any:
-    return engine.status(who, POLICY._compiled, MONDAY + day * DAY).baseline
+def _status(engine: Engine, day: float, who: str = "dr", p: QuotaPolicy = POLICY) -> Any:
+    return engine.status(who, p._compiled, MONDAY + day * DAY).baseline
 
 
 def test_status_shows_the_normal_in_its_units(engine: Engine) -> None:
@@ -187,25 +187,27 @@ def test_a_profile_halves_its_counts_when_one_reaches_255(engine: Engine) -> Non
 
 
 @pytest.mark.parametrize(
-    ("day", "hour", "cusum"),
+    ("day", "hour", "days", "cusum"),
     [
-        (0, 2, 7.33),  # Monday 02:00-04:00
-        (5, 0, 7.33),  # Saturday 00:00: the weekend's slots have nights too
-        (6, 22, 7.33),  # Sunday 22:00
-        (0, 6, 0.67),  # Monday 06:00: the night is over
-        (0, 9, 0.67),
+        (0, 2, 4, 7.33),  # Monday 02:00-04:00
+        (5, 0, 4, 7.33),  # Saturday 00:00: the weekend's slots have nights too
+        (6, 22, 4, 7.33),  # Sunday 22:00
+        (0, 6, 4, 0.67),  # Monday 06:00: the night is over
+        (0, 9, 4, 0.67),
+        (0, 2, 1, 7.33),  # baseline_prior_days=1: its first day has none of its own yet
     ],
 )
 def test_a_fresh_accounts_nights_are_off_hours(
-    engine: Engine, day: int, hour: int, cusum: float
+    engine: Engine, day: int, hour: int, days: int, cusum: float
 ) -> None:
     """Until it has ``baseline_prior_days`` days of its own, an account works its peers'
     hours: a new patient between 22:00 and 06:00 weighs ``baseline_off_hours`` (3). Its
     first day, 20 new patients from places it has no profile of yet, scores (20 + 2 x 20
     - 10) / 6 = 8.33 at night, (20 - 10) / 6 = 1.67 in the day, less the slack (1)."""
+    policy = QuotaPolicy(**{**POLICY.model_dump(), "baseline_prior_days": days})
     for i in range(20):
-        _look(engine, f"n{i}", 1, MONDAY + day * DAY + hour * HOUR + i * 60)
-    assert _status(engine, day + 1)["cusum"] == cusum
+        _look(engine, f"n{i}", 1, MONDAY + day * DAY + hour * HOUR + i * 60, p=policy)
+    assert _status(engine, day + 1, p=policy)["cusum"] == cusum
 
 
 def test_an_account_with_days_of_its_own_works_its_own_hours(engine: Engine) -> None:
@@ -331,3 +333,25 @@ def test_the_share_of_the_day_counts_from_the_profiles_60th_lookup(engine: Engin
         request = Request("dr", policy._compiled, f"x{i}", None, False, at, 40 + i % 20)
         quotas.append(engine.decide(request).quota)
     assert quotas == [None] * 20 + ["baseline"]
+
+
+def test_the_weekend_has_a_profile_of_its_own_from_saturday_midnight(engine: Engine) -> None:
+    """A weekend desk: three weekends, each day 10 new patients, 3 between 00:00 and
+    02:00, 3 from 09:00, 4 from 13:00 (a weekend profile of 60 lookups, 10 expected a
+    day with an sd of sqrt(10 + 0.04 x 10^2) = 3.74). The fourth Saturday from 09:00,
+    new people from places it never serves: the share of the weekend day done by 10:00
+    counts its midnight lookups and today's, (18 + 12 + 17) / (60 + 17) = 0.61 at the
+    18th, expected 6.1 with an sd of sqrt(0.61 x 14) = 2.92: (18 - 6.1) / 2.92 - 1 =
+    3.07, refused."""
+    policy = QuotaPolicy(**{**POLICY.model_dump(), "baseline": 3.0})
+    for day in (5, 6, 12, 13, 19, 20):
+        for i, hour in enumerate((0, 0.5, 1, 9, 9.5, 10, 13, 13.5, 14, 14.5)):
+            _look(engine, f"{day}-{i}", 1, MONDAY + day * DAY + hour * HOUR)
+    normal = _status(engine, 26)
+    assert (normal["days"], normal["expected"], normal["sd"]) == (6.0, 10.0, 3.74)
+    quotas = []
+    for i in range(18):
+        at = MONDAY + 26 * DAY + 9 * HOUR + i * 60
+        request = Request("dr", policy._compiled, f"x{i}", None, False, at, 40 + i % 20)
+        quotas.append(engine.decide(request).quota)
+    assert quotas == [None] * 17 + ["baseline"]
