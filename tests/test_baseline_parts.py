@@ -355,3 +355,46 @@ def test_the_weekend_has_a_profile_of_its_own_from_saturday_midnight(engine: Eng
         request = Request("dr", policy._compiled, f"x{i}", None, False, at, 40 + i % 20)
         quotas.append(engine.decide(request).quota)
     assert quotas == [None] * 17 + ["baseline"]
+
+
+def test_a_reason_vouches_for_the_day_it_is_stated_on(engine: Engine) -> None:
+    """An account that expects nobody new (a prior of 0 +- 0.5: an sd of 1) breaches
+    with its first new patient at night (3 > ``baseline`` 0.9, no slack). A reason
+    stated for it on Monday vouches for Monday; on Tuesday the first lookup, at night
+    again, breaches again and its reason vouches for Tuesday (the day before's mark is
+    not today's): a new patient at 09:00, scoring 1, stays under the vouched bar, 1.5 x
+    0.9, where a breached day's bar, 0.9, would refuse it."""
+    policy = QuotaPolicy.only(
+        distinct_patients="1000/day",
+        break_glass="5/day",
+        baseline=0.9,
+        baseline_slack=0.0,
+        baseline_prior=(0.0, 0.5),
+        baseline_utc_offset=0.0,
+    )
+    lookups = [("a", 2 * HOUR, True), ("b", DAY + 2 * HOUR, True), ("c", DAY + 9 * HOUR, False)]
+    outcomes = []
+    for patient, at, reason in lookups:
+        request = Request("dr", policy._compiled, patient, None, reason, MONDAY + at, 1)
+        outcomes.append(engine.decide(request).outcome)
+    assert outcomes == ["break_glass", "break_glass", "allowed"]
+
+
+@pytest.mark.parametrize("hour", [0, 2])
+def test_an_accounts_first_lookup_is_measured_against_the_whole_day(
+    engine: Engine, hour: int
+) -> None:
+    """A new account has no hours profile: its first new patient is measured against
+    its whole day at any hour. Expecting 0.4 new patients a day (a prior of 0.4 +- 0.5:
+    an sd of 1), it scores (1 - 0.4) / 1 = 0.6, under ``baseline`` 0.7 (no slack), at
+    night too (the volume gates the places' score); measured against a third or half of
+    a day (0.13 or 0.2 expected) it would score 0.87 or 0.8."""
+    policy = QuotaPolicy.only(
+        distinct_patients="1000/day",
+        baseline=0.7,
+        baseline_slack=0.0,
+        baseline_prior=(0.4, 0.5),
+        baseline_utc_offset=0.0,
+    )
+    request = Request("dr", policy._compiled, "a", None, False, MONDAY + hour * HOUR, 1)
+    assert engine.decide(request).outcome == "allowed"
