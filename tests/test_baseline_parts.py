@@ -315,15 +315,21 @@ def test_a_reason_stated_up_front_vouches_for_the_day_once(engine: Engine) -> No
     assert practice.status(22).baseline["cusum"] == 10.0
 
 
-def test_the_share_of_the_day_counts_from_the_profiles_60th_lookup(engine: Engine) -> None:
+@pytest.mark.parametrize("saturday", [False, True])
+def test_the_share_of_the_day_counts_from_the_profiles_60th_lookup(
+    engine: Engine, saturday: bool
+) -> None:
     """Four weekdays of 10 new patients from 09:00 (a profile of 40 lookups, each day 10
     expected with an sd of sqrt(10 + 0.04 x 10^2)). On Friday from 07:00, new people
     from places it never serves: while the profile, today's lookups included, holds
     fewer than 60, today is measured against the whole day, and the 20th new patient
     scores (20 - 10) / 3.74 - 1 = 1.67; the 21st, the profile's 60th lookup, is measured
     against a third of the day (none of its lookups before 09:00): (21 - 3.33) / 2.16
-    - 1 = 7.2, refused."""
+    - 1 = 7.2, refused. The same with 10 new patients the Saturday before between 00:00
+    and 01:30: they are the weekend's (10 a day, all of them), not the weekdays'."""
     policy = QuotaPolicy(**{**POLICY.model_dump(), "baseline": 3.0})
+    for i in range(10 if saturday else 0):
+        _look(engine, f"s{i}", 1, MONDAY - 2 * DAY + i * 600)
     for day in range(4):
         for i in range(10):
             _look(engine, f"{day}-{i}", 1, MONDAY + day * DAY + (9 + i // 3 * 2) * HOUR + i * 60)
