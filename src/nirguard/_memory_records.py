@@ -33,6 +33,7 @@ __all__ = [
     "Heat",
     "Recent",
     "Record",
+    "Walks",
     "bump",
     "forgotten",
     "heat_end",
@@ -53,6 +54,15 @@ Ends = dict[bytes, float]
 Walk = tuple[Any, ...]
 #: The field names of walks, each tuple kept once (a policy's cohort windows: a few).
 _NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+class Walks(dict[bytes, Walk]):
+    """A practitioner's walks by cohort fingerprint. A subclass so that the garbage
+    collector never untracks it: a plain dict of untracked tuples is untracked by a full
+    collection, then tracked again, as a young object, when the next walk goes in, and
+    every young collection would read its entries (measured at 100k: 1.5 ms each)."""
+
+    __slots__ = ()
 
 
 class Record(dict[str, Any]):
@@ -89,7 +99,7 @@ class Recent:
     def __init__(self) -> None:
         self.seen: Ends = {}
         self.grants: Ends = {}
-        self.walks: dict[bytes, Walk] = {}
+        self.walks: dict[bytes, Walk] = Walks()
         self.expires = 0.0
         self.queued = 0.0
 
