@@ -60,7 +60,7 @@ class Walks(dict[bytes, Walk]):
     """A practitioner's walks by cohort fingerprint. A subclass so that the garbage
     collector never untracks it: a plain dict of untracked tuples is untracked by a full
     collection, then tracked again, as a young object, when the next walk goes in, and
-    every young collection would read its entries (measured at 100k: 1.5 ms each)."""
+    every young collection would read its entries (1.5 ms each at 20,000 practitioners)."""
 
     __slots__ = ()
 
