@@ -178,6 +178,19 @@ def test_cohort_walk_is_a_detection(engine: Engine) -> None:
     assert refused.evidence["cohort_patients"] == 4
 
 
+def test_a_cohort_walk_outlives_its_shorter_window(engine: Engine) -> None:
+    # the walk is kept to the end of its longest window: once the hour has ended, the
+    # day's count goes on (the memory engine keeps a walk as a compact tuple: issue 20)
+    d = drive(engine, cohort="3/hour;4/day", break_glass=None)
+    for i in range(3):
+        assert d.look("dr", f"p{i}", "c1").outcome == "allowed"
+    d.wait(3601)
+    assert d.look("dr", "p3", "c1").outcome == "allowed"
+    refused = d.look("dr", "p4", "c1")
+    assert (refused.outcome, refused.quota) == ("suspected", "cohort")
+    assert refused.evidence["cohort_patients"] == 5
+
+
 def test_portal_quota_is_shared_and_not_lockout_class(engine: Engine) -> None:
     d = drive(engine, portal="3/minute")
     assert [d.look(f"dr{i}", "a").outcome for i in range(3)] == ["allowed"] * 3

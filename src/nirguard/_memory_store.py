@@ -103,12 +103,12 @@ class Store:
         return found
 
     def record(self, key: str, now: float) -> Record:
-        found = self.get(key, now)
-        return found if found is not None else Record()
+        found: Any = self._data.get(key)  # get() inlined: three reads a lookup
+        return found if found is not None and found.expires > now else Record()
 
     def recent(self, key: str, now: float) -> Recent:
-        found = self.get(key, now)
-        return found if found is not None else Recent()
+        found: Any = self._data.get(key)
+        return found if found is not None and found.expires > now else Recent()
 
     def put(self, key: str, record: Stored) -> None:
         """Keep ``record`` under ``key`` until its ``expires``."""
