@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nirguard import nir
-from nirguard.cli import main
+from nirguard.cli import build_parser, main
 from nirguard.replay import ReplaySettings, run_replay
 from nirguard.replay.attacks import (
     DESCRIPTIONS,
@@ -550,6 +550,30 @@ def test_cli_scales_prints_the_scale_table(capsys):
     out = capsys.readouterr().out
     assert "by scale" in out
     assert "0.01" in out and "0.02" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--jobs", "0", "at least 1"),
+        ("--attackers", "0", "at least 1"),
+        ("--attack-days", "0", "at least 1"),
+        ("--history-weeks", "-1", "at least 0"),
+        ("--jobs", "two", "whole number"),
+    ],
+)
+def test_cli_whole_numbers_have_their_floor(capsys, flag, value, message):
+    # refused by argparse before any world is built (exit 2, the reason on stderr)
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", flag, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_whole_numbers_take_their_floor():
+    parser = build_parser()
+    args = parser.parse_args(["simulate", "--history-weeks", "0", "--jobs", "1"])
+    assert (args.history_weeks, args.jobs) == (0, 1)
 
 
 def test_cli_bad_policy_is_a_clear_error(capsys):
