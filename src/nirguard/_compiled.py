@@ -84,6 +84,8 @@ class Source(Protocol):
     def baseline_utc_offset(self) -> float: ...
     @property
     def baseline_volume(self) -> float | None: ...
+    @property
+    def session_overlap(self) -> str | float | None: ...
 
     def items(self, field: str) -> tuple[RateLimitItem, ...]: ...
 
@@ -174,6 +176,8 @@ class CompiledPolicy:
     baseline_off_hours: float
     baseline_offset: float
     baseline_volume: float | None
+    #: ``session_overlap`` in seconds (0: off; nirguard/_sessions.py)
+    session_overlap: float
     keep: float
     #: how long the portal quota's record is kept
     portal_keep: float
@@ -281,6 +285,7 @@ def _lua_text(c: CompiledPolicy) -> str:
         _spec(c.sequence),
         _number(c.sequence_share),
         "" if c.baseline_volume is None else _number(c.baseline_volume),
+        _number(c.session_overlap) if c.session_overlap else "",
     )
     return "|".join(parts)
 
@@ -333,6 +338,9 @@ def compile_policy(policy: Source) -> CompiledPolicy:
         if rates["break_glass"]
         else 0.0,
         **_baseline(policy),
+        session_overlap=0.0
+        if policy.session_overlap is None
+        else parse_duration(policy.session_overlap),
         keep=_keep(policy, record, steps, memory),
         portal_keep=float(max((w.seconds for w in rates["portal"]), default=0)) + 60,
         heat_suffix=hashlib.sha256(f"{hot_window!r}:{hot_baseline!r}".encode()).hexdigest()[:6],

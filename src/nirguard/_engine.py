@@ -178,6 +178,9 @@ class Request:
         neighbours: fingerprints of the patient pseudonyms of the numbers next to
             the patient's in its cohort, then of its two controls, when ``sequence`` is
             on (:mod:`nirguard._sequence`).
+        session: the fingerprint of the keyed pseudonym of the portal's session id,
+            when the portal passes one and ``session_overlap`` is on; ``b""``: unknown
+            (:mod:`nirguard._sessions`).
     """
 
     practitioner: str
@@ -188,6 +191,7 @@ class Request:
     now: float | None = None
     place: int = -1
     neighbours: bytes = b""
+    session: bytes = b""
 
 
 @dataclass(slots=True)

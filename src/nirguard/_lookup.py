@@ -87,6 +87,7 @@ class LookupPath:
         "_engine",
         "_patients",
         "_places",
+        "_sessions",
         "fail_open",
         "folded",
         "policies",
@@ -108,6 +109,7 @@ class LookupPath:
         self._patients = pseudonymiser
         self._cohorts = pseudonymiser.derive("cohort")
         self._places = pseudonymiser.derive("place")
+        self._sessions = pseudonymiser.derive("session")
         self.reports = reports
         self.fail_open = fail_open
         self.folded = folded
@@ -126,7 +128,17 @@ class LookupPath:
         self.reports.audit(Said(who, self.reports.clock()), outcome, quota)
         self.reports.decided(outcome, quota, 0.0, None)
 
-    def _read(self, practitioner: object, nir_value: object, reason: object) -> _Call:
+    def _session(self, session: object) -> bytes:
+        """The fingerprint of the keyed pseudonym of the portal's session id (b"": none)."""
+        if session is None or session == "":
+            return b""
+        if not isinstance(session, str):
+            raise TypeError("session must be a str (the portal's own session id) or None")
+        return fingerprint(self._sessions.pseudonymise_canonical(session))
+
+    def _read(
+        self, practitioner: object, nir_value: object, reason: object, session: object = None
+    ) -> _Call:
         try:
             who = practitioner_id(practitioner, folded=self.folded)
         except InvalidPractitioner:
@@ -144,10 +156,11 @@ class LookupPath:
                     raise
         policy = self.policies.compiled(who)
         key = escape(who)
+        used = self._session(session) if policy.session_overlap else b""
         try:
             canonical = validate(nir_value, strict=True)  # type: ignore[arg-type]
         except InvalidNIR as exc:
-            return _Call(who, Request(key, policy), "", exc, stated, policy.name)
+            return _Call(who, Request(key, policy, session=used), "", exc, stated, policy.name)
         cohort = None
         if policy.needs_cohort:
             cohort = self._cohorts.pseudonymise_canonical(canonical[:10])
@@ -159,20 +172,33 @@ class LookupPath:
         if policy.sequence and policy.hot_cohort is not None:  # the walk's neighbours, by pseudonym
             near = neighbours(self._patients, canonical, patient)
         request = Request(
-            key, policy, patient, cohort, stated is not None, place=place, neighbours=near
+            key,
+            policy,
+            patient,
+            cohort,
+            stated is not None,
+            place=place,
+            neighbours=near,
+            session=used,
         )
         return _Call(who, request, canonical, None, stated, policy.name)
 
     # -- admit ----------------------------------------------------------------------------------
 
-    def admit(self, practitioner: object, nir_value: object, reason: object = None) -> Ticket:
+    def admit(
+        self, practitioner: object, nir_value: object, reason: object = None, session: object = None
+    ) -> Ticket:
         """Decide one lookup; raise its refusal (unless only recorded, in shadow mode).
+
+        ``session``: the portal's id of the practitioner's login session (or device), a
+        str; ``None``: not known (the ``session_overlap`` signal is then not checked).
 
         Raises:
             LookupDenied: refused (every subclass), InvalidNIR included.
+            TypeError: ``session`` is neither a str nor ``None``.
         """
         start = time.perf_counter()
-        call = self._read(practitioner, nir_value, reason)
+        call = self._read(practitioner, nir_value, reason, session)
         request, engine = call.request, self._engine
         if request is None:
             return self._unkeyed(call)
@@ -186,11 +212,11 @@ class LookupPath:
         return self._conclude(call, request, decision, start)
 
     async def aadmit(
-        self, practitioner: object, nir_value: object, reason: object = None
+        self, practitioner: object, nir_value: object, reason: object = None, session: object = None
     ) -> Ticket:
         """:meth:`admit` without blocking the event loop."""
         start = time.perf_counter()
-        call = self._read(practitioner, nir_value, reason)
+        call = self._read(practitioner, nir_value, reason, session)
         request, engine = call.request, self._engine
         if request is None:
             return self._unkeyed(call)

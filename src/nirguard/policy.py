@@ -49,6 +49,8 @@ RATE_FIELDS: Final = (
     "strikes",
     "sequence",
 )
+# Fields besides the rates that :meth:`QuotaPolicy.only` switches off.
+_SWITCHES: Final = ("miss_ratio", "hot_cohort", "hot_cohort_warmup", "baseline", "session_overlap")
 # Fields holding durations.
 DURATION_FIELDS: Final = (
     "lockout",
@@ -120,14 +122,10 @@ class QuotaPolicy(BaseModel):
             holds whatever the portal's size. A hot cohort is a notice (naming nobody) and
             is audited; on its own it never locks anyone out.
         hot_cohort_min: see ``hot_cohort``.
-        hot_cohort_warmup: how long the store watches the portal before any
-            cohort can be hot: cohorts' heat and baselines are learned from
-            the first decision on, but until the baselines hold this much
-            history no cohort is hot (no notice, no ``portal_cohort``, no
-            question). ``None``: hot from the first day (:meth:`only` sets it
-            so unless given).
-        hot_cohort_window: see ``hot_cohort``.
-        hot_cohort_baseline: see ``hot_cohort``.
+        hot_cohort_warmup: how long the store watches the portal before any cohort can
+            be hot (heat is learned meanwhile; no notice, no ``portal_cohort``, no
+            question). ``None``: hot from the first day (:meth:`only`'s default).
+        hot_cohort_window, hot_cohort_baseline: see ``hot_cohort``.
         hot_cohort_action: ``"alert"`` (default) or ``"reason"``: also ask
             for a stated reason (break-glass) before a new patient of a hot
             cohort is looked up.
@@ -146,6 +144,9 @@ class QuotaPolicy(BaseModel):
             while locked, only a retry of a patient refused during the lockout is, and
             escalates it. A script that keeps asking is locked within a few attempts; a
             clinician who states a reason, or goes on with others, is not.
+        session_overlap: one account, one session at a time (detection, lockout-class; for
+            lookups that carry the portal's ``session`` id): within this, another session used
+            the account since this one did, or a third one did (docs/guard.md, "Sessions").
         baseline: each account against its own normal (detection,
             lockout-class; ``None``: off). A day's score is how far its new
             patients born at places the account seldom serves (at hours it
@@ -190,6 +191,7 @@ class QuotaPolicy(BaseModel):
     break_glass_access: str | float = "3 days"
     strikes: str | None = "3/hour;6/day"
     hot_cohort_warmup: str | float | None = "14 days"
+    session_overlap: str | float | None = "30 minutes"
     baseline: float | None = None
     baseline_slack: float = 1.0
     baseline_prior: tuple[float, float] = (25.0, 15.0)
@@ -215,9 +217,9 @@ class QuotaPolicy(BaseModel):
         parse_duration(value)
         return value
 
-    @field_validator("hot_cohort_warmup")
+    @field_validator("hot_cohort_warmup", "session_overlap")
     @classmethod
-    def _warmup(cls, value: str | float | None) -> str | float | None:
+    def _optional_duration(cls, value: str | float | None) -> str | float | None:
         if value is not None:
             parse_duration(value)
         return value
@@ -334,8 +336,7 @@ class QuotaPolicy(BaseModel):
         >>> QuotaPolicy.only(lookups="5/minute").distinct_patients is None
         True
         """
-        off: dict[str, Any] = {name: None for name in RATE_FIELDS}
-        off.update(miss_ratio=None, hot_cohort=None, hot_cohort_warmup=None, baseline=None)
+        off: dict[str, Any] = {name: None for name in (*RATE_FIELDS, *_SWITCHES)}
         return cls(**{**off, **fields})
 
     # -- loaders --------------------------------------------------------------------------------
