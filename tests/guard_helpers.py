@@ -22,6 +22,37 @@ class Clock:
         self.now += seconds
 
 
+class Recording:
+    """A guard's engine, recording every request it is asked to decide (``.requests``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.requests: list[Any] = []
+
+    def decide(self, request: Any) -> Any:
+        self.requests.append(request)
+        return self.inner.decide(request)
+
+    async def adecide(self, request: Any) -> Any:
+        self.requests.append(request)
+        return await self.inner.adecide(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def record_requests(guard: LookupGuard) -> Recording:
+    """Put a :class:`Recording` between ``guard`` and its engine."""
+    recording = Recording(guard._path._engine)
+    guard._path._engine = recording  # type: ignore[assignment]
+    return recording
+
+
+def session_fingerprint(guard: LookupGuard, session: str) -> bytes:
+    """What ``guard`` hands its engine for ``session`` (when ``session_overlap`` is on)."""
+    return guard._path._session(session)
+
+
 def only(**quotas: Any) -> QuotaPolicy:
     """A policy with every check off except those given."""
     return QuotaPolicy.only(**quotas)

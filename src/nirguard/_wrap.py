@@ -191,15 +191,14 @@ def protect(
     reason: str | Callable[..., Any] | None,
     is_miss: Callable[[Any], bool],
     miss_on: MissTest | None,
+    session: str | Callable[..., Any] | None = None,
 ) -> Callable[P, R]:
     """``func`` guarded: admitted, run, finished (sync or async; signature kept).
 
     Raises:
         ConfigurationError: a parameter name ``func`` does not have.
     """
-    get_practitioner = argument_getter(func, practitioner, "practitioner")
-    get_nir = argument_getter(func, nir, "nir")
-    get_reason = argument_getter(func, reason, "reason") if reason is not None else None
+    read = _call_reader(func, practitioner, nir, reason, session)
 
     def judge(ticket: Ticket, result: object) -> bool:
         return ticket.guarded and is_a_miss(result, is_miss)
@@ -212,10 +211,7 @@ def protect(
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            stated = get_reason(args, kwargs) if get_reason is not None else None
-            ticket = await path.aadmit(
-                get_practitioner(args, kwargs), get_nir(args, kwargs), stated
-            )
+            ticket = await path.aadmit(*read(args, kwargs))
             try:
                 result = await async_func(*args, **kwargs)
             except BaseException as exc:
@@ -228,8 +224,7 @@ def protect(
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        stated = get_reason(args, kwargs) if get_reason is not None else None
-        ticket = path.admit(get_practitioner(args, kwargs), get_nir(args, kwargs), stated)
+        ticket = path.admit(*read(args, kwargs))
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -239,3 +234,33 @@ def protect(
         return result
 
     return wrapper
+
+
+def _call_reader(
+    func: Callable[..., Any],
+    practitioner: str | Callable[..., Any],
+    nir: str | Callable[..., Any],
+    reason: str | Callable[..., Any] | None,
+    session: str | Callable[..., Any] | None,
+) -> Callable[[tuple[Any, ...], dict[str, Any]], tuple[object, object, object, object]]:
+    """What one call of ``func`` hands to admit: practitioner, NIR, reason, session.
+
+    Raises:
+        ConfigurationError: a parameter name ``func`` does not have.
+    """
+    get_practitioner = argument_getter(func, practitioner, "practitioner")
+    get_nir = argument_getter(func, nir, "nir")
+    get_reason = argument_getter(func, reason, "reason") if reason is not None else None
+    get_session = argument_getter(func, session, "session") if session is not None else None
+
+    def read(
+        args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[object, object, object, object]:
+        return (
+            get_practitioner(args, kwargs),
+            get_nir(args, kwargs),
+            get_reason(args, kwargs) if get_reason is not None else None,
+            get_session(args, kwargs) if get_session is not None else None,
+        )
+
+    return read

@@ -210,6 +210,7 @@ class LookupGuard:
         is_miss: Callable[[Any], bool] | None = None,
         miss_on: MissOn | None = None,
         reason: Argument | None = None,
+        session: Argument | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a lookup function (sync or async) with the guard.
 
@@ -227,12 +228,17 @@ class LookupGuard:
                 (a :class:`~nirguard.Reason`, a :class:`~nirguard.ReasonCode`
                 or its code), or a callable as above; ``None`` or ``""`` = no
                 reason.
+            session: name of the parameter holding the portal's own id of the
+                login session (or device), a str, or a callable as above;
+                ``None`` or ``""`` = unknown (``guard.md#sessions``).
 
         The wrapped function is called with its arguments unchanged, only
         when the guard allows the lookup. Its signature and typing are kept.
 
         Raises:
             ConfigurationError: a parameter name the function does not have.
+            TypeError: (on a call) the session is neither a str nor ``None``; the
+                function is not called.
         """
         judge = is_miss or self._is_miss
         error_test = miss_test(miss_on) if miss_on is not None else self._miss_on
@@ -246,6 +252,7 @@ class LookupGuard:
                 reason=reason,
                 is_miss=judge,
                 miss_on=error_test,
+                session=session,
             )
 
         return decorate

@@ -48,7 +48,7 @@ from nirguard.http import (
     problem_json,
     stated_reason,
 )
-from nirguard.integrations._request import json_object
+from nirguard.integrations._request import json_object, readers
 
 __all__ = [
     "NirguardMiddleware",
@@ -189,6 +189,7 @@ def guarded_view(
     is_miss: Callable[[Any], bool] | None = None,
     miss_on: MissOn | None = not_found,
     reason: Callable[[HttpRequest], object] | None = None,
+    session: Callable[[HttpRequest], str | Awaitable[str | None] | None] | None = None,
 ) -> Callable[[View], View]:
     """Guard a Django view; the view receives the open lookup as ``lookup=``.
 
@@ -214,15 +215,17 @@ def guarded_view(
             (default :func:`not_found`); ``None`` for the guard's own default.
         reason: callable over the request returning the stated break-glass
             reason (default: :func:`request_reason`, per ``NIRGUARD_HTTP``).
+        session: callable over the request returning the id of the login
+            session that authenticated the practitioner, or ``None`` (an
+            awaitable for an async view); default: none (``guard.md#sessions``).
 
     Returns:
         A decorator for sync or ``async def`` views.
 
     Raises:
-        TypeError: ``practitioner`` is not callable.
+        TypeError: ``practitioner`` or ``session`` is not callable.
     """
-    if not callable(practitioner):
-        raise TypeError("practitioner must be a callable taking the request")
+    checked = readers(practitioner, session)
     nir_getter = nir if callable(nir) else None
     nir_name = nir if isinstance(nir, str) else "nir"
 
@@ -234,7 +237,7 @@ def guarded_view(
         return value, stated_reason(http_options(), request.headers.get, fields.get)
 
     def decorate(view: View) -> View:
-        return _guarded(guard, view, practitioner, read, is_miss, miss_on)
+        return _guarded(guard, view, practitioner, read, is_miss, miss_on, checked)
 
     return decorate
 
@@ -246,6 +249,7 @@ def _guarded(
     read: Callable[[HttpRequest, dict[str, Any]], tuple[Any, object]],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
+    session: Callable[[HttpRequest], Any] | None,
 ) -> View:
     if inspect.iscoroutinefunction(view):
 
@@ -256,8 +260,11 @@ def _guarded(
                 if inspect.isawaitable(who):  # e.g. an ``await request.auser()`` lookup
                     who = await who
                 value, stated = read(request, kwargs)
+                sid: Any = None if session is None else session(request)
+                if inspect.isawaitable(sid):
+                    sid = await sid
                 async with guard.lookup(
-                    who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
+                    who, value, is_miss=is_miss, miss_on=miss_on, reason=stated, session=sid
                 ) as lk:
                     response: Awaitable[Any] = view(request, *args, lookup=lk, **kwargs)
                     return await response
@@ -271,7 +278,10 @@ def _guarded(
         try:
             who: Any = practitioner(request)
             value, stated = read(request, kwargs)
-            with guard.lookup(who, value, is_miss=is_miss, miss_on=miss_on, reason=stated) as lk:
+            sid = None if session is None else session(request)
+            with guard.lookup(
+                who, value, is_miss=is_miss, miss_on=miss_on, reason=stated, session=sid
+            ) as lk:
                 return view(request, *args, lookup=lk, **kwargs)
         except NirguardError as exc:
             return problem_response(exc)

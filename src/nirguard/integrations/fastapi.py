@@ -55,7 +55,7 @@ from nirguard.http import (
     problem_json,
     stated_reason,
 )
-from nirguard.integrations._request import json_object
+from nirguard.integrations._request import json_object, readers
 
 __all__ = [
     "install_exception_handlers",
@@ -255,22 +255,20 @@ def lookup_dependency(
     is_miss: Callable[[Any], bool] | None = None,
     miss_on: MissOn | None = not_found,
     reason: Callable[[Request], Any] | None = None,
+    session: Callable[[Request], Any] | None = None,
 ) -> Callable[[Request], Awaitable[GuardedLookup] | AsyncIterator[GuardedLookup]]:
     """Make a FastAPI dependency that runs the guard before the endpoint.
 
-    The dependency reads the practitioner, the NIR and any stated reason
-    from the request, admits the lookup and returns the open
-    :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the service
-    with ``lookup.nir`` (the canonical NIR), and either passes the result
-    through ``lookup.record(result)`` (which finishes the lookup: a miss is
-    counted, the audit event written) or raises ``HTTPException(404)``
-    (finished by the handler :func:`install_exception_handlers` installs:
-    call it on the app). A lookup the endpoint does neither with is finished
-    when the request is done with it, audited ``allowed``. Every denial is
-    raised before the endpoint runs, and becomes a problem response.
-
-    With a ``miss_on`` other than :func:`not_found`, it is a ``yield``
-    dependency instead, which sees whatever the endpoint raises.
+    It reads the call from the request, admits the lookup and returns the open
+    :class:`~nirguard.guard.GuardedLookup`: the endpoint calls the service with
+    ``lookup.nir`` (the canonical NIR), and either passes the result through
+    ``lookup.record(result)`` (which finishes the lookup: a miss counted, the
+    audit event written) or raises ``HTTPException(404)`` (finished by the
+    handler :func:`install_exception_handlers` installs). A lookup the endpoint
+    does neither with is finished when the request is done with it, audited
+    ``allowed``. Every denial is raised before the endpoint runs, as a problem
+    response. With a ``miss_on`` other than :func:`not_found`, it is a ``yield``
+    dependency, which sees whatever the endpoint raises.
 
     Args:
         guard: the :class:`~nirguard.LookupGuard`.
@@ -292,21 +290,23 @@ def lookup_dependency(
             stated break-glass reason; default :func:`request_reason`, which
             reads the header or field of the app's
             :class:`~nirguard.http.HttpOptions`.
+        session: callable over the request (sync or async) returning the id of the
+            login session that authenticated the practitioner, or ``None``; default:
+            none (``guard.md#sessions``).
 
     Returns:
         The dependency, for ``Depends(...)``.
 
     Raises:
-        TypeError: ``practitioner`` is not callable.
+        TypeError: ``practitioner`` or ``session`` is not callable.
     """
-    if not callable(practitioner):
-        raise TypeError("practitioner must be a callable taking the request")
+    session = readers(practitioner, session)
     get_nir: Callable[[Request], Any] = _body_field(nir) if isinstance(nir, str) else nir
     get_reason: Callable[[Request], Any] = request_reason if reason is None else reason
     if miss_on is not not_found:
         # A test of the endpoint's own exceptions: only a yield dependency sees them all.
-        return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on)
-    return _returning(guard, practitioner, nir, get_reason, is_miss, miss_on)
+        return _yielding(guard, practitioner, get_nir, get_reason, is_miss, miss_on, session)
+    return _returning(guard, practitioner, nir, get_reason, is_miss, miss_on, session)
 
 
 def _returning(
@@ -316,6 +316,7 @@ def _returning(
     get_reason: Callable[[Request], Any],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
+    session: Callable[[Request], Any] | None,
 ) -> Callable[[Request], Awaitable[GuardedLookup]]:
     # What _resolve(practitioner), _resolve(get_nir) and _resolve(get_reason) give, read
     # inline where they are the usual kinds (a sync reader, a body field, the default
@@ -344,7 +345,12 @@ def _returning(
             stated = None
         else:
             stated = await request_reason(request)
-        lookup = await open_lookup(who, value, is_miss=is_miss, miss_on=miss_on, reason=stated)
+        sid = None if session is None else session(request)
+        if type(sid) is not str and sid is not None and inspect.isawaitable(sid):
+            sid = await sid
+        lookup = await open_lookup(
+            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated, session=sid
+        )
         request.scope[_LOOKUP] = lookup  # the HTTPException handler finishes it
         return lookup
 
@@ -358,13 +364,15 @@ def _yielding(
     get_reason: Callable[[Request], Any],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
+    session: Callable[[Request], Any] | None,
 ) -> Callable[[Request], AsyncIterator[GuardedLookup]]:
     async def guarded_lookup(request: Request) -> AsyncIterator[GuardedLookup]:
         who = await _resolve(practitioner, request)
         value = await _resolve(get_nir, request)
         stated = await _resolve(get_reason, request)
+        sid = None if session is None else await _resolve(session, request)
         async with guard.lookup(
-            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated
+            who, value, is_miss=is_miss, miss_on=miss_on, reason=stated, session=sid
         ) as lookup:
             yield lookup
 

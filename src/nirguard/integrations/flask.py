@@ -47,7 +47,7 @@ from nirguard.http import (
     problem_json,
     stated_reason,
 )
-from nirguard.integrations._request import json_object
+from nirguard.integrations._request import json_object, readers
 
 __all__ = [
     "guarded_view",
@@ -180,6 +180,7 @@ def guarded_view(
     is_miss: Callable[[Any], bool] | None = None,
     miss_on: MissOn | None = not_found,
     reason: Callable[[], object] | None = None,
+    session: Callable[[], str | None] | None = None,
 ) -> Callable[[View], View]:
     """Guard a Flask view; the view receives the open lookup as ``lookup=``.
 
@@ -201,22 +202,26 @@ def guarded_view(
             (default :func:`not_found`); ``None`` for the guard's own default.
         reason: callable returning the stated break-glass reason (default
             :func:`request_reason`).
+        session: callable returning the id of the login session that
+            authenticated the practitioner, or ``None`` (e.g. an id the login
+            stored in ``flask.session``); default: none (``guard.md#sessions``).
 
     Returns:
         A view decorator.
 
     Raises:
-        TypeError: ``practitioner`` is not callable.
+        TypeError: ``practitioner`` or ``session`` is not callable.
     """
-    if not callable(practitioner):
-        raise TypeError("practitioner must be a callable")
+    get_session = readers(practitioner, session)
     get_nir: Callable[[], object] = (
         functools.partial(request_field, nir) if isinstance(nir, str) else nir
     )
     get_reason = request_reason if reason is None else reason
 
     def decorate(view: View) -> View:
-        return _guarded(guard, view, practitioner, get_nir, get_reason, is_miss, miss_on)
+        return _guarded(
+            guard, view, practitioner, get_nir, get_reason, is_miss, miss_on, get_session
+        )
 
     return decorate
 
@@ -229,16 +234,19 @@ def _guarded(
     get_reason: Callable[[], object],
     is_miss: Callable[[Any], bool] | None,
     miss_on: MissOn | None,
+    get_session: Callable[[], str | None] | None,
 ) -> View:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            who = practitioner()  # first: it authenticates, the session is then the login's
             with guard.lookup(
-                practitioner(),
+                who,
                 get_nir(),  # type: ignore[arg-type]  # the guard validates it
                 is_miss=is_miss,
                 miss_on=miss_on,
                 reason=get_reason(),
+                session=None if get_session is None else get_session(),
             ) as lookup:
                 return view(*args, lookup=lookup, **kwargs)
         except NirguardError as exc:
