@@ -38,6 +38,7 @@ from nirguard.nir import format as format_nir
 from nirguard.reasons import Reason, ReasonCode
 from tests import integration_helpers as shared
 from tests.example_helpers import load_example
+from tests.guard_helpers import record_requests, session_fingerprint
 from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
@@ -362,3 +363,99 @@ def test_middleware_and_decorator_map_escaping_errors() -> None:
         )
         is None
     )
+
+
+# -- the portal's session id (issue 17) ---------------------------------------------------------
+
+SESSION_POLICY = QuotaPolicy.only(lookups="100/hour", session_overlap="30 minutes")
+#: Django's sessions without a database: the cache backend (locmem). Not ``signed_cookies``:
+#: there the "key" is the cookie itself, which changes whenever the session's data does.
+SESSIONS = {
+    "SESSION_ENGINE": "django.contrib.sessions.backends.cache",
+    "MIDDLEWARE": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "nirguard.integrations.django.NirguardMiddleware",
+    ],
+}
+
+
+def _session_views(guard: LookupGuard) -> ModuleType:
+    def login(request: HttpRequest) -> HttpResponse:
+        request.session["rpps"] = request.headers["X-Practitioner"]
+        return JsonResponse({"ok": True})
+
+    @guarded_view(guard, practitioner=_who, session=lambda request: request.session.session_key)
+    def lookup(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        return JsonResponse(REGISTRY[lookup.nir])
+
+    async def header(request: HttpRequest) -> str | None:  # awaited, for an async view
+        return request.headers.get("X-Session")
+
+    @guarded_view(guard, practitioner=_who, session=header)
+    async def alookup(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        return JsonResponse(REGISTRY[lookup.nir])
+
+    @guarded_view(guard, practitioner=_who)
+    def plain(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        return JsonResponse(REGISTRY[lookup.nir])
+
+    return _urlconf(
+        [path("login", login), path("lookup", lookup), path("a", alookup), path("p", plain)]
+    )
+
+
+def test_guarded_view_hands_the_login_session_key_to_the_guard() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    recording = record_requests(guard)
+    with override_settings(ROOT_URLCONF=_session_views(guard), **SESSIONS):
+        owner, bot = Client(), Client()
+        assert _post(owner, "/lookup", "dr-s", NIRS[0]).status_code == 200  # no session yet
+        for client in (owner, bot):
+            client.post("/login", headers={"X-Practitioner": "dr-s"})
+        answers = [_post(c, "/lookup", "dr-s", n) for c, n in zip((owner, bot, owner), NIRS[1:4])]
+        assert [a.status_code for a in answers] == [200] * 3
+        keys = owner.session.session_key, bot.session.session_key
+        assert _post(owner, "/p", "dr-s", NIRS[4]).status_code == 200  # opt-in: none read
+    assert [r.session for r in recording.requests] == [
+        b"",
+        session_fingerprint(guard, keys[0]),
+        session_fingerprint(guard, keys[1]),
+        session_fingerprint(guard, keys[0]),
+        b"",
+    ]
+    assert keys[0] != keys[1]
+
+
+def test_an_async_view_awaits_the_session_reader() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    recording = record_requests(guard)
+
+    async def run() -> int:
+        response = await AsyncClient().post(
+            "/a",
+            {"nir": NIRS[0]},
+            content_type="application/json",
+            headers={"X-Practitioner": "dr-s", "X-Session": "owner-1"},
+        )
+        return response.status_code
+
+    with override_settings(ROOT_URLCONF=_session_views(guard), **SESSIONS):
+        assert asyncio.run(run()) == 200
+    assert [r.session for r in recording.requests] == [session_fingerprint(guard, "owner-1")]
+
+
+def test_guarded_view_refuses_a_bad_session_option_and_a_session_that_is_not_a_str() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    with pytest.raises(TypeError, match="session must be a callable"):
+        guarded_view(guard, practitioner=_who, session="sessionid")  # type: ignore[arg-type]
+    called: list[bool] = []
+
+    @guarded_view(guard, practitioner=_who, session=lambda request: 12345)  # type: ignore[arg-type,return-value]
+    def view(request: HttpRequest, *, lookup: Any) -> HttpResponse:
+        called.append(True)
+        return JsonResponse({})
+
+    with override_settings(ROOT_URLCONF=_urlconf([path("v", view)])):
+        client = Client(raise_request_exception=False)
+        assert _post(client, "/v", "dr-s", NIRS[0]).status_code == 500  # the portal's bug
+    assert called == []

@@ -34,6 +34,7 @@ from nirguard.integrations.fastapi import (
 )
 from nirguard.nir import format as format_nir
 from tests import integration_helpers as shared
+from tests.guard_helpers import record_requests, session_fingerprint
 from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
@@ -477,3 +478,59 @@ def test_shadow_mode_answers_as_enforcement_minus_the_refusals_it_records() -> N
     # One request must not tell the modes apart on an invalid number: a 422 in both.
     assert answers[True] == (422, 422)
     assert answers[False] == (422, 200)  # the bad reason is only recorded
+
+
+# -- the portal's session id (issue 17) ---------------------------------------------------------
+
+SESSION_POLICY = QuotaPolicy.only(lookups="100/hour", session_overlap="30 minutes")
+
+
+def _session(request: Request) -> str | None:
+    # The test's stand-in for the login session, as X-Practitioner is for the login itself.
+    return request.headers.get("X-Session")
+
+
+async def _asession(request: Request) -> str | None:
+    return request.headers.get("X-Session")
+
+
+@pytest.mark.parametrize("reader", [_session, _asession], ids=["sync", "async"])
+@pytest.mark.parametrize("miss_on", [not_found, LookupError], ids=["returning", "yielding"])
+def test_the_dependency_hands_the_session_id_to_the_guard(reader: Any, miss_on: Any) -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    recording = record_requests(guard)
+    client = TestClient(_app(guard, session=reader, miss_on=miss_on))
+    assert _post(client, "dr-s", NIRS[0], **{"X-Session": "owner-1"}).status_code == 200
+    assert _post(client, "dr-s", NIRS[1], **{"X-Session": "bot-2"}).status_code == 200
+    assert _post(client, "dr-s", NIRS[2]).status_code == 200  # no session: unknown
+    assert [r.session for r in recording.requests] == [
+        session_fingerprint(guard, "owner-1"),
+        session_fingerprint(guard, "bot-2"),
+        b"",
+    ]
+    plain = record_requests(other := LookupGuard(SESSION_POLICY, clock=lambda: START))
+    answer = _post(TestClient(_app(other)), "dr-s", NIRS[0], **{"X-Session": "owner-1"})
+    assert answer.status_code == 200
+    assert [r.session for r in plain.requests] == [b""]  # opt-in: no session= reads none
+
+
+def test_a_session_option_that_is_not_callable_is_refused() -> None:
+    guard = LookupGuard(SESSION_POLICY)
+    with pytest.raises(TypeError, match="session must be a callable"):
+        lookup_dependency(guard, practitioner=lambda r: "dr", session="X-Session")  # type: ignore[arg-type]
+
+
+def test_a_session_id_that_is_not_a_str_fails_before_the_endpoint_runs() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    called: list[bool] = []
+    app = FastAPI()
+    install_exception_handlers(app)
+    guarded = lookup_dependency(guard, practitioner=lambda r: "dr", session=lambda r: 1234)
+
+    @app.post("/infopatient")
+    async def infopatient(lookup: Annotated[GuardedLookup, Depends(guarded)]) -> Any:
+        called.append(True)
+
+    with pytest.raises(TypeError, match="session must be a str"):
+        TestClient(app).post("/infopatient", json={"nir": NIRS[0]})
+    assert called == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
 
 pytest.importorskip("flask", reason="needs the flask extra: pip install '.[flask]'")
 
-from flask import Blueprint, Flask, Response, abort, request
+from flask import Blueprint, Flask, Response, abort, request, session
 from flask.testing import FlaskClient
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
@@ -25,6 +26,7 @@ from nirguard.integrations.flask import (
 from nirguard.nir import format as format_nir
 from nirguard.reasons import Reason, ReasonCode
 from tests import integration_helpers as shared
+from tests.guard_helpers import record_requests, session_fingerprint
 from tests.integration_helpers import NIRS, REGISTRY, START, UNKNOWN, UNREACHABLE_REDIS, spoiled
 
 
@@ -282,3 +284,64 @@ def test_init_app_refuses_non_apps_and_bad_options() -> None:
         init_app(object())
     with pytest.raises(ValueError, match="HttpOptions"):
         init_app(Flask(__name__), options={"retry": True})  # type: ignore[arg-type]
+
+
+# -- the portal's session id (issue 17) ---------------------------------------------------------
+
+SESSION_POLICY = QuotaPolicy.only(lookups="100/hour", session_overlap="30 minutes")
+
+
+def _login_app(guard: LookupGuard) -> Flask:
+    """The login stores an id of its own in Flask's (signed) session; the guard reads it."""
+    app = _app(guard, session=lambda: session.get("login_id"))
+    app.secret_key = "test-only"
+
+    @app.post("/login")
+    def login() -> Any:
+        session["login_id"] = secrets.token_urlsafe(16)
+        return {"ok": True}
+
+    return app
+
+
+def test_guarded_view_hands_the_login_session_id_to_the_guard() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    recording = record_requests(guard)
+    app = _login_app(guard)
+    owner, bot = app.test_client(), app.test_client()
+    assert _post(owner, "dr-s", NIRS[0]).status_code == 200  # before logging in: unknown
+    owner.post("/login")
+    bot.post("/login")
+    assert [
+        _post(c, "dr-s", n).status_code for c, n in zip((owner, bot, owner), NIRS[1:4], strict=True)
+    ] == [200] * 3
+    first, a, b, c = (r.session for r in recording.requests)
+    assert first == b"" and a == c and a != b and b"" not in (a, b)
+
+
+def test_guarded_view_session_is_the_callable_s_value_exactly() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    recording = record_requests(guard)
+    client = _app(guard, session=lambda: request.headers.get("X-Session")).test_client()
+    assert _post(client, "dr-s", NIRS[0], **{"X-Session": "owner-1"}).status_code == 200
+    assert recording.requests[0].session == session_fingerprint(guard, "owner-1")
+    plain = record_requests(other := LookupGuard(SESSION_POLICY, clock=lambda: START))
+    _post(_app(other).test_client(), "dr-s", NIRS[0], **{"X-Session": "owner-1"})
+    assert [r.session for r in plain.requests] == [b""]  # opt-in: no session= reads none
+
+
+def test_guarded_view_refuses_a_bad_session_option_and_a_session_that_is_not_a_str() -> None:
+    guard = LookupGuard(SESSION_POLICY, clock=lambda: START)
+    with pytest.raises(TypeError, match="session must be a callable"):
+        guarded_view(guard, practitioner=_who, session="login_id")  # type: ignore[arg-type]
+    called: list[bool] = []
+    app = Flask(__name__)
+
+    @app.post("/infopatient")
+    @guarded_view(guard, practitioner=_who, session=lambda: b"bytes-id")  # type: ignore[arg-type,return-value]
+    def infopatient(*, lookup: Any) -> Any:
+        called.append(True)
+        return {}
+
+    assert _post(app.test_client(), "dr-s", NIRS[0]).status_code == 500  # the portal's bug
+    assert called == []
