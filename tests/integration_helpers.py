@@ -393,3 +393,35 @@ def check_deep_json_is_a_bad_body(make: PortalFactory) -> None:
         assert answer.status == 422, (answer.status, answer.text[:200])
         assert answer.json()["type"] == "urn:nirguard:problem:invalid_nir"
     assert portal.ask("dr-deep", NIRS[0]).status == 200
+
+
+# -- the portal's session id (issue 17) ----------------------------------------------------------
+
+#: The session signal with what a refusal costs: a question while one break-glass a day lasts,
+#: then a lockout.
+SESSION_POLICY = QuotaPolicy.only(
+    session_overlap="30 minutes",
+    distinct_patients="1000/day",
+    break_glass="1/day",
+    lockout="1 hour",
+)
+#: One request of the scenario: (which login, NIR, stated reason) -> the answer's status.
+SessionAsk = Callable[[str, str, "str | None"], int]
+
+
+def check_two_sessions_on_one_account(ask: SessionAsk, other: SessionAsk) -> None:
+    """The owner and a harvester logged in on one account, each reading new patients.
+
+    ``ask`` sends as the account from the login named ``"owner"`` or ``"bot"``; ``other``
+    as another account, from its own one login. A hand-over is let through; the owner's
+    return while the bot's session is active is the signal: 428 (a reason lets one
+    through), then, the break-glass budget spent, the lockout.
+    """
+    assert ask("owner", NIRS[0], None) == 200
+    assert ask("bot", NIRS[1], None) == 200  # a new login takes over: nothing to see yet
+    assert ask("owner", NIRS[2], None) == 428  # the owner is back: two sessions at once
+    assert ask("owner", NIRS[2], "TREAT") == 200  # the day's one break-glass
+    assert ask("owner", NIRS[2], None) == 200  # a repeat of the granted patient
+    assert ask("bot", NIRS[3], None) == 403  # the bot is back: the budget is spent, lockout
+    assert ask("owner", NIRS[4], None) == 403  # the account is locked, for both
+    assert [other("owner", n, None) for n in NIRS[5:9]] == [200] * 4  # one login: never

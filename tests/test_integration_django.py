@@ -18,7 +18,7 @@ from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views import View
 
-from nirguard import LookupGuard, QuotaPolicy
+from nirguard import AuditEvent, LookupGuard, QuotaPolicy
 from nirguard.errors import (
     GuardUnavailable,
     InvalidPractitioner,
@@ -413,9 +413,13 @@ def test_guarded_view_hands_the_login_session_key_to_the_guard() -> None:
         for client in (owner, bot):
             client.post("/login", headers={"X-Practitioner": "dr-s"})
         answers = [_post(c, "/lookup", "dr-s", n) for c, n in zip((owner, bot, owner), NIRS[1:4])]
-        assert [a.status_code for a in answers] == [200] * 3
+        assert [a.status_code for a in answers] == [
+            200,
+            200,
+            403,
+        ]  # the owner back: the signal (below)
         keys = owner.session.session_key, bot.session.session_key
-        assert _post(owner, "/p", "dr-s", NIRS[4]).status_code == 200  # opt-in: none read
+        assert _post(owner, "/p", "dr-p", NIRS[4]).status_code == 200  # opt-in: none read
     assert [r.session for r in recording.requests] == [
         b"",
         session_fingerprint(guard, keys[0]),
@@ -459,3 +463,65 @@ def test_guarded_view_refuses_a_bad_session_option_and_a_session_that_is_not_a_s
         client = Client(raise_request_exception=False)
         assert _post(client, "/v", "dr-s", NIRS[0]).status_code == 500  # the portal's bug
     assert called == []
+
+
+def test_two_sessions_on_one_account_get_the_new_patient_refused() -> None:
+    """End to end: Django's session login; the guard reads the session's key."""
+    events: list[AuditEvent] = []
+    guard = LookupGuard(shared.SESSION_POLICY, clock=lambda: START, audit=events.append)
+    with override_settings(ROOT_URLCONF=_session_views(guard), **SESSIONS):
+        clients = {
+            ("dr-stolen", "owner"): Client(),
+            ("dr-stolen", "bot"): Client(),
+            ("dr-alone", "owner"): Client(),
+        }
+        for (who, _), client in clients.items():
+            assert client.post("/login", headers={"X-Practitioner": who}).status_code == 200
+
+        def asker(who: str) -> shared.SessionAsk:
+            def ask(login: str, nir: str, reason: str | None) -> int:
+                headers = {"X-Practitioner": who}
+                if reason:
+                    headers["X-Nirguard-Reason"] = reason
+                answer = clients[who, login].post(
+                    "/lookup", {"nir": nir}, content_type="application/json", headers=headers
+                )
+                return int(answer.status_code)
+
+            return ask
+
+        shared.check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
+    assert [e.outcome for e in events if e.quota == "session"] == [
+        "reason_required",
+        "break_glass",
+        "lockout",
+    ]
+
+
+def test_two_sessions_on_one_account_through_an_async_view() -> None:
+    events: list[AuditEvent] = []
+    guard = LookupGuard(shared.SESSION_POLICY, clock=lambda: START, audit=events.append)
+
+    def asker(who: str) -> shared.SessionAsk:
+        def ask(login: str, nir: str, reason: str | None) -> int:
+            headers = {"X-Practitioner": who, "X-Session": f"{who}/{login}"}
+            if reason:
+                headers["X-Nirguard-Reason"] = reason
+
+            async def send() -> int:
+                answer = await AsyncClient().post(
+                    "/a", {"nir": nir}, content_type="application/json", headers=headers
+                )
+                return int(answer.status_code)
+
+            return asyncio.run(send())
+
+        return ask
+
+    with override_settings(ROOT_URLCONF=_session_views(guard), **SESSIONS):
+        shared.check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
+    assert [e.outcome for e in events if e.quota == "session"] == [
+        "reason_required",
+        "break_glass",
+        "lockout",
+    ]

@@ -5,6 +5,7 @@
 
 import gc
 import inspect
+import uuid
 import warnings
 from typing import Annotated, Any
 
@@ -534,3 +535,37 @@ def test_a_session_id_that_is_not_a_str_fails_before_the_endpoint_runs() -> None
     with pytest.raises(TypeError, match="session must be a str"):
         TestClient(app).post("/infopatient", json={"nir": NIRS[0]})
     assert called == []
+
+
+@pytest.mark.parametrize("miss_on", [not_found, LookupError], ids=["returning", "yielding"])
+def test_two_sessions_on_one_account_get_the_new_patient_refused(miss_on: Any) -> None:
+    """End to end: the session reader is Starlette's signed session, set by a login."""
+    from starlette.middleware.sessions import SessionMiddleware
+
+    events: list[AuditEvent] = []
+    guard = LookupGuard(shared.SESSION_POLICY, clock=lambda: START, audit=events.append)
+    app = _app(guard, session=lambda request: request.session.get("login"), miss_on=miss_on)
+
+    @app.post("/login")
+    async def login(request: Request) -> Any:
+        request.session["login"] = uuid.uuid4().hex
+        return {"ok": True}
+
+    app.add_middleware(SessionMiddleware, secret_key="test-only")
+    clients: dict[str, dict[str, TestClient]] = {}
+    for who, logins in (("dr-stolen", ("owner", "bot")), ("dr-alone", ("owner",))):
+        clients[who] = {login: TestClient(app) for login in logins}
+        for client in clients[who].values():
+            assert client.post("/login").status_code == 200
+
+    def asker(who: str) -> shared.SessionAsk:
+        def ask(login: str, nir: str, reason: str | None) -> int:
+            stated = {"X-Nirguard-Reason": reason} if reason else {}
+            return int(_post(clients[who][login], who, nir, **stated).status_code)
+
+        return ask
+
+    shared.check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
+    refused = [e for e in events if e.practitioner == "dr-stolen" and e.quota == "session"]
+    assert [e.outcome for e in refused][:1] == ["reason_required"]
+    assert "lockout" in [e.outcome for e in refused]

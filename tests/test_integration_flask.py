@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, abort, request, session
 from flask.testing import FlaskClient
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
-from nirguard import LookupGuard, QuotaPolicy
+from nirguard import AuditEvent, LookupGuard, QuotaPolicy
 from nirguard.errors import EnumerationSuspected, InvalidPractitioner, PolicyError, ReasonRequired
 from nirguard.http import HttpOptions
 from nirguard.integrations.flask import (
@@ -314,7 +314,7 @@ def test_guarded_view_hands_the_login_session_id_to_the_guard() -> None:
     bot.post("/login")
     assert [
         _post(c, "dr-s", n).status_code for c, n in zip((owner, bot, owner), NIRS[1:4], strict=True)
-    ] == [200] * 3
+    ] == [200, 200, 403]  # the owner back while the bot is active: the signal (below)
     first, a, b, c = (r.session for r in recording.requests)
     assert first == b"" and a == c and a != b and b"" not in (a, b)
 
@@ -345,3 +345,31 @@ def test_guarded_view_refuses_a_bad_session_option_and_a_session_that_is_not_a_s
 
     assert _post(app.test_client(), "dr-s", NIRS[0]).status_code == 500  # the portal's bug
     assert called == []
+
+
+def test_two_sessions_on_one_account_get_the_new_patient_refused() -> None:
+    """End to end: each login stores its own id in Flask's session; the guard reads it."""
+    events: list[AuditEvent] = []
+    guard = LookupGuard(shared.SESSION_POLICY, clock=lambda: START, audit=events.append)
+    app = _login_app(guard)
+    clients = {
+        ("dr-stolen", "owner"): app.test_client(),
+        ("dr-stolen", "bot"): app.test_client(),
+        ("dr-alone", "owner"): app.test_client(),
+    }
+    for client in clients.values():
+        assert client.post("/login").status_code == 200
+
+    def asker(who: str) -> shared.SessionAsk:
+        def ask(login: str, nir: str, reason: str | None) -> int:
+            stated = {"X-Nirguard-Reason": reason} if reason else {}
+            return int(_post(clients[who, login], who, nir, **stated).status_code)
+
+        return ask
+
+    shared.check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
+    assert [e.outcome for e in events if e.quota == "session"] == [
+        "reason_required",
+        "break_glass",
+        "lockout",
+    ]
