@@ -118,6 +118,15 @@ def test_the_session_is_only_read_when_session_overlap_is_on() -> None:
     assert recording.requests[0].session == b""
 
 
+def test_a_session_that_is_not_a_str_is_a_bug_even_with_the_signal_off() -> None:
+    # turning session_overlap on later must not turn working calls into errors
+    guard, recording, _, _ = _guard(QuotaPolicy.only(lookups="10/hour"))
+    opened = guard.lookup(WATCHED, NIRS[0], session=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="session must be a str"), opened:
+        pass
+    assert recording.requests == []
+
+
 @pytest.mark.parametrize("session", [b"sess-1", 42, 4.2, ["s"], object()])
 def test_a_session_that_is_not_a_str_is_refused_before_the_lookup_runs(session: object) -> None:
     guard, recording, events, _ = _guard()

@@ -156,7 +156,9 @@ class LookupPath:
                     raise
         policy = self.policies.compiled(who)
         key = escape(who)
-        used = self._session(session) if policy.session_overlap else b""
+        used = self._session(session)  # a non-str id is a bug whatever the policy
+        if not policy.session_overlap:
+            used = b""
         try:
             canonical = validate(nir_value, strict=True)  # type: ignore[arg-type]
         except InvalidNIR as exc:
