@@ -158,6 +158,13 @@ def practitioner_from_header(request: Request) -> str:
     return value
 
 
+def session_from_header(request: Request) -> str | None:
+    """Stand-in for the login session: its id from ``X-Session`` (a real portal passes the
+    server-side session of the same authentication as the practitioner: guard.md#sessions)."""
+    value = request.headers.get("X-Session", "").strip()
+    return value[:128] or None
+
+
 def security_office(token: str) -> Callable[..., None]:
     """A dependency admitting only the bearer of ``token`` (the review queue's own login)."""
 
@@ -199,7 +206,9 @@ def create_app(
         serve_metrics(app, metrics_mode)  # before the guard: it records through the global provider
     guard: LookupGuard = settings.build(on_break_glass=reviews, **overrides)
     service = Infopatient(registry if registry is not None else build_registry())
-    guarded = lookup_dependency(guard, practitioner=practitioner_from_header, nir="nir")
+    guarded = lookup_dependency(
+        guard, practitioner=practitioner_from_header, nir="nir", session=session_from_header
+    )
     app.state.guard = guard
     install_exception_handlers(app)  # a new patient past a quota: 428, retry with X-Nirguard-Reason
 
