@@ -19,9 +19,12 @@ from nirguard.policy import QuotaPolicy
 
 __all__ = [
     "MAX_PRACTITIONER_LENGTH",
+    "Argument",
+    "MissOn",
     "MissTest",
     "Policies",
     "argument_getter",
+    "default_is_miss",
     "fold",
     "is_a_miss",
     "miss_test",
@@ -35,6 +38,11 @@ _log = logging.getLogger("nirguard.guard")
 MAX_PRACTITIONER_LENGTH: Final = 256
 #: What tells that a raised exception means "no such patient".
 MissTest = Callable[[BaseException], bool]
+#: What ``miss_on`` accepts: exception types, or a test of the exception.
+MissOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+#: What ``practitioner``, ``nir``, ``reason`` and ``session`` accept: a parameter name, or a
+#: callable.
+Argument = str | Callable[..., Any]
 #: Compiled policies a guard keeps (a policy callable may make new objects on each call).
 _MAX_POLICIES: Final = 1024
 _REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -103,6 +111,11 @@ def miss_test(miss_on: object) -> MissTest | None:
     else:
         raise ConfigurationError("miss_on must be exception types or a callable")
     return lambda error: isinstance(error, kinds)
+
+
+def default_is_miss(result: object) -> bool:
+    """The guard's default ``is_miss``: the lookup returned ``None``."""
+    return result is None
 
 
 def is_a_miss(result: object, is_miss: Callable[[Any], bool]) -> bool:

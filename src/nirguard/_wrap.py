@@ -50,6 +50,7 @@ class GuardedLookup:
         "_reason",
         "_recorded",
         "_result",
+        "_session",
         "_ticket",
     )
 
@@ -61,6 +62,7 @@ class GuardedLookup:
         is_miss: Callable[[Any], bool],
         miss_on: MissTest | None,
         reason: object = None,
+        session: object = None,
     ) -> None:
         self._path = path
         self._practitioner = practitioner
@@ -68,6 +70,7 @@ class GuardedLookup:
         self._is_miss = is_miss
         self._miss_on = miss_on
         self._reason = reason
+        self._session = session
         self._ticket: Ticket | None = None
         self._recorded = False
         self._result: Any = None
@@ -82,14 +85,15 @@ class GuardedLookup:
         is_miss: Callable[[Any], bool],
         miss_on: MissTest | None,
         reason: object = None,
+        session: object = None,
     ) -> GuardedLookup:
         """Admit a lookup for a web integration (async): it finishes without a ``with`` block.
 
         Raises:
             LookupDenied: refused (every subclass), InvalidNIR included.
         """
-        lookup = cls(path, practitioner, nir, is_miss, miss_on, reason)  # type: ignore[arg-type]
-        lookup._ticket = await path.aadmit(practitioner, nir, reason)
+        lookup = cls(path, practitioner, nir, is_miss, miss_on, reason, session)  # type: ignore[arg-type]
+        lookup._ticket = await path.aadmit(practitioner, nir, reason, session)
         lookup._detached = True
         return lookup
 
@@ -139,7 +143,7 @@ class GuardedLookup:
         return self._recorded and is_a_miss(self._result, self._is_miss)
 
     def __enter__(self) -> GuardedLookup:
-        self._ticket = self._path.admit(self._practitioner, self._nir, self._reason)
+        self._ticket = self._path.admit(self._practitioner, self._nir, self._reason, self._session)
         return self
 
     def __exit__(
@@ -152,7 +156,9 @@ class GuardedLookup:
             self._path.finish(self._ticket, self._miss(exc))
 
     async def __aenter__(self) -> GuardedLookup:
-        self._ticket = await self._path.aadmit(self._practitioner, self._nir, self._reason)
+        self._ticket = await self._path.aadmit(
+            self._practitioner, self._nir, self._reason, self._session
+        )
         return self
 
     async def __aexit__(

@@ -32,7 +32,9 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from nirguard._admin import Admin, GuardStatus
 from nirguard._hooks import DEFAULT_CAPACITY
-from nirguard._inputs import Policies, miss_test
+from nirguard._inputs import Argument as Argument  # re-exported: the integrations type with them
+from nirguard._inputs import MissOn as MissOn
+from nirguard._inputs import Policies, default_is_miss, miss_test
 from nirguard._lookup import LookupPath
 from nirguard._reports import Reports
 from nirguard._setup import (
@@ -63,15 +65,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: What ``miss_on`` accepts: exception types, or a test of the exception.
-MissOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
-#: What ``practitioner``, ``nir`` and ``reason`` accept: a parameter name, or a callable.
-Argument = str | Callable[..., Any]
-
-
-def _default_is_miss(result: object) -> bool:
-    return result is None
 
 
 class LookupGuard:
@@ -180,7 +173,7 @@ class LookupGuard:
             capacity=hook_queue,
         )
         self._engine = engine
-        self._is_miss = is_miss or _default_is_miss
+        self._is_miss = is_miss or default_is_miss
         self._miss_on = miss_test(miss_on)
         self._path = LookupPath(
             engine,
@@ -265,8 +258,13 @@ class LookupGuard:
         is_miss: Callable[[Any], bool] | None = None,
         miss_on: MissOn | None = None,
         reason: object = None,
+        session: str | None = None,
     ) -> GuardedLookup:
         """A guarded lookup for code that cannot be decorated (``with`` or ``async with``).
+
+        ``reason``: a stated break-glass reason, as :meth:`protect` takes it. ``session``:
+        the portal's own id of the login session (or device) making the lookup, never a
+        value the client sends; ``None`` or ``""``: unknown (``guard.md#sessions``).
 
         >>> guard = LookupGuard()
         >>> with guard.lookup("10003456789", "185057800608491") as lookup:
@@ -279,6 +277,7 @@ class LookupGuard:
             is_miss or self._is_miss,
             miss_test(miss_on) if miss_on is not None else self._miss_on,
             reason,
+            session,
         )
 
     async def open_lookup(
@@ -289,8 +288,11 @@ class LookupGuard:
         is_miss: Callable[[Any], bool] | None = None,
         miss_on: MissOn | None = None,
         reason: object = None,
+        session: str | None = None,
     ) -> GuardedLookup:
         """Admit a lookup that finishes without a ``with`` block (for web integrations).
+
+        ``reason`` and ``session`` are as :meth:`lookup` takes them.
 
         It is finished by :meth:`GuardedLookup.record` (the result), by
         :meth:`GuardedLookup.failed` (the endpoint's exception), or else when
@@ -298,6 +300,7 @@ class LookupGuard:
 
         Raises:
             LookupDenied: refused (every subclass), InvalidNIR included.
+            TypeError: ``session`` is neither a str nor ``None``.
         """
         return await GuardedLookup.opened(
             self._path,
@@ -306,6 +309,7 @@ class LookupGuard:
             is_miss or self._is_miss,
             miss_test(miss_on) if miss_on is not None else self._miss_on,
             reason,
+            session,
         )
 
     # -- administration -------------------------------------------------------------------------
@@ -320,12 +324,7 @@ class LookupGuard:
         return self._admin.status(practitioner)
 
     async def astatus(self, practitioner: str) -> GuardStatus:
-        """Async :meth:`status`.
-
-        Raises:
-            GuardUnavailable: the store cannot be reached.
-            InvalidPractitioner: not a usable practitioner id.
-        """
+        """Async :meth:`status` (it raises as :meth:`status` does)."""
         return await self._admin.astatus(practitioner)
 
     def unlock(
@@ -351,13 +350,7 @@ class LookupGuard:
     async def aunlock(
         self, practitioner: str, *, by: str | None = None, reason: str | None = None
     ) -> None:
-        """Async :meth:`unlock`.
-
-        Raises:
-            GuardUnavailable: the store cannot be reached.
-            InvalidPractitioner: not a usable practitioner id.
-            ConfigurationError: ``by`` or ``reason`` is not a string.
-        """
+        """Async :meth:`unlock` (it raises as :meth:`unlock` does)."""
         await self._admin.aunlock(practitioner, by, reason)
 
     # -- hooks and shutdown ---------------------------------------------------------------------
