@@ -342,7 +342,7 @@ def test_the_runner_asks_a_refused_number_again_or_moves_on(registry):
         attack = build_attack(strategy, registry, accounts=1, seed=1, start=0.0)
         asked: list[str] = []
 
-        def call(who: int, number: str, person: object, reason: object) -> object:
+        def call(who: int, number: str, person: object, reason: object, session: object) -> object:
             asked.append(number)
             return ("reason_required", "distinct_patients", None) if len(asked) == 1 else None
 
