@@ -6,6 +6,7 @@ Cluster) makes its ``engine`` fixture with :func:`engines` (``params=ENGINES``).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ HOUR = 3600.0
 DAY = 86400.0
 
 
+def session_fp(label: str) -> bytes:
+    """A session label's 6-byte fingerprint, as the lookup path makes one (b"": none)."""
+    return hashlib.blake2b(label.encode(), digest_size=6).digest() if label else b""
+
+
 @dataclass
 class Driver:
     """Lookups by name: practitioner, patient and cohort are short labels."""
@@ -33,15 +39,27 @@ class Driver:
     log: list[tuple[str, ...]] = field(default_factory=list)
 
     def request(
-        self, who: str, patient: str | None, cohort: str | None, reason: bool = False
+        self,
+        who: str,
+        patient: str | None,
+        cohort: str | None,
+        reason: bool = False,
+        session: str = "",
     ) -> Request:
         compiled = self.policy._compiled
-        return Request(who, compiled, patient, cohort, reason, now=self.now)
+        used = session_fp(session)
+        return Request(who, compiled, patient, cohort, reason, now=self.now, session=used)
 
     def look(
-        self, who: str, patient: str, cohort: str | None = "c0", *, reason: bool = False
+        self,
+        who: str,
+        patient: str,
+        cohort: str | None = "c0",
+        *,
+        reason: bool = False,
+        session: str = "",
     ) -> Decision:
-        decision = self.engine.decide(self.request(who, patient, cohort, reason))
+        decision = self.engine.decide(self.request(who, patient, cohort, reason, session))
         self.log.append((who, patient, decision.outcome, decision.quota or ""))
         return decision
 

@@ -450,7 +450,7 @@ def test_baseline_is_off_by_default_and_loads_from_env_and_json() -> None:
     assert QuotaPolicy().baseline is None
     assert QuotaPolicy()._compiled.lua_policy.split("|")[23] == ""  # after strikes
     parts = QuotaPolicy(baseline=5.0, baseline_volume=None)._compiled.lua_policy.split("|")
-    assert (len(parts), parts[32]) == (33, "")  # the volume last: "" is off
+    assert (len(parts), parts[32]) == (34, "")  # the volume, then session_overlap: "" is off
     assert QuotaPolicy(baseline=5.0)._compiled.lua_policy.split("|")[32] == "1.0"
     env = {"NIRGUARD_POLICY_BASELINE": "5", "NIRGUARD_POLICY_BASELINE_PRIOR": "20, 12.5"}
     loaded = QuotaPolicy.from_env(environ=env)

@@ -68,7 +68,9 @@ __all__ = [
 ]
 
 #: Detection signals: a breach of one of these is "suspected", not "denied".
-SIGNALS: Final = frozenset({"cohort", "portal_cohort", "miss_ratio", "baseline", "sequence"})
+SIGNALS: Final = frozenset(
+    {"cohort", "portal_cohort", "miss_ratio", "baseline", "sequence", "session"}
+)
 PORTAL_TAG: Final = "{%portal}"
 #: How evidence names the count behind each quota or signal.
 _EVIDENCE: Final = {
@@ -254,6 +256,8 @@ class Decision:
                 out.update(new_patients_today=self.count, unusual_places_today=self.limit)
             elif self.quota == "sequence":  # the window's discordant new patients
                 out.update(neighbour_only=self.count, control_only=self.limit)
+            elif self.quota == "session":  # sessions using the account at once
+                out.update(sessions=self.count, limit=self.limit)
             else:
                 label = _EVIDENCE.get(self.quota or "", self.quota or "count")
                 out[label] = self.count

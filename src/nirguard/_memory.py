@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from nirguard import _baseline as baseline
 from nirguard import _sequence as sequence
+from nirguard import _sessions as sessions
 from nirguard._compiled import ACCOUNT_QUOTAS, CompiledPolicy
 from nirguard._engine import Decision, Keys, RawStatus, Request, fingerprint
 from nirguard._memory_account import Account, Patient
@@ -54,6 +55,7 @@ FORGOTTEN: Final = frozenset(
         "sequence",
         "sequence_new",
         "sequence_ctl",
+        "session",
     }
 )
 
@@ -169,6 +171,9 @@ class MemoryEngine:
         adjacent = 0
         if patient[3]:
             breach = account.breach(req, patient[0], walked)
+            if req.session:
+                record, changes = account.record, account.changes
+                breach = breach or sessions.check(record, changes, p, req.session, True, now)
             if p.sequence:
                 adjacent = sequence.own(base, patient[0], p, req.neighbours, now)
                 breach = breach or sequence.check(account.record, p, adjacent, now)
@@ -181,11 +186,15 @@ class MemoryEngine:
             breach = breach or account.pending()
             if breach is not None:
                 return account.breached(req, patient, breach)
+        elif req.session:  # a repeat: never refused by it, but a return marks the account
+            sessions.check(account.record, account.changes, p, req.session, False, now)
         if p.baseline is not None:
             state = {**account.record, **account.changes}
             baseline.count(state, account.changes, p, patient[3], slot, req.place)
         if p.sequence and patient[3]:
             sequence.count(account.record, account.changes, p, adjacent, now)
+        if req.session:
+            sessions.see(account.record, account.changes, p, req.session, now)
         return account.allow(req, patient, walked)
 
     # -- the engine protocol --------------------------------------------------------------------

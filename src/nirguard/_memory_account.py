@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final
 
+from nirguard import _sessions as sessions
 from nirguard._compiled import INDEFINITE
 from nirguard._engine import SIGNALS, Decision, fingerprint
 from nirguard._memory_records import (
@@ -294,6 +295,7 @@ class Account:
         if spent:  # a hot cohort's question, with no budget left to answer it
             return self.strike("denied", "break_glass")
         if req.reason:
+            sessions.see(record, changes, p, req.session, now)
             return self.grant(patient, breach)
         if quota != "hot_cohort":
             fp = patient[1]

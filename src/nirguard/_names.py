@@ -86,6 +86,7 @@ QUOTAS: Final = frozenset(
         "strikes",
         "baseline",
         "sequence",
+        "session",
         "locked",
         # input the guard refuses before deciding
         "practitioner",

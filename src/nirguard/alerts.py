@@ -89,7 +89,7 @@ class Alert:
         signal: what opened the case: a lockout-class quota
             (``distinct_patients``, ``invalid_nirs``, ``misses``,
             ``strikes``), a detection (``cohort``, ``portal_cohort``,
-            ``miss_ratio``, ``baseline``), or ``break_glass`` (the
+            ``miss_ratio``, ``sequence``, ``session``, ``baseline``), or ``break_glass`` (the
             break-glass budget is nearly spent).
         evidence: counts behind it (numbers only: no NIR, no pseudonym).
         time: POSIX seconds, from the guard's clock.

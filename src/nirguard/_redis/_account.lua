@@ -60,7 +60,7 @@ end
 -- against `lookups`; a refusal that is not a lockout is a strike, and the strike past the
 -- `strikes` quota is a lockout instead (docs/guard.md, "What a refusal costs").
 local SIGNAL = {cohort = true, portal_cohort = true, miss_ratio = true, baseline = true,
-  sequence = true}
+  sequence = true, session = true}
 -- the pending question after a lockout: asked again of the next new patient
 local ASK_AGAIN = ""
 -- the patients refused during the account's lockout, whose retries while it lasts are
@@ -273,7 +273,10 @@ local function breached(A, flags, r, patient_id, breach, count, limit)
     return lock(A, breach, count, limit)
   end
   if spent then return strike(A, "denied", "break_glass") end -- a hot cohort's question
-  if flags.reason then return grant(A, r, patient_id, breach, count, limit) end
+  if flags.reason then
+    ses_see(record, changes, P, flags.ses, now)
+    return grant(A, r, patient_id, breach, count, limit)
+  end
   if breach ~= "hot_cohort" then
     local pending = record.pending
     if (record["pending:e"] or 0) > now and pending ~= nil and pending ~= patient_id
@@ -321,6 +324,9 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
   if seen.new then
     local breach, count, limit
     breach, count, limit, walked = breach_of(A, flags, seen.r)
+    if not breach and flags.ses ~= "" then
+      breach, count, limit = ses_check(A.record, A.changes, P, flags.ses, true, now)
+    end
     if #P.seq > 0 then
       adjacent = seq_own(x.adj or 0, seen.r, P, flags.nb, now)
       if not breach then
@@ -337,11 +343,14 @@ local function account_step(P, K, flags, patient_id, x, seen, now, record)
       breach = record["pending:q"] or "distinct_patients" -- asked until answered or expired
     end
     if breach then return breached(A, flags, seen.r, patient_id, breach, count, limit) end
+  elseif flags.ses ~= "" then -- a repeat: never refused by it, but a return marks the account
+    ses_check(A.record, A.changes, P, flags.ses, false, now)
   end
   if P.baseline then
     bl_count(bl_merged(A.record, A.changes), P, A.changes, seen.new, slot, flags.place)
   end
   if #P.seq > 0 and seen.new then seq_count(A.record, A.changes, P, adjacent, now) end
+  if flags.ses ~= "" then ses_see(A.record, A.changes, P, flags.ses, now) end
   return allow(A, flags, seen, patient_id, walked)
 end
 

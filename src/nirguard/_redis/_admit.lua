@@ -36,7 +36,8 @@
 --     the heat changes nothing the account decides; not with `sequence` on, whose
 --     neighbours come from the heat record), "0" nothing; then "1" while
 --     the store warms up (hot_cohort_warmup: heat is learned, no cohort is hot); then
---     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown)
+--     the patient's place bucket for the baseline (2 hex digits, "ff" = unknown); then,
+--     when the lookup carries a session, its fingerprint (12 hex digits, _sessions.lua)
 --   5 the patient's fingerprint (6 bytes, as records hold it), then its neighbours'
 --     when `sequence` is on (_sequence.lua), 6 the cohort's
 --   7 the heat step's answer, for flag "3" ("hot heat expected neighbours")
@@ -109,7 +110,7 @@ end
 local FORGOTTEN = {distinct_patients = true, invalid_nirs = true, misses = true,
   portal_cohort = true, new_patients = true, lockout = true, lockout_level = true,
   pending = true, miss_ratio = true, strikes = true, incident = true, blc = true,
-  sequence = true, sequence_new = true, sequence_ctl = true}
+  sequence = true, sequence_new = true, sequence_ctl = true, session = true}
 
 local function unlock_step(P, K, now)
   local raw = redis.call("GET", K[1])
@@ -216,6 +217,11 @@ local function main(K, A)
     patient = patient == 49, cohort = cohort == 49, reason = reason == 49,
     heat = string.sub(f, 4, 4), cfp = A[6], fp = string.sub(A[5], 1, 6),
     nb = string.sub(A[5], 7), cold = cold == 49, place = tonumber(string.sub(f, 6, 7), 16) or 255,
+    ses = "",
   }
+  if #f > 7 then -- the session's fingerprint, in hex (_sessions.lua)
+    flags.ses = string.gsub(string.sub(f, 8), "%x%x",
+      function(h) return string.char(tonumber(h, 16)) end)
+  end
   return step(A[1], P, K, A, flags, now)
 end

@@ -36,10 +36,27 @@ local function longest(group)
   return most
 end
 
+-- the account record's fixed fields under policy P (the signals that are on add theirs)
+local function fixed_of(P)
+  if not (P.baseline or #P.seq > 0 or P.session) then return ACCOUNT_FIXED end
+  local fixed = {}
+  for _, pair in ipairs(ACCOUNT_FIXED) do fixed[#fixed + 1] = pair end
+  if #P.seq > 0 then fixed[#fixed + 1] = {"sequence:h", "Xh"} end -- _sequence.lua
+  if P.session then -- _sessions.lua
+    fixed[#fixed + 1] = {"session", "Ss"}
+    fixed[#fixed + 1] = {"session:x", "Sx"}
+  end
+  if P.baseline then
+    for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
+  end
+  return fixed
+end
+
 -- "lookups|distinct|invalid|misses|cohort|portal_cohort|portal|break_glass|seen|
 --  lockout steps|lockout_memory|ratio|ratio_min|ratio_window|share|hot|hot_min|
 --  hot_window|hot_baseline|hot_action|access|keep|strikes|baseline|slack|prior mean|
---  prior sd|prior days|off-hours weight|offset|sequence|sequence share"
+--  prior sd|prior days|off-hours weight|offset|sequence|sequence share|volume|
+--  session overlap"
 local function compile(text)
   local parts = {}
   for part in string.gmatch(text .. "|", "([^|]*)|") do parts[#parts + 1] = part end
@@ -80,18 +97,10 @@ local function compile(text)
     seq_ctl = windows(parts[31] or "", "sequence_ctl", {}),
     seq_share = tonumber(parts[32]),
     bl_volume = tonumber(parts[33] or ""),
+    session = tonumber(parts[34] or ""), -- session_overlap (nil: off; _sessions.lua)
   }
   for step in string.gmatch(parts[10], "([-%d.]+)") do P.lockout[#P.lockout + 1] = tonumber(step) end
-  local fixed = ACCOUNT_FIXED
-  if P.baseline or #P.seq > 0 then
-    fixed = {}
-    for _, pair in ipairs(ACCOUNT_FIXED) do fixed[#fixed + 1] = pair end
-    if #P.seq > 0 then fixed[#fixed + 1] = {"sequence:h", "Xh"} end -- _sequence.lua
-    if P.baseline then
-      for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end
-    end
-  end
-  P.account = layout(fixed,
+  P.account = layout(fixed_of(P),
     {P.lookups, P.distinct, P.invalid, P.misses, P.portal_cohort, P.new, P.break_glass,
      P.strikes, P.seq, P.seq_new, P.seq_ctl})
   P.portal_layout = layout({}, {P.portal})

@@ -248,6 +248,8 @@ class Codec:
             f"{'0' if patient is None else '1'}{'0' if cohort is None else '1'}"
             f"{'1' if request.reason else '0'}{heat}{'1' if cold else '0'}{request.place & 0xFF:02x}"
         )
+        if request.session:  # the session's fingerprint (_sessions.lua)
+            flags += request.session.hex()
         # fingerprints as the records hold them (6 bytes each): the library decodes nothing
         found = b"" if patient is None else fingerprint(patient)
         if request.neighbours:  # sequence: the neighbours' fingerprints

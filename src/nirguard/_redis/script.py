@@ -43,6 +43,7 @@ BODY: Final = "\n".join(
         "_policy.lua",
         "_account.lua",
         "_sequence.lua",
+        "_sessions.lua",
         "_admit.lua",
     )
 )
