@@ -859,16 +859,19 @@ def _returns(order):
 
 
 def _overlaps(timed, window=1800.0):
-    """Whether any lookup of ``(time, session)`` is a return or a third session within
-    ``window`` (the session_overlap rule, repeats and new patients alike)."""
+    """Whether any lookup of ``(time, session)`` is a return (a session the account used
+    before, while one that used it since is active) or a third session (while two others
+    are active): the session_overlap rule, repeats and new patients alike."""
     last: dict[int, float] = {}
+    previous = None
     for t, s in timed:
-        recent = {x: u for x, u in last.items() if t - u <= window}
-        if s in recent and any(u > recent[s] for x, u in recent.items() if x != s):
-            return True
-        if len(set(recent) | {s}) >= 3:
-            return True
-        last[s] = t
+        if previous is not None and s != previous:
+            if s in last:
+                if any(t - u <= window for u in last.values() if u > last[s]):
+                    return True
+            elif sum(t - u <= window for u in last.values()) >= 2:
+                return True
+        last[s], previous = t, s
     return False
 
 
