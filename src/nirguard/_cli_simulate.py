@@ -108,6 +108,7 @@ def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _world_options(parser)
+    _session_options(parser)
     _policy_options(parser)
     parser.set_defaults(handler=_handle)
 
@@ -161,6 +162,9 @@ def _world_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs", type=_positive, default=None, help="worker processes (default: CPUs, at most 2)"
     )
+
+
+def _session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sessions",
         action=argparse.BooleanOptionalAction,
