@@ -342,7 +342,7 @@ def test_the_runner_asks_a_refused_number_again_or_moves_on(registry):
         attack = build_attack(strategy, registry, accounts=1, seed=1, start=0.0)
         asked: list[str] = []
 
-        def call(who: int, number: str, person: object, reason: object) -> object:
+        def call(who: int, number: str, person: object, reason: object, session: object) -> object:
             asked.append(number)
             return ("reason_required", "distinct_patients", None) if len(asked) == 1 else None
 
@@ -826,3 +826,211 @@ def test_cli_tradeoff_prints_one_point_per_policy(capsys):
     assert list(points) == list(CANDIDATES)
     assert all(p["worst"] == "gp-paced" for p in points.values())
     assert points["week cap 80"]["per_account"] < points["shipped"]["per_account"]
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _gp_days(workload, sessions):
+    """Per (GP, day): its sessions in the order of its lookups."""
+    from collections import defaultdict
+
+    kinds = [p.kind for p in workload.practitioners]
+    days = defaultdict(list)
+    for e in range(len(workload)):
+        who = workload.who[e]
+        if kinds[who] in ("gp", "new_gp"):
+            days[(who, int(workload.times[e] // DAY))].append(sessions[e])
+    return days
+
+
+def _returns(order):
+    """Whether a session comes back after another one was used (A, B, A)."""
+    left: set[int] = set()
+    last = None
+    for s in order:
+        if s != last:
+            if s in left:
+                return True
+            if last is not None:
+                left.add(last)
+            last = s
+    return False
+
+
+def _overlaps(timed, window=1800.0):
+    """Whether any lookup of ``(time, session)`` is a return (a session the account used
+    before, while one that used it since is active) or a third session (while two others
+    are active): the session_overlap rule, repeats and new patients alike."""
+    last: dict[int, float] = {}
+    previous = None
+    for t, s in timed:
+        if previous is not None and s != previous:
+            if s in last:
+                if any(t - u <= window for u in last.values() if u > last[s]):
+                    return True
+            elif sum(t - u <= window for u in last.values()) >= 2:
+                return True
+        last[s], previous = t, s
+    return False
+
+
+def test_legit_sessions_are_deterministic_per_seed(workload):
+    from nirguard.replay.sessions import legit_sessions
+
+    one = legit_sessions(workload, seed=2, two_devices=0.05)
+    assert one == legit_sessions(workload, seed=2, two_devices=0.05)
+    assert one != legit_sessions(workload, seed=3, two_devices=0.05)
+    assert len(one) == len(workload) and min(one) >= 1
+
+
+def test_one_device_never_comes_back_to_a_session_and_logs_in_each_day(workload):
+    """On one device a GP's sessions follow one another (hand-overs): never A, B, A; a
+    new login each working day, and after the lunch break (longer than the idle timeout)."""
+    from nirguard.replay.sessions import legit_sessions
+
+    days = _gp_days(workload, legit_sessions(workload, seed=2, two_devices=0.0))
+    assert not any(_returns(order) for order in days.values())
+    firsts = [order[0] for _, order in sorted(days.items())]
+    assert len(set(firsts)) == len(firsts)  # no session spans two days
+    assert sum(len(set(o)) >= 2 for o in days.values()) > 0.9 * len(days)
+
+
+def test_the_two_device_share_is_honoured_and_nested():
+    from nirguard.replay.sessions import two_device_day
+
+    pairs = [(who, day) for who in range(400) for day in range(50) if day % 7 < 5]
+    at = {
+        share: {p for p in pairs if two_device_day(7, *p, share) is not None}
+        for share in (0.0, 0.01, 0.05)
+    }
+    assert not at[0.0]
+    assert 0.007 < len(at[0.01]) / len(pairs) < 0.013
+    assert 0.045 < len(at[0.05]) / len(pairs) < 0.055
+    assert at[0.01] <= at[0.05]  # a two-device day stays one at a larger share
+    start, end = two_device_day(7, *sorted(at[0.01])[0], 0.01)
+    assert 3600 <= end - start <= 3 * 3600
+
+
+def test_two_devices_overlap_on_about_the_share_of_gp_days(workload):
+    """The session rule sees two devices at once on some two-device days (where the GP
+    switches within the window: a GP looks someone up every 20 minutes or so), and a
+    single device on no day (whatever the idle timeouts in between)."""
+    from collections import defaultdict
+
+    from nirguard.replay.sessions import legit_sessions
+
+    kinds = [p.kind for p in workload.practitioners]
+    for share, low, high in ((0.0, 0.0, 0.0), (0.3, 0.05, 0.3)):
+        sessions = legit_sessions(workload, seed=2, two_devices=share)
+        days = defaultdict(list)
+        for e in range(len(workload)):
+            who, t = workload.who[e], workload.times[e]
+            if kinds[who] in ("gp", "new_gp"):
+                days[(who, int(t // DAY))].append((t, sessions[e]))
+        hit = sum(_overlaps(timed) for timed in days.values()) / len(days)
+        assert low <= hit <= high
+
+
+def test_desk_stations_share_one_account_at_once(workload):
+    from nirguard.replay.sessions import legit_sessions
+
+    sessions = legit_sessions(workload, seed=2, two_devices=0.0)
+    kinds = [p.kind for p in workload.practitioners]
+    hospital = kinds.index("hospital")
+    order = [sessions[e] for e in range(len(workload)) if workload.who[e] == hospital]
+    assert _returns(order)
+
+
+def test_logins_end_with_their_period_after_idle_and_past_their_lifetime():
+    from nirguard.replay.sessions import IDLE, LIFETIME, Logins
+
+    logins = Logins()
+    first = logins.at("a", 0.0, 0)
+    assert logins.at("a", IDLE, 0) == first  # idle exactly the timeout: still on
+    assert logins.at("a", IDLE + 1, 0) == first  # the clock restarts with every request
+    assert logins.at("a", 2 * IDLE + 2, 0) != first
+    second = logins.at("b", 0.0, 0)
+    assert second not in (first, logins.at("a", 2 * IDLE + 3, 0))
+    assert logins.at("b", 10.0, 1) != second  # a new working period: a new login
+    t, last = 10.0, logins.at("c", 10.0, 0)
+    while t <= 10.0 + LIFETIME:
+        t += IDLE / 2
+        now = logins.at("c", t, 0)
+    assert now != last
+
+
+def test_a_bot_logs_in_per_working_period_or_for_every_lookup_when_it_churns(registry):
+    owner = build_attack("owner", registry, seed=1)
+    churn = build_attack("owner-churn", registry, seed=1)
+    t = owner.start[0]
+    times = [t]
+    for _ in range(60):
+        times.append(owner.next_time(0, times[-1]))
+    bot = [owner.session(0, x) for x in times]
+    assert all(s.startswith("bot") for s in bot)
+    periods = {owner.hours.period(x) for x in times}
+    assert len(periods) <= len(set(bot)) < len(times)
+    churned = [churn.session(0, x) for x in times]
+    assert len(set(churned)) == len(times)
+
+
+def test_owner_night_works_while_the_owner_is_idle(registry):
+    from nirguard.replay.practitioners import HOUR
+
+    night = build_attack("owner-night", registry, seed=1)
+    t = night.start[0]
+    for _ in range(200):
+        hour = (t % DAY) / HOUR
+        assert hour < 6.5 or hour >= 21.5
+        t = night.next_time(0, t)
+
+
+def _recorded(settings, strategy):
+    """Every (practitioner, session) the guard saw in one attack week."""
+    from nirguard.replay.passes import _new_pass
+
+    world = build_world(settings)
+    p = _new_pass(world, "guard", True)
+    seen: list[tuple[str, object]] = []
+    lookup = p._lookup
+
+    def spy(name, number, **options):
+        seen.append((name, options.get("session")))
+        return lookup(name, number, **options)
+
+    p._lookup = spy
+    p.run(world.workload.split, len(world.workload), attack=world.attack(strategy), end=world.end)
+    return world, seen
+
+
+@pytest.mark.skipif(not FEATURES.session, reason="the installed guard takes no session=")
+def test_lookups_carry_sessions_and_the_bots_never_the_owners():
+    settings = replace(SMALL, history_weeks=0, attack_days=2, sessions=True)
+    world, seen = _recorded(settings, "owner")
+    stolen = set(world.attack("owner").accounts)
+    ours = {(n, s) for n, s in seen if n in stolen and s.startswith("bot")}
+    theirs = {(n, s) for n, s in seen if n in stolen and s.startswith("s")}
+    assert ours and theirs and all(s is not None for _, s in seen)
+    assert not {s for _, s in ours} & {s for _, s in theirs}
+    _, quiet = _recorded(replace(settings, sessions=False), "owner")
+    assert {s for _, s in quiet} == {None}
+
+
+def test_all_runs_the_session_variants_only_with_sessions(monkeypatch):
+    from nirguard import _cli_simulate
+    from nirguard.replay.attacks import SESSION_VARIANTS
+
+    parser = build_parser()
+    off = parser.parse_args(["simulate", "--all", "--no-sessions"])
+    on = parser.parse_args(["simulate", "--all", "--sessions", "--two-devices", "0.05"])
+    without = _cli_simulate._settings(off, 0.05, None, None)
+    assert not set(SESSION_VARIANTS) & set(without.strategies)
+    assert without.sessions is False
+    with_them = _cli_simulate._settings(on, 0.05, None, None)
+    assert set(with_them.strategies) == set(STRATEGIES)
+    assert (with_them.sessions, with_them.two_devices) == (True, 0.05)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["simulate", "--two-devices", "1.5"])
+    with pytest.raises(ValueError, match="two_devices"):
+        replace(SMALL, two_devices=-0.1).check()

@@ -63,6 +63,16 @@ def _scale(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number, e.g. 0.01") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("expected a share between 0 and 1")
+    return value
+
+
 def _scales(text: str) -> list[float]:
     return [_scale(part) for part in text.split(",") if part.strip()]
 
@@ -98,6 +108,7 @@ def register(subparsers: Any) -> None:  # argparse._SubParsersAction (a private 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _world_options(parser)
+    _session_options(parser)
     _policy_options(parser)
     parser.set_defaults(handler=_handle)
 
@@ -150,6 +161,23 @@ def _world_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs", type=_positive, default=None, help="worker processes (default: CPUs, at most 2)"
+    )
+
+
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sessions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lookups carry login sessions, for session_overlap (default: on when the "
+        "installed guard takes session=; --all then adds owner-night, owner-churn, owner-padded)",
+    )
+    parser.add_argument(
+        "--two-devices",
+        type=_share,
+        default=None,
+        metavar="SHARE",
+        help="share of GPs' working days with a second device used at once (default 0.01)",
     )
 
 
@@ -259,13 +287,15 @@ def _policies(args: argparse.Namespace) -> tuple[QuotaPolicy | None, QuotaPolicy
 def _settings(
     args: argparse.Namespace, scale: float, policy: QuotaPolicy | None, desk: QuotaPolicy | None
 ) -> ReplaySettings:
-    from nirguard.replay.attacks import DEMO, STRATEGIES
+    from nirguard.replay.attacks import DEMO, SESSION_VARIANTS, STRATEGIES
     from nirguard.replay.runner import default_jobs
+    from nirguard.replay.sessions import TWO_DEVICES
+    from nirguard.replay.simulation import guard_features
     from nirguard.replay.world import ReplaySettings
 
-    strategies = args.strategy or (
-        STRATEGIES if args.all else QUICK_STRATEGIES if args.quick else DEMO
-    )
+    sessions = args.sessions if args.sessions is not None else guard_features().session
+    every = STRATEGIES if sessions else tuple(s for s in STRATEGIES if s not in SESSION_VARIANTS)
+    strategies = args.strategy or (every if args.all else QUICK_STRATEGIES if args.quick else DEMO)
     history = args.history_weeks
     if history is None:
         history = QUICK_HISTORY if args.quick else 3
@@ -281,6 +311,8 @@ def _settings(
         policy=policy,
         desk_policy=desk,
         jobs=args.jobs or default_jobs(),
+        sessions=args.sessions,
+        two_devices=TWO_DEVICES if args.two_devices is None else args.two_devices,
     )
 
 

@@ -16,9 +16,9 @@ from nirguard.replay.tallies import INVALID, AttackTally, Refusal
 
 __all__ = ["AttackRunner", "Call"]
 
-#: ``call(account index, number, person id or None, reason or None)``: one guarded
-#: lookup at the pass's current time; the refusal, if any.
-Call = Callable[[int, str, "int | None", "str | None"], "Refusal | None"]
+#: ``call(account index, number, person id or None, reason or None, session or None)``:
+#: one guarded lookup at the pass's current time; the refusal, if any.
+Call = Callable[[int, str, "int | None", "str | None", "str | None"], "Refusal | None"]
 
 
 class AttackRunner:
@@ -32,6 +32,7 @@ class AttackRunner:
         find: the registry's person id of a number (``None``: nobody).
         end: the attack stops at this time.
         reasons: whether the guard accepts a stated reason (break-glass).
+        sessions: whether lookups carry the bot's portal session (:meth:`Attack.session`).
     """
 
     def __init__(
@@ -44,8 +45,10 @@ class AttackRunner:
         end: float,
         *,
         reasons: bool = True,
+        sessions: bool = False,
     ) -> None:
         self.attack = attack
+        self.sessions = sessions
         self.indices = indices
         self.call = call
         self.set_time = set_time
@@ -89,11 +92,12 @@ class AttackRunner:
         reason = None
         if self.reasons and tactics.always_reason:
             reason = attack.reason(i, tally.account_attempts[i])
-        refusal = self._try(i, number, person, reason, t)
+        session = attack.session(i, t) if self.sessions else None
+        refusal = self._try(i, number, person, reason, t, session)
         if refusal is not None and refusal[0] == "reason_required":
             tally.asked[i] += 1
             if self.reasons and reason is None and tactics.on_reason == "reason":
-                refusal = self._try(i, number, person, attack.reason(i, 0), t)
+                refusal = self._try(i, number, person, attack.reason(i, 0), t, session)
         if refusal is None or refusal is INVALID:
             self.pending[i] = None
             if person is not None:
@@ -112,12 +116,18 @@ class AttackRunner:
         return when
 
     def _try(
-        self, i: int, number: str, person: int | None, reason: str | None, t: float
+        self,
+        i: int,
+        number: str,
+        person: int | None,
+        reason: str | None,
+        t: float,
+        session: str | None = None,
     ) -> Refusal | None:
         tally = self.tally
         tally.attempts += 1
         tally.account_attempts[i] += 1
-        refusal = self.call(self.indices[i], number, person, reason)
+        refusal = self.call(self.indices[i], number, person, reason, session)
         if refusal is not None and refusal is not INVALID:
             if tally.first_refusal[i] is None:
                 tally.first_refusal[i] = t

@@ -24,6 +24,7 @@ from nirguard.replay.registry import Registry
 from nirguard.replay.tactics import (
     ATTACK_OFFSET,
     FAST_INTERVAL,
+    NIGHT,
     Attack,
     Hours,
     Tactics,
@@ -46,6 +47,7 @@ __all__ = [
     "OWNED",
     "PACED",
     "RETRY_PAIRS",
+    "SESSION_VARIANTS",
     "STRATEGIES",
     "TACTICS",
     "build_attack",
@@ -72,14 +74,20 @@ DESCRIPTIONS: Final = {
     "owner": "gp-paced on 19 GPs' own accounts, while the GPs keep working",
     "owner-24-7": "owner, 40 new people a day around the clock, every day",
     "padded": "gp-paced, 40% of lookups re-lookups of people already harvested, like a practice",
+    "owner-night": "owner, 40 new people a night (21:30-06:30) every day, while the owner is idle",
+    "owner-churn": "owner, the bot logging in anew for every lookup (a new session each time)",
+    "owner-padded": "owner, 40% of lookups re-lookups of people already harvested",
 }
 STRATEGIES: Final = tuple(DESCRIPTIONS)
 #: Strategies run on legitimate GPs' accounts, whose owners keep working.
-OWNED: Final = ("owner", "owner-24-7")
+OWNED: Final = ("owner", "owner-24-7", "owner-night", "owner-churn", "owner-padded")
+#: Variants of ``owner`` against the session signal (``session_overlap``): ``--all`` runs
+#: them only in a world with sessions (without, they say nothing ``owner`` does not).
+SESSION_VARIANTS: Final = ("owner-night", "owner-churn", "owner-padded")
 #: Harvests paced like a practitioner (the per-account targets; the rest are the fast ones).
 #: ``slow-down`` is not one of them: it runs the list at full speed until its first
 #: refusal, and only then slows down (a bot that adapts), so it is a fast attack.
-PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded")
+PACED: Final = ("slow", "gp-paced", "owner", "owner-24-7", "padded", *SESSION_VARIANTS)
 #: Each bot that retries the refused patient, and the bot that moves on at its pace
 #: (the target: retrying never gets more than moving on).
 RETRY_PAIRS: Final = (("retry-fast", "move-on"), ("retry-paced", "move-on-paced"))
@@ -348,10 +356,13 @@ def _make(strategy: str, registry: Registry, material: AttackMaterial, ids: list
     if strategy == "slow":
         return _List(strategy, registry, material, ids, paced, start, seed, distinct_cohorts=True)
     if strategy in ("gp-paced", "padded", *OWNED):
-        hours = Hours(_GP_DAY, office=strategy != "owner-24-7", seed=seed)
+        hours = Hours(
+            _GP_DAY, office=strategy != "owner-24-7", seed=seed,
+            blocks=NIGHT if strategy == "owner-night" else None,
+        )  # fmt: skip
         return _List(
-            strategy, registry, material, ids, paced, start, seed,
-            distinct_cohorts=True, padding=_PADDING if strategy == "padded" else 0.0,
-            hours=hours, owners=strategy in OWNED,
+            strategy, registry, material, ids, paced, start, seed, distinct_cohorts=True,
+            padding=_PADDING if strategy in ("padded", "owner-padded") else 0.0,
+            hours=hours, owners=strategy in OWNED, churn=strategy == "owner-churn",
         )  # fmt: skip
     return _List(strategy, registry, material, ids, FAST_INTERVAL, start, seed)

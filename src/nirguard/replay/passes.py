@@ -73,6 +73,7 @@ def _new_pass(world: World, configuration: str, enforce: bool) -> Pass:
         enforce=enforce,
         features=world.features,
         storage=_STORAGE,
+        sessions=world.sessions,
     )
 
 

@@ -122,7 +122,19 @@ def _header(result: ReplayResult) -> list[str]:
         f"({plural(s['attack_days'], 'day')}): {s['attackers']} stolen GP accounts "
         "from its Monday 01:00.",
         f"Legitimate lookups in the attack week: {week['lookups']:,} (and {week['typos']:,} typos).",
+        *_sessions(s),
         "",
+    ]
+
+
+def _sessions(settings: dict[str, object]) -> list[str]:
+    """The header's line on login sessions (none in a world without them)."""
+    if not settings.get("sessions"):
+        return []
+    share = float(settings.get("two_devices", 0.0))  # type: ignore[arg-type]
+    return [
+        "Every lookup carries its login session (session_overlap); GPs use two devices "
+        f"at once on {100 * share:g}% of their working days."
     ]
 
 

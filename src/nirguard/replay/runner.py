@@ -35,7 +35,7 @@ from nirguard.replay.passes import Found, Progress, Week, groups, run_groups
 from nirguard.replay.policies import policy_dict
 from nirguard.replay.practitioners import DAY, HOUR, KINDS, accounts_for
 from nirguard.replay.tallies import LegitTally
-from nirguard.replay.world import ReplaySettings, World, build_world, policies
+from nirguard.replay.world import ReplaySettings, World, build_world, policies, with_sessions
 
 __all__ = ["default_jobs", "run_replay"]
 
@@ -185,7 +185,7 @@ def run_replay(
         world = build_world(settings, plan.stage(building))
     else:
         plan.stage(building)
-        world = replace(world, settings=settings, policies=policies(settings))
+        world = with_sessions(replace(world, policies=policies(settings)), settings)
     seconds["world"] = time.perf_counter() - started
     tasks = list(settings.strategies) or [QUIET]
     t0 = time.perf_counter()
@@ -226,6 +226,9 @@ def _outcomes(
 
 def _settings_dict(settings: ReplaySettings, world: World) -> dict[str, Any]:
     table = world.policies["guard"]
+    sessions = {}
+    if world.sessions is not None:  # absent without sessions: the reports before them
+        sessions = {"sessions": True, "two_devices": settings.two_devices}
     return {
         "seed": settings.seed,
         "scale": settings.scale,
@@ -240,6 +243,7 @@ def _settings_dict(settings: ReplaySettings, world: World) -> dict[str, Any]:
         "attack_interval_seconds": {
             s: round(world.attack(s).interval, 1) for s in settings.strategies
         },
+        **sessions,
     }
 
 

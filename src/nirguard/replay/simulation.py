@@ -20,6 +20,7 @@ quota or signal.
 from __future__ import annotations
 
 import inspect
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from nirguard.replay.attack_runner import AttackRunner
 from nirguard.replay.practitioners import KINDS, LOOKUP, TYPO, Workload
 from nirguard.replay.registry import Registry
+from nirguard.replay.sessions import legit_session
 from nirguard.replay.tactics import Attack
 from nirguard.replay.tallies import (
     EPOCH,
@@ -59,6 +61,7 @@ class GuardFeatures:
         metrics: ``LookupGuard(metrics=False)`` exists.
         break_glass_hook: ``LookupGuard(on_break_glass=...)`` exists.
         notice: ``LookupGuard(notice=...)`` exists (portal-level notices apart from alerts).
+        session: ``guard.lookup(..., session=...)`` exists (the portal's session id).
     """
 
     shadow: bool
@@ -66,6 +69,7 @@ class GuardFeatures:
     metrics: bool = False
     break_glass_hook: bool = False
     notice: bool = False
+    session: bool = False
 
 
 def guard_features() -> GuardFeatures:
@@ -80,6 +84,7 @@ def guard_features() -> GuardFeatures:
         metrics="metrics" in init,
         break_glass_hook="on_break_glass" in init,
         notice="notice" in init,
+        session="session" in lookup,
     )
 
 
@@ -87,7 +92,9 @@ class Pass:
     """A guard, the legitimate accounts and (optionally) the stolen ones.
 
     Account indices are the workload's practitioners, then the fresh stolen
-    accounts (``attackers``); a strategy on owners' accounts uses theirs.
+    accounts (``attackers``); a strategy on owners' accounts uses theirs. ``sessions``:
+    the login session of each legitimate event (:mod:`~nirguard.replay.sessions`);
+    then every lookup, the bots' too, carries its session; ``None``: none does.
     """
 
     def __init__(
@@ -101,8 +108,10 @@ class Pass:
         enforce: bool = True,
         features: GuardFeatures | None = None,
         storage: str = "memory://",
+        sessions: array[int] | None = None,
     ) -> None:
         self.registry = registry
+        self._sessions = sessions
         self.workload = workload
         self.features = features or guard_features()
         self.enforce = enforce
@@ -179,6 +188,7 @@ class Pass:
                     "miss_ratio",
                     "baseline",
                     "sequence",
+                    "session",
                 )
                 enforced = "suspected" if signal else "denied"
             self._would = (enforced, str(event.quota or enforced), event.retry_after)
@@ -232,7 +242,12 @@ class Pass:
     # -- one lookup ---------------------------------------------------------------------------
 
     def call(
-        self, who: int, number: str, result: int | None, reason: str | None = None
+        self,
+        who: int,
+        number: str,
+        result: int | None,
+        reason: str | None = None,
+        session: str | None = None,
     ) -> Refusal | None:
         """One guarded lookup; the refusal (or, in shadow mode, would-refusal) if any."""
         from nirguard.errors import InvalidNIR, LookupDenied
@@ -242,7 +257,9 @@ class Pass:
         self._would = None
         name = self.names[who]
         try:
-            if reason is None:
+            if session is not None:
+                guarded = self._lookup(name, number, reason=reason, session=session)
+            elif reason is None:
                 guarded = self._lookup(name, number)
             else:
                 guarded = self._lookup(name, number, reason=reason)
@@ -263,11 +280,11 @@ class Pass:
         return refusal
 
     def _attack_call(
-        self, who: int, number: str, result: int | None, reason: str | None
+        self, who: int, number: str, result: int | None, reason: str | None, session: str | None
     ) -> Refusal | None:
         self._attacking = True
         try:
-            return self.call(who, number, result, reason)
+            return self.call(who, number, result, reason, session)
         finally:
             self._attacking = False
 
@@ -313,6 +330,7 @@ class Pass:
             self.registry.find,
             end,
             reasons=self.features.reason,
+            sessions=self._sessions is not None,
         )
 
     def _event(self, e: int, tally: LegitTally, attack: AttackTally | None) -> None:
@@ -323,7 +341,8 @@ class Pass:
         person = w.person[e] if kind == LOOKUP else -1
         number = self.registry.nir(person, w.cohort[e]) if person >= 0 else w.typed[e]
         result = person if person >= 0 else None
-        refusal = self.call(who, number, result)
+        session = None if self._sessions is None else legit_session(self._sessions[e])
+        refusal = self.call(who, number, result, None, session)
         if kind == TYPO:
             tally.typos += 1
             if refusal is not None and refusal is not INVALID:
@@ -341,7 +360,7 @@ class Pass:
         if refusal[0] == "reason_required" and self.features.reason:
             if not owned:
                 tally.asked[k] += 1
-            refusal = self.call(who, number, result, LEGIT_REASON)
+            refusal = self.call(who, number, result, LEGIT_REASON, session)
             if refusal is None:
                 if not owned:
                     tally.break_glass[k] += 1

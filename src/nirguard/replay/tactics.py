@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from nirguard.replay.registry import Registry
+from nirguard.replay.sessions import Logins
 
 __all__ = [
     "ATTACK_OFFSET",
     "FAST_INTERVAL",
     "Attack",
+    "NIGHT",
     "Hours",
     "Tactics",
     "slow_interval",
@@ -45,6 +47,8 @@ _HOUR: Final = 3_600.0
 #: A GP's sessions: (share of the day's lookups, start hour, end hour).
 _OFFICE: Final = ((0.45, 8.5, 12.5), (0.55, 14.0, 19.5))
 _AROUND_THE_CLOCK: Final = ((1.0, 0.0, 24.0),)
+#: A bot that works while the owner sleeps: 21:30-06:30, every day.
+NIGHT: Final = ((0.72, 0.0, 6.5), (0.28, 21.5, 24.0))
 
 Answer = Literal["drop", "retry", "reason"]
 
@@ -119,11 +123,20 @@ class Tactics:
 
 class Hours:
     """When a GP-paced script asks: ``per_day`` lookups a working day at a GP's hours
-    (Monday to Friday, 08:30-12:30 and 14:00-19:30), or every day around the clock."""
+    (Monday to Friday, 08:30-12:30 and 14:00-19:30), or every day around the clock, or
+    every day in ``blocks`` (``(share, start hour, end hour)``, e.g. :data:`NIGHT`)."""
 
-    def __init__(self, per_day: float, *, office: bool, seed: int) -> None:
+    def __init__(
+        self,
+        per_day: float,
+        *,
+        office: bool,
+        seed: int,
+        blocks: tuple[tuple[float, float, float], ...] | None = None,
+    ) -> None:
         self.per_day = per_day
-        self.office = office
+        self.office = office and blocks is None
+        self.blocks = blocks or (_OFFICE if office else _AROUND_THE_CLOCK)
         self.seed = seed
         self._slots: dict[tuple[int, int], list[float]] = {}
 
@@ -137,8 +150,7 @@ class Hours:
         out: list[float] = []
         if not self.office or day % 7 < 5:
             count = max(1, round(self.per_day * math.exp(rng.gauss(0.0, 0.15))))
-            blocks = _OFFICE if self.office else _AROUND_THE_CLOCK
-            for share, start, end in blocks:
+            for share, start, end in self.blocks:
                 n = round(count * share)
                 step = (end - start) * _HOUR / max(1, n)
                 base = day * _DAY + start * _HOUR
@@ -157,6 +169,15 @@ class Hours:
                 return slots[i]
         return (day + 14) * _DAY  # pragma: no cover - a week without a working day
 
+    def period(self, now: float) -> tuple[int, int]:
+        """``(day, block)`` of the working period ``now`` falls in (block -1: none)."""
+        day = math.floor(now / _DAY)
+        hour = (now - day * _DAY) / _HOUR
+        for k, (_, start, end) in enumerate(self.blocks):
+            if start <= hour < end:
+                return day, k
+        return day, -1
+
 
 class Attack:
     """The script of one strategy over its accounts.
@@ -170,6 +191,7 @@ class Attack:
         tactics: what the bot does when refused.
         hours: a GP's hours (``None``: it works at its own pace, around the clock).
         paced: the pace under every per-account rate (for ``tactics.slow_down``).
+        churn: the bot logs in anew for every lookup (else once per working period).
     """
 
     def __init__(
@@ -184,8 +206,11 @@ class Attack:
         hours: Hours | None = None,
         paced: float = FAST_INTERVAL,
         owners: bool = False,
+        churn: bool = False,
     ) -> None:
         rng = random.Random(f"attack-start:{seed}")
+        self.churn = churn
+        self.logins = Logins()
         self.name = name
         self.accounts = accounts
         self.owners = owners
@@ -214,6 +239,16 @@ class Attack:
         if self.hours is not None:
             return self.hours.after(account, now)
         return now + self.interval
+
+    def session(self, account: int, now: float) -> str:
+        """The portal session the account's lookup at ``now`` comes from: the bot's own
+        login (never the owner's), one per working period (a GP's half-day, or a day
+        for a script with no hours; anew after :data:`~nirguard.replay.sessions.IDLE`),
+        or a new login for every lookup when it churns."""
+        if self.churn:
+            return f"bot{self.logins.new()}"
+        period = self.hours.period(now) if self.hours is not None else math.floor(now / _DAY)
+        return f"bot{self.logins.at(account, now, period)}"
 
     def answered(self, account: int) -> None:
         """The portal answered the account's last attempt: no refusal in a row."""

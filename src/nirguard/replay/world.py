@@ -8,6 +8,7 @@ every pass and every strategy.
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -22,6 +23,7 @@ from nirguard.replay.practitioners import (
     build_workload,
 )
 from nirguard.replay.registry import Registry, build_registry
+from nirguard.replay.sessions import TWO_DEVICES, legit_sessions
 from nirguard.replay.simulation import GuardFeatures, guard_features
 from nirguard.replay.tactics import ATTACK_OFFSET, Attack
 from nirguard.replay.walks import AttackMaterial, attack_material
@@ -29,7 +31,7 @@ from nirguard.replay.walks import AttackMaterial, attack_material
 if TYPE_CHECKING:
     from nirguard.policy import QuotaPolicy
 
-__all__ = ["CONFIGURATIONS", "ReplaySettings", "World", "build_world"]
+__all__ = ["CONFIGURATIONS", "ReplaySettings", "World", "build_world", "with_sessions"]
 
 CONFIGURATIONS: Final = ("none", "quotas", "guard")
 
@@ -53,6 +55,10 @@ class ReplaySettings:
         desk_policy: hospital and pharmacy desks' policy; ``None``: the replay's
             :func:`nirguard.replay.policies.desk_policy`.
         jobs: worker processes (1: everything in this process).
+        sessions: whether lookups carry login sessions (:mod:`~nirguard.replay.sessions`)
+            for the ``session_overlap`` signal; ``None``: when the installed guard
+            takes ``session=``.
+        two_devices: share of GP-days on which the GP also uses a second device at once.
     """
 
     seed: int = 0
@@ -66,13 +72,17 @@ class ReplaySettings:
     policy: QuotaPolicy | None = None
     desk_policy: QuotaPolicy | None = None
     jobs: int = 1
+    sessions: bool | None = None
+    two_devices: float = TWO_DEVICES
 
     def check(self) -> None:
-        """Refuse unknown strategies and configurations.
+        """Refuse unknown strategies and configurations, and a share out of 0-1.
 
         Raises:
-            ValueError: an unknown name.
+            ValueError: an unknown name, or ``two_devices`` out of range.
         """
+        if not 0.0 <= self.two_devices <= 1.0:
+            raise ValueError("two_devices is a share of GP-days, between 0 and 1")
         for name in self.configurations:
             if name not in CONFIGURATIONS:
                 raise ValueError(f"unknown configuration {name!r}")
@@ -107,6 +117,8 @@ class World:
     material: AttackMaterial
     policies: dict[str, dict[str, QuotaPolicy]]
     features: GuardFeatures
+    #: the login session of each legitimate event; ``None``: lookups carry none
+    sessions: array[int] | None = None
 
     @property
     def attack_start(self) -> float:
@@ -183,4 +195,28 @@ def build_world(
         progress=lambda done: say("building the legitimate weeks", 0.2 + 0.8 * done),
     )
     material = attack_material(registry, settings.seed)
-    return World(settings, registry, workload, material, policies(settings), guard_features())
+    features = guard_features()
+    world = World(settings, registry, workload, material, policies(settings), features)
+    return with_sessions(world, settings)
+
+
+def with_sessions(world: World, settings: ReplaySettings) -> World:
+    """``world`` for ``settings``: its legitimate events' sessions, when lookups carry them.
+
+    Raises:
+        ValueError: ``settings.sessions`` is ``True`` but the installed guard takes no
+            ``session``.
+    """
+    from dataclasses import replace
+
+    on = settings.sessions
+    if on and not world.features.session:
+        raise ValueError("the installed LookupGuard takes no session= (sessions need it)")
+    if on is None:
+        on = world.features.session
+    sessions = None
+    if on:
+        sessions = legit_sessions(
+            world.workload, seed=settings.seed, two_devices=settings.two_devices
+        )
+    return replace(world, settings=settings, sessions=sessions)
