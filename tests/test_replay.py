@@ -1027,6 +1027,8 @@ def test_all_runs_the_session_variants_only_with_sessions(monkeypatch):
     without = _cli_simulate._settings(off, 0.05, None, None)
     assert not set(SESSION_VARIANTS) & set(without.strategies)
     assert without.sessions is False
+    default = _cli_simulate._settings(parser.parse_args(["simulate", "--all"]), 0.05, None, None)
+    assert (default.sessions, default.strategies) == (False, without.strategies)
     with_them = _cli_simulate._settings(on, 0.05, None, None)
     assert set(with_them.strategies) == set(STRATEGIES)
     assert (with_them.sessions, with_them.two_devices) == (True, 0.05)

@@ -169,8 +169,8 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         "--sessions",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="lookups carry login sessions, for session_overlap (default: on when the "
-        "installed guard takes session=; --all then adds owner-night, owner-churn, owner-padded)",
+        help="lookups carry login sessions, for session_overlap (default: off, as a portal "
+        "that passes no session=; --all then adds owner-night, owner-churn, owner-padded)",
     )
     parser.add_argument(
         "--two-devices",
@@ -290,10 +290,9 @@ def _settings(
     from nirguard.replay.attacks import DEMO, SESSION_VARIANTS, STRATEGIES
     from nirguard.replay.runner import default_jobs
     from nirguard.replay.sessions import TWO_DEVICES
-    from nirguard.replay.simulation import guard_features
     from nirguard.replay.world import ReplaySettings
 
-    sessions = args.sessions if args.sessions is not None else guard_features().session
+    sessions = bool(args.sessions)  # off: the portal of the quickstart passes no session
     every = STRATEGIES if sessions else tuple(s for s in STRATEGIES if s not in SESSION_VARIANTS)
     strategies = args.strategy or (every if args.all else QUICK_STRATEGIES if args.quick else DEMO)
     history = args.history_weeks
@@ -311,7 +310,7 @@ def _settings(
         policy=policy,
         desk_policy=desk,
         jobs=args.jobs or default_jobs(),
-        sessions=args.sessions,
+        sessions=sessions,
         two_devices=TWO_DEVICES if args.two_devices is None else args.two_devices,
     )
 

@@ -58,6 +58,8 @@ _DESK: Final[Mapping[str, Any]] = MappingProxyType(
         "portal_cohort": "30/day",
         # a maternity's desks look its newborns up in the order they were registered
         "sequence": None,
+        # a desk's stations share the account at once: every new patient would be a return
+        "session_overlap": None,
         "miss_ratio": 0.5,
         "miss_ratio_min_lookups": 50,
     }

@@ -72,7 +72,7 @@ class ReplaySettings:
     policy: QuotaPolicy | None = None
     desk_policy: QuotaPolicy | None = None
     jobs: int = 1
-    sessions: bool | None = None
+    sessions: bool | None = False  # None: on when the installed guard takes session=
     two_devices: float = TWO_DEVICES
 
     def check(self) -> None:
