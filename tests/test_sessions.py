@@ -20,6 +20,7 @@ from nirguard._engine import Engine
 from nirguard._memory import MemoryEngine
 from nirguard._sessions import ENTRY, KEPT, LIST, MEMORY
 from tests.engine_helpers import (
+    DAY,
     ENGINES,
     T0,
     Driver,
@@ -151,6 +152,57 @@ def test_a_repeat_is_never_refused_but_a_return_marks_the_account(engine: Engine
     assert d.look("dr", "p2", session="bot").outcome == "allowed"
     d.wait(MINUTE)
     assert d.look("dr", "p9", session="bot").quota == "session"
+
+
+def test_the_mark_of_a_return_refuses_with_two_sessions_as_evidence(engine: Engine) -> None:
+    d = _drive(engine)
+    d.look("dr", "p1", session="A")
+    d.wait(MINUTE)
+    d.look("dr", "p2", session="B")
+    d.wait(MINUTE)
+    d.look("dr", "p1", session="A")  # a repeat that is a return: the mark
+    d.wait(MINUTE)
+    marked = d.look("dr", "p3", session="A")  # A used it last: only the mark refuses
+    assert (marked.quota, marked.evidence["sessions"], marked.evidence["limit"]) == (
+        "session",
+        2,
+        1,
+    )
+
+
+def test_the_window_edges_are_exact(engine: Engine) -> None:
+    # a session is active while less than session_overlap has passed since its last lookup
+    d = _drive(engine)
+    d.look("dr", "p1", session="A")
+    d.wait(MINUTE)
+    d.look("dr", "p2", session="B")
+    d.wait(30 * MINUTE)  # B idle for exactly the window: no longer active
+    assert d.look("dr", "p3", session="A").outcome == "allowed"
+    d.wait(MINUTE)
+    d.look("dr", "p4", session="B")  # B returns while A is active: refused
+    d.unlock("dr")
+    d.look("dr", "q1", session="C")
+    d.wait(MEMORY - MINUTE)
+    d.look("dr", "q2", session="D")
+    d.wait(MINUTE)  # C unused for exactly a day: forgotten, so a new login, not a return
+    assert d.look("dr", "q3", session="C").outcome == "allowed"
+    d.wait(DAY)
+    d.look("dr", "r1", session="E")
+    d.wait(MINUTE)
+    d.look("dr", "r2", session="F")
+    d.wait(29 * MINUTE)  # E idle for exactly the window: only F is active
+    assert d.look("dr", "r3", session="G").outcome == "allowed"  # a hand-over, not a third
+
+
+def test_the_mark_ends_exactly_with_the_window(engine: Engine) -> None:
+    d = _drive(engine)
+    d.look("dr", "p1", session="A")
+    d.wait(MINUTE)
+    d.look("dr", "p2", session="B")
+    d.wait(MINUTE)
+    d.look("dr", "p1", session="A")  # marks the account for 30 minutes
+    d.wait(30 * MINUTE)
+    assert d.look("dr", "p3", session="A").outcome == "allowed"
 
 
 def test_the_mark_of_a_return_ends_with_the_window(engine: Engine) -> None:
