@@ -158,9 +158,8 @@ class LookupPath:
         near = b""
         if policy.sequence and policy.hot_cohort is not None:  # the walk's neighbours, by pseudonym
             near = neighbours(self._patients, canonical, patient)
-        request = Request(
-            key, policy, patient, cohort, stated is not None, place=place, neighbours=near
-        )
+        # positional: the named tuple's keywords cost more than the rest of the line
+        request = Request(key, policy, patient, cohort, stated is not None, None, place, near)
         return _Call(who, request, canonical, None, stated, policy.name)
 
     # -- admit ----------------------------------------------------------------------------------
