@@ -72,6 +72,20 @@ def test_a_misses_lockout_reports_the_misses(engine: Engine) -> None:
     assert lockout.evidence == {"misses": 3, "limit": 3, "lockout_level": 1}
 
 
+def test_the_misses_budget_forgets_with_its_window(engine: Engine) -> None:
+    """Spent misses refuse until the window's last second and not at its end (issue 20's
+    memory pass reads the window inline: no test held its end)."""
+    d = Driver(engine, QuotaPolicy.only(misses="2/hour"))
+    for who in ("dr", "dr2"):
+        for patient in ("a", "b"):
+            d.look(who, patient)
+            d.miss(who)
+    d.wait(HOUR - 1)
+    assert d.look("dr", "c").quota == "misses"  # the window's last second: still spent
+    d.wait(1)
+    assert d.look("dr2", "c").outcome == "allowed"  # the window has ended: whole again
+
+
 def test_decisions_after_a_lockout_carry_its_level(engine: Engine) -> None:
     """The level (lockouts within ``lockout_memory``) is on every decision, not only on
     the lockout: an allowed lookup and a 428 after the lockout ended say 1."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from nirguard.errors import (
     EnumerationSuspected,
@@ -162,9 +162,12 @@ class Keys:
         return f"{self._prefix}:{{%c{tag}}}:h{self._heat_suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One lookup as an engine sees it: no NIR, only pseudonyms.
+
+    A named tuple, immutable like the frozen dataclass it was: made once per lookup on
+    the hot path, where the frozen dataclass's field-by-field ``object.__setattr__``
+    cost ~1.4 us and the tuple ~0.3 us (issue 20).
 
     Attributes:
         practitioner: the practitioner id, escaped for keys (:func:`escape`).

@@ -185,13 +185,15 @@ class Policies:
         PolicyError: the policy callable returned something else.
     """
 
-    __slots__ = ("_cache", "_policy")
+    __slots__ = ("_cache", "_fixed", "_policy")
 
     def __init__(self, policy: QuotaPolicy | Callable[[str], QuotaPolicy]) -> None:
         self._policy = policy
         self._cache: dict[int, tuple[QuotaPolicy, CompiledPolicy]] = {}
+        #: the compiled policy when it is one for everybody (every lookup asks for it)
+        self._fixed: CompiledPolicy | None = None
         if isinstance(policy, QuotaPolicy):
-            self._compile(policy)  # a bad policy fails here, at construction
+            self._fixed = self._compile(policy)  # a bad policy fails here, at construction
 
     @property
     def fixed(self) -> QuotaPolicy | None:
@@ -211,6 +213,9 @@ class Policies:
 
     def compiled(self, practitioner: str) -> CompiledPolicy:
         """The compiled policy of ``practitioner``."""
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed
         return self._compile(self.of(practitioner))
 
     def _compile(self, policy: QuotaPolicy) -> CompiledPolicy:

@@ -173,16 +173,8 @@ class LookupPath:
         near = b""
         if policy.sequence and policy.hot_cohort is not None:  # the walk's neighbours, by pseudonym
             near = neighbours(self._patients, canonical, patient)
-        request = Request(
-            key,
-            policy,
-            patient,
-            cohort,
-            stated is not None,
-            place=place,
-            neighbours=near,
-            session=used,
-        )
+        # positional: the named tuple's keywords cost more than the rest of the line
+        request = Request(key, policy, patient, cohort, stated is not None, None, place, near, used)
         return _Call(who, request, canonical, None, stated, policy.name)
 
     # -- admit ----------------------------------------------------------------------------------

@@ -233,13 +233,15 @@ class Account:
     def budgets(self) -> Decision | None:
         """The account's budgets before any lookup: misses, miss ratio, ``lookups``."""
         p, now, record = self.p, self.now, self.record
+        get = record.get  # used() inlined: every lookup reads these
         for w in p.misses:
-            spent = used(record, w, now)
+            ends = get(w.ends)
+            spent = int(get(w.field, 0)) if ends is not None and ends > now else 0
             if spent >= w.amount:
                 return self.lock("misses", spent, w.amount)
         if p.miss_ratio is not None:
-            n = record.get("miss_ratio:n", 0) if record.get("miss_ratio:n:e", 0) > now else 0
-            m = record.get("miss_ratio:m", 0) if record.get("miss_ratio:m:e", 0) > now else 0
+            n = get("miss_ratio:n", 0) if get("miss_ratio:n:e", 0) > now else 0
+            m = get("miss_ratio:m", 0) if get("miss_ratio:m:e", 0) > now else 0
             if n >= p.miss_ratio_min and m / n > p.miss_ratio:
                 return self.lock("miss_ratio", m, n)
         over = overflow(record, p.lookups, now)

@@ -188,7 +188,11 @@ def heat_step(
     if heat.seen.get(fp, 0.0) <= now:
         s, l_ = s + 1, l_ + 1
         heat.s, heat.l, heat.t = s, l_, now
-        _add(heat.seen, fp, now + window, now)
+        seen, end = heat.seen, now + window
+        if seen or end <= now:
+            _add(seen, fp, end, now)
+        else:  # a cohort's first patient (most are, at scale): nothing to move or prune
+            seen[fp] = end
         changed = True
     expected = l_ * window / baseline
     base.heat, base.expected = s, expected

@@ -152,14 +152,11 @@ def neighbours(patients: Pseudonymiser, canonical: str, patient: str) -> bytes:
     rest = int(canonical[:5] + _CORSICA.get(place, place) + canonical[7:10]) * 1000 % 97
     prefix = canonical[:10].encode()
     d = spacing(patient)
-    return fingerprints_canonical(
-        patients,
-        (
-            prefix + _ORDERS[m] + _CHECKS[97 - (rest + m) % 97] if 1 <= m <= 999 else None
-            for m in (order - 1, order + 1, order - d, order + d)
-        ),
-        ABSENT,
-    )
+    probes = [  # a list, not a generator: resuming one costs more than the list
+        prefix + _ORDERS[m] + _CHECKS[97 - (rest + m) % 97] if 1 <= m <= 999 else None
+        for m in (order - 1, order + 1, order - d, order + d)
+    ]
+    return fingerprints_canonical(patients, probes, ABSENT)
 
 
 def near(heat: Heat | None, fps: bytes, base: Decision, now: float) -> None:

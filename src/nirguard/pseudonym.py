@@ -66,9 +66,12 @@ class Pseudonymiser(PurposeBound):
             non-empty string.
     """
 
-    __slots__ = ("_hmacs",)
+    __slots__ = ("_current", "_hmacs")
 
     _hmacs: dict[str, crypto_hmac.HMAC]
+    #: the current key's pre-keyed HMAC (``_hmacs[_ring.current.key_id]``): three
+    #: attribute loads and a dict lookup fewer per pseudonym, six pseudonyms a lookup
+    _current: crypto_hmac.HMAC
 
     def __init__(self, keys: SecretKey | KeyRing, *, purpose: str) -> None:
         subkeys = self._bind(keys, purpose, PSEUDONYM_INFO_PREFIX, _SUBKEY_BYTES)
@@ -76,6 +79,7 @@ class Pseudonymiser(PurposeBound):
             key_id: crypto_hmac.HMAC(subkey, hashes.SHA256()) for key_id, subkey in subkeys.items()
         }
         object.__setattr__(self, "_hmacs", hmacs)
+        object.__setattr__(self, "_current", hmacs[self._ring.current.key_id])
 
     def pseudonymise(self, nir_value: str) -> str:
         """The pseudonym of a NIR under the current key.
@@ -121,7 +125,7 @@ class Pseudonymiser(PurposeBound):
         """
         if type(canonical) is not str:
             raise TypeError("pseudonymise_canonical expects a canonical string")
-        mac = self._hmacs[self._ring.current.key_id].copy()
+        mac = self._current.copy()
         mac.update(canonical.encode())
         return self._prefix + mac.finalize()[:_DIGEST_BYTES].hex()
 
@@ -161,7 +165,7 @@ class Pseudonymiser(PurposeBound):
 
     def _fingerprints_canonical(self, canonicals: Iterable[bytes | None], absent: bytes) -> bytes:
         """:func:`fingerprints_canonical`: one copy of the pre-keyed HMAC per string."""
-        copy = self._hmacs[self._ring.current.key_id].copy
+        copy = self._current.copy
         out = []
         for canonical in canonicals:
             if canonical is None:
@@ -177,7 +181,7 @@ class Pseudonymiser(PurposeBound):
     ) -> list[str | None]:
         """Pass 2 of :func:`pseudonymise_batch`: one copy of the pre-keyed HMAC per
         canonical string, ``None`` kept where there is none (``complete``: none is)."""
-        copy = self._hmacs[self._ring.current.key_id].copy
+        copy = self._current.copy
         prefix = self._prefix
         out: list[str | None] = []
         append = out.append
