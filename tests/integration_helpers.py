@@ -425,3 +425,18 @@ def check_two_sessions_on_one_account(ask: SessionAsk, other: SessionAsk) -> Non
     assert ask("bot", NIRS[3], None) == 403  # the bot is back: the budget is spent, lockout
     assert ask("owner", NIRS[4], None) == 403  # the account is locked, for both
     assert [other("owner", n, None) for n in NIRS[5:9]] == [200] * 4  # one login: never
+
+
+def check_example_reads_its_x_session_stand_in(make: PortalFactory) -> None:
+    """The example portal reads ``X-Session`` (the login session's stand-in): the scenario of
+    :func:`check_two_sessions_on_one_account`; without the header nothing is checked."""
+    portal = make(SESSION_POLICY)
+
+    def asker(who: str) -> SessionAsk:
+        def ask(login: str, nir: str, reason: str | None) -> int:
+            return portal.ask(who, nir, reason=reason, headers={"X-Session": login}).status
+
+        return ask
+
+    check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
+    assert [portal.ask("dr-plain", n).status for n in NIRS[:4]] == [200] * 4

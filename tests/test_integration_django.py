@@ -525,3 +525,7 @@ def test_two_sessions_on_one_account_through_an_async_view() -> None:
         "break_glass",
         "lockout",
     ]
+
+
+def test_the_example_portal_reads_its_x_session_stand_in() -> None:
+    shared.check_example_reads_its_x_session_stand_in(_portal)

@@ -572,16 +572,4 @@ def test_two_sessions_on_one_account_get_the_new_patient_refused(miss_on: Any) -
 
 
 def test_the_example_portal_reads_its_x_session_stand_in() -> None:
-    # examples/fastapi_portal: the X-Session header stands in for the login session
-    portal = shared.fastapi_portal(shared.SESSION_POLICY)
-
-    def asker(who: str) -> shared.SessionAsk:
-        def ask(login: str, nir: str, reason: str | None) -> int:
-            return portal.ask(who, nir, reason=reason, headers={"X-Session": login}).status
-
-        return ask
-
-    shared.check_two_sessions_on_one_account(asker("dr-stolen"), asker("dr-alone"))
-    # without the header the signal is not checked (the stand-in is optional)
-    plain = [portal.ask("dr-plain", n).status for n in shared.NIRS[:4]]
-    assert plain == [200] * 4
+    shared.check_example_reads_its_x_session_stand_in(_portal)

@@ -373,3 +373,7 @@ def test_two_sessions_on_one_account_get_the_new_patient_refused() -> None:
         "break_glass",
         "lockout",
     ]
+
+
+def test_the_example_portal_reads_its_x_session_stand_in() -> None:
+    shared.check_example_reads_its_x_session_stand_in(_portal)

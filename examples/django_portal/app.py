@@ -141,6 +141,12 @@ def practitioner_from_header(request: HttpRequest) -> str:
     return str(request.headers.get("X-Practitioner", "")).strip()
 
 
+def session_from_header(request: HttpRequest) -> str | None:
+    """Stand-in for the login session: its id from ``X-Session`` (a real portal passes the
+    server-side session of the same authentication as the practitioner: guard.md#sessions)."""
+    return str(request.headers.get("X-Session", "")).strip()[:128] or None
+
+
 def make_urlpatterns(
     guard: LookupGuard,
     registry: dict[str, dict[str, Any]] | None = None,
@@ -150,7 +156,9 @@ def make_urlpatterns(
     records = registry if registry is not None else build_registry()
     queue = reviews or review_queue()
 
-    @guarded_view(guard, practitioner=practitioner_from_header, nir="nir")
+    @guarded_view(
+        guard, practitioner=practitioner_from_header, nir="nir", session=session_from_header
+    )
     def lookup_identity(request: HttpRequest, *, lookup: Any) -> HttpResponse:
         identity = lookup.record(records.get(lookup.nir))  # the fake Infopatient service
         if identity is None:

@@ -115,9 +115,15 @@ def create_app(
 
     # The existing lookup function, wrapped: denials raise before it runs.
     @guard.protect(
-        practitioner="practitioner_id", nir="nir", reason="reason", is_miss=lambda r: r is None
+        practitioner="practitioner_id",
+        nir="nir",
+        reason="reason",
+        session="session_id",
+        is_miss=lambda r: r is None,
     )
-    def infopatient(practitioner_id: str, nir: str, reason: object = None) -> dict[str, Any] | None:
+    def infopatient(
+        practitioner_id: str, nir: str, reason: object = None, session_id: str | None = None
+    ) -> dict[str, Any] | None:
         return records.get(validate_nir(nir))
 
     app.extensions["nirguard"] = guard
@@ -130,7 +136,9 @@ def create_app(
             abort(401)
         # whatever was sent goes to the guard, which validates it (None included)
         value: Any = request_field("nir")
-        identity = infopatient(practitioner, value, request_reason())
+        # stand-in for the login session (a real portal: its server-side session's id)
+        session_id = request.headers.get("X-Session", "").strip()[:128] or None
+        identity = infopatient(practitioner, value, request_reason(), session_id)
         if identity is None:
             body = {"type": "about:blank", "title": "Not Found", "status": 404}
             return body, 404, {"Content-Type": "application/problem+json"}
