@@ -369,3 +369,17 @@ def test_unlock_is_audited_with_who_and_why() -> None:
     assert json.loads(last.model_dump_json())["actor"] == "secops-1"
     with pytest.raises(Exception, match="string"):
         guard.unlock("dr.locked", by=3)  # type: ignore[arg-type]
+
+
+def test_the_logged_alert_writes_its_time_in_iso_8601(caplog: pytest.LogCaptureFixture) -> None:
+    # POSIX seconds with their decimals can read as a NIR (CI once met 1796689141.82457)
+    from nirguard.alerts import Alert, Notice, log_alert, log_notice
+
+    with caplog.at_level(logging.INFO):
+        log_alert(Alert("dr", "distinct_patients", {"limit": 5.0}, 1796689141.82457, None))
+        log_notice(Notice("hot_cohort", None, {}, 1796689141.82457))
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("nirguard.")]
+    assert len(messages) == 2
+    for message in messages:
+        assert '"time":"2026-12-08T' in message and "1796689141" not in message
+        assert not find_nirs(message)

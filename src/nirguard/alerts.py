@@ -31,6 +31,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from nirguard._hook_files import iso_time
 from nirguard.reasons import Reason
 
 __all__ = [
@@ -136,14 +137,18 @@ class Notice:
 
 
 def _json(value: object) -> str:
-    return json.dumps(asdict(value), separators=(",", ":"), sort_keys=True)  # type: ignore[call-overload]
+    data = asdict(value)  # type: ignore[call-overload]
+    # ISO 8601, as the audit trail writes times: POSIX seconds with their decimals
+    # (1796689141.82457) can read as a NIR with its separators, in a log many people read
+    data["time"] = iso_time(data["time"])
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def log_alert(alert: Alert) -> None:
     """The default ``alert`` hook: one ``WARNING`` on ``nirguard.alerts``.
 
-    The message holds the case, account, signal and evidence as JSON; the
-    record carries the alert as ``record.nirguard_alert`` (a ``dict``).
+    The message holds the case, account, signal and evidence as JSON (its ``time`` in
+    ISO 8601, UTC); the record carries the alert as ``record.nirguard_alert`` (a ``dict``).
     """
     _alerts_log.warning("nirguard alert %s", _json(alert), extra={"nirguard_alert": asdict(alert)})
 
