@@ -383,3 +383,20 @@ def test_the_logged_alert_writes_its_time_in_iso_8601(caplog: pytest.LogCaptureF
     for message in messages:
         assert '"time":"2026-12-08T' in message and "1796689141" not in message
         assert not find_nirs(message)
+
+
+def test_the_reports_reprs_write_their_times_in_iso_8601() -> None:
+    from nirguard.alerts import Alert, BreakGlass, Notice
+    from nirguard.reasons import Reason
+
+    t = 1796689141.82457  # reads as a NIR with its separator
+    reports = [
+        Alert("dr", "distinct_patients", {"limit": 5.0}, t, None),
+        Notice("hot_cohort", None, {}, t),
+        BreakGlass("dr", "p:abc", Reason.of("TREAT"), t, t, 0, "distinct_patients"),
+    ]
+    for report in reports:
+        text = repr(report)
+        assert "time='2026-12-08T00:19:01.824570Z'" in text and "1796689141" not in text
+        assert not find_nirs(text)
+    assert "expires='2026-12-08T00:19:01.824570Z'" in repr(reports[2])

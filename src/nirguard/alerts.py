@@ -29,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
 
 from nirguard._hook_files import iso_time
 from nirguard.reasons import Reason
@@ -81,7 +82,7 @@ def case_id(practitioner: str, incident: float) -> str:
     return "case-" + digest.hexdigest().translate(_LETTERS)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Alert:
     """One case about one account.
 
@@ -114,8 +115,11 @@ class Alert:
     enforced: bool = True
     lockout: bool = True
 
+    def __repr__(self) -> str:
+        return _repr(self)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Notice:
     """Evidence about the portal (never about one account, never naming one).
 
@@ -134,6 +138,23 @@ class Notice:
     evidence: dict[str, float]
     time: float
     kind: str | None = None
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+_TIMES: Final = ("time", "expires")
+
+
+def _repr(value: Any) -> str:
+    """A report's fields, its times in ISO 8601 (POSIX seconds with their decimals can read
+    as a NIR, and reprs end up in logs and tracebacks)."""
+    shown = []
+    for f in fields(value):
+        item = getattr(value, f.name)
+        text = iso_time(item) if f.name in _TIMES else item
+        shown.append(f"{f.name}={text!r}")
+    return f"{type(value).__name__}({', '.join(shown)})"
 
 
 def _json(value: object) -> str:
@@ -160,7 +181,7 @@ def log_notice(notice: Notice) -> None:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class BreakGlass:
     """Sent to the guard's ``on_break_glass`` hook when a break-glass lookup is granted.
 
@@ -191,3 +212,6 @@ class BreakGlass:
     quota: str
     kind: str | None = None
     enforced: bool = True
+
+    def __repr__(self) -> str:
+        return _repr(self)
