@@ -405,6 +405,16 @@ SESSION_POLICY = QuotaPolicy.only(
     break_glass="1/day",
     lockout="1 hour",
 )
+#: What the audit trail records of :func:`check_two_sessions_on_one_account`, by quota
+#: ``session``: the owner's return asked, answered with a reason, then the bot's lockout.
+SESSION_TRAIL = ["reason_required", "break_glass", "lockout"]
+
+
+def session_trail(events: Iterable[Any]) -> list[str]:
+    """The outcomes of the audit events of quota ``session``, in order."""
+    return [e.outcome for e in events if e.quota == "session"]
+
+
 #: One request of the scenario: (which login, NIR, stated reason) -> the answer's status.
 SessionAsk = Callable[[str, str, "str | None"], int]
 

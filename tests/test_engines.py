@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -524,13 +524,15 @@ def _play(
     return out
 
 
-def play_twice(url: str, ops: Any) -> tuple[list[Any], list[Any]]:
-    """``ops`` played on the memory engine, then on the Redis engine at ``url`` (the same
-    prefix; its keys deleted afterwards): what each answered."""
+def play_twice(
+    url: str, ops: Any, play: Callable[[Engine, Any], list[Any]] = _play
+) -> tuple[list[Any], list[Any]]:
+    """``ops`` played (by ``play``) on the memory engine, then on the Redis engine at ``url``
+    (the same prefix; its keys deleted afterwards): what each answered."""
     prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
     on_redis = redis_engine(url, prefix)
     try:
-        return _play(MemoryEngine(lambda: T0, prefix=prefix), ops), _play(on_redis, ops)
+        return play(MemoryEngine(lambda: T0, prefix=prefix), ops), play(on_redis, ops)
     finally:
         on_redis.close()
         cleanup(url, prefix)

@@ -7,7 +7,6 @@ from several sessions. The rule: nirguard/_sessions.py.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,12 +23,9 @@ from tests.engine_helpers import (
     ENGINES,
     T0,
     Driver,
-    cleanup,
     engines,
-    redis_engine,
 )
-from tests.redis_helpers import WORKER_PREFIX
-from tests.test_engines import PARITY, _key
+from tests.test_engines import PARITY, _key, play_twice
 
 MINUTE = 60.0
 #: Patients are remembered a day (a repeat is one within it: distinct_patients' window).
@@ -56,6 +52,14 @@ def _drive(engine: Engine, policy: QuotaPolicy = STRICT) -> Driver:
 
 def _refused(decision: Any) -> bool:
     return decision.outcome not in ("allowed", "break_glass")
+
+
+def _a_then_b(d: Driver) -> None:
+    """Session A looks up p1, then a minute later session B p2 (a hand-over), then a minute."""
+    d.look("dr", "p1", session="A")
+    d.wait(MINUTE)
+    d.look("dr", "p2", session="B")
+    d.wait(MINUTE)
 
 
 def test_one_session_all_day_is_never_refused(engine: Engine) -> None:
@@ -122,10 +126,7 @@ def test_a_return_is_forgotten_after_a_day(engine: Engine) -> None:
 
 def test_a_third_session_while_two_are_active_is_the_signal(engine: Engine) -> None:
     d = _drive(engine)
-    d.look("dr", "p1", session="A")
-    d.wait(MINUTE)
-    d.look("dr", "p2", session="B")
-    d.wait(MINUTE)
+    _a_then_b(d)
     decision = d.look("dr", "p3", session="C")
     assert decision.quota == "session"
     assert decision.evidence["sessions"] == 3
@@ -156,10 +157,7 @@ def test_a_repeat_is_never_refused_but_a_return_marks_the_account(engine: Engine
 
 def test_the_mark_of_a_return_refuses_with_two_sessions_as_evidence(engine: Engine) -> None:
     d = _drive(engine)
-    d.look("dr", "p1", session="A")
-    d.wait(MINUTE)
-    d.look("dr", "p2", session="B")
-    d.wait(MINUTE)
+    _a_then_b(d)
     d.look("dr", "p1", session="A")  # a repeat that is a return: the mark
     d.wait(MINUTE)
     marked = d.look("dr", "p3", session="A")  # A used it last: only the mark refuses
@@ -196,10 +194,7 @@ def test_the_window_edges_are_exact(engine: Engine) -> None:
 
 def test_the_mark_ends_exactly_with_the_window(engine: Engine) -> None:
     d = _drive(engine)
-    d.look("dr", "p1", session="A")
-    d.wait(MINUTE)
-    d.look("dr", "p2", session="B")
-    d.wait(MINUTE)
+    _a_then_b(d)
     d.look("dr", "p1", session="A")  # marks the account for 30 minutes
     d.wait(30 * MINUTE)
     assert d.look("dr", "p3", session="A").outcome == "allowed"
@@ -207,10 +202,7 @@ def test_the_mark_ends_exactly_with_the_window(engine: Engine) -> None:
 
 def test_the_mark_of_a_return_ends_with_the_window(engine: Engine) -> None:
     d = _drive(engine)
-    d.look("dr", "p1", session="A")
-    d.wait(MINUTE)
-    d.look("dr", "p2", session="B")
-    d.wait(MINUTE)
+    _a_then_b(d)
     d.look("dr", "p1", session="A")  # a repeat: marks the account for 30 minutes
     d.wait(31 * MINUTE)
     assert d.look("dr", "p3", session="A").outcome == "allowed"
@@ -251,10 +243,7 @@ def test_a_question_first_and_a_reason_moves_the_session(engine: Engine) -> None
 
 def test_a_refused_lookup_does_not_move_its_session(engine: Engine) -> None:
     d = _drive(engine, SESSIONS)
-    d.look("dr", "p1", session="A")
-    d.wait(MINUTE)
-    d.look("dr", "p2", session="B")
-    d.wait(MINUTE)
+    _a_then_b(d)
     assert d.look("dr", "p3", session="A").outcome == "reason_required"
     d.wait(MINUTE)
     # B still used it last: its repeat is fine, and nothing it does makes A the last
@@ -336,14 +325,7 @@ def _play(engine: Engine, ops: list[tuple[str, str, int, str, float]]) -> list[A
 
 
 def _agree(url: str, ops: Any) -> None:
-    prefix = f"{WORKER_PREFIX}{uuid.uuid4().hex[:10]}"
-    remote = redis_engine(url, prefix)
-    try:
-        expected = _play(MemoryEngine(lambda: T0, prefix=prefix), ops)
-        got = _play(remote, ops)
-    finally:
-        remote.close()
-        cleanup(url, prefix)
+    expected, got = play_twice(url, ops, _play)
     assert got == expected
 
 
