@@ -291,6 +291,8 @@ class Account:
         quota, count, limit = breach
         if quota in SIGNALS:
             self.incident(now + p.lockout_memory)
+        if quota == "session" and not req.reason:  # the others' next new patient too
+            sessions.mark(changes, p, req.session, now)  # (a grant leaves the mark be)
         spent = overflow(record, p.break_glass, now) is not None
         if quota != "hot_cohort" and (not p.break_glass or spent):
             return self.lock(quota, count, limit)

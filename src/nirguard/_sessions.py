@@ -26,7 +26,12 @@ lookup. A lookup from session ``s``:
 
 A return or a third session is the signal ``session`` (lockout-class, like
 the other signals: a question first while a break-glass budget lasts, then a
-lockout, and an alert case at once) for a **new** patient. A repeat is never
+lockout, and an alert case at once) for a **new** patient. The breach also marks
+the account (:data:`MARK`) for ``session_overlap``, sparing the refused session: the
+others' next new patient is refused too. A reason answers the question asked, not
+the window's, so a bot that used the account last and answers the owner's question
+with reasons of its own gets one grant, then the lockout; a practitioner refused on
+going back to a device answers and goes on there. A repeat is never
 refused by it (it exposes nobody new), but marks the account
 (:data:`MARK`, for ``session_overlap``): its next new patient, from either
 session, is refused. So a bot cannot clear its way by re-reading a patient it
@@ -59,13 +64,17 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from nirguard._compiled import CompiledPolicy
 
-__all__ = ["ENTRY", "KEPT", "LIST", "MARK", "MEMORY", "check", "see"]
+__all__ = ["ENTRY", "KEPT", "LIST", "MARK", "MEMORY", "SPARED", "check", "mark", "see"]
 
 #: The sessions that used the account lately, oldest use first: 14 bytes each, the
 #: session's 6-byte fingerprint then the time of its last use (a little-endian double).
 LIST: Final = "session"
-#: Until when the account's next new patient is refused (a repeat was a return).
+#: Until when the account's next new patient is refused (a repeat was a return, or a new
+#: patient was the signal), and the session it spares (:data:`SPARED`).
 MARK: Final = "session:x"
+#: The session a signal's mark spares: the one that was refused (it may answer with a
+#: reason and go on); ``b""`` after a repeat's return (none is spared).
+SPARED: Final = "session:s"
 #: Bytes an entry of :data:`LIST` takes.
 ENTRY: Final = 14
 #: Sessions :data:`LIST` holds at most (the latest ones).
@@ -113,13 +122,20 @@ def check(
             seen = others + 1  # a third session
     if not new:
         if seen:
-            changes[MARK] = now + p.session_overlap
+            mark(changes, p, b"", now)
         return None
     if seen:
         return "session", seen, 1
-    if record.get(MARK, 0.0) > now:
+    if record.get(MARK, 0.0) > now and record.get(SPARED, b"") != session:
         return "session", 2, 1
     return None
+
+
+def mark(changes: dict[str, Any], p: CompiledPolicy, spared: bytes, now: float) -> None:
+    """Refuse the account's next new patient within ``session_overlap``, from any session
+    but ``spared``."""
+    changes[MARK] = now + p.session_overlap
+    changes[SPARED] = spared
 
 
 def see(

@@ -268,6 +268,9 @@ end
 local function breached(A, flags, r, patient_id, breach, count, limit)
   local P, now, record, changes = A.P, A.now, A.record, A.changes
   if SIGNAL[breach] then incident(A, now + P.lockout_memory) end
+  if breach == "session" and not flags.reason then -- the others' next new patient too
+    ses_mark(changes, P, flags.ses, now) -- (a grant leaves the mark be)
+  end
   local spent = overflow(record, P.break_glass, now) ~= nil
   if breach ~= "hot_cohort" and (#P.break_glass == 0 or spent) then
     return lock(A, breach, count, limit)

@@ -45,6 +45,7 @@ local function fixed_of(P)
   if P.session then -- _sessions.lua
     fixed[#fixed + 1] = {"session", "Ss"}
     fixed[#fixed + 1] = {"session:x", "Sx"}
+    fixed[#fixed + 1] = {"session:s", "Sz"}
   end
   if P.baseline then
     for _, pair in ipairs(BL_FIXED) do fixed[#fixed + 1] = pair end

@@ -20,7 +20,7 @@
 
 local ENTRY = 14
 local seq_near, seq_own, seq_check, seq_count, seq_remember -- _sequence.lua
-local ses_check, ses_see -- _sessions.lua
+local ses_check, ses_see, ses_mark -- _sessions.lua
 local SHIFT = nil -- simulated time: expiries shifted onto the server's clock (ARGV 8)
 
 -- SET's expiry for a record that holds nothing a decision reads after `at`

@@ -13,7 +13,7 @@
 -- patient, and for a repeat marks the account (SES_MARK, for `session_overlap`): its next
 -- new patient is refused. A lookup let through moves its session to the end.
 
-local SES_LIST, SES_MARK = "session", "session:x"
+local SES_LIST, SES_MARK, SES_SPARED = "session", "session:x", "session:s"
 local SES_ENTRY, SES_KEPT, SES_MEMORY = 14, 4, 86400
 
 -- the sessions of `packed` used within the memory: a list of {fingerprint, last use}
@@ -50,12 +50,21 @@ ses_check = function(record, changes, P, fp, new, now)
     end
   end
   if not new then
-    if seen > 0 then changes[SES_MARK] = now + P.session end
+    if seen > 0 then ses_mark(changes, P, "", now) end
     return nil
   end
   if seen > 0 then return "session", seen, 1 end
-  if (record[SES_MARK] or 0) > now then return "session", 2, 1 end
+  if (record[SES_MARK] or 0) > now and (record[SES_SPARED] or "") ~= fp then
+    return "session", 2, 1
+  end
   return nil
+end
+
+-- refuse the account's next new patient within the window, from any session but `spared`
+-- (a signal spares the refused session: a reason answers one question, not the window's)
+ses_mark = function(changes, P, spared, now)
+  changes[SES_MARK] = now + P.session
+  changes[SES_SPARED] = spared
 end
 
 -- a lookup from `fp` let through: it is the session that used the account last; sessions
